@@ -1,0 +1,1 @@
+"""cloudphone: the backend core of a cloud-phone platform."""

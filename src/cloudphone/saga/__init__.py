@@ -1,0 +1,51 @@
+"""The durable saga engine.
+
+Define a :class:`Saga` with ordered steps (compensatable, one pivot, retriable), start runs
+with :meth:`SagaEngine.start`, and run a worker to drive them. Progress, leases and history
+live in SQLite or PostgreSQL; see ``DESIGN.md`` §1-2 for the semantics.
+"""
+
+from cloudphone.saga.context import StepContext
+from cloudphone.saga.definition import Saga, Step, StepHandle, StepKind
+from cloudphone.saga.engine import InvalidSagaInputError, SagaEngine
+from cloudphone.saga.errors import (
+    InvalidTransitionError,
+    NonRetryableError,
+    OperatorActionError,
+    SagaDefinitionError,
+    SagaError,
+    SagaNotFoundError,
+    StepOutputError,
+    UnknownSagaTypeError,
+)
+from cloudphone.saga.metrics import SagaMetrics
+from cloudphone.saga.records import ErrorInfo, EventKind, SagaEvent, SagaRun
+from cloudphone.saga.retry import RetryPolicy
+from cloudphone.saga.state import SagaStatus
+from cloudphone.saga.store.database import Database
+
+__all__ = [
+    "Database",
+    "ErrorInfo",
+    "EventKind",
+    "InvalidSagaInputError",
+    "InvalidTransitionError",
+    "NonRetryableError",
+    "OperatorActionError",
+    "RetryPolicy",
+    "Saga",
+    "SagaDefinitionError",
+    "SagaEngine",
+    "SagaError",
+    "SagaEvent",
+    "SagaMetrics",
+    "SagaNotFoundError",
+    "SagaRun",
+    "SagaStatus",
+    "Step",
+    "StepContext",
+    "StepHandle",
+    "StepKind",
+    "StepOutputError",
+    "UnknownSagaTypeError",
+]

@@ -1,0 +1,56 @@
+"""What a step sees while it runs."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """The view a step action or compensation has of its saga run.
+
+    Attributes:
+        saga_id: Id of the run.
+        saga_type: Name of the saga definition.
+        step: Name of the step being run (or compensated).
+        attempt: Attempt number of this step, 1-based; counts attempts lost to crashes too.
+        data: Read-only saga data: the input plus every earlier step's output.
+        idempotency_key: Stable across attempts, workers and restarts of this step; pass it to
+            the outside system so a repeated call is harmless.
+        deadline: When the saga's deadline passes (None when it has none).
+        compensating: True when this call is a compensation.
+    """
+
+    saga_id: str
+    saga_type: str
+    step: str
+    attempt: int
+    data: Mapping[str, Any]
+    idempotency_key: str
+    deadline: datetime | None
+    compensating: bool = False
+    _session: AsyncConnection | None = field(default=None, repr=False)
+
+    @property
+    def session(self) -> AsyncConnection:
+        """The database connection of this step's transaction (transactional steps only).
+
+        Its writes commit in the same transaction as the engine's record of the step, so they
+        happen exactly once. Do not commit or roll it back yourself.
+        """
+        if self._session is None:
+            raise RuntimeError(
+                f"step {self.step!r} of saga {self.saga_type!r} is not transactional; "
+                "declare it with transactional=True to get ctx.session"
+            )
+        return self._session
+
+
+def idempotency_key(saga_id: str, step: str, *, compensating: bool = False) -> str:
+    """The stable idempotency key of a step (or its compensation) in a run."""
+    return f"{saga_id}:{step}:undo" if compensating else f"{saga_id}:{step}"

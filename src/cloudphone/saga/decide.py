@@ -1,0 +1,383 @@
+"""Pure decisions: given a run and what just happened, the Progress to commit.
+
+No I/O and no clock: the runner passes ``now`` and a random source, so every rule here is
+unit-tested directly (see ``tests/unit/test_decide.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from cloudphone.saga.definition import Saga, Step, StepKind
+from cloudphone.saga.progress import NewEvent, Progress, RunState
+from cloudphone.saga.records import ErrorInfo, EventKind
+from cloudphone.saga.state import SagaStatus
+
+Rand = Callable[[], float]
+
+CAUSE_FAILED = "failed"
+CAUSE_TIMED_OUT = "timed_out"
+CAUSE_CANCELLED = "cancelled"
+
+
+def past_pivot(state: RunState, saga: Saga) -> bool:
+    """True once the pivot has succeeded (the run can only move forward)."""
+    pivot = saga.pivot_index
+    return (
+        pivot is not None
+        and state.status is not SagaStatus.COMPENSATING
+        and state.step_index > pivot
+    )
+
+
+def deadline_passed(state: RunState, now: datetime) -> bool:
+    """True when the run has a deadline and ``now`` is past it."""
+    return state.deadline_at is not None and now >= state.deadline_at
+
+
+def _ms(start: datetime, end: datetime) -> float:
+    return round((end - start).total_seconds() * 1000, 3)
+
+
+def _base(state: RunState, now: datetime, events: list[NewEvent]) -> Progress:
+    """A Progress that keeps everything as it is and holds the lease."""
+    return Progress(
+        status=state.status,
+        step_index=state.step_index,
+        step=state.step,
+        attempt=state.attempt,
+        data=None,
+        error=state.error,
+        compensation_cause=state.compensation_cause,
+        keep_lease=True,
+        next_run_at=now,
+        finished=False,
+        deadline_noted=state.deadline_noted,
+        clear_cancel=False,
+        events=tuple(events),
+        now=now,
+    )
+
+
+def _with_deadline_note(
+    state: RunState, saga: Saga, now: datetime, events: list[NewEvent], forward_after: bool
+) -> bool:
+    """Append the post-pivot deadline event once; returns the new ``deadline_noted``."""
+    if state.deadline_noted or not forward_after or not deadline_passed(state, now):
+        return state.deadline_noted
+    assert state.deadline_at is not None
+    events.append(
+        NewEvent(
+            EventKind.DEADLINE_PASSED,
+            at=now,
+            detail={
+                "deadline_at": state.deadline_at.isoformat(),
+                "note": "past the pivot: the saga keeps moving forward",
+            },
+        )
+    )
+    return True
+
+
+def _finish(
+    progress: Progress,
+    status: SagaStatus,
+    kind: EventKind,
+    now: datetime,
+    detail: dict[str, Any] | None = None,
+    keep_step: bool = False,
+) -> Progress:
+    events = (*progress.events, NewEvent(kind, at=now, detail=detail or {}))
+    return replace(
+        progress,
+        status=status,
+        step_index=progress.step_index if keep_step else None,
+        step=progress.step if keep_step else None,
+        keep_lease=False,
+        next_run_at=None,
+        finished=True,
+        events=events,
+    )
+
+
+def on_step_success(
+    state: RunState,
+    saga: Saga,
+    output: Mapping[str, Any] | None,
+    started_at: datetime,
+    now: datetime,
+) -> Progress:
+    """A forward step's attempt succeeded: merge its output and move to the next step."""
+    step = saga.steps[state.step_index]
+    events = [
+        NewEvent(
+            EventKind.STEP_SUCCEEDED,
+            at=now,
+            step=step.name,
+            attempt=state.attempt,
+            detail={"started_at": started_at.isoformat(), "duration_ms": _ms(started_at, now)},
+        )
+    ]
+    nxt = state.step_index + 1
+    forward_after = saga.pivot_index is not None and nxt > saga.pivot_index
+    noted = _with_deadline_note(state, saga, now, events, forward_after)
+    data = {**state.data, **output} if output else None
+    progress = replace(_base(state, now, events), data=data, error=None, deadline_noted=noted)
+    if nxt == len(saga.steps):
+        return _finish(progress, SagaStatus.COMPLETED, EventKind.SAGA_COMPLETED, now)
+    return replace(
+        progress, status=SagaStatus.RUNNING, step_index=nxt, step=saga.steps[nxt].name, attempt=1
+    )
+
+
+def _failed_event(
+    step: Step,
+    state: RunState,
+    info: ErrorInfo,
+    started_at: datetime,
+    now: datetime,
+    compensating: bool = False,
+) -> NewEvent:
+    kind = EventKind.COMPENSATION_FAILED if compensating else EventKind.STEP_FAILED
+    return NewEvent(
+        kind,
+        at=now,
+        step=step.name,
+        attempt=state.attempt,
+        detail={
+            "error": info.to_dict(),
+            "started_at": started_at.isoformat(),
+            "duration_ms": _ms(started_at, now),
+        },
+    )
+
+
+def _schedule_retry(
+    state: RunState,
+    step: Step,
+    delay: timedelta,
+    now: datetime,
+    events: list[NewEvent],
+    info: ErrorInfo,
+    cap: datetime | None,
+) -> Progress:
+    at = now + delay
+    if cap is not None and at > cap:
+        at = cap  # wake at the deadline, not after it, so it is acted on promptly
+    events.append(
+        NewEvent(
+            EventKind.RETRY_SCHEDULED,
+            at=now,
+            step=step.name,
+            attempt=state.attempt + 1,
+            detail={"next_run_at": at.isoformat(), "delay_ms": _ms(now, at)},
+        )
+    )
+    return replace(
+        _base(state, now, events),
+        step=step.name,
+        attempt=state.attempt + 1,
+        error=info,
+        keep_lease=False,
+        next_run_at=at,
+    )
+
+
+def on_step_failure(
+    state: RunState,
+    saga: Saga,
+    error: BaseException,
+    started_at: datetime,
+    now: datetime,
+    rand: Rand,
+) -> Progress:
+    """A forward step's attempt failed: retry, compensate, or (after the pivot) fail."""
+    step = saga.steps[state.step_index]
+    policy = saga.policy_for(step)
+    info = ErrorInfo.from_exception(error, step.name)
+    events = [_failed_event(step, state, info, started_at, now)]
+    retryable = policy.is_retryable(error)
+    if step.kind is StepKind.RETRIABLE:
+        noted = _with_deadline_note(state, saga, now, events, True)
+        state_noted = replace(state, deadline_noted=noted)
+        if not retryable:
+            progress = replace(_base(state_noted, now, events), step=step.name, error=info)
+            return _finish(
+                progress,
+                SagaStatus.FAILED,
+                EventKind.SAGA_FAILED,
+                now,
+                {"reason": str(info)},
+                keep_step=True,
+            )
+        return _schedule_retry(
+            state_noted, step, policy.delay(state.attempt, rand), now, events, info, None
+        )
+    late = deadline_passed(state, now)
+    if retryable and state.attempt < policy.max_attempts and not late:
+        return _schedule_retry(
+            state, step, policy.delay(state.attempt, rand), now, events, info, state.deadline_at
+        )
+    if late:
+        assert state.deadline_at is not None
+        events.append(
+            NewEvent(
+                EventKind.DEADLINE_EXCEEDED,
+                at=now,
+                step=step.name,
+                detail={"deadline_at": state.deadline_at.isoformat()},
+            )
+        )
+        return begin_compensation(replace(state, error=info), saga, CAUSE_TIMED_OUT, now, events)
+    return begin_compensation(replace(state, error=info), saga, CAUSE_FAILED, now, events)
+
+
+def on_deadline_exceeded(
+    state: RunState, saga: Saga, now: datetime, interrupted_at: datetime | None = None
+) -> Progress:
+    """The deadline passed before the pivot: stop (cancelling the attempt) and compensate."""
+    assert state.deadline_at is not None
+    step = saga.steps[state.step_index]
+    events: list[NewEvent] = []
+    info = ErrorInfo(
+        "DeadlineExceeded", f"saga deadline {state.deadline_at.isoformat()} passed", step.name
+    )
+    if interrupted_at is not None:
+        events.append(_failed_event(step, state, info, interrupted_at, now))
+    events.append(
+        NewEvent(
+            EventKind.DEADLINE_EXCEEDED,
+            at=now,
+            step=step.name,
+            detail={"deadline_at": state.deadline_at.isoformat()},
+        )
+    )
+    return begin_compensation(replace(state, error=info), saga, CAUSE_TIMED_OUT, now, events)
+
+
+def on_cancel(
+    state: RunState, saga: Saga, now: datetime, interrupted_at: datetime | None = None
+) -> Progress:
+    """Act on an operator's cancel: compensate before the pivot, otherwise keep going."""
+    if past_pivot(state, saga):
+        events = [
+            NewEvent(
+                EventKind.CANCEL_REJECTED,
+                at=now,
+                detail={"reason": "the pivot has succeeded; the saga only moves forward"},
+            )
+        ]
+        return replace(
+            _base(state, now, events), step=saga.steps[state.step_index].name, clear_cancel=True
+        )
+    step = saga.steps[state.step_index]
+    events = []
+    info = ErrorInfo("Cancelled", "cancelled by an operator", step.name)
+    if interrupted_at is not None:
+        events.append(_failed_event(step, state, info, interrupted_at, now))
+    progress = begin_compensation(replace(state, error=info), saga, CAUSE_CANCELLED, now, events)
+    return replace(progress, clear_cancel=True)
+
+
+def next_compensation(saga: Saga, start: int) -> int | None:
+    """Highest step index at or below ``start`` that has a compensation."""
+    for index in range(min(start, len(saga.steps) - 1), -1, -1):
+        if saga.steps[index].compensation is not None:
+            return index
+    return None
+
+
+def _final_status(cause: str | None) -> tuple[SagaStatus, EventKind]:
+    if cause == CAUSE_TIMED_OUT:
+        return SagaStatus.TIMED_OUT, EventKind.SAGA_TIMED_OUT
+    return SagaStatus.COMPENSATED, EventKind.SAGA_COMPENSATED
+
+
+def begin_compensation(
+    state: RunState, saga: Saga, cause: str, now: datetime, events: list[NewEvent]
+) -> Progress:
+    """Turn back: compensate from the current step (included) down to the first."""
+    events.append(
+        NewEvent(
+            EventKind.COMPENSATION_STARTED,
+            at=now,
+            step=saga.steps[state.step_index].name,
+            detail={"cause": cause},
+        )
+    )
+    pointer = next_compensation(saga, state.step_index)
+    progress = replace(
+        _base(state, now, events),
+        status=SagaStatus.COMPENSATING,
+        compensation_cause=cause,
+        error=state.error,
+    )
+    if pointer is None:
+        status, kind = _final_status(cause)
+        return _finish(progress, status, kind, now, {"cause": cause})
+    return replace(progress, step_index=pointer, step=saga.steps[pointer].name, attempt=1)
+
+
+def on_compensation_success(
+    state: RunState, saga: Saga, started_at: datetime, now: datetime
+) -> Progress:
+    """A compensation succeeded: go on with the next one down, or finish."""
+    step = saga.steps[state.step_index]
+    events = [
+        NewEvent(
+            EventKind.COMPENSATION_SUCCEEDED,
+            at=now,
+            step=step.name,
+            attempt=state.attempt,
+            detail={"started_at": started_at.isoformat(), "duration_ms": _ms(started_at, now)},
+        )
+    ]
+    pointer = next_compensation(saga, state.step_index - 1)
+    progress = _base(state, now, events)
+    if pointer is None:
+        status, kind = _final_status(state.compensation_cause)
+        return _finish(progress, status, kind, now, {"cause": state.compensation_cause})
+    return replace(progress, step_index=pointer, step=saga.steps[pointer].name, attempt=1)
+
+
+def on_compensation_failure(
+    state: RunState,
+    saga: Saga,
+    error: BaseException,
+    started_at: datetime,
+    now: datetime,
+    rand: Rand,
+) -> Progress:
+    """A compensation failed: retry it (no attempt limit) unless the error is non-retryable."""
+    step = saga.steps[state.step_index]
+    policy = saga.policy_for(step)
+    info = ErrorInfo.from_exception(error, step.name)
+    events = [_failed_event(step, state, info, started_at, now, compensating=True)]
+    if not policy.is_retryable(error):
+        progress = replace(_base(state, now, events), step=step.name, error=info)
+        return _finish(
+            progress,
+            SagaStatus.FAILED,
+            EventKind.SAGA_FAILED,
+            now,
+            {"reason": f"compensation failed: {info}"},
+            keep_step=True,
+        )
+    return _schedule_retry(state, step, policy.delay(state.attempt, rand), now, events, info, None)
+
+
+def on_unknown_step(state: RunState, step_name: str | None, now: datetime) -> Progress:
+    """The stored step does not exist in this definition (renamed?): needs an operator."""
+    info = ErrorInfo("UnknownStep", f"the saga definition has no step {step_name!r}", step_name)
+    progress = replace(_base(state, now, []), error=info)
+    return _finish(
+        progress,
+        SagaStatus.FAILED,
+        EventKind.SAGA_FAILED,
+        now,
+        {"reason": str(info)},
+        keep_step=True,
+    )

@@ -1,0 +1,367 @@
+"""SagaEngine: the facade users code against (start, worker, wait, read, operate)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager
+from datetime import datetime, timedelta
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from cloudphone.saga import operators
+from cloudphone.saga.definition import Saga
+from cloudphone.saga.errors import SagaDefinitionError, SagaNotFoundError, UnknownSagaTypeError
+from cloudphone.saga.metrics import SagaMetrics
+from cloudphone.saga.ports import Clock, StepHooks, SystemClock
+from cloudphone.saga.progress import OperatorChange, Progress, RunState
+from cloudphone.saga.records import SagaEvent, SagaRun
+from cloudphone.saga.state import SagaStatus
+from cloudphone.saga.store.database import Database
+from cloudphone.saga.store.listen import Listener
+from cloudphone.saga.store.pg import NOTIFY_CHANNEL
+from cloudphone.saga.store.sql import NewRun, SqlStore
+from cloudphone.saga.store.tables import metadata
+from cloudphone.saga.worker import Worker
+
+
+class InvalidSagaInputError(ValueError):
+    """``start()`` was given data that is not a JSON object, or a bad idempotency key."""
+
+
+def default_worker_id() -> str:
+    """``host-pid``: unique per process. Pass a stable id to reclaim runs after a restart."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class SagaEngine:
+    """Starts, drives and inspects sagas stored in one database.
+
+    Args:
+        database: URL (``postgresql+asyncpg://…``, ``postgresql+psycopg://…``,
+            ``sqlite+aiosqlite:///…``), an AsyncEngine, or a Database to share.
+        sagas: The saga definitions this engine knows (and its worker runs).
+        worker_id: Identity of this process's worker; a worker restarting with the same id
+            takes its unfinished runs back at once. Default: ``host-pid``.
+        lease: How long a claim holds a run without renewal; a crashed worker's runs are taken
+            over after it expires.
+        clock: Time source (see :class:`cloudphone.saga.testing.ManualClock`).
+        registry: Prometheus registry for the engine's metrics (a private one by default).
+        hooks: Called around each attempt (fault injection in tests).
+        poll_interval: Longest an idle worker waits before looking for due runs again.
+        rand: Uniform random source for retry jitter.
+    """
+
+    def __init__(
+        self,
+        database: str | URL | AsyncEngine | Database,
+        sagas: Iterable[Saga],
+        *,
+        worker_id: str | None = None,
+        lease: timedelta = timedelta(seconds=30),
+        clock: Clock | None = None,
+        registry: CollectorRegistry | None = None,
+        hooks: StepHooks | None = None,
+        poll_interval: timedelta = timedelta(seconds=1),
+        rand: Callable[[], float] | None = None,
+    ) -> None:
+        self.db = database if isinstance(database, Database) else Database(database)
+        self._owns_db = not isinstance(database, Database)
+        self.sagas: dict[str, Saga] = {}
+        for saga in sagas:
+            saga.validate()
+            if saga.name in self.sagas:
+                raise SagaDefinitionError(f"two sagas are named {saga.name!r}")
+            self.sagas[saga.name] = saga
+        if lease < timedelta(milliseconds=300):
+            raise ValueError(f"lease {lease} is too short to renew reliably (minimum 300 ms)")
+        self.worker_id = worker_id or default_worker_id()
+        self.lease = lease
+        self.clock: Clock = clock or SystemClock()
+        self.metrics = SagaMetrics(registry)
+        self._hooks = hooks
+        self._poll = poll_interval
+        self._rand = rand
+        self.store = SqlStore(self.db, lease)
+        self._worker: Worker | None = None
+        self._listener: Listener | None = None
+        self._waiters: dict[str, asyncio.Future[None]] = {}
+
+    # -- schema -------------------------------------------------------------------------
+
+    async def create_schema(self) -> None:
+        """Create the engine's tables if missing (production uses the Alembic migrations)."""
+        async with self.db.begin() as conn:
+            await conn.run_sync(metadata.create_all)
+
+    # -- starting -----------------------------------------------------------------------
+
+    async def start(
+        self,
+        saga_type: str,
+        data: dict[str, Any],
+        *,
+        idempotency_key: str | None = None,
+        session: AsyncConnection | None = None,
+        started_by: str | None = None,
+    ) -> str:
+        """Insert a run and return its id at once; a worker drives it.
+
+        Args:
+            saga_type: Name of a registered saga.
+            data: The saga input, a JSON object.
+            idempotency_key: Same (saga_type, key) returns the first run's id.
+            session: The caller's transaction to join: the run exists only if it commits.
+            started_by: Who asked (a user id), for auditing and access checks.
+        """
+        saga = self.sagas.get(saga_type)
+        if saga is None:
+            raise UnknownSagaTypeError(
+                f"unknown saga type {saga_type!r}; known: {', '.join(sorted(self.sagas))}"
+            )
+        _check_input(data, idempotency_key)
+        now = self.clock.now()
+        worker = self._worker
+        # Claim by insert: a local worker with room drives it without a separate claim, unless
+        # the caller's transaction might still roll back.
+        claim = worker is not None and session is None and worker.try_reserve()
+        new = NewRun(
+            id=str(uuid.uuid4()),
+            saga_type=saga_type,
+            data=dict(data),
+            first_step=saga.steps[0].name,
+            idempotency_key=idempotency_key,
+            started_by=started_by,
+            deadline_at=now + saga.timeout if saga.timeout else None,
+            now=now,
+            owner=self.worker_id if claim else None,
+        )
+        try:
+            run_id, inserted = await self.store.insert_run(
+                new, session, notify=self.db.is_postgres and not claim
+            )
+        except BaseException:
+            if claim and worker is not None:
+                worker.unreserve()
+            raise
+        if inserted:
+            self.metrics.record_started(saga_type)
+        if claim and worker is not None:
+            if inserted:
+                worker.adopt(_claimed_run(new, self.lease))
+            else:
+                worker.unreserve()
+        elif inserted and worker is not None and session is None:
+            worker.wake()
+        return run_id
+
+    # -- workers ------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def worker(
+        self, concurrency: int = 64, *, grace: timedelta = timedelta(seconds=30)
+    ) -> AsyncIterator[Worker]:
+        """Run a worker while the block runs; on exit stop gracefully (see Worker.stop)."""
+        if self._worker is not None:
+            raise RuntimeError("this engine already runs a worker")
+        worker = Worker(
+            store=self.store,
+            sagas=self.sagas,
+            worker_id=self.worker_id,
+            concurrency=concurrency,
+            clock=self.clock,
+            metrics=self.metrics,
+            hooks=self._hooks,
+            poll_interval=self._poll,
+            on_commit=self._committed,
+            **({"rand": self._rand} if self._rand else {}),
+        )
+        await worker.start()
+        self._worker = worker
+        if self.db.is_postgres:
+            self._listener = Listener(self.db.url, NOTIFY_CHANNEL, self._notified)
+            self._listener.start()
+        try:
+            yield worker
+        finally:
+            if self._listener is not None:
+                await self._listener.stop()
+                self._listener = None
+            await worker.stop(grace)
+            self._worker = None
+
+    async def run_worker(
+        self, concurrency: int = 64, *, grace: timedelta = timedelta(seconds=30)
+    ) -> None:
+        """Run a worker until cancelled, then stop gracefully."""
+        async with self.worker(concurrency, grace=grace):
+            await asyncio.Event().wait()
+
+    def _notified(self, saga_type: str) -> None:
+        if self._worker is not None and saga_type in self.sagas:
+            self._worker.wake()
+
+    def _committed(self, state: RunState, progress: Progress) -> None:
+        if progress.finished:
+            self._resolve_waiters(state.id)
+
+    def _resolve_waiters(self, run_id: str) -> None:
+        future = self._waiters.pop(run_id, None)
+        if future is not None and not future.done():
+            future.set_result(None)
+
+    # -- reading ------------------------------------------------------------------------
+
+    async def get(self, saga_id: str) -> SagaRun:
+        """The run's current state; raises SagaNotFoundError."""
+        run = await self.store.get(saga_id)
+        if run is None:
+            raise SagaNotFoundError(f"no saga run {saga_id!r}")
+        return run
+
+    async def history(self, saga_id: str) -> list[SagaEvent]:
+        """The run's events in order; raises SagaNotFoundError for an unknown id."""
+        events = await self.store.history(saga_id)
+        if not events:
+            await self.get(saga_id)
+        return events
+
+    async def list(
+        self,
+        *,
+        status: SagaStatus | None = None,
+        saga_type: str | None = None,
+        started_by: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        needs_attention: bool = False,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[SagaRun]:
+        """Runs matching the filters, newest first."""
+        if not 1 <= limit <= 1000:
+            raise ValueError("limit must be between 1 and 1000")
+        return await self.store.list_runs(
+            status=status,
+            saga_type=saga_type,
+            started_by=started_by,
+            created_after=created_after,
+            created_before=created_before,
+            needs_attention=needs_attention,
+            limit=limit,
+            offset=max(offset, 0),
+        )
+
+    async def wait(
+        self,
+        saga_id: str,
+        timeout: float = 30.0,  # noqa: ASYNC109 - a timeout argument is this API's contract
+    ) -> SagaRun:
+        """Wait until the run is terminal (FAILED included) and return it.
+
+        Raises:
+            TimeoutError: Still active after ``timeout`` seconds.
+        """
+        loop = asyncio.get_running_loop()
+        until = loop.time() + timeout
+        delay = 0.005
+        while True:
+            future = self._waiters.get(saga_id)
+            if future is None or future.done():
+                future = self._waiters[saga_id] = loop.create_future()
+            run = await self.get(saga_id)
+            if run.status.is_terminal:
+                return run
+            remaining = until - loop.time()
+            if remaining <= 0:
+                raise TimeoutError(f"saga {saga_id} is still {run.status} after {timeout}s")
+            # Local completions resolve the future; runs driven elsewhere are polled.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(future), min(delay, remaining))
+            delay = min(delay * 2, 0.25)
+
+    # -- operator actions ---------------------------------------------------------------
+
+    async def retry(
+        self, saga_id: str, *, note: str | None = None, actor: str | None = None
+    ) -> SagaRun:
+        """Resume a FAILED run at the step that failed."""
+        return await self._operate(
+            saga_id, lambda run: operators.retry(run, self.clock.now(), actor, note)
+        )
+
+    async def cancel(self, saga_id: str, *, actor: str | None = None) -> SagaRun:
+        """Cancel a run before its pivot; its started steps are compensated."""
+        return await self._operate(
+            saga_id, lambda run: operators.cancel(run, self._saga_of(run), self.clock.now(), actor)
+        )
+
+    async def resolve(self, saga_id: str, note: str, *, actor: str | None = None) -> SagaRun:
+        """Close a FAILED run by hand with a note; it stays FAILED, marked resolved."""
+        return await self._operate(
+            saga_id, lambda run: operators.resolve(run, self.clock.now(), actor, note)
+        )
+
+    def _saga_of(self, run: SagaRun) -> Saga:
+        saga = self.sagas.get(run.saga_type)
+        if saga is None:
+            raise UnknownSagaTypeError(f"this engine does not know saga type {run.saga_type!r}")
+        return saga
+
+    async def _operate(self, saga_id: str, decide: Callable[[SagaRun], OperatorChange]) -> SagaRun:
+        run = await self.store.operate(saga_id, decide, notify=self.db.is_postgres)
+        if run.status.is_terminal:
+            self._resolve_waiters(run.id)
+        if self._worker is not None:
+            self._worker.wake()
+        return run
+
+    async def close(self) -> None:
+        """Release database connections (stop workers first)."""
+        if self._owns_db:
+            await self.db.dispose()
+
+
+def _check_input(data: Any, idempotency_key: str | None) -> None:
+    if not isinstance(data, dict):
+        raise InvalidSagaInputError(f"saga data must be a dict, got {type(data).__name__}")
+    try:
+        json.dumps(data, allow_nan=False)
+    except (TypeError, ValueError) as error:
+        raise InvalidSagaInputError(f"saga data must be JSON: {error}") from None
+    if idempotency_key is not None and not 1 <= len(idempotency_key) <= 255:
+        raise InvalidSagaInputError("idempotency_key must be 1-255 characters")
+
+
+def _claimed_run(new: NewRun, lease: timedelta) -> SagaRun:
+    """The row ``insert_run`` wrote for a run claimed by its insert (no read needed)."""
+    return SagaRun(
+        id=new.id,
+        saga_type=new.saga_type,
+        status=SagaStatus.RUNNING,
+        current_step=new.first_step,
+        data=new.data,
+        error=None,
+        attempt=1,
+        compensation_cause=None,
+        idempotency_key=new.idempotency_key,
+        started_by=new.started_by,
+        created_at=new.now,
+        updated_at=new.now,
+        finished_at=None,
+        deadline_at=new.deadline_at,
+        next_run_at=new.now,
+        owner=new.owner,
+        lease_expires_at=new.now + lease,
+        epoch=1,
+        cancel_requested=False,
+        resolution=None,
+    )

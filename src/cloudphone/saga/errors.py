@@ -1,0 +1,46 @@
+"""Errors raised by the saga engine and by step code that talks to it."""
+
+from __future__ import annotations
+
+
+class SagaError(Exception):
+    """Base class of every error the engine raises on purpose."""
+
+
+class NonRetryableError(Exception):
+    """Raised by a step to say that retrying cannot help.
+
+    The engine skips the remaining attempts: before the pivot the saga compensates, after it
+    (or inside a compensation) the saga goes FAILED for an operator.
+    """
+
+
+class SagaDefinitionError(SagaError, ValueError):
+    """A saga or step definition is invalid; raised at definition (import) time."""
+
+
+class UnknownSagaTypeError(SagaError, LookupError):
+    """No saga with that name is registered with the engine."""
+
+
+class SagaNotFoundError(SagaError, LookupError):
+    """No saga run has that id."""
+
+
+class OperatorActionError(SagaError):
+    """An operator action (retry, cancel, resolve) is not allowed in the run's current state."""
+
+
+class InvalidTransitionError(SagaError):
+    """A status change that the state machine does not allow."""
+
+
+class StepOutputError(NonRetryableError):
+    """A step returned something that is not a JSON object; retrying would return it again."""
+
+
+class LeaseLostError(SagaError):
+    """This worker no longer owns the run: another worker took it over or an operator acted.
+
+    Internal: the runner stops driving the run and discards the uncommitted progress.
+    """

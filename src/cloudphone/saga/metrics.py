@@ -1,0 +1,103 @@
+"""Prometheus collectors of the engine, registered in a registry the caller chooses."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from cloudphone.saga.state import SagaStatus
+
+_STEP_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
+    30,
+    60,
+)
+_SAGA_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 600)
+
+
+class SagaMetrics:
+    """The engine's metrics.
+
+    Args:
+        registry: Where to register; a fresh one per engine by default, so several engines
+            (tests, benchmarks) never collide. The platform passes its own to serve /metrics.
+    """
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.started = Counter("saga_started_total", "Sagas started.", ["saga_type"], registry=r)
+        self.finished = Counter(
+            "saga_finished_total",
+            "Sagas that reached a final status.",
+            ["saga_type", "status"],
+            registry=r,
+        )
+        self.duration = Histogram(
+            "saga_duration_seconds",
+            "Start to final status.",
+            ["saga_type", "status"],
+            buckets=_SAGA_BUCKETS,
+            registry=r,
+        )
+        self.step_duration = Histogram(
+            "saga_step_duration_seconds",
+            "Duration of step attempts and compensations.",
+            ["saga_type", "step", "outcome"],
+            buckets=_STEP_BUCKETS,
+            registry=r,
+        )
+        self.retries = Counter(
+            "saga_step_retries_total",
+            "Step attempts scheduled for retry.",
+            ["saga_type", "step"],
+            registry=r,
+        )
+        self.compensations = Counter(
+            "saga_compensations_total",
+            "Compensations that ran to success.",
+            ["saga_type", "step"],
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "saga_in_flight", "Runs this worker is driving now.", ["saga_type"], registry=r
+        )
+        self.takeovers = Counter(
+            "saga_lease_takeovers_total",
+            "Runs claimed after their owner's lease expired.",
+            ["saga_type"],
+            registry=r,
+        )
+
+    def record_started(self, saga_type: str) -> None:
+        """A run was inserted."""
+        self.started.labels(saga_type).inc()
+
+    def record_step(self, saga_type: str, step: str, outcome: str, seconds: float) -> None:
+        """An attempt ended with ``outcome`` (success, failure, timeout, compensated, …)."""
+        self.step_duration.labels(saga_type, step, outcome).observe(seconds)
+
+    def record_retry(self, saga_type: str, step: str) -> None:
+        """A retry was scheduled."""
+        self.retries.labels(saga_type, step).inc()
+
+    def record_compensation(self, saga_type: str, step: str) -> None:
+        """A compensation succeeded."""
+        self.compensations.labels(saga_type, step).inc()
+
+    def record_finished(self, saga_type: str, status: SagaStatus, seconds: float) -> None:
+        """A run reached a final status (FAILED included)."""
+        self.finished.labels(saga_type, status.value).inc()
+        self.duration.labels(saga_type, status.value).observe(seconds)

@@ -1,0 +1,138 @@
+"""Operator actions (retry, cancel, resolve) decided on a locked run; pure, no I/O."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from cloudphone.saga import decide
+from cloudphone.saga.definition import Saga
+from cloudphone.saga.errors import OperatorActionError
+from cloudphone.saga.progress import NewEvent, OperatorChange, RunState
+from cloudphone.saga.records import EventKind, SagaRun
+from cloudphone.saga.state import SagaStatus, check_transition
+from cloudphone.saga.store.rows import progress_values
+
+
+def state_of(run: SagaRun, saga: Saga) -> RunState:
+    """The runner's view of a stored run."""
+    try:
+        index = saga.step_named(run.current_step).index if run.current_step else len(saga.steps)
+    except KeyError:
+        index = -1
+    return RunState(
+        id=run.id,
+        saga_type=run.saga_type,
+        status=run.status,
+        step_index=index,
+        step=run.current_step,
+        attempt=run.attempt,
+        data=run.data,
+        error=run.error,
+        compensation_cause=run.compensation_cause,
+        epoch=run.epoch,
+        created_at=run.created_at,
+        deadline_at=run.deadline_at,
+        deadline_noted=False,
+        cancel_requested=run.cancel_requested,
+    )
+
+
+def _who(actor: str | None, note: str | None = None) -> dict[str, Any]:
+    detail: dict[str, Any] = {}
+    if actor:
+        detail["actor"] = actor
+    if note:
+        detail["note"] = note
+    return detail
+
+
+def _needs_operator(run: SagaRun, action: str) -> None:
+    if run.status is not SagaStatus.FAILED:
+        raise OperatorActionError(
+            f"cannot {action} saga {run.id}: it is {run.status}, only FAILED sagas can be "
+            f"{'retried' if action == 'retry' else 'resolved'}"
+        )
+    if run.resolution is not None:
+        raise OperatorActionError(f"cannot {action} saga {run.id}: it was already resolved")
+
+
+def retry(run: SagaRun, now: datetime, actor: str | None, note: str | None) -> OperatorChange:
+    """Resume a FAILED run at the step that failed, in the direction it was going."""
+    _needs_operator(run, "retry")
+    status = SagaStatus.COMPENSATING if run.compensation_cause else SagaStatus.RUNNING
+    check_transition(run.status, status)
+    values = {
+        "status": status.value,
+        "attempt": 1,
+        "owner": None,
+        "lease_expires_at": None,
+        "next_run_at": now,
+        "finished_at": None,
+        "cancel_requested": False,
+        "updated_at": now,
+    }
+    event = NewEvent(
+        EventKind.OPERATOR_RETRY,
+        at=now,
+        step=run.current_step,
+        attempt=1,
+        detail={**_who(actor, note), "resumes": status.value},
+    )
+    return OperatorChange(values, [event], bump_epoch=True)
+
+
+def resolve(run: SagaRun, now: datetime, actor: str | None, note: str) -> OperatorChange:
+    """Close a FAILED run by hand; it stays FAILED with the operator's note."""
+    if not note.strip():
+        raise OperatorActionError("resolving a saga needs a note saying what was done by hand")
+    _needs_operator(run, "resolve")
+    event = NewEvent(
+        EventKind.OPERATOR_RESOLVED, at=now, step=run.current_step, detail=_who(actor, note)
+    )
+    return OperatorChange({"resolution": note, "updated_at": now}, [event], bump_epoch=True)
+
+
+def cancel(run: SagaRun, saga: Saga, now: datetime, actor: str | None) -> OperatorChange:
+    """Cancel a run before its pivot: compensate what started (at once if nobody drives it)."""
+    requested = NewEvent(
+        EventKind.CANCEL_REQUESTED, at=now, step=run.current_step, detail=_who(actor)
+    )
+    if run.status is SagaStatus.PENDING:
+        done = NewEvent(
+            EventKind.SAGA_COMPENSATED,
+            at=now,
+            detail={"cause": decide.CAUSE_CANCELLED, "note": "no step had started"},
+        )
+        values: dict[str, Any] = {
+            "status": SagaStatus.COMPENSATED.value,
+            "compensation_cause": decide.CAUSE_CANCELLED,
+            "next_run_at": None,
+            "finished_at": now,
+            "updated_at": now,
+        }
+        return OperatorChange(values, [requested, done], bump_epoch=True)
+    if run.status is not SagaStatus.RUNNING:
+        raise OperatorActionError(f"cannot cancel saga {run.id}: it is {run.status}")
+    state = state_of(run, saga)
+    if decide.past_pivot(state, saga):
+        raise OperatorActionError(
+            f"cannot cancel saga {run.id}: its pivot has succeeded, it only moves forward"
+        )
+    if run.cancel_requested:
+        raise OperatorActionError(f"saga {run.id} is already being cancelled")
+    if run.owner is not None and _lease_alive(run, now):
+        # The owner interrupts its attempt when it next renews the lease or writes.
+        return OperatorChange(
+            {"cancel_requested": True, "updated_at": now}, [requested], bump_epoch=False
+        )
+    progress = decide.on_cancel(state, saga, now)
+    compensating = progress_values(progress, timedelta(0))
+    compensating.update(
+        owner=None, lease_expires_at=None, cancel_requested=False, next_run_at=progress.next_run_at
+    )
+    return OperatorChange(compensating, [requested, *progress.events], bump_epoch=True)
+
+
+def _lease_alive(run: SagaRun, now: datetime) -> bool:
+    return run.lease_expires_at is not None and run.lease_expires_at > now

@@ -1,0 +1,75 @@
+"""The narrow interfaces between the runner and the rest: store, hooks, clock."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from cloudphone.saga.context import StepContext
+from cloudphone.saga.progress import Progress
+
+
+@dataclass(frozen=True)
+class Committed:
+    """What the store learnt while committing a Progress."""
+
+    cancel_requested: bool
+    """An operator asked to cancel the run (read in the same statement)."""
+
+
+class StepTransaction(Protocol):
+    """A database transaction shared by a transactional step and its progress record."""
+
+    @property
+    def session(self) -> AsyncConnection:
+        """The connection the step writes through."""
+        ...
+
+    async def commit(self, run_id: str, epoch: int, progress: Progress) -> Committed:
+        """Record progress in this transaction, then commit; LeaseLostError rolls back."""
+        ...
+
+
+class ProgressStore(Protocol):
+    """Where the runner records progress; every write is fenced by the run's epoch."""
+
+    async def commit(self, run_id: str, epoch: int, progress: Progress) -> Committed:
+        """Record progress in a transaction of its own; raises LeaseLostError if fenced off."""
+        ...
+
+    def step_transaction(self) -> AbstractAsyncContextManager[StepTransaction]:
+        """Open a transaction for a transactional step."""
+        ...
+
+
+class Clock(Protocol):
+    """Source of the current time (aware UTC)."""
+
+    def now(self) -> datetime:
+        """The current time."""
+        ...
+
+
+class SystemClock:
+    """The real clock."""
+
+    def now(self) -> datetime:
+        """Current UTC time."""
+        return datetime.now(UTC)
+
+
+class StepHooks(Protocol):
+    """Called around each attempt; used by :mod:`cloudphone.saga.testing` to inject faults."""
+
+    async def before_attempt(self, ctx: StepContext) -> None:
+        """Runs inside the attempt (its timeout applies) before the action."""
+        ...
+
+    async def after_action(self, ctx: StepContext, output: Mapping[str, Any] | None) -> None:
+        """Runs after the action succeeded, before its progress is committed."""
+        ...

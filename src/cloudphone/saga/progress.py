@@ -1,0 +1,105 @@
+"""Commands the runner gives the store: what a run looks like after a step, and its events."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from cloudphone.saga.records import ErrorInfo, EventKind
+from cloudphone.saga.state import SagaStatus
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    """An event to append to a run's history (its seq is assigned by the store)."""
+
+    kind: EventKind
+    at: datetime
+    step: str | None = None
+    attempt: int | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Progress:
+    """The new state of a run after one decision, written atomically with its events.
+
+    The store applies it only while the writer's fencing epoch is current.
+
+    Attributes:
+        status: New status.
+        step_index: Step to run (or compensate) next; None when there is none.
+        step: Name of that step, as stored.
+        attempt: Attempt number of that step.
+        data: New saga data, or None when unchanged.
+        error: Last failure to show (None clears it).
+        compensation_cause: Why the saga compensates, or None.
+        keep_lease: True when this worker goes on driving the run; False releases it.
+        next_run_at: When a worker should pick the run up again (None when finished).
+        finished: The run became terminal or FAILED: stamp ``finished_at``.
+        deadline_noted: The post-pivot deadline event has been recorded.
+        clear_cancel: Reset the cancel request (it was acted upon).
+        events: Events to append, in order.
+        now: When the decision was made.
+    """
+
+    status: SagaStatus
+    step_index: int | None
+    step: str | None
+    attempt: int
+    data: dict[str, Any] | None
+    error: ErrorInfo | None
+    compensation_cause: str | None
+    keep_lease: bool
+    next_run_at: datetime | None
+    finished: bool
+    deadline_noted: bool
+    clear_cancel: bool
+    events: tuple[NewEvent, ...]
+    now: datetime
+
+
+@dataclass
+class RunState:
+    """The runner's copy of a claimed run; updated after every committed Progress."""
+
+    id: str
+    saga_type: str
+    status: SagaStatus
+    step_index: int
+    step: str | None
+    attempt: int
+    data: dict[str, Any]
+    error: ErrorInfo | None
+    compensation_cause: str | None
+    epoch: int
+    created_at: datetime
+    deadline_at: datetime | None
+    deadline_noted: bool
+    cancel_requested: bool
+
+    def apply(self, progress: Progress) -> None:
+        """Adopt a committed Progress."""
+        self.status = progress.status
+        if progress.step_index is not None:
+            self.step_index = progress.step_index
+        self.step = progress.step
+        self.attempt = progress.attempt
+        if progress.data is not None:
+            self.data = progress.data
+        self.error = progress.error
+        self.compensation_cause = progress.compensation_cause
+        self.deadline_noted = progress.deadline_noted
+        if progress.clear_cancel:
+            self.cancel_requested = False
+
+
+@dataclass(frozen=True)
+class OperatorChange:
+    """What an operator action writes: new column values and events."""
+
+    values: dict[str, Any]
+    events: list[NewEvent]
+    bump_epoch: bool
+    """Fence off the current owner (its next write fails) and hand the run to any worker."""

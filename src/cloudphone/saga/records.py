@@ -1,0 +1,151 @@
+"""Read models: a saga run's current state and the events of its history."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from cloudphone.saga.state import SagaStatus
+
+
+class EventKind(StrEnum):
+    """What an entry in a saga's history records."""
+
+    SAGA_STARTED = "saga_started"
+    """``start()`` inserted the run; detail holds the idempotency key if any."""
+    STEP_SUCCEEDED = "step_succeeded"
+    """An attempt of a step finished; detail: started_at, duration_ms."""
+    STEP_FAILED = "step_failed"
+    """An attempt of a step raised or timed out; detail: error type and message."""
+    RETRY_SCHEDULED = "retry_scheduled"
+    """The failed attempt will be retried; detail: next_run_at, delay_ms."""
+    COMPENSATION_STARTED = "compensation_started"
+    """The saga turned back; detail: cause (failed, timed_out, cancelled)."""
+    COMPENSATION_SUCCEEDED = "compensation_succeeded"
+    """A step's compensation finished."""
+    COMPENSATION_FAILED = "compensation_failed"
+    """An attempt of a compensation raised or timed out."""
+    DEADLINE_EXCEEDED = "deadline_exceeded"
+    """The deadline passed before the pivot; the saga compensates and ends TIMED_OUT."""
+    DEADLINE_PASSED = "deadline_passed"
+    """The deadline passed after the pivot; recorded, and the saga keeps moving forward."""
+    LEASE_TAKEOVER = "lease_takeover"
+    """A worker claimed a run whose owner's lease had expired (or its own, after a restart)."""
+    CANCEL_REQUESTED = "cancel_requested"
+    """An operator asked to cancel the run."""
+    CANCEL_REJECTED = "cancel_rejected"
+    """A cancel arrived after the pivot had succeeded; the saga keeps moving forward."""
+    OPERATOR_RETRY = "operator_retry"
+    """An operator resumed a FAILED run at the step that failed."""
+    OPERATOR_RESOLVED = "operator_resolved"
+    """An operator closed a FAILED run by hand; detail holds the note."""
+    SAGA_COMPLETED = "saga_completed"
+    """Every step succeeded."""
+    SAGA_COMPENSATED = "saga_compensated"
+    """Every started step was undone."""
+    SAGA_TIMED_OUT = "saga_timed_out"
+    """Compensated because the deadline passed before the pivot."""
+    SAGA_FAILED = "saga_failed"
+    """The run needs an operator; detail holds the reason."""
+
+
+@dataclass(frozen=True)
+class ErrorInfo:
+    """Why an attempt failed: the exception type and message, and the step."""
+
+    type: str
+    message: str
+    step: str | None = None
+
+    @classmethod
+    def from_exception(cls, error: BaseException, step: str | None) -> ErrorInfo:
+        """Describe ``error`` raised by ``step`` (message trimmed to 2,000 characters)."""
+        message = str(error) or repr(error)
+        return cls(type=type(error).__name__, message=message[:2000], step=step)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form, as stored."""
+        return {"type": self.type, "message": self.message, "step": self.step}
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any] | None) -> ErrorInfo | None:
+        """Parse the stored JSON form."""
+        if raw is None:
+            return None
+        return cls(type=str(raw["type"]), message=str(raw["message"]), step=raw.get("step"))
+
+    def __str__(self) -> str:
+        where = f" in {self.step}" if self.step else ""
+        return f"{self.type}{where}: {self.message}"
+
+
+@dataclass(frozen=True)
+class SagaRun:
+    """A saga run as stored now.
+
+    Attributes:
+        id: Run id (a UUID string).
+        saga_type: Name of its saga definition.
+        status: Current status.
+        current_step: Step being run, retried or compensated; None once COMPLETED.
+        data: The input plus every completed step's output.
+        error: Last failure, if any.
+        attempt: Attempt number of the current step.
+        compensation_cause: Why it compensates (failed, timed_out, cancelled), or None.
+        idempotency_key: Key given to ``start()``, if any.
+        started_by: Who started it (a user id given to ``start()``), if known.
+        created_at: When ``start()`` inserted it.
+        updated_at: Last change.
+        finished_at: When it became terminal (FAILED included).
+        deadline_at: When its deadline passes, or None.
+        next_run_at: When a worker should next pick it up (None when not active).
+        owner: Worker holding its lease, or None.
+        lease_expires_at: When the owner's lease runs out unless renewed.
+        epoch: Fencing token; bumped by every claim and operator action.
+        cancel_requested: An operator asked to cancel it.
+        resolution: Note of the operator who resolved it by hand, or None.
+    """
+
+    id: str
+    saga_type: str
+    status: SagaStatus
+    current_step: str | None
+    data: dict[str, Any]
+    error: ErrorInfo | None
+    attempt: int
+    compensation_cause: str | None
+    idempotency_key: str | None
+    started_by: str | None
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+    deadline_at: datetime | None
+    next_run_at: datetime | None
+    owner: str | None
+    lease_expires_at: datetime | None
+    epoch: int
+    cancel_requested: bool
+    resolution: str | None
+
+
+@dataclass(frozen=True)
+class SagaEvent:
+    """One entry of a run's append-only history.
+
+    Attributes:
+        seq: Position in the run's history, from 1, without gaps.
+        kind: What happened.
+        step: The step it concerns, if any.
+        attempt: The attempt it concerns, if any.
+        detail: Extra facts (error, delays, worker ids, notes).
+        at: When it happened.
+    """
+
+    seq: int
+    kind: EventKind
+    step: str | None
+    attempt: int | None
+    detail: dict[str, Any]
+    at: datetime

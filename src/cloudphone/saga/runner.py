@@ -1,0 +1,370 @@
+"""Drives one claimed run: runs attempts, asks :mod:`decide` what follows, commits it.
+
+The runner holds no SQL; it talks to a :class:`ProgressStore`. It stops when the run is
+released (retry scheduled, finished) or when its lease is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import replace
+from datetime import datetime
+from typing import Any
+
+from cloudphone.saga import decide
+from cloudphone.saga.context import StepContext, idempotency_key
+from cloudphone.saga.definition import Saga, Step, StepKind
+from cloudphone.saga.errors import LeaseLostError, SagaError, StepOutputError
+from cloudphone.saga.metrics import SagaMetrics
+from cloudphone.saga.ports import Clock, Committed, ProgressStore, StepHooks
+from cloudphone.saga.progress import Progress, RunState
+from cloudphone.saga.records import EventKind
+from cloudphone.saga.state import SagaStatus
+
+log = logging.getLogger("cloudphone.saga")
+
+
+class StepTimeoutError(SagaError, TimeoutError):
+    """An attempt ran longer than its step's timeout."""
+
+
+class WorkerLostError(SagaError):
+    """The workers running the step's earlier attempts died or lost their lease."""
+
+
+class _DeadlineHit(Exception):
+    """The saga deadline cancelled the attempt (before the pivot)."""
+
+
+class _CancelHit(Exception):
+    """An operator's cancel interrupted the attempt."""
+
+
+class _StoreFailure(Exception):
+    """A progress write failed for a reason other than a lost lease; its outcome is unknown."""
+
+
+async def _guarded(write: Awaitable[Committed]) -> Committed:
+    try:
+        return await write
+    except LeaseLostError:
+        raise
+    except Exception as error:
+        raise _StoreFailure(f"{type(error).__name__}: {error}") from error
+
+
+Outcome = Callable[[Any, datetime], Progress]
+
+
+class Runner:
+    """Drives one run for as long as this worker holds its lease."""
+
+    def __init__(
+        self,
+        saga: Saga,
+        state: RunState,
+        store: ProgressStore,
+        *,
+        clock: Clock,
+        metrics: SagaMetrics,
+        hooks: StepHooks | None = None,
+        rand: Callable[[], float] = random.random,
+        on_commit: Callable[[RunState, Progress], None] | None = None,
+    ) -> None:
+        self.saga = saga
+        self.state = state
+        self._store = store
+        self._clock = clock
+        self._metrics = metrics
+        self._hooks = hooks
+        self._rand = rand
+        self._on_commit = on_commit
+        self._task: asyncio.Task[Any] | None = None
+        self._interruptible = False
+        self._interrupted = False
+        self._stop_after_step = False
+
+    @property
+    def run_id(self) -> str:
+        """Id of the run being driven."""
+        return self.state.id
+
+    def request_cancel(self) -> None:
+        """An operator asked to cancel: interrupt a compensatable attempt now."""
+        self.state.cancel_requested = True
+        if self._interruptible and self._task is not None and not self._interrupted:
+            self._interrupted = True
+            self._task.cancel()
+
+    def stop_after_step(self) -> None:
+        """Graceful shutdown: finish the attempt in flight, then hand the run back."""
+        self._stop_after_step = True
+
+    async def run(self) -> Progress | None:
+        """Drive the run; returns the last committed Progress (None if nothing committed)."""
+        self._task = asyncio.current_task()
+        last: Progress | None = None
+        try:
+            while True:
+                last = await self._tick()
+                if last is None or not last.keep_lease or self._stop_after_step:
+                    return last
+        except LeaseLostError:
+            log.info(
+                "lease lost; another worker or an operator owns the run now",
+                extra=self._log_extra(),
+            )
+            return last
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # A store error leaves the commit's outcome unknown: stop driving, let the lease
+            # expire, and the next owner resumes from whatever did commit.
+            log.exception(
+                "progress write failed; the run is left for takeover", extra=self._log_extra()
+            )
+            return last
+
+    def _log_extra(self) -> dict[str, Any]:
+        s = self.state
+        return {"saga_id": s.id, "saga_type": s.saga_type, "step": s.step, "attempt": s.attempt}
+
+    async def _tick(self) -> Progress | None:
+        s, saga = self.state, self.saga
+        now = self._clock.now()
+        if not 0 <= s.step_index < len(saga.steps) or saga.steps[s.step_index].name != s.step:
+            return await self._commit(decide.on_unknown_step(s, s.step, now))
+        if s.status is SagaStatus.COMPENSATING:
+            return await self._compensate(saga.steps[s.step_index])
+        if s.status is not SagaStatus.RUNNING:
+            return None
+        if s.cancel_requested:
+            return await self._commit(decide.on_cancel(s, saga, now))
+        step = saga.steps[s.step_index]
+        if step.kind is not StepKind.RETRIABLE:
+            if decide.deadline_passed(s, now):
+                return await self._commit(decide.on_deadline_exceeded(s, saga, now))
+            if s.attempt > saga.policy_for(step).max_attempts:
+                lost = WorkerLostError(
+                    f"{s.attempt - 1} attempts of {step.name} were lost with their workers"
+                )
+                return await self._commit(
+                    decide.on_step_failure(s, saga, lost, now, now, self._rand)
+                )
+        return await self._forward(step)
+
+    def _context(self, step: Step, compensating: bool) -> StepContext:
+        s = self.state
+        return StepContext(
+            saga_id=s.id,
+            saga_type=s.saga_type,
+            step=step.name,
+            attempt=s.attempt,
+            # A private copy: a step mutating nested data cannot corrupt the run's state.
+            data=json.loads(json.dumps(s.data)),
+            idempotency_key=idempotency_key(s.id, step.name, compensating=compensating),
+            deadline=s.deadline_at,
+            compensating=compensating,
+        )
+
+    async def _forward(self, step: Step) -> Progress:
+        s, saga, rand = self.state, self.saga, self._rand
+        started = self._clock.now()
+        bound_by_deadline = step.kind is StepKind.COMPENSATABLE and s.deadline_at is not None
+
+        def ok(output: Any, now: datetime) -> Progress:
+            return decide.on_step_success(s, saga, output, started, now)
+
+        def failed(error: Any, now: datetime) -> Progress:
+            if isinstance(error, _DeadlineHit):
+                return decide.on_deadline_exceeded(s, saga, now, interrupted_at=started)
+            if isinstance(error, _CancelHit):
+                return decide.on_cancel(s, saga, now, interrupted_at=started)
+            return decide.on_step_failure(s, saga, error, started, now, rand)
+
+        return await self._attempt(
+            step,
+            step.action,
+            step.transactional,
+            False,
+            started,
+            ok,
+            failed,
+            interruptible=step.kind is StepKind.COMPENSATABLE,
+            deadline=s.deadline_at if bound_by_deadline else None,
+        )
+
+    async def _compensate(self, step: Step) -> Progress:
+        s, saga, rand = self.state, self.saga, self._rand
+        started = self._clock.now()
+        assert step.compensation is not None
+
+        def ok(_output: Any, now: datetime) -> Progress:
+            return decide.on_compensation_success(s, saga, started, now)
+
+        def failed(error: Any, now: datetime) -> Progress:
+            return decide.on_compensation_failure(s, saga, error, started, now, rand)
+
+        return await self._attempt(
+            step,
+            step.compensation,
+            step.compensation_transactional,
+            True,
+            started,
+            ok,
+            failed,
+            interruptible=False,
+            deadline=None,
+        )
+
+    async def _attempt(
+        self,
+        step: Step,
+        fn: Callable[[StepContext], Any],
+        transactional: bool,
+        compensating: bool,
+        started: datetime,
+        ok: Outcome,
+        failed: Outcome,
+        *,
+        interruptible: bool,
+        deadline: datetime | None,
+    ) -> Progress:
+        ctx = self._context(step, compensating)
+        s = self.state
+        try:
+            if transactional:
+                async with self._store.step_transaction() as tx:
+                    output = await self._call(
+                        fn,
+                        replace(ctx, _session=tx.session),
+                        step,
+                        started,
+                        compensating,
+                        interruptible,
+                        deadline,
+                    )
+                    progress = ok(output, self._clock.now())
+                    committed = await _guarded(tx.commit(s.id, s.epoch, progress))
+            else:
+                output = await self._call(
+                    fn, ctx, step, started, compensating, interruptible, deadline
+                )
+                progress = ok(output, self._clock.now())
+                committed = await _guarded(self._store.commit(s.id, s.epoch, progress))
+        except (LeaseLostError, asyncio.CancelledError, _StoreFailure):
+            raise
+        except Exception as error:
+            return await self._commit(self._failed(failed, error, step, started, compensating))
+        seconds = (progress.now - started).total_seconds()
+        if compensating:
+            self._metrics.record_step(self.saga.name, step.name, "compensated", seconds)
+            self._metrics.record_compensation(self.saga.name, step.name)
+        else:
+            self._metrics.record_step(self.saga.name, step.name, "success", seconds)
+        self._applied(progress, committed)
+        return progress
+
+    def _failed(
+        self, failed: Outcome, error: Exception, step: Step, started: datetime, compensating: bool
+    ) -> Progress:
+        now = self._clock.now()
+        progress = failed(error, now)
+        outcome = "compensation_failure" if compensating else type(error).__name__
+        if isinstance(error, (_DeadlineHit, _CancelHit, StepTimeoutError)):
+            outcome = {
+                _DeadlineHit: "deadline",
+                _CancelHit: "cancelled",
+                StepTimeoutError: "timeout",
+            }[type(error)]
+        elif not compensating:
+            outcome = "failure"
+        self._metrics.record_step(
+            self.saga.name, step.name, outcome, (now - started).total_seconds()
+        )
+        if any(e.kind is EventKind.RETRY_SCHEDULED for e in progress.events):
+            self._metrics.record_retry(self.saga.name, step.name)
+        log.warning("attempt failed: %s", error, extra=self._log_extra())
+        return progress
+
+    async def _call(
+        self,
+        fn: Callable[[StepContext], Any],
+        ctx: StepContext,
+        step: Step,
+        started: datetime,
+        compensating: bool,
+        interruptible: bool,
+        deadline: datetime | None,
+    ) -> Mapping[str, Any] | None:
+        limit = step.timeout.total_seconds() if step.timeout is not None else None
+        deadline_first = False
+        if deadline is not None:
+            remaining = max((deadline - started).total_seconds(), 0.0)
+            if limit is None or remaining < limit:
+                limit, deadline_first = remaining, True
+        self._interruptible = interruptible
+        try:
+            async with asyncio.timeout(limit) as scope:
+                if self._hooks is not None:
+                    await self._hooks.before_attempt(ctx)
+                output = await fn(ctx)
+        except TimeoutError:
+            if not scope.expired():
+                raise
+            if deadline_first:
+                raise _DeadlineHit() from None
+            raise StepTimeoutError(f"attempt exceeded the step timeout of {step.timeout}") from None
+        except asyncio.CancelledError:
+            task = self._task
+            if self._interrupted and task is not None and task.uncancel() == 0:
+                self._interrupted = False
+                raise _CancelHit() from None
+            raise
+        finally:
+            self._interruptible = False
+        if compensating:
+            return None
+        checked = _check_output(step, output)
+        if self._hooks is not None:
+            await self._hooks.after_action(ctx, checked)
+        return checked
+
+    async def _commit(self, progress: Progress) -> Progress:
+        committed = await _guarded(self._store.commit(self.state.id, self.state.epoch, progress))
+        self._applied(progress, committed)
+        return progress
+
+    def _applied(self, progress: Progress, committed: Committed) -> None:
+        self.state.apply(progress)
+        if committed.cancel_requested and not progress.clear_cancel:
+            self.state.cancel_requested = True
+        if progress.finished:
+            seconds = (progress.now - self.state.created_at).total_seconds()
+            self._metrics.record_finished(self.saga.name, progress.status, seconds)
+        if self._on_commit is not None:
+            self._on_commit(self.state, progress)
+
+
+def _check_output(step: Step, output: object) -> Mapping[str, Any] | None:
+    """Refuse outputs that are not JSON objects: retrying would only return them again."""
+    if output is None:
+        return None
+    if not isinstance(output, Mapping):
+        raise StepOutputError(
+            f"step {step.name!r} returned {type(output).__name__}; it must return a dict of "
+            "JSON values or None"
+        )
+    try:
+        json.dumps(output, allow_nan=False)
+    except (TypeError, ValueError) as error:
+        raise StepOutputError(
+            f"step {step.name!r} returned data that is not JSON: {error}"
+        ) from None
+    if not all(isinstance(k, str) for k in output):
+        raise StepOutputError(f"step {step.name!r} returned a dict with non-string keys")
+    return output

@@ -1,0 +1,141 @@
+"""One database handle for the engine and the services that share its transactions.
+
+PostgreSQL gets a connection pool. SQLite (the embedded default) gets WAL, a busy timeout,
+``BEGIN IMMEDIATE`` for writes and an in-process lock, so this process is a single writer and
+never trips over SQLite's lock-upgrade deadlock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+_READ_ONLY = "cloudphone_read_only"
+
+
+class Database:
+    """An async SQLAlchemy engine plus the rules for writing to it.
+
+    Args:
+        url: ``postgresql+asyncpg://…``, ``postgresql+psycopg://…`` or
+            ``sqlite+aiosqlite:///path.db``; or an existing AsyncEngine to share.
+        pool_size: Pooled connections kept open (PostgreSQL).
+        max_overflow: Extra connections allowed under load (PostgreSQL).
+        busy_timeout_ms: How long SQLite waits for another process's write lock.
+    """
+
+    def __init__(
+        self,
+        url: str | URL | AsyncEngine,
+        *,
+        pool_size: int = 10,
+        max_overflow: int = 10,
+        busy_timeout_ms: int = 30_000,
+    ) -> None:
+        if isinstance(url, AsyncEngine):
+            self.engine = url
+            self._owns_engine = False
+        else:
+            self.engine = _create_engine(make_url(url), pool_size, max_overflow, busy_timeout_ms)
+            self._owns_engine = True
+        self.dialect: str = self.engine.dialect.name
+        if self.dialect not in ("postgresql", "sqlite"):
+            raise ValueError(f"unsupported database {self.dialect!r}: use PostgreSQL or SQLite")
+        self._write_lock = asyncio.Lock() if self.dialect == "sqlite" else None
+
+    @property
+    def url(self) -> URL:
+        """The connection URL (the password is hidden when rendered as a string)."""
+        return self.engine.url
+
+    @property
+    def is_postgres(self) -> bool:
+        """True on PostgreSQL."""
+        return self.dialect == "postgresql"
+
+    @asynccontextmanager
+    async def begin(self) -> AsyncIterator[AsyncConnection]:
+        """A write transaction: commits when the block ends, rolls back if it raises."""
+        if self._write_lock is None:
+            async with self.engine.begin() as conn:
+                yield conn
+            return
+        async with self._write_lock, self.engine.begin() as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncConnection]:
+        """A read-only transaction (on SQLite it does not take the write lock)."""
+        async with self.engine.connect() as conn:
+            await conn.execution_options(**{_READ_ONLY: True})
+            async with conn.begin():
+                yield conn
+
+    @asynccontextmanager
+    async def autocommit(self) -> AsyncIterator[AsyncConnection]:
+        """A connection where each statement commits by itself (one round trip, no BEGIN).
+
+        Only for single statements that are atomic on their own; on SQLite it still takes the
+        write lock.
+        """
+        if self._write_lock is None:
+            async with self.engine.connect() as conn:
+                await conn.execution_options(isolation_level="AUTOCOMMIT")
+                yield conn
+            return
+        async with self.begin() as conn:
+            yield conn
+
+    async def dispose(self) -> None:
+        """Close pooled connections (only if this object created the engine)."""
+        if self._owns_engine:
+            await self.engine.dispose()
+
+
+def _create_engine(
+    url: URL, pool_size: int, max_overflow: int, busy_timeout_ms: int
+) -> AsyncEngine:
+    if url.get_backend_name() == "sqlite":
+        return _create_sqlite_engine(url, busy_timeout_ms)
+    kwargs: dict[str, Any] = {
+        "pool_size": pool_size,
+        "max_overflow": max_overflow,
+        "pool_pre_ping": False,
+    }
+    return create_async_engine(url, **kwargs)
+
+
+def _create_sqlite_engine(url: URL, busy_timeout_ms: int) -> AsyncEngine:
+    database = url.database or ""
+    if database in ("", ":memory:") or "mode=memory" in str(url):
+        raise ValueError(
+            "SQLite needs a file (sqlite+aiosqlite:///path/to.db): workers, the API and the CLI "
+            "share it, which an in-memory database cannot do"
+        )
+    engine = create_async_engine(url, pool_size=5, max_overflow=5)
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take transaction control from the sqlite3 module so BEGIN IMMEDIATE is ours to send.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        # Writers take the lock up front: a deferred transaction that later writes can fail
+        # with SQLITE_BUSY without waiting, when another connection wrote in between.
+        read_only = conn.get_execution_options().get(_READ_ONLY, False)
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+    return engine

@@ -1,0 +1,91 @@
+"""Conversions between table rows and the engine's records."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+from cloudphone.saga.progress import NewEvent, Progress
+from cloudphone.saga.records import ErrorInfo, EventKind, SagaEvent, SagaRun
+from cloudphone.saga.state import SagaStatus
+
+
+def run_from_row(row: Mapping[Any, Any]) -> SagaRun:
+    """Build a SagaRun from a ``saga_runs`` row."""
+    return SagaRun(
+        id=row["id"],
+        saga_type=row["saga_type"],
+        status=SagaStatus(row["status"]),
+        current_step=row["current_step"],
+        data=dict(row["data"]),
+        error=ErrorInfo.from_dict(row["error"]),
+        attempt=row["attempt"],
+        compensation_cause=row["compensation_cause"],
+        idempotency_key=row["idempotency_key"],
+        started_by=row["started_by"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        finished_at=row["finished_at"],
+        deadline_at=row["deadline_at"],
+        next_run_at=row["next_run_at"],
+        owner=row["owner"],
+        lease_expires_at=row["lease_expires_at"],
+        epoch=row["epoch"],
+        cancel_requested=bool(row["cancel_requested"]),
+        resolution=row["resolution"],
+    )
+
+
+def event_from_row(row: Mapping[Any, Any]) -> SagaEvent:
+    """Build a SagaEvent from a ``saga_events`` row."""
+    return SagaEvent(
+        seq=row["seq"],
+        kind=EventKind(row["kind"]),
+        step=row["step"],
+        attempt=row["attempt"],
+        detail=dict(row["detail"]),
+        at=row["at"],
+    )
+
+
+def event_rows(
+    run_id: str, first_seq: int, events: tuple[NewEvent, ...] | list[NewEvent]
+) -> list[dict[str, Any]]:
+    """Rows for ``saga_events``, numbered from ``first_seq``."""
+    return [
+        {
+            "saga_id": run_id,
+            "seq": first_seq + i,
+            "kind": e.kind.value,
+            "step": e.step,
+            "attempt": e.attempt,
+            "detail": e.detail,
+            "at": e.at,
+        }
+        for i, e in enumerate(events)
+    ]
+
+
+def progress_values(progress: Progress, lease: timedelta) -> dict[str, Any]:
+    """Column values a Progress sets (owner and epoch are handled by the caller)."""
+    values: dict[str, Any] = {
+        "status": progress.status.value,
+        "current_step": progress.step,
+        "attempt": progress.attempt,
+        "error": progress.error.to_dict() if progress.error else None,
+        "compensation_cause": progress.compensation_cause,
+        "lease_expires_at": progress.now + lease if progress.keep_lease else None,
+        "next_run_at": progress.next_run_at,
+        "finished_at": progress.now if progress.finished else None,
+        "deadline_noted": progress.deadline_noted,
+        "updated_at": progress.now,
+    }
+    if progress.data is not None:
+        values["data"] = progress.data
+    return values
+
+
+def isoformat(at: datetime) -> str:
+    """Timestamp as ISO 8601 text (for JSON payloads)."""
+    return at.isoformat()

@@ -1,0 +1,475 @@
+"""The engine's store: progress writes, claims, leases and reads, in SQL.
+
+Written once with SQLAlchemy Core for both databases. On PostgreSQL the hot writes (start,
+progress, claim) are single statements that chain their UPDATE and event INSERT in CTEs, sent
+in autocommit mode: one round trip and one commit each (see :mod:`.pg`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, case, func, insert, or_, select, update
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from cloudphone.saga.errors import LeaseLostError, SagaNotFoundError
+from cloudphone.saga.ports import Committed
+from cloudphone.saga.progress import NewEvent, OperatorChange, Progress
+from cloudphone.saga.records import EventKind, SagaEvent, SagaRun
+from cloudphone.saga.state import ACTIVE, SagaStatus
+from cloudphone.saga.store import pg
+from cloudphone.saga.store.database import Database
+from cloudphone.saga.store.rows import event_from_row, event_rows, progress_values, run_from_row
+from cloudphone.saga.store.tables import saga_events, saga_runs
+
+_ACTIVE = [s.value for s in ACTIVE]
+
+
+@dataclass(frozen=True)
+class NewRun:
+    """A run to insert."""
+
+    id: str
+    saga_type: str
+    data: dict[str, Any]
+    first_step: str
+    idempotency_key: str | None
+    started_by: str | None
+    deadline_at: datetime | None
+    now: datetime
+    owner: str | None = None
+    """Claim it for this worker in the same insert (the process has a worker with room)."""
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A run a worker just claimed."""
+
+    run: SagaRun
+    previous_owner: str | None
+    """Whose expired lease was taken over (None for a fresh claim)."""
+
+
+class _StepTx:
+    def __init__(self, store: SqlStore, conn: AsyncConnection) -> None:
+        self._store = store
+        self._conn = conn
+
+    @property
+    def session(self) -> AsyncConnection:
+        return self._conn
+
+    async def commit(self, run_id: str, epoch: int, progress: Progress) -> Committed:
+        committed = await self._store.commit_txn(self._conn, run_id, epoch, progress)
+        await self._conn.commit()
+        return committed
+
+
+class SqlStore:
+    """Reads and writes of ``saga_runs`` and ``saga_events``.
+
+    Args:
+        db: The database.
+        lease: How long a claim or progress write keeps a run leased.
+    """
+
+    def __init__(self, db: Database, lease: timedelta) -> None:
+        self.db = db
+        self.lease = lease
+
+    # -- writes on the hot path ---------------------------------------------------------
+
+    async def insert_run(
+        self, new: NewRun, conn: AsyncConnection | None = None, notify: bool = False
+    ) -> tuple[str, bool]:
+        """Insert a run (or find the one with the same idempotency key).
+
+        Returns:
+            The run id and whether this call inserted it.
+        """
+        if conn is not None:
+            return await self.insert_run_txn(conn, new, notify)
+        async with self.db.autocommit() as own:
+            return await self.insert_run_txn(own, new, notify)
+
+    async def insert_run_txn(
+        self, conn: AsyncConnection, new: NewRun, notify: bool
+    ) -> tuple[str, bool]:
+        """Insert a run inside the caller's transaction ``conn``."""
+        values = {
+            "id": new.id,
+            "saga_type": new.saga_type,
+            "status": (SagaStatus.RUNNING if new.owner else SagaStatus.PENDING).value,
+            "current_step": new.first_step,
+            "attempt": 1,
+            "data": new.data,
+            "error": None,
+            "compensation_cause": None,
+            "idempotency_key": new.idempotency_key,
+            "started_by": new.started_by,
+            "epoch": 1,
+            "owner": new.owner,
+            "lease_expires_at": new.now + self.lease if new.owner else None,
+            "next_run_at": new.now,
+            "deadline_at": new.deadline_at,
+            "deadline_noted": False,
+            "cancel_requested": False,
+            "last_seq": 1,
+            "resolution": None,
+            "created_at": new.now,
+            "updated_at": new.now,
+            "finished_at": None,
+        }
+        detail = {"idempotency_key": new.idempotency_key} if new.idempotency_key else {}
+        if self.db.is_postgres:
+            inserted = await pg.insert_run(conn, values, detail, notify)
+        else:
+            inserted = await self._insert_generic(conn, values, detail)
+        if inserted:
+            return new.id, True
+        existing = await conn.scalar(
+            select(saga_runs.c.id).where(
+                saga_runs.c.saga_type == new.saga_type,
+                saga_runs.c.idempotency_key == new.idempotency_key,
+            )
+        )
+        if existing is None:  # pragma: no cover - the conflicting row vanished (deleted)
+            raise SagaNotFoundError(f"run with idempotency key {new.idempotency_key!r} vanished")
+        return str(existing), False
+
+    async def _insert_generic(
+        self, conn: AsyncConnection, values: dict[str, Any], detail: dict[str, Any]
+    ) -> bool:
+        stmt = (
+            sqlite_insert(saga_runs)
+            .values(values)
+            .on_conflict_do_nothing(index_elements=["saga_type", "idempotency_key"])
+            .returning(saga_runs.c.id)
+        )
+        if (await conn.execute(stmt)).first() is None:
+            return False
+        await conn.execute(
+            insert(saga_events),
+            event_rows(
+                values["id"],
+                1,
+                [NewEvent(EventKind.SAGA_STARTED, at=values["created_at"], detail=detail)],
+            ),
+        )
+        return True
+
+    async def commit(self, run_id: str, epoch: int, progress: Progress) -> Committed:
+        """Record progress in a transaction of its own."""
+        async with self.db.autocommit() as conn:
+            return await self.commit_txn(conn, run_id, epoch, progress)
+
+    async def commit_txn(
+        self, conn: AsyncConnection, run_id: str, epoch: int, progress: Progress
+    ) -> Committed:
+        """Record progress in ``conn``'s transaction, fenced by ``epoch``."""
+        if self.db.is_postgres:
+            row = await pg.commit_progress(conn, run_id, epoch, progress, self.lease)
+        else:
+            row = await self._commit_generic(conn, run_id, epoch, progress)
+        if row is None:
+            raise LeaseLostError(f"run {run_id} is no longer held at epoch {epoch}")
+        return Committed(cancel_requested=bool(row))
+
+    async def _commit_generic(
+        self, conn: AsyncConnection, run_id: str, epoch: int, progress: Progress
+    ) -> bool | None:
+        values = progress_values(progress, self.lease)
+        n = len(progress.events)
+        values["last_seq"] = saga_runs.c.last_seq + n
+        if not progress.keep_lease:
+            values["owner"] = None
+        if progress.clear_cancel:
+            values["cancel_requested"] = False
+        stmt = (
+            update(saga_runs)
+            .where(saga_runs.c.id == run_id, saga_runs.c.epoch == epoch)
+            .values(values)
+            .returning(saga_runs.c.last_seq, saga_runs.c.cancel_requested)
+        )
+        row = (await conn.execute(stmt)).first()
+        if row is None:
+            return None
+        if n:
+            await conn.execute(
+                insert(saga_events), event_rows(run_id, row.last_seq - n + 1, progress.events)
+            )
+        return bool(row.cancel_requested)
+
+    @asynccontextmanager
+    async def step_transaction(self) -> AsyncIterator[_StepTx]:
+        """A transaction shared by a transactional step and its progress record."""
+        async with self.db.begin() as conn:
+            yield _StepTx(self, conn)
+
+    # -- claims and leases --------------------------------------------------------------
+
+    async def claim(
+        self,
+        worker_id: str,
+        limit: int,
+        saga_types: Sequence[str],
+        now: datetime,
+        reclaim_own: bool = False,
+    ) -> list[Claimed]:
+        """Lease up to ``limit`` due runs: unowned, lease expired, or (``reclaim_own``) ours.
+
+        Every claim bumps the run's epoch; taking over an expired lease counts the lost attempt
+        and records a ``lease_takeover`` event.
+        """
+        if limit <= 0 or not saga_types:
+            return []
+        if self.db.is_postgres:
+            async with self.db.autocommit() as conn:
+                rows = await pg.claim(
+                    conn,
+                    worker_id,
+                    limit,
+                    list(saga_types),
+                    now,
+                    now + self.lease,
+                    worker_id if reclaim_own else None,
+                )
+            return [Claimed(run_from_row(r), r["previous_owner"]) for r in rows]
+        async with self.db.begin() as conn:
+            return await self._claim_generic(conn, worker_id, limit, saga_types, now, reclaim_own)
+
+    async def _claim_generic(
+        self,
+        conn: AsyncConnection,
+        worker_id: str,
+        limit: int,
+        saga_types: Sequence[str],
+        now: datetime,
+        reclaim_own: bool,
+    ) -> list[Claimed]:
+        r = saga_runs.c
+        free = or_(r.owner.is_(None), r.lease_expires_at < now)
+        if reclaim_own:
+            free = or_(free, r.owner == worker_id)
+        rows = (
+            await conn.execute(
+                select(r.id, r.owner)
+                .where(
+                    r.status.in_(_ACTIVE), r.saga_type.in_(saga_types), r.next_run_at <= now, free
+                )
+                .order_by(r.next_run_at)
+                .limit(limit)
+            )
+        ).all()
+        claimed: list[Claimed] = []
+        for run_id, previous in rows:
+            takeover = previous is not None
+            updated = (
+                (
+                    await conn.execute(
+                        update(saga_runs)
+                        .where(r.id == run_id)
+                        .values(
+                            owner=worker_id,
+                            epoch=r.epoch + 1,
+                            lease_expires_at=now + self.lease,
+                            status=case(
+                                (r.status == SagaStatus.PENDING.value, SagaStatus.RUNNING.value),
+                                else_=r.status,
+                            ),
+                            attempt=r.attempt + (1 if takeover else 0),
+                            last_seq=r.last_seq + (1 if takeover else 0),
+                            updated_at=now,
+                        )
+                        .returning(*saga_runs.c)
+                    )
+                )
+                .mappings()
+                .one()
+            )
+            if takeover:
+                await conn.execute(
+                    insert(saga_events),
+                    event_rows(
+                        run_id,
+                        updated["last_seq"],
+                        [
+                            NewEvent(
+                                EventKind.LEASE_TAKEOVER,
+                                at=now,
+                                step=updated["current_step"],
+                                attempt=updated["attempt"],
+                                detail={"previous_owner": previous, "worker": worker_id},
+                            )
+                        ],
+                    ),
+                )
+            claimed.append(Claimed(run_from_row(updated), previous))
+        return claimed
+
+    async def heartbeat(
+        self, worker_id: str, run_ids: Sequence[str], now: datetime
+    ) -> dict[str, tuple[int, bool]]:
+        """Extend the leases this worker still holds.
+
+        Returns:
+            For each run still held: its epoch and whether cancel was requested. Runs missing
+            from the answer were taken over or fenced by an operator.
+        """
+        if not run_ids:
+            return {}
+        r = saga_runs.c
+        stmt = (
+            update(saga_runs)
+            .where(r.owner == worker_id, r.id.in_(list(run_ids)), r.status.in_(_ACTIVE))
+            .values(lease_expires_at=now + self.lease)
+            .returning(r.id, r.epoch, r.cancel_requested)
+        )
+        async with self.db.autocommit() as conn:
+            rows = (await conn.execute(stmt)).all()
+        return {row.id: (row.epoch, bool(row.cancel_requested)) for row in rows}
+
+    async def release(self, worker_id: str, run_ids: Sequence[str], now: datetime) -> int:
+        """Hand runs back at shutdown: due now for any worker; the epoch bump fences us off."""
+        if not run_ids:
+            return 0
+        r = saga_runs.c
+        stmt = (
+            update(saga_runs)
+            .where(r.owner == worker_id, r.id.in_(list(run_ids)), r.status.in_(_ACTIVE))
+            .values(
+                owner=None,
+                lease_expires_at=None,
+                next_run_at=now,
+                epoch=r.epoch + 1,
+                updated_at=now,
+            )
+        )
+        async with self.db.autocommit() as conn:
+            result = await conn.execute(stmt)
+        return int(result.rowcount)
+
+    async def next_due(self, saga_types: Sequence[str]) -> datetime | None:
+        """Earliest time an unowned active run of these types becomes due."""
+        r = saga_runs.c
+        async with self.db.read() as conn:
+            due: datetime | None = await conn.scalar(
+                select(func.min(r.next_run_at)).where(
+                    r.status.in_(_ACTIVE), r.saga_type.in_(list(saga_types)), r.owner.is_(None)
+                )
+            )
+        return due
+
+    # -- operator actions ---------------------------------------------------------------
+
+    async def operate(
+        self, run_id: str, decide: Callable[[SagaRun], OperatorChange], notify: bool = False
+    ) -> SagaRun:
+        """Apply an operator action atomically: lock the run, decide, write, append events.
+
+        With ``notify`` (PostgreSQL) idle workers are woken when the change commits.
+        """
+        async with self.db.begin() as conn:
+            stmt = select(saga_runs).where(saga_runs.c.id == run_id)
+            if self.db.is_postgres:
+                stmt = stmt.with_for_update()
+            row = (await conn.execute(stmt)).mappings().first()
+            if row is None:
+                raise SagaNotFoundError(f"no saga run {run_id!r}")
+            change = decide(run_from_row(row))
+            values = dict(change.values)
+            n = len(change.events)
+            values["last_seq"] = saga_runs.c.last_seq + n
+            if change.bump_epoch:
+                values["epoch"] = saga_runs.c.epoch + 1
+            updated = (
+                (
+                    await conn.execute(
+                        update(saga_runs)
+                        .where(saga_runs.c.id == run_id)
+                        .values(values)
+                        .returning(*saga_runs.c)
+                    )
+                )
+                .mappings()
+                .one()
+            )
+            if n:
+                await conn.execute(
+                    insert(saga_events),
+                    event_rows(run_id, updated["last_seq"] - n + 1, change.events),
+                )
+            if notify and change.bump_epoch:
+                await conn.execute(select(func.pg_notify(pg.NOTIFY_CHANNEL, row["saga_type"])))
+            return run_from_row(updated)
+
+    # -- reads --------------------------------------------------------------------------
+
+    async def get(self, run_id: str) -> SagaRun | None:
+        """The run, or None."""
+        async with self.db.read() as conn:
+            row = (
+                (await conn.execute(select(saga_runs).where(saga_runs.c.id == run_id)))
+                .mappings()
+                .first()
+            )
+        return run_from_row(row) if row is not None else None
+
+    async def history(self, run_id: str) -> list[SagaEvent]:
+        """Every event of the run, in order."""
+        async with self.db.read() as conn:
+            rows = (
+                (
+                    await conn.execute(
+                        select(saga_events)
+                        .where(saga_events.c.saga_id == run_id)
+                        .order_by(saga_events.c.seq)
+                    )
+                )
+                .mappings()
+                .all()
+            )
+        return [event_from_row(r) for r in rows]
+
+    async def list_runs(
+        self,
+        *,
+        status: SagaStatus | None = None,
+        saga_type: str | None = None,
+        started_by: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        needs_attention: bool = False,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[SagaRun]:
+        """Runs matching every given filter, newest first."""
+        r = saga_runs.c
+        conditions: list[Any] = []
+        if status is not None:
+            conditions.append(r.status == status.value)
+        if saga_type is not None:
+            conditions.append(r.saga_type == saga_type)
+        if started_by is not None:
+            conditions.append(r.started_by == started_by)
+        if created_after is not None:
+            conditions.append(r.created_at >= created_after)
+        if created_before is not None:
+            conditions.append(r.created_at < created_before)
+        if needs_attention:
+            conditions.append(and_(r.status == SagaStatus.FAILED.value, r.resolution.is_(None)))
+        stmt = (
+            select(saga_runs)
+            .where(*conditions)
+            .order_by(r.created_at.desc(), r.id.desc())
+            .limit(limit)
+            .offset(offset)
+        )
+        async with self.db.read() as conn:
+            rows = (await conn.execute(stmt)).mappings().all()
+        return [run_from_row(row) for row in rows]

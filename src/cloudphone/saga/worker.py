@@ -1,0 +1,263 @@
+"""A worker: claims due runs under a lease, drives them with runners, renews the leases."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta
+
+from cloudphone.saga.definition import Saga
+from cloudphone.saga.metrics import SagaMetrics
+from cloudphone.saga.operators import state_of
+from cloudphone.saga.ports import Clock, StepHooks
+from cloudphone.saga.progress import Progress, RunState
+from cloudphone.saga.records import SagaRun
+from cloudphone.saga.runner import Runner
+from cloudphone.saga.store.sql import SqlStore
+
+log = logging.getLogger("cloudphone.saga")
+
+CommitCallback = Callable[[RunState, Progress], None]
+
+
+class Worker:
+    """Drives up to ``concurrency`` runs at once for one worker id.
+
+    Claims bump each run's fencing epoch; a heartbeat renews the leases every third of the
+    lease and interrupts runs that were taken over or cancelled. Retries wake it at their
+    ``next_run_at``; on PostgreSQL a NOTIFY wakes it for new runs; otherwise it polls.
+    """
+
+    def __init__(
+        self,
+        *,
+        store: SqlStore,
+        sagas: Mapping[str, Saga],
+        worker_id: str,
+        concurrency: int,
+        clock: Clock,
+        metrics: SagaMetrics,
+        hooks: StepHooks | None,
+        poll_interval: timedelta,
+        on_commit: CommitCallback,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, got {concurrency}")
+        self.worker_id = worker_id
+        self.concurrency = concurrency
+        self._store = store
+        self._sagas = sagas
+        self._types = sorted(sagas)
+        self._clock = clock
+        self._metrics = metrics
+        self._hooks = hooks
+        self._poll = poll_interval.total_seconds()
+        self._on_commit = on_commit
+        self._rand = rand
+        self._runners: dict[str, tuple[Runner, asyncio.Task[None]]] = {}
+        self._reserved = 0
+        self._wakeup = asyncio.Event()
+        self._stopping = False
+        self._timers: list[asyncio.TimerHandle] = []
+        self._loop_task: asyncio.Task[None] | None = None
+        self._heartbeat_task: asyncio.Task[None] | None = None
+        self._handback: set[str] = set()
+        self.alive_at: datetime | None = None
+        """Last time the claim loop or heartbeat completed a round (for readiness checks)."""
+
+    # -- capacity shared with start() ---------------------------------------------------
+
+    def try_reserve(self) -> bool:
+        """Reserve a slot for a run the caller is about to insert already claimed."""
+        if self._stopping or len(self._runners) + self._reserved >= self.concurrency:
+            return False
+        self._reserved += 1
+        return True
+
+    def unreserve(self) -> None:
+        """Give back a slot reserved with try_reserve (the insert found an existing run)."""
+        self._reserved -= 1
+
+    def adopt(self, run: SagaRun) -> None:
+        """Drive a run inserted already claimed by this worker (uses a reserved slot)."""
+        self._reserved -= 1
+        self._spawn(run)
+
+    def wake(self) -> None:
+        """Look for due work now."""
+        self._wakeup.set()
+
+    @property
+    def in_flight(self) -> int:
+        """Runs being driven now."""
+        return len(self._runners)
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Take back this worker id's unfinished runs, then start claiming and heartbeating.
+
+        The reclaim finishes before start() returns, so it can never grab a run that start()
+        of the engine hands to this worker directly afterwards.
+        """
+        await self._claim_round(self.concurrency, reclaim_own=True)
+        self._loop_task = asyncio.create_task(self._claim_loop(), name="saga-claims")
+        self._heartbeat_task = asyncio.create_task(self._heartbeat_loop(), name="saga-heartbeat")
+
+    async def stop(self, grace: timedelta) -> None:
+        """Stop claiming; let attempts in flight finish within ``grace``; hand runs back."""
+        self._stopping = True
+        self._wakeup.set()
+        for timer in self._timers:
+            timer.cancel()
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+        held = list(self._runners)
+        for runner, _task in self._runners.values():
+            runner.stop_after_step()
+        tasks = [task for _runner, task in self._runners.values()]
+        if tasks:
+            _done, pending = await asyncio.wait(tasks, timeout=grace.total_seconds())
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending)
+        if self._heartbeat_task is not None:
+            self._heartbeat_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._heartbeat_task
+        handback = [
+            run_id for run_id in held if run_id in self._handback or run_id in self._runners
+        ]
+        if handback:
+            try:
+                count = await self._store.release(self.worker_id, handback, self._clock.now())
+                log.info("handed %d runs back at shutdown", count)
+            except Exception:
+                log.exception(
+                    "could not hand runs back; they will be taken over when their leases expire"
+                )
+
+    # -- claiming -----------------------------------------------------------------------
+
+    async def _claim_loop(self) -> None:
+        while not self._stopping:
+            self._wakeup.clear()
+            room = self.concurrency - len(self._runners) - self._reserved
+            if room > 0 and await self._claim_round(room, reclaim_own=False) == room:
+                continue  # there may be more due work than the room we had
+            await self._sleep(room > 0)
+
+    async def _claim_round(self, room: int, *, reclaim_own: bool) -> int:
+        try:
+            claimed = await self._store.claim(
+                self.worker_id, room, self._types, self._clock.now(), reclaim_own
+            )
+        except Exception:
+            log.exception("claiming runs failed; retrying after the poll interval")
+            return 0
+        self.alive_at = self._clock.now()
+        for item in claimed:
+            if item.previous_owner is not None:
+                self._metrics.takeovers.labels(item.run.saga_type).inc()
+                log.info(
+                    "took over run from %s",
+                    item.previous_owner,
+                    extra={"saga_id": item.run.id, "step": item.run.current_step},
+                )
+            self._spawn(item.run)
+        return len(claimed)
+
+    async def _sleep(self, has_room: bool) -> None:
+        timeout = self._poll
+        if has_room:
+            with contextlib.suppress(Exception):
+                due = await self._store.next_due(self._types)
+                if due is not None:
+                    timeout = min(timeout, max((due - self._clock.now()).total_seconds(), 0))
+        if timeout <= 0:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wakeup.wait(), timeout)
+
+    def _wake_at(self, at: datetime | None) -> None:
+        if at is None or self._stopping:
+            return
+        delay = max((at - self._clock.now()).total_seconds(), 0.0)
+        loop = asyncio.get_running_loop()
+        self._timers = [t for t in self._timers if not t.cancelled()]
+        self._timers.append(loop.call_later(delay, self._wakeup.set))
+
+    # -- driving ------------------------------------------------------------------------
+
+    def _spawn(self, run: SagaRun) -> None:
+        stale = self._runners.get(run.id)
+        if stale is not None:
+            # Our own lease expired under a stalled runner and we claimed it again: the epoch
+            # bump already fences the old runner; stop it.
+            stale[1].cancel()
+        saga = self._sagas[run.saga_type]
+        runner = Runner(
+            saga,
+            state_of(run, saga),
+            self._store,
+            clock=self._clock,
+            metrics=self._metrics,
+            hooks=self._hooks,
+            rand=self._rand,
+            on_commit=self._on_commit,
+        )
+        task = asyncio.create_task(self._drive(runner), name=f"saga-{run.id}")
+        self._runners[run.id] = (runner, task)
+        self._metrics.in_flight.labels(run.saga_type).inc()
+
+    async def _drive(self, runner: Runner) -> None:
+        last: Progress | None = None
+        try:
+            last = await runner.run()
+        except asyncio.CancelledError:
+            pass
+        except Exception:  # pragma: no cover - runner.run handles its own errors
+            log.exception("runner crashed", extra={"saga_id": runner.run_id})
+        finally:
+            entry = self._runners.get(runner.run_id)
+            if entry is not None and entry[0] is runner:
+                del self._runners[runner.run_id]
+            self._metrics.in_flight.labels(runner.saga.name).dec()
+            if last is not None and last.keep_lease:
+                self._handback.add(runner.run_id)
+            if last is not None and not last.keep_lease:
+                self._wake_at(last.next_run_at)
+            self._wakeup.set()
+
+    # -- leases -------------------------------------------------------------------------
+
+    async def _heartbeat_loop(self) -> None:
+        interval = self._store.lease.total_seconds() / 3
+        while True:
+            await asyncio.sleep(interval)
+            ids = list(self._runners)
+            try:
+                held = await self._store.heartbeat(self.worker_id, ids, self._clock.now())
+            except Exception:
+                log.exception("lease renewal failed")
+                continue
+            self.alive_at = self._clock.now()
+            for run_id in ids:
+                entry = self._runners.get(run_id)
+                if entry is None:
+                    continue
+                runner, task = entry
+                lease = held.get(run_id)
+                if lease is None or lease[0] != runner.state.epoch:
+                    if runner.state.status.is_active:
+                        log.warning("lease lost; stopping the run here", extra={"saga_id": run_id})
+                        task.cancel()
+                elif lease[1]:
+                    runner.request_cancel()

@@ -1,0 +1,129 @@
+"""Starting runs: idempotency keys, joining the caller's transaction, bad input."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import pytest
+import sqlalchemy as sa
+
+from cloudphone.saga import (
+    EventKind,
+    InvalidSagaInputError,
+    Saga,
+    SagaEngine,
+    SagaNotFoundError,
+    SagaStatus,
+    StepContext,
+    UnknownSagaTypeError,
+)
+from tests.support.sagas import Recorder, build_saga
+
+
+async def test_same_idempotency_key_returns_the_first_run(
+        make_engine: Callable[..., SagaEngine], unique: str) -> None:
+    """Repeated and concurrent starts with one key create one run; other keys are separate."""
+    recorder = Recorder()
+    saga = build_saga(f"idem_{unique}", recorder)
+    engine = make_engine([saga])
+    await engine.create_schema()
+    async with engine.worker():
+        ids = await asyncio.gather(*(engine.start(saga.name, {"n": i}, idempotency_key="k1")
+                                     for i in range(10)))
+        other = await engine.start(saga.name, {"n": 99}, idempotency_key="k2")
+        assert len(set(ids)) == 1 and other != ids[0]
+        first = await engine.wait(ids[0], timeout=10)
+        await engine.wait(other, timeout=10)
+        again = await engine.start(saga.name, {"n": 100}, idempotency_key="k1")
+    assert again == ids[0]
+    assert first.status is SagaStatus.COMPLETED and first.idempotency_key == "k1"
+    assert recorder.forward().count("A") == 2
+    assert engine.metrics.registry.get_sample_value(
+        "saga_started_total", {"saga_type": saga.name}) == 2
+
+
+async def test_start_joins_the_callers_transaction(make_engine: Callable[..., SagaEngine],
+                                                   unique: str) -> None:
+    """A run started with session= exists only if the caller's transaction commits."""
+    saga = build_saga(f"txn_{unique}", Recorder())
+    engine = make_engine([saga])
+    await engine.create_schema()
+    table = f"orders_{unique}"
+    async with engine.db.begin() as conn:
+        await conn.execute(sa.text(f"CREATE TABLE {table} (id INTEGER PRIMARY KEY)"))
+
+    with pytest.raises(RuntimeError, match="caller failed"):
+        async with engine.db.begin() as conn:
+            await conn.execute(sa.text(f"INSERT INTO {table} (id) VALUES (1)"))
+            rolled_back = await engine.start(saga.name, {}, session=conn)
+            raise RuntimeError("caller failed after starting the saga")
+    with pytest.raises(SagaNotFoundError):
+        await engine.get(rolled_back)
+
+    async with engine.worker():
+        async with engine.db.begin() as conn:
+            await conn.execute(sa.text(f"INSERT INTO {table} (id) VALUES (2)"))
+            committed = await engine.start(saga.name, {}, session=conn)
+        run = await engine.wait(committed, timeout=10)
+    assert run.status is SagaStatus.COMPLETED
+    async with engine.db.read() as conn:
+        rows = (await conn.execute(sa.text(f"SELECT id FROM {table}"))).scalars().all()
+    assert rows == [2]
+
+
+async def test_bad_start_input_is_refused(make_engine: Callable[..., SagaEngine],
+                                          unique: str) -> None:
+    """Unknown types, non-JSON data and oversized keys are refused before anything is written."""
+    saga = build_saga(f"bad_{unique}", Recorder())
+    engine = make_engine([saga])
+    await engine.create_schema()
+    with pytest.raises(UnknownSagaTypeError, match="unknown saga type"):
+        await engine.start("no_such_saga", {})
+    with pytest.raises(InvalidSagaInputError, match="must be JSON"):
+        await engine.start(saga.name, {"when": object()})
+    with pytest.raises(InvalidSagaInputError, match="must be a dict"):
+        await engine.start(saga.name, ["not", "a", "dict"])  # type: ignore[arg-type]
+    with pytest.raises(InvalidSagaInputError, match="1-255"):
+        await engine.start(saga.name, {}, idempotency_key="x" * 256)
+    assert await engine.list(saga_type=saga.name) == []
+
+
+async def test_non_json_step_output_fails_without_retrying(
+        make_engine: Callable[..., SagaEngine], unique: str) -> None:
+    """A step returning non-JSON data fails once, non-retryably, with a clear error."""
+    saga = Saga(f"nonjson_{unique}")
+    attempts: list[int] = []
+
+    @saga.step("A")
+    async def a(ctx: StepContext) -> dict[str, object]:
+        attempts.append(ctx.attempt)
+        return {"at": object()}
+
+    engine = make_engine([saga])
+    await engine.create_schema()
+    async with engine.worker():
+        saga_id = await engine.start(saga.name, {})
+        run = await engine.wait(saga_id, timeout=10)
+    assert attempts == [1]
+    assert run.status is SagaStatus.COMPENSATED
+    assert run.error is not None and run.error.type == "StepOutputError"
+    assert "not JSON" in run.error.message and "'A'" in run.error.message
+
+
+async def test_list_filters_and_history_of_unknown_run(
+        make_engine: Callable[..., SagaEngine], unique: str) -> None:
+    """list() filters by type, status and starter; reading an unknown id raises."""
+    saga = build_saga(f"list_{unique}", Recorder())
+    engine = make_engine([saga])
+    await engine.create_schema()
+    mine = await engine.start(saga.name, {}, started_by=f"alice-{unique}")
+    await engine.start(saga.name, {}, started_by=f"bob-{unique}")
+    runs = await engine.list(saga_type=saga.name, started_by=f"alice-{unique}")
+    assert [r.id for r in runs] == [mine]
+    assert len(await engine.list(saga_type=saga.name, status=SagaStatus.PENDING)) == 2
+    assert await engine.list(saga_type=saga.name, status=SagaStatus.COMPLETED) == []
+    events = await engine.history(mine)
+    assert [e.kind for e in events] == [EventKind.SAGA_STARTED]
+    with pytest.raises(SagaNotFoundError):
+        await engine.history("00000000-0000-0000-0000-000000000000")

@@ -1,0 +1,88 @@
+"""Saga definitions for engine tests: every step and compensation records its call."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from cloudphone.saga import RetryPolicy, Saga, StepContext
+
+FAST = RetryPolicy(
+    max_attempts=3,
+    initial_interval=timedelta(milliseconds=10),
+    max_interval=timedelta(milliseconds=40),
+    jitter=False,
+)
+"""Retries in milliseconds so tests finish fast; no jitter so delays are predictable."""
+
+
+@dataclass
+class Recorder:
+    """Calls seen by the steps of a test saga, in order (``A``, ``undo:A``, …)."""
+
+    calls: list[str] = field(default_factory=list)
+
+    def forward(self) -> list[str]:
+        """Forward step calls only."""
+        return [c for c in self.calls if not c.startswith("undo:")]
+
+    def undone(self) -> list[str]:
+        """Compensated steps, in the order they were undone."""
+        return [c.removeprefix("undo:") for c in self.calls if c.startswith("undo:")]
+
+
+def build_saga(
+    name: str,
+    recorder: Recorder,
+    steps: Sequence[str] = ("A", "B", "C"),
+    *,
+    pivot: str | None = None,
+    transactional: Sequence[str] = (),
+    compensated: Sequence[str] | None = None,
+    timeout: timedelta | None = None,
+    retry: RetryPolicy = FAST,
+    step_timeout: dict[str, timedelta] | None = None,
+) -> Saga:
+    """A saga whose steps return ``{step: attempt}`` and record their calls.
+
+    Args:
+        name: Saga name (make it unique per test).
+        recorder: Receives every call.
+        steps: Step names in order.
+        pivot: Name of the pivot step, if any.
+        transactional: Steps declared transactional.
+        compensated: Steps with a compensation (default: every step before the pivot).
+        timeout: Saga deadline.
+        retry: Default retry policy.
+        step_timeout: Per-attempt timeouts by step name.
+    """
+    saga = Saga(name, timeout=timeout, retry=retry)
+    pivot_index = list(steps).index(pivot) if pivot else len(steps)
+    with_comp = set(compensated) if compensated is not None else set(steps[:pivot_index + 1])
+    for step_name in steps:
+        handle = saga.step(
+            step_name,
+            pivot=step_name == pivot,
+            transactional=step_name in transactional,
+            timeout=(step_timeout or {}).get(step_name),
+        )(_action(step_name, recorder))
+        if step_name in with_comp:
+            handle.compensate(_compensation(step_name, recorder))
+    return saga
+
+
+def _action(step_name: str, recorder: Recorder) -> Any:
+    async def action(ctx: StepContext) -> dict[str, Any]:
+        recorder.calls.append(step_name)
+        return {step_name: ctx.attempt}
+
+    return action
+
+
+def _compensation(step_name: str, recorder: Recorder) -> Any:
+    async def compensation(ctx: StepContext) -> None:
+        recorder.calls.append(f"undo:{step_name}")
+
+    return compensation
