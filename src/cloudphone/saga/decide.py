@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from cloudphone.saga.definition import Saga, Step, StepKind
+from cloudphone.saga.errors import RetryLater
 from cloudphone.saga.progress import NewEvent, Progress, RunState
 from cloudphone.saga.records import ErrorInfo, EventKind
 from cloudphone.saga.state import SagaStatus
@@ -186,6 +187,38 @@ def _schedule_retry(
     )
 
 
+def _postpone(
+    state: RunState,
+    saga: Saga,
+    step: Step,
+    error: RetryLater,
+    started_at: datetime,
+    now: datetime,
+    rand: Rand,
+    cap: datetime | None,
+) -> Progress:
+    """RetryLater: run the same attempt again later; no failure is counted."""
+    delay = (
+        error.delay if error.delay is not None else saga.policy_for(step).delay(state.attempt, rand)
+    )
+    at = now + delay
+    if cap is not None and at > cap:
+        at = cap
+    event = NewEvent(
+        EventKind.STEP_POSTPONED,
+        at=now,
+        step=step.name,
+        attempt=state.attempt,
+        detail={
+            "reason": str(error),
+            "next_run_at": at.isoformat(),
+            "started_at": started_at.isoformat(),
+            "duration_ms": _ms(started_at, now),
+        },
+    )
+    return replace(_base(state, now, [event]), step=step.name, keep_lease=False, next_run_at=at)
+
+
 def on_step_failure(
     state: RunState,
     saga: Saga,
@@ -196,6 +229,9 @@ def on_step_failure(
 ) -> Progress:
     """A forward step's attempt failed: retry, compensate, or (after the pivot) fail."""
     step = saga.steps[state.step_index]
+    if isinstance(error, RetryLater):
+        cap = None if step.kind is StepKind.RETRIABLE else state.deadline_at
+        return _postpone(state, saga, step, error, started_at, now, rand, cap)
     policy = saga.policy_for(step)
     info = ErrorInfo.from_exception(error, step.name)
     events = [_failed_event(step, state, info, started_at, now)]
@@ -353,6 +389,8 @@ def on_compensation_failure(
 ) -> Progress:
     """A compensation failed: retry it (no attempt limit) unless the error is non-retryable."""
     step = saga.steps[state.step_index]
+    if isinstance(error, RetryLater):
+        return _postpone(state, saga, step, error, started_at, now, rand, None)
     policy = saga.policy_for(step)
     info = ErrorInfo.from_exception(error, step.name)
     events = [_failed_event(step, state, info, started_at, now, compensating=True)]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 
 class SagaError(Exception):
     """Base class of every error the engine raises on purpose."""
@@ -13,6 +15,23 @@ class NonRetryableError(Exception):
     The engine skips the remaining attempts: before the pivot the saga compensates, after it
     (or inside a compensation) the saga goes FAILED for an operator.
     """
+
+
+class RetryLater(Exception):
+    """Raised by a step to be run again later without counting as a failed attempt.
+
+    Use it to poll durably (a provider answered "processing"): the wait is stored as the run's
+    ``next_run_at``, the attempt number stays the same, and ``max_attempts`` is not consumed.
+    Before the pivot the saga deadline still applies.
+
+    Args:
+        reason: Why the step waits (shown in the history).
+        delay: How long to wait; None uses the step's retry backoff.
+    """
+
+    def __init__(self, reason: str, delay: timedelta | None = None) -> None:
+        super().__init__(reason)
+        self.delay = delay
 
 
 class SagaDefinitionError(SagaError, ValueError):

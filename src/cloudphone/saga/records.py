@@ -19,6 +19,8 @@ class EventKind(StrEnum):
     """An attempt of a step finished; detail: started_at, duration_ms."""
     STEP_FAILED = "step_failed"
     """An attempt of a step raised or timed out; detail: error type and message."""
+    STEP_POSTPONED = "step_postponed"
+    """The step raised RetryLater: it runs again at next_run_at without a failed attempt."""
     RETRY_SCHEDULED = "retry_scheduled"
     """The failed attempt will be retried; detail: next_run_at, delay_ms."""
     COMPENSATION_STARTED = "compensation_started"

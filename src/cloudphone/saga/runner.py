@@ -18,7 +18,7 @@ from typing import Any
 from cloudphone.saga import decide
 from cloudphone.saga.context import StepContext, idempotency_key
 from cloudphone.saga.definition import Saga, Step, StepKind
-from cloudphone.saga.errors import LeaseLostError, SagaError, StepOutputError
+from cloudphone.saga.errors import LeaseLostError, RetryLater, SagaError, StepOutputError
 from cloudphone.saga.metrics import SagaMetrics
 from cloudphone.saga.ports import Clock, Committed, ProgressStore, StepHooks
 from cloudphone.saga.progress import Progress, RunState
@@ -58,6 +58,14 @@ async def _guarded(write: Awaitable[Committed]) -> Committed:
 
 
 Outcome = Callable[[Any, datetime], Progress]
+
+_OUTCOMES: dict[type[BaseException], str] = {
+    _DeadlineHit: "deadline",
+    _CancelHit: "cancelled",
+    StepTimeoutError: "timeout",
+    RetryLater: "postponed",
+}
+"""Metric outcome label of an attempt that ended with this exception type."""
 
 
 class Runner:
@@ -274,21 +282,16 @@ class Runner:
     ) -> Progress:
         now = self._clock.now()
         progress = failed(error, now)
-        outcome = "compensation_failure" if compensating else type(error).__name__
-        if isinstance(error, (_DeadlineHit, _CancelHit, StepTimeoutError)):
-            outcome = {
-                _DeadlineHit: "deadline",
-                _CancelHit: "cancelled",
-                StepTimeoutError: "timeout",
-            }[type(error)]
-        elif not compensating:
-            outcome = "failure"
+        outcome = _OUTCOMES.get(type(error), "compensation_failure" if compensating else "failure")
         self._metrics.record_step(
             self.saga.name, step.name, outcome, (now - started).total_seconds()
         )
         if any(e.kind is EventKind.RETRY_SCHEDULED for e in progress.events):
             self._metrics.record_retry(self.saga.name, step.name)
-        log.warning("attempt failed: %s", error, extra=self._log_extra())
+        if isinstance(error, RetryLater):
+            log.info("step postponed: %s", error, extra=self._log_extra())
+        else:
+            log.warning("attempt failed: %s", error, extra=self._log_extra())
         return progress
 
     async def _call(

@@ -8,9 +8,12 @@ from datetime import datetime, timedelta
 from cloudphone.saga import (
     EventKind,
     NonRetryableError,
+    RetryLater,
     RetryPolicy,
+    Saga,
     SagaEngine,
     SagaStatus,
+    StepContext,
 )
 from cloudphone.saga.testing import FaultInjector
 from tests.support.sagas import Recorder, build_saga
@@ -134,3 +137,30 @@ async def test_jitter_spreads_retry_delays(make_engine: Callable[..., SagaEngine
     scheduled = [e for e in await engine.history(saga_id)
                  if e.kind is EventKind.RETRY_SCHEDULED]
     assert [e.detail["delay_ms"] for e in scheduled] == [25.0]
+
+
+async def test_retry_later_polls_without_using_attempts(make_engine: Callable[..., SagaEngine],
+                                                        unique: str) -> None:
+    """A step raising RetryLater more often than max_attempts is polled until it is done."""
+    saga = Saga(f"poll_{unique}", retry=RetryPolicy(max_attempts=2))
+    polls: list[int] = []
+
+    @saga.step("AWAIT_PROVIDER")
+    async def await_provider(ctx: StepContext) -> dict[str, str]:
+        polls.append(ctx.attempt)
+        if len(polls) < 5:
+            raise RetryLater("provider still processing", delay=timedelta(milliseconds=10))
+        return {"provider_status": "succeeded"}
+
+    engine = make_engine([saga])
+    await engine.create_schema()
+    async with engine.worker():
+        saga_id = await engine.start(saga.name, {})
+        run = await engine.wait(saga_id, timeout=10)
+    assert run.status is SagaStatus.COMPLETED
+    assert polls == [1, 1, 1, 1, 1]
+    events = await engine.history(saga_id)
+    postponed = [e for e in events if e.kind is EventKind.STEP_POSTPONED]
+    assert len(postponed) == 4
+    assert postponed[0].detail["reason"] == "provider still processing"
+    assert not any(e.kind is EventKind.STEP_FAILED for e in events)
