@@ -20,6 +20,9 @@ ALLOWED: frozenset[tuple[SagaStatus, SagaStatus]] = frozenset(
         (S.RUNNING, S.COMPLETED),
         (S.RUNNING, S.COMPENSATING),
         (S.RUNNING, S.FAILED),
+        # Turning back with nothing to undo: COMPENSATING is passed in the same write.
+        (S.RUNNING, S.COMPENSATED),
+        (S.RUNNING, S.TIMED_OUT),
         (S.COMPENSATING, S.COMPENSATED),
         (S.COMPENSATING, S.TIMED_OUT),
         (S.COMPENSATING, S.FAILED),
@@ -100,12 +103,17 @@ def test_any_active_status_can_fail() -> None:
     assert all(can_transition(status, S.FAILED) for status in ACTIVE)
 
 
-def test_compensated_and_timed_out_are_only_reached_through_compensating() -> None:
-    """A running saga never skips compensation (only an untouched PENDING run may)."""
+def test_compensated_and_timed_out_come_from_active_runs_only() -> None:
+    """Compensation ends are reached while compensating, or directly when nothing is undone.
+
+    RUNNING goes straight to COMPENSATED/TIMED_OUT only when no started step has a compensation
+    (the history still records compensation_started); an untouched PENDING run may be cancelled.
+    """
     for end in (S.COMPENSATED, S.TIMED_OUT):
         sources = {a for a, b in ALLOWED if b is end}
-        assert sources <= {S.COMPENSATING, S.PENDING}
+        assert sources <= {S.COMPENSATING, S.RUNNING, S.PENDING}
     assert not can_transition(S.PENDING, S.TIMED_OUT)
+    assert not can_transition(S.FAILED, S.COMPENSATED)
 
 
 def test_completed_is_only_reached_from_running() -> None:
@@ -141,7 +149,7 @@ def test_is_terminal_and_is_active(status: SagaStatus, terminal: bool, active: b
 
 
 def test_active_and_terminal_partition_the_statuses() -> None:
-    assert ACTIVE | TERMINAL == set(S)
+    assert set(S) == ACTIVE | TERMINAL
     assert not ACTIVE & TERMINAL
 
 

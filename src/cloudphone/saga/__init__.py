@@ -7,8 +7,9 @@ live in SQLite or PostgreSQL; see ``DESIGN.md`` §1-2 for the semantics.
 
 from cloudphone.saga.context import StepContext
 from cloudphone.saga.definition import Saga, Step, StepHandle, StepKind
-from cloudphone.saga.engine import InvalidSagaInputError, SagaEngine
+from cloudphone.saga.engine import SagaEngine
 from cloudphone.saga.errors import (
+    InvalidSagaInputError,
     InvalidTransitionError,
     NonRetryableError,
     OperatorActionError,

@@ -23,8 +23,8 @@ Compensation = Callable[[StepContext], Awaitable[object]]
 A = TypeVar("A", bound=StepAction)
 C = TypeVar("C", bound=Compensation)
 
-_SAGA_NAME = re.compile(r"^[a-z][a-z0-9_.-]{0,99}$")
-_STEP_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,99}$")
+_SAGA_NAME = re.compile(r"[a-z][a-z0-9_.-]{0,99}")
+_STEP_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,99}")
 
 
 class StepKind(StrEnum):
@@ -140,7 +140,7 @@ class Saga:
                 passes. None means no deadline.
             retry: Default retry policy of its steps; 4 attempts, 1 s, x2, full jitter if None.
         """
-        if not _SAGA_NAME.match(name):
+        if not _SAGA_NAME.fullmatch(name):
             raise SagaDefinitionError(
                 f"saga name {name!r} must be 1-100 chars of lowercase letters, digits, '_.-', "
                 "starting with a letter"
@@ -184,18 +184,12 @@ class Saga:
             retry: Retry policy of this step (default: the saga's).
             timeout: Per-attempt timeout; an attempt running longer is cancelled and retried.
         """
-        if not _STEP_NAME.match(name):
+        if not _STEP_NAME.fullmatch(name):
             raise SagaDefinitionError(
                 f"saga {self.name!r}: step name {name!r} must be 1-100 chars of letters, digits, "
                 "'_.-', starting with a letter"
             )
-        if any(s.name == name for s in self._steps):
-            raise SagaDefinitionError(f"saga {self.name!r}: duplicate step name {name!r}")
-        if pivot and self._pivot is not None:
-            raise SagaDefinitionError(
-                f"saga {self.name!r}: step {name!r} cannot be a pivot, "
-                f"{self._steps[self._pivot].name!r} already is (a saga has at most one pivot)"
-            )
+        self._check_new_step(name, pivot)
         if timeout is not None and timeout <= timedelta(0):
             raise SagaDefinitionError(f"saga {self.name!r}: step {name!r} timeout must be positive")
 
@@ -204,6 +198,8 @@ class Saga:
                 raise SagaDefinitionError(
                     f"saga {self.name!r}: step {name!r} must be an async function"
                 )
+            # Checked again here: a decorator may be created early or applied twice.
+            self._check_new_step(name, pivot)
             if pivot:
                 kind = StepKind.PIVOT
                 self._pivot = len(self._steps)
@@ -225,6 +221,15 @@ class Saga:
             return StepHandle(self, name, action)
 
         return register
+
+    def _check_new_step(self, name: str, pivot: bool) -> None:
+        if any(s.name == name for s in self._steps):
+            raise SagaDefinitionError(f"saga {self.name!r}: duplicate step name {name!r}")
+        if pivot and self._pivot is not None:
+            raise SagaDefinitionError(
+                f"saga {self.name!r}: step {name!r} cannot be a pivot, "
+                f"{self._steps[self._pivot].name!r} already is (a saga has at most one pivot)"
+            )
 
     def _set_compensation(self, name: str, comp: Compensation, transactional: bool | None) -> None:
         index = next(i for i, s in enumerate(self._steps) if s.name == name)

@@ -19,7 +19,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from cloudphone.saga import operators
 from cloudphone.saga.definition import Saga
-from cloudphone.saga.errors import SagaDefinitionError, SagaNotFoundError, UnknownSagaTypeError
+from cloudphone.saga.errors import (
+    InvalidSagaInputError,
+    SagaDefinitionError,
+    SagaNotFoundError,
+    UnknownSagaTypeError,
+)
 from cloudphone.saga.metrics import SagaMetrics
 from cloudphone.saga.ports import Clock, StepHooks, SystemClock
 from cloudphone.saga.progress import OperatorChange, Progress, RunState
@@ -31,10 +36,6 @@ from cloudphone.saga.store.pg import NOTIFY_CHANNEL
 from cloudphone.saga.store.sql import NewRun, SqlStore
 from cloudphone.saga.store.tables import metadata
 from cloudphone.saga.worker import Worker
-
-
-class InvalidSagaInputError(ValueError):
-    """``start()`` was given data that is not a JSON object, or a bad idempotency key."""
 
 
 def default_worker_id() -> str:

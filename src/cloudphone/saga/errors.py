@@ -38,6 +38,10 @@ class SagaDefinitionError(SagaError, ValueError):
     """A saga or step definition is invalid; raised at definition (import) time."""
 
 
+class InvalidSagaInputError(SagaError, ValueError):
+    """``start()`` was given data that is not a JSON object, or a bad idempotency key."""
+
+
 class UnknownSagaTypeError(SagaError, LookupError):
     """No saga with that name is registered with the engine."""
 

@@ -115,6 +115,11 @@ def cancel(run: SagaRun, saga: Saga, now: datetime, actor: str | None) -> Operat
     if run.status is not SagaStatus.RUNNING:
         raise OperatorActionError(f"cannot cancel saga {run.id}: it is {run.status}")
     state = state_of(run, saga)
+    if state.step_index < 0:
+        raise OperatorActionError(
+            f"cannot cancel saga {run.id}: its step {run.current_step!r} is not in the saga "
+            "definition; deploy the definition that has it, or resolve the saga by hand"
+        )
     if decide.past_pivot(state, saga):
         raise OperatorActionError(
             f"cannot cancel saga {run.id}: its pivot has succeeded, it only moves forward"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -48,7 +49,7 @@ class RetryPolicy:
             raise ValueError("initial_interval must not be negative")
         if self.max_interval < self.initial_interval:
             raise ValueError("max_interval must be at least initial_interval")
-        if self.backoff_coefficient < 1:
+        if not math.isfinite(self.backoff_coefficient) or self.backoff_coefficient < 1:
             raise ValueError(f"backoff_coefficient must be >= 1, got {self.backoff_coefficient}")
         for exc_type in self.non_retryable:
             if not (isinstance(exc_type, type) and issubclass(exc_type, BaseException)):
@@ -68,14 +69,16 @@ class RetryPolicy:
             rand: Source of uniform numbers in ``[0, 1)``, replaceable for tests.
         """
         exponent = max(failed_attempt - 1, 0)
+        initial = self.initial_interval.total_seconds()
         ceiling = self.max_interval.total_seconds()
-        seconds = self.initial_interval.total_seconds()
-        # Grow step by step so a huge attempt number cannot overflow a float power.
-        for _ in range(exponent):
-            seconds *= self.backoff_coefficient
-            if seconds >= ceiling:
-                seconds = ceiling
-                break
-        if self.jitter:
-            seconds *= rand()
-        return timedelta(seconds=seconds)
+        factor = rand() if self.jitter else 1.0
+        if initial <= 0:
+            return timedelta(0)
+        if self.backoff_coefficient > 1 and ceiling > initial:
+            # Compare exponents, not delays: a huge attempt number stays cheap and cannot overflow.
+            reaches_cap = exponent >= math.log(ceiling / initial, self.backoff_coefficient)
+        else:
+            reaches_cap = ceiling <= initial
+        if reaches_cap:
+            return self.max_interval * factor
+        return timedelta(seconds=initial * self.backoff_coefficient**exponent * factor)

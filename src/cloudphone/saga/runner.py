@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import random
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
@@ -362,12 +363,33 @@ def _check_output(step: Step, output: object) -> Mapping[str, Any] | None:
             f"step {step.name!r} returned {type(output).__name__}; it must return a dict of "
             "JSON values or None"
         )
-    try:
-        json.dumps(output, allow_nan=False)
-    except (TypeError, ValueError) as error:
-        raise StepOutputError(
-            f"step {step.name!r} returned data that is not JSON: {error}"
-        ) from None
-    if not all(isinstance(k, str) for k in output):
-        raise StepOutputError(f"step {step.name!r} returned a dict with non-string keys")
+    problem = _json_problem(output, "output")
+    if problem is not None:
+        raise StepOutputError(f"step {step.name!r} returned data that is not JSON: {problem}")
     return output
+
+
+_SCALARS = (str, int, bool, type(None))
+
+
+def _json_problem(value: object, path: str) -> str | None:
+    """Where ``value`` stops being plain JSON (string keys, finite numbers), or None."""
+    if isinstance(value, _SCALARS):
+        return None
+    if isinstance(value, float):
+        return None if math.isfinite(value) else f"{path} is {value}"
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return f"{path} has a non-string key {key!r}"
+            problem = _json_problem(item, f"{path}[{key!r}]")
+            if problem is not None:
+                return problem
+        return None
+    if isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            problem = _json_problem(item, f"{path}[{index}]")
+            if problem is not None:
+                return problem
+        return None
+    return f"{path} is a {type(value).__name__}"

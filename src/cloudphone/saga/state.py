@@ -57,7 +57,15 @@ TRANSITIONS: dict[SagaStatus, frozenset[SagaStatus]] = {
         {SagaStatus.RUNNING, SagaStatus.COMPENSATED, SagaStatus.FAILED}
     ),
     SagaStatus.RUNNING: frozenset(
-        {SagaStatus.COMPLETED, SagaStatus.COMPENSATING, SagaStatus.FAILED}
+        {
+            SagaStatus.COMPLETED,
+            SagaStatus.COMPENSATING,
+            SagaStatus.FAILED,
+            # Turning back with nothing to undo passes through COMPENSATING in the same write
+            # (the history still shows compensation_started), so it lands here directly.
+            SagaStatus.COMPENSATED,
+            SagaStatus.TIMED_OUT,
+        }
     ),
     SagaStatus.COMPENSATING: frozenset(
         {SagaStatus.COMPENSATED, SagaStatus.TIMED_OUT, SagaStatus.FAILED}

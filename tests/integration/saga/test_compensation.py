@@ -26,7 +26,8 @@ async def test_compensates_in_reverse_including_failed_step(
     assert run.status is SagaStatus.COMPENSATED
     assert recorder.undone() == ["C", "B", "A"]
     assert "D" not in recorder.forward()
-    assert run.error is not None and run.error.step == "C"
+    assert run.error is not None
+    assert run.error.step == "C"
     assert run.compensation_cause == "failed"
     events = await engine.history(saga_id)
     assert [e.step for e in events if e.kind is EventKind.COMPENSATION_SUCCEEDED] == [
@@ -82,7 +83,8 @@ async def test_compensation_failing_for_good_leaves_saga_failed(
         run = await engine.wait(saga_id, timeout=10)
     assert run.status is SagaStatus.FAILED
     assert run.current_step == "B"
-    assert run.error is not None and "container vanished oddly" in run.error.message
+    assert run.error is not None
+    assert "container vanished oddly" in run.error.message
     assert recorder.undone() == ["C"]  # A is not undone while B's undo is unresolved
     events = await engine.history(saga_id)
     assert events[-1].kind is EventKind.SAGA_FAILED

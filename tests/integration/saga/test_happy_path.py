@@ -39,7 +39,9 @@ async def test_steps_run_in_order_and_outputs_merge(make_engine: Callable[..., S
 
     assert run.status is SagaStatus.COMPLETED
     assert run.data == {"amount": 5, "reserved": 5, "charged": 5, "key": f"{saga_id}:CHARGE"}
-    assert run.current_step is None and run.finished_at is not None and run.error is None
+    assert run.current_step is None
+    assert run.finished_at is not None
+    assert run.error is None
     assert seen == [{"amount": 5}, {"amount": 5, "reserved": 5},
                     {"amount": 5, "reserved": 5, "charged": 5, "key": f"{saga_id}:CHARGE"}]
     events = await engine.history(saga_id)

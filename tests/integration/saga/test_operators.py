@@ -35,14 +35,16 @@ async def test_retry_resumes_failed_saga_at_failed_step(make_engine: Callable[..
         failed = await engine.wait(saga_id, timeout=10)
         assert failed.status is SagaStatus.FAILED
         retried = await engine.retry(saga_id, actor="ops@example", note="config fixed")
-        assert retried.status is SagaStatus.RUNNING and retried.epoch == failed.epoch + 1
+        assert retried.status is SagaStatus.RUNNING
+        assert retried.epoch == failed.epoch + 1
         run = await engine.wait(saga_id, timeout=10)
     assert run.status is SagaStatus.COMPLETED
     assert faults.attempts("R") == 2  # the failed attempt and the one after the retry
     assert recorder.forward() == ["A", "P", "R"]
     events = await engine.history(saga_id)
     op = next(e for e in events if e.kind is EventKind.OPERATOR_RETRY)
-    assert op.step == "R" and op.detail == {"actor": "ops@example", "note": "config fixed",
+    assert op.step == "R"
+    assert op.detail == {"actor": "ops@example", "note": "config fixed",
                                             "resumes": "RUNNING"}
 
 
@@ -84,7 +86,8 @@ async def test_cancel_compensates_a_running_saga(make_engine: Callable[..., Saga
     assert run.compensation_cause == "cancelled"
     assert recorder.undone() == ["B", "A"]
     kinds = [e.kind for e in await engine.history(saga_id)]
-    assert EventKind.CANCEL_REQUESTED in kinds and kinds[-1] is EventKind.SAGA_COMPENSATED
+    assert EventKind.CANCEL_REQUESTED in kinds
+    assert kinds[-1] is EventKind.SAGA_COMPENSATED
 
 
 async def test_cancel_of_unclaimed_run_finishes_at_once(make_engine: Callable[..., SagaEngine],
@@ -144,7 +147,8 @@ async def test_resolve_closes_a_failed_saga_with_a_note(make_engine: Callable[..
     with pytest.raises(OperatorActionError, match="note"):
         await engine.resolve(saga_id, note="  ")
     run = await engine.resolve(saga_id, note="ledger fixed by hand, ticket 42", actor="ops")
-    assert run.status is SagaStatus.FAILED and run.resolution == "ledger fixed by hand, ticket 42"
+    assert run.status is SagaStatus.FAILED
+    assert run.resolution == "ledger fixed by hand, ticket 42"
     assert await engine.list(saga_type=saga.name, needs_attention=True) == []
     with pytest.raises(OperatorActionError, match="already resolved"):
         await engine.retry(saga_id)

@@ -41,7 +41,8 @@ async def test_non_retryable_after_pivot_fails_for_operator(
         run = await engine.wait(await engine.start(saga.name, {}), timeout=10)
     assert run.status is SagaStatus.FAILED
     assert run.current_step == "R"
-    assert run.error is not None and run.error.message == "order row is gone"
+    assert run.error is not None
+    assert run.error.message == "order row is gone"
     assert recorder.undone() == []
 
 

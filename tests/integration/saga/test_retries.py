@@ -64,7 +64,8 @@ async def test_retry_wait_is_stored_in_next_run_at(make_engine: Callable[..., Sa
         run = await eventually(lambda: engine.get(saga_id), lambda r: r.attempt == 2,
                                what="retry scheduled")
     assert run.status is SagaStatus.RUNNING
-    assert run.owner is None and run.current_step == "A"
+    assert run.owner is None
+    assert run.current_step == "A"
     assert run.next_run_at is not None
     waited = (run.next_run_at - run.updated_at).total_seconds()
     assert abs(waited - 30) < 0.01
@@ -116,7 +117,8 @@ async def test_non_retryable_error_skips_remaining_attempts(
         second = await engine.wait(await engine.start(other.name, {}), timeout=10)
     assert first.status is SagaStatus.COMPENSATED
     assert faults.attempts("B", saga=saga.name) == 1
-    assert first.error is not None and first.error.message == "card declined"
+    assert first.error is not None
+    assert first.error.message == "card declined"
     assert second.status is SagaStatus.COMPENSATED
     assert faults.attempts("C", saga=other.name) == 1
 

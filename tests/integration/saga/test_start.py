@@ -32,12 +32,14 @@ async def test_same_idempotency_key_returns_the_first_run(
         ids = await asyncio.gather(*(engine.start(saga.name, {"n": i}, idempotency_key="k1")
                                      for i in range(10)))
         other = await engine.start(saga.name, {"n": 99}, idempotency_key="k2")
-        assert len(set(ids)) == 1 and other != ids[0]
+        assert len(set(ids)) == 1
+        assert other != ids[0]
         first = await engine.wait(ids[0], timeout=10)
         await engine.wait(other, timeout=10)
         again = await engine.start(saga.name, {"n": 100}, idempotency_key="k1")
     assert again == ids[0]
-    assert first.status is SagaStatus.COMPLETED and first.idempotency_key == "k1"
+    assert first.status is SagaStatus.COMPLETED
+    assert first.idempotency_key == "k1"
     assert recorder.forward().count("A") == 2
     assert engine.metrics.registry.get_sample_value(
         "saga_started_total", {"saga_type": saga.name}) == 2
@@ -53,13 +55,18 @@ async def test_start_joins_the_callers_transaction(make_engine: Callable[..., Sa
     async with engine.db.begin() as conn:
         await conn.execute(sa.text(f"CREATE TABLE {table} (id INTEGER PRIMARY KEY)"))
 
-    with pytest.raises(RuntimeError, match="caller failed"):
+    started: list[str] = []
+
+    async def start_then_fail() -> None:
         async with engine.db.begin() as conn:
             await conn.execute(sa.text(f"INSERT INTO {table} (id) VALUES (1)"))
-            rolled_back = await engine.start(saga.name, {}, session=conn)
+            started.append(await engine.start(saga.name, {}, session=conn))
             raise RuntimeError("caller failed after starting the saga")
+
+    with pytest.raises(RuntimeError, match="caller failed"):
+        await start_then_fail()
     with pytest.raises(SagaNotFoundError):
-        await engine.get(rolled_back)
+        await engine.get(started[0])
 
     async with engine.worker():
         async with engine.db.begin() as conn:
@@ -107,8 +114,10 @@ async def test_non_json_step_output_fails_without_retrying(
         run = await engine.wait(saga_id, timeout=10)
     assert attempts == [1]
     assert run.status is SagaStatus.COMPENSATED
-    assert run.error is not None and run.error.type == "StepOutputError"
-    assert "not JSON" in run.error.message and "'A'" in run.error.message
+    assert run.error is not None
+    assert run.error.type == "StepOutputError"
+    assert "not JSON" in run.error.message
+    assert "'A'" in run.error.message
 
 
 async def test_list_filters_and_history_of_unknown_run(
