@@ -1,0 +1,87 @@
+"""Bearer tokens: HS256 JWTs carrying a user id (``sub``) and a role.
+
+``cloudphone token create`` issues them with :func:`issue_token`; every route but ``/healthz``
+requires one (see :mod:`cloudphone.api.deps`).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import jwt
+
+from cloudphone.api.errors import AuthenticationError
+from cloudphone.domain import Principal, Role
+
+ALGORITHM = "HS256"
+MAX_USER_ID = 200
+"""Longest user id (the width of ``saga_runs.started_by``)."""
+
+
+class TokenExpiredError(AuthenticationError):
+    """The token's ``exp`` has passed (HTTP 401)."""
+
+    code = "token_expired"
+
+
+class InvalidTokenError(AuthenticationError):
+    """The token is malformed, forged, or lacks a required claim (HTTP 401)."""
+
+    code = "invalid_token"
+
+
+def issue_token(
+    secret: str,
+    user_id: str,
+    role: Role,
+    *,
+    ttl: timedelta,
+    issuer: str = "cloudphone",
+    now: datetime | None = None,
+) -> str:
+    """A signed token for ``user_id`` acting as ``role``, valid for ``ttl``.
+
+    Raises:
+        ValueError: The user id is empty or too long, or the ttl is not positive.
+    """
+    if not 1 <= len(user_id) <= MAX_USER_ID:
+        raise ValueError(f"user id must be 1-{MAX_USER_ID} characters")
+    if ttl <= timedelta(0):
+        raise ValueError("token ttl must be positive")
+    issued = now or datetime.now(UTC)
+    claims = {
+        "sub": user_id,
+        "role": role.value,
+        "iss": issuer,
+        "iat": issued,
+        "exp": issued + ttl,
+    }
+    return jwt.encode(claims, secret, algorithm=ALGORITHM)
+
+
+def verify_token(secret: str, token: str, *, issuer: str = "cloudphone") -> Principal:
+    """The principal a token stands for.
+
+    Raises:
+        TokenExpiredError: The token has expired.
+        InvalidTokenError: Bad signature, wrong issuer, malformed, or missing claims.
+    """
+    try:
+        claims = jwt.decode(
+            token,
+            secret,
+            algorithms=[ALGORITHM],
+            issuer=issuer,
+            options={"require": ["sub", "exp", "iat", "iss"]},
+        )
+    except jwt.ExpiredSignatureError:
+        raise TokenExpiredError("the bearer token has expired") from None
+    except jwt.PyJWTError as error:
+        raise InvalidTokenError(f"invalid bearer token: {error}") from None
+    user_id, role = claims.get("sub"), claims.get("role", Role.USER.value)
+    if not isinstance(user_id, str) or not 1 <= len(user_id) <= MAX_USER_ID:
+        raise InvalidTokenError("invalid bearer token: bad subject")
+    try:
+        return Principal(user_id=user_id, role=Role(role))
+    except (ValueError, TypeError):
+        raise InvalidTokenError(f"invalid bearer token: unknown role {role!r}") from None

@@ -1,0 +1,120 @@
+"""Typed dependencies of the routes: the platform, the caller, admin-only, Idempotency-Key.
+
+Use them as parameter annotations::
+
+    @router.post("/refunds", status_code=202)
+    async def request_refund(
+        body: RefundRequest, platform: PlatformDep, principal: PrincipalDep,
+        idempotency: IdempotencyKeyDep,
+    ) -> ...
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from cloudphone.api.auth import verify_token
+from cloudphone.api.errors import AuthenticationError
+from cloudphone.domain import ForbiddenError, Principal, UnavailableError
+from cloudphone.platform import Platform
+
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+MAX_ENGINE_KEY = 255
+"""Longest idempotency key the engine stores."""
+
+
+def get_platform(request: Request) -> Platform:
+    """The platform serving this app (set by the app's lifespan)."""
+    platform: Platform | None = getattr(request.app.state, "platform", None)
+    if platform is None:
+        raise UnavailableError("the platform is not started")
+    return platform
+
+
+PlatformDep = Annotated[Platform, Depends(get_platform)]
+"""The running :class:`~cloudphone.platform.Platform`."""
+
+_bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="bearer",
+    description="A JWT from `cloudphone token create --user U --role user|admin`.",
+)
+
+
+async def get_principal(
+    platform: PlatformDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    """The caller, from the ``Authorization: Bearer`` token; 401 without a valid one."""
+    if credentials is None:
+        raise AuthenticationError("missing bearer token (Authorization: Bearer <token>)")
+    settings = platform.settings
+    assert settings.jwt_secret is not None  # load_settings always fills it
+    return verify_token(
+        settings.jwt_secret.get_secret_value(), credentials.credentials, issuer=settings.jwt_issuer
+    )
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+"""The authenticated caller (user or admin)."""
+
+
+async def require_admin(principal: PrincipalDep) -> Principal:
+    """The caller, who must be an admin (403 otherwise)."""
+    if not principal.is_admin:
+        raise ForbiddenError("this action needs the admin role")
+    return principal
+
+
+AdminDep = Annotated[Principal, Depends(require_admin)]
+"""The authenticated caller, an admin."""
+
+
+@dataclass(frozen=True)
+class IdempotencyKey:
+    """An ``Idempotency-Key`` header value, scoped to the caller.
+
+    Attributes:
+        key: The value the client sent.
+        user_id: Who sent it: two users' equal keys never meet.
+    """
+
+    key: str
+    user_id: str
+
+    @property
+    def engine_key(self) -> str:
+        """The key to pass to ``SagaEngine.start(idempotency_key=…)`` (or a service)."""
+        scoped = f"{self.user_id}:{self.key}"
+        if len(scoped) <= MAX_ENGINE_KEY:
+            return scoped
+        return "sha256:" + hashlib.sha256(f"{self.user_id}\0{self.key}".encode()).hexdigest()
+
+
+async def get_idempotency_key(
+    principal: PrincipalDep,
+    key: Annotated[
+        str | None,
+        Header(
+            alias=IDEMPOTENCY_HEADER,
+            min_length=1,
+            max_length=200,
+            pattern=r"^[!-~]+$",
+            description=(
+                "Makes the request safe to repeat: the same key (per user) returns the saga the "
+                "first request started, with status 200 instead of 202."
+            ),
+        ),
+    ] = None,
+) -> IdempotencyKey | None:
+    """The request's ``Idempotency-Key``, scoped to the caller, or None."""
+    return None if key is None else IdempotencyKey(key, principal.user_id)
+
+
+IdempotencyKeyDep = Annotated[IdempotencyKey | None, Depends(get_idempotency_key)]
+"""The optional ``Idempotency-Key`` header of a route that starts a saga."""

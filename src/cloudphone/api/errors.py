@@ -1,0 +1,171 @@
+"""Every error as JSON ``{"error": {"code", "message"}}`` with the right status code.
+
+Domain errors (``cloudphone.domain``) and engine errors map by type; request validation errors
+become 422; unknown routes 404; anything unexpected a logged 500 that reveals nothing. Routes
+document the shapes with :func:`error_responses`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from cloudphone.domain import (
+    ConflictError,
+    DomainError,
+    ForbiddenError,
+    InvalidInputError,
+    NotFoundError,
+    PayloadTooLargeError,
+    QuotaExceededError,
+    UnavailableError,
+)
+from cloudphone.saga import InvalidSagaInputError, OperatorActionError, SagaNotFoundError
+
+log = logging.getLogger("cloudphone.api")
+
+
+class AuthenticationError(DomainError):
+    """No valid bearer token (HTTP 401)."""
+
+    code = "unauthenticated"
+
+
+class ErrorDetail(BaseModel):
+    """What went wrong."""
+
+    code: str = Field(description="Stable machine-readable name, e.g. `not_found`.")
+    message: str = Field(description="Human-readable explanation.")
+    details: list[dict[str, Any]] | None = Field(
+        default=None, description="Per-field problems of an invalid request."
+    )
+
+
+class ErrorBody(BaseModel):
+    """The body of every error response."""
+
+    error: ErrorDetail
+
+
+# Most specific first: the first class in an error's MRO that is listed decides.
+DOMAIN_STATUS: dict[type[Exception], int] = {
+    AuthenticationError: 401,
+    PayloadTooLargeError: 413,
+    InvalidInputError: 422,
+    NotFoundError: 404,
+    ForbiddenError: 403,
+    QuotaExceededError: 409,
+    ConflictError: 409,
+    UnavailableError: 503,
+}
+"""HTTP status of each domain error class (subclasses inherit their parent's)."""
+
+ENGINE_ERRORS: dict[type[Exception], tuple[int, str]] = {
+    SagaNotFoundError: (404, "not_found"),
+    OperatorActionError: (409, "operator_action_rejected"),
+    InvalidSagaInputError: (422, "invalid_input"),
+}
+"""Status and code of the engine errors a route may let through."""
+
+DESCRIPTIONS = {
+    400: "Bad request.",
+    401: "Missing, invalid or expired bearer token.",
+    403: "Authenticated, but not allowed (admin only).",
+    404: "No such resource, or not yours.",
+    409: "The resource's state forbids this action.",
+    413: "Payload too large.",
+    422: "The request is invalid.",
+    503: "A dependency is unavailable; try again later.",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses=`` entries documenting the error body for each status."""
+    return {
+        status: {"model": ErrorBody, "description": DESCRIPTIONS.get(status, "Error.")}
+        for status in statuses
+    }
+
+
+def error_json(
+    status: int,
+    code: str,
+    message: str,
+    *,
+    details: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    """An error response in the platform's shape."""
+    body = ErrorBody(error=ErrorDetail(code=code, message=message, details=details))
+    return JSONResponse(body.model_dump(exclude_none=True), status_code=status, headers=headers)
+
+
+def status_of(error: DomainError) -> int:
+    """The HTTP status of a domain error (500 for an unmapped DomainError subclass)."""
+    for cls in type(error).__mro__:
+        if cls in DOMAIN_STATUS:
+            return DOMAIN_STATUS[cls]
+    return 500
+
+
+async def _domain_error(_request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, DomainError)
+    status = status_of(error)
+    if status == 500:
+        log.error("unmapped domain error %s: %s", type(error).__name__, error)
+        return error_json(500, "internal", "internal error")
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return error_json(status, error.code, error.message, headers=headers)
+
+
+async def _engine_error(_request: Request, error: Exception) -> JSONResponse:
+    status, code = next(v for cls, v in ENGINE_ERRORS.items() if isinstance(error, cls))
+    return error_json(status, code, str(error))
+
+
+async def _validation_error(_request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, RequestValidationError)
+    details = [
+        {"loc": [str(part) for part in item.get("loc", ())], "msg": str(item.get("msg", ""))}
+        for item in error.errors()
+    ]
+    first = details[0] if details else {"loc": [], "msg": "invalid request"}
+    where = ".".join(first["loc"])
+    message = f"{where}: {first['msg']}" if where else str(first["msg"])
+    return error_json(422, "invalid_request", message, details=details)
+
+
+_HTTP_CODES = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+}
+
+
+async def _http_error(_request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, StarletteHTTPException)
+    code = _HTTP_CODES.get(error.status_code, "http_error")
+    headers = dict(error.headers) if error.headers else None
+    return error_json(error.status_code, code, str(error.detail), headers=headers)
+
+
+async def _unexpected(_request: Request, error: Exception) -> JSONResponse:
+    log.exception("unhandled error", exc_info=error)
+    return error_json(500, "internal", "internal error")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register the handlers that render every error in the platform's shape."""
+    app.add_exception_handler(DomainError, _domain_error)
+    for cls in ENGINE_ERRORS:
+        app.add_exception_handler(cls, _engine_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)

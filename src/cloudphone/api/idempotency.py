@@ -1,0 +1,91 @@
+"""Starting a saga from a request, idempotently: 202 for a new run, 200 for a repeated key.
+
+A route that starts a saga takes an :data:`~cloudphone.api.deps.IdempotencyKeyDep`. A route
+over the engine directly (like ``POST /demo``) calls :func:`start_saga`; a service use case
+receives ``idempotency.engine_key`` and reports whether it created something, and the route
+calls :func:`set_started_status`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import Response
+from sqlalchemy import select
+
+from cloudphone.api.deps import IdempotencyKey
+from cloudphone.api.schemas import SagaAccepted, SagaSummary
+from cloudphone.domain import Principal
+from cloudphone.saga import SagaEngine, SagaRun
+from cloudphone.saga.store.tables import saga_runs
+
+
+def started_responses(accepted_description: str) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for a saga-starting route: 202 new run, 200 repeated key."""
+    return {
+        202: {"model": SagaAccepted, "description": accepted_description},
+        200: {
+            "model": SagaSummary,
+            "description": "The Idempotency-Key was used before: the run it started.",
+        },
+    }
+
+
+def set_started_status(response: Response, *, created: bool) -> None:
+    """202 Accepted for a new run, 200 OK when an Idempotency-Key found an earlier one."""
+    response.status_code = 202 if created else 200
+
+
+@dataclass(frozen=True)
+class Started:
+    """The outcome of :func:`start_saga`."""
+
+    saga_id: str
+    saga_type: str
+    existing: SagaRun | None
+    """The earlier run an Idempotency-Key found (None when this request created the run)."""
+
+    @property
+    def created(self) -> bool:
+        """Whether this request inserted the run."""
+        return self.existing is None
+
+    def body(self) -> SagaAccepted | SagaSummary:
+        """The response body: the accepted run, or the state of the earlier one."""
+        if self.existing is not None:
+            return SagaSummary.of(self.existing)
+        return SagaAccepted.of(self.saga_id, self.saga_type)
+
+
+async def start_saga(
+    engine: SagaEngine,
+    saga_type: str,
+    data: dict[str, Any],
+    *,
+    principal: Principal,
+    idempotency: IdempotencyKey | None,
+) -> Started:
+    """Start ``saga_type`` for ``principal``, or find the run an earlier equal key started."""
+    key = idempotency.engine_key if idempotency is not None else None
+    if key is not None:
+        existing = await find_by_idempotency_key(engine, saga_type, key)
+        if existing is not None:
+            return Started(existing.id, saga_type, existing)
+    saga_id = await engine.start(saga_type, data, idempotency_key=key, started_by=principal.user_id)
+    return Started(saga_id, saga_type, None)
+
+
+async def find_by_idempotency_key(engine: SagaEngine, saga_type: str, key: str) -> SagaRun | None:
+    """The run of ``saga_type`` started with ``key``, if any.
+
+    Stopgap until the engine exposes this read (or ``start`` reports whether it inserted):
+    two concurrent first requests with one key both get 202 and the same run id.
+    """
+    async with engine.db.read() as conn:
+        saga_id = await conn.scalar(
+            select(saga_runs.c.id).where(
+                saga_runs.c.saga_type == saga_type, saga_runs.c.idempotency_key == key
+            )
+        )
+    return None if saga_id is None else await engine.get(saga_id)

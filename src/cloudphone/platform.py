@@ -1,0 +1,198 @@
+"""The composition root: settings → database → adapters → sagas → engine → services.
+
+Nothing else chooses adapters or builds the engine. :func:`build_platform` only constructs
+objects (no I/O); :meth:`Platform.start` migrates, runs start-up hooks and starts the worker;
+:meth:`Platform.close` stops the worker gracefully and releases everything, in reverse order.
+
+Adding a service (one place each, marked ``services:`` below): build its adapters in
+:func:`build_platform`, pass its saga factories' output to the engine, then construct the
+service and store it as a typed attribute on :class:`Platform`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
+from datetime import UTC, datetime
+from types import TracebackType
+
+from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
+
+from cloudphone import schema
+from cloudphone.demo import build_demo_saga
+from cloudphone.saga import Database, Saga, SagaEngine
+from cloudphone.saga.worker import Worker
+from cloudphone.settings import Settings
+
+log = logging.getLogger("cloudphone.platform")
+
+Hook = Callable[[], Awaitable[None]]
+"""An async start-up or shut-down action of an adapter or service."""
+
+
+class Platform:
+    """Everything one process runs: database, saga engine, metrics registry and services.
+
+    Attributes:
+        settings: The settings it was built from.
+        db: The database shared by the engine and the services (one pool).
+        engine: The saga engine, knowing every saga definition.
+        registry: Prometheus registry of the engine, HTTP and process metrics.
+        with_worker: Whether :meth:`start` runs a worker in this process.
+    """
+
+    # services: each service adds one typed attribute here, set in build_platform, e.g.
+    #   billing: BillingService
+    #   apps: AppsService
+    #   devices: DevicesService
+
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        engine: SagaEngine,
+        registry: CollectorRegistry,
+        *,
+        with_worker: bool,
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.engine = engine
+        self.registry = registry
+        self.with_worker = with_worker
+        self._on_start: list[Hook] = []
+        self._on_close: list[Hook] = []
+        self._stack: AsyncExitStack | None = None
+        self._worker: Worker | None = None
+        self.started_at: datetime | None = None
+
+    def on_start(self, hook: Hook) -> None:
+        """Run ``hook`` in :meth:`start`, after migrations and before the worker starts."""
+        self._on_start.append(hook)
+
+    def on_close(self, hook: Hook) -> None:
+        """Run ``hook`` in :meth:`close`, after the worker stopped (reverse order of adding)."""
+        self._on_close.append(hook)
+
+    @property
+    def worker(self) -> Worker | None:
+        """The worker running in this process, if any."""
+        return self._worker
+
+    async def start(self) -> None:
+        """Migrate (if ``auto_migrate``), run start-up hooks, then start the worker."""
+        if self._stack is not None:
+            raise RuntimeError("platform already started")
+        stack = AsyncExitStack()
+        try:
+            if self.settings.auto_migrate:
+                await asyncio.to_thread(schema.upgrade, self.settings.database_url)
+            stack.push_async_callback(self._release)
+            for hook in self._on_start:
+                await hook()
+            for hook in self._on_close:
+                stack.push_async_callback(hook)
+            if self.with_worker:
+                self._worker = await stack.enter_async_context(
+                    self.engine.worker(
+                        self.settings.worker_concurrency, grace=self.settings.shutdown_grace
+                    )
+                )
+                log.info(
+                    "worker started",
+                    extra={
+                        "worker_id": self.engine.worker_id,
+                        "concurrency": self.settings.worker_concurrency,
+                    },
+                )
+        except BaseException:
+            await stack.aclose()
+            raise
+        self._stack = stack
+        self.started_at = datetime.now(UTC)
+
+    async def close(self) -> None:
+        """Stop the worker gracefully (see ``shutdown_grace``), run shut-down hooks, disconnect."""
+        stack, self._stack = self._stack, None
+        if stack is None:
+            await self._release()
+            return
+        await stack.aclose()
+        self._worker = None
+        log.info("platform stopped")
+
+    async def _release(self) -> None:
+        await self.engine.close()
+        await self.db.dispose()
+
+    async def __aenter__(self) -> Platform:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def worker_alive(self, now: datetime | None = None) -> bool | None:
+        """Whether this process's worker completed a claim or heartbeat round recently.
+
+        Returns None when this process runs no worker. "Recently" is one lease: a worker
+        silent for that long is stuck, and its runs are being taken over.
+        """
+        worker = self._worker
+        if worker is None:
+            return None
+        alive_at = worker.alive_at
+        if alive_at is None:
+            return False
+        return (now or datetime.now(UTC)) - alive_at <= max(
+            self.settings.worker_lease, self.settings.worker_poll_interval * 3
+        )
+
+
+def build_registry() -> CollectorRegistry:
+    """A registry with process, platform and GC metrics (engine and HTTP add theirs)."""
+    registry = CollectorRegistry()
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
+    return registry
+
+
+def build_platform(settings: Settings, *, with_worker: bool) -> Platform:
+    """Wire the platform from ``settings`` (no I/O; call :meth:`Platform.start` next).
+
+    Args:
+        settings: Loaded settings (see :func:`cloudphone.settings.load_settings`).
+        with_worker: Run a worker in this process when started (``serve``, ``worker``); the
+            CLI's read and operator commands and ``serve --no-worker`` do not.
+    """
+    registry = build_registry()
+    db = Database(settings.database_url, pool_size=settings.db_pool_size)
+
+    # adapters (ports): services build theirs from settings.billing / .apps / .devices here.
+
+    sagas: list[Saga] = []
+    if settings.demo:
+        sagas.append(build_demo_saga())
+    # services: sagas.append(build_refund_saga(provider)) … built from the adapters above.
+
+    engine = SagaEngine(
+        db,
+        sagas,
+        worker_id=settings.worker_id,
+        lease=settings.worker_lease,
+        poll_interval=settings.worker_poll_interval,
+        registry=registry,
+    )
+    platform = Platform(settings, db, engine, registry, with_worker=with_worker)
+
+    # services: platform.billing = BillingService(db, engine, provider), and register any
+    # async set-up / tear-down with platform.on_start(...) / platform.on_close(...).
+    return platform  # noqa: RET504 - services are attached above this line

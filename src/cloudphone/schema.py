@@ -1,0 +1,102 @@
+"""The database schema: every table the code declares, and the Alembic migrations that build it.
+
+Each part of the platform owns a SQLAlchemy ``MetaData``: the engine's is
+``cloudphone.saga.store.tables.metadata``, each service adds its own in :func:`all_metadata`.
+The migrations in ``migrations/`` (repo root) create exactly those tables; a test compares the
+two on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+from collections.abc import Iterator
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import MetaData, create_engine
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.pool import NullPool
+
+MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+"""The Alembic scripts (``migrations/`` next to ``src/``)."""
+
+ADVISORY_LOCK_KEY = 7_291_433_019
+"""PostgreSQL advisory lock held while migrating, so processes starting together take turns."""
+
+_SYNC_DRIVERS = {
+    "sqlite+aiosqlite": "sqlite+pysqlite",
+    "postgresql+asyncpg": "postgresql+psycopg",
+    "postgresql+psycopg_async": "postgresql+psycopg",
+}
+
+
+def all_metadata() -> list[MetaData]:
+    """Every MetaData whose tables the migrations must create, engine first.
+
+    Services: append your ``MetaData`` here (one line each) when you add tables, then write a
+    migration (``alembic revision --autogenerate -m "…"`` from the repo root).
+    """
+    from cloudphone.saga.store.tables import metadata as saga_metadata
+
+    return [saga_metadata]
+
+
+def sync_url(url: str | URL) -> URL:
+    """The same database through a synchronous driver (Alembic runs synchronously)."""
+    parsed = make_url(url)
+    driver = _SYNC_DRIVERS.get(parsed.drivername, parsed.drivername)
+    return parsed.set(drivername=driver)
+
+
+def alembic_config(database_url: str | URL | None = None) -> Config:
+    """An Alembic config on :data:`MIGRATIONS_DIR`, targeting ``database_url`` if given."""
+    if not (MIGRATIONS_DIR / "env.py").exists():
+        raise FileNotFoundError(
+            f"no Alembic scripts at {MIGRATIONS_DIR}; run from a source checkout (pip install -e .)"
+        )
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    if database_url is not None:
+        config.attributes["url"] = make_url(database_url)
+    return config
+
+
+def upgrade(database_url: str | URL, revision: str = "head") -> None:
+    """Apply migrations up to ``revision`` (blocking; run it in a thread from async code)."""
+    with _migration_lock(make_url(database_url)):
+        command.upgrade(alembic_config(database_url), revision)
+
+
+def head_revision() -> str | None:
+    """The newest migration's revision id."""
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def current_revision(database_url: str | URL) -> str | None:
+    """The revision the database is at (None before the first upgrade)."""
+    engine = create_engine(sync_url(database_url), poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+    finally:
+        engine.dispose()
+
+
+@contextlib.contextmanager
+def _migration_lock(url: URL) -> Iterator[None]:
+    """On SQLite, a file lock next to the database (PostgreSQL locks in ``env.py``)."""
+    if url.get_backend_name() != "sqlite" or not url.database:
+        yield
+        return
+    path = Path(url.database)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".migrate-lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)

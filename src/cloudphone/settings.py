@@ -1,0 +1,224 @@
+"""One settings object for the whole platform, read from ``CLOUDPHONE_*`` environment variables.
+
+Every default is an embedded one: a SQLite file and the other local backends under
+``data_dir`` (``./var``), so ``cloudphone serve`` runs with nothing to install. Nested sections
+use ``__``: ``CLOUDPHONE_BILLING__PROVIDER=stripe``. :func:`load_settings` turns validation
+errors into a :class:`SettingsError` naming the offending variables.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import secrets
+from datetime import timedelta
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from cloudphone.apps.config import AppsConfig
+from cloudphone.billing.config import BillingConfig
+from cloudphone.devices.config import DevicesConfig
+
+ENV_PREFIX = "CLOUDPHONE_"
+NESTED_DELIMITER = "__"
+JWT_SECRET_FILE = "jwt_secret"
+"""Name of the file under ``data_dir`` holding the generated JWT secret."""
+
+LogLevel = Literal["debug", "info", "warning", "error"]
+LogFormat = Literal["auto", "json", "console"]
+
+
+class SettingsError(ValueError):
+    """The settings are invalid; the message names each offending environment variable."""
+
+
+class Settings(BaseSettings):
+    """Everything the platform reads from its environment (``CLOUDPHONE_*``)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=NESTED_DELIMITER,
+        extra="ignore",
+        validate_default=True,
+    )
+
+    data_dir: Path = Path("var")
+    """Where embedded backends keep their files (SQLite database, objects, secrets)."""
+
+    database_url: str = ""
+    """SQLAlchemy async URL; default ``sqlite+aiosqlite:///<data_dir>/cloudphone.db``.
+    Set ``postgresql+asyncpg://…`` to share one PostgreSQL between many processes."""
+
+    db_pool_size: int = Field(default=10, ge=1, le=200)
+    """Pooled PostgreSQL connections per process."""
+
+    auto_migrate: bool = True
+    """Apply pending migrations when ``serve`` or ``worker`` starts (``db upgrade`` by hand
+    otherwise)."""
+
+    jwt_secret: SecretStr | None = None
+    """HS256 signing secret of bearer tokens. Default: generated once and kept in
+    ``<data_dir>/jwt_secret`` (mode 0600). Never logged."""
+
+    jwt_issuer: str = "cloudphone"
+    """``iss`` claim written into and required from tokens."""
+
+    token_ttl: timedelta = Field(default=timedelta(hours=12), gt=timedelta(0))
+    """Default lifetime of tokens made by ``cloudphone token create``."""
+
+    host: str = "127.0.0.1"
+    """Address ``serve`` binds."""
+
+    port: int = Field(default=8000, ge=0, le=65535)
+    """Port ``serve`` binds."""
+
+    access_log: bool = True
+    """Log one line per HTTP request."""
+
+    demo: bool = True
+    """Register the demo saga and its ``POST /demo`` route (a saga with fault knobs)."""
+
+    worker_id: str | None = Field(default=None, min_length=1, max_length=200)
+    """Worker identity; a worker restarting with the same id takes its runs back at once.
+    Default ``host-pid``."""
+
+    worker_concurrency: int = Field(default=64, ge=1, le=10_000)
+    """Runs one worker drives at once."""
+
+    worker_lease: timedelta = Field(default=timedelta(seconds=30), ge=timedelta(milliseconds=300))
+    """How long a claim holds a run without renewal; a crashed worker's runs are taken over
+    after it expires."""
+
+    worker_poll_interval: timedelta = Field(default=timedelta(seconds=1), gt=timedelta(0))
+    """Longest an idle worker waits before looking for due runs again."""
+
+    shutdown_grace: timedelta = Field(default=timedelta(seconds=30), ge=timedelta(0))
+    """On SIGTERM, how long running steps may take to finish before they are interrupted."""
+
+    log_level: LogLevel = "info"
+    """Lowest level logged."""
+
+    log_format: LogFormat = "auto"
+    """``json`` (one object per line), ``console`` (human), or ``auto``: console on a TTY."""
+
+    billing: BillingConfig = Field(default_factory=BillingConfig)
+    """Payment provider (``CLOUDPHONE_BILLING__*``)."""
+
+    apps: AppsConfig = Field(default_factory=AppsConfig)
+    """Object storage for APKs (``CLOUDPHONE_APPS__*``)."""
+
+    devices: DevicesConfig = Field(default_factory=DevicesConfig)
+    """Device runtime (``CLOUDPHONE_DEVICES__*``)."""
+
+    @field_validator("log_level", "log_format", mode="before")
+    @classmethod
+    def _lowercase(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator(
+        "token_ttl", "worker_lease", "worker_poll_interval", "shutdown_grace", mode="before"
+    )
+    @classmethod
+    def _duration(cls, value: object) -> object:
+        return parse_duration(value) if isinstance(value, str) else value
+
+    @field_validator("database_url")
+    @classmethod
+    def _supported_database(cls, value: str) -> str:
+        if value and not value.startswith(("sqlite+aiosqlite://", "postgresql+")):
+            raise ValueError(
+                "use sqlite+aiosqlite:///path.db or postgresql+asyncpg:// (or +psycopg)://…"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _embedded_defaults(self) -> Settings:
+        self.data_dir = self.data_dir.expanduser().absolute()
+        if not self.database_url:
+            self.database_url = f"sqlite+aiosqlite:///{self.data_dir / 'cloudphone.db'}"
+        return self
+
+    @property
+    def is_sqlite(self) -> bool:
+        """True when the database is a SQLite file (the embedded default)."""
+        return self.database_url.startswith("sqlite")
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h|d)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+
+
+def parse_duration(text: str) -> timedelta | str:
+    """``"30"``/``"30s"``, ``"500ms"``, ``"5m"``, ``"12h"``, ``"7d"`` as a timedelta.
+
+    Anything else is returned unchanged for pydantic to parse (ISO 8601 ``PT30S``,
+    ``HH:MM:SS``) or reject.
+    """
+    match = _DURATION.match(text)
+    if match is None:
+        return text
+    return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+
+
+def env_name(location: tuple[int | str, ...]) -> str:
+    """The environment variable of a settings field.
+
+    ``("billing", "provider")`` → ``CLOUDPHONE_BILLING__PROVIDER``.
+    """
+    names = [str(part).upper() for part in location if isinstance(part, str)]
+    return ENV_PREFIX + NESTED_DELIMITER.join(names)
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the settings from the environment (``overrides`` win) and fill the JWT secret.
+
+    Raises:
+        SettingsError: A value is invalid; the message names its environment variable.
+    """
+    try:
+        settings = Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as error:
+        raise SettingsError(_describe(error)) from None
+    if settings.jwt_secret is None:
+        secret = ensure_secret_file(settings.data_dir / JWT_SECRET_FILE)
+        settings = settings.model_copy(update={"jwt_secret": SecretStr(secret)})
+    return settings
+
+
+def ensure_secret_file(path: Path) -> str:
+    """The secret stored at ``path``, generated (mode 0600) on first use.
+
+    Several processes starting at once agree on one secret: it is written to a private
+    temporary file and linked into place, which fails if another process won the race.
+    """
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "w") as file:
+                file.write(secrets.token_urlsafe(48))
+            with contextlib.suppress(FileExistsError):
+                os.link(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+    secret = path.read_text().strip()
+    if len(secret) < 32:
+        raise SettingsError(f"the JWT secret in {path} is shorter than 32 characters")
+    return secret
+
+
+def _describe(error: ValidationError) -> str:
+    lines = ["invalid settings:"]
+    for item in error.errors(include_url=False):
+        value = item.get("input")
+        hidden = isinstance(value, dict) or any(
+            word in str(part) for part in item["loc"] for word in ("secret", "key", "password")
+        )
+        shown = "" if hidden else f" (got {value!r})"
+        lines.append(f"  {env_name(item['loc'])}: {item['msg']}{shown}")
+    return "\n".join(lines)
