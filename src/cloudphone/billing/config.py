@@ -7,17 +7,64 @@ from typing import Literal
 from pydantic import BaseModel, Field, SecretStr
 
 
+class SandboxConfig(BaseModel):
+    """Fault knobs of the sandbox provider (env ``CLOUDPHONE_BILLING__SANDBOX__*``).
+
+    All off by default: the sandbox then behaves like a healthy provider that refunds at once.
+    """
+
+    latency_ms: int = Field(default=0, ge=0)
+    """Delay before every answer (simulated network and processing time)."""
+
+    error_rate: float = Field(default=0.0, ge=0.0, le=1.0)
+    """Share of calls (any kind) that fail with a 503-like *unknown outcome* before anything is
+    done; a later lookup finds nothing."""
+
+    timeout_after_refund_rate: float = Field(default=0.0, ge=0.0, le=1.0)
+    """Share of refund creations whose answer is lost *after* the money moved (unknown outcome;
+    a later lookup finds the refund)."""
+
+    refuse_connections: bool = False
+    """Every call fails as if the TCP connection were refused: nothing was sent (definitive)."""
+
+    pending_polls: int = Field(default=0, ge=0)
+    """Refunds first answer "pending" and become final after this many status checks."""
+
+    pending_outcome: Literal["succeeded", "failed"] = "succeeded"
+    """How a pending refund ends."""
+
+    ignore_idempotency_key: bool = False
+    """Create a new refund on every call, like localstripe, instead of replaying the first one
+    for the same key like real Stripe (tests use it to prove the saga's own lookup)."""
+
+
 class BillingConfig(BaseModel):
-    """Payment provider choice and credentials (env ``CLOUDPHONE_BILLING__*``)."""
+    """Payment providers, credentials and refund timing (env ``CLOUDPHONE_BILLING__*``)."""
 
     provider: Literal["sandbox", "stripe"] = "sandbox"
-    """``sandbox`` (in-process, the embedded default) or ``stripe``."""
+    """Provider used when a payment request names none: ``sandbox`` (in-process, the embedded
+    default) or ``stripe``. The sandbox is always available; stripe when a key is set."""
 
     stripe_api_key: SecretStr | None = None
-    """Stripe secret key (``sk_…``); required when provider is stripe. Never logged."""
+    """Stripe secret key (``sk_…``); enables the stripe provider. Never logged."""
 
     stripe_api_base: str | None = None
-    """Override the Stripe API address (e.g. a local ``localstripe``)."""
+    """Override the Stripe API address, ``scheme://host:port`` without ``/v1`` (localstripe)."""
 
     stripe_timeout_seconds: float = Field(default=30.0, gt=0)
-    """Per-request timeout towards the provider."""
+    """Read timeout of one request towards Stripe."""
+
+    stripe_connect_timeout_seconds: float = Field(default=5.0, gt=0)
+    """Connect timeout towards Stripe."""
+
+    stripe_payment_method: str = "pm_card_visa"
+    """Payment method confirmed when a payment request names none (a Stripe test-mode card)."""
+
+    refund_poll_seconds: float = Field(default=5.0, gt=0)
+    """How long to wait between status checks of a refund the provider still processes."""
+
+    refund_retry_initial_seconds: float = Field(default=1.0, gt=0)
+    """First retry delay of a refund step (doubling, full jitter, 4 attempts)."""
+
+    sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
+    """Fault knobs of the sandbox provider."""
