@@ -98,5 +98,7 @@ def configure_logging(
         named = logging.getLogger(name)
         named.handlers.clear()
         named.propagate = True
-    # One line per SQL statement is never what an operator wants at INFO.
-    logging.getLogger("sqlalchemy").setLevel(max(logging.WARNING, root.level))
+    # One line per SQL statement, or per Alembic context, is never what an operator wants
+    # at INFO; cloudphone.schema logs the migrations it applies.
+    for chatty in ("sqlalchemy", "alembic"):
+        logging.getLogger(chatty).setLevel(max(logging.WARNING, root.level))

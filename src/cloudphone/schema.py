@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +21,8 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import MetaData, create_engine
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import NullPool
+
+log = logging.getLogger("cloudphone.schema")
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 """The Alembic scripts (``migrations/`` next to ``src/``)."""
@@ -67,8 +70,20 @@ def alembic_config(database_url: str | URL | None = None) -> Config:
 
 def upgrade(database_url: str | URL, revision: str = "head") -> None:
     """Apply migrations up to ``revision`` (blocking; run it in a thread from async code)."""
-    with _migration_lock(make_url(database_url)):
-        command.upgrade(alembic_config(database_url), revision)
+    url = make_url(database_url)
+    with _migration_lock(url):
+        before = current_revision(url)
+        command.upgrade(alembic_config(url), revision)
+        after = current_revision(url)
+    if after != before:
+        log.info(
+            "database migrated",
+            extra={
+                "from_revision": before,
+                "to_revision": after,
+                "database": url.render_as_string(hide_password=True),
+            },
+        )
 
 
 def head_revision() -> str | None:

@@ -44,6 +44,7 @@ class Settings(BaseSettings):
         env_nested_delimiter=NESTED_DELIMITER,
         extra="ignore",
         validate_default=True,
+        use_attribute_docstrings=True,
     )
 
     data_dir: Path = Path("var")

@@ -1,0 +1,228 @@
+"""``cloudphone sagas``: list, show, retry, cancel and resolve saga runs (straight on the DB)."""
+
+from __future__ import annotations
+
+import getpass
+import json
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, TypeVar
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from cloudphone.api.schemas import SagaDetail, SagaSummary
+from cloudphone.cli._shared import EXIT_USAGE, fail, load, out, print_json, run
+from cloudphone.platform import build_platform
+from cloudphone.saga import SagaEngine, SagaRun, SagaStatus
+from cloudphone.settings import Settings, parse_duration
+
+T = TypeVar("T")
+
+app = typer.Typer(help="Inspect and operate saga runs.", no_args_is_help=True)
+
+STATUS_STYLE = {
+    SagaStatus.PENDING: "cyan",
+    SagaStatus.RUNNING: "blue",
+    SagaStatus.COMPENSATING: "yellow",
+    SagaStatus.COMPLETED: "green",
+    SagaStatus.COMPENSATED: "magenta",
+    SagaStatus.TIMED_OUT: "magenta",
+    SagaStatus.FAILED: "bold red",
+}
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+SagaIdArg = Annotated[str, typer.Argument(help="The saga run id.")]
+ActorOption = Annotated[
+    str | None, typer.Option(help="Who acts, for the history [default: cli:<login>].")
+]
+
+
+def _with_engine(settings: Settings, action: Callable[[SagaEngine], Awaitable[T]]) -> T:
+    async def main() -> T:
+        platform = build_platform(settings, with_worker=False)
+        try:
+            return await action(platform.engine)
+        finally:
+            await platform.close()
+
+    return run(main)
+
+
+def parse_when(text: str | None) -> datetime | None:
+    """``2h`` (that long ago), or an ISO date-time (UTC when it has no offset)."""
+    if text is None:
+        return None
+    ago = parse_duration(text)
+    if isinstance(ago, timedelta):
+        return datetime.now(UTC) - ago
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        fail(f"{text!r} is neither a duration (2h) nor an ISO date-time", EXIT_USAGE)
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+@app.command("list")
+def list_runs(
+    status: Annotated[
+        SagaStatus | None, typer.Option(case_sensitive=False, help="Only this status.")
+    ] = None,
+    saga_type: Annotated[str | None, typer.Option("--type", help="Only this saga type.")] = None,
+    since: Annotated[str | None, typer.Option(help="Created since: 2h, 7d or ISO.")] = None,
+    until: Annotated[str | None, typer.Option(help="Created before: 2h, 7d or ISO.")] = None,
+    attention: Annotated[
+        bool, typer.Option("--attention", help="Only FAILED runs nobody resolved.")
+    ] = False,
+    started_by: Annotated[str | None, typer.Option(help="Only runs this user started.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 20,
+    offset: Annotated[int, typer.Option(min=0)] = 0,
+    as_json: JsonOption = False,
+) -> None:
+    """List runs, newest first."""
+    settings = load()
+    runs = _with_engine(
+        settings,
+        lambda engine: engine.list(
+            status=status,
+            saga_type=saga_type,
+            started_by=started_by,
+            created_after=parse_when(since),
+            created_before=parse_when(until),
+            needs_attention=attention,
+            limit=limit,
+            offset=offset,
+        ),
+    )
+    if as_json:
+        print_json([SagaSummary.of(r).model_dump(mode="json") for r in runs])
+        return
+    out.print(runs_table(runs))
+
+
+@app.command()
+def show(saga_id: SagaIdArg, as_json: JsonOption = False) -> None:
+    """Show a run and its full history."""
+    settings = load()
+
+    async def read(engine: SagaEngine) -> SagaDetail:
+        return SagaDetail.with_history(await engine.get(saga_id), await engine.history(saga_id))
+
+    detail = _with_engine(settings, read)
+    if as_json:
+        print_json(detail.model_dump(mode="json"))
+        return
+    out.print(detail_table(detail))
+    out.print(history_table(detail))
+
+
+@app.command()
+def retry(
+    saga_id: SagaIdArg,
+    note: Annotated[str | None, typer.Option(help="Why, for the history.")] = None,
+    actor: ActorOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Resume a FAILED run at the step that failed."""
+    settings = load()
+    who = actor or _login()
+    run_ = _with_engine(settings, lambda engine: engine.retry(saga_id, note=note, actor=who))
+    _report("retried", run_, as_json)
+
+
+@app.command()
+def cancel(saga_id: SagaIdArg, actor: ActorOption = None, as_json: JsonOption = False) -> None:
+    """Cancel a run before its pivot; what started is compensated."""
+    settings = load()
+    who = actor or _login()
+    run_ = _with_engine(settings, lambda engine: engine.cancel(saga_id, actor=who))
+    _report("cancel requested for", run_, as_json)
+
+
+@app.command()
+def resolve(
+    saga_id: SagaIdArg,
+    note: Annotated[str, typer.Option(help="What was done by hand (required).")],
+    actor: ActorOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Close a FAILED run by hand with a note; it stays FAILED, marked resolved."""
+    settings = load()
+    who = actor or _login()
+    run_ = _with_engine(settings, lambda engine: engine.resolve(saga_id, note, actor=who))
+    _report("resolved", run_, as_json)
+
+
+def _login() -> str:
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):  # no login name in some containers
+        return "cli"
+
+
+def _report(done: str, run_: SagaRun, as_json: bool) -> None:
+    if as_json:
+        print_json(SagaSummary.of(run_).model_dump(mode="json"))
+        return
+    out.print(f"{done} {run_.id}: now {_status(run_.status)} at {run_.current_step or '-'}")
+
+
+def _status(status: SagaStatus) -> str:
+    return f"[{STATUS_STYLE[status]}]{status.value}[/]"
+
+
+def _time(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S") if value else "-"
+
+
+def runs_table(runs: list[SagaRun]) -> Table:
+    """A table of runs, one line each."""
+    table = Table(title=f"{len(runs)} saga runs", title_justify="left")
+    for column in ("id", "type", "status", "step", "try", "by", "created (UTC)", "error"):
+        table.add_column(column, overflow="fold")
+    for r in runs:
+        attention = " [red]![/]" if r.status is SagaStatus.FAILED and not r.resolution else ""
+        table.add_row(
+            r.id,
+            r.saga_type,
+            _status(r.status) + attention,
+            r.current_step or "-",
+            str(r.attempt),
+            r.started_by or "-",
+            _time(r.created_at),
+            Text(str(r.error)) if r.error else "",
+        )
+    return table
+
+
+def detail_table(detail: SagaDetail) -> Table:
+    """The current state of one run, a field per line."""
+    table = Table(show_header=False, title=f"saga {detail.id}", title_justify="left")
+    table.add_column(style="bold")
+    table.add_column(overflow="fold")
+    table.add_row("type", detail.saga_type)
+    table.add_row("status", _status(detail.status))
+    fields = detail.model_dump(exclude={"id", "saga_type", "status", "history", "data"})
+    for name, value in fields.items():
+        if value not in (None, False):
+            table.add_row(name.replace("_", " "), Text(str(value)))
+    table.add_row("data", Text(json.dumps(detail.data, default=str)))
+    return table
+
+
+def history_table(detail: SagaDetail) -> Table:
+    """The run's history, an event per line."""
+    table = Table(title="history", title_justify="left")
+    for column in ("#", "at (UTC)", "event", "step", "try", "detail"):
+        table.add_column(column, overflow="fold")
+    for e in detail.history:
+        table.add_row(
+            str(e.seq),
+            e.at.strftime("%H:%M:%S.%f")[:-3],
+            e.kind.value,
+            e.step or "",
+            str(e.attempt or ""),
+            Text(json.dumps(e.detail, default=str)) if e.detail else "",
+        )
+    return table
