@@ -1,0 +1,44 @@
+"""Billing fixtures: a user, another user, and billing wired on the test database."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from cloudphone.domain import Principal
+from tests.support.billing_harness import Billing, build_billing
+
+MakeBilling = Callable[..., Awaitable[Billing]]
+
+
+@pytest.fixture
+def user(unique: str) -> Principal:
+    return Principal(f"user-{unique}")
+
+
+@pytest.fixture
+def other_user(unique: str) -> Principal:
+    return Principal(f"other-{unique}")
+
+
+@pytest.fixture
+async def make_billing(database_url: str, unique: str) -> AsyncIterator[MakeBilling]:
+    """Build billing (options as in ``build_billing``); everything is closed at the end."""
+    built: list[Billing] = []
+
+    async def make(**options: Any) -> Billing:
+        billing = await build_billing(database_url, f"{unique}{len(built) or ''}", **options)
+        built.append(billing)
+        return billing
+
+    yield make
+    for billing in built:
+        await billing.close()
+
+
+@pytest.fixture
+async def billing(make_billing: MakeBilling) -> Billing:
+    """Billing with the sandbox provider (no worker running yet)."""
+    return await make_billing()
