@@ -211,7 +211,7 @@ class SagaEngine:
             self._worker.wake()
 
     def _committed(self, state: RunState, progress: Progress) -> None:
-        if progress.finished:
+        if not progress.keep_lease:
             self._resolve_waiters(state.id)
 
     def _resolve_waiters(self, run_id: str) -> None:
@@ -278,15 +278,24 @@ class SagaEngine:
             future = self._waiters.get(saga_id)
             if future is None or future.done():
                 future = self._waiters[saga_id] = loop.create_future()
-            run = await self.get(saga_id)
-            if run.status.is_terminal:
-                return run
+            worker = self._worker
+            if worker is None or not worker.drives(saga_id):
+                run = await self.get(saga_id)
+                if run.status.is_terminal:
+                    return run
+                status = run.status.value
+            else:
+                status = "driven by this worker"
             remaining = until - loop.time()
             if remaining <= 0:
-                raise TimeoutError(f"saga {saga_id} is still {run.status} after {timeout}s")
-            # Local completions resolve the future; runs driven elsewhere are polled.
+                raise TimeoutError(f"saga {saga_id} is still {status} after {timeout}s")
+            # This worker resolves the future whenever it lets go of the run (finished, or
+            # waiting for a retry); runs driven elsewhere are polled with a growing delay.
+            local = worker is not None and worker.drives(saga_id)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(future), min(delay, remaining))
+                await asyncio.wait_for(
+                    asyncio.shield(future), min(1.0 if local else delay, remaining)
+                )
             delay = min(delay * 2, 0.25)
 
     # -- operator actions ---------------------------------------------------------------
@@ -327,6 +336,7 @@ class SagaEngine:
 
     async def close(self) -> None:
         """Release database connections (stop workers first)."""
+        await self.store.close()
         if self._owns_db:
             await self.db.dispose()
 

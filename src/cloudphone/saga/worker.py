@@ -66,6 +66,7 @@ class Worker:
         self._loop_task: asyncio.Task[None] | None = None
         self._heartbeat_task: asyncio.Task[None] | None = None
         self._handback: set[str] = set()
+        self._backlog = False  # the last claim filled every free slot: more may be waiting
         self.alive_at: datetime | None = None
         """Last time the claim loop or heartbeat completed a round (for readiness checks)."""
 
@@ -90,6 +91,10 @@ class Worker:
     def wake(self) -> None:
         """Look for due work now."""
         self._wakeup.set()
+
+    def drives(self, run_id: str) -> bool:
+        """Whether this worker is driving the run right now."""
+        return run_id in self._runners
 
     @property
     def in_flight(self) -> int:
@@ -150,14 +155,21 @@ class Worker:
         while not self._stopping:
             self._wakeup.clear()
             room = self.concurrency - len(self._runners) - self._reserved
+            self._backlog = room <= 0
             if room > 0 and await self._claim_round(room, reclaim_own=False) == room:
+                self._backlog = True
                 continue  # there may be more due work than the room we had
             await self._sleep(room > 0)
 
     async def _claim_round(self, room: int, *, reclaim_own: bool) -> int:
         try:
             claimed = await self._store.claim(
-                self.worker_id, room, self._types, self._clock.now(), reclaim_own
+                self.worker_id,
+                room,
+                self._types,
+                self._clock.now(),
+                reclaim_own,
+                exclude=list(self._runners),
             )
         except Exception:
             log.exception("claiming runs failed; retrying after the poll interval")
@@ -232,9 +244,10 @@ class Worker:
             self._metrics.in_flight.labels(runner.saga.name).dec()
             if last is not None and last.keep_lease:
                 self._handback.add(runner.run_id)
-            if last is not None and not last.keep_lease:
+            if last is not None and not last.keep_lease and not last.finished:
                 self._wake_at(last.next_run_at)
-            self._wakeup.set()
+            if self._backlog:
+                self._wakeup.set()  # a slot freed up while due work was waiting
 
     # -- leases -------------------------------------------------------------------------
 

@@ -1,159 +1,149 @@
-"""PostgreSQL statements of the hot path: each one round trip, one commit.
+"""PostgreSQL fast path: the engine's hot statements on a dedicated asyncpg pool.
 
-A data-modifying CTE chains the run's UPDATE (fenced by its epoch) and the INSERT of its
-events, whose sequence numbers come from the UPDATE's RETURNING. The events travel as one JSONB
-array expanded by ``jsonb_to_recordset``.
+Each statement is one round trip and one commit. A data-modifying CTE chains a run's UPDATE
+(fenced by its epoch) with the INSERT of its events, whose sequence numbers come from the
+UPDATE's RETURNING. Items travel as one JSON array expanded by ``jsonb_to_recordset``, so many
+runs' progress (or many new runs) commit in a single statement: group commit.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Boolean, Integer, String, bindparam, text
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB
-from sqlalchemy.engine import RowMapping
+import asyncpg
+from sqlalchemy import text
+from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from cloudphone.saga.progress import Progress
-from cloudphone.saga.store.rows import progress_values
-from cloudphone.saga.store.tables import saga_runs
-from cloudphone.saga.store.types import UtcDateTime
+from cloudphone.saga.records import ErrorInfo, SagaRun
+from cloudphone.saga.state import SagaStatus
+from cloudphone.saga.store.batch import Batcher
 
 NOTIFY_CHANNEL = "cloudphone_sagas"
-"""Channel on which new runs are announced to idle workers."""
+"""Channel on which new and resumed runs are announced to idle workers."""
 
-_JSON = JSONB(none_as_null=True)
+_RUN_COLUMNS = """id, saga_type, status, current_step, attempt, data::text AS data,
+    error::text AS error, compensation_cause, idempotency_key, started_by, epoch, owner,
+    lease_expires_at, next_run_at, deadline_at, deadline_noted, cancel_requested, last_seq,
+    resolution, created_at, updated_at, finished_at"""
 
-_RUN_COLUMNS = ", ".join(c.name for c in saga_runs.c)
-_RUN_VALUES = ", ".join(f":{c.name}" for c in saga_runs.c)
-_RUN_TYPES = [bindparam(c.name, type_=c.type) for c in saga_runs.c]
-
-_INSERT = """
-WITH r AS (
-    INSERT INTO saga_runs ({columns}) VALUES ({values})
-    ON CONFLICT (saga_type, idempotency_key) DO NOTHING
-    RETURNING id, saga_type
+COMMIT_SQL = """
+WITH x AS (
+    SELECT * FROM jsonb_to_recordset(CAST($1 AS text)::jsonb) AS x(
+        id text, epoch bigint, status text, current_step text, attempt int, set_data bool,
+        data jsonb, error jsonb, compensation_cause text, keep_lease bool,
+        lease_expires_at timestamptz, next_run_at timestamptz, finished_at timestamptz,
+        deadline_noted bool, clear_cancel bool, updated_at timestamptz, n int, events jsonb)
+), u AS (
+    UPDATE saga_runs r SET
+        status = x.status, current_step = x.current_step, attempt = x.attempt,
+        data = CASE WHEN x.set_data THEN x.data ELSE r.data END, error = x.error,
+        compensation_cause = x.compensation_cause,
+        owner = CASE WHEN x.keep_lease THEN r.owner END,
+        lease_expires_at = x.lease_expires_at, next_run_at = x.next_run_at,
+        finished_at = x.finished_at, deadline_noted = x.deadline_noted,
+        cancel_requested = r.cancel_requested AND NOT x.clear_cancel,
+        last_seq = r.last_seq + x.n, updated_at = x.updated_at
+    FROM x WHERE r.id = x.id AND r.epoch = x.epoch
+    RETURNING r.id, r.epoch, r.last_seq, r.cancel_requested
 ), e AS (
     INSERT INTO saga_events (saga_id, seq, kind, step, attempt, detail, at)
-    SELECT id, 1, 'saga_started', NULL, NULL, :detail, :created_at FROM r
+    SELECT u.id, u.last_seq - x.n + ev.i, ev.kind, ev.step, ev.attempt, ev.detail, ev.at
+    FROM u JOIN x ON x.id = u.id AND x.epoch = u.epoch
+    CROSS JOIN jsonb_to_recordset(x.events)
+        AS ev(i int, kind text, step text, attempt int, detail jsonb, at timestamptz)
 )
-SELECT id{notify} FROM r
+SELECT id, epoch, cancel_requested FROM u
 """
-_INSERT_QUIET = text(
-    _INSERT.format(columns=_RUN_COLUMNS, values=_RUN_VALUES, notify="")
-).bindparams(*_RUN_TYPES, bindparam("detail", type_=_JSON))
-_INSERT_NOTIFY = text(
-    _INSERT.format(
-        columns=_RUN_COLUMNS,
-        values=_RUN_VALUES,
-        notify=f", pg_notify('{NOTIFY_CHANNEL}', saga_type)",
-    )
-).bindparams(*_RUN_TYPES, bindparam("detail", type_=_JSON))
 
-_COMMIT = text("""
-WITH u AS (
-    UPDATE saga_runs SET
-        status = :status, current_step = :current_step, attempt = :attempt,
-        data = COALESCE(:data, data), error = :error,
-        compensation_cause = :compensation_cause,
-        owner = CASE WHEN :keep_lease THEN owner END,
-        lease_expires_at = :lease_expires_at, next_run_at = :next_run_at,
-        finished_at = :finished_at, deadline_noted = :deadline_noted,
-        cancel_requested = cancel_requested AND NOT :clear_cancel,
-        last_seq = last_seq + :n, updated_at = :updated_at
-    WHERE id = :id AND epoch = :epoch
-    RETURNING last_seq, cancel_requested
+INSERT_SQL = """
+WITH x AS (
+    SELECT * FROM jsonb_to_recordset(CAST($1 AS text)::jsonb) AS x(
+        id text, saga_type text, status text, current_step text, data jsonb,
+        idempotency_key text, started_by text, owner text, lease_expires_at timestamptz,
+        deadline_at timestamptz, now timestamptz, detail jsonb, notify bool)
+), r AS (
+    INSERT INTO saga_runs (id, saga_type, status, current_step, attempt, data, error,
+        compensation_cause, idempotency_key, started_by, epoch, owner, lease_expires_at,
+        next_run_at, deadline_at, deadline_noted, cancel_requested, last_seq, resolution,
+        created_at, updated_at, finished_at)
+    SELECT id, saga_type, status, current_step, 1, data, NULL, NULL, idempotency_key,
+        started_by, 1, owner, lease_expires_at, now, deadline_at, false, false, 1, NULL,
+        now, now, NULL
+    FROM x
+    ON CONFLICT (saga_type, idempotency_key) DO NOTHING
+    RETURNING id
 ), e AS (
     INSERT INTO saga_events (saga_id, seq, kind, step, attempt, detail, at)
-    SELECT :id, u.last_seq - :n + x.i, x.kind, x.step, x.attempt, x.detail, x.at
-    FROM u CROSS JOIN jsonb_to_recordset(:events)
-        AS x(i int, kind text, step text, attempt int, detail jsonb, at timestamptz)
+    SELECT x.id, 1, 'saga_started', NULL, NULL, x.detail, x.now FROM r JOIN x ON x.id = r.id
 )
-SELECT cancel_requested FROM u
-""").bindparams(
-    bindparam("status", type_=String),
-    bindparam("current_step", type_=String),
-    bindparam("attempt", type_=Integer),
-    bindparam("data", type_=_JSON),
-    bindparam("error", type_=_JSON),
-    bindparam("compensation_cause", type_=String),
-    bindparam("keep_lease", type_=Boolean),
-    bindparam("lease_expires_at", type_=UtcDateTime),
-    bindparam("next_run_at", type_=UtcDateTime),
-    bindparam("finished_at", type_=UtcDateTime),
-    bindparam("deadline_noted", type_=Boolean),
-    bindparam("clear_cancel", type_=Boolean),
-    bindparam("n", type_=Integer),
-    bindparam("updated_at", type_=UtcDateTime),
-    bindparam("id", type_=String),
-    bindparam("epoch", type_=Integer),
-    bindparam("events", type_=_JSON),
-)
+SELECT r.id, CASE WHEN x.notify THEN pg_notify('cloudphone_sagas', x.saga_type) END
+FROM r JOIN x ON x.id = r.id
+"""
 
-_CLAIM = (
-    text("""
+CLAIM_SQL = f"""
 WITH c AS (
     SELECT id, owner AS previous_owner FROM saga_runs
     WHERE status IN ('PENDING', 'RUNNING', 'COMPENSATING')
-      AND saga_type = ANY(:types) AND next_run_at <= :now
-      AND (owner IS NULL OR lease_expires_at < :now OR owner = :own)
+      AND saga_type = ANY($1::text[]) AND next_run_at <= $2
+      AND (owner IS NULL OR lease_expires_at < $2 OR owner = $3)
+      AND NOT (id = ANY($7::text[]))
     ORDER BY next_run_at
-    LIMIT :limit
+    LIMIT $4
     FOR UPDATE SKIP LOCKED
 ), u AS (
     UPDATE saga_runs r SET
-        owner = :me, epoch = r.epoch + 1, lease_expires_at = :lease_until,
+        owner = $5, epoch = r.epoch + 1, lease_expires_at = $6,
         status = CASE WHEN r.status = 'PENDING' THEN 'RUNNING' ELSE r.status END,
         attempt = r.attempt + CASE WHEN c.previous_owner IS NULL THEN 0 ELSE 1 END,
         last_seq = r.last_seq + CASE WHEN c.previous_owner IS NULL THEN 0 ELSE 1 END,
-        updated_at = :now
+        updated_at = $2
     FROM c WHERE r.id = c.id
     RETURNING r.*, c.previous_owner
 ), e AS (
     INSERT INTO saga_events (saga_id, seq, kind, step, attempt, detail, at)
     SELECT id, last_seq, 'lease_takeover', current_step, attempt,
-           jsonb_build_object('previous_owner', previous_owner, 'worker', CAST(:me AS text)),
-           :now
+           jsonb_build_object('previous_owner', previous_owner, 'worker', $5::text), $2
     FROM u WHERE previous_owner IS NOT NULL
 )
-SELECT * FROM u
-""")
-    .bindparams(
-        bindparam("types", type_=ARRAY(String)),
-        bindparam("now", type_=UtcDateTime),
-        bindparam("own", type_=String),
-        bindparam("limit", type_=Integer),
-        bindparam("me", type_=String),
-        bindparam("lease_until", type_=UtcDateTime),
-    )
-    .columns(*saga_runs.c, previous_owner=String)
-)
+SELECT {_RUN_COLUMNS}, previous_owner FROM u
+"""
+
+GET_SQL = f"SELECT {_RUN_COLUMNS} FROM saga_runs WHERE id = $1"
+
+HEARTBEAT_SQL = """
+UPDATE saga_runs SET lease_expires_at = $3
+WHERE owner = $1 AND id = ANY($2::text[])
+  AND status IN ('PENDING', 'RUNNING', 'COMPENSATING')
+RETURNING id, epoch, cancel_requested
+"""
 
 
-async def insert_run(
-    conn: AsyncConnection, values: dict[str, Any], detail: dict[str, Any], notify: bool
-) -> bool:
-    """Insert a run and its ``saga_started`` event; False when the idempotency key exists."""
-    stmt = _INSERT_NOTIFY if notify else _INSERT_QUIET
-    row = (await conn.execute(stmt, {**values, "detail": detail})).first()
-    return row is not None
-
-
-async def commit_progress(
-    conn: AsyncConnection, run_id: str, epoch: int, progress: Progress, lease: timedelta
-) -> bool | None:
-    """Apply a Progress if ``epoch`` is current; returns cancel_requested, None if fenced."""
-    params = progress_values(progress, lease)
-    params.setdefault("data", None)
-    params.update(
-        id=run_id,
-        epoch=epoch,
-        keep_lease=progress.keep_lease,
-        clear_cancel=progress.clear_cancel,
-        n=len(progress.events),
-        events=[
+def progress_item(run_id: str, epoch: int, progress: Progress, lease: timedelta) -> dict[str, Any]:
+    """One element of COMMIT_SQL's JSON array."""
+    return {
+        "id": run_id,
+        "epoch": epoch,
+        "status": progress.status.value,
+        "current_step": progress.step,
+        "attempt": progress.attempt,
+        "set_data": progress.data is not None,
+        "data": progress.data,
+        "error": progress.error.to_dict() if progress.error else None,
+        "compensation_cause": progress.compensation_cause,
+        "keep_lease": progress.keep_lease,
+        "lease_expires_at": _iso(progress.now + lease) if progress.keep_lease else None,
+        "next_run_at": _iso(progress.next_run_at),
+        "finished_at": _iso(progress.now) if progress.finished else None,
+        "deadline_noted": progress.deadline_noted,
+        "clear_cancel": progress.clear_cancel,
+        "updated_at": _iso(progress.now),
+        "n": len(progress.events),
+        "events": [
             {
                 "i": i,
                 "kind": e.kind.value,
@@ -164,30 +154,175 @@ async def commit_progress(
             }
             for i, e in enumerate(progress.events, start=1)
         ],
-    )
-    row = (await conn.execute(_COMMIT, params)).first()
-    return None if row is None else bool(row[0])
+    }
 
 
-async def claim(
-    conn: AsyncConnection,
-    worker_id: str,
-    limit: int,
-    saga_types: Sequence[str],
-    now: datetime,
-    lease_until: datetime,
-    own: str | None,
-) -> list[RowMapping]:
-    """Lease due runs with ``FOR UPDATE SKIP LOCKED``; records takeovers."""
-    result = await conn.execute(
-        _CLAIM,
-        {
-            "types": list(saga_types),
-            "now": now,
-            "own": own,
-            "limit": limit,
-            "me": worker_id,
-            "lease_until": lease_until,
-        },
+def insert_item(values: Mapping[str, Any], detail: dict[str, Any], notify: bool) -> dict[str, Any]:
+    """One element of INSERT_SQL's JSON array, from the new run's column values."""
+    return {
+        "id": values["id"],
+        "saga_type": values["saga_type"],
+        "status": values["status"],
+        "current_step": values["current_step"],
+        "data": values["data"],
+        "idempotency_key": values["idempotency_key"],
+        "started_by": values["started_by"],
+        "owner": values["owner"],
+        "lease_expires_at": _iso(values["lease_expires_at"]),
+        "deadline_at": _iso(values["deadline_at"]),
+        "now": _iso(values["created_at"]),
+        "detail": detail,
+        "notify": notify,
+    }
+
+
+def _iso(at: datetime | None) -> str | None:
+    return at.isoformat() if at is not None else None
+
+
+def run_from_record(row: Mapping[str, Any]) -> SagaRun:
+    """A SagaRun from a row selected with ``_RUN_COLUMNS``."""
+    error = row["error"]
+    return SagaRun(
+        id=row["id"],
+        saga_type=row["saga_type"],
+        status=SagaStatus(row["status"]),
+        current_step=row["current_step"],
+        data=json.loads(row["data"]),
+        error=ErrorInfo.from_dict(json.loads(error)) if error is not None else None,
+        attempt=row["attempt"],
+        compensation_cause=row["compensation_cause"],
+        idempotency_key=row["idempotency_key"],
+        started_by=row["started_by"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        finished_at=row["finished_at"],
+        deadline_at=row["deadline_at"],
+        next_run_at=row["next_run_at"],
+        owner=row["owner"],
+        lease_expires_at=row["lease_expires_at"],
+        epoch=row["epoch"],
+        cancel_requested=row["cancel_requested"],
+        resolution=row["resolution"],
     )
-    return list(result.mappings().all())
+
+
+def _is_fatal(error: BaseException) -> bool:
+    """Connection trouble fails a whole batch; a data error is retried item by item."""
+    return not isinstance(error, asyncpg.PostgresError)
+
+
+class PgFastPath:
+    """The engine's own statements over asyncpg, with group commit for progress and starts.
+
+    Args:
+        url: The database URL (any PostgreSQL driver name; asyncpg is used here).
+        lease: Lease length, to stamp ``lease_expires_at`` on progress that keeps the lease.
+        max_size: Connections in the pool.
+    """
+
+    def __init__(self, url: URL, lease: timedelta, max_size: int = 8) -> None:
+        self._dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
+        self._lease = lease
+        self._max_size = max_size
+        self._pool: asyncpg.Pool | None = None
+        self._commits: Batcher[dict[str, Any], bool | None] = Batcher(
+            self._flush_commits, is_fatal=_is_fatal
+        )
+        self._inserts: Batcher[dict[str, Any], bool] = Batcher(
+            self._flush_inserts, is_fatal=_is_fatal
+        )
+
+    async def pool(self) -> asyncpg.Pool:
+        """The pool, created on first use."""
+        if self._pool is None:
+            self._pool = await asyncpg.create_pool(
+                self._dsn,
+                min_size=1,
+                max_size=self._max_size,
+                server_settings={"application_name": "cloudphone-saga"},
+            )
+        return self._pool
+
+    async def close(self) -> None:
+        """Finish queued writes and close the pool."""
+        await self._commits.close()
+        await self._inserts.close()
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    # -- progress -----------------------------------------------------------------------
+
+    async def commit(self, run_id: str, epoch: int, progress: Progress) -> bool | None:
+        """Commit progress with the next group; returns cancel_requested, None if fenced."""
+        return await self._commits.submit(progress_item(run_id, epoch, progress, self._lease))
+
+    async def commit_in(
+        self, conn: AsyncConnection, run_id: str, epoch: int, progress: Progress
+    ) -> bool | None:
+        """Commit progress inside the caller's transaction (a transactional step)."""
+        payload = json.dumps([progress_item(run_id, epoch, progress, self._lease)])
+        raw = await conn.get_raw_connection()
+        driver = raw.driver_connection
+        if isinstance(driver, asyncpg.Connection):
+            # Straight to the driver: same connection, so the same transaction (or, when the
+            # step wrote nothing and no transaction began, an atomic statement of its own).
+            rows = await driver.fetch(COMMIT_SQL, payload)
+        else:
+            result = await conn.execute(
+                text(COMMIT_SQL.replace("$1", ":batch")), {"batch": payload}
+            )
+            rows = [dict(r._mapping) for r in result]
+        return bool(rows[0]["cancel_requested"]) if rows else None
+
+    async def _flush_commits(self, items: Sequence[dict[str, Any]]) -> list[bool | None]:
+        pool = await self.pool()
+        rows = await pool.fetch(COMMIT_SQL, json.dumps(items))
+        held = {(r["id"], r["epoch"]): bool(r["cancel_requested"]) for r in rows}
+        return [held.get((item["id"], item["epoch"])) for item in items]
+
+    # -- starts -------------------------------------------------------------------------
+
+    async def insert(self, values: Mapping[str, Any], detail: dict[str, Any], notify: bool) -> bool:
+        """Insert a run with the next group; False when its idempotency key exists."""
+        return await self._inserts.submit(insert_item(values, detail, notify))
+
+    async def _flush_inserts(self, items: Sequence[dict[str, Any]]) -> list[bool]:
+        pool = await self.pool()
+        rows = await pool.fetch(INSERT_SQL, json.dumps(items))
+        inserted = {r["id"] for r in rows}
+        return [item["id"] in inserted for item in items]
+
+    # -- claims, leases, reads ----------------------------------------------------------
+
+    async def claim(
+        self,
+        worker_id: str,
+        limit: int,
+        saga_types: Sequence[str],
+        now: datetime,
+        lease_until: datetime,
+        own: str | None,
+        exclude: Sequence[str],
+    ) -> list[tuple[SagaRun, str | None]]:
+        """Lease due runs with ``FOR UPDATE SKIP LOCKED``; records takeovers."""
+        pool = await self.pool()
+        rows = await pool.fetch(
+            CLAIM_SQL, list(saga_types), now, own, limit, worker_id, lease_until, list(exclude)
+        )
+        return [(run_from_record(r), r["previous_owner"]) for r in rows]
+
+    async def heartbeat(
+        self, worker_id: str, run_ids: Sequence[str], until: datetime
+    ) -> dict[str, tuple[int, bool]]:
+        """Extend leases still held; returns epoch and cancel flag per held run."""
+        pool = await self.pool()
+        rows = await pool.fetch(HEARTBEAT_SQL, worker_id, list(run_ids), until)
+        return {r["id"]: (r["epoch"], bool(r["cancel_requested"])) for r in rows}
+
+    async def get(self, run_id: str) -> SagaRun | None:
+        """One run by id."""
+        pool = await self.pool()
+        row = await pool.fetchrow(GET_SQL, run_id)
+        return run_from_record(row) if row is not None else None

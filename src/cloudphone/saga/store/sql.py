@@ -2,18 +2,19 @@
 
 Written once with SQLAlchemy Core for both databases. On PostgreSQL the hot writes (start,
 progress, claim) are single statements that chain their UPDATE and event INSERT in CTEs, sent
-in autocommit mode: one round trip and one commit each (see :mod:`.pg`).
+in autocommit mode on a dedicated asyncpg pool, grouped across runs (see :mod:`.pg`).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, case, func, insert, or_, select, update
+from sqlalchemy import and_, case, func, insert, or_, select, text, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -81,6 +82,12 @@ class SqlStore:
     def __init__(self, db: Database, lease: timedelta) -> None:
         self.db = db
         self.lease = lease
+        self._fast = pg.PgFastPath(db.url, lease) if db.is_postgres else None
+
+    async def close(self) -> None:
+        """Finish queued writes and close the fast path's connections."""
+        if self._fast is not None:
+            await self._fast.close()
 
     # -- writes on the hot path ---------------------------------------------------------
 
@@ -94,14 +101,34 @@ class SqlStore:
         """
         if conn is not None:
             return await self.insert_run_txn(conn, new, notify)
-        async with self.db.autocommit() as own:
+        if self._fast is not None:
+            values = self._new_values(new)
+            if await self._fast.insert(values, _start_detail(new), notify):
+                return new.id, True
+            return await self._existing(new), False
+        async with self.db.begin() as own:
             return await self.insert_run_txn(own, new, notify)
 
     async def insert_run_txn(
         self, conn: AsyncConnection, new: NewRun, notify: bool
     ) -> tuple[str, bool]:
         """Insert a run inside the caller's transaction ``conn``."""
-        values = {
+        values = self._new_values(new)
+        detail = _start_detail(new)
+        if self.db.is_postgres:
+            item = pg.insert_item(values, detail, notify)
+            result = await conn.execute(
+                text(pg.INSERT_SQL.replace("$1", ":batch")), {"batch": json.dumps([item])}
+            )
+            inserted = result.first() is not None
+        else:
+            inserted = await self._insert_generic(conn, values, detail)
+        if inserted:
+            return new.id, True
+        return await self._existing(new, conn), False
+
+    def _new_values(self, new: NewRun) -> dict[str, Any]:
+        return {
             "id": new.id,
             "saga_type": new.saga_type,
             "status": (SagaStatus.RUNNING if new.owner else SagaStatus.PENDING).value,
@@ -125,22 +152,21 @@ class SqlStore:
             "updated_at": new.now,
             "finished_at": None,
         }
-        detail = {"idempotency_key": new.idempotency_key} if new.idempotency_key else {}
-        if self.db.is_postgres:
-            inserted = await pg.insert_run(conn, values, detail, notify)
-        else:
-            inserted = await self._insert_generic(conn, values, detail)
-        if inserted:
-            return new.id, True
-        existing = await conn.scalar(
-            select(saga_runs.c.id).where(
-                saga_runs.c.saga_type == new.saga_type,
-                saga_runs.c.idempotency_key == new.idempotency_key,
-            )
+
+    async def _existing(self, new: NewRun, conn: AsyncConnection | None = None) -> str:
+        """Id of the run that already holds ``new``'s idempotency key."""
+        query = select(saga_runs.c.id).where(
+            saga_runs.c.saga_type == new.saga_type,
+            saga_runs.c.idempotency_key == new.idempotency_key,
         )
+        if conn is not None:
+            existing = await conn.scalar(query)
+        else:
+            async with self.db.read() as own:
+                existing = await own.scalar(query)
         if existing is None:  # pragma: no cover - the conflicting row vanished (deleted)
             raise SagaNotFoundError(f"run with idempotency key {new.idempotency_key!r} vanished")
-        return str(existing), False
+        return str(existing)
 
     async def _insert_generic(
         self, conn: AsyncConnection, values: dict[str, Any], detail: dict[str, Any]
@@ -164,21 +190,21 @@ class SqlStore:
         return True
 
     async def commit(self, run_id: str, epoch: int, progress: Progress) -> Committed:
-        """Record progress in a transaction of its own."""
-        async with self.db.autocommit() as conn:
+        """Record progress in a transaction of its own (grouped with others on PostgreSQL)."""
+        if self._fast is not None:
+            return _committed(run_id, epoch, await self._fast.commit(run_id, epoch, progress))
+        async with self.db.begin() as conn:
             return await self.commit_txn(conn, run_id, epoch, progress)
 
     async def commit_txn(
         self, conn: AsyncConnection, run_id: str, epoch: int, progress: Progress
     ) -> Committed:
         """Record progress in ``conn``'s transaction, fenced by ``epoch``."""
-        if self.db.is_postgres:
-            row = await pg.commit_progress(conn, run_id, epoch, progress, self.lease)
+        if self._fast is not None:
+            cancel = await self._fast.commit_in(conn, run_id, epoch, progress)
         else:
-            row = await self._commit_generic(conn, run_id, epoch, progress)
-        if row is None:
-            raise LeaseLostError(f"run {run_id} is no longer held at epoch {epoch}")
-        return Committed(cancel_requested=bool(row))
+            cancel = await self._commit_generic(conn, run_id, epoch, progress)
+        return _committed(run_id, epoch, cancel)
 
     async def _commit_generic(
         self, conn: AsyncConnection, run_id: str, epoch: int, progress: Progress
@@ -220,28 +246,27 @@ class SqlStore:
         saga_types: Sequence[str],
         now: datetime,
         reclaim_own: bool = False,
+        exclude: Sequence[str] = (),
     ) -> list[Claimed]:
         """Lease up to ``limit`` due runs: unowned, lease expired, or (``reclaim_own``) ours.
 
         Every claim bumps the run's epoch; taking over an expired lease counts the lost attempt
-        and records a ``lease_takeover`` event.
+        and records a ``lease_takeover`` event. ``exclude`` lists runs the caller is driving:
+        their leases may have lapsed while it waited (for SQLite's writer lock, say), but
+        taking them over from itself would only restart their steps.
         """
         if limit <= 0 or not saga_types:
             return []
-        if self.db.is_postgres:
-            async with self.db.autocommit() as conn:
-                rows = await pg.claim(
-                    conn,
-                    worker_id,
-                    limit,
-                    list(saga_types),
-                    now,
-                    now + self.lease,
-                    worker_id if reclaim_own else None,
-                )
-            return [Claimed(run_from_row(r), r["previous_owner"]) for r in rows]
+        if self._fast is not None:
+            own = worker_id if reclaim_own else None
+            rows = await self._fast.claim(
+                worker_id, limit, saga_types, now, now + self.lease, own, exclude
+            )
+            return [Claimed(run, previous) for run, previous in rows]
         async with self.db.begin() as conn:
-            return await self._claim_generic(conn, worker_id, limit, saga_types, now, reclaim_own)
+            return await self._claim_generic(
+                conn, worker_id, limit, saga_types, now, reclaim_own, exclude
+            )
 
     async def _claim_generic(
         self,
@@ -251,6 +276,7 @@ class SqlStore:
         saga_types: Sequence[str],
         now: datetime,
         reclaim_own: bool,
+        exclude: Sequence[str],
     ) -> list[Claimed]:
         r = saga_runs.c
         free = or_(r.owner.is_(None), r.lease_expires_at < now)
@@ -260,7 +286,11 @@ class SqlStore:
             await conn.execute(
                 select(r.id, r.owner)
                 .where(
-                    r.status.in_(_ACTIVE), r.saga_type.in_(saga_types), r.next_run_at <= now, free
+                    r.status.in_(_ACTIVE),
+                    r.saga_type.in_(saga_types),
+                    r.next_run_at <= now,
+                    free,
+                    r.id.not_in(list(exclude)),
                 )
                 .order_by(r.next_run_at)
                 .limit(limit)
@@ -323,6 +353,8 @@ class SqlStore:
         """
         if not run_ids:
             return {}
+        if self._fast is not None:
+            return await self._fast.heartbeat(worker_id, run_ids, now + self.lease)
         r = saga_runs.c
         stmt = (
             update(saga_runs)
@@ -412,6 +444,8 @@ class SqlStore:
 
     async def get(self, run_id: str) -> SagaRun | None:
         """The run, or None."""
+        if self._fast is not None:
+            return await self._fast.get(run_id)
         async with self.db.read() as conn:
             row = (
                 (await conn.execute(select(saga_runs).where(saga_runs.c.id == run_id)))
@@ -473,3 +507,13 @@ class SqlStore:
         async with self.db.read() as conn:
             rows = (await conn.execute(stmt)).mappings().all()
         return [run_from_row(row) for row in rows]
+
+
+def _start_detail(new: NewRun) -> dict[str, Any]:
+    return {"idempotency_key": new.idempotency_key} if new.idempotency_key else {}
+
+
+def _committed(run_id: str, epoch: int, cancel_requested: bool | None) -> Committed:
+    if cancel_requested is None:
+        raise LeaseLostError(f"run {run_id} is no longer held at epoch {epoch}")
+    return Committed(cancel_requested=cancel_requested)
