@@ -25,8 +25,10 @@ class Database:
     Args:
         url: ``postgresql+asyncpg://…``, ``postgresql+psycopg://…`` or
             ``sqlite+aiosqlite:///path.db``; or an existing AsyncEngine to share.
-        pool_size: Pooled connections kept open (PostgreSQL).
-        max_overflow: Extra connections allowed under load (PostgreSQL).
+        pool_size: Pooled connections kept open (PostgreSQL). Transactional steps and API
+            requests beyond it wait for a free connection.
+        max_overflow: Extra connections allowed under load (PostgreSQL). They are closed when
+            returned, so a busy worker would pay a new connection per step: keep it small.
         busy_timeout_ms: How long SQLite waits for another process's write lock.
     """
 
@@ -34,8 +36,8 @@ class Database:
         self,
         url: str | URL | AsyncEngine,
         *,
-        pool_size: int = 10,
-        max_overflow: int = 10,
+        pool_size: int = 20,
+        max_overflow: int = 0,
         busy_timeout_ms: int = 30_000,
     ) -> None:
         if isinstance(url, AsyncEngine):
