@@ -47,7 +47,7 @@ async def settle_refund_txn(
     conn: AsyncConnection,
     refund_id: str,
     *,
-    provider_refund_id: str,
+    provider_refund_id: str | None,
     succeeded: bool,
     failure_reason: str | None = None,
 ) -> dict[str, Any] | None:
