@@ -1,0 +1,135 @@
+"""The ``device_delete`` saga: stop, remove the container, free ports and quota, mark DELETED.
+
+Input data: ``device_id``. The first step, MARK_DELETING, is the pivot: it (re)asserts the
+DELETING status that the API set in the request transaction and records which run deletes the
+device. From there the saga only moves forward: every later step is retried until it
+succeeds (capped backoff) and is idempotent, so running one twice, or deleting a device twice,
+is harmless.
+
+==========================  =======================================================
+step                        does
+==========================  =======================================================
+MARK_DELETING (tx, pivot)   RUNNING/STOPPED/ERROR/DELETING -> DELETING (this run)
+STOP_CONTAINER              stop it gracefully (nothing if it is gone)
+REMOVE_CONTAINER            force-remove it by name (nothing if it is gone)
+RELEASE_PORTS (tx)          free the device's ports
+RELEASE_QUOTA (tx)          its reservation CONSUMED -> RETURNED (usage goes down)
+MARK_DELETED (tx)           DELETING -> DELETED, ports cleared on the row
+==========================  =======================================================
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from cloudphone.devices import quota
+from cloudphone.devices.config import DevicesConfig
+from cloudphone.devices.create import container_name
+from cloudphone.devices.models import DeviceStatus
+from cloudphone.devices.ports import release_device_ports_txn, release_saga_ports_txn
+from cloudphone.devices.records import get_device_txn, update_device_txn
+from cloudphone.devices.runtimes.base import DeviceRuntime
+from cloudphone.saga import NonRetryableError, RetryPolicy, Saga, StepContext
+
+DEVICE_DELETE = "device_delete"
+"""Saga type name."""
+
+DELETABLE = frozenset(
+    {DeviceStatus.RUNNING, DeviceStatus.STOPPED, DeviceStatus.ERROR, DeviceStatus.DELETING}
+)
+"""Statuses MARK_DELETING accepts."""
+
+
+def delete_retry_policy(config: DevicesConfig) -> RetryPolicy:
+    """Retries of the deletion steps (after the pivot they never run out)."""
+    initial = timedelta(seconds=config.retry_initial_seconds)
+    return RetryPolicy(
+        max_attempts=config.retry_max_attempts,
+        initial_interval=initial,
+        max_interval=max(initial * 16, timedelta(seconds=30)),
+    )
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def build_delete_saga(
+    runtime: DeviceRuntime, config: DevicesConfig, *, retry: RetryPolicy | None = None
+) -> Saga:
+    """The ``device_delete`` saga on ``runtime``.
+
+    Args:
+        runtime: Where the device's container runs.
+        config: Timeouts and retry settings.
+        retry: Retry policy of the steps (default from ``config``).
+    """
+    saga = Saga(DEVICE_DELETE, retry=retry or delete_retry_policy(config))
+    runtime_timeout = timedelta(seconds=config.runtime_call_timeout_seconds)
+
+    @saga.step("MARK_DELETING", transactional=True, pivot=True)
+    async def mark_deleting(ctx: StepContext) -> dict[str, Any] | None:
+        device_id = ctx.data["device_id"]
+        device = await get_device_txn(ctx.session, device_id, for_update=True)
+        if device is None:
+            raise NonRetryableError(f"no device {device_id}")
+        if device.delete_saga_id not in (None, ctx.saga_id):
+            raise NonRetryableError(f"device {device_id} is deleted by {device.delete_saga_id}")
+        if device.status is not DeviceStatus.DELETED:
+            if device.status not in DELETABLE:
+                raise NonRetryableError(f"device {device_id} is {device.status}: not deletable")
+            await update_device_txn(
+                ctx.session,
+                device_id,
+                expect=DELETABLE,
+                now=_now(),
+                status=DeviceStatus.DELETING,
+                delete_saga_id=ctx.saga_id,
+            )
+        return {
+            "container_name": container_name(device.create_saga_id),
+            "create_saga_id": device.create_saga_id,
+        }
+
+    @saga.step("STOP_CONTAINER", timeout=runtime_timeout)
+    async def stop_container(ctx: StepContext) -> dict[str, Any] | None:
+        await runtime.stop(ctx.data["container_name"])
+        return None
+
+    @saga.step("REMOVE_CONTAINER", timeout=runtime_timeout)
+    async def remove_container(ctx: StepContext) -> dict[str, Any] | None:
+        await runtime.remove(ctx.data["container_name"])
+        return None
+
+    @saga.step("RELEASE_PORTS", transactional=True)
+    async def release_ports(ctx: StepContext) -> dict[str, Any] | None:
+        await release_device_ports_txn(ctx.session, ctx.data["device_id"])
+        await release_saga_ports_txn(ctx.session, ctx.data["create_saga_id"])
+        return None
+
+    @saga.step("RELEASE_QUOTA", transactional=True)
+    async def release_quota(ctx: StepContext) -> dict[str, Any] | None:
+        now = _now()
+        # A device that reached RUNNING gives its usage back; one whose creation never
+        # finished may at most hold a reservation. Both moves are conditional: no-op twice.
+        await quota.return_txn(ctx.session, ctx.data["create_saga_id"], now)
+        await quota.release_txn(ctx.session, ctx.data["create_saga_id"], now)
+        return None
+
+    @saga.step("MARK_DELETED", transactional=True)
+    async def mark_deleted(ctx: StepContext) -> dict[str, Any] | None:
+        now = _now()
+        await update_device_txn(
+            ctx.session,
+            ctx.data["device_id"],
+            expect={DeviceStatus.DELETING},
+            now=now,
+            status=DeviceStatus.DELETED,
+            deleted_at=now,
+            adb_port=None,
+            stream_port=None,
+        )
+        return None
+
+    return saga
