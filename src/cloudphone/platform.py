@@ -21,6 +21,11 @@ from types import TracebackType
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
 from cloudphone import schema
+from cloudphone.billing.providers.base import PaymentProvider
+from cloudphone.billing.providers.sandbox import SandboxProvider
+from cloudphone.billing.providers.stripe import StripeProvider
+from cloudphone.billing.refund import RefundTiming, build_refund_saga
+from cloudphone.billing.service import BillingService
 from cloudphone.demo import build_demo_saga
 from cloudphone.saga import Database, Saga, SagaEngine
 from cloudphone.saga.worker import Worker
@@ -44,7 +49,7 @@ class Platform:
     """
 
     # services: each service adds one typed attribute here, set in build_platform, e.g.
-    #   billing: BillingService
+    billing: BillingService
     #   apps: AppsService
     #   devices: DevicesService
 
@@ -177,11 +182,15 @@ def build_platform(settings: Settings, *, with_worker: bool) -> Platform:
     db = Database(settings.database_url, pool_size=settings.db_pool_size)
 
     # adapters (ports): services build theirs from settings.billing / .apps / .devices here.
+    payment_providers = build_payment_providers(settings, db)
 
     sagas: list[Saga] = []
     if settings.demo:
         sagas.append(build_demo_saga())
     # services: sagas.append(build_refund_saga(provider)) … built from the adapters above.
+    sagas.append(
+        build_refund_saga(payment_providers, db, timing=RefundTiming.from_config(settings.billing))
+    )
 
     engine = SagaEngine(
         db,
@@ -193,6 +202,20 @@ def build_platform(settings: Settings, *, with_worker: bool) -> Platform:
     )
     platform = Platform(settings, db, engine, registry, with_worker=with_worker)
 
+    platform.billing = BillingService(
+        engine, payment_providers, default_provider=settings.billing.provider
+    )
+    for provider in payment_providers.values():
+        platform.on_close(provider.close)
     # services: platform.billing = BillingService(db, engine, provider), and register any
     # async set-up / tear-down with platform.on_start(...) / platform.on_close(...).
-    return platform  # noqa: RET504 - services are attached above this line
+    return platform
+
+
+def build_payment_providers(settings: Settings, db: Database) -> dict[str, PaymentProvider]:
+    """Billing's payment providers: the sandbox always, Stripe when a key is configured."""
+    billing = settings.billing
+    providers: dict[str, PaymentProvider] = {"sandbox": SandboxProvider(db, billing.sandbox)}
+    if billing.stripe_api_key is not None:
+        providers["stripe"] = StripeProvider(billing)
+    return providers

@@ -41,6 +41,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from cloudphone.billing import store
+from cloudphone.billing.config import BillingConfig
 from cloudphone.billing.models import (
     REFUNDABLE,
     Payment,
@@ -102,6 +103,15 @@ class RefundTiming:
 
     verify_attempts: int = 4
     """Attempts the pivot's compensation makes to ask the provider before giving up."""
+
+    @classmethod
+    def from_config(cls, config: BillingConfig) -> RefundTiming:
+        """Production timing with the intervals from the billing settings."""
+        retry = RetryPolicy(
+            max_attempts=4,
+            initial_interval=timedelta(seconds=config.refund_retry_initial_seconds),
+        )
+        return cls(retry=retry, poll=timedelta(seconds=config.refund_poll_seconds))
 
 
 def build_refund_saga(

@@ -86,6 +86,11 @@ class BillingService:
         default_provider: str = "sandbox",
         refund_saga: str = REFUND_SAGA,
     ) -> None:
+        if default_provider not in providers:
+            raise ValueError(
+                f"default payment provider {default_provider!r} is not configured "
+                f"(configured: {', '.join(sorted(providers)) or 'none'})"
+            )
         self.engine = engine
         self.db = engine.db
         self.providers = dict(providers)
