@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -17,7 +19,7 @@ from cloudphone.devices.models import device_ports, devices, metadata, quota_res
 from cloudphone.devices.quota import Quota
 from cloudphone.devices.records import Device, get_device_txn
 from cloudphone.devices.runtimes.base import Container, DeviceRuntime
-from cloudphone.devices.runtimes.local import LocalRuntime
+from cloudphone.devices.runtimes.local import AGENT_MODULE, LocalRuntime
 from cloudphone.devices.service import DeviceService
 from cloudphone.devices.spec import DeviceSpec, QuotaLimits
 from cloudphone.domain import Principal, Role
@@ -172,3 +174,21 @@ async def wait_all(stack: DeviceStack, saga_ids: list[str], seconds: float = 45.
 def local_runtime(path: Path, instance: str) -> LocalRuntime:
     """A local runtime with its own state directory and instance id."""
     return LocalRuntime(path, instance=instance, stop_timeout=3.0)
+
+
+def spawn_stray_agent(instance: str, token: str, adb_port: int) -> int:
+    """Start an agent of ``instance`` that has no record; returns its pid.
+
+    As if its platform died right after spawning it. Reap it with :func:`reap`.
+    """
+    argv = [
+        sys.executable, "-m", AGENT_MODULE, "--adb-port", str(adb_port),
+        "--stream-port", str(adb_port + 1000), "--serial", "stray", "--name", "stray",
+        "--instance", instance, "--token", token,
+    ]  # fmt: skip
+    return os.posix_spawn(sys.executable, argv, dict(os.environ))
+
+
+def reap(pid: int) -> None:
+    """Wait for a child process started by a test (it must be exiting)."""
+    os.waitpid(pid, 0)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -51,17 +51,29 @@ async def runtime(tmp_path: Path, unique: str) -> AsyncIterator[LocalRuntime]:
     assert rt.scan() == []
 
 
+StackFactory = Callable[..., Awaitable[DeviceStack]]
+
+
 @pytest.fixture
-async def stack(
+def make_stack(
     make_engine: Callable[..., SagaEngine],
     runtime: LocalRuntime,
     devices_config: DevicesConfig,
     faults: FaultInjector,
-    unique: str,
-) -> DeviceStack:
-    """Engine (no worker yet), schema, service on the local runtime."""
-    engine = make_engine(build_sagas(runtime, devices_config), hooks=faults)
-    await engine.create_schema()
-    await create_devices_schema(engine.db)
-    service = DeviceService(engine, devices_config, runtime)
-    return DeviceStack(engine, service, runtime, devices_config)
+) -> StackFactory:
+    """Build a stack (engine without a worker, schema, service) on the local runtime."""
+
+    async def make(config: DevicesConfig | None = None) -> DeviceStack:
+        config = config or devices_config
+        engine = make_engine(build_sagas(runtime, config), hooks=faults)
+        await engine.create_schema()
+        await create_devices_schema(engine.db)
+        return DeviceStack(engine, DeviceService(engine, config, runtime), runtime, config)
+
+    return make
+
+
+@pytest.fixture
+async def stack(make_stack: StackFactory) -> DeviceStack:
+    """The default stack of a test."""
+    return await make_stack()
