@@ -43,10 +43,11 @@ def all_metadata() -> list[MetaData]:
     Services: append your ``MetaData`` here (one line each) when you add tables, then write a
     migration (``alembic revision --autogenerate -m "…"`` from the repo root).
     """
+    from cloudphone.apps.models import metadata as apps_metadata
     from cloudphone.billing.models import metadata as billing_metadata
     from cloudphone.saga.store.tables import metadata as saga_metadata
 
-    return [saga_metadata, billing_metadata]
+    return [saga_metadata, billing_metadata, apps_metadata]
 
 
 def sync_url(url: str | URL) -> URL:

@@ -1,0 +1,371 @@
+"""Use cases of the apps service: upload, list, get, download and delete applications.
+
+Plain async functions over the database, the saga engine, the object store and the upload
+spool; they take a :class:`~cloudphone.domain.Principal` and raise domain errors. Nothing here
+knows about HTTP: an upload is any async iterator of byte chunks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import select, update
+
+from cloudphone.apps.catalog import (
+    can_see,
+    find_live_version_txn,
+    get_txn,
+    list_query,
+    refresh_latest_txn,
+)
+from cloudphone.apps.config import AppsConfig
+from cloudphone.apps.keys import object_key
+from cloudphone.apps.models import Application, AppStatus, applications
+from cloudphone.apps.spool import SpooledUpload, UploadSpool
+from cloudphone.apps.storage.base import (
+    Download,
+    ObjectStorage,
+    StorageError,
+    StorageUnavailableError,
+)
+from cloudphone.apps.upload import APP_UPLOAD, UploadInput
+from cloudphone.apps.validation import describe_upload
+from cloudphone.domain import (
+    ConflictError,
+    ForbiddenError,
+    NotFoundError,
+    Principal,
+    UnavailableError,
+)
+from cloudphone.saga import Database, SagaEngine, SagaNotFoundError
+from cloudphone.saga.state import ACTIVE
+from cloudphone.saga.store.tables import saga_runs
+
+log = logging.getLogger("cloudphone.apps")
+
+Description = str | Callable[[], str | None] | None
+"""The upload's description, or a function giving it once the body has been read (a form
+field may come after the file)."""
+
+
+@dataclass(frozen=True)
+class UploadAccepted:
+    """The outcome of :meth:`AppsService.upload_app`.
+
+    Attributes:
+        saga_id: The ``app_upload`` run that stores the APK.
+        application: The record (or, before the saga wrote it, what it will hold).
+        created: False when an Idempotency-Key found an earlier upload.
+    """
+
+    saga_id: str
+    application: Application
+    created: bool
+
+
+class AppsService:
+    """The apps use cases.
+
+    Args:
+        db: The platform database (shared with the engine).
+        engine: The saga engine, knowing ``app_upload``.
+        storage: Where APK objects live.
+        spool: Where uploads wait for their saga.
+        config: Limits and timeouts.
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        engine: SagaEngine,
+        storage: ObjectStorage,
+        spool: UploadSpool,
+        config: AppsConfig,
+    ) -> None:
+        self.db = db
+        self.engine = engine
+        self.storage = storage
+        self.spool = spool
+        self.config = config
+        self._housekeeping: asyncio.Task[None] | None = None
+
+    # -- upload -------------------------------------------------------------------------
+
+    async def upload_app(
+        self,
+        principal: Principal,
+        chunks: AsyncIterable[bytes],
+        *,
+        description: Description = None,
+        idempotency_key: str | None = None,
+    ) -> UploadAccepted:
+        """Spool, hash, size-limit and parse an APK, then start its ``app_upload`` saga.
+
+        Nothing reaches object storage before the saga's CREATE_APP_RECORD has committed,
+        and nothing at all when the upload is refused.
+
+        Raises:
+            PayloadTooLargeError: The body is larger than ``max_upload_bytes``.
+            InvalidInputError: Not an APK, a corrupt zip, a missing or broken manifest.
+            ConflictError: A live record already holds this package and version code.
+        """
+        if idempotency_key is not None:
+            earlier = await self._started_with(idempotency_key)
+            if earlier is not None:
+                return earlier
+        spooled = await self.spool.receive(chunks, max_bytes=self.config.max_upload_bytes)
+        try:
+            upload = await self._accept(principal, spooled, description)
+            saga_id = await self.engine.start(
+                APP_UPLOAD,
+                upload.to_data(),
+                idempotency_key=idempotency_key,
+                started_by=principal.user_id,
+            )
+        except BaseException:
+            spooled.discard()
+            raise
+        spooled.release()
+        if idempotency_key is not None:  # a concurrent request with this key may have won
+            earlier = await self._started_with(idempotency_key)
+            if earlier is not None and earlier.saga_id != saga_id:
+                self.spool.remove(spooled.name)
+                return earlier
+        log.info(
+            "upload accepted",
+            extra={"saga_id": saga_id, "package": upload.package_name, "size": upload.size},
+        )
+        return UploadAccepted(saga_id, _preview(upload, saga_id), created=True)
+
+    async def _accept(
+        self, principal: Principal, spooled: SpooledUpload, description: Description
+    ) -> UploadInput:
+        text = description() if callable(description) else description
+        upload = await describe_upload(
+            spooled, uploaded_by=principal.user_id, app_id=str(uuid.uuid4()), description=text
+        )
+        async with self.db.read() as conn:
+            holder = await find_live_version_txn(conn, upload.package_name, upload.version_code)
+        if holder is not None:
+            raise ConflictError(
+                f"{upload.package_name} version code {upload.version_code} already exists "
+                f"(application {holder})",
+                code="duplicate_version",
+            )
+        return upload
+
+    async def _started_with(self, idempotency_key: str) -> UploadAccepted | None:
+        async with self.db.read() as conn:
+            saga_id = await conn.scalar(
+                select(saga_runs.c.id).where(
+                    saga_runs.c.saga_type == APP_UPLOAD,
+                    saga_runs.c.idempotency_key == idempotency_key,
+                )
+            )
+        if saga_id is None:
+            return None
+        run = await self.engine.get(str(saga_id))
+        upload = UploadInput.from_data(run.data)
+        async with self.db.read() as conn:
+            app = await get_txn(conn, upload.app_id)
+        return UploadAccepted(run.id, app or _preview(upload, run.id), created=False)
+
+    # -- reading ------------------------------------------------------------------------
+
+    async def list_apps(
+        self,
+        principal: Principal,
+        *,
+        package_name: str | None = None,
+        latest_only: bool = False,
+        statuses: Sequence[AppStatus] | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[Application]:
+        """Applications the caller may see, by package then newest version first."""
+        query = list_query(
+            principal,
+            package_name=package_name,
+            latest_only=latest_only,
+            statuses=statuses,
+            limit=max(1, min(limit, 1000)),
+            offset=max(offset, 0),
+        )
+        async with self.db.read() as conn:
+            rows = (await conn.execute(query)).mappings().all()
+        return [Application.from_row(row) for row in rows]
+
+    async def get_app(self, principal: Principal, app_id: str) -> Application:
+        """One application.
+
+        Raises:
+            NotFoundError: No such record, or the caller may not see it.
+        """
+        async with self.db.read() as conn:
+            app = await get_txn(conn, app_id)
+        if app is None or not can_see(principal, app):
+            raise NotFoundError(f"no application {app_id!r}")
+        return app
+
+    async def download(self, principal: Principal, app_id: str) -> tuple[Application, Download]:
+        """How the caller gets the APK: a presigned URL made now, or a local file to stream.
+
+        Raises:
+            NotFoundError: No such record, or its object is missing.
+            ConflictError: The application is not AVAILABLE.
+            UnavailableError: The store cannot be reached.
+        """
+        app = await self.get_app(principal, app_id)
+        if app.status is not AppStatus.AVAILABLE:
+            raise ConflictError(f"application {app_id} is {app.status}", code="not_available")
+        try:
+            target = await self.storage.download(
+                app.object_key, filename=app.download_name, ttl=self.config.download_url_ttl
+            )
+        except StorageUnavailableError as error:
+            raise UnavailableError(f"object storage is unavailable: {error}") from error
+        except StorageError as error:
+            raise NotFoundError(str(error), code="object_missing") from error
+        return app, target
+
+    # -- deleting -----------------------------------------------------------------------
+
+    async def delete_app(self, principal: Principal, app_id: str) -> Application:
+        """Remove an application's object, then its record (kept as DELETED). Admins only.
+
+        The record is hidden (DELETING, no longer latest) before the object goes, and marked
+        DELETED only after: a crash in between leaves a DELETING record that a repeated
+        delete or ``apps reconcile --fix`` finishes; never a live record without its object.
+
+        Raises:
+            ForbiddenError: The caller is not an admin.
+            NotFoundError: No such record (or already deleted).
+            ConflictError: Its upload saga is still running.
+            UnavailableError: The store cannot be reached (the record stays DELETING).
+        """
+        if not principal.is_admin:
+            raise ForbiddenError("deleting applications needs the admin role")
+        app = await self._hide(app_id)
+        try:
+            await self.storage.delete(app.object_key)
+        except StorageUnavailableError as error:
+            raise UnavailableError(f"object storage is unavailable: {error}") from error
+        async with self.db.begin() as conn:
+            await conn.execute(
+                update(applications)
+                .where(
+                    applications.c.id == app_id,
+                    applications.c.status == AppStatus.DELETING.value,
+                )
+                .values(status=AppStatus.DELETED.value, updated_at=datetime.now(UTC))
+            )
+            deleted = await get_txn(conn, app_id)
+        assert deleted is not None
+        log.info("application deleted", extra={"app_id": app_id, "package": app.package_name})
+        return deleted
+
+    async def _hide(self, app_id: str) -> Application:
+        async with self.db.read() as conn:
+            app = await get_txn(conn, app_id)
+        if app is not None and app.status is AppStatus.UPLOADING:
+            await self._check_upload_over(app)
+        async with self.db.begin() as conn:
+            app = await get_txn(conn, app_id, lock=True)
+            if app is None or app.status is AppStatus.DELETED:
+                raise NotFoundError(f"no application {app_id!r}")
+            if app.status is AppStatus.UPLOADING:
+                await self._check_upload_over(app)
+            if app.status is not AppStatus.DELETING:
+                await conn.execute(
+                    update(applications)
+                    .where(applications.c.id == app_id)
+                    .values(
+                        status=AppStatus.DELETING.value,
+                        is_latest=False,
+                        updated_at=datetime.now(UTC),
+                    )
+                )
+                await refresh_latest_txn(conn, app.package_name)
+        return app
+
+    async def _check_upload_over(self, app: Application) -> None:
+        try:
+            run = await self.engine.get(app.saga_id)
+        except SagaNotFoundError:
+            return
+        if run.status.is_active:
+            raise ConflictError(
+                f"application {app.id} is still uploading (saga {app.saga_id})",
+                code="upload_in_progress",
+            )
+
+    # -- housekeeping -------------------------------------------------------------------
+
+    async def sweep_spool(self) -> list[str]:
+        """Remove spooled uploads whose saga is over or unknown (see ``UploadSpool.sweep``)."""
+        return await self.spool.sweep(self._spool_files_in_use)
+
+    async def _spool_files_in_use(self) -> set[str]:
+        async with self.db.read() as conn:
+            rows = await conn.execute(
+                select(saga_runs.c.data).where(
+                    saga_runs.c.saga_type == APP_UPLOAD,
+                    saga_runs.c.status.in_([s.value for s in ACTIVE]),
+                )
+            )
+            return {str(data.get("spool_file")) for (data,) in rows if isinstance(data, dict)}
+
+    async def start_housekeeping(self) -> None:
+        """Sweep the spool now, then every ``temp_sweep_interval`` in the background."""
+        await self.sweep_spool()
+        if self._housekeeping is None:
+            self._housekeeping = asyncio.create_task(self._sweep_forever(), name="apps-sweeper")
+
+    async def stop_housekeeping(self) -> None:
+        """Stop the background sweeper."""
+        task, self._housekeeping = self._housekeeping, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _sweep_forever(self) -> None:
+        interval = self.config.temp_sweep_interval.total_seconds()
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.sweep_spool()
+            except Exception:  # a failed round must not end the loop
+                log.exception("sweeping the upload spool failed")
+
+
+def _preview(upload: UploadInput, saga_id: str) -> Application:
+    """The record CREATE_APP_RECORD will write, for the 202 answer."""
+    now = datetime.now(UTC)
+    return Application(
+        id=upload.app_id,
+        package_name=upload.package_name,
+        version_code=upload.version_code,
+        version_name=upload.version_name,
+        label=upload.label,
+        min_sdk=upload.min_sdk,
+        target_sdk=upload.target_sdk,
+        permissions=tuple(upload.permissions),
+        size=upload.size,
+        sha256=upload.sha256,
+        object_key=object_key(upload.package_name, upload.version_code, saga_id),
+        status=AppStatus.UPLOADING,
+        is_latest=False,
+        uploaded_by=upload.uploaded_by,
+        description=upload.description,
+        saga_id=saga_id,
+        failure_reason=None,
+        created_at=now,
+        updated_at=now,
+    )
