@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -40,13 +41,11 @@ def workers(database_url: str, saga_name: str, tmp_path: Path) -> Iterator[Worke
 
 
 @pytest.fixture
-async def engine(
-    make_engine: Callable[..., SagaEngine], saga_name: str, unique: str
-) -> AsyncIterator[SagaEngine]:
+async def engine(make_engine: Callable[..., SagaEngine], saga_name: str, unique: str) -> SagaEngine:
     """The test's own engine (no worker): starts runs and reads them."""
     engine = make_engine([build_chaos_saga(saga_name)], worker_id=f"starter-{unique}")
     await create_chaos_schema(engine.db)
-    yield engine
+    return engine
 
 
 def assert_contiguous(events: list[SagaEvent]) -> None:
@@ -64,7 +63,7 @@ def takeovers(events: list[SagaEvent]) -> list[SagaEvent]:
 async def test_killed_worker_is_taken_over_by_another_after_its_lease(
     engine: SagaEngine, workers: WorkerPool, unique: str, tmp_path: Path
 ) -> None:
-    """A worker SIGKILLed inside a transactional step is taken over after its lease; effects once."""
+    """A worker SIGKILLed mid-transaction is taken over after its lease; each effect once."""
     gate = Gate.in_dir(tmp_path, "RECORD")
     first = await workers.start(f"a-{unique}")
     saga_id = await engine.start(workers.saga_name, gate.data())
@@ -163,3 +162,38 @@ async def test_crash_between_transactional_action_and_commit_writes_the_row_once
         "RECORD": [recovery.worker_id],
     }
     assert run.data["RECORD"] == recovery.worker_id
+
+
+async def test_stalled_worker_is_fenced_when_it_resumes(
+    engine: SagaEngine, workers: WorkerPool, unique: str, tmp_path: Path
+) -> None:
+    """A worker frozen mid-step past its lease is taken over; on resuming it writes nothing."""
+    # On SQLite a process frozen inside a write transaction blocks every writer, so nobody could
+    # take over until it resumes: freeze it in the non-transactional step there.
+    step = "RECORD" if engine.db.is_postgres else "CALL"
+    gate = Gate.in_dir(tmp_path, step)
+    stalled = await workers.start(f"stall-{unique}")
+    saga_id = await engine.start(workers.saga_name, gate.data())
+    await gate.wait_started()
+    os.kill(stalled.pid, signal.SIGSTOP)
+    try:
+        gate.release()
+        survivor = await workers.start(f"survivor-{unique}")
+        run = await engine.wait(saga_id, timeout=20)
+        assert run.status is SagaStatus.COMPLETED, workers.logs()
+        before = await engine.history(saga_id)
+    finally:
+        os.kill(stalled.pid, signal.SIGCONT)
+    # A graceful stop lets the resumed attempt run to its (fenced) commit before exiting.
+    os.kill(stalled.pid, signal.SIGTERM)
+    assert await asyncio.to_thread(stalled.wait_exit, 20) == 0, stalled.log()
+
+    assert await engine.history(saga_id) == before
+    assert_contiguous(before)
+    (takeover,) = takeovers(before)
+    assert takeover.detail == {"previous_owner": stalled.worker_id, "worker": survivor.worker_id}
+    assert await engine.get(saga_id) == run
+    assert await effect_writers(engine.db, saga_id) == {
+        "RESERVE": [stalled.worker_id],
+        "RECORD": [survivor.worker_id],
+    }

@@ -6,6 +6,7 @@ Set ``CHAOS_SEED`` to replay a schedule; the seed in use is printed (``pytest -s
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import time
@@ -103,7 +104,7 @@ async def run_chaos(
     started = time.monotonic()
     while chaos.kills < MAX_KILLS and time.monotonic() - started < CHAOS_SECONDS:
         # The pause is the chaos schedule itself, not a wait for work to happen.
-        await pool_pause(chaos.rng)
+        await asyncio.sleep(chaos.rng.uniform(*KILL_EVERY))
         if await active_runs(engine, pool.saga_name) == 0:
             break
         ready = [i for i, p in enumerate(live) if p.poll_ready()]
@@ -118,12 +119,6 @@ async def run_chaos(
         live[slot] = pool.spawn(new_id)
 
 
-async def pool_pause(rng: random.Random) -> None:
-    import asyncio
-
-    await asyncio.sleep(rng.uniform(*KILL_EVERY))
-
-
 @pytest.mark.timeout(110)
 async def test_competing_workers_killed_at_random_complete_every_saga_exactly_once(
     engine: SagaEngine, workers: WorkerPool, saga_name: str, unique: str
@@ -134,7 +129,7 @@ async def test_competing_workers_killed_at_random_complete_every_saga_exactly_on
     chaos = Chaos(random.Random(seed))
     live = [workers.spawn(f"w{i}-{unique}-0") for i in range(WORKERS)]
     for process in live:
-        await process.ready(timeout=20)
+        await process.ready(within=20)
     ids = [
         await engine.start(saga_name, {"work_ms": chaos.rng.randint(*WORK_MS)})
         for _ in range(SAGAS)
@@ -142,7 +137,7 @@ async def test_competing_workers_killed_at_random_complete_every_saga_exactly_on
 
     await run_chaos(chaos, workers, live, engine, unique)
     for process in live:
-        await process.ready(timeout=20)
+        await process.ready(within=20)
     await eventually(
         lambda: active_runs(engine, saga_name),
         lambda n: n == 0,
@@ -158,29 +153,30 @@ async def test_competing_workers_killed_at_random_complete_every_saga_exactly_on
 
     r, e = saga_runs.c, saga_events.c
     async with engine.db.read() as conn:
-        statuses = dict(
-            (
-                await conn.execute(
-                    sa.select(r.status, sa.func.count()).where(r.saga_type == saga_name)
-                    .group_by(r.status)
-                )
-            ).all()
+        status_rows = await conn.execute(
+            sa.select(r.status, sa.func.count()).where(r.saga_type == saga_name).group_by(r.status)
         )
+        statuses = {str(status): int(n) for status, n in status_rows}
         owned = await conn.scalar(
             sa.select(sa.func.count()).where(r.saga_type == saga_name, r.owner.is_not(None))
         )
         per_run = (
             await conn.execute(
-                sa.select(e.saga_id, sa.func.count(), sa.func.min(e.seq), sa.func.max(e.seq),
-                          sa.func.max(r.last_seq))
+                sa.select(
+                    e.saga_id,
+                    sa.func.count(),
+                    sa.func.min(e.seq),
+                    sa.func.max(e.seq),
+                    sa.func.max(r.last_seq),
+                )
                 .join(saga_runs, r.id == e.saga_id)
                 .where(r.saga_type == saga_name)
                 .group_by(e.saga_id)
             )
         ).all()
         successes = Counter(
-            dict(
-                ((saga_id, step), n)
+            {
+                (saga_id, step): n
                 for saga_id, step, n in (
                     await conn.execute(
                         sa.select(e.saga_id, e.step, sa.func.count())
@@ -192,7 +188,7 @@ async def test_competing_workers_killed_at_random_complete_every_saga_exactly_on
                         .group_by(e.saga_id, e.step)
                     )
                 ).all()
-            )
+            }
         )
         takeover_count = await conn.scalar(
             sa.select(sa.func.count())

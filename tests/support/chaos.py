@@ -80,14 +80,14 @@ class Gate:
             }
         }
 
-    async def wait_started(self, timeout: float = 15.0) -> dict[str, Any]:
+    async def wait_started(self, *, within: float = 15.0) -> dict[str, Any]:
         """Wait until a worker is blocked at the gate; returns its worker id and attempt."""
 
         async def probe() -> str | None:
             return self.started.read_text() if self.started.exists() else None
 
         text = await eventually(
-            probe, lambda t: bool(t), timeout=timeout, what=f"{self.step} reached its gate"
+            probe, lambda t: bool(t), timeout=within, what=f"{self.step} reached its gate"
         )
         assert text is not None
         marker: dict[str, Any] = json.loads(text)
@@ -102,13 +102,20 @@ async def _pass_gate(ctx: StepContext, worker_id: str) -> None:
     gate = ctx.data.get("gate")
     if not gate or gate["step"] != ctx.step:
         return
-    started = Path(gate["started"])
-    tmp = started.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"worker_id": worker_id, "attempt": ctx.attempt}))
-    tmp.replace(started)  # atomic: the test never reads a half-written marker
+    _mark_started(Path(gate["started"]), worker_id, ctx.attempt)
     release = Path(gate["release"])
-    while not release.exists():
+    while not _exists(release):  # noqa: ASYNC110 - set by another process: no event to await
         await asyncio.sleep(0.01)
+
+
+def _mark_started(started: Path, worker_id: str, attempt: int) -> None:
+    tmp = started.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"worker_id": worker_id, "attempt": attempt}))
+    tmp.replace(started)  # atomic: the test never reads a half-written marker
+
+
+def _exists(path: Path) -> bool:
+    return path.exists()
 
 
 async def _work(ctx: StepContext) -> None:

@@ -25,6 +25,8 @@ class WorkerProcess:
     worker_id: str
     popen: subprocess.Popen[bytes]
     log_path: Path
+    _buffer: bytes = b""
+    _ready: bool = False
 
     @property
     def pid(self) -> int:
@@ -43,30 +45,42 @@ class WorkerProcess:
         except FileNotFoundError:
             return ""
 
+    def poll_ready(self) -> bool:
+        """Whether the child has printed its ready line (never blocks)."""
+        self._read(0)
+        return self._ready
+
     def wait_ready(self, timeout: float) -> None:
         """Block until the child printed its ready line; fail if it exits or the deadline hits."""
-        assert self.popen.stdout is not None
-        fd = self.popen.stdout.fileno()
         deadline = time.monotonic() + timeout
-        buffer = b""
-        while READY.encode() not in buffer:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
+        while not self._read(min(max(deadline - time.monotonic(), 0), 0.1)):
+            if time.monotonic() >= deadline:
                 raise AssertionError(
                     f"worker {self.worker_id} (pid {self.pid}) not ready within {timeout}s:\n"
                     f"{self.log()}"
                 )
-            readable, _, _ = select.select([fd], [], [], min(remaining, 0.1))
-            if not readable:
-                continue
+
+    async def ready(self, *, within: float = 20.0) -> None:
+        """Wait (off the event loop) until the child printed its ready line."""
+        await asyncio.to_thread(self.wait_ready, within)
+
+    def _read(self, wait: float) -> bool:
+        """Read what stdout has within ``wait`` seconds; True once the ready line arrived."""
+        if self._ready:
+            return True
+        assert self.popen.stdout is not None
+        fd = self.popen.stdout.fileno()
+        readable, _, _ = select.select([fd], [], [], wait)
+        if readable:
             chunk = os.read(fd, 4096)
             if not chunk:
                 code = self.popen.wait(timeout=10)
                 raise AssertionError(
-                    f"worker {self.worker_id} exited with {code} before it was ready:\n"
-                    f"{self.log()}"
+                    f"worker {self.worker_id} exited with {code} before it was ready:\n{self.log()}"
                 )
-            buffer += chunk
+            self._buffer += chunk
+            self._ready = READY.encode() in self._buffer
+        return self._ready
 
     def kill(self) -> int:
         """SIGKILL the child by pid and reap it; returns its exit code."""
@@ -161,7 +175,7 @@ class WorkerPool:
         process = self.spawn(
             worker_id, lease_ms=lease_ms, concurrency=concurrency, crash_after=crash_after
         )
-        await asyncio.to_thread(process.wait_ready, ready_timeout)
+        await process.ready(within=ready_timeout)
         return process
 
     def close(self) -> None:

@@ -1,4 +1,4 @@
-"""A saga worker in its own process, for chaos tests to SIGKILL.
+r"""A saga worker in its own process, for chaos tests to SIGKILL.
 
 Usage::
 

@@ -91,7 +91,7 @@ class SagaEngine:
         self._hooks = hooks
         self._poll = poll_interval
         self._rand = rand
-        self.store = SqlStore(self.db, lease)
+        self.store = SqlStore(self.db, lease, self.clock)
         self._worker: Worker | None = None
         self._listener: Listener | None = None
         self._waiters: dict[str, asyncio.Future[None]] = {}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from cloudphone.saga import decide
@@ -132,7 +132,7 @@ def cancel(run: SagaRun, saga: Saga, now: datetime, actor: str | None) -> Operat
             {"cancel_requested": True, "updated_at": now}, [requested], bump_epoch=False
         )
     progress = decide.on_cancel(state, saga, now)
-    compensating = progress_values(progress, timedelta(0))
+    compensating = progress_values(progress, None)
     compensating.update(
         owner=None, lease_expires_at=None, cancel_requested=False, next_run_at=progress.next_run_at
     )

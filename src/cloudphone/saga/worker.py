@@ -244,6 +244,8 @@ class Worker:
             self._metrics.in_flight.labels(runner.saga.name).dec()
             if last is not None and last.keep_lease:
                 self._handback.add(runner.run_id)
+            if last is None or not last.keep_lease:
+                self._handback.discard(runner.run_id)
             if last is not None and not last.keep_lease and not last.finished:
                 self._wake_at(last.next_run_at)
             if self._backlog:
@@ -257,7 +259,7 @@ class Worker:
             await asyncio.sleep(interval)
             ids = list(self._runners)
             try:
-                held = await self._store.heartbeat(self.worker_id, ids, self._clock.now())
+                held = await self._store.heartbeat(self.worker_id, ids)
             except Exception:
                 log.exception("lease renewal failed")
                 continue

@@ -18,6 +18,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from cloudphone.saga.ports import Clock
 from cloudphone.saga.progress import Progress
 from cloudphone.saga.records import ErrorInfo, SagaRun
 from cloudphone.saga.state import SagaStatus
@@ -123,7 +124,9 @@ RETURNING id, epoch, cancel_requested
 """
 
 
-def progress_item(run_id: str, epoch: int, progress: Progress, lease: timedelta) -> dict[str, Any]:
+def progress_item(
+    run_id: str, epoch: int, progress: Progress, lease_until: datetime
+) -> dict[str, Any]:
     """One element of COMMIT_SQL's JSON array."""
     return {
         "id": run_id,
@@ -136,7 +139,7 @@ def progress_item(run_id: str, epoch: int, progress: Progress, lease: timedelta)
         "error": progress.error.to_dict() if progress.error else None,
         "compensation_cause": progress.compensation_cause,
         "keep_lease": progress.keep_lease,
-        "lease_expires_at": _iso(progress.now + lease) if progress.keep_lease else None,
+        "lease_expires_at": _iso(lease_until) if progress.keep_lease else None,
         "next_run_at": _iso(progress.next_run_at),
         "finished_at": _iso(progress.now) if progress.finished else None,
         "deadline_noted": progress.deadline_noted,
@@ -218,12 +221,15 @@ class PgFastPath:
     Args:
         url: The database URL (any PostgreSQL driver name; asyncpg is used here).
         lease: Lease length, to stamp ``lease_expires_at`` on progress that keeps the lease.
+        clock: Time source; lease ends are taken once a connection is held, just before the
+            statement, so waiting for the pool never writes a lease that is already over.
         max_size: Connections in the pool.
     """
 
-    def __init__(self, url: URL, lease: timedelta, max_size: int = 8) -> None:
+    def __init__(self, url: URL, lease: timedelta, clock: Clock, max_size: int = 8) -> None:
         self._dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
         self._lease = lease
+        self._clock = clock
         self._max_size = max_size
         self._pool: asyncpg.Pool | None = None
         self._commits: Batcher[dict[str, Any], bool | None] = Batcher(
@@ -256,13 +262,17 @@ class PgFastPath:
 
     async def commit(self, run_id: str, epoch: int, progress: Progress) -> bool | None:
         """Commit progress with the next group; returns cancel_requested, None if fenced."""
-        return await self._commits.submit(progress_item(run_id, epoch, progress, self._lease))
+        # The lease end is stamped at flush time (see _flush_commits).
+        return await self._commits.submit(
+            progress_item(run_id, epoch, progress, progress.now + self._lease)
+        )
 
     async def commit_in(
         self, conn: AsyncConnection, run_id: str, epoch: int, progress: Progress
     ) -> bool | None:
         """Commit progress inside the caller's transaction (a transactional step)."""
-        payload = json.dumps([progress_item(run_id, epoch, progress, self._lease)])
+        until = self._clock.now() + self._lease
+        payload = json.dumps([progress_item(run_id, epoch, progress, until)])
         raw = await conn.get_raw_connection()
         driver = raw.driver_connection
         if isinstance(driver, asyncpg.Connection):
@@ -278,7 +288,12 @@ class PgFastPath:
 
     async def _flush_commits(self, items: Sequence[dict[str, Any]]) -> list[bool | None]:
         pool = await self.pool()
-        rows = await pool.fetch(COMMIT_SQL, json.dumps(items))
+        async with pool.acquire() as conn:
+            until = _iso(self._clock.now() + self._lease)
+            for item in items:
+                if item["keep_lease"]:
+                    item["lease_expires_at"] = until
+            rows = await conn.fetch(COMMIT_SQL, json.dumps(items))
         held = {(r["id"], r["epoch"]): bool(r["cancel_requested"]) for r in rows}
         return [held.get((item["id"], item["epoch"])) for item in items]
 
@@ -302,23 +317,26 @@ class PgFastPath:
         limit: int,
         saga_types: Sequence[str],
         now: datetime,
-        lease_until: datetime,
         own: str | None,
         exclude: Sequence[str],
     ) -> list[tuple[SagaRun, str | None]]:
         """Lease due runs with ``FOR UPDATE SKIP LOCKED``; records takeovers."""
         pool = await self.pool()
-        rows = await pool.fetch(
-            CLAIM_SQL, list(saga_types), now, own, limit, worker_id, lease_until, list(exclude)
-        )
+        async with pool.acquire() as conn:
+            until = self._clock.now() + self._lease
+            rows = await conn.fetch(
+                CLAIM_SQL, list(saga_types), now, own, limit, worker_id, until, list(exclude)
+            )
         return [(run_from_record(r), r["previous_owner"]) for r in rows]
 
     async def heartbeat(
-        self, worker_id: str, run_ids: Sequence[str], until: datetime
+        self, worker_id: str, run_ids: Sequence[str]
     ) -> dict[str, tuple[int, bool]]:
         """Extend leases still held; returns epoch and cancel flag per held run."""
         pool = await self.pool()
-        rows = await pool.fetch(HEARTBEAT_SQL, worker_id, list(run_ids), until)
+        async with pool.acquire() as conn:
+            until = self._clock.now() + self._lease
+            rows = await conn.fetch(HEARTBEAT_SQL, worker_id, list(run_ids), until)
         return {r["id"]: (r["epoch"], bool(r["cancel_requested"])) for r in rows}
 
     async def get(self, run_id: str) -> SagaRun | None:

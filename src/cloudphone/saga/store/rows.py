@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from cloudphone.saga.progress import NewEvent, Progress
@@ -67,15 +67,19 @@ def event_rows(
     ]
 
 
-def progress_values(progress: Progress, lease: timedelta) -> dict[str, Any]:
-    """Column values a Progress sets (owner and epoch are handled by the caller)."""
+def progress_values(progress: Progress, lease_until: datetime | None) -> dict[str, Any]:
+    """Column values a Progress sets (owner and epoch are handled by the caller).
+
+    ``lease_until`` is the lease end to write when the progress keeps the lease; callers take
+    it from the clock once they hold the lock or connection, so it is never born expired.
+    """
     values: dict[str, Any] = {
         "status": progress.status.value,
         "current_step": progress.step,
         "attempt": progress.attempt,
         "error": progress.error.to_dict() if progress.error else None,
         "compensation_cause": progress.compensation_cause,
-        "lease_expires_at": progress.now + lease if progress.keep_lease else None,
+        "lease_expires_at": lease_until if progress.keep_lease else None,
         "next_run_at": progress.next_run_at,
         "finished_at": progress.now if progress.finished else None,
         "deadline_noted": progress.deadline_noted,

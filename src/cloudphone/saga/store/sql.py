@@ -19,7 +19,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from cloudphone.saga.errors import LeaseLostError, SagaNotFoundError
-from cloudphone.saga.ports import Committed
+from cloudphone.saga.ports import Clock, Committed
 from cloudphone.saga.progress import NewEvent, OperatorChange, Progress
 from cloudphone.saga.records import EventKind, SagaEvent, SagaRun
 from cloudphone.saga.state import ACTIVE, SagaStatus
@@ -79,10 +79,11 @@ class SqlStore:
         lease: How long a claim or progress write keeps a run leased.
     """
 
-    def __init__(self, db: Database, lease: timedelta) -> None:
+    def __init__(self, db: Database, lease: timedelta, clock: Clock) -> None:
         self.db = db
         self.lease = lease
-        self._fast = pg.PgFastPath(db.url, lease) if db.is_postgres else None
+        self.clock = clock
+        self._fast = pg.PgFastPath(db.url, lease, clock) if db.is_postgres else None
 
     async def close(self) -> None:
         """Finish queued writes and close the fast path's connections."""
@@ -209,7 +210,7 @@ class SqlStore:
     async def _commit_generic(
         self, conn: AsyncConnection, run_id: str, epoch: int, progress: Progress
     ) -> bool | None:
-        values = progress_values(progress, self.lease)
+        values = progress_values(progress, self.clock.now() + self.lease)
         n = len(progress.events)
         values["last_seq"] = saga_runs.c.last_seq + n
         if not progress.keep_lease:
@@ -259,9 +260,7 @@ class SqlStore:
             return []
         if self._fast is not None:
             own = worker_id if reclaim_own else None
-            rows = await self._fast.claim(
-                worker_id, limit, saga_types, now, now + self.lease, own, exclude
-            )
+            rows = await self._fast.claim(worker_id, limit, saga_types, now, own, exclude)
             return [Claimed(run, previous) for run, previous in rows]
         async with self.db.begin() as conn:
             return await self._claim_generic(
@@ -307,7 +306,7 @@ class SqlStore:
                         .values(
                             owner=worker_id,
                             epoch=r.epoch + 1,
-                            lease_expires_at=now + self.lease,
+                            lease_expires_at=self.clock.now() + self.lease,
                             status=case(
                                 (r.status == SagaStatus.PENDING.value, SagaStatus.RUNNING.value),
                                 else_=r.status,
@@ -343,7 +342,7 @@ class SqlStore:
         return claimed
 
     async def heartbeat(
-        self, worker_id: str, run_ids: Sequence[str], now: datetime
+        self, worker_id: str, run_ids: Sequence[str]
     ) -> dict[str, tuple[int, bool]]:
         """Extend the leases this worker still holds.
 
@@ -354,15 +353,16 @@ class SqlStore:
         if not run_ids:
             return {}
         if self._fast is not None:
-            return await self._fast.heartbeat(worker_id, run_ids, now + self.lease)
+            return await self._fast.heartbeat(worker_id, run_ids)
         r = saga_runs.c
-        stmt = (
-            update(saga_runs)
-            .where(r.owner == worker_id, r.id.in_(list(run_ids)), r.status.in_(_ACTIVE))
-            .values(lease_expires_at=now + self.lease)
-            .returning(r.id, r.epoch, r.cancel_requested)
-        )
-        async with self.db.autocommit() as conn:
+        async with self.db.begin() as conn:
+            # The lease end is taken once the writer lock is held, never before.
+            stmt = (
+                update(saga_runs)
+                .where(r.owner == worker_id, r.id.in_(list(run_ids)), r.status.in_(_ACTIVE))
+                .values(lease_expires_at=self.clock.now() + self.lease)
+                .returning(r.id, r.epoch, r.cancel_requested)
+            )
             rows = (await conn.execute(stmt)).all()
         return {row.id: (row.epoch, bool(row.cancel_requested)) for row in rows}
 
