@@ -19,6 +19,7 @@ from cloudphone.billing.providers.base import (
     ProviderCharge,
     ProviderError,
     ProviderRefund,
+    ProviderUnknownOutcome,
 )
 
 
@@ -26,6 +27,8 @@ from cloudphone.billing.providers.base import (
 class _Fault:
     error: ProviderError
     remaining: int | None
+    after: bool = False
+    """Raise after the wrapped call went through (the answer is lost, the effect is not)."""
 
 
 @dataclass
@@ -45,13 +48,21 @@ class ScriptedProvider:
         """Make the next ``times`` calls of ``method`` raise ``error`` (None: every call)."""
         self._faults.setdefault(method, []).append(_Fault(error, times))
 
+    def lose_answer(self, method: str, *, times: int | None = 1) -> None:
+        """Let the next ``times`` calls of ``method`` act, then raise an unknown outcome."""
+        lost = ProviderUnknownOutcome(f"scripted: read timed out after {method} went through")
+        self._faults.setdefault(method, []).append(_Fault(lost, times, after=True))
+
     def heal(self) -> None:
         """Remove every fault."""
         self._faults.clear()
 
-    def _enter(self, method: str) -> None:
-        self.calls[method] += 1
+    def _enter(self, method: str, *, after: bool = False) -> None:
+        if not after:
+            self.calls[method] += 1
         for fault in self._faults.get(method, []):
+            if fault.after != after:
+                continue
             if fault.remaining is None:
                 raise fault.error
             if fault.remaining > 0:
@@ -82,9 +93,11 @@ class ScriptedProvider:
     ) -> ProviderRefund:
         """See :meth:`PaymentProvider.create_refund`."""
         self._enter("create_refund")
-        return await self.inner.create_refund(
+        made = await self.inner.create_refund(
             charge_id=charge_id, refund_id=refund_id, amount=amount, currency=currency
         )
+        self._enter("create_refund", after=True)
+        return made
 
     async def find_refund(self, *, charge_id: str, refund_id: str) -> ProviderRefund | None:
         """See :meth:`PaymentProvider.find_refund`."""

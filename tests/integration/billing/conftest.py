@@ -1,14 +1,15 @@
-"""Billing fixtures: a user, another user, and billing wired on the test database."""
+"""Billing fixtures: users, billing wired on the test database, a localstripe server."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
 
 from cloudphone.domain import Principal
 from tests.support.billing_harness import Billing, build_billing
+from tests.support.billing_localstripe import LocalStripe
 
 MakeBilling = Callable[..., Awaitable[Billing]]
 
@@ -42,3 +43,12 @@ async def make_billing(database_url: str, unique: str) -> AsyncIterator[MakeBill
 async def billing(make_billing: MakeBilling) -> Billing:
     """Billing with the sandbox provider (no worker running yet)."""
     return await make_billing()
+
+
+@pytest.fixture(scope="session")
+def localstripe(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStripe]:
+    """A localstripe server for the session (127.0.0.1, free port), stopped by pid."""
+    server = LocalStripe(log_path=tmp_path_factory.mktemp("localstripe") / "localstripe.log")
+    server.start()
+    yield server
+    server.stop()

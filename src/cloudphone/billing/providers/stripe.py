@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Iterator
 from typing import TypeVar
 
-import httpx
+import aiohttp
 import stripe
 
 from cloudphone.billing.config import BillingConfig
@@ -56,9 +56,13 @@ class StripeProvider:
     def __init__(self, config: BillingConfig) -> None:
         if config.stripe_api_key is None:
             raise ValueError("the stripe provider needs billing.stripe_api_key")
-        self._http = stripe.HTTPXClient(
-            timeout=httpx.Timeout(
-                config.stripe_timeout_seconds, connect=config.stripe_connect_timeout_seconds
+        # aiohttp rather than httpx: stripe v16 hands httpx raw bytes as ``data=``, which httpx
+        # deprecates with a warning on every request. ``sock_connect`` below ``total`` keeps a
+        # connect timeout distinguishable from a read timeout.
+        self._http = stripe.AIOHTTPClient(
+            timeout=aiohttp.ClientTimeout(
+                total=config.stripe_timeout_seconds + config.stripe_connect_timeout_seconds,
+                sock_connect=config.stripe_connect_timeout_seconds,
             )
         )
         self._client = stripe.StripeClient(
@@ -89,10 +93,10 @@ class StripeProvider:
                 params={
                     "amount": amount,
                     "currency": currency.lower(),
-                    "description": description,
                     "payment_method": payment_method or self._default_method,
                     "confirm": True,
-                    "metadata": {"payment_id": payment_id},
+                    # Metadata, not ``description``: localstripe rejects the latter.
+                    "metadata": {"payment_id": payment_id, "description": description[:500]},
                 },
                 options={"idempotency_key": f"payment-{payment_id}"},
             )
