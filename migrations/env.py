@@ -8,11 +8,15 @@ advisory lock makes processes that start together migrate one after the other.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from alembic import context
-from sqlalchemy import Connection, create_engine, text
+from alembic.autogenerate.api import AutogenContext
+from sqlalchemy import JSON, Connection, create_engine, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import NullPool
 
+from cloudphone.saga.store.types import UtcDateTime
 from cloudphone.schema import ADVISORY_LOCK_KEY, all_metadata, sync_url
 
 config = context.config
@@ -28,10 +32,28 @@ def _database_url() -> URL:
     return make_url(load_settings().database_url)
 
 
+def _render_item(kind: str, obj: object, autogen: AutogenContext) -> str | Literal[False]:
+    """Write the platform's column types as plain SQLAlchemy ones in new migrations.
+
+    A migration must not import application code (it would break when that code moves), and
+    Alembic's default rendering of these types does not even import what it names.
+    """
+    if kind != "type":
+        return False
+    if isinstance(obj, UtcDateTime):
+        return "sa.DateTime(timezone=True)"
+    if isinstance(obj, JSON):
+        autogen.imports.add("from sqlalchemy.dialects import postgresql")
+        null = "none_as_null=True" if obj.none_as_null else ""
+        return f'sa.JSON({null}).with_variant(postgresql.JSONB({null}), "postgresql")'
+    return False
+
+
 def _configure(**options: object) -> None:
     context.configure(
         target_metadata=target_metadata,
         compare_type=True,
+        render_item=_render_item,
         # SQLite cannot ALTER most things; batch mode rebuilds the table instead.
         render_as_batch=True,
         **options,  # type: ignore[arg-type]

@@ -9,6 +9,8 @@ pivot, waiting for ``retry`` or ``resolve``).
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -40,7 +42,7 @@ def build_demo_saga(*, timeout: timedelta = timedelta(minutes=5)) -> Saga:
     @saga.step("PREPARE", timeout=timedelta(seconds=60))
     async def prepare(ctx: StepContext) -> dict[str, Any]:
         await _act(ctx)
-        return {"prepared_at": _now()}
+        return {"prepared_at": _now(), "prepared_by": _process()}
 
     @prepare.compensate
     async def unprepare(ctx: StepContext) -> None:
@@ -49,12 +51,12 @@ def build_demo_saga(*, timeout: timedelta = timedelta(minutes=5)) -> Saga:
     @saga.step("COMMIT", pivot=True, timeout=timedelta(seconds=60))
     async def commit(ctx: StepContext) -> dict[str, Any]:
         await _act(ctx)
-        return {"committed_at": _now()}
+        return {"committed_at": _now(), "committed_by": _process()}
 
     @saga.step("NOTIFY", timeout=timedelta(seconds=60))
     async def notify(ctx: StepContext) -> dict[str, Any]:
         await _act(ctx)
-        return {"notified_at": _now()}
+        return {"notified_at": _now(), "notified_by": _process()}
 
     return saga
 
@@ -71,3 +73,8 @@ async def _act(ctx: StepContext) -> None:
 
 def _now() -> str:
     return datetime.now(UTC).isoformat()
+
+
+def _process() -> str:
+    """Which process ran the step (shows the work spreading over workers)."""
+    return f"{socket.gethostname()}-{os.getpid()}"

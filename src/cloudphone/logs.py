@@ -19,6 +19,7 @@ _STANDARD = frozenset(
     logging.LogRecord("", 0, "", 0, "", None, None).__dict__.keys()
     | {"message", "asctime", "taskName", "color_message"}
 )
+_HANDLER_NAME = "cloudphone"
 _FIRST = ("saga_id", "step")
 """Fields shown first, so the run a line concerns is easy to spot."""
 
@@ -88,9 +89,11 @@ def configure_logging(
             show_path=False,
         )
         handler.setFormatter(ConsoleFormatter())
+    handler.set_name(_HANDLER_NAME)
     root = logging.getLogger()
     for old in list(root.handlers):
-        root.removeHandler(old)
+        if old.get_name() == _HANDLER_NAME:  # configured before: replace, never duplicate
+            root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
     # uvicorn configures its own handlers unless told otherwise; route them through ours.

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import logging
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,6 +31,10 @@ MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 ADVISORY_LOCK_KEY = 7_291_433_019
 """PostgreSQL advisory lock held while migrating, so processes starting together take turns."""
 
+_IN_PROCESS = threading.Lock()
+"""Alembic keeps its running context in module globals: one migration per process at a time
+(processes take turns through the database or file lock)."""
+
 _SYNC_DRIVERS = {
     "sqlite+aiosqlite": "sqlite+pysqlite",
     "postgresql+asyncpg": "postgresql+psycopg",
@@ -45,9 +50,10 @@ def all_metadata() -> list[MetaData]:
     """
     from cloudphone.apps.models import metadata as apps_metadata
     from cloudphone.billing.models import metadata as billing_metadata
+    from cloudphone.devices.models import metadata as devices_metadata
     from cloudphone.saga.store.tables import metadata as saga_metadata
 
-    return [saga_metadata, billing_metadata, apps_metadata]
+    return [saga_metadata, billing_metadata, apps_metadata, devices_metadata]
 
 
 def sync_url(url: str | URL) -> URL:
@@ -73,7 +79,7 @@ def alembic_config(database_url: str | URL | None = None) -> Config:
 def upgrade(database_url: str | URL, revision: str = "head") -> None:
     """Apply migrations up to ``revision`` (blocking; run it in a thread from async code)."""
     url = make_url(database_url)
-    with _migration_lock(url):
+    with _IN_PROCESS, _migration_lock(url):
         before = current_revision(url)
         command.upgrade(alembic_config(url), revision)
         after = current_revision(url)

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import signal
+from types import FrameType
 from typing import Annotated
 
 import typer
@@ -53,10 +54,22 @@ def serve(
             "worker": worker,
         },
     )
-    server = uvicorn.Server(config)
+    server = _Server(config)
     server.run()
     if not server.started:
         raise typer.Exit(3)  # start-up failed (uvicorn logged why)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, exiting 0 after a graceful shutdown on SIGTERM/SIGINT.
+
+    uvicorn re-raises the signal once it has shut down, so the process would end "killed by
+    SIGTERM"; like ``cloudphone worker``, a clean stop here exits 0.
+    """
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        self._captured_signals.clear()
 
 
 def worker(

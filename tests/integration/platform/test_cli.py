@@ -1,0 +1,159 @@
+"""The ``cloudphone`` command in process: tokens, db, sagas (table and --json), config."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner, Result
+
+from cloudphone.api.auth import verify_token
+from cloudphone.cli import app
+from cloudphone.demo import DEMO_SAGA
+from cloudphone.domain import Role
+from cloudphone.platform import build_platform
+from cloudphone.settings import Settings
+from tests.support.server import TEST_SECRET
+
+
+@pytest.fixture(autouse=True)
+def restore_logging() -> Iterator[None]:
+    """The CLI configures logging on the (swapped) stderr; undo it after each test."""
+    root = logging.getLogger()
+    level = root.level
+    yield
+    root.setLevel(level)
+    for handler in list(root.handlers):
+        if handler.get_name() == "cloudphone":
+            root.removeHandler(handler)
+
+
+@pytest.fixture
+def settings(make_settings: Any) -> Settings:
+    """The test database's settings."""
+    made: Settings = make_settings()
+    return made
+
+
+@pytest.fixture
+def env(settings: Settings) -> dict[str, str]:
+    """The environment the CLI reads those settings from."""
+    return {
+        "CLOUDPHONE_DATA_DIR": str(settings.data_dir),
+        "CLOUDPHONE_DATABASE_URL": settings.database_url,
+        "CLOUDPHONE_JWT_SECRET": TEST_SECRET,
+        "CLOUDPHONE_LOG_FORMAT": "json",
+        "CLOUDPHONE_LOG_LEVEL": "warning",
+    }
+
+
+def cli(env: dict[str, str], *args: str) -> Result:
+    """Run ``cloudphone ARGS``."""
+    return CliRunner().invoke(app, list(args), env=env, catch_exceptions=False)
+
+
+@pytest.fixture
+def runs(settings: Settings, unique: str) -> dict[str, str]:
+    """Sagas of user ``cli-<unique>``: one COMPLETED and two FAILED after the pivot."""
+
+    async def seed() -> dict[str, str]:
+        platform = build_platform(settings, with_worker=True)
+        async with platform:
+            engine = platform.engine
+            user = f"cli-{unique}"
+            done = await engine.start(DEMO_SAGA, {"message": "ok"}, started_by=user)
+            past = (datetime.now(UTC) + timedelta(milliseconds=300)).isoformat()
+            failing = {"fail_step": "NOTIFY", "fail_until": past}
+            failed = await engine.start(DEMO_SAGA, failing, started_by=user)
+            stuck = await engine.start(DEMO_SAGA, {"fail_step": "NOTIFY"}, started_by=user)
+            for saga_id in (done, failed, stuck):
+                await engine.wait(saga_id, 10)
+        return {"completed": done, "failed": failed, "stuck": stuck, "user": user}
+
+    return asyncio.run(seed())
+
+
+def test_token_create_prints_a_token_the_api_accepts(env: dict[str, str]) -> None:
+    """The token's subject and role are what was asked for."""
+    result = cli(env, "token", "create", "--user", "ops", "--role", "admin", "--ttl", "5m")
+    assert result.exit_code == 0, result.output
+    principal = verify_token(TEST_SECRET, result.stdout.strip())
+    assert (principal.user_id, principal.role) == ("ops", Role.ADMIN)
+
+
+def test_token_create_rejects_a_bad_ttl(env: dict[str, str]) -> None:
+    """Exit code 2 for usage errors."""
+    result = cli(env, "token", "create", "--user", "ops", "--ttl", "soon")
+    assert result.exit_code == 2
+
+
+def test_invalid_settings_exit_2_naming_the_variable(env: dict[str, str]) -> None:
+    """The operator learns which variable to fix."""
+    result = cli({**env, "CLOUDPHONE_PORT": "http"}, "db", "current")
+    assert result.exit_code == 2
+    assert "CLOUDPHONE_PORT" in result.stderr
+
+
+def test_db_upgrade_then_current_is_up_to_date(env: dict[str, str]) -> None:
+    """`db upgrade` migrates to head; db current says so."""
+    assert cli(env, "db", "upgrade").exit_code == 0
+    current = cli(env, "db", "current")
+    assert current.exit_code == 0
+    assert "up to date" in current.stdout
+
+
+def test_sagas_list_and_show(env: dict[str, str], runs: dict[str, str]) -> None:
+    """--json lists the user's runs with filters; show has the history; tables render."""
+    listed = cli(env, "sagas", "list", "--started-by", runs["user"], "--json")
+    assert listed.exit_code == 0, listed.output
+    assert {r["id"] for r in json.loads(listed.stdout)} == {
+        runs["completed"],
+        runs["failed"],
+        runs["stuck"],
+    }
+    attention = cli(
+        env, "sagas", "list", "--started-by", runs["user"], "--attention", "--since", "1h", "--json"
+    )
+    assert {r["id"] for r in json.loads(attention.stdout)} == {runs["failed"], runs["stuck"]}
+    table = cli(env, "sagas", "list", "--started-by", runs["user"], "--status", "completed")
+    assert runs["completed"] in table.stdout
+    assert runs["failed"] not in table.stdout
+    shown = cli(env, "sagas", "show", runs["completed"], "--json")
+    kinds = [event["kind"] for event in json.loads(shown.stdout)["history"]]
+    assert kinds[0] == "saga_started"
+    assert kinds[-1] == "saga_completed"
+    assert "saga_completed" in cli(env, "sagas", "show", runs["completed"]).stdout
+
+
+def test_sagas_operator_actions(env: dict[str, str], runs: dict[str, str]) -> None:
+    """Retry and resolve act on FAILED runs and record the actor; refusals exit 1."""
+    retried = cli(env, "sagas", "retry", runs["failed"], "--note", "fixed", "--json")
+    assert retried.exit_code == 0, retried.output
+    assert json.loads(retried.stdout)["status"] == "RUNNING"
+    resolved = cli(env, "sagas", "resolve", runs["stuck"], "--note", "by hand", "--actor", "kim")
+    assert resolved.exit_code == 0, resolved.output
+    history = json.loads(cli(env, "sagas", "show", runs["stuck"], "--json").stdout)["history"]
+    assert history[-1]["kind"] == "operator_resolved"
+    assert history[-1]["detail"] == {"actor": "kim", "note": "by hand"}
+    refused = cli(env, "sagas", "cancel", runs["completed"])
+    assert refused.exit_code == 1
+    assert "cannot cancel" in refused.stderr
+    missing = cli(env, "sagas", "show", "no-such-saga")
+    assert missing.exit_code == 1
+    assert "no saga run" in missing.stderr
+
+
+def test_config_show_names_every_variable_and_hides_secrets(env: dict[str, str]) -> None:
+    """`config show --json` maps each CLOUDPHONE_ variable to its value, secrets masked."""
+    result = cli(env, "config", "show", "--json")
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.stdout)
+    assert shown["CLOUDPHONE_PORT"] == 8000
+    assert shown["CLOUDPHONE_JWT_SECRET"] == "**********"
+    assert "CLOUDPHONE_BILLING__PROVIDER" in shown
+    assert TEST_SECRET not in result.stdout
