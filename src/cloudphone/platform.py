@@ -27,6 +27,12 @@ from cloudphone.billing.providers.stripe import StripeProvider
 from cloudphone.billing.refund import RefundTiming, build_refund_saga
 from cloudphone.billing.service import BillingService
 from cloudphone.demo import build_demo_saga
+from cloudphone.devices.create import build_create_saga
+from cloudphone.devices.delete import build_delete_saga
+from cloudphone.devices.runtimes.base import DeviceRuntime
+from cloudphone.devices.runtimes.docker import DockerOptions, DockerRuntime
+from cloudphone.devices.runtimes.local import LocalRuntime
+from cloudphone.devices.service import DeviceService
 from cloudphone.saga import Database, Saga, SagaEngine
 from cloudphone.saga.worker import Worker
 from cloudphone.settings import Settings
@@ -50,8 +56,8 @@ class Platform:
 
     # services: each service adds one typed attribute here, set in build_platform, e.g.
     billing: BillingService
+    devices: DeviceService
     #   apps: AppsService
-    #   devices: DevicesService
 
     def __init__(
         self,
@@ -183,6 +189,7 @@ def build_platform(settings: Settings, *, with_worker: bool) -> Platform:
 
     # adapters (ports): services build theirs from settings.billing / .apps / .devices here.
     payment_providers = build_payment_providers(settings, db)
+    device_runtime = build_device_runtime(settings)
 
     sagas: list[Saga] = []
     if settings.demo:
@@ -191,6 +198,8 @@ def build_platform(settings: Settings, *, with_worker: bool) -> Platform:
     sagas.append(
         build_refund_saga(payment_providers, db, timing=RefundTiming.from_config(settings.billing))
     )
+    sagas.append(build_create_saga(device_runtime, settings.devices))
+    sagas.append(build_delete_saga(device_runtime, settings.devices))
 
     engine = SagaEngine(
         db,
@@ -207,6 +216,11 @@ def build_platform(settings: Settings, *, with_worker: bool) -> Platform:
     )
     for provider in payment_providers.values():
         platform.on_close(provider.close)
+    platform.devices = DeviceService(engine, settings.devices, device_runtime)
+    platform.on_close(device_runtime.close)
+    if with_worker:
+        # "Cleaned on start": containers no live device owns go, stale creations are repaired.
+        platform.on_start(platform.devices.sweep_on_start)
     # services: platform.billing = BillingService(db, engine, provider), and register any
     # async set-up / tear-down with platform.on_start(...) / platform.on_close(...).
     return platform
@@ -219,3 +233,12 @@ def build_payment_providers(settings: Settings, db: Database) -> dict[str, Payme
     if billing.stripe_api_key is not None:
         providers["stripe"] = StripeProvider(billing)
     return providers
+
+
+def build_device_runtime(settings: Settings) -> DeviceRuntime:
+    """The devices service's runtime: local child processes (default) or Docker."""
+    devices = settings.devices
+    if devices.runtime == "docker":
+        return DockerRuntime(DockerOptions.from_config(devices))
+    state_dir = devices.local_state_dir or settings.data_dir / "devices"
+    return LocalRuntime(state_dir, host=devices.adb_host)

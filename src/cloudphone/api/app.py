@@ -13,7 +13,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from fastapi import APIRouter, FastAPI
 
-from cloudphone.api import billing, demo, health, sagas
+from cloudphone.api import billing, demo, devices, health, sagas
 from cloudphone.api.errors import install_error_handlers
 from cloudphone.api.observability import HttpMetrics, MetricsMiddleware
 from cloudphone.platform import Platform, build_platform
@@ -23,6 +23,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     health.router,
     sagas.router,
     billing.router,
+    devices.router,
     # services: add your router here, one line each, e.g. `billing.router` (import
     # `cloudphone.api.billing` above with the others).
 )

@@ -166,7 +166,7 @@ device_ports = Table(
     "device_ports",
     metadata,
     # The primary key makes a port unique across the platform; a lost race retries.
-    Column("port", Integer, primary_key=True),
+    Column("port", Integer, primary_key=True, autoincrement=False),
     Column("kind", String(16), nullable=False),
     Column("saga_id", String(36), nullable=False),
     Column("device_id", String(36), nullable=False),

@@ -6,6 +6,7 @@ start sagas in the request's transaction; stop and start act on the runtime dire
 
 from __future__ import annotations
 
+import logging
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -33,6 +34,7 @@ from cloudphone.devices.runtimes.base import (
     DeviceRuntimeError,
 )
 from cloudphone.devices.spec import DeviceSpec, QuotaLimits, validate_name
+from cloudphone.devices.sweeper import Sweeper, SweepReport
 from cloudphone.domain import (
     ConflictError,
     ForbiddenError,
@@ -42,6 +44,8 @@ from cloudphone.domain import (
     UnavailableError,
 )
 from cloudphone.saga import SagaEngine
+
+log = logging.getLogger("cloudphone.devices")
 
 
 @dataclass(frozen=True)
@@ -291,3 +295,19 @@ class DeviceService:
         async with self.db.begin() as conn:
             await quota.set_limits_txn(conn, user_id, limits, _now())
             return await quota.get_quota_txn(conn, user_id, self.config.default_quota)
+
+    # -- housekeeping ------------------------------------------------------------------
+
+    async def sweep(self) -> SweepReport:
+        """Remove orphan containers and repair stale creations (see :mod:`.sweeper`)."""
+        report = await Sweeper(self.engine, self.runtime).sweep()
+        if report.removed or report.repaired:
+            log.warning(
+                "devices sweep fixed drift",
+                extra={"removed": report.removed, "repaired": report.repaired},
+            )
+        return report
+
+    async def sweep_on_start(self) -> None:
+        """:meth:`sweep`, as a platform start-up hook."""
+        await self.sweep()

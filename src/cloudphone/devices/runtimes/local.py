@@ -90,7 +90,6 @@ class LocalRuntime:
         stop_timeout: float = 5.0,
     ) -> None:
         self.state_dir = Path(state_dir)
-        self.state_dir.mkdir(parents=True, exist_ok=True)
         self.host = host
         digest = hashlib.sha256(str(self.state_dir.resolve()).encode()).hexdigest()[:12]
         self.instance = instance or f"local-{digest}"
@@ -312,6 +311,7 @@ class LocalRuntime:
         tmp.replace(self._path(record.name))
 
     def _tmp_path(self, name: str) -> Path:
+        self.state_dir.mkdir(parents=True, exist_ok=True)  # on first write, not at construction
         return self.state_dir / f".{name}.{secrets.token_hex(4)}.tmp"
 
     def _container(self, record: _Record, pid: int | None) -> Container:
