@@ -30,6 +30,7 @@ from sqlalchemy import (
     text,
 )
 
+from cloudphone.saga import Database
 from cloudphone.saga.store.tables import NAMING_CONVENTION
 from cloudphone.saga.store.types import JSONType, UtcDateTime
 
@@ -162,3 +163,9 @@ class Application:
     def download_name(self) -> str:
         """A file name for downloads: ``<package>-<version code>.apk``."""
         return f"{self.package_name}-{self.version_code}.apk"
+
+
+async def create_apps_schema(db: Database) -> None:
+    """Create the apps tables if missing (tests; production runs the Alembic migrations)."""
+    async with db.begin() as conn:
+        await conn.run_sync(metadata.create_all)

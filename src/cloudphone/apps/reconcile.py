@@ -80,12 +80,21 @@ class Reconciler:
         self.engine = engine
         self.storage = storage
 
-    async def run(self, *, fix: bool = False) -> ReconcileReport:
-        """Find drift; with ``fix``, repair it."""
+    async def run(self, *, fix: bool = False, package_name: str | None = None) -> ReconcileReport:
+        """Find drift; with ``fix``, repair it.
+
+        Args:
+            fix: Repair what was found (otherwise only report it).
+            package_name: Look at this package only (its records and ``apps/<package>/``).
+        """
         report = ReconcileReport(fixed=fix)
-        objects = {o.key: o async for o in self.storage.list_objects(PREFIX)}
+        prefix = PREFIX if package_name is None else f"{PREFIX}{package_name}/"
+        objects = {o.key: o async for o in self.storage.list_objects(prefix)}
+        query = select(applications)
+        if package_name is not None:
+            query = query.where(applications.c.package_name == package_name)
         async with self.db.read() as conn:
-            rows = (await conn.execute(select(applications))).mappings().all()
+            rows = (await conn.execute(query)).mappings().all()
         records = [Application.from_row(row) for row in rows]
         live_keys = {r.object_key for r in records if r.status in LIVE}
         for key in sorted(set(objects) - live_keys):
@@ -93,7 +102,7 @@ class Reconciler:
                 report.orphan_objects.append(key)
                 if fix:
                     await self.storage.delete(key)
-        async for upload in self.storage.list_pending_uploads(PREFIX):
+        async for upload in self.storage.list_pending_uploads(prefix):
             if await self._orphan_upload(upload):
                 report.pending_uploads.append(upload)
                 if fix:

@@ -78,6 +78,7 @@ class AppsService:
         storage: Where APK objects live.
         spool: Where uploads wait for their saga.
         config: Limits and timeouts.
+        upload_saga: Name of the upload saga type (tests give each test its own).
     """
 
     def __init__(
@@ -87,8 +88,11 @@ class AppsService:
         storage: ObjectStorage,
         spool: UploadSpool,
         config: AppsConfig,
+        *,
+        upload_saga: str = APP_UPLOAD,
     ) -> None:
         self.db = db
+        self.upload_saga = upload_saga
         self.engine = engine
         self.storage = storage
         self.spool = spool
@@ -123,7 +127,7 @@ class AppsService:
         try:
             upload = await self._accept(principal, spooled, description)
             saga_id = await self.engine.start(
-                APP_UPLOAD,
+                self.upload_saga,
                 upload.to_data(),
                 idempotency_key=idempotency_key,
                 started_by=principal.user_id,
@@ -164,7 +168,7 @@ class AppsService:
         async with self.db.read() as conn:
             saga_id = await conn.scalar(
                 select(saga_runs.c.id).where(
-                    saga_runs.c.saga_type == APP_UPLOAD,
+                    saga_runs.c.saga_type == self.upload_saga,
                     saga_runs.c.idempotency_key == idempotency_key,
                 )
             )
@@ -315,7 +319,7 @@ class AppsService:
         async with self.db.read() as conn:
             rows = await conn.execute(
                 select(saga_runs.c.data).where(
-                    saga_runs.c.saga_type == APP_UPLOAD,
+                    saga_runs.c.saga_type == self.upload_saga,
                     saga_runs.c.status.in_([s.value for s in ACTIVE]),
                 )
             )

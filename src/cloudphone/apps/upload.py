@@ -78,6 +78,7 @@ def build_upload_saga(
     timeout: timedelta = timedelta(minutes=10),
     store_timeout: timedelta = timedelta(minutes=5),
     retry: RetryPolicy | None = None,
+    name: str = APP_UPLOAD,
 ) -> Saga:
     """The ``app_upload`` saga over ``storage``, reading spooled files from ``spool``.
 
@@ -87,8 +88,9 @@ def build_upload_saga(
         timeout: Deadline of a run; past it, before MARK_AVAILABLE, the upload is undone.
         store_timeout: Longest one attempt of UPLOAD_TO_STORAGE may take.
         retry: Default retry policy of the steps (4 attempts, 1 s, x2, jitter if None).
+        name: Saga type name (tests give each test its own).
     """
-    saga = Saga(APP_UPLOAD, timeout=timeout, retry=retry)
+    saga = Saga(name, timeout=timeout, retry=retry)
 
     @saga.step("CREATE_APP_RECORD", transactional=True)
     async def create_record(ctx: StepContext) -> dict[str, Any]:

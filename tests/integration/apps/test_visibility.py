@@ -1,0 +1,47 @@
+"""Who sees what: AVAILABLE apps for everyone, other states for their uploader and admins."""
+
+from __future__ import annotations
+
+import pytest
+
+from cloudphone.apps.models import AppStatus
+from cloudphone.domain import NotFoundError, Principal
+from cloudphone.saga.testing import FaultInjector
+from tests.support.apps_harness import ADMIN, MakeApps, apk
+
+
+async def test_failed_uploads_are_visible_to_their_uploader_and_admins_only(
+    make_apps: MakeApps, user: Principal, package: str
+) -> None:
+    faults = FaultInjector()
+    faults.fail("UPLOAD_TO_STORAGE", times=None)
+    apps = await make_apps(hooks=faults)
+    stranger = Principal(f"stranger-{package}")
+    async with apps.engine.worker():
+        _run, failed = await apps.upload_and_wait(user, apk(package, 1))
+    assert failed is not None
+    assert failed.status is AppStatus.FAILED
+    assert (await apps.service.get_app(user, failed.id)).id == failed.id
+    assert (await apps.service.get_app(ADMIN, failed.id)).id == failed.id
+    with pytest.raises(NotFoundError):
+        await apps.service.get_app(stranger, failed.id)
+    assert await apps.service.list_apps(stranger, package_name=package) == []
+    mine = await apps.service.list_apps(user, package_name=package)
+    assert [a.id for a in mine] == [failed.id]
+    only_failed = await apps.service.list_apps(
+        ADMIN, package_name=package, statuses=[AppStatus.FAILED]
+    )
+    assert [a.id for a in only_failed] == [failed.id]
+
+
+async def test_everyone_sees_available_apps(
+    make_apps: MakeApps, user: Principal, package: str
+) -> None:
+    apps = await make_apps()
+    async with apps.engine.worker():
+        _run, app = await apps.upload_and_wait(user, apk(package, 1))
+    assert app is not None
+    stranger = Principal(f"stranger-{package}")
+    assert [a.id for a in await apps.service.list_apps(stranger, package_name=package)] == [app.id]
+    _app, target = await apps.service.download(stranger, app.id)
+    assert target is not None
