@@ -62,13 +62,16 @@ async def settle_refund_txn(
         SettlementConflict: The payment is not held by this refund, or the total would exceed
             the paid amount.
     """
-    refund = await store.refund_txn(conn, refund_id, lock=True)
-    if refund is None:
+    found = await store.refund_txn(conn, refund_id)
+    if found is None:
         raise SettlementConflict(f"refund {refund_id} does not exist")
+    # Lock order everywhere in billing: the payment first, then its refund.
+    payment = await store.payment_txn(conn, found.payment_id, lock=True)
+    refund = await store.refund_txn(conn, refund_id, lock=True)
+    assert payment is not None  # foreign key
+    assert refund is not None  # refunds are never deleted
     if refund.status in (RefundStatus.SUCCEEDED, RefundStatus.FAILED):
         return None
-    payment = await store.payment_txn(conn, refund.payment_id, lock=True)
-    assert payment is not None  # foreign key
     if payment.held_by_refund != refund.id:
         raise SettlementConflict(
             f"payment {payment.id} is not held by refund {refund.id} "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -13,6 +14,7 @@ from cloudphone.billing.models import IN_FLIGHT, refunds
 from cloudphone.domain import ConflictError, InvalidInputError, Principal
 from cloudphone.saga import SagaStatus
 from tests.support.billing_harness import Billing, build_billing
+from tests.support.billing_http import billing_client, headers
 
 pytestmark = pytest.mark.postgres
 
@@ -95,3 +97,24 @@ async def test_fifty_concurrent_refunds_never_overrefund_nor_500(
     assert len(done) == kinds["accepted"]
     at_provider = await billing.sandbox.refunds_of(paid.provider_payment_id or "")
     assert sum(r.amount for r in at_provider) == succeeded
+
+
+async def test_fifty_concurrent_http_refund_requests_are_202_or_409(
+    pg_billing: Billing, unique: str, tmp_path: Path
+) -> None:
+    """Over HTTP: 50 at once on one payment → one 202, the rest 409; never a 5xx."""
+    billing = pg_billing
+    user = Principal(f"user-{unique}")
+    payment = await billing.paid_payment(user, 5000)
+    who = headers(user.user_id)
+    url = f"/payments/{payment.id}/refunds"
+    async with billing_client(billing, tmp_path / "var") as client:
+        responses = await asyncio.gather(
+            *(client.post(url, json={"amount": 100 + i * 37}, headers=who) for i in range(50))
+        )
+    statuses = Counter(r.status_code for r in responses)
+    assert statuses == {202: 1, 409: 49}, statuses
+    assert all(
+        r.json()["error"]["code"] == "refund_in_progress" for r in responses if r.status_code == 409
+    )
+    assert await billing.counts(payment.id) == {"refunds": 1, "sagas": 1}
