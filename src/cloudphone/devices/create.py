@@ -77,7 +77,6 @@ def create_retry_policy(config: DevicesConfig) -> RetryPolicy:
         max_attempts=config.retry_max_attempts,
         initial_interval=initial,
         max_interval=max(initial * 16, timedelta(seconds=30)),
-        non_retryable=(PermanentRuntimeError,),
     )
 
 
@@ -159,7 +158,10 @@ def build_create_saga(
                 LABEL_OWNER: ctx.data["owner_id"],
             },
         )
-        container = await runtime.create(launch)
+        try:
+            container = await runtime.create(launch)
+        except PermanentRuntimeError as error:
+            raise NonRetryableError(str(error)) from error
         return {
             "container_name": container.name,
             "container_id": container.id,

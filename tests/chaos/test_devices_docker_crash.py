@@ -1,0 +1,109 @@
+"""A device worker SIGKILLed mid-creation on Docker: RUNNING or fully undone; `docker ps -a` clean.
+
+PostgreSQL, a private dockerd, the busybox fake-device image (tests/support/devices_docker.py).
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from cloudphone.devices.models import DeviceStatus
+from cloudphone.devices.runtimes.docker import DockerRuntime
+from cloudphone.devices.service import DeviceService
+from cloudphone.devices.spec import Resources
+from cloudphone.domain import Principal
+from cloudphone.saga import SagaEngine, SagaStatus
+from tests.support.devices_docker import PrivateDockerd, docker_runtime, dockerd
+from tests.support.devices_stack import (
+    SMALL,
+    DeviceStack,
+    build_sagas,
+    create_devices_schema,
+    make_config,
+)
+from tests.support.devices_worker import DeviceWorkers
+
+__all__ = ["docker_runtime", "dockerd"]  # fixtures used below
+
+pytestmark = [pytest.mark.chaos, pytest.mark.postgres]
+
+
+@pytest.fixture
+async def stack(
+    postgres_url: str, docker_runtime: DockerRuntime, unique: str
+) -> AsyncIterator[DeviceStack]:
+    """The test's own engine (no worker) on the docker runtime."""
+    config = make_config()
+    engine = SagaEngine(
+        postgres_url, build_sagas(docker_runtime, config), worker_id=f"api-{unique}"
+    )
+    await engine.create_schema()
+    await create_devices_schema(engine.db)
+    yield DeviceStack(engine, DeviceService(engine, config, docker_runtime), docker_runtime, config)
+    await engine.close()
+
+
+@pytest.fixture
+def workers(
+    postgres_url: str,
+    stack: DeviceStack,
+    dockerd: PrivateDockerd,
+    docker_runtime: DockerRuntime,
+    tmp_path: Path,
+) -> Iterator[DeviceWorkers]:
+    """Worker children on the same daemon and instance label; all SIGKILLed at the end."""
+    runtime_args = [
+        "--runtime",
+        "docker",
+        "--docker-url",
+        dockerd.url,
+        "--image",
+        dockerd.image,
+        "--instance",
+        docker_runtime.options.instance,
+    ]
+    pool = DeviceWorkers(postgres_url, stack.config.model_dump(mode="json"), tmp_path, runtime_args)
+    yield pool
+    pool.close()
+
+
+@pytest.mark.parametrize("outcome", ["finishes", "is_undone"])
+async def test_worker_killed_after_creating_the_container(
+    stack: DeviceStack,
+    workers: DeviceWorkers,
+    dockerd: PrivateDockerd,
+    docker_runtime: DockerRuntime,
+    unique: str,
+    outcome: str,
+) -> None:
+    """SIGKILL after CREATE_CONTAINER's docker call: the container is adopted or removed."""
+    user = Principal(f"user-{unique}")
+    first = await workers.start(f"a-{unique}", crash_after=["CREATE_CONTAINER"])
+    created = await stack.service.create_device(user, "phone", SMALL)
+    assert await first.exited() == -signal.SIGKILL
+    [orphan] = await stack.containers()
+
+    recovery = {"fail": ["INITIALIZE_DEVICE"]} if outcome == "is_undone" else {}
+    await workers.start(f"b-{unique}", **recovery)
+    run = await stack.wait(created.saga_id, seconds=45)
+
+    label = f"label=cloudphone.runtime={docker_runtime.options.instance}"
+    listing = dockerd.cli("ps", "-a", "--filter", label, "--format", "{{.ID}} {{.Names}}")
+    on_daemon = listing.splitlines()
+    device = await stack.device(created.device.id)
+    if outcome == "finishes":
+        assert run.status is SagaStatus.COMPLETED, (run.error, workers.logs())
+        assert device.status is DeviceStatus.RUNNING
+        assert on_daemon == [f"{orphan.id[:12]} {device.container_name}"]
+        assert (await stack.quota(user.user_id)).used.devices == 1
+    else:
+        assert run.status is SagaStatus.COMPENSATED, (run.error, workers.logs())
+        assert device.status is DeviceStatus.ERROR
+        assert on_daemon == []
+        assert await stack.ports_of_saga(created.saga_id) == []
+        quota = await stack.quota(user.user_id)
+        assert (quota.used, quota.reserved) == (Resources(), Resources())
