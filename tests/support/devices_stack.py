@@ -192,3 +192,8 @@ def spawn_stray_agent(instance: str, token: str, adb_port: int) -> int:
 def reap(pid: int) -> None:
     """Wait for a child process started by a test (it must be exiting)."""
     os.waitpid(pid, 0)
+
+
+def proc_limits(pid: int) -> str:
+    """``/proc/<pid>/limits`` of a process."""
+    return Path(f"/proc/{pid}/limits").read_text()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import resource
 import signal
 import sys
 from collections.abc import Sequence
@@ -100,6 +101,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--stream-port", type=int, required=True)
     parser.add_argument("--serial", required=True)
     parser.add_argument("--android-version", default="13")
+    parser.add_argument("--memory-mb", type=int, default=0, help="address-space limit (0: none)")
     parser.add_argument("--name", default="", help="container name (for the runtime's scan)")
     parser.add_argument("--instance", default="", help="runtime id (for the runtime's scan)")
     parser.add_argument("--token", default="", help="container token (for the runtime's scan)")
@@ -108,6 +110,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 async def run(args: argparse.Namespace) -> int:
     """Serve until SIGTERM or SIGINT; 3 when a port is taken."""
+    if args.memory_mb > 0:
+        limit = args.memory_mb * 1024 * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     agent = Agent(args.serial, args.android_version)
     try:
         adb = await asyncio.start_server(agent.serve_adb, args.host, args.adb_port)

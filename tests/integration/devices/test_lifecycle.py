@@ -8,14 +8,15 @@ import pytest
 
 from cloudphone.devices.links import DISPLAY_PROP, LineLink
 from cloudphone.devices.models import DeviceStatus
+from cloudphone.devices.runtimes.local import LocalRuntime
 from cloudphone.devices.spec import Resources
 from cloudphone.domain import InvalidInputError, Principal
 from cloudphone.saga import SagaStatus
-from tests.support.devices_stack import SMALL, DeviceStack
+from tests.support.devices_stack import SMALL, DeviceStack, proc_limits
 
 
 async def test_created_device_runs_and_answers_as_itself(
-    stack: DeviceStack, user: Principal
+    stack: DeviceStack, user: Principal, runtime: LocalRuntime
 ) -> None:
     """POST → CREATING at once; the saga ends RUNNING with a live agent bound to its ports."""
     async with stack.engine.worker(concurrency=8):
@@ -39,6 +40,8 @@ async def test_created_device_runs_and_answers_as_itself(
     quota = await stack.quota(user.user_id)
     assert (quota.used, quota.reserved) == (Resources.of(SMALL), Resources())
     assert [c.name for c in await stack.containers()] == [device.container_name]
+    [agent] = runtime.scan()  # its memory limit is the agent's address-space limit
+    assert f"Max address space         {SMALL.memory_mb * 1024 * 1024}" in proc_limits(agent.pid)
 
 
 async def test_delete_frees_everything_and_twice_is_harmless(

@@ -8,8 +8,9 @@ their own session and outlive the platform, like containers outlive a Docker cli
 also reports stray agents of this runtime that have no record, so the devices sweeper can
 kill them. Linux only (``/proc``).
 
-Resource limits of the spec are recorded but not enforced here; the docker runtime enforces
-them with cgroups.
+Of the spec's limits, memory is enforced as the agent's address-space limit (RLIMIT_AS); CPU
+and process counts are only accounted in the quota here. The docker runtime enforces all
+three with cgroups.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ class _Record:
     adb_port: int
     stream_port: int
     android_version: str
+    memory_mb: int = 0
     labels: dict[str, str] = field(default_factory=dict)
     pid: int | None = None
     stopped: bool = False
@@ -109,6 +111,7 @@ class LocalRuntime:
             adb_port=launch.adb_port,
             stream_port=launch.stream_port,
             android_version=launch.spec.android_version,
+            memory_mb=launch.spec.memory_mb,
             labels=dict(launch.labels),
         )
         if not self._publish(record):
@@ -220,6 +223,7 @@ class LocalRuntime:
             "--stream-port", str(record.stream_port),
             "--serial", record.serial,
             "--android-version", record.android_version,
+            "--memory-mb", str(record.memory_mb),
             "--name", record.name,
             "--instance", self.instance,
             "--token", record.token,
