@@ -19,14 +19,24 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import botocore.session
+from aiobotocore.session import get_session
 from botocore.config import Config
+from pydantic import SecretStr
+
+from cloudphone.apps.storage.s3 import S3Storage
 
 ACCESS_KEY = "cloudphone-test"
 SECRET_KEY = "cloudphone-test-secret"
 REGION = "us-east-1"
 _ADMIN_GRPC_OFFSET = 10_008  # mini's maintenance worker dials admin port + 10000 regardless
+
+TEST_BUCKET = "cloudphone-test"
+PART_SIZE = 5 * 1024 * 1024
+SESSION = get_session()
+"""One aiobotocore session for every test's client: the S3 model is loaded once."""
 
 
 def weed_binary() -> str:
@@ -183,3 +193,23 @@ class WeedServer:
             return (self.directory / "weed.log").read_text(errors="replace")[-tail:]
         except FileNotFoundError:
             return ""
+
+
+def s3_storage(endpoint: str, prefix: str, **options: Any) -> S3Storage:
+    """An S3 store on the test server: small parts, no client-side retries (the saga retries)."""
+    settings: dict[str, Any] = {
+        "bucket": TEST_BUCKET,
+        "endpoint_url": endpoint,
+        "region": REGION,
+        "access_key": SecretStr(ACCESS_KEY),
+        "secret_key": SecretStr(SECRET_KEY),
+        "prefix": prefix,
+        "part_size": PART_SIZE,
+        "part_concurrency": 2,
+        "connect_timeout": 1.0,
+        "read_timeout": 10.0,
+        "max_attempts": 1,
+        "session": SESSION,
+        **options,
+    }
+    return S3Storage(**settings)

@@ -7,20 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiobotocore.session import get_session
-from pydantic import SecretStr
 
 from cloudphone.apps.storage.base import ObjectStorage
 from cloudphone.apps.storage.filesystem import FilesystemStorage
-from cloudphone.apps.storage.s3 import S3Storage
 from cloudphone.domain import Principal
 from tests.support.apps_harness import Apps, MakeApps, build_apps, package_for
-from tests.support.apps_s3 import ACCESS_KEY, REGION, SECRET_KEY, WeedServer
-
-TEST_BUCKET = "cloudphone-test"
-PART_SIZE = 5 * 1024 * 1024
-SESSION = get_session()
-"""One aiobotocore session for every test's client: the S3 model is loaded once."""
+from tests.support.apps_s3 import WeedServer, s3_storage
 
 
 @pytest.fixture(scope="session")
@@ -30,26 +22,6 @@ def weed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WeedServer]:
     server.start()
     yield server
     server.stop(kill=True)  # its data is throwaway; a graceful stop can take 15 s
-
-
-def s3_storage(endpoint: str, prefix: str, **options: Any) -> S3Storage:
-    """An S3 store on the test server: small parts, no client-side retries (the saga retries)."""
-    settings: dict[str, Any] = {
-        "bucket": TEST_BUCKET,
-        "endpoint_url": endpoint,
-        "region": REGION,
-        "access_key": SecretStr(ACCESS_KEY),
-        "secret_key": SecretStr(SECRET_KEY),
-        "prefix": prefix,
-        "part_size": PART_SIZE,
-        "part_concurrency": 2,
-        "connect_timeout": 1.0,
-        "read_timeout": 10.0,
-        "max_attempts": 1,
-        "session": SESSION,
-        **options,
-    }
-    return S3Storage(**settings)
 
 
 @pytest.fixture
