@@ -21,6 +21,12 @@ from types import TracebackType
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
 from cloudphone import schema
+from cloudphone.apps.service import AppsService
+from cloudphone.apps.spool import UploadSpool
+from cloudphone.apps.storage.base import ObjectStorage
+from cloudphone.apps.storage.filesystem import FilesystemStorage
+from cloudphone.apps.storage.s3 import S3Storage
+from cloudphone.apps.upload import build_upload_saga
 from cloudphone.billing.providers.base import PaymentProvider
 from cloudphone.billing.providers.sandbox import SandboxProvider
 from cloudphone.billing.providers.stripe import StripeProvider
@@ -57,7 +63,7 @@ class Platform:
     # services: each service adds one typed attribute here, set in build_platform, e.g.
     billing: BillingService
     devices: DeviceService
-    #   apps: AppsService
+    apps: AppsService
 
     def __init__(
         self,
@@ -190,6 +196,8 @@ def build_platform(settings: Settings, *, with_worker: bool) -> Platform:
     # adapters (ports): services build theirs from settings.billing / .apps / .devices here.
     payment_providers = build_payment_providers(settings, db)
     device_runtime = build_device_runtime(settings)
+    object_storage = build_object_storage(settings)
+    upload_spool = UploadSpool(settings.apps.temp_dir or settings.data_dir / "uploads")
 
     sagas: list[Saga] = []
     if settings.demo:
@@ -200,6 +208,14 @@ def build_platform(settings: Settings, *, with_worker: bool) -> Platform:
     )
     sagas.append(build_create_saga(device_runtime, settings.devices))
     sagas.append(build_delete_saga(device_runtime, settings.devices))
+    sagas.append(
+        build_upload_saga(
+            object_storage,
+            upload_spool,
+            timeout=settings.apps.upload_timeout,
+            store_timeout=settings.apps.store_attempt_timeout,
+        )
+    )
 
     engine = SagaEngine(
         db,
@@ -221,6 +237,13 @@ def build_platform(settings: Settings, *, with_worker: bool) -> Platform:
     if with_worker:
         # "Cleaned on start": containers no live device owns go, stale creations are repaired.
         platform.on_start(platform.devices.sweep_on_start)
+    platform.apps = AppsService(db, engine, object_storage, upload_spool, settings.apps)
+    platform.on_start(object_storage.start)
+    platform.on_close(object_storage.close)
+    if with_worker:
+        # Spooled uploads of finished (or unknown) sagas go on start, then periodically.
+        platform.on_start(platform.apps.start_housekeeping)
+        platform.on_close(platform.apps.stop_housekeeping)
     # services: platform.billing = BillingService(db, engine, provider), and register any
     # async set-up / tear-down with platform.on_start(...) / platform.on_close(...).
     return platform
@@ -233,6 +256,13 @@ def build_payment_providers(settings: Settings, db: Database) -> dict[str, Payme
     if billing.stripe_api_key is not None:
         providers["stripe"] = StripeProvider(billing)
     return providers
+
+
+def build_object_storage(settings: Settings) -> ObjectStorage:
+    """The apps service's object store: the filesystem (default) or S3."""
+    if settings.apps.storage == "s3":
+        return S3Storage.from_config(settings.apps)
+    return FilesystemStorage(settings.apps.storage_root or settings.data_dir / "objects")
 
 
 def build_device_runtime(settings: Settings) -> DeviceRuntime:
