@@ -9,6 +9,8 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from cloudphone.saga.records import ErrorInfo
+
 
 @dataclass(frozen=True)
 class StepContext:
@@ -24,6 +26,9 @@ class StepContext:
             the outside system so a repeated call is harmless.
         deadline: When the saga's deadline passes (None when it has none).
         compensating: True when this call is a compensation.
+        compensation_cause: Why the saga turned back (``failed``, ``timed_out``,
+            ``cancelled``); None in forward steps.
+        error: The failure that made it turn back (or the last failure of this step), if any.
     """
 
     saga_id: str
@@ -34,6 +39,8 @@ class StepContext:
     idempotency_key: str
     deadline: datetime | None
     compensating: bool = False
+    compensation_cause: str | None = None
+    error: ErrorInfo | None = None
     _session: AsyncConnection | None = field(default=None, repr=False)
 
     @property

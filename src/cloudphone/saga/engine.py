@@ -160,7 +160,9 @@ class SagaEngine:
                 worker.adopt(_claimed_run(new, self.lease))
             else:
                 worker.unreserve()
-        elif inserted and worker is not None and session is None:
+        elif inserted and worker is not None and (session is None or not self.db.is_postgres):
+            # With session= on SQLite the claim queues behind the caller's writer lock, so it
+            # sees the run once the caller commits. PostgreSQL's NOTIFY fires on commit instead.
             worker.wake()
         return run_id
 
@@ -301,11 +303,24 @@ class SagaEngine:
     # -- operator actions ---------------------------------------------------------------
 
     async def retry(
-        self, saga_id: str, *, note: str | None = None, actor: str | None = None
+        self,
+        saga_id: str,
+        *,
+        note: str | None = None,
+        actor: str | None = None,
+        forward: bool = False,
     ) -> SagaRun:
-        """Resume a FAILED run at the step that failed."""
+        """Resume a FAILED run at the step that failed.
+
+        Args:
+            saga_id: The run.
+            note: Why (kept in the history).
+            actor: Who (kept in the history).
+            forward: For a run that failed while compensating: go forward again from the step
+                whose compensation failed, instead of retrying the compensation.
+        """
         return await self._operate(
-            saga_id, lambda run: operators.retry(run, self.clock.now(), actor, note)
+            saga_id, lambda run: operators.retry(run, self.clock.now(), actor, note, forward)
         )
 
     async def cancel(self, saga_id: str, *, actor: str | None = None) -> SagaRun:

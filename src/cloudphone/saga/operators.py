@@ -57,12 +57,25 @@ def _needs_operator(run: SagaRun, action: str) -> None:
         raise OperatorActionError(f"cannot {action} saga {run.id}: it was already resolved")
 
 
-def retry(run: SagaRun, now: datetime, actor: str | None, note: str | None) -> OperatorChange:
-    """Resume a FAILED run at the step that failed, in the direction it was going."""
+def retry(
+    run: SagaRun, now: datetime, actor: str | None, note: str | None, forward: bool = False
+) -> OperatorChange:
+    """Resume a FAILED run at the step that failed, in the direction it was going.
+
+    With ``forward`` a run that failed while compensating goes forward again instead, from the
+    step whose compensation failed (forward recovery: e.g. the provider did take the refund,
+    so the saga should finish rather than undo). That step runs again, so it must be idempotent
+    like every step.
+    """
     _needs_operator(run, "retry")
-    status = SagaStatus.COMPENSATING if run.compensation_cause else SagaStatus.RUNNING
+    if forward and not run.compensation_cause:
+        raise OperatorActionError(
+            f"saga {run.id} failed going forward; a plain retry already resumes it forward"
+        )
+    compensating = bool(run.compensation_cause) and not forward
+    status = SagaStatus.COMPENSATING if compensating else SagaStatus.RUNNING
     check_transition(run.status, status)
-    values = {
+    values: dict[str, Any] = {
         "status": status.value,
         "attempt": 1,
         "owner": None,
@@ -72,12 +85,18 @@ def retry(run: SagaRun, now: datetime, actor: str | None, note: str | None) -> O
         "cancel_requested": False,
         "updated_at": now,
     }
+    if forward:
+        values["compensation_cause"] = None
     event = NewEvent(
         EventKind.OPERATOR_RETRY,
         at=now,
         step=run.current_step,
         attempt=1,
-        detail={**_who(actor, note), "resumes": status.value},
+        detail={
+            **_who(actor, note),
+            "resumes": status.value,
+            **({"forward": True} if forward else {}),
+        },
     )
     return OperatorChange(values, [event], bump_epoch=True)
 

@@ -178,6 +178,8 @@ class Runner:
             idempotency_key=idempotency_key(s.id, step.name, compensating=compensating),
             deadline=s.deadline_at,
             compensating=compensating,
+            compensation_cause=s.compensation_cause if compensating else None,
+            error=s.error,
         )
 
     async def _forward(self, step: Step) -> Progress:

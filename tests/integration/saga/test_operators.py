@@ -172,3 +172,68 @@ async def test_operator_actions_refuse_wrong_states(make_engine: Callable[..., S
                    engine.cancel(saga_id)):
         with pytest.raises(OperatorActionError, match="COMPLETED"):
             await action
+
+
+async def test_forward_retry_finishes_a_saga_whose_undo_failed(
+        make_engine: Callable[..., SagaEngine], unique: str) -> None:
+    """Forward recovery: a run FAILED while compensating goes forward again on request."""
+    saga = Saga(f"opforward_{unique}")
+    calls: list[str] = []
+    causes: list[tuple[str | None, str | None]] = []
+
+    @saga.step("HOLD")
+    async def hold(ctx: StepContext) -> None:
+        calls.append("HOLD")
+
+    @hold.compensate
+    async def release(ctx: StepContext) -> None:
+        calls.append("undo:HOLD")
+
+    @saga.step("CALL", pivot=True)
+    async def call(ctx: StepContext) -> dict[str, bool]:
+        calls.append("CALL")
+        if calls.count("CALL") == 1:
+            raise NonRetryableError("answer lost")
+        return {"called": True}
+
+    @call.compensate
+    async def check(ctx: StepContext) -> None:
+        causes.append((ctx.compensation_cause, ctx.error.message if ctx.error else None))
+        raise NonRetryableError("the call may have happened: an operator must decide")
+
+    @saga.step("RECORD")
+    async def record(ctx: StepContext) -> None:
+        calls.append("RECORD")
+
+    engine = make_engine([saga])
+    await engine.create_schema()
+    async with engine.worker():
+        saga_id = await engine.start(saga.name, {})
+        failed = await engine.wait(saga_id, timeout=10)
+        assert failed.status is SagaStatus.FAILED
+        assert failed.compensation_cause == "failed"
+        await engine.retry(saga_id, forward=True, note="provider shows the call went through")
+        run = await engine.wait(saga_id, timeout=10)
+    assert run.status is SagaStatus.COMPLETED
+    assert run.compensation_cause is None
+    assert calls == ["HOLD", "CALL", "CALL", "RECORD"]
+    assert causes == [("failed", "answer lost")]
+    retry = next(e for e in await engine.history(saga_id) if e.kind is EventKind.OPERATOR_RETRY)
+    assert retry.detail["forward"] is True
+    assert retry.detail["resumes"] == "RUNNING"
+
+
+
+async def test_forward_retry_needs_a_failed_compensation(make_engine: Callable[..., SagaEngine],
+                                                         unique: str) -> None:
+    """A run that failed going forward already resumes forward; forward=True is refused."""
+    saga = build_saga(f"opfwdref_{unique}", Recorder(), steps=("P", "R"), pivot="P")
+    faults = FaultInjector()
+    faults.fail("R", times=1, error=NonRetryableError("bad"))
+    engine = make_engine([saga], hooks=faults)
+    await engine.create_schema()
+    async with engine.worker():
+        saga_id = await engine.start(saga.name, {})
+        assert (await engine.wait(saga_id, timeout=10)).status is SagaStatus.FAILED
+        with pytest.raises(OperatorActionError, match="plain retry"):
+            await engine.retry(saga_id, forward=True)

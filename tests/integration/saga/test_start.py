@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -77,6 +78,19 @@ async def test_start_joins_the_callers_transaction(make_engine: Callable[..., Sa
     async with engine.db.read() as conn:
         rows = (await conn.execute(sa.text(f"SELECT id FROM {table}"))).scalars().all()
     assert rows == [2]
+
+
+async def test_run_started_in_a_transaction_is_picked_up_at_commit(
+        make_engine: Callable[..., SagaEngine], unique: str) -> None:
+    """start(session=...) wakes the local worker: no wait for the (here 30 s) poll interval."""
+    saga = build_saga(f"txnwake_{unique}", Recorder())
+    engine = make_engine([saga], poll_interval=timedelta(seconds=30))
+    await engine.create_schema()
+    async with engine.worker():
+        async with engine.db.begin() as conn:
+            saga_id = await engine.start(saga.name, {}, session=conn)
+        run = await engine.wait(saga_id, timeout=5)
+    assert run.status is SagaStatus.COMPLETED
 
 
 async def test_bad_start_input_is_refused(make_engine: Callable[..., SagaEngine],
