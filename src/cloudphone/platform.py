@@ -237,6 +237,7 @@ def build_platform(settings: Settings, *, with_worker: bool) -> Platform:
     if with_worker:
         # "Cleaned on start": containers no live device owns go, stale creations are repaired.
         platform.on_start(platform.devices.sweep_on_start)
+        platform.on_close(platform.devices.stop_sweeping)
     platform.apps = AppsService(db, engine, object_storage, upload_spool, settings.apps)
     platform.on_start(object_storage.start)
     platform.on_close(object_storage.close)

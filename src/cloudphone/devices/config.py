@@ -70,6 +70,10 @@ class DevicesConfig(BaseModel):
     retry_max_attempts: int = Field(default=4, ge=1)
     """Attempts of a step before the creation is compensated."""
 
+    sweep_interval_seconds: float = Field(default=300.0, ge=0)
+    """How often worker processes run the sweeper (orphan containers, stale creations) after
+    the sweep at start; 0 sweeps at start only."""
+
     local_state_dir: Path | None = None
     """Where the local runtime keeps one record per device process; default
     ``<data_dir>/devices``."""

@@ -6,6 +6,8 @@ start sagas in the request's transaction; stop and start act on the runtime dire
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import uuid
 from dataclasses import dataclass
@@ -84,6 +86,7 @@ class DeviceService:
         self.db = engine.db
         self.config = config
         self.runtime = runtime
+        self._sweeping: asyncio.Task[None] | None = None
 
     # -- create ------------------------------------------------------------------------
 
@@ -309,5 +312,24 @@ class DeviceService:
         return report
 
     async def sweep_on_start(self) -> None:
-        """:meth:`sweep`, as a platform start-up hook."""
+        """Platform start-up hook: sweep now, then every ``sweep_interval_seconds``."""
         await self.sweep()
+        interval = self.config.sweep_interval_seconds
+        if interval > 0 and self._sweeping is None:
+            self._sweeping = asyncio.create_task(self._sweep_every(interval))
+
+    async def stop_sweeping(self) -> None:
+        """Platform shut-down hook: stop the periodic sweep."""
+        task, self._sweeping = self._sweeping, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _sweep_every(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.sweep()
+            except Exception:  # a failed sweep must not end the loop; the next one retries
+                log.exception("devices sweep failed")

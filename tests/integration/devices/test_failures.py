@@ -197,3 +197,22 @@ async def test_failure_at_each_early_step_is_undone(
     assert run.error is not None
     assert run.error.step == step
     await assert_fully_undone(stack, user, created.saga_id)
+
+
+async def test_periodic_sweep_repairs_without_being_asked(
+    make_stack: StackFactory, user: Principal
+) -> None:
+    """With a sweep interval, a creation cancelled while PENDING is repaired in the background."""
+    stack = await make_stack(make_config(sweep_interval_seconds=0.05))
+    await stack.service.sweep_on_start()
+    try:
+        created = await stack.service.create_device(user, "phone", SMALL)
+        await stack.engine.cancel(created.saga_id, actor="ops")
+
+        async def status() -> DeviceStatus:
+            return (await stack.device(created.device.id)).status
+
+        await eventually(status, lambda s: s is DeviceStatus.ERROR, what="repaired by the loop")
+    finally:
+        await stack.service.stop_sweeping()
+    await assert_fully_undone(stack, user, created.saga_id)
