@@ -104,6 +104,18 @@ def _finish(
     )
 
 
+def _done_event(
+    kind: EventKind, step: Step, state: RunState, started_at: datetime, now: datetime
+) -> NewEvent:
+    return NewEvent(
+        kind,
+        at=now,
+        step=step.name,
+        attempt=state.attempt,
+        detail={"started_at": started_at.isoformat(), "duration_ms": _ms(started_at, now)},
+    )
+
+
 def on_step_success(
     state: RunState,
     saga: Saga,
@@ -113,15 +125,7 @@ def on_step_success(
 ) -> Progress:
     """A forward step's attempt succeeded: merge its output and move to the next step."""
     step = saga.steps[state.step_index]
-    events = [
-        NewEvent(
-            EventKind.STEP_SUCCEEDED,
-            at=now,
-            step=step.name,
-            attempt=state.attempt,
-            detail={"started_at": started_at.isoformat(), "duration_ms": _ms(started_at, now)},
-        )
-    ]
+    events = [_done_event(EventKind.STEP_SUCCEEDED, step, state, started_at, now)]
     nxt = state.step_index + 1
     forward_after = saga.pivot_index is not None and nxt > saga.pivot_index
     noted = _with_deadline_note(state, saga, now, events, forward_after)
@@ -362,15 +366,7 @@ def on_compensation_success(
 ) -> Progress:
     """A compensation succeeded: go on with the next one down, or finish."""
     step = saga.steps[state.step_index]
-    events = [
-        NewEvent(
-            EventKind.COMPENSATION_SUCCEEDED,
-            at=now,
-            step=step.name,
-            attempt=state.attempt,
-            detail={"started_at": started_at.isoformat(), "duration_ms": _ms(started_at, now)},
-        )
-    ]
+    events = [_done_event(EventKind.COMPENSATION_SUCCEEDED, step, state, started_at, now)]
     pointer = next_compensation(saga, state.step_index - 1)
     progress = _base(state, now, events)
     if pointer is None:

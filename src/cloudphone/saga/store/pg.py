@@ -20,9 +20,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from cloudphone.saga.ports import Clock
 from cloudphone.saga.progress import Progress
-from cloudphone.saga.records import ErrorInfo, SagaRun
-from cloudphone.saga.state import SagaStatus
+from cloudphone.saga.records import SagaRun
 from cloudphone.saga.store.batch import Batcher
+from cloudphone.saga.store.rows import run_from_row
 
 NOTIFY_CHANNEL = "cloudphone_sagas"
 """Channel on which new and resumed runs are announced to idle workers."""
@@ -184,29 +184,14 @@ def _iso(at: datetime | None) -> str | None:
 
 
 def run_from_record(row: Mapping[str, Any]) -> SagaRun:
-    """A SagaRun from a row selected with ``_RUN_COLUMNS``."""
+    """A SagaRun from a row selected with ``_RUN_COLUMNS`` (JSON columns as text)."""
     error = row["error"]
-    return SagaRun(
-        id=row["id"],
-        saga_type=row["saga_type"],
-        status=SagaStatus(row["status"]),
-        current_step=row["current_step"],
-        data=json.loads(row["data"]),
-        error=ErrorInfo.from_dict(json.loads(error)) if error is not None else None,
-        attempt=row["attempt"],
-        compensation_cause=row["compensation_cause"],
-        idempotency_key=row["idempotency_key"],
-        started_by=row["started_by"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        finished_at=row["finished_at"],
-        deadline_at=row["deadline_at"],
-        next_run_at=row["next_run_at"],
-        owner=row["owner"],
-        lease_expires_at=row["lease_expires_at"],
-        epoch=row["epoch"],
-        cancel_requested=row["cancel_requested"],
-        resolution=row["resolution"],
+    return run_from_row(
+        {
+            **row,
+            "data": json.loads(row["data"]),
+            "error": json.loads(error) if error is not None else None,
+        }
     )
 
 
