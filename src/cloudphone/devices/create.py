@@ -84,6 +84,18 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def _failure_reason(ctx: StepContext) -> str:
+    """Why the creation was undone, for the device's ``error``.
+
+    For example ``creation failed in INITIALIZE_DEVICE: DeviceBootError: ... (saga <id>)``.
+    """
+    cause = ctx.compensation_cause or "failed"
+    error = ctx.error
+    where = f" in {error.step}" if error is not None and error.step else ""
+    what = f": {error.type}: {error.message}" if error is not None else ""
+    return f"creation {cause}{where}{what} (saga {ctx.saga_id})"[:2000]
+
+
 def _spec(ctx: StepContext) -> DeviceSpec:
     return DeviceSpec.from_data(ctx.data["spec"])
 
@@ -126,7 +138,7 @@ def build_create_saga(
             expect={DeviceStatus.CREATING},
             now=_now(),
             status=DeviceStatus.ERROR,
-            error=f"creation did not complete; see saga {ctx.saga_id}",
+            error=_failure_reason(ctx),
         )
 
     @saga.step("ALLOCATE_PORTS", transactional=True)

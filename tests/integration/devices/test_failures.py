@@ -51,6 +51,11 @@ async def test_boot_failure_after_the_container_exists_undoes_everything(
     assert run.error is not None
     assert run.error.step == "INITIALIZE_DEVICE"
     assert faults.attempts("INITIALIZE_DEVICE") == 3
+    device = await stack.device(created.device.id)
+    assert device.error is not None
+    assert device.error.startswith(
+        "creation failed in INITIALIZE_DEVICE: ConnectionError: adb went away"
+    )
     undone = [
         e.step
         for e in await stack.engine.history(created.saga_id)
