@@ -272,4 +272,9 @@ def build_device_runtime(settings: Settings) -> DeviceRuntime:
     if devices.runtime == "docker":
         return DockerRuntime(DockerOptions.from_config(devices))
     state_dir = devices.local_state_dir or settings.data_dir / "devices"
-    return LocalRuntime(state_dir, host=devices.adb_host)
+    return LocalRuntime(
+        state_dir,
+        host=devices.adb_host,
+        protocol=devices.local_protocol,
+        init_commands=devices.init_commands,
+    )

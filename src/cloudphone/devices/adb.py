@@ -18,6 +18,9 @@ from typing import Any
 from cloudphone.devices.runtimes.base import DeviceBanner, DeviceBootError
 from cloudphone.devices.spec import DeviceSpec
 
+RC_MARK = "__cloudphone_rc="
+"""Marker before the exit status a configure command echoes."""
+
 
 class AdbLink:
     """A :class:`~cloudphone.devices.links.DeviceLink` over real ADB.
@@ -108,9 +111,14 @@ class AdbLink:
         try:
             async with self._session() as device:
                 for command in commands:
-                    output = await self._shell(device, command)
-                    if "error" in output.lower() or "exception" in output.lower():
-                        raise DeviceBootError(f"{shlex.quote(command)} failed: {output[:200]}")
+                    # ADB's shell service has no exit status (protocol v1): echo it.
+                    output = await self._shell(device, f"{command}; echo {RC_MARK}$?")
+                    body, _, status = output.rpartition(RC_MARK)
+                    if status.strip() != "0":
+                        raise DeviceBootError(
+                            f"{shlex.quote(command)} failed (exit {status.strip() or '?'}): "
+                            f"{body.strip()[:200]}"
+                        )
         except DeviceBootError:
             raise
         except Exception as error:

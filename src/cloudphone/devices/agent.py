@@ -1,8 +1,11 @@
 r"""The device agent: what the local runtime runs as one child process per device.
 
 It stands in for a phone: it listens on the device's ADB port and answers the line protocol
-of :mod:`cloudphone.devices.links` (handshake with its serial, properties), and on its
-screen-stream port it greets each client with one ``STREAM`` line. SIGTERM or SIGINT stops it.
+of :mod:`cloudphone.devices.links` (handshake with its serial, properties) or, when the first
+bytes are an ADB ``CNXN`` message, real ADB framing with a ``shell:`` service
+(:mod:`cloudphone.devices.agent_adb`), so adb-shell can talk to it like to Redroid's adbd. On
+its screen-stream port it greets each client with one ``STREAM`` line. SIGTERM or SIGINT
+stops it.
 
 Usage::
 
@@ -23,7 +26,8 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from cloudphone.devices.links import PROP_KEY
+from cloudphone.devices import agent_adb
+from cloudphone.devices.links import DISPLAY_PROP, PROP_KEY
 
 SDK_LEVELS = {"11": "30", "12": "32", "13": "33", "14": "34"}
 """Android version → API level reported in the banner."""
@@ -38,6 +42,8 @@ class Agent:
             "ro.product.model": "cloudphone",
             "ro.build.version.sdk": SDK_LEVELS.get(android_version, "33"),
             "ro.serialno": serial,
+            "ro.boot.serialno": serial,
+            "sys.boot_completed": "1",
         }
 
     def answer(self, line: str) -> str:
@@ -67,14 +73,57 @@ class Agent:
 
     _handlers = {"CNXN?": _cnxn, "PING": _ping, "SETPROP": _setprop, "GETPROP": _getprop}
 
+    def shell(self, command: str) -> str:
+        """Output of a shell command over ADB (``getprop``, ``setprop``, ``wm``, ``settings``).
+
+        ``<command>; echo <mark>$?`` (how :class:`~cloudphone.devices.adb.AdbLink` asks for the
+        exit status) gets the status echoed after the output, as sh would.
+        """
+        command, sep, mark = command.partition("; echo ")
+        if sep and mark.endswith("$?"):
+            output = self._run(command)
+            status = 127 if output.startswith("/system/bin/sh:") else 0
+            return f"{output}{mark.removesuffix('$?')}{status}\n"
+        return self._run(command)
+
+    def _run(self, command: str) -> str:
+        words = command.split()
+        if words[:1] == ["getprop"] and len(words) == 2:
+            return self.props.get(words[1], "") + "\n"
+        if words[:1] == ["setprop"] and len(words) == 3:
+            return (
+                "" if self._setprop(f"{words[1]} {words[2]}") == "OK" else "error: bad property\n"
+            )
+        if words[:2] == ["wm", "size"] and len(words) == 3:
+            self.props["persist.cloudphone.size"] = words[2]
+            return self._display()
+        if words[:2] == ["wm", "density"] and len(words) == 3:
+            self.props["persist.cloudphone.density"] = words[2]
+            return self._display()
+        if words[:2] == ["settings", "put"] and len(words) == 5:
+            self.props[f"settings.{words[2]}.{words[3]}"] = words[4]
+            return ""
+        return f"/system/bin/sh: {words[0] if words else ''}: inaccessible or not found\n"
+
+    def _display(self) -> str:
+        size = self.props.get("persist.cloudphone.size")
+        density = self.props.get("persist.cloudphone.density")
+        if size and density:
+            self.props[DISPLAY_PROP] = f"{size}@{density}"
+        return ""
+
     async def serve_adb(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """One connection on the ADB port: one request, one answer."""
+        """One connection on the ADB port: a line request, or real ADB framing."""
         try:
-            line = await asyncio.wait_for(reader.readline(), 5)
-            if line:
-                writer.write(f"{self.answer(line.decode(errors='replace').strip())}\n".encode())
-                await writer.drain()
-        except (OSError, TimeoutError):
+            head = await asyncio.wait_for(reader.readexactly(5), 5)
+            if head[:4] == b"CNXN" and head[4:5] != b"?":
+                banner = ";".join(f"{k}={v}" for k, v in self.props.items() if k.startswith("ro."))
+                await agent_adb.serve_adb(reader, writer, head, banner + ";", self.shell)
+                return
+            line = head + await asyncio.wait_for(reader.readline(), 5)
+            writer.write(f"{self.answer(line.decode(errors='replace').strip())}\n".encode())
+            await writer.drain()
+        except (OSError, TimeoutError, asyncio.IncompleteReadError):
             pass
         finally:
             writer.close()
@@ -83,7 +132,7 @@ class Agent:
         self, _reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         """One connection on the stream port: a greeting line, then close."""
-        display = self.props.get("persist.cloudphone.display", "")
+        display = self.props.get(DISPLAY_PROP, "")
         try:
             writer.write(f"STREAM {self.serial} {display}\n".encode())
             await writer.drain()

@@ -74,6 +74,10 @@ class DevicesConfig(BaseModel):
     """How often worker processes run the sweeper (orphan containers, stale creations) after
     the sweep at start; 0 sweeps at start only."""
 
+    local_protocol: Literal["line", "adb"] = "line"
+    """How the local runtime initialises its agents: their line protocol, or real ADB (the
+    Redroid code path: adb-shell, ``wm size``/``wm density`` and ``init_commands``)."""
+
     local_state_dir: Path | None = None
     """Where the local runtime keeps one record per device process; default
     ``<data_dir>/devices``."""

@@ -115,3 +115,14 @@ def test_agent_answers_the_line_protocol() -> None:
     assert agent.answer("SETPROP ro.serialno evil") == "ERR bad property"
     assert agent.answer("SETPROP BAD value") == "ERR bad property"
     assert agent.answer("REBOOT") == "ERR unknown"
+
+
+def test_agent_shell_understands_the_init_commands_and_reports_exit_status() -> None:
+    """Over ADB: getprop, wm size/density set the display, unknown commands exit 127."""
+    agent = Agent("dev-1", "13")
+    assert agent.shell("getprop sys.boot_completed") == "1\n"
+    assert agent.shell("getprop ro.boot.serialno") == "dev-1\n"
+    assert agent.shell("wm size 720x1280; echo RC=$?") == "RC=0\n"
+    assert agent.shell("wm density 320") == ""
+    assert agent.props["persist.cloudphone.display"] == "720x1280@320"
+    assert agent.shell("reboot; echo RC=$?").endswith("RC=127\n")

@@ -25,11 +25,13 @@ import secrets
 import signal
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from cloudphone.devices.links import LineLink, wait_ready
+from cloudphone.devices.adb import AdbLink
+from cloudphone.devices.links import DeviceLink, LineLink, wait_ready
 from cloudphone.devices.runtimes.base import (
     Container,
     ContainerNotFoundError,
@@ -78,6 +80,9 @@ class LocalRuntime:
             two platforms on one machine never touch each other's processes.
         python: Interpreter that runs the agents.
         stop_timeout: Seconds between SIGTERM and SIGKILL when stopping.
+        protocol: How :meth:`initialize` talks to the agent: its line protocol, or real ADB
+            through adb-shell (the Redroid code path, against the agent's minimal adbd).
+        init_commands: Shell commands run after boot over ADB (``protocol="adb"``).
     """
 
     kind = "local"
@@ -90,6 +95,8 @@ class LocalRuntime:
         instance: str | None = None,
         python: str = sys.executable,
         stop_timeout: float = 5.0,
+        protocol: Literal["line", "adb"] = "line",
+        init_commands: Sequence[str] = (),
     ) -> None:
         self.state_dir = Path(state_dir)
         self.host = host
@@ -98,6 +105,8 @@ class LocalRuntime:
         self.python = python
         self.stop_timeout = stop_timeout
         self._children: set[int] = set()
+        self.protocol = protocol
+        self.init_commands = tuple(init_commands)
 
     # -- the port ----------------------------------------------------------------------
 
@@ -181,10 +190,14 @@ class LocalRuntime:
         spec: DeviceSpec,
         timeout: float,  # noqa: ASYNC109 - the boot deadline is this call's contract
     ) -> DeviceBanner:
-        """Wait for the agent's handshake as ``serial``, then record the screen settings."""
+        """Wait for the agent's handshake as ``serial``, then apply the screen settings."""
         if container.adb_port is None:
             raise ContainerNotFoundError(f"container {container.name} has no ADB port")
-        link = LineLink(container.adb_host, container.adb_port)
+        link: DeviceLink = (
+            AdbLink(container.adb_host, container.adb_port, init_commands=self.init_commands)
+            if self.protocol == "adb"
+            else LineLink(container.adb_host, container.adb_port)
+        )
 
         async def alive() -> bool:
             current = await self.inspect(container.name)
