@@ -18,10 +18,11 @@ from typing import Annotated
 from fastapi import Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from cloudphone.api.auth import verify_token
+from cloudphone.api.auth import TokenVerifier
 from cloudphone.api.errors import AuthenticationError
 from cloudphone.domain import ForbiddenError, Principal, UnavailableError
 from cloudphone.platform import Platform
+from cloudphone.settings import Settings
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 MAX_ENGINE_KEY = 255
@@ -47,17 +48,21 @@ _bearer = HTTPBearer(
 
 
 async def get_principal(
-    platform: PlatformDep,
+    request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
     """The caller, from the ``Authorization: Bearer`` token; 401 without a valid one."""
     if credentials is None:
         raise AuthenticationError("missing bearer token (Authorization: Bearer <token>)")
-    settings = platform.settings
-    assert settings.jwt_secret is not None  # load_settings always fills it
-    return verify_token(
-        settings.jwt_secret.get_secret_value(), credentials.credentials, issuer=settings.jwt_issuer
-    )
+    verifier: TokenVerifier = request.app.state.tokens
+    return verifier.verify(credentials.credentials)
+
+
+def token_verifier(settings: Settings) -> TokenVerifier:
+    """The verifier of the app's bearer tokens (``app.state.tokens``)."""
+    if settings.jwt_secret is None:
+        raise ValueError("settings without a JWT secret: load them with load_settings()")
+    return TokenVerifier(settings.jwt_secret.get_secret_value(), issuer=settings.jwt_issuer)
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
