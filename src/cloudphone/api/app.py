@@ -14,6 +14,7 @@ from importlib.metadata import PackageNotFoundError, version
 from fastapi import APIRouter, FastAPI
 
 from cloudphone.api import billing, demo, devices, health, sagas
+from cloudphone.api.deps import token_verifier
 from cloudphone.api.errors import install_error_handlers
 from cloudphone.api.observability import HttpMetrics, MetricsMiddleware
 from cloudphone.platform import Platform, build_platform
@@ -71,6 +72,7 @@ def create_app(source: Settings | Platform, *, with_worker: bool = True) -> Fast
         description=DESCRIPTION,
         lifespan=lifespan,
     )
+    app.state.tokens = token_verifier(settings)
     if isinstance(source, Platform):
         app.state.platform = source
         app.state.http_metrics = HttpMetrics(source.registry)
