@@ -111,10 +111,30 @@ def build_create_saga(
         retry: Retry policy of the steps (default from ``config``).
     """
     saga = Saga(DEVICE_CREATE, timeout=CREATE_TIMEOUT, retry=retry or create_retry_policy(config))
-    runtime_timeout = timedelta(seconds=config.runtime_call_timeout_seconds)
+    steps = _CreateSteps(runtime, config)
+    calls = timedelta(seconds=config.runtime_call_timeout_seconds)
+    boot = timedelta(seconds=config.boot_timeout_seconds + 15)
+    quota_step = saga.step("RESERVE_QUOTA", transactional=True)(steps.reserve_quota)
+    quota_step.compensate(steps.release_quota)
+    ports_step = saga.step("ALLOCATE_PORTS", transactional=True)(steps.allocate_ports)
+    ports_step.compensate(steps.free_ports)
+    container_step = saga.step("CREATE_CONTAINER", timeout=calls)(steps.create_container)
+    container_step.compensate(steps.remove_container)
+    record_step = saga.step("CREATE_DEVICE_RECORD", transactional=True)(steps.record_device)
+    record_step.compensate(steps.unbind_record)
+    saga.step("INITIALIZE_DEVICE", timeout=boot)(steps.initialize)
+    saga.step("ACTIVATE", transactional=True, pivot=True)(steps.activate)
+    return saga
 
-    @saga.step("RESERVE_QUOTA", transactional=True)
-    async def reserve_quota(ctx: StepContext) -> dict[str, Any] | None:
+
+class _CreateSteps:
+    """The actions and compensations of ``device_create``, over one runtime."""
+
+    def __init__(self, runtime: DeviceRuntime, config: DevicesConfig) -> None:
+        self.runtime = runtime
+        self.config = config
+
+    async def reserve_quota(self, ctx: StepContext) -> None:
         try:
             await quota.reserve_txn(
                 ctx.session,
@@ -122,15 +142,14 @@ def build_create_saga(
                 user_id=ctx.data["owner_id"],
                 device_id=ctx.data["device_id"],
                 spec=_spec(ctx),
-                defaults=config.default_quota,
+                defaults=self.config.default_quota,
                 now=_now(),
             )
         except DomainError as error:
             raise NonRetryableError(error.message) from error
-        return None
 
-    @reserve_quota.compensate
-    async def release_quota(ctx: StepContext) -> None:
+    async def release_quota(self, ctx: StepContext) -> None:
+        # Always the last compensation to run: the creation is over, the device says why.
         await quota.release_txn(ctx.session, ctx.saga_id, _now())
         await update_device_txn(
             ctx.session,
@@ -141,23 +160,20 @@ def build_create_saga(
             error=_failure_reason(ctx),
         )
 
-    @saga.step("ALLOCATE_PORTS", transactional=True)
-    async def allocate_ports(ctx: StepContext) -> dict[str, Any] | None:
+    async def allocate_ports(self, ctx: StepContext) -> dict[str, Any]:
         ports = await allocate_txn(
             ctx.session,
             saga_id=ctx.saga_id,
             device_id=ctx.data["device_id"],
-            ranges=ranges_from(config),
+            ranges=ranges_from(self.config),
             now=_now(),
         )
         return {"adb_port": ports.adb, "stream_port": ports.stream}
 
-    @allocate_ports.compensate
-    async def free_ports(ctx: StepContext) -> None:
+    async def free_ports(self, ctx: StepContext) -> None:
         await release_saga_ports_txn(ctx.session, ctx.saga_id)
 
-    @saga.step("CREATE_CONTAINER", timeout=runtime_timeout)
-    async def create_container(ctx: StepContext) -> dict[str, Any] | None:
+    async def create_container(self, ctx: StepContext) -> dict[str, Any]:
         launch = Launch(
             name=container_name(ctx.saga_id),
             serial=ctx.data["device_id"],
@@ -171,7 +187,7 @@ def build_create_saga(
             },
         )
         try:
-            container = await runtime.create(launch)
+            container = await self.runtime.create(launch)
         except PermanentRuntimeError as error:
             raise NonRetryableError(str(error)) from error
         return {
@@ -180,17 +196,34 @@ def build_create_saga(
             "adb_host": container.adb_host,
         }
 
-    @create_container.compensate
-    async def remove_container(ctx: StepContext) -> None:
-        await runtime.remove(container_name(ctx.saga_id))
+    async def remove_container(self, ctx: StepContext) -> None:
+        # By name, not by a returned id: a cancelled create may still have made it.
+        await self.runtime.remove(container_name(ctx.saga_id))
 
-    @saga.step("CREATE_DEVICE_RECORD", transactional=True)
-    async def create_record(ctx: StepContext) -> dict[str, Any] | None:
-        await _record_device(ctx, runtime.kind)
-        return None
+    async def record_device(self, ctx: StepContext) -> None:
+        """Bind the container to the device row, inserting the row when the run has none."""
+        device_id = ctx.data["device_id"]
+        device = await get_device_txn(ctx.session, device_id)
+        if device is None:
+            await _insert_device(ctx)
+        elif device.create_saga_id != ctx.saga_id:
+            raise NonRetryableError(f"device {device_id} belongs to saga {device.create_saga_id}")
+        bound = await update_device_txn(
+            ctx.session,
+            device_id,
+            expect={DeviceStatus.CREATING},
+            now=_now(),
+            runtime=self.runtime.kind,
+            container_name=ctx.data["container_name"],
+            container_id=ctx.data["container_id"],
+            adb_host=ctx.data["adb_host"],
+            adb_port=ctx.data["adb_port"],
+            stream_port=ctx.data["stream_port"],
+        )
+        if not bound:
+            raise NonRetryableError(f"device {device_id} is no longer CREATING")
 
-    @create_record.compensate
-    async def unbind_record(ctx: StepContext) -> None:
+    async def unbind_record(self, ctx: StepContext) -> None:
         await update_device_txn(
             ctx.session,
             ctx.data["device_id"],
@@ -201,26 +234,22 @@ def build_create_saga(
             stream_port=None,
         )
 
-    boot_timeout = config.boot_timeout_seconds
-
-    @saga.step("INITIALIZE_DEVICE", timeout=timedelta(seconds=boot_timeout + 15))
-    async def initialize(ctx: StepContext) -> dict[str, Any] | None:
+    async def initialize(self, ctx: StepContext) -> dict[str, Any]:
         name = container_name(ctx.saga_id)
-        container = await runtime.inspect(name)
+        container = await self.runtime.inspect(name)
         if container is None:
             raise NonRetryableError(f"container {name} is gone")
         if not container.running:
             try:
-                container = await runtime.start(name)
+                container = await self.runtime.start(name)
             except ContainerNotFoundError as error:
                 raise NonRetryableError(str(error)) from error
-        banner = await runtime.initialize(
-            container, ctx.data["device_id"], _spec(ctx), timeout=boot_timeout
+        banner = await self.runtime.initialize(
+            container, ctx.data["device_id"], _spec(ctx), timeout=self.config.boot_timeout_seconds
         )
         return {"banner": dict(banner.properties)}
 
-    @saga.step("ACTIVATE", transactional=True, pivot=True)
-    async def activate(ctx: StepContext) -> dict[str, Any] | None:
+    async def activate(self, ctx: StepContext) -> None:
         now = _now()
         if not await quota.consume_txn(ctx.session, ctx.saga_id, now):
             raise NonRetryableError(f"saga {ctx.saga_id} holds no quota reservation")
@@ -233,43 +262,20 @@ def build_create_saga(
             error=None,
         ):
             raise NonRetryableError(f"device {ctx.data['device_id']} is no longer CREATING")
-        return None
-
-    return saga
 
 
-async def _record_device(ctx: StepContext, runtime_kind: str) -> None:
-    """Bind the container to the device row, inserting the row when the run has none."""
-    device_id = ctx.data["device_id"]
-    device = await get_device_txn(ctx.session, device_id)
-    now = _now()
-    if device is None:
-        try:
-            await insert_device_txn(
-                ctx.session,
-                device_id=device_id,
-                owner_id=ctx.data["owner_id"],
-                name=ctx.data["name"],
-                spec=_spec(ctx),
-                create_saga_id=ctx.saga_id,
-                idempotency_key=None,
-                now=now,
-            )
-        except DomainError as error:
-            raise NonRetryableError(error.message) from error
-    elif device.create_saga_id != ctx.saga_id:
-        raise NonRetryableError(f"device {device_id} belongs to saga {device.create_saga_id}")
-    bound = await update_device_txn(
-        ctx.session,
-        device_id,
-        expect={DeviceStatus.CREATING},
-        now=now,
-        runtime=runtime_kind,
-        container_name=ctx.data["container_name"],
-        container_id=ctx.data["container_id"],
-        adb_host=ctx.data["adb_host"],
-        adb_port=ctx.data["adb_port"],
-        stream_port=ctx.data["stream_port"],
-    )
-    if not bound:
-        raise NonRetryableError(f"device {device_id} is no longer CREATING")
+async def _insert_device(ctx: StepContext) -> None:
+    """The device row of a run started without one (not through the API)."""
+    try:
+        await insert_device_txn(
+            ctx.session,
+            device_id=ctx.data["device_id"],
+            owner_id=ctx.data["owner_id"],
+            name=ctx.data["name"],
+            spec=_spec(ctx),
+            create_saga_id=ctx.saga_id,
+            idempotency_key=None,
+            now=_now(),
+        )
+    except DomainError as error:
+        raise NonRetryableError(error.message) from error

@@ -66,10 +66,24 @@ def build_delete_saga(
         retry: Retry policy of the steps (default from ``config``).
     """
     saga = Saga(DEVICE_DELETE, retry=retry or delete_retry_policy(config))
-    runtime_timeout = timedelta(seconds=config.runtime_call_timeout_seconds)
+    steps = _DeleteSteps(runtime)
+    calls = timedelta(seconds=config.runtime_call_timeout_seconds)
+    saga.step("MARK_DELETING", transactional=True, pivot=True)(steps.mark_deleting)
+    saga.step("STOP_CONTAINER", timeout=calls)(steps.stop_container)
+    saga.step("REMOVE_CONTAINER", timeout=calls)(steps.remove_container)
+    saga.step("RELEASE_PORTS", transactional=True)(steps.release_ports)
+    saga.step("RELEASE_QUOTA", transactional=True)(steps.release_quota)
+    saga.step("MARK_DELETED", transactional=True)(steps.mark_deleted)
+    return saga
 
-    @saga.step("MARK_DELETING", transactional=True, pivot=True)
-    async def mark_deleting(ctx: StepContext) -> dict[str, Any] | None:
+
+class _DeleteSteps:
+    """The actions of ``device_delete``, over one runtime."""
+
+    def __init__(self, runtime: DeviceRuntime) -> None:
+        self.runtime = runtime
+
+    async def mark_deleting(self, ctx: StepContext) -> dict[str, Any]:
         device_id = ctx.data["device_id"]
         device = await get_device_txn(ctx.session, device_id, for_update=True)
         if device is None:
@@ -92,33 +106,24 @@ def build_delete_saga(
             "create_saga_id": device.create_saga_id,
         }
 
-    @saga.step("STOP_CONTAINER", timeout=runtime_timeout)
-    async def stop_container(ctx: StepContext) -> dict[str, Any] | None:
-        await runtime.stop(ctx.data["container_name"])
-        return None
+    async def stop_container(self, ctx: StepContext) -> None:
+        await self.runtime.stop(ctx.data["container_name"])
 
-    @saga.step("REMOVE_CONTAINER", timeout=runtime_timeout)
-    async def remove_container(ctx: StepContext) -> dict[str, Any] | None:
-        await runtime.remove(ctx.data["container_name"])
-        return None
+    async def remove_container(self, ctx: StepContext) -> None:
+        await self.runtime.remove(ctx.data["container_name"])
 
-    @saga.step("RELEASE_PORTS", transactional=True)
-    async def release_ports(ctx: StepContext) -> dict[str, Any] | None:
+    async def release_ports(self, ctx: StepContext) -> None:
         await release_device_ports_txn(ctx.session, ctx.data["device_id"])
         await release_saga_ports_txn(ctx.session, ctx.data["create_saga_id"])
-        return None
 
-    @saga.step("RELEASE_QUOTA", transactional=True)
-    async def release_quota(ctx: StepContext) -> dict[str, Any] | None:
+    async def release_quota(self, ctx: StepContext) -> None:
         now = _now()
         # A device that reached RUNNING gives its usage back; one whose creation never
         # finished may at most hold a reservation. Both moves are conditional: no-op twice.
         await quota.return_txn(ctx.session, ctx.data["create_saga_id"], now)
         await quota.release_txn(ctx.session, ctx.data["create_saga_id"], now)
-        return None
 
-    @saga.step("MARK_DELETED", transactional=True)
-    async def mark_deleted(ctx: StepContext) -> dict[str, Any] | None:
+    async def mark_deleted(self, ctx: StepContext) -> None:
         now = _now()
         await update_device_txn(
             ctx.session,
@@ -130,6 +135,3 @@ def build_delete_saga(
             adb_port=None,
             stream_port=None,
         )
-        return None
-
-    return saga
