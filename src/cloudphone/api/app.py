@@ -13,7 +13,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from fastapi import APIRouter, FastAPI
 
-from cloudphone.api import billing, demo, devices, health, sagas
+from cloudphone.api import apps, billing, demo, devices, health, sagas
 from cloudphone.api.deps import token_verifier
 from cloudphone.api.errors import install_error_handlers
 from cloudphone.api.observability import HttpMetrics, MetricsMiddleware
@@ -25,6 +25,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     sagas.router,
     billing.router,
     devices.router,
+    apps.router,
     # services: add your router here, one line each, e.g. `billing.router` (import
     # `cloudphone.api.billing` above with the others).
 )

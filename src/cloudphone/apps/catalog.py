@@ -83,6 +83,16 @@ async def get_txn(conn: AsyncConnection, app_id: str, *, lock: bool = False) -> 
     return None if row is None else Application.from_row(row)
 
 
+async def find_by_saga_txn(conn: AsyncConnection, saga_id: str) -> Application | None:
+    """The record an ``app_upload`` run created, if any."""
+    row = (
+        (await conn.execute(select(applications).where(applications.c.saga_id == saga_id)))
+        .mappings()
+        .first()
+    )
+    return None if row is None else Application.from_row(row)
+
+
 def list_query(
     principal: Principal,
     *,

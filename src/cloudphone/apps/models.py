@@ -50,6 +50,9 @@ class AppStatus(StrEnum):
     """``delete_app`` removed the object; the record stays for the audit trail."""
 
 
+APK_MEDIA_TYPE = "application/vnd.android.package-archive"
+"""Content type of APK files."""
+
 LIVE = (AppStatus.UPLOADING, AppStatus.AVAILABLE, AppStatus.DELETING)
 """Statuses that hold the (package, version code) slot and may have an object."""
 

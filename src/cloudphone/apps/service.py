@@ -16,16 +16,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 
 from cloudphone.apps.catalog import (
     can_see,
+    find_by_saga_txn,
     find_live_version_txn,
     get_txn,
     list_query,
     refresh_latest_txn,
 )
 from cloudphone.apps.config import AppsConfig
-from cloudphone.apps.keys import object_key
 from cloudphone.apps.models import Application, AppStatus, applications
 from cloudphone.apps.spool import SpooledUpload, UploadSpool
 from cloudphone.apps.storage.base import (
@@ -34,7 +35,12 @@ from cloudphone.apps.storage.base import (
     StorageError,
     StorageUnavailableError,
 )
-from cloudphone.apps.upload import APP_UPLOAD, UploadInput
+from cloudphone.apps.upload import (
+    APP_UPLOAD,
+    DuplicateVersionError,
+    UploadInput,
+    ensure_record_txn,
+)
 from cloudphone.apps.validation import describe_upload
 from cloudphone.domain import (
     ConflictError,
@@ -126,26 +132,51 @@ class AppsService:
         spooled = await self.spool.receive(chunks, max_bytes=self.config.max_upload_bytes)
         try:
             upload = await self._accept(principal, spooled, description)
-            saga_id = await self.engine.start(
-                self.upload_saga,
-                upload.to_data(),
-                idempotency_key=idempotency_key,
-                started_by=principal.user_id,
-            )
+            accepted = await self._start(principal, upload, idempotency_key)
         except BaseException:
             spooled.discard()
             raise
+        if not accepted.created:  # a concurrent request with this key won
+            spooled.discard()
+            return accepted
         spooled.release()
-        if idempotency_key is not None:  # a concurrent request with this key may have won
-            earlier = await self._started_with(idempotency_key)
-            if earlier is not None and earlier.saga_id != saga_id:
-                self.spool.remove(spooled.name)
-                return earlier
         log.info(
             "upload accepted",
-            extra={"saga_id": saga_id, "package": upload.package_name, "size": upload.size},
+            extra={
+                "saga_id": accepted.saga_id,
+                "package": upload.package_name,
+                "size": upload.size,
+            },
         )
-        return UploadAccepted(saga_id, _preview(upload, saga_id), created=True)
+        return accepted
+
+    async def _start(
+        self, principal: Principal, upload: UploadInput, idempotency_key: str | None
+    ) -> UploadAccepted:
+        """Start the run and insert its UPLOADING record in one transaction.
+
+        The record exists as soon as the 202 names it, and the partial unique index turns a
+        duplicate that raced past :meth:`_accept`'s check into a 409 here, before any byte
+        reaches object storage.
+        """
+        try:
+            async with self.db.begin() as conn:
+                saga_id = await self.engine.start(
+                    self.upload_saga,
+                    upload.to_data(),
+                    idempotency_key=idempotency_key,
+                    started_by=principal.user_id,
+                    session=conn,
+                )
+                earlier = await find_by_saga_txn(conn, saga_id)
+                if earlier is not None:  # the key's first request inserted run and record
+                    return UploadAccepted(saga_id, earlier, created=False)
+                await ensure_record_txn(conn, upload, saga_id)
+                app = await get_txn(conn, upload.app_id)
+        except (DuplicateVersionError, IntegrityError) as error:
+            raise _duplicate(upload) from error
+        assert app is not None
+        return UploadAccepted(saga_id, app, created=True)
 
     async def _accept(
         self, principal: Principal, spooled: SpooledUpload, description: Description
@@ -157,11 +188,7 @@ class AppsService:
         async with self.db.read() as conn:
             holder = await find_live_version_txn(conn, upload.package_name, upload.version_code)
         if holder is not None:
-            raise ConflictError(
-                f"{upload.package_name} version code {upload.version_code} already exists "
-                f"(application {holder})",
-                code="duplicate_version",
-            )
+            raise _duplicate(upload)
         return upload
 
     async def _started_with(self, idempotency_key: str) -> UploadAccepted | None:
@@ -174,11 +201,11 @@ class AppsService:
             )
         if saga_id is None:
             return None
-        run = await self.engine.get(str(saga_id))
-        upload = UploadInput.from_data(run.data)
         async with self.db.read() as conn:
-            app = await get_txn(conn, upload.app_id)
-        return UploadAccepted(run.id, app or _preview(upload, run.id), created=False)
+            app = await find_by_saga_txn(conn, str(saga_id))
+        if app is None:
+            return None
+        return UploadAccepted(str(saga_id), app, created=False)
 
     # -- reading ------------------------------------------------------------------------
 
@@ -349,27 +376,8 @@ class AppsService:
                 log.exception("sweeping the upload spool failed")
 
 
-def _preview(upload: UploadInput, saga_id: str) -> Application:
-    """The record CREATE_APP_RECORD will write, for the 202 answer."""
-    now = datetime.now(UTC)
-    return Application(
-        id=upload.app_id,
-        package_name=upload.package_name,
-        version_code=upload.version_code,
-        version_name=upload.version_name,
-        label=upload.label,
-        min_sdk=upload.min_sdk,
-        target_sdk=upload.target_sdk,
-        permissions=tuple(upload.permissions),
-        size=upload.size,
-        sha256=upload.sha256,
-        object_key=object_key(upload.package_name, upload.version_code, saga_id),
-        status=AppStatus.UPLOADING,
-        is_latest=False,
-        uploaded_by=upload.uploaded_by,
-        description=upload.description,
-        saga_id=saga_id,
-        failure_reason=None,
-        created_at=now,
-        updated_at=now,
+def _duplicate(upload: UploadInput) -> ConflictError:
+    return ConflictError(
+        f"{upload.package_name} version code {upload.version_code} already exists",
+        code="duplicate_version",
     )

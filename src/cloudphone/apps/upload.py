@@ -1,6 +1,8 @@
 """The ``app_upload`` saga: a spooled APK becomes an AVAILABLE application record and an object.
 
-``CREATE_APP_RECORD`` (UPLOADING; a live duplicate is refused) → ``UPLOAD_TO_STORAGE`` (key
+``CREATE_APP_RECORD`` (UPLOADING; a live duplicate is refused — the service already inserts the
+record in the transaction that starts the run, so the 202 can name it and a duplicate is a
+synchronous 409; the step makes sure it exists) → ``UPLOAD_TO_STORAGE`` (key
 derived from the run; replaces its own earlier attempts; checked by size) → ``MARK_AVAILABLE``
 (the pivot) → ``UPDATE_LATEST_VERSION`` (exactly one latest per package: the highest AVAILABLE
 version code). Before the pivot a failure or the deadline compensates in reverse: the object
@@ -17,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from cloudphone.apps.catalog import find_live_version_txn, refresh_latest_txn
 from cloudphone.apps.keys import object_key
@@ -94,14 +97,9 @@ def build_upload_saga(
 
     @saga.step("CREATE_APP_RECORD", transactional=True)
     async def create_record(ctx: StepContext) -> dict[str, Any]:
+        """The service inserts the record with the run; this makes sure it exists."""
         upload = UploadInput.from_data(ctx.data)
-        key = object_key(upload.package_name, upload.version_code, ctx.saga_id)
-        holder = await find_live_version_txn(ctx.session, upload.package_name, upload.version_code)
-        if holder is not None:
-            raise DuplicateVersionError(
-                f"{upload.package_name} version {upload.version_code} already exists ({holder})"
-            )
-        await ctx.session.execute(insert(applications).values(**_record(upload, key, ctx)))
+        key = await ensure_record_txn(ctx.session, upload, ctx.saga_id)
         return {"object_key": key}
 
     @create_record.compensate
@@ -161,11 +159,31 @@ def build_upload_saga(
     return saga
 
 
+async def ensure_record_txn(conn: AsyncConnection, upload: UploadInput, saga_id: str) -> str:
+    """Insert the UPLOADING record of run ``saga_id`` unless it exists; returns its object key.
+
+    Raises:
+        DuplicateVersionError: Another live record holds the package and version code.
+    """
+    key = object_key(upload.package_name, upload.version_code, saga_id)
+    exists = await conn.scalar(select(applications.c.id).where(applications.c.saga_id == saga_id))
+    if exists is not None:
+        return key
+    holder = await find_live_version_txn(conn, upload.package_name, upload.version_code)
+    if holder is not None:
+        raise DuplicateVersionError(
+            f"{upload.package_name} version code {upload.version_code} already exists "
+            f"(application {holder})"
+        )
+    await conn.execute(insert(applications).values(**_record(upload, key, saga_id)))
+    return key
+
+
 def _key(ctx: StepContext) -> str:
     return object_key(ctx.data["package_name"], ctx.data["version_code"], ctx.saga_id)
 
 
-def _record(upload: UploadInput, key: str, ctx: StepContext) -> dict[str, Any]:
+def _record(upload: UploadInput, key: str, saga_id: str) -> dict[str, Any]:
     now = _now()
     return {
         "id": upload.app_id,
@@ -183,7 +201,7 @@ def _record(upload: UploadInput, key: str, ctx: StepContext) -> dict[str, Any]:
         "is_latest": False,
         "uploaded_by": upload.uploaded_by,
         "description": upload.description,
-        "saga_id": ctx.saga_id,
+        "saga_id": saga_id,
         "failure_reason": None,
         "created_at": now,
         "updated_at": now,
@@ -219,4 +237,5 @@ __all__ = [
     "SpoolFileMissingError",
     "UploadInput",
     "build_upload_saga",
+    "ensure_record_txn",
 ]

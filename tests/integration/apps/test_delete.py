@@ -59,25 +59,7 @@ async def test_an_upload_in_progress_cannot_be_deleted(
     make_apps: MakeApps, user: Principal, package: str
 ) -> None:
     apps = await make_apps()
-    accepted = await apps.upload(user, apk(package, 1))
-    async with apps.db.begin() as conn:  # CREATE_APP_RECORD done, saga still running
-        await conn.execute(
-            sa.insert(applications).values(
-                id=accepted.application.id,
-                package_name=package,
-                version_code=1,
-                permissions=[],
-                size=1,
-                sha256="0" * 64,
-                object_key=accepted.application.object_key,
-                status=AppStatus.UPLOADING.value,
-                is_latest=False,
-                uploaded_by=user.user_id,
-                saga_id=accepted.saga_id,
-                created_at=accepted.application.created_at,
-                updated_at=accepted.application.created_at,
-            )
-        )
+    accepted = await apps.upload(user, apk(package, 1))  # no worker: the saga stays PENDING
     with pytest.raises(ConflictError) as refused:
         await apps.service.delete_app(ADMIN, accepted.application.id)
     assert refused.value.code == "upload_in_progress"

@@ -83,22 +83,32 @@ async def test_duplicate_version_is_refused_before_anything_is_stored(
     assert apps.spooled() == []
 
 
-async def test_a_duplicate_that_slips_past_the_check_is_compensated(
+async def test_a_duplicate_of_a_version_still_uploading_is_refused_at_once(
     make_apps: MakeApps, user: Principal, package: str
 ) -> None:
-    """Two uploads of one version accepted together: the saga that loses stores nothing."""
-    apps = await make_apps()
+    """The record is written with the run, so even before a worker runs it, 409."""
+    apps = await make_apps()  # no worker: the first upload stays PENDING
     first = await apps.upload(user, apk(package, 2))
-    second = await apps.upload(user, apk(package, 2))  # no record yet: passes the check
-    async with apps.engine.worker():
-        runs = [await apps.engine.wait(a.saga_id, timeout=30) for a in (first, second)]
-    assert sorted(r.status for r in runs) == [SagaStatus.COMPENSATED, SagaStatus.COMPLETED]
-    loser = second if runs[1].status is SagaStatus.COMPENSATED else first
-    assert await apps.record(loser.application.id) is None  # CREATE_APP_RECORD never wrote
-    assert [o.key for o in await apps.objects()] == [
-        f"apps/{package}/2/{next(r.id for r in runs if r.status is SagaStatus.COMPLETED)}.apk"
-    ]
-    assert apps.spooled() == []
+    assert (await apps.service.get_app(user, first.application.id)).status is AppStatus.UPLOADING
+    with pytest.raises(ConflictError):
+        await apps.upload(user, apk(package, 2))
+    assert await apps.run_count() == 1
+    assert len(apps.spooled()) == 1  # only the first upload's file
+
+
+async def test_concurrent_duplicates_get_one_202_and_409s(
+    apps: Apps, user: Principal, package: str
+) -> None:
+    """The partial unique index backs the check when requests race past it together."""
+    results = await asyncio.gather(
+        *(apps.upload(user, apk(package, 8, label=f"copy {i}")) for i in range(5)),
+        return_exceptions=True,
+    )
+    accepted = [r for r in results if not isinstance(r, BaseException)]
+    refused = [r for r in results if isinstance(r, BaseException)]
+    assert len(accepted) == 1, results
+    assert all(isinstance(r, ConflictError) for r in refused), refused
+    assert await apps.run_count() == 1
 
 
 async def test_a_failed_version_can_be_uploaded_again(

@@ -25,6 +25,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import SecretStr
 
 from cloudphone.apps.config import AppsConfig
+from cloudphone.apps.models import APK_MEDIA_TYPE
 from cloudphone.apps.storage.base import (
     Download,
     ObjectInfo,
@@ -43,7 +44,6 @@ log = logging.getLogger("cloudphone.apps.s3")
 
 MIN_PART_SIZE = 5 * 1024 * 1024
 """S3's smallest part (every part but the last)."""
-CONTENT_TYPE = "application/vnd.android.package-archive"
 
 PartHook = Callable[[str, int, int], Awaitable[None]]
 """Called after each stored part with (key, part number, number of parts): progress logs."""
@@ -208,7 +208,7 @@ class S3Storage:
             async with translated("upload", full):
                 with path.open("rb") as body:
                     await self.client.put_object(
-                        Bucket=self.bucket, Key=full, Body=body, ContentType=CONTENT_TYPE
+                        Bucket=self.bucket, Key=full, Body=body, ContentType=APK_MEDIA_TYPE
                     )
             if self._on_part is not None:
                 await self._on_part(key, 1, 1)
@@ -218,7 +218,7 @@ class S3Storage:
     async def _put_multipart(self, key: str, full: str, path: Path, size: int) -> None:
         async with translated("start multipart upload", full):
             created = await self.client.create_multipart_upload(
-                Bucket=self.bucket, Key=full, ContentType=CONTENT_TYPE
+                Bucket=self.bucket, Key=full, ContentType=APK_MEDIA_TYPE
             )
         upload_id = created["UploadId"]
         offsets = range(0, size, self.part_size)
@@ -331,7 +331,7 @@ class S3Storage:
                 "Bucket": self.bucket,
                 "Key": self._full(key),
                 "ResponseContentDisposition": f'attachment; filename="{filename}"',
-                "ResponseContentType": CONTENT_TYPE,
+                "ResponseContentType": APK_MEDIA_TYPE,
             },
             ExpiresIn=seconds,
         )
