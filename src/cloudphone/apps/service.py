@@ -28,6 +28,7 @@ from cloudphone.apps.catalog import (
 )
 from cloudphone.apps.config import AppsConfig
 from cloudphone.apps.models import Application, AppStatus, applications
+from cloudphone.apps.reconcile import Reconciler, ReconcileReport
 from cloudphone.apps.spool import SpooledUpload, UploadSpool
 from cloudphone.apps.storage.base import (
     Download,
@@ -337,6 +338,14 @@ class AppsService:
             )
 
     # -- housekeeping -------------------------------------------------------------------
+
+    async def reconcile(
+        self, *, fix: bool = False, package_name: str | None = None
+    ) -> ReconcileReport:
+        """Compare records and objects (operators; see :mod:`cloudphone.apps.reconcile`)."""
+        return await Reconciler(self.db, self.engine, self.storage).run(
+            fix=fix, package_name=package_name
+        )
 
     async def sweep_spool(self) -> list[str]:
         """Remove spooled uploads whose saga is over or unknown (see ``UploadSpool.sweep``)."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from cloudphone.cli import config, db, sagas, tokens
+from cloudphone.cli import apps, config, db, sagas, tokens
 from cloudphone.cli.demo import demo
 from cloudphone.cli.server import serve, worker
 
@@ -26,6 +26,7 @@ app.add_typer(db.app, name="db")
 app.add_typer(sagas.app, name="sagas")
 app.add_typer(tokens.app, name="token")
 app.add_typer(config.app, name="config")
+app.add_typer(apps.app, name="apps")
 
 
 def main() -> None:
