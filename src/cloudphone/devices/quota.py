@@ -168,22 +168,8 @@ async def reserve_txn(
             raise ConflictError(f"the reservation of saga {saga_id} was already {existing}")
         return False
     await ensure_quota_txn(conn, user_id, defaults, now)
-    q, asked = device_quotas.c, Resources.of(spec)
-    stmt = (
-        update(device_quotas)
-        .where(
-            q.user_id == user_id,
-            q.used_devices + q.reserved_devices + 1 <= q.max_devices,
-            q.used_cpu_millis + q.reserved_cpu_millis + asked.cpu_millis <= q.max_cpu_millis,
-            q.used_memory_mb + q.reserved_memory_mb + asked.memory_mb <= q.max_memory_mb,
-            q.used_storage_mb + q.reserved_storage_mb + asked.storage_mb <= q.max_storage_mb,
-            literal(asked.cpu_millis) <= q.device_max_cpu_millis,
-            literal(asked.memory_mb) <= q.device_max_memory_mb,
-            literal(asked.storage_mb) <= q.device_max_storage_mb,
-        )
-        .values({**_shift("reserved", asked, +1), "updated_at": now})
-    )
-    if (await conn.execute(stmt)).rowcount != 1:
+    asked = Resources.of(spec)
+    if (await conn.execute(_reserve_statement(user_id, asked, now))).rowcount != 1:
         quota = await get_quota_txn(conn, user_id, defaults)
         reasons = quota.shortfall(spec) or ["the quota changed while reserving"]
         raise QuotaExceededError(f"quota exceeded for user {user_id}: {'; '.join(reasons)}")
@@ -201,6 +187,25 @@ async def reserve_txn(
         )
     )
     return True
+
+
+def _reserve_statement(user_id: str, asked: Resources, now: datetime) -> Any:
+    """THE conditional UPDATE: add to ``reserved_*`` only if every limit still holds."""
+    q = device_quotas.c
+    return (
+        update(device_quotas)
+        .where(
+            q.user_id == user_id,
+            q.used_devices + q.reserved_devices + 1 <= q.max_devices,
+            q.used_cpu_millis + q.reserved_cpu_millis + asked.cpu_millis <= q.max_cpu_millis,
+            q.used_memory_mb + q.reserved_memory_mb + asked.memory_mb <= q.max_memory_mb,
+            q.used_storage_mb + q.reserved_storage_mb + asked.storage_mb <= q.max_storage_mb,
+            literal(asked.cpu_millis) <= q.device_max_cpu_millis,
+            literal(asked.memory_mb) <= q.device_max_memory_mb,
+            literal(asked.storage_mb) <= q.device_max_storage_mb,
+        )
+        .values({**_shift("reserved", asked, +1), "updated_at": now})
+    )
 
 
 def _shift(column: str, amount: Resources, sign: int) -> dict[str, Any]:

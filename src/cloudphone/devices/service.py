@@ -13,6 +13,8 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from sqlalchemy.ext.asyncio import AsyncConnection
+
 from cloudphone.devices import quota
 from cloudphone.devices.config import DevicesConfig
 from cloudphone.devices.create import DEVICE_CREATE, container_name
@@ -112,42 +114,46 @@ class DeviceService:
         """
         validate_name(name)
         spec.validate(self.config.android_versions)
-        user = principal.user_id
         async with self.db.begin() as conn:
             if idempotency_key is not None:
-                earlier = await get_by_key_txn(conn, user, idempotency_key)
+                earlier = await get_by_key_txn(conn, principal.user_id, idempotency_key)
                 if earlier is not None:
                     return self._replay(earlier, name, spec)
-            limits = (await quota.get_quota_txn(conn, user, self.config.default_quota)).limits
-            limits.check_device(spec)
-            if await find_live_by_name_txn(conn, user, name) is not None:
-                raise ConflictError(
-                    f"you already have a device named {name!r}", code="duplicate_name"
-                )
-            device_id = str(uuid.uuid4())
-            data = {"device_id": device_id, "owner_id": user, "name": name, "spec": spec.to_data()}
-            saga_id = await self.engine.start(DEVICE_CREATE, data, session=conn, started_by=user)
-            now = _now()
-            await insert_device_txn(
-                conn,
-                device_id=device_id,
-                owner_id=user,
-                name=name,
-                spec=spec,
-                create_saga_id=saga_id,
-                idempotency_key=idempotency_key,
-                now=now,
-            )
-            await quota.reserve_txn(
-                conn,
-                saga_id=saga_id,
-                user_id=user,
-                device_id=device_id,
-                spec=spec,
-                defaults=self.config.default_quota,
-                now=now,
-            )
-            device = await get_device_txn(conn, device_id)
+            return await self._accept_txn(conn, principal.user_id, name, spec, idempotency_key)
+
+    async def _accept_txn(
+        self, conn: AsyncConnection, user: str, name: str, spec: DeviceSpec, key: str | None
+    ) -> DeviceCreation:
+        limits = (await quota.get_quota_txn(conn, user, self.config.default_quota)).limits
+        limits.check_device(spec)
+        if await find_live_by_name_txn(conn, user, name) is not None:
+            raise ConflictError(f"you already have a device named {name!r}", code="duplicate_name")
+        device_id = str(uuid.uuid4())
+        data = {"device_id": device_id, "owner_id": user, "name": name, "spec": spec.to_data()}
+        saga_id = await self.engine.start(DEVICE_CREATE, data, session=conn, started_by=user)
+        now = _now()
+        await insert_device_txn(
+            conn,
+            device_id=device_id,
+            owner_id=user,
+            name=name,
+            spec=spec,
+            create_saga_id=saga_id,
+            idempotency_key=key,
+            now=now,
+        )
+        # The same conditional UPDATE as RESERVE_QUOTA (which then adopts this reservation):
+        # over quota, the whole request rolls back and nothing exists.
+        await quota.reserve_txn(
+            conn,
+            saga_id=saga_id,
+            user_id=user,
+            device_id=device_id,
+            spec=spec,
+            defaults=self.config.default_quota,
+            now=now,
+        )
+        device = await get_device_txn(conn, device_id)
         assert device is not None
         return DeviceCreation(saga_id, device)
 

@@ -119,6 +119,7 @@ class DockerRuntime:
         return self._client
 
     def _config(self, launch: Launch) -> dict[str, Any]:
+        """The Engine API body of ``POST /containers/create`` for a device."""
         o, spec = self.options, launch.spec
         host_mode = o.network_mode == "host"
         adb = launch.adb_port if host_mode else o.adb_container_port
@@ -128,16 +129,6 @@ class DockerRuntime:
             "STREAM_PORT": stream,
             "DEVICE_SERIAL": launch.serial,
             "DEVICE_ANDROID_VERSION": spec.android_version,
-        }
-        host_config: dict[str, Any] = {
-            "NetworkMode": o.network_mode,
-            "NanoCpus": spec.cpu_millis * 1_000_000,
-            "Memory": spec.memory_mb * 1024 * 1024,
-            "MemorySwap": spec.memory_mb * 1024 * 1024,  # no swap on top of the limit
-            "PidsLimit": o.pids_limit,
-            "Privileged": o.privileged,
-            "RestartPolicy": {"Name": "no"},
-            "LogConfig": {"Type": "json-file", "Config": {"max-size": "1m"}},
         }
         config: dict[str, Any] = {
             "Image": o.image.format(android_version=spec.android_version),
@@ -150,11 +141,11 @@ class DockerRuntime:
                 **launch.labels,
             },
             "StopTimeout": o.stop_timeout,
-            "HostConfig": host_config,
+            "HostConfig": self._host_config(launch),
         }
         if not host_mode:
             config["ExposedPorts"] = {f"{adb}/tcp": {}, f"{stream}/tcp": {}}
-            host_config["PortBindings"] = {
+            config["HostConfig"]["PortBindings"] = {
                 f"{adb}/tcp": [{"HostIp": o.adb_host, "HostPort": str(launch.adb_port)}],
                 f"{stream}/tcp": [{"HostIp": o.adb_host, "HostPort": str(launch.stream_port)}],
             }
@@ -166,6 +157,20 @@ class DockerRuntime:
                 f"androidboot.serialno={launch.serial}",
             ]
         return config
+
+    def _host_config(self, launch: Launch) -> dict[str, Any]:
+        """Network, limits (CPU, memory without swap, pids), privileges, no restarts."""
+        memory = launch.spec.memory_mb * 1024 * 1024
+        return {
+            "NetworkMode": self.options.network_mode,
+            "NanoCpus": launch.spec.cpu_millis * 1_000_000,
+            "Memory": memory,
+            "MemorySwap": memory,
+            "PidsLimit": self.options.pids_limit,
+            "Privileged": self.options.privileged,
+            "RestartPolicy": {"Name": "no"},
+            "LogConfig": {"Type": "json-file", "Config": {"max-size": "1m"}},
+        }
 
     async def create(self, launch: Launch) -> Container:
         """Create and start; on a name conflict adopt the existing container and start it."""
