@@ -163,6 +163,11 @@ async def test_malformed_bodies_are_422_not_500(
     )
     assert broken.status_code == 422
     assert broken.json()["error"]["code"] == "invalid_request"
+    undecodable = await client.post(
+        "/demo", content=b"\xff\xfe{", headers={**alice, "Content-Type": "application/json"}
+    )
+    assert undecodable.status_code == 422
+    assert undecodable.json()["error"]["code"] == "invalid_request"
     typed = await client.post("/demo", json={"work_ms": "slow"}, headers=alice)
     assert typed.status_code == 422
     assert typed.json()["error"]["details"][0]["loc"] == ["body", "work_ms"]

@@ -1,7 +1,8 @@
 """Every error as JSON ``{"error": {"code", "message"}}`` with the right status code.
 
 Domain errors (``cloudphone.domain``) and engine errors map by type; request validation errors
-become 422; unknown routes 404; anything unexpected a logged 500 that reveals nothing. Routes
+and undecodable bodies become 422; unknown routes 404; anything unexpected a logged 500 that
+reveals nothing. Routes
 document the shapes with :func:`error_responses`.
 """
 
@@ -142,7 +143,6 @@ async def _validation_error(_request: Request, error: Exception) -> JSONResponse
 
 
 _HTTP_CODES = {
-    400: "bad_request",
     404: "not_found",
     405: "method_not_allowed",
     413: "payload_too_large",
@@ -151,6 +151,10 @@ _HTTP_CODES = {
 
 async def _http_error(_request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, StarletteHTTPException)
+    if error.status_code == 400:
+        # FastAPI's answer to a body it cannot decode at all (bad UTF-8, broken multipart);
+        # a body that decodes but is not valid JSON is already a 422. One status, one code.
+        return error_json(422, "invalid_request", f"the request body is malformed: {error.detail}")
     code = _HTTP_CODES.get(error.status_code, "http_error")
     headers = dict(error.headers) if error.headers else None
     return error_json(error.status_code, code, str(error.detail), headers=headers)
