@@ -12,11 +12,12 @@ import pytest
 from tests.support.databases import create_postgres_database, drop_postgres_database
 from tests.support.http import saga_until, start_demo
 from tests.support.server import (
+    WORKER_READY,
     CloudphoneProcess,
     auth,
     child_env,
+    spawn_worker,
     start_serve,
-    start_worker,
 )
 
 pytestmark = pytest.mark.postgres
@@ -29,9 +30,12 @@ def cluster(tmp_path: Path) -> Iterator[dict[str, CloudphoneProcess]]:
     env = child_env(tmp_path / "var", url)
     processes: dict[str, CloudphoneProcess] = {}
     try:
+        # Migrating first avoids three processes queueing on the migration lock at start.
         processes["api"] = start_serve(tmp_path, env, "--no-worker", name="api")
-        processes["w1"] = start_worker(tmp_path, env, "w1")
-        processes["w2"] = start_worker(tmp_path, env, "w2")
+        processes["w1"] = spawn_worker(tmp_path, env, "w1")
+        processes["w2"] = spawn_worker(tmp_path, env, "w2")
+        for name in ("w1", "w2"):
+            processes[name].wait_log(WORKER_READY)
         yield processes
     finally:
         for process in processes.values():

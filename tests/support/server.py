@@ -24,6 +24,8 @@ from tests.support.waiting import wait_sync
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TEST_SECRET = "e2e-test-secret-" + "x" * 32
+WORKER_READY = '"worker ready"'
+"""What a ``cloudphone worker`` logs (JSON) once it claims work."""
 """JWT secret given to every child, so tests can mint tokens."""
 
 
@@ -169,10 +171,10 @@ class CloudphoneProcess:
                 close()
 
 
-def start_serve(
+def spawn_serve(
     workdir: Path, env: dict[str, str], *extra_args: str, name: str = "serve"
 ) -> CloudphoneProcess:
-    """``cloudphone serve`` on a free port, waited on until healthy."""
+    """``cloudphone serve`` on a free port (not waited on: call ``wait_healthy``)."""
     port = free_port()
     process = CloudphoneProcess.spawn(
         ["serve", "--host", "127.0.0.1", "--port", str(port), *extra_args],
@@ -181,6 +183,21 @@ def start_serve(
         cwd=workdir,
     )
     process.base_url = f"http://127.0.0.1:{port}"
+    return process
+
+
+def spawn_worker(workdir: Path, env: dict[str, str], name: str) -> CloudphoneProcess:
+    """``cloudphone worker --id <name>`` (not waited on: call ``wait_log('"worker ready"')``)."""
+    return CloudphoneProcess.spawn(
+        ["worker", "--id", name], env=env, log_path=workdir / f"{name}.log", cwd=workdir
+    )
+
+
+def start_serve(
+    workdir: Path, env: dict[str, str], *extra_args: str, name: str = "serve"
+) -> CloudphoneProcess:
+    """``cloudphone serve`` on a free port, waited on until healthy."""
+    process = spawn_serve(workdir, env, *extra_args, name=name)
     try:
         process.wait_healthy()
     except BaseException:
@@ -191,11 +208,9 @@ def start_serve(
 
 def start_worker(workdir: Path, env: dict[str, str], name: str) -> CloudphoneProcess:
     """``cloudphone worker --id <name>``, waited on until it logged it is ready."""
-    process = CloudphoneProcess.spawn(
-        ["worker", "--id", name], env=env, log_path=workdir / f"{name}.log", cwd=workdir
-    )
+    process = spawn_worker(workdir, env, name)
     try:
-        process.wait_log('"worker ready"')
+        process.wait_log(WORKER_READY)
     except BaseException:
         process.stop()
         raise
