@@ -1,0 +1,152 @@
+"""app_upload with its worker process SIGKILLed mid-saga: recovery finishes or compensates.
+
+A child worker is killed at a chosen point (after a step's action, before its commit; in the
+middle of a multipart upload; while compensating), then a new worker with the same id takes the
+run back. Whatever the point: the saga ends COMPLETED or COMPENSATED, record and object agree,
+no spooled file remains, and reconcile finds nothing. On SQLite and PostgreSQL, on the
+filesystem store and on S3 (SeaweedFS).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from cloudphone.apps.models import AppStatus
+from cloudphone.apps.storage.base import ObjectStorage
+from cloudphone.apps.storage.filesystem import FilesystemStorage
+from cloudphone.apps.upload import STEPS
+from cloudphone.domain import Principal
+from cloudphone.saga import SagaStatus
+from tests.support.apps_harness import Apps, apk, build_apps, package_for, sha256
+from tests.support.apps_s3 import PART_SIZE, WeedServer, s3_storage
+from tests.support.apps_worker import AppsWorker
+
+pytestmark = pytest.mark.chaos
+
+
+@pytest.fixture(scope="module")
+def weed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WeedServer]:
+    server = WeedServer(tmp_path_factory.mktemp("weed"))
+    server.start()
+    yield server
+    server.stop(kill=True)
+
+
+@pytest.fixture(params=["filesystem", "s3"])
+def store_args(request: pytest.FixtureRequest, tmp_path: Path, unique: str) -> list[str]:
+    """How the test and its worker children reach the same store."""
+    if request.param == "s3":
+        server: WeedServer = request.getfixturevalue("weed")
+        return ["--s3-endpoint", server.endpoint, "--s3-prefix", f"c{unique}/"]
+    return ["--fs-root", str(tmp_path / "objects")]
+
+
+@pytest.fixture
+async def apps(
+    database_url: str, unique: str, tmp_path: Path, store_args: list[str]
+) -> AsyncIterator[Apps]:
+    """The test's side: accepts uploads and reads state; no worker of its own."""
+    storage: ObjectStorage
+    if store_args[0] == "--s3-endpoint":
+        storage = s3_storage(store_args[1], store_args[3])
+    else:
+        storage = FilesystemStorage(Path(store_args[1]))
+    await storage.start()
+    built = await build_apps(database_url, unique, storage, tmp_path / "spool")
+    yield built
+    await built.close()
+    await storage.close()
+
+
+@pytest.fixture
+def spawn(
+    apps: Apps, database_url: str, store_args: list[str], tmp_path: Path, unique: str
+) -> Iterator[object]:
+    children: list[AppsWorker] = []
+
+    async def start(*faults: str) -> AppsWorker:
+        args = [
+            "--url", database_url, "--worker-id", f"apps-chaos-{unique}",
+            "--saga-name", apps.saga_name, "--spool", str(apps.spool.directory),
+            *store_args, *faults,
+        ]  # fmt: skip
+        log = tmp_path / f"worker-{len(children)}.log"
+        child = await asyncio.to_thread(AppsWorker.spawn, log, *args)
+        children.append(child)
+        return child
+
+    yield start
+    for child in children:
+        child.kill()
+
+
+async def assert_consistent(apps: Apps, app_id: str, data: bytes | None) -> None:
+    """Record and object agree (or neither exists), nothing spooled, reconcile clean."""
+    app = await apps.record(app_id)
+    assert app is not None
+    stored = await apps.storage.stat(app.object_key)
+    if data is None:
+        assert app.status is AppStatus.FAILED
+        assert stored is None
+    else:
+        assert (app.status, app.is_latest) == (AppStatus.AVAILABLE, True)
+        assert (app.size, app.sha256) == (len(data), sha256(data))
+        assert stored is not None
+        assert stored.size == len(data)
+    assert apps.spooled() == []
+    assert await apps.pending() == []
+    report = await apps.reconciler.run(package_name=app.package_name)
+    assert report.clean, report
+
+
+@pytest.mark.parametrize("step", STEPS)
+async def test_killed_after_a_step_acted_the_upload_still_completes(
+    apps: Apps, spawn: object, unique: str, step: str, store_args: list[str]
+) -> None:
+    if store_args[0] == "--s3-endpoint" and step != "UPLOAD_TO_STORAGE":
+        pytest.skip("only UPLOAD_TO_STORAGE touches the store; the filesystem run covers it")
+    data = apk(package_for(unique), 1)
+    accepted = await apps.upload(Principal(f"u-{unique}"), data)
+    doomed = await spawn("--crash-after", step)  # type: ignore[operator]
+    assert await asyncio.to_thread(doomed.wait_exit) == -9
+    await spawn()  # type: ignore[operator]
+    run = await apps.engine.wait(accepted.saga_id, timeout=30)
+    assert run.status is SagaStatus.COMPLETED, run.error
+    await assert_consistent(apps, accepted.application.id, data)
+
+
+async def test_killed_in_the_middle_of_a_multipart_upload_leaves_no_leftovers(
+    apps: Apps, spawn: object, unique: str, store_args: list[str]
+) -> None:
+    if store_args[0] != "--s3-endpoint":
+        pytest.skip("multipart uploads are an S3 matter")
+    data = apk(package_for(unique), 1, big_asset_size=2 * PART_SIZE + 1024)
+    accepted = await apps.upload(Principal(f"u-{unique}"), data)
+    doomed = await spawn("--kill-after-part", "1")  # type: ignore[operator]
+    assert await asyncio.to_thread(doomed.wait_exit) == -9
+    assert len(await apps.pending()) == 1  # part 1 stored, parts 2 and 3 never sent
+    await spawn()  # type: ignore[operator]
+    run = await apps.engine.wait(accepted.saga_id, timeout=30)
+    assert run.status is SagaStatus.COMPLETED, run.error
+    await assert_consistent(apps, accepted.application.id, data)
+
+
+@pytest.mark.parametrize("undo", ["UPLOAD_TO_STORAGE", "CREATE_APP_RECORD"])
+async def test_killed_while_compensating_the_undo_finishes(
+    apps: Apps, spawn: object, unique: str, undo: str, store_args: list[str]
+) -> None:
+    """MARK_AVAILABLE fails for good after the object was stored; the worker dies undoing."""
+    if store_args[0] == "--s3-endpoint" and undo != "UPLOAD_TO_STORAGE":
+        pytest.skip("only the undo of UPLOAD_TO_STORAGE touches the store")
+    accepted = await apps.upload(Principal(f"u-{unique}"), apk(package_for(unique), 1))
+    doomed = await spawn("--fail", "MARK_AVAILABLE", "--crash-before-undo", undo)  # type: ignore[operator]
+    assert await asyncio.to_thread(doomed.wait_exit) == -9
+    assert (await apps.engine.get(accepted.saga_id)).status is SagaStatus.COMPENSATING
+    await spawn()  # type: ignore[operator]
+    run = await apps.engine.wait(accepted.saga_id, timeout=30)
+    assert run.status is SagaStatus.COMPENSATED
+    await assert_consistent(apps, accepted.application.id, None)
