@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from cloudphone.api.deps import AdminDep, IdempotencyKeyDep, PlatformDep, PrincipalDep
@@ -22,6 +22,7 @@ from cloudphone.devices.models import DeviceStatus
 from cloudphone.devices.quota import Quota
 from cloudphone.devices.records import Device
 from cloudphone.devices.spec import DeviceSpec, QuotaLimits, Resources, cores_to_millis
+from cloudphone.domain import InvalidInputError
 
 router = APIRouter(tags=["devices"], responses=error_responses(401, 422))
 
@@ -30,6 +31,8 @@ UserId = Annotated[str, Path(min_length=1, max_length=200, description="The user
 Cores = Annotated[float, Field(gt=0, le=256, description="CPU cores (0.001 steps).")]
 MiB = Annotated[int, Field(gt=0, le=16 * 1024 * 1024, description="MiB.")]
 _DEFAULT = DeviceSpec()
+MAX_INT = 2**31 - 1
+"""Largest amount the database columns hold."""
 
 
 class DeviceSpecIn(BaseModel):
@@ -133,11 +136,11 @@ class QuotaLimitsIO(BaseModel):
     model_config = ConfigDict(extra="forbid")
     max_devices: int = Field(ge=0, le=1_000_000)
     max_cpu_cores: float = Field(ge=0, le=1_000_000)
-    max_memory_mb: int = Field(ge=0)
-    max_storage_mb: int = Field(ge=0)
-    device_max_cpu_cores: float = Field(gt=0, le=1_000)
-    device_max_memory_mb: int = Field(gt=0)
-    device_max_storage_mb: int = Field(gt=0)
+    max_memory_mb: int = Field(ge=0, le=MAX_INT)
+    max_storage_mb: int = Field(ge=0, le=MAX_INT)
+    device_max_cpu_cores: float = Field(ge=0.001, le=1_000, description="0.001 steps.")
+    device_max_memory_mb: int = Field(ge=1, le=MAX_INT)
+    device_max_storage_mb: int = Field(ge=1, le=MAX_INT)
 
     def to_limits(self) -> QuotaLimits:
         """The domain limits."""
@@ -238,21 +241,39 @@ async def create_device(
     return DeviceAccepted(saga_id=done.saga_id, device=DeviceOut.of(done.device))
 
 
-@router.get("/devices", summary="List devices")
+LIST_PARAMETERS = frozenset({"include_deleted", "owner_id", "limit", "offset"})
+
+
+def _known_parameters_only(request: Request) -> None:
+    """Refuse query parameters the route does not know (a typo must not widen the list)."""
+    unknown = sorted(set(request.query_params) - LIST_PARAMETERS)
+    if unknown:
+        raise InvalidInputError(f"unknown query parameter(s): {', '.join(map(repr, unknown))}")
+
+
+@router.get(
+    "/devices",
+    summary="List devices",
+    responses=error_responses(403),
+    dependencies=[Depends(_known_parameters_only)],
+)
 async def list_devices(
     platform: PlatformDep,
     principal: PrincipalDep,
     include_deleted: Annotated[bool, Query(description="Also DELETED devices.")] = False,
     owner_id: Annotated[
-        str | None, Query(min_length=1, max_length=200, description="Admins: this user's.")
-    ] = None,
+        str, Query(max_length=200, description="Admins: only this user's (empty: everyone's).")
+    ] = "",
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> DevicePage:
-    """Your devices, oldest first (admins: everyone's, or ``owner_id``'s)."""
+    """Your devices, oldest first (admins: everyone's, or ``owner_id``'s).
+
+    403 when a user asks for another user's devices.
+    """
     devices = await platform.devices.list_devices(
         principal,
-        owner_id=owner_id,
+        owner_id=owner_id or None,
         include_deleted=include_deleted,
         limit=limit + 1,
         offset=offset,

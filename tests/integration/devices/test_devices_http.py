@@ -203,3 +203,12 @@ async def test_stop_and_start_over_http(
     assert (stopped.status_code, stopped.json()["status"]) == (200, "STOPPED")
     started = await client.post(f"/devices/{device_id}/start", headers=me)
     assert (started.status_code, started.json()["status"]) == (200, "RUNNING")
+
+
+async def test_unknown_list_parameters_are_refused(
+    client: httpx.AsyncClient, me: dict[str, str]
+) -> None:
+    """A misspelt filter is a 422, never a silently wider list."""
+    response = await client.get("/devices", params={"owner": "someone"}, headers=me)
+    assert response.status_code == 422
+    assert "'owner'" in response.json()["error"]["message"]
