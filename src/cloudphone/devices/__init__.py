@@ -5,6 +5,30 @@ Use cases live in :class:`DeviceService`; the sagas are built by :func:`build_cr
 default, or :class:`DockerRuntime`). See ``DESIGN.md`` §3 and the module docstrings of
 :mod:`.create`, :mod:`.delete`, :mod:`.quota`, :mod:`.ports` and :mod:`.sweeper`.
 
+Decisions (details in the modules):
+
+* **Quota** (:mod:`.quota`): per-user limits (devices, CPU in millicores, memory, storage and
+  per-device maxima), ``used_*`` and ``reserved_*`` counters, and one reservation row per
+  creation saga (HELD → CONSUMED → RETURNED, or HELD → RELEASED). A reservation is ONE
+  conditional UPDATE. ``POST /devices`` runs it in the request transaction that inserts the
+  CREATING device and starts the saga, so an over-quota request is a synchronous 409 with the
+  limit named and nothing is written; RESERVE_QUOTA adopts that reservation (or makes it, for
+  runs started otherwise). Limits may be lowered below usage: only new devices are refused.
+* **Ports** (:mod:`.ports`): a row per port, primary key = port number (unique platform-wide),
+  random free candidate + ``INSERT … ON CONFLICT DO NOTHING`` (a lost race never aborts the
+  transaction); released by the device's deletion or the creation's compensation.
+* **Names**: unique per owner among devices that are not DELETED (partial unique index); a
+  device whose creation was undone is ERROR (with the reason) and keeps its name until deleted.
+* **Containers** are named ``cloudphone-<create saga id>``: retries, takeovers and
+  compensations all find the same one. RESERVE_QUOTA's compensation, always the last to run,
+  turns the device ERROR. ``device_delete``'s pivot is its first step, MARK_DELETING; every
+  later step is idempotent and retried until it succeeds; deleting twice returns the same run.
+* **Sweeper** (:mod:`.sweeper`), at worker start and periodically: removes containers no live
+  device or active creation owns; repairs creations cancelled while PENDING (the engine then
+  runs no compensation, yet the request had reserved quota).
+* **Runtimes**: local agents are real processes in their own session that outlive the platform
+  (like containers); the docker runtime drives Redroid (or the test suite's busybox agent).
+
 Names are imported lazily: the local runtime's device agents run ``python -m
 cloudphone.devices.agent`` and must not pay for the database and Docker libraries.
 """
