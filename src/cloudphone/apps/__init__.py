@@ -1,1 +1,29 @@
-"""The apps service."""
+"""The apps service: APK uploads streamed into object storage by the ``app_upload`` saga.
+
+Use cases live in :class:`AppsService`; the saga is built by :func:`build_upload_saga` from an
+:class:`~cloudphone.apps.storage.base.ObjectStorage` (adapters in :mod:`cloudphone.apps.storage`)
+and an :class:`UploadSpool`; :class:`Reconciler` finds drift between records and objects.
+"""
+
+from cloudphone.apps.config import AppsConfig
+from cloudphone.apps.models import LIVE, Application, AppStatus
+from cloudphone.apps.reconcile import Reconciler, ReconcileReport
+from cloudphone.apps.service import AppsService, UploadAccepted
+from cloudphone.apps.spool import UploadSpool
+from cloudphone.apps.upload import APP_UPLOAD, STEPS, UploadInput, build_upload_saga
+
+__all__ = [
+    "APP_UPLOAD",
+    "LIVE",
+    "STEPS",
+    "AppStatus",
+    "Application",
+    "AppsConfig",
+    "AppsService",
+    "ReconcileReport",
+    "Reconciler",
+    "UploadAccepted",
+    "UploadInput",
+    "UploadSpool",
+    "build_upload_saga",
+]
