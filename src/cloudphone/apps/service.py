@@ -193,20 +193,14 @@ class AppsService:
         return upload
 
     async def _started_with(self, idempotency_key: str) -> UploadAccepted | None:
-        async with self.db.read() as conn:
-            saga_id = await conn.scalar(
-                select(saga_runs.c.id).where(
-                    saga_runs.c.saga_type == self.upload_saga,
-                    saga_runs.c.idempotency_key == idempotency_key,
-                )
-            )
-        if saga_id is None:
+        run = await self.engine.find(self.upload_saga, idempotency_key)
+        if run is None:
             return None
         async with self.db.read() as conn:
-            app = await find_by_saga_txn(conn, str(saga_id))
+            app = await find_by_saga_txn(conn, run.id)
         if app is None:
             return None
-        return UploadAccepted(str(saga_id), app, created=False)
+        return UploadAccepted(run.id, app, created=False)
 
     # -- reading ------------------------------------------------------------------------
 

@@ -27,7 +27,6 @@ from cloudphone.apps.models import AppStatus, applications
 from cloudphone.apps.spool import UploadSpool
 from cloudphone.apps.storage.base import ObjectStorage, StorageError
 from cloudphone.saga import NonRetryableError, RetryPolicy, Saga, StepContext
-from cloudphone.saga.store.tables import saga_runs
 
 log = logging.getLogger("cloudphone.apps.upload")
 
@@ -104,7 +103,7 @@ def build_upload_saga(
 
     @create_record.compensate
     async def fail_record(ctx: StepContext) -> None:
-        reason = await _failure_reason(ctx)
+        reason = _failure_reason(ctx)
         await ctx.session.execute(
             update(applications)
             .where(
@@ -208,22 +207,14 @@ def _record(upload: UploadInput, key: str, saga_id: str) -> dict[str, Any]:
     }
 
 
-async def _failure_reason(ctx: StepContext) -> str:
-    """Why the run is compensating, from its row (read in the compensation's transaction)."""
-    row = (
-        await ctx.session.execute(
-            select(saga_runs.c.error, saga_runs.c.compensation_cause).where(
-                saga_runs.c.id == ctx.saga_id
-            )
-        )
-    ).first()
-    if row is None:
-        return "upload undone"
-    error, cause = row
-    if isinstance(error, dict) and error.get("message"):
-        where = f" in {error['step']}" if error.get("step") else ""
-        return f"{cause or 'failed'}{where}: {error['message']}"[:1000]
-    return f"upload undone ({cause or 'failed'})"
+def _failure_reason(ctx: StepContext) -> str:
+    """Why the run is compensating, from the engine's compensation context."""
+    cause = ctx.compensation_cause or "failed"
+    error = ctx.error
+    if error is None or not error.message:
+        return f"upload undone ({cause})"
+    where = f" in {error.step}" if error.step else ""
+    return f"{cause}{where}: {error.message}"[:1000]
 
 
 def _now() -> datetime:

@@ -230,6 +230,10 @@ class SagaEngine:
             raise SagaNotFoundError(f"no saga run {saga_id!r}")
         return run
 
+    async def find(self, saga_type: str, idempotency_key: str) -> SagaRun | None:
+        """The run of ``saga_type`` started with ``idempotency_key``, or None."""
+        return await self.store.find(saga_type, idempotency_key)
+
     async def history(self, saga_id: str) -> list[SagaEvent]:
         """The run's events in order; raises SagaNotFoundError for an unknown id."""
         events = await self.store.history(saga_id)

@@ -333,9 +333,8 @@ class Runner:
             raise
         finally:
             self._interruptible = False
-        if compensating:
-            return None
-        checked = _check_output(step, output)
+        # A compensation's return value is ignored; a step's must be a JSON object.
+        checked = None if compensating else _check_output(step, output)
         if self._hooks is not None:
             await self._hooks.after_action(ctx, checked)
         return checked

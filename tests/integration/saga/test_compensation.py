@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from cloudphone.saga import EventKind, NonRetryableError, SagaEngine, SagaStatus
+from cloudphone.saga import EventKind, NonRetryableError, SagaEngine, SagaStatus, StepContext
 from cloudphone.saga.testing import FaultInjector
 from tests.support.sagas import Recorder, build_saga
 
@@ -90,3 +90,24 @@ async def test_compensation_failing_for_good_leaves_saga_failed(
     assert events[-1].kind is EventKind.SAGA_FAILED
     assert "container vanished oddly" in events[-1].detail["reason"]
     assert not any(e.kind is EventKind.SAGA_COMPENSATED for e in events)
+
+
+async def test_after_action_hook_runs_for_compensations(
+        make_engine: Callable[..., SagaEngine], unique: str) -> None:
+    """Hooks see a compensation finish before its commit (so crash_after can target undos)."""
+    seen: list[tuple[str, bool]] = []
+
+    class Recording(FaultInjector):
+        async def after_action(self, ctx: StepContext, output: object) -> None:  # type: ignore[override]
+            seen.append((ctx.step, ctx.compensating))
+
+    recorder = Recorder()
+    saga = build_saga(f"hooks_{unique}", recorder, steps=("A", "B"))
+    faults = Recording()
+    faults.fail("B", times=None, error=NonRetryableError("stop"))
+    engine = make_engine([saga], hooks=faults)
+    await engine.create_schema()
+    async with engine.worker():
+        run = await engine.wait(await engine.start(saga.name, {}), timeout=10)
+    assert run.status is SagaStatus.COMPENSATED
+    assert seen == [("A", False), ("B", True), ("A", True)]

@@ -454,6 +454,23 @@ class SqlStore:
             )
         return run_from_row(row) if row is not None else None
 
+    async def find(self, saga_type: str, idempotency_key: str) -> SagaRun | None:
+        """The run of ``saga_type`` holding ``idempotency_key``, or None."""
+        async with self.db.read() as conn:
+            row = (
+                (
+                    await conn.execute(
+                        select(saga_runs).where(
+                            saga_runs.c.saga_type == saga_type,
+                            saga_runs.c.idempotency_key == idempotency_key,
+                        )
+                    )
+                )
+                .mappings()
+                .first()
+            )
+        return run_from_row(row) if row is not None else None
+
     async def history(self, run_id: str) -> list[SagaEvent]:
         """Every event of the run, in order."""
         async with self.db.read() as conn:
