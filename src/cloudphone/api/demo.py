@@ -9,8 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from cloudphone.api.deps import IdempotencyKeyDep, PlatformDep, PrincipalDep
 from cloudphone.api.errors import error_responses
-from cloudphone.api.idempotency import set_started_status, start_saga, started_responses
-from cloudphone.api.schemas import SagaAccepted, SagaSummary, UtcDatetime
+from cloudphone.api.idempotency import start_saga, started_responses
+from cloudphone.api.schemas import UtcDatetime
 from cloudphone.demo import DEMO_SAGA
 
 router = APIRouter(prefix="/demo", tags=["demo"])
@@ -47,17 +47,13 @@ class DemoRequest(BaseModel):
 )
 async def start_demo(
     body: DemoRequest,
-    response: Response,
     platform: PlatformDep,
     principal: PrincipalDep,
     idempotency: IdempotencyKeyDep,
-) -> SagaAccepted | SagaSummary:
+) -> Response:
     """Start a demo saga run for the caller; follow it at ``GET /sagas/{id}``."""
     data = body.model_dump(mode="json", exclude_none=True)
     started = await start_saga(
         platform.engine, DEMO_SAGA, data, principal=principal, idempotency=idempotency
     )
-    set_started_status(response, created=started.created)
-    if started.created:
-        response.headers["Location"] = f"/sagas/{started.saga_id}"
-    return started.body()
+    return started.response()

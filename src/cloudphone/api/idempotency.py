@@ -1,9 +1,9 @@
 """Starting a saga from a request, idempotently: 202 for a new run, 200 for a repeated key.
 
 A route that starts a saga takes an :data:`~cloudphone.api.deps.IdempotencyKeyDep`. A route
-over the engine directly (like ``POST /demo``) calls :func:`start_saga`; a service use case
-receives ``idempotency.engine_key`` and reports whether it created something, and the route
-calls :func:`set_started_status`.
+over the engine directly (like ``POST /demo``) calls :func:`start_saga` and returns
+``started.response()``; a service use case receives ``idempotency.engine_key`` and reports
+whether it created something, and the route calls :func:`set_started_status`.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi import Response
+from fastapi.responses import JSONResponse
 from sqlalchemy import select
 
 from cloudphone.api.deps import IdempotencyKey
@@ -56,6 +57,15 @@ class Started:
         if self.existing is not None:
             return SagaSummary.of(self.existing)
         return SagaAccepted.of(self.saga_id, self.saga_type)
+
+    def response(self) -> JSONResponse:
+        """202 with the accepted run and its Location, or 200 with the earlier run's state."""
+        body = self.body()
+        if isinstance(body, SagaSummary):
+            return JSONResponse(body.model_dump(mode="json"), status_code=200)
+        return JSONResponse(
+            body.model_dump(mode="json"), status_code=202, headers={"Location": body.url}
+        )
 
 
 async def start_saga(
