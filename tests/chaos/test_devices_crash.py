@@ -117,6 +117,10 @@ async def test_worker_killed_after_the_runtime_acted(
     created = await stack.service.create_device(user, "phone", SMALL)
     assert await first.exited() == -signal.SIGKILL
     [orphan] = await stack.containers()  # made by the dead worker, not recorded yet
+    # Its device process ended with the worker that started it (no leak if none recovers).
+    await eventually(
+        stack.containers, lambda found: not found[0].running, what="agent ended with its worker"
+    )
 
     recovery = {"fail": ["INITIALIZE_DEVICE"]} if outcome == "is_undone" else {}
     await workers.start(f"b-{unique}", **recovery)

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
+import os
 import resource
 import signal
 import sys
@@ -28,6 +30,9 @@ from collections.abc import Sequence
 
 from cloudphone.devices import agent_adb
 from cloudphone.devices.links import DISPLAY_PROP, PROP_KEY
+
+PR_SET_PDEATHSIG = 1
+"""``prctl`` option: the signal a process gets when its parent dies (Linux)."""
 
 SDK_LEVELS = {"11": "30", "12": "32", "13": "33", "14": "34"}
 """Android version → API level reported in the banner."""
@@ -142,6 +147,14 @@ class Agent:
             writer.close()
 
 
+def _die_with_parent(parent_pid: int) -> bool:
+    """Ask for SIGTERM when the parent dies; False if it is already gone (nothing to serve)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    # The parent may have died before prctl: then we were re-parented already.
+    return os.getppid() == parent_pid
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse the command line."""
     parser = argparse.ArgumentParser(description="cloudphone device agent")
@@ -154,11 +167,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--name", default="", help="container name (for the runtime's scan)")
     parser.add_argument("--instance", default="", help="runtime id (for the runtime's scan)")
     parser.add_argument("--token", default="", help="container token (for the runtime's scan)")
+    parser.add_argument(
+        "--parent-pid", type=int, default=0, help="exit when this process (the platform) dies"
+    )
     return parser.parse_args(argv)
 
 
 async def run(args: argparse.Namespace) -> int:
     """Serve until SIGTERM or SIGINT; 3 when a port is taken."""
+    if args.parent_pid and not _die_with_parent(args.parent_pid):
+        return 0
     if args.memory_mb > 0:
         limit = args.memory_mb * 1024 * 1024
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))

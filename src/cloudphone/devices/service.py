@@ -240,17 +240,21 @@ class DeviceService:
     # -- stop / start ------------------------------------------------------------------
 
     async def stop_device(self, principal: Principal, device_id: str) -> Device:
-        """Stop a RUNNING device's container; it keeps its quota and ports."""
+        """Stop a RUNNING device's container; it keeps its quota and ports.
+
+        The status changes first, so the sweeper never restarts a device being stopped;
+        stopping a STOPPED device stops its container again (a retry after a runtime error).
+        """
         device = await self.get_device(principal, device_id)
-        if device.status is DeviceStatus.STOPPED:
-            return device
-        if device.status is not DeviceStatus.RUNNING:
+        if device.status not in (DeviceStatus.RUNNING, DeviceStatus.STOPPED):
             raise ConflictError(f"device {device_id} is {device.status}", code="device_busy")
+        if device.status is DeviceStatus.RUNNING:
+            device = await self._move(device, DeviceStatus.RUNNING, DeviceStatus.STOPPED)
         try:
             await self.runtime.stop(container_name(device.create_saga_id))
         except DeviceRuntimeError as error:
             raise UnavailableError(f"the device runtime failed: {error}") from error
-        return await self._move(device, DeviceStatus.RUNNING, DeviceStatus.STOPPED)
+        return device
 
     async def start_device(self, principal: Principal, device_id: str) -> Device:
         """Start a STOPPED device and wait until it answers its handshake again."""
@@ -309,11 +313,17 @@ class DeviceService:
 
     async def sweep(self) -> SweepReport:
         """Remove orphan containers and repair stale creations (see :mod:`.sweeper`)."""
-        report = await Sweeper(self.engine, self.runtime).sweep()
-        if report.removed or report.repaired:
+        sweeper = Sweeper(self.engine, self.runtime, boot_timeout=self.config.boot_timeout_seconds)
+        report = await sweeper.sweep()
+        if report.removed or report.repaired or report.restarted or report.failed:
             log.warning(
                 "devices sweep fixed drift",
-                extra={"removed": report.removed, "repaired": report.repaired},
+                extra={
+                    "removed": report.removed,
+                    "repaired": report.repaired,
+                    "restarted": report.restarted,
+                    "failed": report.failed,
+                },
             )
         return report
 

@@ -129,3 +129,38 @@ async def test_idempotency_key_replays_the_first_creation(
     assert len(await stack.runs_of(user.user_id)) == 1
     async with stack.engine.worker(concurrency=8):
         assert (await stack.wait(first.saga_id)).status is SagaStatus.COMPLETED
+
+
+async def test_devices_end_with_their_platform_and_come_back_on_restart(
+    stack: DeviceStack, user: Principal, runtime: LocalRuntime
+) -> None:
+    """Closing the runtime stops its agents; the start-up sweep restarts RUNNING devices."""
+    async with stack.engine.worker(concurrency=8):
+        created = await stack.service.create_device(user, "phone", SMALL)
+        await stack.wait(created.saga_id)
+    await runtime.close()  # the platform goes away
+    assert runtime.scan() == []
+    assert [c.running for c in await stack.containers()] == [False]
+
+    report = await stack.service.sweep()  # what a restarted worker process runs first
+
+    assert report.restarted == [created.device.id]
+    device = await stack.device(created.device.id)
+    assert device.status is DeviceStatus.RUNNING
+    assert device.adb_port is not None
+    link = LineLink(device.adb_host or "", device.adb_port)
+    assert (await link.probe("back")).serial == device.id
+    assert await link.get_prop(DISPLAY_PROP) == "720x1280@320"  # re-initialised
+
+
+async def test_a_stopped_device_is_not_restarted_by_the_sweeper(
+    stack: DeviceStack, user: Principal
+) -> None:
+    """STOPPED is the wanted state: the sweeper leaves its container stopped."""
+    async with stack.engine.worker(concurrency=8):
+        created = await stack.service.create_device(user, "phone", SMALL)
+        await stack.wait(created.saga_id)
+    await stack.service.stop_device(user, created.device.id)
+    report = await stack.service.sweep()
+    assert report.restarted == []
+    assert [c.running for c in await stack.containers()] == [False]

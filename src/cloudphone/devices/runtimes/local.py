@@ -3,10 +3,14 @@
 Its "container table" is a state directory with one JSON record per container (name, token,
 pid, ports, labels). The record is published *before* the process is spawned, and the random
 token is also on the process's command line, so a platform killed between the spawn and the
-pid write still finds the process later (by scanning ``/proc`` for the token). Processes run in
-their own session and outlive the platform, like containers outlive a Docker client; ``list``
-also reports stray agents of this runtime that have no record, so the devices sweeper can
-kill them. Linux only (``/proc``).
+pid write still finds the process later (by scanning ``/proc`` for the token).
+
+Device processes live as long as the process that started them: they run in their own
+session (a Ctrl-C of the platform does not hit them first), but ask the kernel for SIGTERM
+when their parent dies (``PR_SET_PDEATHSIG``), even by SIGKILL, and :meth:`LocalRuntime.close`
+stops them. Nothing leaks when a platform goes away; the devices sweeper restarts the RUNNING
+devices of a restarted platform, and ``list`` also reports stray agents of this runtime that
+have no record so the sweeper can kill them. Linux only (``/proc``, ``prctl``).
 
 Of the spec's limits, memory is enforced as the agent's address-space limit (RLIMIT_AS); CPU
 and process counts are only accounted in the quota here. The docker runtime enforces all
@@ -208,7 +212,8 @@ class LocalRuntime:
         return banner
 
     async def close(self) -> None:
-        """Reap agents that already exited (the others keep running, like containers)."""
+        """Stop the agents this object started: device processes end with their platform."""
+        await asyncio.gather(*(self._terminate(pid, signal.SIGTERM) for pid in self._children))
         self._reap()
 
     # -- processes ---------------------------------------------------------------------
@@ -240,6 +245,7 @@ class LocalRuntime:
             "--name", record.name,
             "--instance", self.instance,
             "--token", record.token,
+            "--parent-pid", str(os.getpid()),
         ]  # fmt: skip
         log = os.fspath(self._log_path(record.name))
         actions = [
@@ -247,7 +253,7 @@ class LocalRuntime:
             (os.POSIX_SPAWN_OPEN, 1, log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644),
             (os.POSIX_SPAWN_DUP2, 1, 2),
         ]
-        # Own session: a Ctrl-C or SIGKILL of the platform does not take the devices down.
+        # Own session: a Ctrl-C of the platform does not hit the devices before it shut down.
         # posix_spawn returns once the child exists; it never waits for the child.
         pid = os.posix_spawn(  # noqa: ASYNC221
             self.python, argv, dict(os.environ), file_actions=actions, setsid=True
