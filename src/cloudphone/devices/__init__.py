@@ -25,9 +25,11 @@ Decisions (details in the modules):
   later step is idempotent and retried until it succeeds; deleting twice returns the same run.
 * **Sweeper** (:mod:`.sweeper`), at worker start and periodically: removes containers no live
   device or active creation owns; repairs creations cancelled while PENDING (the engine then
-  runs no compensation, yet the request had reserved quota).
-* **Runtimes**: local agents are real processes in their own session that outlive the platform
-  (like containers); the docker runtime drives Redroid (or the test suite's busybox agent).
+  runs no compensation, yet the request had reserved quota); restarts RUNNING devices whose
+  container stopped.
+* **Runtimes**: local device processes end with the process that started them (parent-death
+  signal), so nothing leaks, and come back through the sweeper when the platform restarts;
+  the docker runtime drives Redroid (or the test suite's busybox agent).
 
 Names are imported lazily: the local runtime's device agents run ``python -m
 cloudphone.devices.agent`` and must not pay for the database and Docker libraries.
