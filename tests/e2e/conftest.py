@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -44,8 +43,3 @@ def alice() -> dict[str, str]:
 def bob() -> dict[str, str]:
     """Headers of the user bob."""
     return auth("bob")
-
-
-def workdir_of(server: CloudphoneProcess) -> Path:
-    """The directory a server child runs in."""
-    return server.log_path.parent

@@ -35,7 +35,7 @@ async def test_a_demo_saga_runs_to_completion(
 async def test_repeating_an_idempotency_key_returns_the_same_saga(
     client: httpx.AsyncClient, alice: dict[str, str], bob: dict[str, str]
 ) -> None:
-    """Same key → same run with 200; the same key from another user is another run."""
+    """Same key → same run with 200; another user's key is theirs; a changed body is a 409."""
     headers = {**alice, "Idempotency-Key": "order-42"}
     first = await client.post("/demo", json={"message": "once"}, headers=headers)
     again = await client.post("/demo", json={"message": "once"}, headers=headers)
@@ -48,6 +48,9 @@ async def test_repeating_an_idempotency_key_returns_the_same_saga(
     )
     assert other.status_code == 202
     assert other.json()["id"] != first.json()["id"]
+    changed = await client.post("/demo", json={"message": "twice"}, headers=headers)
+    assert changed.status_code == 409
+    assert changed.json()["error"]["code"] == "idempotency_key_reused"
 
 
 async def test_a_failure_before_the_pivot_is_compensated(

@@ -42,7 +42,7 @@ class DemoRequest(BaseModel):
     response_model=None,
     responses={
         **started_responses("The demo saga was started."),
-        **error_responses(401, 422),
+        **error_responses(401, 409, 422),
     },
 )
 async def start_demo(

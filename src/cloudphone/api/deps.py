@@ -41,6 +41,7 @@ async def get_platform(request: Request) -> Platform:
 PlatformDep = Annotated[Platform, Depends(get_platform)]
 """The running :class:`~cloudphone.platform.Platform`."""
 
+
 class BearerAuth(SecurityBase):
     """The ``bearer`` security scheme, verifying the token in the same dependency.
 

@@ -17,7 +17,7 @@ from sqlalchemy import select
 
 from cloudphone.api.deps import IdempotencyKey
 from cloudphone.api.schemas import SagaAccepted, SagaSummary
-from cloudphone.domain import Principal
+from cloudphone.domain import ConflictError, Principal
 from cloudphone.saga import SagaEngine, SagaRun
 from cloudphone.saga.store.tables import saga_runs
 
@@ -76,11 +76,20 @@ async def start_saga(
     principal: Principal,
     idempotency: IdempotencyKey | None,
 ) -> Started:
-    """Start ``saga_type`` for ``principal``, or find the run an earlier equal key started."""
+    """Start ``saga_type`` for ``principal``, or find the run an earlier equal key started.
+
+    Raises:
+        ConflictError: The key was used before with a different input (``idempotency_key_reused``).
+    """
     key = idempotency.engine_key if idempotency is not None else None
     if key is not None:
         existing = await find_by_idempotency_key(engine, saga_type, key)
         if existing is not None:
+            if any(existing.data.get(name) != value for name, value in data.items()):
+                raise ConflictError(
+                    "this Idempotency-Key was used with a different request",
+                    code="idempotency_key_reused",
+                )
             return Started(existing.id, saga_type, existing)
     saga_id = await engine.start(saga_type, data, idempotency_key=key, started_by=principal.user_id)
     return Started(saga_id, saga_type, None)
