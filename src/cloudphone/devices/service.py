@@ -106,9 +106,9 @@ class DeviceService:
         duplicate name leaves nothing behind.
 
         Raises:
-            InvalidInputError: Bad name or spec, spec over the per-device maxima, or the
-                Idempotency-Key was used for a different request.
-            ConflictError: The name is taken (``duplicate_name``).
+            InvalidInputError: Bad name or spec, or spec over the per-device maxima.
+            ConflictError: The name is taken (``duplicate_name``), or the Idempotency-Key was
+                used for a different request (``idempotency_key_reused``).
             QuotaExceededError: The device does not fit in the quota (the reason says which
                 limit).
         """
@@ -160,7 +160,7 @@ class DeviceService:
     @staticmethod
     def _replay(earlier: Device, name: str, spec: DeviceSpec) -> DeviceCreation:
         if earlier.name != name or earlier.spec != spec:
-            raise InvalidInputError(
+            raise ConflictError(
                 "this Idempotency-Key was used for a different device request",
                 code="idempotency_key_reused",
             )

@@ -68,6 +68,9 @@ async def test_create_read_list_delete_over_http(
     again = await create(client, keyed, "phone")
     assert again.status_code == 200
     assert (again.json()["saga_id"], again.json()["device"]["id"]) == (body["saga_id"], device_id)
+    changed = await create(client, keyed, "other-phone")
+    assert changed.status_code == 409
+    assert changed.json()["error"]["code"] == "idempotency_key_reused"
 
     async with stack.engine.worker(concurrency=8):
         await stack.wait(body["saga_id"])

@@ -10,7 +10,7 @@ from cloudphone.devices.links import DISPLAY_PROP, LineLink
 from cloudphone.devices.models import DeviceStatus
 from cloudphone.devices.runtimes.local import LocalRuntime
 from cloudphone.devices.spec import Resources
-from cloudphone.domain import InvalidInputError, Principal
+from cloudphone.domain import ConflictError, Principal
 from cloudphone.saga import SagaStatus
 from tests.support.devices_stack import SMALL, DeviceStack, proc_limits
 
@@ -123,7 +123,7 @@ async def test_idempotency_key_replays_the_first_creation(
         first.device.id,
         True,
     )
-    with pytest.raises(InvalidInputError) as refused:
+    with pytest.raises(ConflictError) as refused:
         await stack.service.create_device(user, "phone-2", SMALL, idempotency_key="k-1")
     assert refused.value.code == "idempotency_key_reused"
     assert len(await stack.runs_of(user.user_id)) == 1
