@@ -25,18 +25,15 @@ from cloudphone.apps.service import AppsService
 from cloudphone.apps.spool import UploadSpool
 from cloudphone.apps.storage.base import ObjectStorage
 from cloudphone.apps.storage.filesystem import FilesystemStorage
-from cloudphone.apps.storage.s3 import S3Storage
 from cloudphone.apps.upload import build_upload_saga
 from cloudphone.billing.providers.base import PaymentProvider
 from cloudphone.billing.providers.sandbox import SandboxProvider
-from cloudphone.billing.providers.stripe import StripeProvider
 from cloudphone.billing.refund import RefundTiming, build_refund_saga
 from cloudphone.billing.service import BillingService
 from cloudphone.demo import build_demo_saga
 from cloudphone.devices.create import build_create_saga
 from cloudphone.devices.delete import build_delete_saga
 from cloudphone.devices.runtimes.base import DeviceRuntime
-from cloudphone.devices.runtimes.docker import DockerOptions, DockerRuntime
 from cloudphone.devices.runtimes.local import LocalRuntime
 from cloudphone.devices.service import DeviceService
 from cloudphone.saga import Database, Saga, SagaEngine
@@ -255,6 +252,9 @@ def build_payment_providers(settings: Settings, db: Database) -> dict[str, Payme
     billing = settings.billing
     providers: dict[str, PaymentProvider] = {"sandbox": SandboxProvider(db, billing.sandbox)}
     if billing.stripe_api_key is not None:
+        # Imported only when used: the real adapters' SDKs cost seconds of start-up.
+        from cloudphone.billing.providers.stripe import StripeProvider
+
         providers["stripe"] = StripeProvider(billing)
     return providers
 
@@ -262,6 +262,8 @@ def build_payment_providers(settings: Settings, db: Database) -> dict[str, Payme
 def build_object_storage(settings: Settings) -> ObjectStorage:
     """The apps service's object store: the filesystem (default) or S3."""
     if settings.apps.storage == "s3":
+        from cloudphone.apps.storage.s3 import S3Storage
+
         return S3Storage.from_config(settings.apps)
     return FilesystemStorage(settings.apps.storage_root or settings.data_dir / "objects")
 
@@ -270,6 +272,8 @@ def build_device_runtime(settings: Settings) -> DeviceRuntime:
     """The devices service's runtime: local child processes (default) or Docker."""
     devices = settings.devices
     if devices.runtime == "docker":
+        from cloudphone.devices.runtimes.docker import DockerOptions, DockerRuntime
+
         return DockerRuntime(DockerOptions.from_config(devices))
     state_dir = devices.local_state_dir or settings.data_dir / "devices"
     return LocalRuntime(

@@ -13,13 +13,11 @@ from typing import Any
 
 from fastapi import Response
 from fastapi.responses import JSONResponse
-from sqlalchemy import select
 
 from cloudphone.api.deps import IdempotencyKey
 from cloudphone.api.schemas import SagaAccepted, SagaSummary
 from cloudphone.domain import ConflictError, Principal
 from cloudphone.saga import SagaEngine, SagaRun
-from cloudphone.saga.store.tables import saga_runs
 
 
 def started_responses(accepted_description: str) -> dict[int | str, dict[str, Any]]:
@@ -83,7 +81,7 @@ async def start_saga(
     """
     key = idempotency.engine_key if idempotency is not None else None
     if key is not None:
-        existing = await find_by_idempotency_key(engine, saga_type, key)
+        existing = await engine.find(saga_type, key)
         if existing is not None:
             if any(existing.data.get(name) != value for name, value in data.items()):
                 raise ConflictError(
@@ -93,18 +91,3 @@ async def start_saga(
             return Started(existing.id, saga_type, existing)
     saga_id = await engine.start(saga_type, data, idempotency_key=key, started_by=principal.user_id)
     return Started(saga_id, saga_type, None)
-
-
-async def find_by_idempotency_key(engine: SagaEngine, saga_type: str, key: str) -> SagaRun | None:
-    """The run of ``saga_type`` started with ``key``, if any.
-
-    Stopgap until the engine exposes this read (or ``start`` reports whether it inserted):
-    two concurrent first requests with one key both get 202 and the same run id.
-    """
-    async with engine.db.read() as conn:
-        saga_id = await conn.scalar(
-            select(saga_runs.c.id).where(
-                saga_runs.c.saga_type == saga_type, saga_runs.c.idempotency_key == key
-            )
-        )
-    return None if saga_id is None else await engine.get(saga_id)
