@@ -71,18 +71,20 @@ def workers(
     pool.close()
 
 
+@pytest.mark.parametrize("step", ["CREATE_CONTAINER", "INITIALIZE_DEVICE"])
 @pytest.mark.parametrize("outcome", ["finishes", "is_undone"])
-async def test_worker_killed_after_creating_the_container(
+async def test_worker_killed_after_the_docker_call(
     stack: DeviceStack,
     workers: DeviceWorkers,
     dockerd: PrivateDockerd,
     docker_runtime: DockerRuntime,
     unique: str,
     outcome: str,
+    step: str,
 ) -> None:
-    """SIGKILL after CREATE_CONTAINER's docker call: the container is adopted or removed."""
+    """SIGKILL after the step's docker work, before its commit: container adopted or removed."""
     user = Principal(f"user-{unique}")
-    first = await workers.start(f"a-{unique}", crash_after=["CREATE_CONTAINER"])
+    first = await workers.start(f"a-{unique}", crash_after=[step])
     created = await stack.service.create_device(user, "phone", SMALL)
     assert await first.exited() == -signal.SIGKILL
     [orphan] = await stack.containers()
