@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -164,6 +165,10 @@ class DeviceStack:
     async def runs_of(self, user_id: str, saga_type: str = DEVICE_CREATE) -> list[SagaRun]:
         """Saga runs the user started."""
         return await self.engine.list(saga_type=saga_type, started_by=user_id, limit=1000)
+
+
+StackFactory = Callable[..., Awaitable["DeviceStack"]]
+"""``make_stack(config=None)`` of the devices integration tests."""
 
 
 async def wait_all(stack: DeviceStack, saga_ids: list[str], seconds: float = 45.0) -> list[SagaRun]:

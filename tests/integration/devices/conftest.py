@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -15,6 +15,7 @@ from cloudphone.saga import SagaEngine
 from cloudphone.saga.testing import FaultInjector
 from tests.support.devices_stack import (
     DeviceStack,
+    StackFactory,
     build_sagas,
     create_devices_schema,
     local_runtime,
@@ -49,9 +50,6 @@ async def runtime(tmp_path: Path, unique: str) -> AsyncIterator[LocalRuntime]:
     await remove_all(rt)
     await rt.close()
     assert rt.scan() == []
-
-
-StackFactory = Callable[..., Awaitable[DeviceStack]]
 
 
 @pytest.fixture

@@ -19,8 +19,14 @@ from cloudphone.devices.sweeper import Sweeper
 from cloudphone.domain import Principal
 from cloudphone.saga import EventKind, SagaStatus
 from cloudphone.saga.testing import FaultInjector
-from tests.integration.devices.conftest import StackFactory
-from tests.support.devices_stack import SMALL, DeviceStack, make_config, reap, spawn_stray_agent
+from tests.support.devices_stack import (
+    SMALL,
+    DeviceStack,
+    StackFactory,
+    make_config,
+    reap,
+    spawn_stray_agent,
+)
 from tests.support.waiting import eventually
 
 
