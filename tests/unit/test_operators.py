@@ -152,21 +152,30 @@ def test_resolve_refuses_a_second_resolution() -> None:
 # --- cancel --------------------------------------------------------------------------------------
 
 
-def test_cancel_pending_run_is_compensated_at_once() -> None:
+def test_cancel_pending_run_undoes_the_first_step() -> None:
+    """No step ran, but the start's transaction may have written rows: A's undo still runs."""
     run = make_run(status=S.PENDING, current_step="A", attempt=1, owner=None, error=None,
                    next_run_at=NOW, finished_at=None)
     change = operators.cancel(run, make_saga(), NOW, "carol")
-    assert change.values == {
-        "status": "COMPENSATED",
-        "compensation_cause": "cancelled",
-        "next_run_at": None,
-        "finished_at": NOW,
-        "updated_at": NOW,
-    }
+    assert change.values["status"] == "COMPENSATING"
+    assert change.values["current_step"] == "A"
+    assert change.values["compensation_cause"] == "cancelled"
+    assert change.values["owner"] is None
+    assert change.values["next_run_at"] == NOW
     assert change.bump_epoch is True
-    assert events(change) == [(K.CANCEL_REQUESTED, "A", None), (K.SAGA_COMPENSATED, None, None)]
+    assert events(change) == [(K.CANCEL_REQUESTED, "A", None),
+                              (K.COMPENSATION_STARTED, "A", None)]
     assert change.events[0].detail == {"actor": "carol"}
-    assert change.events[1].detail["cause"] == "cancelled"
+    assert can_transition(S.PENDING, S.COMPENSATING)
+
+
+def test_cancel_pending_run_without_undo_is_compensated_at_once() -> None:
+    run = make_run(status=S.PENDING, current_step="A", attempt=1, owner=None, error=None,
+                   next_run_at=NOW, finished_at=None)
+    change = operators.cancel(run, make_saga(compensate=False), NOW, None)
+    assert change.values["status"] == "COMPENSATED"
+    assert change.values["finished_at"] == NOW
+    assert events(change)[-1] == (K.SAGA_COMPENSATED, None, None)
     assert can_transition(S.PENDING, S.COMPENSATED)
 
 

@@ -15,7 +15,8 @@ S = SagaStatus
 ALLOWED: frozenset[tuple[SagaStatus, SagaStatus]] = frozenset(
     {
         (S.PENDING, S.RUNNING),  # claimed by a worker
-        (S.PENDING, S.COMPENSATED),  # cancelled before any step started
+        (S.PENDING, S.COMPENSATING),  # cancelled before any step started: undo step 0
+        (S.PENDING, S.COMPENSATED),  # ... which has no compensation
         (S.PENDING, S.FAILED),
         (S.RUNNING, S.COMPLETED),
         (S.RUNNING, S.COMPENSATING),

@@ -8,9 +8,10 @@ The sagas never leave anything behind on their own. The sweeper covers what they
   the creation saga id in its name or labels) is CREATING, RUNNING, STOPPED or DELETING, or
   when its creation saga is still active; everything else is removed.
 * **Stale creations**: a device still CREATING whose ``device_create`` run ended COMPENSATED or
-  TIMED_OUT without running any compensation (an operator cancelled it while it was PENDING:
-  the engine then compensates nothing, yet the request transaction had inserted the device and
-  reserved its quota). Its reservation and ports are released and it becomes ERROR.
+  TIMED_OUT without undoing the request's writes (the request transaction inserts the device
+  and reserves its quota before any step runs; the sagas undo that themselves, even for a run
+  cancelled while PENDING, so this only covers runs closed by other means, e.g. by hand). Its
+  reservation and ports are released and it becomes ERROR.
 * **Stopped RUNNING devices**: a device the database says is RUNNING whose container exists
   but does not run (its platform restarted: local device processes end with the process that
   started them; a Docker daemon restarted) is started again and re-initialised.

@@ -117,21 +117,10 @@ def cancel(run: SagaRun, saga: Saga, now: datetime, actor: str | None) -> Operat
     requested = NewEvent(
         EventKind.CANCEL_REQUESTED, at=now, step=run.current_step, detail=_who(actor)
     )
-    if run.status is SagaStatus.PENDING:
-        done = NewEvent(
-            EventKind.SAGA_COMPENSATED,
-            at=now,
-            detail={"cause": decide.CAUSE_CANCELLED, "note": "no step had started"},
-        )
-        values: dict[str, Any] = {
-            "status": SagaStatus.COMPENSATED.value,
-            "compensation_cause": decide.CAUSE_CANCELLED,
-            "next_run_at": None,
-            "finished_at": now,
-            "updated_at": now,
-        }
-        return OperatorChange(values, [requested, done], bump_epoch=True)
-    if run.status is not SagaStatus.RUNNING:
+    # A PENDING run is cancelled like an unclaimed RUNNING one: no step ran, but the caller may
+    # have written business rows in the transaction that started it, so the first step's
+    # compensation (safe when there is nothing to undo, like every compensation) still runs.
+    if run.status not in (SagaStatus.PENDING, SagaStatus.RUNNING):
         raise OperatorActionError(f"cannot cancel saga {run.id}: it is {run.status}")
     state = state_of(run, saga)
     if state.step_index < 0:

@@ -53,8 +53,9 @@ TERMINAL = frozenset(
 
 TRANSITIONS: dict[SagaStatus, frozenset[SagaStatus]] = {
     SagaStatus.PENDING: frozenset(
-        # A PENDING run cancelled before any step started has nothing to undo.
-        {SagaStatus.RUNNING, SagaStatus.COMPENSATED, SagaStatus.FAILED}
+        # Cancelled before any step started: the first step's compensation still runs (or,
+        # when it has none, the run is COMPENSATED at once).
+        {SagaStatus.RUNNING, SagaStatus.COMPENSATING, SagaStatus.COMPENSATED, SagaStatus.FAILED}
     ),
     SagaStatus.RUNNING: frozenset(
         {

@@ -7,8 +7,10 @@ import contextlib
 import socket
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 import pytest
+import sqlalchemy as sa
 
 from cloudphone.devices.create import container_name
 from cloudphone.devices.models import DeviceStatus
@@ -18,6 +20,7 @@ from cloudphone.devices.spec import Resources
 from cloudphone.devices.sweeper import Sweeper
 from cloudphone.domain import Principal
 from cloudphone.saga import EventKind, SagaStatus
+from cloudphone.saga.store.tables import saga_runs
 from cloudphone.saga.testing import FaultInjector
 from tests.support.devices_stack import (
     SMALL,
@@ -149,13 +152,40 @@ async def test_cancel_while_booting_undoes_everything(
     await assert_fully_undone(stack, user, created.saga_id)
 
 
-async def test_sweeper_repairs_a_creation_cancelled_before_it_ran(
+async def test_creation_cancelled_before_it_ran_is_undone(
     stack: DeviceStack, user: Principal
 ) -> None:
-    """Cancelled while PENDING, the engine compensates nothing; the sweeper releases the rest."""
+    """Cancelled while PENDING, the engine still undoes the request's reservation and device."""
     created = await stack.service.create_device(user, "phone", SMALL)
     await stack.engine.cancel(created.saga_id, actor="ops")
-    assert (await stack.engine.get(created.saga_id)).status is SagaStatus.COMPENSATED
+    assert (await stack.quota(user.user_id)).reserved.devices == 1
+    async with stack.engine.worker(concurrency=8):
+        run = await stack.wait(created.saga_id)
+    assert run.status is SagaStatus.COMPENSATED
+    await assert_fully_undone(stack, user, created.saga_id)
+
+
+async def end_run_without_undo(stack: DeviceStack, saga_id: str) -> None:
+    """Simulate a creation run that ended without undoing the request's writes.
+
+    The engine no longer does this by itself (a cancelled PENDING run undoes its first step);
+    the sweeper stays as the safety net, e.g. for a run an operator closed by hand.
+    """
+    async with stack.db.begin() as conn:
+        await conn.execute(
+            sa.update(saga_runs)
+            .where(saga_runs.c.id == saga_id)
+            .values(status=SagaStatus.COMPENSATED.value, owner=None, next_run_at=None,
+                    finished_at=datetime.now(UTC))
+        )
+
+
+async def test_sweeper_repairs_a_creation_that_ended_without_undo(
+    stack: DeviceStack, user: Principal
+) -> None:
+    """A CREATING device whose run ended COMPENSATED with nothing undone is released."""
+    created = await stack.service.create_device(user, "phone", SMALL)
+    await end_run_without_undo(stack, created.saga_id)
     assert (await stack.quota(user.user_id)).reserved.devices == 1
 
     report = await Sweeper(stack.engine, stack.runtime).sweep()
@@ -213,12 +243,12 @@ async def test_failure_at_each_early_step_is_undone(
 async def test_periodic_sweep_repairs_without_being_asked(
     make_stack: StackFactory, user: Principal
 ) -> None:
-    """With a sweep interval, a creation cancelled while PENDING is repaired in the background."""
+    """With a sweep interval, a creation that ended without undo is repaired in the background."""
     stack = await make_stack(make_config(sweep_interval_seconds=0.05))
     await stack.service.sweep_on_start()
     try:
         created = await stack.service.create_device(user, "phone", SMALL)
-        await stack.engine.cancel(created.saga_id, actor="ops")
+        await end_run_without_undo(stack, created.saga_id)
 
         async def status() -> DeviceStatus:
             return (await stack.device(created.device.id)).status

@@ -90,20 +90,19 @@ async def test_cancel_compensates_a_running_saga(make_engine: Callable[..., Saga
     assert kinds[-1] is EventKind.SAGA_COMPENSATED
 
 
-async def test_cancel_of_unclaimed_run_finishes_at_once(make_engine: Callable[..., SagaEngine],
-                                                        unique: str) -> None:
-    """A PENDING run (no worker touched it) is cancelled without running anything."""
+async def test_cancel_of_unclaimed_run_undoes_only_the_first_step(
+        make_engine: Callable[..., SagaEngine], unique: str) -> None:
+    """A PENDING run runs no step; only the first step's (idempotent) undo runs."""
     recorder = Recorder()
     saga = build_saga(f"oppending_{unique}", recorder)
     engine = make_engine([saga])
     await engine.create_schema()
     saga_id = await engine.start(saga.name, {})
     run = await engine.cancel(saga_id)
-    assert run.status is SagaStatus.COMPENSATED
-    assert recorder.calls == []
+    assert run.status is SagaStatus.COMPENSATING
     async with engine.worker():
         assert (await engine.wait(saga_id, timeout=5)).status is SagaStatus.COMPENSATED
-    assert recorder.calls == []
+    assert recorder.calls == ["undo:A"]
 
 
 async def test_cancel_after_pivot_is_refused(make_engine: Callable[..., SagaEngine],
