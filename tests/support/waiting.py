@@ -14,7 +14,7 @@ async def eventually(
     probe: Callable[[], Awaitable[T]],
     until: Callable[[T], bool],
     *,
-    timeout: float = 10.0,
+    timeout: float = 10.0,  # noqa: ASYNC109 - the deadline is this helper's whole point
     interval: float = 0.02,
     what: str = "condition",
 ) -> T:
