@@ -36,9 +36,12 @@ def weed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WeedServer]:
     server.stop(kill=True)
 
 
-@pytest.fixture(params=["filesystem", "s3"])
+@pytest.fixture
 def store_args(request: pytest.FixtureRequest, tmp_path: Path, unique: str) -> list[str]:
-    """How the test and its worker children reach the same store."""
+    """How the test and its worker children reach the same store (``filesystem`` or ``s3``).
+
+    Each test names the stores it runs on: only what touches the store runs on both.
+    """
     if request.param == "s3":
         server: WeedServer = request.getfixturevalue("weed")
         return ["--s3-endpoint", server.endpoint, "--s3-prefix", f"c{unique}/"]
@@ -103,12 +106,14 @@ async def assert_consistent(apps: Apps, app_id: str, data: bytes | None) -> None
     assert report.clean, report
 
 
-@pytest.mark.parametrize("step", STEPS)
+@pytest.mark.parametrize(
+    ("store_args", "step"),
+    [("filesystem", step) for step in STEPS] + [("s3", "UPLOAD_TO_STORAGE")],
+    indirect=["store_args"],
+)
 async def test_killed_after_a_step_acted_the_upload_still_completes(
     apps: Apps, spawn: object, unique: str, step: str, store_args: list[str]
 ) -> None:
-    if store_args[0] == "--s3-endpoint" and step != "UPLOAD_TO_STORAGE":
-        pytest.skip("only UPLOAD_TO_STORAGE touches the store; the filesystem run covers it")
     data = apk(package_for(unique), 1)
     accepted = await apps.upload(Principal(f"u-{unique}"), data)
     doomed = await spawn("--crash-after", step)  # type: ignore[operator]
@@ -119,11 +124,10 @@ async def test_killed_after_a_step_acted_the_upload_still_completes(
     await assert_consistent(apps, accepted.application.id, data)
 
 
+@pytest.mark.parametrize("store_args", ["s3"], indirect=True)  # multipart is an S3 matter
 async def test_killed_in_the_middle_of_a_multipart_upload_leaves_no_leftovers(
     apps: Apps, spawn: object, unique: str, store_args: list[str]
 ) -> None:
-    if store_args[0] != "--s3-endpoint":
-        pytest.skip("multipart uploads are an S3 matter")
     data = apk(package_for(unique), 1, big_asset_size=2 * PART_SIZE + 1024)
     accepted = await apps.upload(Principal(f"u-{unique}"), data)
     doomed = await spawn("--kill-after-part", "1")  # type: ignore[operator]
@@ -135,13 +139,19 @@ async def test_killed_in_the_middle_of_a_multipart_upload_leaves_no_leftovers(
     await assert_consistent(apps, accepted.application.id, data)
 
 
-@pytest.mark.parametrize("undo", ["UPLOAD_TO_STORAGE", "CREATE_APP_RECORD"])
+@pytest.mark.parametrize(
+    ("store_args", "undo"),
+    [
+        ("filesystem", "UPLOAD_TO_STORAGE"),
+        ("filesystem", "CREATE_APP_RECORD"),
+        ("s3", "UPLOAD_TO_STORAGE"),
+    ],
+    indirect=["store_args"],
+)
 async def test_killed_while_compensating_the_undo_finishes(
     apps: Apps, spawn: object, unique: str, undo: str, store_args: list[str]
 ) -> None:
     """MARK_AVAILABLE fails for good after the object was stored; the worker dies undoing."""
-    if store_args[0] == "--s3-endpoint" and undo != "UPLOAD_TO_STORAGE":
-        pytest.skip("only the undo of UPLOAD_TO_STORAGE touches the store")
     accepted = await apps.upload(Principal(f"u-{unique}"), apk(package_for(unique), 1))
     doomed = await spawn("--fail", "MARK_AVAILABLE", "--crash-before-undo", undo)  # type: ignore[operator]
     assert await asyncio.to_thread(doomed.wait_exit) == -9
