@@ -43,24 +43,31 @@ def _ms(start: datetime, end: datetime) -> float:
     return round((end - start).total_seconds() * 1000, 3)
 
 
-def _base(state: RunState, now: datetime, events: list[NewEvent]) -> Progress:
-    """A Progress that keeps everything as it is and holds the lease."""
-    return Progress(
-        status=state.status,
-        step_index=state.step_index,
-        step=state.step,
-        attempt=state.attempt,
-        data=None,
-        error=state.error,
-        compensation_cause=state.compensation_cause,
-        keep_lease=True,
-        next_run_at=now,
-        finished=False,
-        deadline_noted=state.deadline_noted,
-        clear_cancel=False,
-        events=tuple(events),
-        now=now,
-    )
+def _base(state: RunState, now: datetime, events: list[NewEvent], **changes: Any) -> Progress:
+    """A Progress that keeps everything as it is and holds the lease, but for ``changes``."""
+    fields: dict[str, Any] = {
+        "status": state.status,
+        "step_index": state.step_index,
+        "step": state.step,
+        "attempt": state.attempt,
+        "data": None,
+        "error": state.error,
+        "compensation_cause": state.compensation_cause,
+        "keep_lease": True,
+        "next_run_at": now,
+        "finished": False,
+        "deadline_noted": state.deadline_noted,
+        "clear_cancel": False,
+        "events": tuple(events),
+        "now": now,
+    }
+    fields.update(changes)
+    return Progress(**fields)
+
+
+def _but(progress: Progress, **changes: Any) -> Progress:
+    """``progress`` with ``changes`` (a cheaper dataclasses.replace for this hot path)."""
+    return Progress(**{**progress.__dict__, **changes})
 
 
 def _with_deadline_note(
@@ -92,7 +99,7 @@ def _finish(
     keep_step: bool = False,
 ) -> Progress:
     events = (*progress.events, NewEvent(kind, at=now, detail=detail or {}))
-    return replace(
+    return _but(
         progress,
         status=status,
         step_index=progress.step_index if keep_step else None,
@@ -130,10 +137,10 @@ def on_step_success(
     forward_after = saga.pivot_index is not None and nxt > saga.pivot_index
     noted = _with_deadline_note(state, saga, now, events, forward_after)
     data = {**state.data, **output} if output else None
-    progress = replace(_base(state, now, events), data=data, error=None, deadline_noted=noted)
+    progress = _base(state, now, events, data=data, error=None, deadline_noted=noted)
     if nxt == len(saga.steps):
         return _finish(progress, SagaStatus.COMPLETED, EventKind.SAGA_COMPLETED, now)
-    return replace(
+    return _but(
         progress, status=SagaStatus.RUNNING, step_index=nxt, step=saga.steps[nxt].name, attempt=1
     )
 
@@ -181,8 +188,10 @@ def _schedule_retry(
             detail={"next_run_at": at.isoformat(), "delay_ms": _ms(now, at)},
         )
     )
-    return replace(
-        _base(state, now, events),
+    return _base(
+        state,
+        now,
+        events,
         step=step.name,
         attempt=state.attempt + 1,
         error=info,
@@ -220,7 +229,7 @@ def _postpone(
             "duration_ms": _ms(started_at, now),
         },
     )
-    return replace(_base(state, now, [event]), step=step.name, keep_lease=False, next_run_at=at)
+    return _base(state, now, [event], step=step.name, keep_lease=False, next_run_at=at)
 
 
 def on_step_failure(
@@ -244,7 +253,7 @@ def on_step_failure(
         noted = _with_deadline_note(state, saga, now, events, True)
         state_noted = replace(state, deadline_noted=noted)
         if not retryable:
-            progress = replace(_base(state_noted, now, events), step=step.name, error=info)
+            progress = _base(state_noted, now, events, step=step.name, error=info)
             return _finish(
                 progress,
                 SagaStatus.FAILED,
@@ -310,16 +319,14 @@ def on_cancel(
                 detail={"reason": "the pivot has succeeded; the saga only moves forward"},
             )
         ]
-        return replace(
-            _base(state, now, events), step=saga.steps[state.step_index].name, clear_cancel=True
-        )
+        return _base(state, now, events, step=saga.steps[state.step_index].name, clear_cancel=True)
     step = saga.steps[state.step_index]
     events = []
     info = ErrorInfo("Cancelled", "cancelled by an operator", step.name)
     if interrupted_at is not None:
         events.append(_failed_event(step, state, info, interrupted_at, now))
     progress = begin_compensation(replace(state, error=info), saga, CAUSE_CANCELLED, now, events)
-    return replace(progress, clear_cancel=True)
+    return _but(progress, clear_cancel=True)
 
 
 def next_compensation(saga: Saga, start: int) -> int | None:
@@ -349,8 +356,10 @@ def begin_compensation(
         )
     )
     pointer = next_compensation(saga, state.step_index)
-    progress = replace(
-        _base(state, now, events),
+    progress = _base(
+        state,
+        now,
+        events,
         status=SagaStatus.COMPENSATING,
         compensation_cause=cause,
         error=state.error,
@@ -358,7 +367,7 @@ def begin_compensation(
     if pointer is None:
         status, kind = _final_status(cause)
         return _finish(progress, status, kind, now, {"cause": cause})
-    return replace(progress, step_index=pointer, step=saga.steps[pointer].name, attempt=1)
+    return _but(progress, step_index=pointer, step=saga.steps[pointer].name, attempt=1)
 
 
 def on_compensation_success(
@@ -372,7 +381,7 @@ def on_compensation_success(
     if pointer is None:
         status, kind = _final_status(state.compensation_cause)
         return _finish(progress, status, kind, now, {"cause": state.compensation_cause})
-    return replace(progress, step_index=pointer, step=saga.steps[pointer].name, attempt=1)
+    return _but(progress, step_index=pointer, step=saga.steps[pointer].name, attempt=1)
 
 
 def on_compensation_failure(
@@ -391,7 +400,7 @@ def on_compensation_failure(
     info = ErrorInfo.from_exception(error, step.name)
     events = [_failed_event(step, state, info, started_at, now, compensating=True)]
     if not policy.is_retryable(error):
-        progress = replace(_base(state, now, events), step=step.name, error=info)
+        progress = _base(state, now, events, step=step.name, error=info)
         return _finish(
             progress,
             SagaStatus.FAILED,
@@ -406,7 +415,7 @@ def on_compensation_failure(
 def on_unknown_step(state: RunState, step_name: str | None, now: datetime) -> Progress:
     """The stored step does not exist in this definition (renamed?): needs an operator."""
     info = ErrorInfo("UnknownStep", f"the saga definition has no step {step_name!r}", step_name)
-    progress = replace(_base(state, now, []), error=info)
+    progress = _base(state, now, [], error=info)
     return _finish(
         progress,
         SagaStatus.FAILED,

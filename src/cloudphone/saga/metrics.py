@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from cloudphone.saga.state import SagaStatus
@@ -81,23 +83,37 @@ class SagaMetrics:
             registry=r,
         )
 
+        self._children: dict[tuple[object, ...], Any] = {}
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        # labels() re-validates and hashes on every call; runs hit the same few children.
+        key = (id(metric), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
     def record_started(self, saga_type: str) -> None:
         """A run was inserted."""
-        self.started.labels(saga_type).inc()
+        self._child(self.started, saga_type).inc()
 
     def record_step(self, saga_type: str, step: str, outcome: str, seconds: float) -> None:
         """An attempt ended with ``outcome`` (success, failure, timeout, compensated, …)."""
-        self.step_duration.labels(saga_type, step, outcome).observe(seconds)
+        self._child(self.step_duration, saga_type, step, outcome).observe(seconds)
 
     def record_retry(self, saga_type: str, step: str) -> None:
         """A retry was scheduled."""
-        self.retries.labels(saga_type, step).inc()
+        self._child(self.retries, saga_type, step).inc()
 
     def record_compensation(self, saga_type: str, step: str) -> None:
         """A compensation succeeded."""
-        self.compensations.labels(saga_type, step).inc()
+        self._child(self.compensations, saga_type, step).inc()
 
     def record_finished(self, saga_type: str, status: SagaStatus, seconds: float) -> None:
         """A run reached a final status (FAILED included)."""
-        self.finished.labels(saga_type, status.value).inc()
-        self.duration.labels(saga_type, status.value).observe(seconds)
+        self._child(self.finished, saga_type, status.value).inc()
+        self._child(self.duration, saga_type, status.value).observe(seconds)
+
+    def in_flight_of(self, saga_type: str) -> Any:
+        """The in-flight gauge of one saga type."""
+        return self._child(self.in_flight, saga_type)

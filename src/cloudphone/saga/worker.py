@@ -227,7 +227,7 @@ class Worker:
         )
         task = asyncio.create_task(self._drive(runner), name=f"saga-{run.id}")
         self._runners[run.id] = (runner, task)
-        self._metrics.in_flight.labels(run.saga_type).inc()
+        self._metrics.in_flight_of(run.saga_type).inc()
 
     async def _drive(self, runner: Runner) -> None:
         last: Progress | None = None
@@ -241,7 +241,7 @@ class Worker:
             entry = self._runners.get(runner.run_id)
             if entry is not None and entry[0] is runner:
                 del self._runners[runner.run_id]
-            self._metrics.in_flight.labels(runner.saga.name).dec()
+            self._metrics.in_flight_of(runner.saga.name).dec()
             if last is not None and last.keep_lease:
                 self._handback.add(runner.run_id)
             if last is None or not last.keep_lease:

@@ -44,9 +44,9 @@ class Batcher(Generic[T, R]):
         self._queue.append((item, future))
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._drain(), name="saga-group-commit")
-        # Shielded: a writer cancelled while waiting must not lose track of a write that may
-        # still happen; its result is simply dropped.
-        return await asyncio.shield(future)
+        # A writer cancelled while waiting cancels only its future: the batch still writes
+        # the item (it may already be on the wire) and its result is dropped.
+        return await future
 
     async def _drain(self) -> None:
         while self._queue:
