@@ -13,10 +13,15 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy import event
+from sqlalchemy.dialects import registry
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 _READ_ONLY = "cloudphone_read_only"
+
+registry.register(
+    "sqlite.cloudphone_inline", "cloudphone.saga.store.sqlite_inline", "SQLiteDialect_inline"
+)
 
 
 class Database:
@@ -120,7 +125,13 @@ def _create_sqlite_engine(url: URL, busy_timeout_ms: int) -> AsyncEngine:
             "SQLite needs a file (sqlite+aiosqlite:///path/to.db): workers, the API and the CLI "
             "share it, which an in-memory database cannot do"
         )
-    engine = create_async_engine(url, pool_size=5, max_overflow=5)
+    # Same SQLite, no helper thread: see sqlite_inline for why.
+    engine = create_async_engine(
+        url.set(drivername="sqlite+cloudphone_inline"),
+        pool_size=5,
+        max_overflow=5,
+        connect_args={"busy_timeout": busy_timeout_ms / 1000},
+    )
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -131,7 +142,7 @@ def _create_sqlite_engine(url: URL, busy_timeout_ms: int) -> AsyncEngine:
         # WAL + NORMAL: a killed process loses nothing committed; only an OS crash or power
         # loss may drop the last commits (never corrupting). Steps are idempotent by contract.
         cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        cursor.execute("PRAGMA busy_timeout=0")  # the driver retries without blocking the loop
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 

@@ -15,7 +15,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, case, func, insert, or_, select, text, update
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from cloudphone.saga.errors import LeaseLostError, SagaNotFoundError
@@ -23,9 +22,9 @@ from cloudphone.saga.ports import Clock, Committed
 from cloudphone.saga.progress import NewEvent, OperatorChange, Progress
 from cloudphone.saga.records import EventKind, SagaEvent, SagaRun
 from cloudphone.saga.state import ACTIVE, SagaStatus
-from cloudphone.saga.store import pg
+from cloudphone.saga.store import lite, pg
 from cloudphone.saga.store.database import Database
-from cloudphone.saga.store.rows import event_from_row, event_rows, progress_values, run_from_row
+from cloudphone.saga.store.rows import event_from_row, event_rows, run_from_row
 from cloudphone.saga.store.tables import saga_events, saga_runs
 
 _ACTIVE = [s.value for s in ACTIVE]
@@ -172,13 +171,7 @@ class SqlStore:
     async def _insert_generic(
         self, conn: AsyncConnection, values: dict[str, Any], detail: dict[str, Any]
     ) -> bool:
-        stmt = (
-            sqlite_insert(saga_runs)
-            .values(values)
-            .on_conflict_do_nothing(index_elements=["saga_type", "idempotency_key"])
-            .returning(saga_runs.c.id)
-        )
-        if (await conn.execute(stmt)).first() is None:
+        if (await conn.execute(lite.INSERT_RUN, lite.insert_params(values))).first() is None:
             return False
         await conn.execute(
             insert(saga_events),
@@ -210,20 +203,9 @@ class SqlStore:
     async def _commit_generic(
         self, conn: AsyncConnection, run_id: str, epoch: int, progress: Progress
     ) -> bool | None:
-        values = progress_values(progress, self.clock.now() + self.lease)
         n = len(progress.events)
-        values["last_seq"] = saga_runs.c.last_seq + n
-        if not progress.keep_lease:
-            values["owner"] = None
-        if progress.clear_cancel:
-            values["cancel_requested"] = False
-        stmt = (
-            update(saga_runs)
-            .where(saga_runs.c.id == run_id, saga_runs.c.epoch == epoch)
-            .values(values)
-            .returning(saga_runs.c.last_seq, saga_runs.c.cancel_requested)
-        )
-        row = (await conn.execute(stmt)).first()
+        params = lite.commit_params(run_id, epoch, progress, self.clock.now() + self.lease)
+        row = (await conn.execute(lite.COMMIT, params)).first()
         if row is None:
             return None
         if n:
