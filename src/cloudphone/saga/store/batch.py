@@ -1,7 +1,8 @@
 """Group commit: many concurrent writers, one statement per round trip.
 
-Items submitted while a flush is in flight wait for the next one, so under load each round
-trip carries many items; alone, an item is flushed at once (no added latency).
+The first writer to arrive while no flush is running flushes at once, inline (alone it pays no
+extra hop); writers arriving during a flush queue up and go out together in the next one, which
+a background task sends, so under load each round trip carries many items.
 """
 
 from __future__ import annotations
@@ -36,26 +37,53 @@ class Batcher(Generic[T, R]):
         self._is_fatal = is_fatal
         self._max = max_batch
         self._queue: list[tuple[T, asyncio.Future[R]]] = []
+        self._busy = False
         self._task: asyncio.Task[None] | None = None
 
     async def submit(self, item: T) -> R:
         """Write ``item`` with the next batch and return its result."""
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._queue.append((item, future))
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._drain(), name="saga-group-commit")
+        if not self._busy:
+            # Nobody is flushing: send this item (and anything queued) now, from this task.
+            self._busy = True
+            try:
+                await self._write(self._take())
+            finally:
+                self._busy = False
+                if self._queue:
+                    self._hand_over()
         # A writer cancelled while waiting cancels only its future: the batch still writes
         # the item (it may already be on the wire) and its result is dropped.
         return await future
 
+    def _take(self) -> list[tuple[T, asyncio.Future[R]]]:
+        batch, self._queue = self._queue[: self._max], self._queue[self._max :]
+        return batch
+
+    def _hand_over(self) -> None:
+        """Let a background task flush the items that queued up during our flush."""
+        self._busy = True
+        self._task = asyncio.create_task(self._drain(), name="saga-group-commit")
+
     async def _drain(self) -> None:
-        while self._queue:
-            batch, self._queue = self._queue[: self._max], self._queue[self._max :]
-            await self._write(batch)
+        try:
+            while self._queue:
+                await self._write(self._take())
+        finally:
+            self._busy = False
+            if self._queue:  # pragma: no cover - items added while the last write finished
+                self._hand_over()
 
     async def _write(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
         try:
             results = await self._flush([item for item, _ in batch])
+        except asyncio.CancelledError:
+            # The flushing writer was cancelled mid-write: the others' outcome is unknown.
+            lost = ConnectionError("the group commit carrying this write was interrupted")
+            for _, future in batch:
+                _settle(future, error=lost)
+            raise
         except Exception as error:
             if len(batch) == 1 or self._is_fatal(error):
                 for _, future in batch:

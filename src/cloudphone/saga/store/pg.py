@@ -220,6 +220,9 @@ class PgFastPath:
         self._clock = clock
         self._max_size = max_size
         self._pool: asyncpg.Pool | None = None
+        # Each batcher flushes one batch at a time, so it keeps a connection of its own
+        # instead of paying a pool acquire and release per round trip.
+        self._held: dict[str, asyncpg.Connection] = {}
         self._commits: Batcher[dict[str, Any], bool | None] = Batcher(
             self._flush_commits, is_fatal=_is_fatal
         )
@@ -242,10 +245,31 @@ class PgFastPath:
             )
         return self._pool
 
+    async def _fetch_held(self, name: str, sql: str, *args: Any) -> list[asyncpg.Record]:
+        """Run ``sql`` on the connection held for ``name`` (a batcher's), reconnecting as needed."""
+        conn = self._held.get(name)
+        if conn is None or conn.is_closed():
+            conn = self._held[name] = await (await self.pool()).acquire()
+        try:
+            return list(await conn.fetch(sql, *args))
+        except asyncpg.PostgresError:
+            raise  # the statement failed; the connection is fine
+        except BaseException:
+            # Connection trouble or cancellation mid-statement: never reuse this connection.
+            self._held.pop(name, None)
+            conn.terminate()
+            if self._pool is not None:
+                await self._pool.release(conn)
+            raise
+
     async def close(self) -> None:
         """Finish queued writes and close the pool."""
         await self._commits.close()
         await self._inserts.close()
+        for conn in self._held.values():
+            if self._pool is not None:
+                await self._pool.release(conn)
+        self._held.clear()
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
@@ -280,14 +304,12 @@ class PgFastPath:
         return bool(rows[0]["cancel_requested"]) if rows else None
 
     async def _flush_commits(self, items: Sequence[dict[str, Any]]) -> list[bool | None]:
-        pool = await self.pool()
-        async with pool.acquire() as conn:
-            until = _iso(self._clock.now() + self._lease)
-            for item in items:
-                if item["keep_lease"]:
-                    item["lease_expires_at"] = until
-            ids = [item["id"] for item in items]
-            rows = await conn.fetch(COMMIT_SQL, json.dumps(items), ids)
+        until = _iso(self._clock.now() + self._lease)
+        for item in items:
+            if item["keep_lease"]:
+                item["lease_expires_at"] = until
+        ids = [item["id"] for item in items]
+        rows = await self._fetch_held("commits", COMMIT_SQL, json.dumps(items), ids)
         held = {(r["id"], r["epoch"]): bool(r["cancel_requested"]) for r in rows}
         return [held.get((item["id"], item["epoch"])) for item in items]
 
@@ -298,8 +320,7 @@ class PgFastPath:
         return await self._inserts.submit(insert_item(values, detail, notify))
 
     async def _flush_inserts(self, items: Sequence[dict[str, Any]]) -> list[bool]:
-        pool = await self.pool()
-        rows = await pool.fetch(INSERT_SQL, json.dumps(items))
+        rows = await self._fetch_held("inserts", INSERT_SQL, json.dumps(items))
         inserted = {r["id"] for r in rows}
         return [item["id"] in inserted for item in items]
 
