@@ -43,9 +43,7 @@ def unique() -> str:
 
 
 @pytest.fixture
-async def make_engine(
-    database_url: str, unique: str
-) -> AsyncIterator[Callable[..., SagaEngine]]:
+async def make_engine(database_url: str, unique: str) -> AsyncIterator[Callable[..., SagaEngine]]:
     """Build engines on the test database; closes them at the end of the test."""
     engines: list[SagaEngine] = []
 

@@ -60,7 +60,7 @@ def build_saga(
     """
     saga = Saga(name, timeout=timeout, retry=retry)
     pivot_index = list(steps).index(pivot) if pivot else len(steps)
-    with_comp = set(compensated) if compensated is not None else set(steps[:pivot_index + 1])
+    with_comp = set(compensated) if compensated is not None else set(steps[: pivot_index + 1])
     for step_name in steps:
         handle = saga.step(
             step_name,

@@ -29,8 +29,13 @@ async def eventually(
         await asyncio.sleep(interval)
 
 
-def wait_sync(check: Callable[[], bool], *, timeout: float = 10.0, interval: float = 0.02,
-              what: str = "condition") -> None:
+def wait_sync(
+    check: Callable[[], bool],
+    *,
+    timeout: float = 10.0,
+    interval: float = 0.02,
+    what: str = "condition",
+) -> None:
     """Blocking variant for fixtures that start processes."""
     deadline = time.monotonic() + timeout
     while not check():

@@ -19,8 +19,13 @@ K = EventKind
 NOW = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 STARTED = NOW - timedelta(seconds=2)
 
-POLICY = RetryPolicy(max_attempts=3, initial_interval=timedelta(seconds=1), backoff_coefficient=2,
-                     max_interval=timedelta(seconds=10), non_retryable=(KeyError,))
+POLICY = RetryPolicy(
+    max_attempts=3,
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2,
+    max_interval=timedelta(seconds=10),
+    non_retryable=(KeyError,),
+)
 """Full jitter; with ``rand`` fixed at 0.5 the delays are 0.5 s, 1 s, 2 s … capped at 5 s."""
 
 
@@ -41,7 +46,9 @@ async def undo(ctx: Any) -> None:
 
 
 def make_saga(
-    steps: Sequence[str] = ("A", "B", "C"), *, pivot: str | None = None,
+    steps: Sequence[str] = ("A", "B", "C"),
+    *,
+    pivot: str | None = None,
     compensated: Sequence[str] | None = None,
 ) -> Saga:
     """Steps with compensations on ``compensated`` (default: every step up to the pivot)."""
@@ -58,9 +65,19 @@ def make_saga(
 def make_state(saga: Saga, step: str = "A", cause: str | None = None, **changes: Any) -> RunState:
     """A claimed run at ``step`` (attempt 1, RUNNING, no deadline) with ``changes`` applied."""
     base = RunState(
-        id="run-1", saga_type=saga.name, status=S.RUNNING, step_index=saga.step_named(step).index,
-        step=step, attempt=1, data={"input": 1}, error=None, compensation_cause=cause, epoch=3,
-        created_at=NOW - timedelta(minutes=1), deadline_at=None, deadline_noted=False,
+        id="run-1",
+        saga_type=saga.name,
+        status=S.RUNNING,
+        step_index=saga.step_named(step).index,
+        step=step,
+        attempt=1,
+        data={"input": 1},
+        error=None,
+        compensation_cause=cause,
+        epoch=3,
+        created_at=NOW - timedelta(minutes=1),
+        deadline_at=None,
+        deadline_noted=False,
         cancel_requested=False,
     )
     return replace(base, **changes)
@@ -88,7 +105,11 @@ def test_success_moves_to_the_next_step_with_merged_data() -> None:
     state = make_state(saga, "A", attempt=2, error=ErrorInfo("Boom", "earlier", "A"))
     progress = decide.on_step_success(state, saga, {"a": True, "input": 2}, STARTED, NOW)
     assert (progress.status, progress.step_index, progress.step, progress.attempt) == (
-        S.RUNNING, 1, "B", 1)
+        S.RUNNING,
+        1,
+        "B",
+        1,
+    )
     assert progress.data == {"input": 2, "a": True}  # outputs override earlier keys
     assert progress.error is None
     assert_continues(progress)
@@ -117,7 +138,8 @@ def test_success_records_no_deadline_note_before_pivot_or_deadline(step: str, la
     saga = make_saga(("A", "B", "P", "C", "D"), pivot="P")
     deadline = NOW + timedelta(seconds=-1 if late else 1)
     progress = decide.on_step_success(
-        make_state(saga, step, deadline_at=deadline), saga, None, STARTED, NOW)
+        make_state(saga, step, deadline_at=deadline), saga, None, STARTED, NOW
+    )
     assert kinds(progress) == [(K.STEP_SUCCEEDED, step, 1)]
     assert progress.deadline_noted is False
 
@@ -127,7 +149,8 @@ def test_post_pivot_success_after_the_deadline_is_noted_once(step: str) -> None:
     saga = make_saga(("A", "P", "C", "D"), pivot="P")
     deadline = NOW - timedelta(seconds=1)
     progress = decide.on_step_success(
-        make_state(saga, step, deadline_at=deadline), saga, None, STARTED, NOW)
+        make_state(saga, step, deadline_at=deadline), saga, None, STARTED, NOW
+    )
     assert kinds(progress) == [(K.STEP_SUCCEEDED, step, 1), (K.DEADLINE_PASSED, None, None)]
     assert progress.events[1].detail["deadline_at"] == deadline.isoformat()
     assert progress.deadline_noted is True
@@ -146,13 +169,20 @@ def test_retryable_failure_schedules_a_durable_retry() -> None:
     saga = make_saga()
     progress = decide.on_step_failure(make_state(saga, "B"), saga, Boom("down"), STARTED, NOW, half)
     assert (progress.status, progress.step_index, progress.step, progress.attempt) == (
-        S.RUNNING, 1, "B", 2)
+        S.RUNNING,
+        1,
+        "B",
+        2,
+    )
     assert progress.error == ErrorInfo("Boom", "down", "B")
     assert_released_at(progress, NOW + timedelta(seconds=0.5), finished=False)
     assert kinds(progress) == [(K.STEP_FAILED, "B", 1), (K.RETRY_SCHEDULED, "B", 2)]
     failed, scheduled = progress.events
-    assert failed.detail == {"error": {"type": "Boom", "message": "down", "step": "B"},
-                             "started_at": STARTED.isoformat(), "duration_ms": 2000.0}
+    assert failed.detail == {
+        "error": {"type": "Boom", "message": "down", "step": "B"},
+        "started_at": STARTED.isoformat(),
+        "duration_ms": 2000.0,
+    }
     expected_at = (NOW + timedelta(seconds=0.5)).isoformat()
     assert scheduled.detail == {"next_run_at": expected_at, "delay_ms": 500.0}
 
@@ -177,7 +207,11 @@ def test_exhausted_attempts_compensate_starting_at_the_failed_step() -> None:
     state = make_state(saga, "B", attempt=3)
     progress = decide.on_step_failure(state, saga, Boom("gone"), STARTED, NOW, half)
     assert (progress.status, progress.step_index, progress.step, progress.attempt) == (
-        S.COMPENSATING, 1, "B", 1)
+        S.COMPENSATING,
+        1,
+        "B",
+        1,
+    )
     assert progress.compensation_cause == decide.CAUSE_FAILED
     assert progress.error == ErrorInfo("Boom", "gone", "B")
     assert_continues(progress)
@@ -195,14 +229,17 @@ def test_compensation_skips_steps_without_one() -> None:
 
 def test_no_compensations_at_all_ends_compensated_directly() -> None:
     saga = make_saga(compensated=())
-    progress = decide.on_step_failure(make_state(saga, "B", attempt=3), saga, Boom("x"),
-                                      STARTED, NOW, half)
+    progress = decide.on_step_failure(
+        make_state(saga, "B", attempt=3), saga, Boom("x"), STARTED, NOW, half
+    )
     assert progress.status is S.COMPENSATED
     assert (progress.compensation_cause, progress.error) == ("failed", ErrorInfo("Boom", "x", "B"))
     assert_released_at(progress, None, finished=True)
     assert kinds(progress) == [
-        (K.STEP_FAILED, "B", 3), (K.COMPENSATION_STARTED, "B", None),
-        (K.SAGA_COMPENSATED, None, None)]
+        (K.STEP_FAILED, "B", 3),
+        (K.COMPENSATION_STARTED, "B", None),
+        (K.SAGA_COMPENSATED, None, None),
+    ]
     assert progress.events[-1].detail == {"cause": "failed"}
 
 
@@ -211,7 +248,10 @@ def test_non_retryable_error_skips_remaining_attempts(error: Exception) -> None:
     saga = make_saga()
     progress = decide.on_step_failure(make_state(saga, "B"), saga, error, STARTED, NOW, half)
     assert (progress.status, progress.step, progress.compensation_cause) == (
-        S.COMPENSATING, "B", "failed")
+        S.COMPENSATING,
+        "B",
+        "failed",
+    )
     assert kinds(progress) == [(K.STEP_FAILED, "B", 1), (K.COMPENSATION_STARTED, "B", None)]
 
 
@@ -229,10 +269,15 @@ def test_failure_past_the_deadline_compensates_as_timed_out() -> None:
     state = make_state(saga, "B", deadline_at=deadline)
     progress = decide.on_step_failure(state, saga, Boom(), STARTED, NOW, half)
     assert (progress.status, progress.step, progress.compensation_cause) == (
-        S.COMPENSATING, "B", "timed_out")
+        S.COMPENSATING,
+        "B",
+        "timed_out",
+    )
     assert kinds(progress) == [
-        (K.STEP_FAILED, "B", 1), (K.DEADLINE_EXCEEDED, "B", None),
-        (K.COMPENSATION_STARTED, "B", None)]
+        (K.STEP_FAILED, "B", 1),
+        (K.DEADLINE_EXCEEDED, "B", None),
+        (K.COMPENSATION_STARTED, "B", None),
+    ]
     assert progress.events[1].detail == {"deadline_at": deadline.isoformat()}
 
 
@@ -241,8 +286,9 @@ def test_failure_past_the_deadline_compensates_as_timed_out() -> None:
 
 def test_post_pivot_failure_retries_beyond_max_attempts() -> None:
     saga = make_saga(("A", "P", "C"), pivot="P")
-    progress = decide.on_step_failure(make_state(saga, "C", attempt=9), saga, Boom(),
-                                      STARTED, NOW, half)
+    progress = decide.on_step_failure(
+        make_state(saga, "C", attempt=9), saga, Boom(), STARTED, NOW, half
+    )
     assert (progress.status, progress.step, progress.attempt) == (S.RUNNING, "C", 10)
     assert_released_at(progress, NOW + timedelta(seconds=5), finished=False)  # capped, jittered
     assert kinds(progress) == [(K.STEP_FAILED, "C", 9), (K.RETRY_SCHEDULED, "C", 10)]
@@ -255,7 +301,10 @@ def test_post_pivot_retry_is_not_capped_by_the_deadline_and_noted_once() -> None
     assert progress.next_run_at == NOW + timedelta(seconds=0.5)
     assert progress.deadline_noted is True
     assert kinds(progress) == [
-        (K.STEP_FAILED, "C", 1), (K.DEADLINE_PASSED, None, None), (K.RETRY_SCHEDULED, "C", 2)]
+        (K.STEP_FAILED, "C", 1),
+        (K.DEADLINE_PASSED, None, None),
+        (K.RETRY_SCHEDULED, "C", 2),
+    ]
 
     noted = make_state(saga, "C", deadline_at=NOW - timedelta(seconds=1), deadline_noted=True)
     again = decide.on_step_failure(noted, saga, Boom(), STARTED, NOW, half)
@@ -265,8 +314,9 @@ def test_post_pivot_retry_is_not_capped_by_the_deadline_and_noted_once() -> None
 
 def test_post_pivot_non_retryable_failure_fails_keeping_the_step() -> None:
     saga = make_saga(("A", "P", "C", "D"), pivot="P")
-    progress = decide.on_step_failure(make_state(saga, "C", attempt=2), saga,
-                                      NonRetryableError("order gone"), STARTED, NOW, half)
+    progress = decide.on_step_failure(
+        make_state(saga, "C", attempt=2), saga, NonRetryableError("order gone"), STARTED, NOW, half
+    )
     assert (progress.status, progress.step_index, progress.step) == (S.FAILED, 2, "C")
     assert progress.error == ErrorInfo("NonRetryableError", "order gone", "C")
     assert progress.compensation_cause is None
@@ -283,15 +333,24 @@ def test_compensation_success_walks_down_to_the_next_compensation() -> None:
     state = make_state(saga, "C", status=S.COMPENSATING, cause="failed", attempt=2)
     progress = decide.on_compensation_success(state, saga, STARTED, NOW)
     assert (progress.status, progress.step_index, progress.step, progress.attempt) == (
-        S.COMPENSATING, 0, "A", 1)
+        S.COMPENSATING,
+        0,
+        "A",
+        1,
+    )
     assert progress.compensation_cause == "failed"
     assert_continues(progress)
     assert kinds(progress) == [(K.COMPENSATION_SUCCEEDED, "C", 2)]
 
 
-@pytest.mark.parametrize(("cause", "status", "kind"), [
-    ("failed", S.COMPENSATED, K.SAGA_COMPENSATED), ("cancelled", S.COMPENSATED, K.SAGA_COMPENSATED),
-    ("timed_out", S.TIMED_OUT, K.SAGA_TIMED_OUT)])
+@pytest.mark.parametrize(
+    ("cause", "status", "kind"),
+    [
+        ("failed", S.COMPENSATED, K.SAGA_COMPENSATED),
+        ("cancelled", S.COMPENSATED, K.SAGA_COMPENSATED),
+        ("timed_out", S.TIMED_OUT, K.SAGA_TIMED_OUT),
+    ],
+)
 def test_last_compensation_finishes_by_cause(cause: str, status: SagaStatus, kind: K) -> None:
     saga = make_saga()
     error = ErrorInfo("Boom", "why", "B")
@@ -305,8 +364,14 @@ def test_last_compensation_finishes_by_cause(cause: str, status: SagaStatus, kin
 
 def test_compensation_failure_retries_without_limit() -> None:
     saga = make_saga()
-    state = make_state(saga, "A", status=S.COMPENSATING, cause="timed_out", attempt=40,
-                       deadline_at=NOW - timedelta(hours=1))
+    state = make_state(
+        saga,
+        "A",
+        status=S.COMPENSATING,
+        cause="timed_out",
+        attempt=40,
+        deadline_at=NOW - timedelta(hours=1),
+    )
     progress = decide.on_compensation_failure(state, saga, Boom("s3 down"), STARTED, NOW, half)
     assert (progress.status, progress.step, progress.attempt) == (S.COMPENSATING, "A", 41)
     assert progress.compensation_cause == "timed_out"
@@ -340,10 +405,13 @@ def test_deadline_exceeded_compensates_as_timed_out() -> None:
     assert (progress.status, progress.step, progress.attempt) == (S.COMPENSATING, "B", 1)
     assert progress.compensation_cause == "timed_out"
     assert progress.error == ErrorInfo(
-        "DeadlineExceeded", f"saga deadline {deadline.isoformat()} passed", "B")
+        "DeadlineExceeded", f"saga deadline {deadline.isoformat()} passed", "B"
+    )
     assert kinds(progress) == [
-        (K.STEP_FAILED, "B", 2), (K.DEADLINE_EXCEEDED, "B", None),
-        (K.COMPENSATION_STARTED, "B", None)]
+        (K.STEP_FAILED, "B", 2),
+        (K.DEADLINE_EXCEEDED, "B", None),
+        (K.COMPENSATION_STARTED, "B", None),
+    ]
     assert progress.events[2].detail == {"cause": "timed_out"}
 
 
@@ -353,7 +421,10 @@ def test_deadline_exceeded_between_attempts_has_no_failed_attempt() -> None:
     progress = decide.on_deadline_exceeded(state, saga, NOW)
     assert progress.status is S.TIMED_OUT
     assert [k for k, _, _ in kinds(progress)] == [
-        K.DEADLINE_EXCEEDED, K.COMPENSATION_STARTED, K.SAGA_TIMED_OUT]
+        K.DEADLINE_EXCEEDED,
+        K.COMPENSATION_STARTED,
+        K.SAGA_TIMED_OUT,
+    ]
 
 
 def test_cancel_before_the_pivot_compensates_and_clears_the_request() -> None:
@@ -361,7 +432,10 @@ def test_cancel_before_the_pivot_compensates_and_clears_the_request() -> None:
     state = make_state(saga, "B", attempt=2)
     progress = decide.on_cancel(state, saga, NOW, interrupted_at=STARTED)
     assert (progress.status, progress.step, progress.compensation_cause) == (
-        S.COMPENSATING, "B", "cancelled")
+        S.COMPENSATING,
+        "B",
+        "cancelled",
+    )
     assert progress.clear_cancel is True
     assert progress.error == ErrorInfo("Cancelled", "cancelled by an operator", "B")
     assert kinds(progress) == [(K.STEP_FAILED, "B", 2), (K.COMPENSATION_STARTED, "B", None)]
@@ -378,7 +452,11 @@ def test_cancel_after_the_pivot_is_rejected_and_the_saga_goes_on() -> None:
     saga = make_saga(("A", "P", "C"), pivot="P")
     progress = decide.on_cancel(make_state(saga, "C", attempt=2), saga, NOW, interrupted_at=STARTED)
     assert (progress.status, progress.step_index, progress.step, progress.attempt) == (
-        S.RUNNING, 2, "C", 2)
+        S.RUNNING,
+        2,
+        "C",
+        2,
+    )
     assert (progress.clear_cancel, progress.compensation_cause) == (True, None)
     assert_continues(progress)
     assert kinds(progress) == [(K.CANCEL_REJECTED, None, None)]
@@ -391,7 +469,8 @@ def test_unknown_step_fails_for_an_operator() -> None:
     progress = decide.on_unknown_step(state, "RENAMED", NOW)
     assert (progress.status, progress.step) == (S.FAILED, "RENAMED")
     assert progress.error == ErrorInfo(
-        "UnknownStep", "the saga definition has no step 'RENAMED'", "RENAMED")
+        "UnknownStep", "the saga definition has no step 'RENAMED'", "RENAMED"
+    )
     assert_released_at(progress, None, finished=True)
     assert kinds(progress) == [(K.SAGA_FAILED, None, None)]
     assert progress.events[0].detail == {"reason": str(progress.error)}
@@ -410,7 +489,13 @@ def test_past_pivot_only_after_the_pivot_while_going_forward() -> None:
 def test_next_compensation_includes_the_start_and_clamps() -> None:
     saga = make_saga(("A", "B", "C", "D"), compensated=("A", "C"))
     assert [decide.next_compensation(saga, i) for i in (-1, 0, 1, 2, 3, 99)] == [
-        None, 0, 0, 2, 2, 2]
+        None,
+        0,
+        0,
+        2,
+        2,
+        2,
+    ]
 
 
 def test_deadline_passed_at_the_instant() -> None:

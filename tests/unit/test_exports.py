@@ -63,7 +63,6 @@ def test_every_public_error_is_a_saga_error() -> None:
     # Raised by step code to steer the engine, not by the engine itself.
     step_raised = (cloudphone.saga.NonRetryableError, cloudphone.saga.RetryLater)
     offenders = [
-        e.__name__ for e in errors
-        if not issubclass(e, (cloudphone.saga.SagaError, *step_raised))
+        e.__name__ for e in errors if not issubclass(e, (cloudphone.saga.SagaError, *step_raised))
     ]
     assert offenders == []

@@ -95,7 +95,10 @@ def test_retry_resumes_a_failed_forward_run_at_its_step() -> None:
     assert change.bump_epoch is True
     assert events(change) == [(K.OPERATOR_RETRY, "B", 1)]
     assert change.events[0].detail == {
-        "actor": "alice", "note": "provider is back", "resumes": "RUNNING"}
+        "actor": "alice",
+        "note": "provider is back",
+        "resumes": "RUNNING",
+    }
 
 
 @pytest.mark.parametrize("cause", ["failed", "timed_out", "cancelled"])
@@ -108,14 +111,18 @@ def test_retry_resumes_compensating_when_it_was_compensating(cause: str) -> None
 
 @pytest.mark.parametrize("status", [s for s in S if s is not S.FAILED])
 def test_retry_refuses_runs_that_are_not_failed(status: SagaStatus) -> None:
-    with pytest.raises(OperatorActionError, match=rf"cannot retry saga run-1: it is {status}, "
-                       "only FAILED sagas can be retried"):
+    with pytest.raises(
+        OperatorActionError,
+        match=rf"cannot retry saga run-1: it is {status}, "
+        "only FAILED sagas can be retried",
+    ):
         operators.retry(make_run(status=status), NOW, "alice", None)
 
 
 def test_retry_refuses_a_resolved_run() -> None:
-    with pytest.raises(OperatorActionError, match="cannot retry saga run-1: it was already "
-                       "resolved"):
+    with pytest.raises(
+        OperatorActionError, match="cannot retry saga run-1: it was already resolved"
+    ):
         operators.retry(make_run(resolution="refunded by hand"), NOW, "alice", None)
 
 
@@ -139,8 +146,11 @@ def test_resolve_needs_a_note(note: str) -> None:
 
 @pytest.mark.parametrize("status", [s for s in S if s is not S.FAILED])
 def test_resolve_refuses_runs_that_are_not_failed(status: SagaStatus) -> None:
-    with pytest.raises(OperatorActionError, match=rf"it is {status}, only FAILED sagas can be "
-                       "resolved"):
+    with pytest.raises(
+        OperatorActionError,
+        match=rf"it is {status}, only FAILED sagas can be "
+        "resolved",
+    ):
         operators.resolve(make_run(status=status), NOW, "bob", "done")
 
 
@@ -154,8 +164,15 @@ def test_resolve_refuses_a_second_resolution() -> None:
 
 def test_cancel_pending_run_undoes_the_first_step() -> None:
     """No step ran, but the start's transaction may have written rows: A's undo still runs."""
-    run = make_run(status=S.PENDING, current_step="A", attempt=1, owner=None, error=None,
-                   next_run_at=NOW, finished_at=None)
+    run = make_run(
+        status=S.PENDING,
+        current_step="A",
+        attempt=1,
+        owner=None,
+        error=None,
+        next_run_at=NOW,
+        finished_at=None,
+    )
     change = operators.cancel(run, make_saga(), NOW, "carol")
     assert change.values["status"] == "COMPENSATING"
     assert change.values["current_step"] == "A"
@@ -163,15 +180,21 @@ def test_cancel_pending_run_undoes_the_first_step() -> None:
     assert change.values["owner"] is None
     assert change.values["next_run_at"] == NOW
     assert change.bump_epoch is True
-    assert events(change) == [(K.CANCEL_REQUESTED, "A", None),
-                              (K.COMPENSATION_STARTED, "A", None)]
+    assert events(change) == [(K.CANCEL_REQUESTED, "A", None), (K.COMPENSATION_STARTED, "A", None)]
     assert change.events[0].detail == {"actor": "carol"}
     assert can_transition(S.PENDING, S.COMPENSATING)
 
 
 def test_cancel_pending_run_without_undo_is_compensated_at_once() -> None:
-    run = make_run(status=S.PENDING, current_step="A", attempt=1, owner=None, error=None,
-                   next_run_at=NOW, finished_at=None)
+    run = make_run(
+        status=S.PENDING,
+        current_step="A",
+        attempt=1,
+        owner=None,
+        error=None,
+        next_run_at=NOW,
+        finished_at=None,
+    )
     change = operators.cancel(run, make_saga(compensate=False), NOW, None)
     assert change.values["status"] == "COMPENSATED"
     assert change.values["finished_at"] == NOW
@@ -206,8 +229,11 @@ def test_cancel_without_a_live_owner_starts_compensating(
     values = change.values
     assert (values["status"], values["current_step"], values["attempt"]) == ("COMPENSATING", "B", 1)
     assert values["compensation_cause"] == "cancelled"
-    assert values["error"] == {"type": "Cancelled", "message": "cancelled by an operator",
-                               "step": "B"}
+    assert values["error"] == {
+        "type": "Cancelled",
+        "message": "cancelled by an operator",
+        "step": "B",
+    }
     assert (values["owner"], values["lease_expires_at"]) == (None, None)
     assert (values["cancel_requested"], values["next_run_at"]) == (False, NOW)
     assert (values["finished_at"], values["updated_at"]) == (None, NOW)
@@ -222,7 +248,10 @@ def test_cancel_with_nothing_to_undo_is_compensated_at_once() -> None:
     assert (change.values["status"], change.values["finished_at"]) == ("COMPENSATED", NOW)
     assert change.values["next_run_at"] is None
     assert [k for k, _, _ in events(change)] == [
-        K.CANCEL_REQUESTED, K.COMPENSATION_STARTED, K.SAGA_COMPENSATED]
+        K.CANCEL_REQUESTED,
+        K.COMPENSATION_STARTED,
+        K.SAGA_COMPENSATED,
+    ]
 
 
 def test_cancel_at_the_pivot_is_still_allowed() -> None:
@@ -236,8 +265,9 @@ def test_cancel_at_the_pivot_is_still_allowed() -> None:
 def test_cancel_past_the_pivot_is_refused(live: bool) -> None:
     lease = NOW + timedelta(seconds=5) if live else None
     run = running(current_step="C", lease_expires_at=lease)
-    with pytest.raises(OperatorActionError, match="cannot cancel saga run-1: its pivot has "
-                       "succeeded"):
+    with pytest.raises(
+        OperatorActionError, match="cannot cancel saga run-1: its pivot has succeeded"
+    ):
         operators.cancel(run, make_saga(), NOW, "carol")
 
 

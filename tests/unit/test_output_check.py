@@ -43,8 +43,14 @@ def test_json_objects_are_returned_unchanged(output: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize(
     ("output", "type_name"),
-    [([1, 2], "list"), ("done", "str"), (42, "int"), ((("a", 1),), "tuple"), (True, "bool"),
-     ({"a"}, "set")],
+    [
+        ([1, 2], "list"),
+        ("done", "str"),
+        (42, "int"),
+        ((("a", 1),), "tuple"),
+        (True, "bool"),
+        ({"a"}, "set"),
+    ],
 )
 def test_non_dicts_are_refused_naming_step_and_type(output: object, type_name: str) -> None:
     with pytest.raises(StepOutputError) as caught:

@@ -12,9 +12,7 @@ from hypothesis import strategies as st
 from cloudphone.saga import NonRetryableError, RetryPolicy, StepOutputError
 
 
-def fixed(
-    initial: float = 1.0, coefficient: float = 2.0, maximum: float = 60.0
-) -> RetryPolicy:
+def fixed(initial: float = 1.0, coefficient: float = 2.0, maximum: float = 60.0) -> RetryPolicy:
     """A policy without jitter, so delays are exact."""
     return RetryPolicy(
         initial_interval=timedelta(seconds=initial),
@@ -97,9 +95,7 @@ def test_first_retry_waits_the_initial_interval() -> None:
 
 def test_delay_grows_by_the_coefficient() -> None:
     policy = fixed(initial=1, coefficient=3, maximum=1000)
-    assert [policy.delay(n) for n in (1, 2, 3, 4)] == [
-        timedelta(seconds=s) for s in (1, 3, 9, 27)
-    ]
+    assert [policy.delay(n) for n in (1, 2, 3, 4)] == [timedelta(seconds=s) for s in (1, 3, 9, 27)]
 
 
 def test_delay_is_capped_at_max_interval() -> None:

@@ -175,8 +175,12 @@ async def end_run_without_undo(stack: DeviceStack, saga_id: str) -> None:
         await conn.execute(
             sa.update(saga_runs)
             .where(saga_runs.c.id == saga_id)
-            .values(status=SagaStatus.COMPENSATED.value, owner=None, next_run_at=None,
-                    finished_at=datetime.now(UTC))
+            .values(
+                status=SagaStatus.COMPENSATED.value,
+                owner=None,
+                next_run_at=None,
+                finished_at=datetime.now(UTC),
+            )
         )
 
 

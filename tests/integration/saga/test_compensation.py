@@ -10,11 +10,11 @@ from tests.support.sagas import Recorder, build_saga
 
 
 async def test_compensates_in_reverse_including_failed_step(
-        make_engine: Callable[..., SagaEngine], unique: str) -> None:
+    make_engine: Callable[..., SagaEngine], unique: str
+) -> None:
     """C fails for good: C (it may have partly acted), then B, then A are undone."""
     recorder = Recorder()
-    saga = build_saga(f"comp_{unique}", recorder, steps=("A", "B", "C", "D"),
-                      transactional=("A",))
+    saga = build_saga(f"comp_{unique}", recorder, steps=("A", "B", "C", "D"), transactional=("A",))
     faults = FaultInjector()
     faults.fail("C", times=None, error=RuntimeError("quota service down"))
     engine = make_engine([saga], hooks=faults)
@@ -30,13 +30,13 @@ async def test_compensates_in_reverse_including_failed_step(
     assert run.error.step == "C"
     assert run.compensation_cause == "failed"
     events = await engine.history(saga_id)
-    assert [e.step for e in events if e.kind is EventKind.COMPENSATION_SUCCEEDED] == [
-        "C", "B", "A"]
+    assert [e.step for e in events if e.kind is EventKind.COMPENSATION_SUCCEEDED] == ["C", "B", "A"]
     assert events[-1].kind is EventKind.SAGA_COMPENSATED
 
 
-async def test_steps_without_compensation_are_skipped(make_engine: Callable[..., SagaEngine],
-                                                      unique: str) -> None:
+async def test_steps_without_compensation_are_skipped(
+    make_engine: Callable[..., SagaEngine], unique: str
+) -> None:
     """Only steps that declare a compensation are undone."""
     recorder = Recorder()
     saga = build_saga(f"skip_{unique}", recorder, steps=("A", "B", "C"), compensated=("A",))
@@ -50,8 +50,9 @@ async def test_steps_without_compensation_are_skipped(make_engine: Callable[...,
     assert recorder.undone() == ["A"]
 
 
-async def test_compensations_retry_until_they_succeed(make_engine: Callable[..., SagaEngine],
-                                                      unique: str) -> None:
+async def test_compensations_retry_until_they_succeed(
+    make_engine: Callable[..., SagaEngine], unique: str
+) -> None:
     """A compensation failing transiently more often than max_attempts is still retried."""
     recorder = Recorder()
     saga = build_saga(f"compretry_{unique}", recorder)
@@ -68,14 +69,16 @@ async def test_compensations_retry_until_they_succeed(make_engine: Callable[...,
 
 
 async def test_compensation_failing_for_good_leaves_saga_failed(
-        make_engine: Callable[..., SagaEngine], unique: str) -> None:
+    make_engine: Callable[..., SagaEngine], unique: str
+) -> None:
     """A non-retryable compensation error → FAILED with the reason, never COMPENSATED."""
     recorder = Recorder()
     saga = build_saga(f"compfail_{unique}", recorder)
     faults = FaultInjector()
     faults.fail("C", times=None, error=NonRetryableError("stop"))
-    faults.fail("B", times=None, error=NonRetryableError("container vanished oddly"),
-                compensating=True)
+    faults.fail(
+        "B", times=None, error=NonRetryableError("container vanished oddly"), compensating=True
+    )
     engine = make_engine([saga], hooks=faults)
     await engine.create_schema()
     async with engine.worker():
@@ -93,7 +96,8 @@ async def test_compensation_failing_for_good_leaves_saga_failed(
 
 
 async def test_after_action_hook_runs_for_compensations(
-        make_engine: Callable[..., SagaEngine], unique: str) -> None:
+    make_engine: Callable[..., SagaEngine], unique: str
+) -> None:
     """Hooks see a compensation finish before its commit (so crash_after can target undos)."""
     seen: list[tuple[str, bool]] = []
 

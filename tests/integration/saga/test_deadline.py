@@ -11,12 +11,18 @@ from cloudphone.saga.testing import FaultInjector
 from tests.support.sagas import Recorder, build_saga
 
 
-async def test_hanging_step_is_cancelled_at_deadline(make_engine: Callable[..., SagaEngine],
-                                                     unique: str) -> None:
+async def test_hanging_step_is_cancelled_at_deadline(
+    make_engine: Callable[..., SagaEngine], unique: str
+) -> None:
     """A hung step is cancelled at the deadline; started steps are undone; TIMED_OUT."""
     recorder = Recorder()
-    saga = build_saga(f"deadline_{unique}", recorder, steps=("A", "B", "P"), pivot="P",
-                      timeout=timedelta(milliseconds=400))
+    saga = build_saga(
+        f"deadline_{unique}",
+        recorder,
+        steps=("A", "B", "P"),
+        pivot="P",
+        timeout=timedelta(milliseconds=400),
+    )
     faults = FaultInjector()
     faults.hang("B", times=None)
     engine = make_engine([saga], hooks=faults)
@@ -38,7 +44,8 @@ async def test_hanging_step_is_cancelled_at_deadline(make_engine: Callable[..., 
 
 
 async def test_deadline_after_pivot_is_recorded_and_saga_goes_on(
-        make_engine: Callable[..., SagaEngine], unique: str) -> None:
+    make_engine: Callable[..., SagaEngine], unique: str
+) -> None:
     """Past the pivot the deadline only adds an event; the saga still completes."""
     saga = Saga(f"late_{unique}", timeout=timedelta(milliseconds=200))
 
@@ -67,12 +74,14 @@ async def test_deadline_after_pivot_is_recorded_and_saga_goes_on(
     assert EventKind.COMPENSATION_STARTED not in {e.kind for e in events}
 
 
-async def test_step_timeout_is_a_retryable_failure(make_engine: Callable[..., SagaEngine],
-                                                   unique: str) -> None:
+async def test_step_timeout_is_a_retryable_failure(
+    make_engine: Callable[..., SagaEngine], unique: str
+) -> None:
     """An attempt longer than its step timeout is cancelled and retried."""
     recorder = Recorder()
-    saga = build_saga(f"steptimeout_{unique}", recorder,
-                      step_timeout={"B": timedelta(milliseconds=100)})
+    saga = build_saga(
+        f"steptimeout_{unique}", recorder, step_timeout={"B": timedelta(milliseconds=100)}
+    )
     faults = FaultInjector()
     faults.hang("B", times=1)
     engine = make_engine([saga], hooks=faults)

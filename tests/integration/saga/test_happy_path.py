@@ -10,8 +10,9 @@ from cloudphone.saga import EventKind, Saga, SagaEngine, SagaStatus, StepContext
 from tests.support.sagas import Recorder, build_saga
 
 
-async def test_steps_run_in_order_and_outputs_merge(make_engine: Callable[..., SagaEngine],
-                                                    unique: str) -> None:
+async def test_steps_run_in_order_and_outputs_merge(
+    make_engine: Callable[..., SagaEngine], unique: str
+) -> None:
     """Each step sees the input plus earlier outputs; the run ends COMPLETED with all data."""
     seen: list[dict[str, object]] = []
     saga = Saga(f"happy_{unique}")
@@ -42,8 +43,11 @@ async def test_steps_run_in_order_and_outputs_merge(make_engine: Callable[..., S
     assert run.current_step is None
     assert run.finished_at is not None
     assert run.error is None
-    assert seen == [{"amount": 5}, {"amount": 5, "reserved": 5},
-                    {"amount": 5, "reserved": 5, "charged": 5, "key": f"{saga_id}:CHARGE"}]
+    assert seen == [
+        {"amount": 5},
+        {"amount": 5, "reserved": 5},
+        {"amount": 5, "reserved": 5, "charged": 5, "key": f"{saga_id}:CHARGE"},
+    ]
     events = await engine.history(saga_id)
     assert [e.seq for e in events] == list(range(1, len(events) + 1))
     assert [(e.kind, e.step) for e in events] == [
@@ -56,8 +60,9 @@ async def test_steps_run_in_order_and_outputs_merge(make_engine: Callable[..., S
     assert all(e.attempt == 1 for e in events if e.kind is EventKind.STEP_SUCCEEDED)
 
 
-async def test_runs_started_elsewhere_are_claimed(make_engine: Callable[..., SagaEngine],
-                                                  unique: str) -> None:
+async def test_runs_started_elsewhere_are_claimed(
+    make_engine: Callable[..., SagaEngine], unique: str
+) -> None:
     """A run inserted by a process without a worker is claimed and finished by a worker."""
     recorder = Recorder()
     saga = build_saga(f"claimed_{unique}", recorder)
@@ -71,7 +76,8 @@ async def test_runs_started_elsewhere_are_claimed(make_engine: Callable[..., Sag
         runs = [await worker_engine.wait(i, timeout=10) for i in ids]
     assert {r.status for r in runs} == {SagaStatus.COMPLETED}
     assert recorder.forward() == ["A", "B", "C"] * 5 or sorted(recorder.forward()) == sorted(
-        ["A", "B", "C"] * 5)
+        ["A", "B", "C"] * 5
+    )
 
 
 async def test_metrics_are_recorded(make_engine: Callable[..., SagaEngine], unique: str) -> None:

@@ -18,8 +18,9 @@ from tests.support.waiting import eventually
 async def engines(postgres_url: str, unique: str) -> AsyncIterator[tuple[SagaEngine, SagaEngine]]:
     saga = build_saga(f"notify_{unique}", Recorder())
     # Polls only every 30 s: anything faster than that came from a notification.
-    worker = SagaEngine(postgres_url, [saga], worker_id=f"idle-{unique}",
-                        poll_interval=timedelta(seconds=30))
+    worker = SagaEngine(
+        postgres_url, [saga], worker_id=f"idle-{unique}", poll_interval=timedelta(seconds=30)
+    )
     starter = SagaEngine(postgres_url, [saga], worker_id=f"starter-{unique}")
     await worker.create_schema()
     yield worker, starter
@@ -48,8 +49,13 @@ async def test_operator_retry_wakes_an_idle_worker(postgres_url: str, unique: st
     saga = build_saga(f"notifyretry_{unique}", Recorder(), steps=("P", "R"), pivot="P")
     faults = FaultInjector()
     faults.fail("R", times=1, error=NonRetryableError("needs a fix"))
-    worker = SagaEngine(postgres_url, [saga], worker_id=f"idle-{unique}", hooks=faults,
-                        poll_interval=timedelta(seconds=30))
+    worker = SagaEngine(
+        postgres_url,
+        [saga],
+        worker_id=f"idle-{unique}",
+        hooks=faults,
+        poll_interval=timedelta(seconds=30),
+    )
     operator = SagaEngine(postgres_url, [saga], worker_id=f"ops-{unique}")
     await worker.create_schema()
     try:

@@ -21,8 +21,9 @@ from tests.support.sagas import Recorder, build_saga
 from tests.support.waiting import eventually
 
 
-async def test_retry_resumes_failed_saga_at_failed_step(make_engine: Callable[..., SagaEngine],
-                                                        unique: str) -> None:
+async def test_retry_resumes_failed_saga_at_failed_step(
+    make_engine: Callable[..., SagaEngine], unique: str
+) -> None:
     """A FAILED run (post-pivot step failed for good) resumes at that step and completes."""
     recorder = Recorder()
     saga = build_saga(f"opretry_{unique}", recorder, steps=("A", "P", "R"), pivot="P")
@@ -44,12 +45,12 @@ async def test_retry_resumes_failed_saga_at_failed_step(make_engine: Callable[..
     events = await engine.history(saga_id)
     op = next(e for e in events if e.kind is EventKind.OPERATOR_RETRY)
     assert op.step == "R"
-    assert op.detail == {"actor": "ops@example", "note": "config fixed",
-                                            "resumes": "RUNNING"}
+    assert op.detail == {"actor": "ops@example", "note": "config fixed", "resumes": "RUNNING"}
 
 
-async def test_retry_resumes_a_failed_compensation(make_engine: Callable[..., SagaEngine],
-                                                   unique: str) -> None:
+async def test_retry_resumes_a_failed_compensation(
+    make_engine: Callable[..., SagaEngine], unique: str
+) -> None:
     """A run FAILED while compensating resumes compensating and ends COMPENSATED."""
     recorder = Recorder()
     saga = build_saga(f"opcomp_{unique}", recorder)
@@ -67,8 +68,9 @@ async def test_retry_resumes_a_failed_compensation(make_engine: Callable[..., Sa
     assert recorder.undone() == ["C", "B", "A"]
 
 
-async def test_cancel_compensates_a_running_saga(make_engine: Callable[..., SagaEngine],
-                                                 unique: str) -> None:
+async def test_cancel_compensates_a_running_saga(
+    make_engine: Callable[..., SagaEngine], unique: str
+) -> None:
     """Cancel while a compensatable step runs: the attempt is interrupted and undone."""
     recorder = Recorder()
     saga = build_saga(f"opcancel_{unique}", recorder, steps=("A", "B", "P"), pivot="P")
@@ -78,8 +80,9 @@ async def test_cancel_compensates_a_running_saga(make_engine: Callable[..., Saga
     await engine.create_schema()
     async with engine.worker():
         saga_id = await engine.start(saga.name, {})
-        await eventually(lambda: engine.get(saga_id), lambda r: r.current_step == "B",
-                         what="B running")
+        await eventually(
+            lambda: engine.get(saga_id), lambda r: r.current_step == "B", what="B running"
+        )
         await engine.cancel(saga_id, actor="ops")
         run = await engine.wait(saga_id, timeout=10)
     assert run.status is SagaStatus.COMPENSATED
@@ -91,7 +94,8 @@ async def test_cancel_compensates_a_running_saga(make_engine: Callable[..., Saga
 
 
 async def test_cancel_of_unclaimed_run_undoes_only_the_first_step(
-        make_engine: Callable[..., SagaEngine], unique: str) -> None:
+    make_engine: Callable[..., SagaEngine], unique: str
+) -> None:
     """A PENDING run runs no step; only the first step's (idempotent) undo runs."""
     recorder = Recorder()
     saga = build_saga(f"oppending_{unique}", recorder)
@@ -105,8 +109,9 @@ async def test_cancel_of_unclaimed_run_undoes_only_the_first_step(
     assert recorder.calls == ["undo:A"]
 
 
-async def test_cancel_after_pivot_is_refused(make_engine: Callable[..., SagaEngine],
-                                             unique: str) -> None:
+async def test_cancel_after_pivot_is_refused(
+    make_engine: Callable[..., SagaEngine], unique: str
+) -> None:
     """Past the pivot, cancel is refused with a clear reason and the saga keeps going."""
     saga = Saga(f"oppivot_{unique}")
     gate = asyncio.Event()
@@ -123,8 +128,9 @@ async def test_cancel_after_pivot_is_refused(make_engine: Callable[..., SagaEngi
     await engine.create_schema()
     async with engine.worker():
         saga_id = await engine.start(saga.name, {})
-        await eventually(lambda: engine.get(saga_id), lambda r: r.current_step == "AFTER",
-                         what="past the pivot")
+        await eventually(
+            lambda: engine.get(saga_id), lambda r: r.current_step == "AFTER", what="past the pivot"
+        )
         with pytest.raises(OperatorActionError, match="pivot"):
             await engine.cancel(saga_id)
         gate.set()
@@ -132,8 +138,9 @@ async def test_cancel_after_pivot_is_refused(make_engine: Callable[..., SagaEngi
     assert run.status is SagaStatus.COMPLETED
 
 
-async def test_resolve_closes_a_failed_saga_with_a_note(make_engine: Callable[..., SagaEngine],
-                                                        unique: str) -> None:
+async def test_resolve_closes_a_failed_saga_with_a_note(
+    make_engine: Callable[..., SagaEngine], unique: str
+) -> None:
     """Resolve marks a FAILED run handled; it cannot be retried or resolved again."""
     saga = build_saga(f"opresolve_{unique}", Recorder(), steps=("P", "R"), pivot="P")
     faults = FaultInjector()
@@ -158,8 +165,9 @@ async def test_resolve_closes_a_failed_saga_with_a_note(make_engine: Callable[..
     assert last.detail == {"actor": "ops", "note": "ledger fixed by hand, ticket 42"}
 
 
-async def test_operator_actions_refuse_wrong_states(make_engine: Callable[..., SagaEngine],
-                                                    unique: str) -> None:
+async def test_operator_actions_refuse_wrong_states(
+    make_engine: Callable[..., SagaEngine], unique: str
+) -> None:
     """Retry/resolve need FAILED; cancel needs an active run before its pivot."""
     saga = build_saga(f"opstates_{unique}", Recorder())
     engine = make_engine([saga])
@@ -167,14 +175,18 @@ async def test_operator_actions_refuse_wrong_states(make_engine: Callable[..., S
     async with engine.worker():
         saga_id = await engine.start(saga.name, {})
         await engine.wait(saga_id, timeout=10)
-    for action in (engine.retry(saga_id), engine.resolve(saga_id, note="x"),
-                   engine.cancel(saga_id)):
+    for action in (
+        engine.retry(saga_id),
+        engine.resolve(saga_id, note="x"),
+        engine.cancel(saga_id),
+    ):
         with pytest.raises(OperatorActionError, match="COMPLETED"):
             await action
 
 
 async def test_forward_retry_finishes_a_saga_whose_undo_failed(
-        make_engine: Callable[..., SagaEngine], unique: str) -> None:
+    make_engine: Callable[..., SagaEngine], unique: str
+) -> None:
     """Forward recovery: a run FAILED while compensating goes forward again on request."""
     saga = Saga(f"opforward_{unique}")
     calls: list[str] = []
@@ -222,9 +234,9 @@ async def test_forward_retry_finishes_a_saga_whose_undo_failed(
     assert retry.detail["resumes"] == "RUNNING"
 
 
-
-async def test_forward_retry_needs_a_failed_compensation(make_engine: Callable[..., SagaEngine],
-                                                         unique: str) -> None:
+async def test_forward_retry_needs_a_failed_compensation(
+    make_engine: Callable[..., SagaEngine], unique: str
+) -> None:
     """A run that failed going forward already resumes forward; forward=True is refused."""
     saga = build_saga(f"opfwdref_{unique}", Recorder(), steps=("P", "R"), pivot="P")
     faults = FaultInjector()

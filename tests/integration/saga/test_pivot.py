@@ -9,8 +9,9 @@ from cloudphone.saga.testing import FaultInjector
 from tests.support.sagas import Recorder, build_saga
 
 
-async def test_failure_after_pivot_never_compensates(make_engine: Callable[..., SagaEngine],
-                                                     unique: str) -> None:
+async def test_failure_after_pivot_never_compensates(
+    make_engine: Callable[..., SagaEngine], unique: str
+) -> None:
     """A retriable step failing more often than max_attempts is retried until it succeeds."""
     recorder = Recorder()
     saga = build_saga(f"pivot_{unique}", recorder, steps=("A", "P", "R"), pivot="P")
@@ -29,7 +30,8 @@ async def test_failure_after_pivot_never_compensates(make_engine: Callable[..., 
 
 
 async def test_non_retryable_after_pivot_fails_for_operator(
-        make_engine: Callable[..., SagaEngine], unique: str) -> None:
+    make_engine: Callable[..., SagaEngine], unique: str
+) -> None:
     """A non-retryable error after the pivot → FAILED at that step, nothing compensated."""
     recorder = Recorder()
     saga = build_saga(f"pivotfail_{unique}", recorder, steps=("A", "P", "R"), pivot="P")
@@ -47,11 +49,17 @@ async def test_non_retryable_after_pivot_fails_for_operator(
 
 
 async def test_pivot_failing_for_good_compensates_earlier_steps(
-        make_engine: Callable[..., SagaEngine], unique: str) -> None:
+    make_engine: Callable[..., SagaEngine], unique: str
+) -> None:
     """The pivot itself failing after its attempts → the steps before it are undone."""
     recorder = Recorder()
-    saga = build_saga(f"pivotcomp_{unique}", recorder, steps=("A", "B", "P", "R"), pivot="P",
-                      compensated=("A", "B"))
+    saga = build_saga(
+        f"pivotcomp_{unique}",
+        recorder,
+        steps=("A", "B", "P", "R"),
+        pivot="P",
+        compensated=("A", "B"),
+    )
     faults = FaultInjector()
     faults.fail("P", times=None, error=ConnectionRefusedError("refused"))
     engine = make_engine([saga], hooks=faults)

@@ -23,15 +23,17 @@ from tests.support.sagas import Recorder, build_saga
 
 
 async def test_same_idempotency_key_returns_the_first_run(
-        make_engine: Callable[..., SagaEngine], unique: str) -> None:
+    make_engine: Callable[..., SagaEngine], unique: str
+) -> None:
     """Repeated and concurrent starts with one key create one run; other keys are separate."""
     recorder = Recorder()
     saga = build_saga(f"idem_{unique}", recorder)
     engine = make_engine([saga])
     await engine.create_schema()
     async with engine.worker():
-        ids = await asyncio.gather(*(engine.start(saga.name, {"n": i}, idempotency_key="k1")
-                                     for i in range(10)))
+        ids = await asyncio.gather(
+            *(engine.start(saga.name, {"n": i}, idempotency_key="k1") for i in range(10))
+        )
         other = await engine.start(saga.name, {"n": 99}, idempotency_key="k2")
         assert len(set(ids)) == 1
         assert other != ids[0]
@@ -42,12 +44,15 @@ async def test_same_idempotency_key_returns_the_first_run(
     assert first.status is SagaStatus.COMPLETED
     assert first.idempotency_key == "k1"
     assert recorder.forward().count("A") == 2
-    assert engine.metrics.registry.get_sample_value(
-        "saga_started_total", {"saga_type": saga.name}) == 2
+    assert (
+        engine.metrics.registry.get_sample_value("saga_started_total", {"saga_type": saga.name})
+        == 2
+    )
 
 
-async def test_start_joins_the_callers_transaction(make_engine: Callable[..., SagaEngine],
-                                                   unique: str) -> None:
+async def test_start_joins_the_callers_transaction(
+    make_engine: Callable[..., SagaEngine], unique: str
+) -> None:
     """A run started with session= exists only if the caller's transaction commits."""
     saga = build_saga(f"txn_{unique}", Recorder())
     engine = make_engine([saga])
@@ -81,7 +86,8 @@ async def test_start_joins_the_callers_transaction(make_engine: Callable[..., Sa
 
 
 async def test_run_started_in_a_transaction_is_picked_up_at_commit(
-        make_engine: Callable[..., SagaEngine], unique: str) -> None:
+    make_engine: Callable[..., SagaEngine], unique: str
+) -> None:
     """start(session=...) wakes the local worker: no wait for the (here 30 s) poll interval."""
     saga = build_saga(f"txnwake_{unique}", Recorder())
     engine = make_engine([saga], poll_interval=timedelta(seconds=30))
@@ -93,8 +99,9 @@ async def test_run_started_in_a_transaction_is_picked_up_at_commit(
     assert run.status is SagaStatus.COMPLETED
 
 
-async def test_bad_start_input_is_refused(make_engine: Callable[..., SagaEngine],
-                                          unique: str) -> None:
+async def test_bad_start_input_is_refused(
+    make_engine: Callable[..., SagaEngine], unique: str
+) -> None:
     """Unknown types, non-JSON data and oversized keys are refused before anything is written."""
     saga = build_saga(f"bad_{unique}", Recorder())
     engine = make_engine([saga])
@@ -111,7 +118,8 @@ async def test_bad_start_input_is_refused(make_engine: Callable[..., SagaEngine]
 
 
 async def test_non_json_step_output_fails_without_retrying(
-        make_engine: Callable[..., SagaEngine], unique: str) -> None:
+    make_engine: Callable[..., SagaEngine], unique: str
+) -> None:
     """A step returning non-JSON data fails once, non-retryably, with a clear error."""
     saga = Saga(f"nonjson_{unique}")
     attempts: list[int] = []
@@ -135,7 +143,8 @@ async def test_non_json_step_output_fails_without_retrying(
 
 
 async def test_list_filters_and_history_of_unknown_run(
-        make_engine: Callable[..., SagaEngine], unique: str) -> None:
+    make_engine: Callable[..., SagaEngine], unique: str
+) -> None:
     """list() filters by type, status and starter; reading an unknown id raises."""
     saga = build_saga(f"list_{unique}", Recorder())
     engine = make_engine([saga])

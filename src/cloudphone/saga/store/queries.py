@@ -1,0 +1,153 @@
+"""Reads of runs and history, and operator actions, for :class:`~.sql.SqlStore`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, func, insert, select, update
+
+from cloudphone.saga.errors import SagaNotFoundError
+from cloudphone.saga.progress import OperatorChange
+from cloudphone.saga.records import SagaEvent, SagaRun
+from cloudphone.saga.state import SagaStatus
+from cloudphone.saga.store import pg
+from cloudphone.saga.store.database import Database
+from cloudphone.saga.store.rows import event_from_row, event_rows, run_from_row
+from cloudphone.saga.store.tables import saga_events, saga_runs
+
+
+class RunQueries:
+    """The read side of the store, plus the locked read-modify-write of operator actions."""
+
+    db: Database
+    _fast: pg.PgFastPath | None
+
+    # -- operator actions ---------------------------------------------------------------
+
+    async def operate(
+        self, run_id: str, decide: Callable[[SagaRun], OperatorChange], notify: bool = False
+    ) -> SagaRun:
+        """Apply an operator action atomically: lock the run, decide, write, append events.
+
+        With ``notify`` (PostgreSQL) idle workers are woken when the change commits.
+        """
+        async with self.db.begin() as conn:
+            stmt = select(saga_runs).where(saga_runs.c.id == run_id)
+            if self.db.is_postgres:
+                stmt = stmt.with_for_update()
+            row = (await conn.execute(stmt)).mappings().first()
+            if row is None:
+                raise SagaNotFoundError(f"no saga run {run_id!r}")
+            change = decide(run_from_row(row))
+            values = dict(change.values)
+            n = len(change.events)
+            values["last_seq"] = saga_runs.c.last_seq + n
+            if change.bump_epoch:
+                values["epoch"] = saga_runs.c.epoch + 1
+            updated = (
+                (
+                    await conn.execute(
+                        update(saga_runs)
+                        .where(saga_runs.c.id == run_id)
+                        .values(values)
+                        .returning(*saga_runs.c)
+                    )
+                )
+                .mappings()
+                .one()
+            )
+            if n:
+                await conn.execute(
+                    insert(saga_events),
+                    event_rows(run_id, updated["last_seq"] - n + 1, change.events),
+                )
+            if notify and change.bump_epoch:
+                await conn.execute(select(func.pg_notify(pg.NOTIFY_CHANNEL, row["saga_type"])))
+            return run_from_row(updated)
+
+    # -- reads --------------------------------------------------------------------------
+
+    async def get(self, run_id: str) -> SagaRun | None:
+        """The run, or None."""
+        if self._fast is not None:
+            return await self._fast.get(run_id)
+        async with self.db.read() as conn:
+            row = (
+                (await conn.execute(select(saga_runs).where(saga_runs.c.id == run_id)))
+                .mappings()
+                .first()
+            )
+        return run_from_row(row) if row is not None else None
+
+    async def find(self, saga_type: str, idempotency_key: str) -> SagaRun | None:
+        """The run of ``saga_type`` holding ``idempotency_key``, or None."""
+        async with self.db.read() as conn:
+            row = (
+                (
+                    await conn.execute(
+                        select(saga_runs).where(
+                            saga_runs.c.saga_type == saga_type,
+                            saga_runs.c.idempotency_key == idempotency_key,
+                        )
+                    )
+                )
+                .mappings()
+                .first()
+            )
+        return run_from_row(row) if row is not None else None
+
+    async def history(self, run_id: str) -> list[SagaEvent]:
+        """Every event of the run, in order."""
+        async with self.db.read() as conn:
+            rows = (
+                (
+                    await conn.execute(
+                        select(saga_events)
+                        .where(saga_events.c.saga_id == run_id)
+                        .order_by(saga_events.c.seq)
+                    )
+                )
+                .mappings()
+                .all()
+            )
+        return [event_from_row(r) for r in rows]
+
+    async def list_runs(
+        self,
+        *,
+        status: SagaStatus | None = None,
+        saga_type: str | None = None,
+        started_by: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        needs_attention: bool = False,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[SagaRun]:
+        """Runs matching every given filter, newest first."""
+        r = saga_runs.c
+        conditions: list[Any] = []
+        if status is not None:
+            conditions.append(r.status == status.value)
+        if saga_type is not None:
+            conditions.append(r.saga_type == saga_type)
+        if started_by is not None:
+            conditions.append(r.started_by == started_by)
+        if created_after is not None:
+            conditions.append(r.created_at >= created_after)
+        if created_before is not None:
+            conditions.append(r.created_at < created_before)
+        if needs_attention:
+            conditions.append(and_(r.status == SagaStatus.FAILED.value, r.resolution.is_(None)))
+        stmt = (
+            select(saga_runs)
+            .where(*conditions)
+            .order_by(r.created_at.desc(), r.id.desc())
+            .limit(limit)
+            .offset(offset)
+        )
+        async with self.db.read() as conn:
+            rows = (await conn.execute(stmt)).mappings().all()
+        return [run_from_row(row) for row in rows]
