@@ -70,8 +70,8 @@ def saga_id_of_container(name: str) -> str | None:
     return name.removeprefix(CONTAINER_PREFIX) if name.startswith(CONTAINER_PREFIX) else None
 
 
-def create_retry_policy(config: DevicesConfig) -> RetryPolicy:
-    """Retries of the creation steps, from the settings."""
+def step_retry_policy(config: DevicesConfig) -> RetryPolicy:
+    """Retries of the device sagas' steps, from the settings (after a pivot they never run out)."""
     initial = timedelta(seconds=config.retry_initial_seconds)
     return RetryPolicy(
         max_attempts=config.retry_max_attempts,
@@ -110,7 +110,7 @@ def build_create_saga(
         config: Port ranges, quota defaults and timeouts.
         retry: Retry policy of the steps (default from ``config``).
     """
-    saga = Saga(DEVICE_CREATE, timeout=CREATE_TIMEOUT, retry=retry or create_retry_policy(config))
+    saga = Saga(DEVICE_CREATE, timeout=CREATE_TIMEOUT, retry=retry or step_retry_policy(config))
     steps = _CreateSteps(runtime, config)
     calls = timedelta(seconds=config.runtime_call_timeout_seconds)
     boot = timedelta(seconds=config.boot_timeout_seconds + 15)

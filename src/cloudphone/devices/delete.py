@@ -25,7 +25,7 @@ from typing import Any
 
 from cloudphone.devices import quota
 from cloudphone.devices.config import DevicesConfig
-from cloudphone.devices.create import container_name
+from cloudphone.devices.create import container_name, step_retry_policy
 from cloudphone.devices.models import DeviceStatus
 from cloudphone.devices.ports import release_device_ports_txn, release_saga_ports_txn
 from cloudphone.devices.records import get_device_txn, update_device_txn
@@ -39,16 +39,6 @@ DELETABLE = frozenset(
     {DeviceStatus.RUNNING, DeviceStatus.STOPPED, DeviceStatus.ERROR, DeviceStatus.DELETING}
 )
 """Statuses MARK_DELETING accepts."""
-
-
-def delete_retry_policy(config: DevicesConfig) -> RetryPolicy:
-    """Retries of the deletion steps (after the pivot they never run out)."""
-    initial = timedelta(seconds=config.retry_initial_seconds)
-    return RetryPolicy(
-        max_attempts=config.retry_max_attempts,
-        initial_interval=initial,
-        max_interval=max(initial * 16, timedelta(seconds=30)),
-    )
 
 
 def _now() -> datetime:
@@ -65,7 +55,7 @@ def build_delete_saga(
         config: Timeouts and retry settings.
         retry: Retry policy of the steps (default from ``config``).
     """
-    saga = Saga(DEVICE_DELETE, retry=retry or delete_retry_policy(config))
+    saga = Saga(DEVICE_DELETE, retry=retry or step_retry_policy(config))
     steps = _DeleteSteps(runtime)
     calls = timedelta(seconds=config.runtime_call_timeout_seconds)
     saga.step("MARK_DELETING", transactional=True, pivot=True)(steps.mark_deleting)
