@@ -47,9 +47,11 @@ class Database:
     ) -> None:
         if isinstance(url, AsyncEngine):
             self.engine = url
+            self._url = url.url
             self._owns_engine = False
         else:
-            self.engine = _create_engine(make_url(url), pool_size, max_overflow, busy_timeout_ms)
+            self._url = make_url(url)
+            self.engine = _create_engine(self._url, pool_size, max_overflow, busy_timeout_ms)
             self._owns_engine = True
         self.dialect: str = self.engine.dialect.name
         if self.dialect not in ("postgresql", "sqlite"):
@@ -58,8 +60,12 @@ class Database:
 
     @property
     def url(self) -> URL:
-        """The connection URL (the password is hidden when rendered as a string)."""
-        return self.engine.url
+        """The URL as given (the password is hidden when rendered as a string).
+
+        For SQLite it keeps the public ``sqlite+aiosqlite`` name; the engine underneath uses
+        the inline driver (see ``sqlite_inline``).
+        """
+        return self._url
 
     @property
     def is_postgres(self) -> bool:
