@@ -14,6 +14,7 @@ import random
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 from datetime import datetime
+from types import MappingProxyType
 from typing import Any
 
 from cloudphone.saga import decide
@@ -173,8 +174,9 @@ class Runner:
             saga_type=s.saga_type,
             step=step.name,
             attempt=s.attempt,
-            # A private copy: a step mutating nested data cannot corrupt the run's state.
-            data=json.loads(json.dumps(s.data)),
+            # A private, read-only copy: a step cannot change the run's data except by
+            # returning its output.
+            data=MappingProxyType(json.loads(json.dumps(s.data))),
             idempotency_key=idempotency_key(s.id, step.name, compensating=compensating),
             deadline=s.deadline_at,
             compensating=compensating,
