@@ -3,28 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from datetime import timedelta
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 import httpx
-from pydantic import SecretStr
 
-from cloudphone.api.app import create_app
-from cloudphone.api.auth import issue_token
-from cloudphone.domain import Role
-from cloudphone.platform import Platform, build_registry
-from cloudphone.settings import load_settings
 from tests.support.apps_harness import Apps
-
-SECRET = "apps-http-test-secret-" + "x" * 32
-
-
-def headers(user: str, role: Role = Role.USER, **extra: str) -> dict[str, str]:
-    """Authorization headers of ``user`` (plus any extra headers)."""
-    token = issue_token(SECRET, user, role, ttl=timedelta(hours=1))
-    return {"Authorization": f"Bearer {token}", **extra}
+from tests.support.asgi import SECRET, headers, service_client  # noqa: F401 - re-exported for tests
 
 
 def multipart(
@@ -51,18 +36,13 @@ def multipart(
     return body, f"multipart/form-data; boundary={boundary}"
 
 
-@asynccontextmanager
-async def apps_client(apps: Apps, data_dir: Path) -> AsyncIterator[httpx.AsyncClient]:
+def apps_client(apps: Apps, data_dir: Path) -> AbstractAsyncContextManager[httpx.AsyncClient]:
     """An HTTP client on the real app, whose platform is this test's apps wiring."""
-    settings = load_settings(
-        data_dir=data_dir,
-        database_url=apps.db.url.render_as_string(hide_password=False),
-        jwt_secret=SecretStr(SECRET),
-        auto_migrate=False,
-        apps=apps.service.config,
+    return service_client(
+        apps.db,
+        apps.engine,
+        data_dir,
+        host="apps.test",
+        settings={"apps": apps.service.config},
+        apps=apps.service,
     )
-    platform = Platform(settings, apps.db, apps.engine, build_registry(), with_worker=False)
-    platform.apps = apps.service
-    transport = httpx.ASGITransport(app=create_app(platform))
-    async with httpx.AsyncClient(transport=transport, base_url="http://apps.test") as client:
-        yield client

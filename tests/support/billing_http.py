@@ -2,42 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from datetime import timedelta
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 import httpx
-from pydantic import SecretStr
 
-from cloudphone.api.app import create_app
-from cloudphone.api.auth import issue_token
-from cloudphone.domain import Role
-from cloudphone.platform import Platform, build_registry
-from cloudphone.settings import load_settings
+from tests.support.asgi import SECRET, headers, service_client  # noqa: F401 - re-exported for tests
 from tests.support.billing_harness import Billing
 
-SECRET = "billing-http-test-secret-" + "x" * 32
 
-
-def headers(user: str, role: Role = Role.USER, **extra: str) -> dict[str, str]:
-    """Authorization headers of ``user`` (plus any extra headers)."""
-    token = issue_token(SECRET, user, role, ttl=timedelta(hours=1))
-    return {"Authorization": f"Bearer {token}", **extra}
-
-
-@asynccontextmanager
-async def billing_client(billing: Billing, data_dir: Path) -> AsyncIterator[httpx.AsyncClient]:
+def billing_client(
+    billing: Billing, data_dir: Path
+) -> AbstractAsyncContextManager[httpx.AsyncClient]:
     """An HTTP client on the real app, whose platform is this test's billing wiring."""
-    settings = load_settings(
-        data_dir=data_dir,
-        database_url=billing.db.url.render_as_string(hide_password=False),
-        jwt_secret=SecretStr(SECRET),
-        auto_migrate=False,
+    return service_client(
+        billing.db, billing.engine, data_dir, host="billing.test", billing=billing.service
     )
-    platform = Platform(settings, billing.db, billing.engine, build_registry(), with_worker=False)
-    platform.billing = billing.service
-    app = create_app(platform)
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://billing.test") as client:
-        yield client
