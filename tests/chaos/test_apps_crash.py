@@ -9,7 +9,6 @@ filesystem store and on S3 (SeaweedFS).
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -23,7 +22,8 @@ from cloudphone.domain import Principal
 from cloudphone.saga import SagaStatus
 from tests.support.apps_harness import Apps, apk, build_apps, package_for, sha256
 from tests.support.apps_s3 import PART_SIZE, WeedServer, s3_storage
-from tests.support.apps_worker import AppsWorker
+from tests.support.apps_worker import AppsWorkers
+from tests.support.processes import Option, WorkerProcess
 
 pytestmark = pytest.mark.chaos
 
@@ -69,22 +69,13 @@ async def apps(
 def spawn(
     apps: Apps, database_url: str, store_args: list[str], tmp_path: Path, unique: str
 ) -> Iterator[object]:
-    children: list[AppsWorker] = []
+    workers = AppsWorkers(tmp_path, database_url, apps.saga_name, apps.spool.directory)
 
-    async def start(*faults: str) -> AppsWorker:
-        args = [
-            "--url", database_url, "--worker-id", f"apps-chaos-{unique}",
-            "--saga-name", apps.saga_name, "--spool", str(apps.spool.directory),
-            *store_args, *faults,
-        ]  # fmt: skip
-        log = tmp_path / f"worker-{len(children)}.log"
-        child = await asyncio.to_thread(AppsWorker.spawn, log, *args)
-        children.append(child)
-        return child
+    async def start(**faults: Option) -> WorkerProcess:
+        return await workers.start(f"apps-chaos-{unique}", *store_args, **faults)
 
     yield start
-    for child in children:
-        child.kill()
+    workers.close()
 
 
 async def assert_consistent(apps: Apps, app_id: str, data: bytes | None) -> None:
@@ -116,8 +107,8 @@ async def test_killed_after_a_step_acted_the_upload_still_completes(
 ) -> None:
     data = apk(package_for(unique), 1)
     accepted = await apps.upload(Principal(f"u-{unique}"), data)
-    doomed = await spawn("--crash-after", step)  # type: ignore[operator]
-    assert await asyncio.to_thread(doomed.wait_exit) == -9
+    doomed = await spawn(crash_after=[step])  # type: ignore[operator]
+    assert await doomed.exited() == -9
     await spawn()  # type: ignore[operator]
     run = await apps.engine.wait(accepted.saga_id, timeout=30)
     assert run.status is SagaStatus.COMPLETED, run.error
@@ -130,8 +121,8 @@ async def test_killed_in_the_middle_of_a_multipart_upload_leaves_no_leftovers(
 ) -> None:
     data = apk(package_for(unique), 1, big_asset_size=2 * PART_SIZE + 1024)
     accepted = await apps.upload(Principal(f"u-{unique}"), data)
-    doomed = await spawn("--kill-after-part", "1")  # type: ignore[operator]
-    assert await asyncio.to_thread(doomed.wait_exit) == -9
+    doomed = await spawn(kill_after_part=1)  # type: ignore[operator]
+    assert await doomed.exited() == -9
     assert len(await apps.pending()) == 1  # part 1 stored, parts 2 and 3 never sent
     await spawn()  # type: ignore[operator]
     run = await apps.engine.wait(accepted.saga_id, timeout=30)
@@ -153,8 +144,8 @@ async def test_killed_while_compensating_the_undo_finishes(
 ) -> None:
     """MARK_AVAILABLE fails for good after the object was stored; the worker dies undoing."""
     accepted = await apps.upload(Principal(f"u-{unique}"), apk(package_for(unique), 1))
-    doomed = await spawn("--fail", "MARK_AVAILABLE", "--crash-before-undo", undo)  # type: ignore[operator]
-    assert await asyncio.to_thread(doomed.wait_exit) == -9
+    doomed = await spawn(fail=["MARK_AVAILABLE"], crash_before_undo=[undo])  # type: ignore[operator]
+    assert await doomed.exited() == -9
     assert (await apps.engine.get(accepted.saga_id)).status is SagaStatus.COMPENSATING
     await spawn()  # type: ignore[operator]
     run = await apps.engine.wait(accepted.saga_id, timeout=30)

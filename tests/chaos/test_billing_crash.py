@@ -7,7 +7,6 @@ only the saga's lookup prevents a second refund) and with Stripe against localst
 
 from __future__ import annotations
 
-import asyncio
 import signal
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -19,7 +18,7 @@ from cloudphone.domain import Principal
 from cloudphone.saga import EventKind, SagaStatus
 from tests.support.billing_harness import Billing, build_billing
 from tests.support.billing_localstripe import LocalStripe
-from tests.support.billing_worker import BillingWorker
+from tests.support.billing_worker import BillingWorkers
 
 pytestmark = [pytest.mark.chaos, pytest.mark.postgres]
 
@@ -46,52 +45,42 @@ async def starter(
 
 
 @pytest.fixture
-def workers(tmp_path: Path) -> Iterator[list[BillingWorker]]:
-    spawned: list[BillingWorker] = []
-    yield spawned
-    for worker in spawned:
-        worker.close()
+def workers(
+    tmp_path: Path, postgres_url: str, starter: Billing, localstripe: LocalStripe
+) -> Iterator[BillingWorkers]:
+    """Workers wired like the starter, the sandbox ignoring idempotency keys; all SIGKILLed."""
+    pool = BillingWorkers(
+        tmp_path,
+        postgres_url,
+        starter.saga_name,
+        stripe_base=localstripe.base,
+        sandbox_ignore_idempotency=True,
+    )
+    yield pool
+    pool.close()
 
 
 @pytest.mark.parametrize("provider", ["sandbox", "stripe"])
 async def test_crash_after_provider_refund_refunds_exactly_once(
     starter: Billing,
-    workers: list[BillingWorker],
-    postgres_url: str,
-    localstripe: LocalStripe,
-    tmp_path: Path,
+    workers: BillingWorkers,
     unique: str,
     provider: str,
 ) -> None:
     """SIGKILL between the provider's refund and its record: one refund, payment REFUNDED."""
-    common = [
-        "--url",
-        postgres_url,
-        "--saga-name",
-        starter.saga_name,
-        "--stripe-base",
-        localstripe.base,
-        "--sandbox-ignore-idempotency",
-    ]
-    doomed = BillingWorker.spawn(
-        tmp_path, f"doomed-{unique}", *common, "--crash-after", "CALL_PROVIDER_REFUND"
-    )
-    workers.append(doomed)
-    await asyncio.to_thread(doomed.wait_ready)
+    doomed = await workers.start(f"doomed-{unique}", crash_after=["CALL_PROVIDER_REFUND"])
     user = Principal(f"user-{unique}")
     payment = await starter.paid_payment(user, 6000, provider=provider)
     requested = await starter.service.request_refund(user, payment.id, amount=6000)
 
-    code = await asyncio.to_thread(doomed.wait_exit, 30)
+    code = await doomed.exited(within=30)
     assert code == -signal.SIGKILL, doomed.log()
     charge = payment.provider_payment_id or ""
     held = await starter.payment_row(payment.id)
     assert (held["status"], held["held_by_refund"]) == ("REFUNDING", requested.refund.id)
     assert len(await refunds_at(starter, provider, charge)) == 1  # the money already moved
 
-    survivor = BillingWorker.spawn(tmp_path, f"survivor-{unique}", *common)
-    workers.append(survivor)
-    await asyncio.to_thread(survivor.wait_ready)
+    survivor = await workers.start(f"survivor-{unique}")
     run = await starter.engine.wait(requested.saga_id, timeout=30)
 
     assert run.status is SagaStatus.COMPLETED, survivor.log()

@@ -20,7 +20,7 @@ from tests.support.chaos import (
     create_chaos_schema,
     effect_writers,
 )
-from tests.support.processes import WorkerPool
+from tests.support.worker_proc import WorkerPool
 
 pytestmark = pytest.mark.chaos
 

@@ -62,15 +62,14 @@ def workers(
     postgres_url: str, stack: DeviceStack, runtime: LocalRuntime, tmp_path: Path
 ) -> Iterator[DeviceWorkers]:
     """Worker children on the local runtime; all SIGKILLed at the end."""
-    runtime_args = [
-        "--runtime",
-        "local",
-        "--state-dir",
-        str(runtime.state_dir),
-        "--instance",
-        runtime.instance,
-    ]
-    pool = DeviceWorkers(postgres_url, stack.config.model_dump(mode="json"), tmp_path, runtime_args)
+    pool = DeviceWorkers(
+        postgres_url,
+        stack.config.model_dump(mode="json"),
+        tmp_path,
+        runtime="local",
+        state_dir=str(runtime.state_dir),
+        instance=runtime.instance,
+    )
     yield pool
     pool.close()
 

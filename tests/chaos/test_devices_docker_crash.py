@@ -56,17 +56,15 @@ def workers(
     tmp_path: Path,
 ) -> Iterator[DeviceWorkers]:
     """Worker children on the same daemon and instance label; all SIGKILLed at the end."""
-    runtime_args = [
-        "--runtime",
-        "docker",
-        "--docker-url",
-        dockerd.url,
-        "--image",
-        dockerd.image,
-        "--instance",
-        docker_runtime.options.instance,
-    ]
-    pool = DeviceWorkers(postgres_url, stack.config.model_dump(mode="json"), tmp_path, runtime_args)
+    pool = DeviceWorkers(
+        postgres_url,
+        stack.config.model_dump(mode="json"),
+        tmp_path,
+        runtime="docker",
+        docker_url=dockerd.url,
+        image=dockerd.image,
+        instance=docker_runtime.options.instance,
+    )
     yield pool
     pool.close()
 

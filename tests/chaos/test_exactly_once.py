@@ -27,8 +27,9 @@ from tests.support.chaos import (
     count_effects,
     create_chaos_schema,
 )
-from tests.support.processes import WorkerPool, WorkerProcess
+from tests.support.processes import WorkerProcess
 from tests.support.waiting import eventually
+from tests.support.worker_proc import WorkerPool
 
 pytestmark = [pytest.mark.chaos, pytest.mark.postgres]
 

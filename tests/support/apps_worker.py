@@ -1,6 +1,6 @@
-r"""An ``app_upload`` worker in its own process, for chaos tests to SIGKILL.
+r"""An ``app_upload`` worker in its own process, for chaos tests to SIGKILL; and its spawner.
 
-Usage::
+Child usage::
 
     python -m tests.support.apps_worker --url URL --worker-id ID --saga-name NAME \\
         --spool DIR (--fs-root DIR | --s3-endpoint URL --s3-prefix P/) \\
@@ -16,21 +16,14 @@ compensation is about to run; ``--fail`` makes every attempt of a step fail;
 from __future__ import annotations
 
 import argparse
-import asyncio
-import logging
 import os
 import signal
-import subprocess
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-from tests.support.waiting import wait_sync
-
-READY = "READY"
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from tests.support.processes import WorkerGroup, run_child, serve_worker
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -56,7 +49,6 @@ async def serve(args: argparse.Namespace) -> None:
     from cloudphone.apps.storage.base import ObjectStorage
     from cloudphone.apps.storage.filesystem import FilesystemStorage
     from cloudphone.apps.upload import build_upload_saga
-    from cloudphone.saga import SagaEngine
     from cloudphone.saga.testing import FaultInjector
     from tests.support.apps_harness import FAST_RETRY
     from tests.support.apps_s3 import s3_storage
@@ -81,88 +73,49 @@ async def serve(args: argparse.Namespace) -> None:
     saga = build_upload_saga(
         storage, UploadSpool(Path(args.spool)), retry=FAST_RETRY, name=args.saga_name
     )
-    engine = SagaEngine(
-        args.url,
-        [saga],
-        worker_id=args.worker_id,
-        lease=timedelta(seconds=1),
-        poll_interval=timedelta(milliseconds=50),
-        hooks=faults,
-    )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
     await storage.start()
     try:
-        async with engine.worker(concurrency=4, grace=timedelta(seconds=5)):
-            print(f"{READY} {args.worker_id} {os.getpid()}", flush=True)
-            await stop.wait()
+        await serve_worker(
+            args.url,
+            [saga],
+            worker_id=args.worker_id,
+            lease=timedelta(seconds=1),
+            concurrency=4,
+            hooks=faults,
+        )
     finally:
-        await engine.close()
         await storage.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code."""
-    args = parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO,
-        stream=sys.stderr,
-        format=f"%(asctime)s {args.worker_id} %(levelname)s %(name)s: %(message)s",
-    )
-    asyncio.run(serve(args))
-    return 0
+    return run_child(serve, parse_args(argv))
 
 
-@dataclass
-class AppsWorker:
-    """A running ``apps_worker`` child."""
+class AppsWorkers(WorkerGroup):
+    """Spawns ``app_upload`` workers on one database and spool; kills them all at the end.
 
-    popen: subprocess.Popen[str]
-    log_path: Path
+    :meth:`spawn` and :meth:`start` take the store's arguments (``--fs-root DIR`` or
+    ``--s3-endpoint URL --s3-prefix P/``) as ``*args`` and the faults as options:
+    ``crash_after``, ``crash_before_undo`` and ``fail`` map to step names; ``kill_after_part``
+    to a part number.
 
-    @classmethod
-    def spawn(cls, log_path: Path, *args: str) -> AppsWorker:
-        """Start a child with these arguments and wait until its worker runs."""
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p
+    Args:
+        log_dir: Where each child's stderr goes.
+        url: Database URL the children use.
+        saga_name: Name of the upload saga they run.
+        spool: The upload spool they share with the test.
+    """
+
+    def __init__(self, log_dir: Path, url: str, saga_name: str, spool: Path) -> None:
+        super().__init__(
+            "tests.support.apps_worker",
+            log_dir,
+            ready_within=30.0,
+            url=url,
+            saga_name=saga_name,
+            spool=str(spool),
         )
-        with log_path.open("a") as log:
-            popen = subprocess.Popen(
-                [sys.executable, "-m", "tests.support.apps_worker", *args],
-                cwd=REPO_ROOT,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=log,
-                text=True,
-            )
-        worker = cls(popen, log_path)
-        assert popen.stdout is not None
-        line = popen.stdout.readline()  # blocks until READY or exit
-        if not line.startswith(READY):
-            worker.kill()
-            raise AssertionError(f"apps worker did not start:\n{worker.log()}")
-        return worker
-
-    def wait_exit(self, timeout: float = 30.0) -> int:
-        """Wait for the child to die on its own (an injected crash); returns its exit code."""
-        wait_sync(lambda: self.popen.poll() is not None, timeout=timeout, what="worker crash")
-        return self.popen.wait()
-
-    def kill(self) -> None:
-        """SIGKILL by pid (if still running) and reap."""
-        if self.popen.poll() is None:
-            os.kill(self.popen.pid, signal.SIGKILL)
-        self.popen.wait(timeout=10)
-        if self.popen.stdout is not None:
-            self.popen.stdout.close()
-
-    def log(self) -> str:
-        """The child's stderr."""
-        return self.log_path.read_text(errors="replace")[-4000:]
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
-"""A refund-saga worker in its own process, for crash tests to SIGKILL.
+"""A refund-saga worker in its own process, for crash tests to SIGKILL; and its spawner.
 
-Usage::
+Child usage::
 
     python -m tests.support.billing_worker --url URL --worker-id ID --saga-name NAME
         [--stripe-base URL] [--sandbox-ignore-idempotency] [--crash-after STEP]
@@ -14,20 +14,12 @@ before the engine records it.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import logging
-import os
-import signal
-import subprocess
 import sys
-import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-READY = "READY"
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from tests.support.processes import WorkerGroup, run_child, serve_worker
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -50,7 +42,7 @@ async def serve(args: argparse.Namespace) -> None:
     from cloudphone.billing.providers.sandbox import SandboxProvider
     from cloudphone.billing.providers.stripe import StripeProvider
     from cloudphone.billing.refund import build_refund_saga
-    from cloudphone.saga import Database, SagaEngine
+    from cloudphone.saga import Database
     from cloudphone.saga.testing import FaultInjector
     from tests.support.billing_harness import FAST_TIMING
     from tests.support.billing_localstripe import LocalStripe
@@ -65,86 +57,56 @@ async def serve(args: argparse.Namespace) -> None:
     for step in args.crash_after:
         injector.crash_after(step)
     saga = build_refund_saga(providers, db, timing=FAST_TIMING, name=args.saga_name)
-    engine = SagaEngine(
-        db,
-        [saga],
-        worker_id=args.worker_id,
-        lease=timedelta(milliseconds=args.lease_ms),
-        poll_interval=timedelta(milliseconds=50),
-        hooks=injector,
-    )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
     try:
-        async with engine.worker(concurrency=4, grace=timedelta(seconds=5)):
-            print(f"{READY} {args.worker_id} {os.getpid()}", flush=True)
-            await stop.wait()
+        await serve_worker(
+            db,
+            [saga],
+            worker_id=args.worker_id,
+            lease=timedelta(milliseconds=args.lease_ms),
+            concurrency=4,
+            hooks=injector,
+        )
     finally:
         for provider in providers.values():
             await provider.close()
         await db.dispose()
 
 
-@dataclass
-class BillingWorker:
-    """A spawned worker child; stopped by pid."""
-
-    worker_id: str
-    popen: subprocess.Popen[bytes]
-    log_path: Path
-
-    @classmethod
-    def spawn(cls, log_dir: Path, worker_id: str, *args: str) -> BillingWorker:
-        """Start ``python -m tests.support.billing_worker --worker-id ID ARGS…``."""
-        argv = [sys.executable, "-m", "tests.support.billing_worker", "--worker-id", worker_id]
-        env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-        log_path = log_dir / f"billing-worker-{worker_id}.log"
-        with log_path.open("wb") as log:
-            popen = subprocess.Popen(
-                [*argv, *args],
-                cwd=REPO_ROOT,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=log,
-            )
-        return cls(worker_id, popen, log_path)
-
-    def wait_ready(self, timeout: float = 20.0) -> None:
-        """Block until the READY line (fail with the log if the child dies or is late)."""
-        assert self.popen.stdout is not None
-        deadline = time.monotonic() + timeout
-        line = b""
-        while READY.encode() not in line:
-            if time.monotonic() > deadline or self.popen.poll() is not None:
-                raise AssertionError(f"worker {self.worker_id} not ready:\n{self.log()}")
-            line = self.popen.stdout.readline()
-
-    def log(self) -> str:
-        """The child's stderr, tail."""
-        return self.log_path.read_text(errors="replace")[-3000:]
-
-    def wait_exit(self, timeout: float) -> int:
-        """Wait for the child to exit by itself; returns its code."""
-        return self.popen.wait(timeout=timeout)
-
-    def close(self) -> None:
-        """SIGKILL by pid if still running; reap; close the pipe."""
-        if self.popen.poll() is None:
-            os.kill(self.popen.pid, signal.SIGKILL)
-        self.popen.wait(timeout=10)
-        if self.popen.stdout is not None:
-            self.popen.stdout.close()
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point."""
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr)
-    asyncio.run(serve(args))
-    return 0
+    return run_child(serve, parse_args(argv))
+
+
+class BillingWorkers(WorkerGroup):
+    """Spawns refund-saga workers on one database; kills them all at the end.
+
+    :meth:`spawn` and :meth:`start` take ``crash_after`` (step names) and ``lease_ms``.
+
+    Args:
+        log_dir: Where each child's stderr goes.
+        url: Database URL the children use.
+        saga_name: Name of the refund saga they run.
+        stripe_base: localstripe's base URL, to wire the Stripe provider too.
+        sandbox_ignore_idempotency: Make the sandbox provider ignore idempotency keys.
+    """
+
+    def __init__(
+        self,
+        log_dir: Path,
+        url: str,
+        saga_name: str,
+        *,
+        stripe_base: str | None = None,
+        sandbox_ignore_idempotency: bool = False,
+    ) -> None:
+        super().__init__(
+            "tests.support.billing_worker",
+            log_dir,
+            url=url,
+            saga_name=saga_name,
+            stripe_base=stripe_base,
+            sandbox_ignore_idempotency=sandbox_ignore_idempotency,
+        )
 
 
 if __name__ == "__main__":

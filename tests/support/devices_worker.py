@@ -12,22 +12,14 @@ It prints ``READY <worker-id> <pid>`` once its worker runs, and stops on SIGTERM
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-import logging
-import os
-import signal
-import subprocess
 import sys
-import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-READY = "READY"
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from tests.support.processes import WorkerGroup, run_child, serve_worker
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -75,7 +67,6 @@ def docker_options(url: str, image: str, instance: str) -> Any:
 async def serve(args: argparse.Namespace) -> None:
     """Run the device sagas' worker until SIGTERM."""
     from cloudphone.devices.config import DevicesConfig
-    from cloudphone.saga import SagaEngine
     from cloudphone.saga.testing import FaultInjector
     from tests.support.devices_stack import build_sagas
 
@@ -90,136 +81,47 @@ async def serve(args: argparse.Namespace) -> None:
         faults.hang(step, times=None)
     runtime = _runtime(args)
     config = DevicesConfig(**json.loads(args.config))
-    engine = SagaEngine(
-        args.url,
-        build_sagas(runtime, config),
-        worker_id=args.worker_id,
-        lease=timedelta(milliseconds=args.lease_ms),
-        poll_interval=timedelta(milliseconds=50),
-        hooks=faults,
-    )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
     try:
-        async with engine.worker(concurrency=8, grace=timedelta(seconds=5)):
-            print(f"{READY} {args.worker_id} {os.getpid()}", flush=True)
-            await stop.wait()
+        await serve_worker(
+            args.url,
+            build_sagas(runtime, config),
+            worker_id=args.worker_id,
+            lease=timedelta(milliseconds=args.lease_ms),
+            concurrency=8,
+            hooks=faults,
+        )
     finally:
-        await engine.close()
         await runtime.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Child entry point."""
-    args = parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO,
-        stream=sys.stderr,
-        format=f"%(asctime)s {args.worker_id} %(levelname)s %(name)s: %(message)s",
-    )
-    asyncio.run(serve(args))
-    return 0
+    return run_child(serve, parse_args(argv))
 
 
-@dataclass
-class DeviceWorker:
-    """One worker child."""
+class DeviceWorkers(WorkerGroup):
+    """Spawns device workers on one database and runtime; kills them all at the end.
 
-    worker_id: str
-    popen: subprocess.Popen[bytes]
-    log_path: Path
+    :meth:`spawn` and :meth:`start` take the faults as options: ``crash_after``,
+    ``crash_before``, ``fail``, ``hang`` map to step names.
 
-    def log(self) -> str:
-        """The child's stderr tail."""
-        return self.log_path.read_text(errors="replace")[-3000:] if self.log_path.exists() else ""
+    Args:
+        url: Database URL the children use.
+        config: ``DevicesConfig`` fields (as JSON types) the children use.
+        log_dir: Where each child's stderr goes.
+        **runtime: The runtime's options: ``runtime`` (``local`` or ``docker``), ``instance``,
+            and ``state_dir`` or ``docker_url`` and ``image``.
+    """
 
-    def wait_ready(self, timeout: float = 30.0) -> None:
-        """Block until it printed READY (fails if it exits first)."""
-        assert self.popen.stdout is not None
-        deadline = time.monotonic() + timeout
-        line = b""
-        while READY.encode() not in line:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{self.worker_id} not ready:\n{self.log()}")
-            line = self.popen.stdout.readline()
-            if not line and self.popen.poll() is not None:
-                raise AssertionError(f"{self.worker_id} exited early:\n{self.log()}")
-
-    async def ready(self) -> None:
-        """Wait off the event loop until it runs."""
-        await asyncio.to_thread(self.wait_ready)
-
-    async def exited(self, seconds: float = 30.0) -> int:
-        """Wait off the event loop until it exits (an injected crash); its return code."""
-        return await asyncio.to_thread(self.popen.wait, seconds)
-
-    def kill(self) -> None:
-        """SIGKILL it by pid and reap it."""
-        if self.popen.poll() is None:
-            os.kill(self.popen.pid, signal.SIGKILL)
-        self.popen.wait(timeout=10)
-        if self.popen.stdout is not None:
-            self.popen.stdout.close()
-
-
-@dataclass
-class DeviceWorkers:
-    """Spawns device workers on one database and runtime; kills them all at the end."""
-
-    url: str
-    config: dict[str, Any]
-    log_dir: Path
-    runtime_args: list[str]
-    started: list[DeviceWorker] = field(default_factory=list)
-
-    def spawn(self, worker_id: str, **faults: Sequence[str]) -> DeviceWorker:
-        """Start a child; ``faults`` maps crash_after, crash_before, fail, hang to step names."""
-        argv = [
-            sys.executable,
-            "-m",
+    def __init__(self, url: str, config: dict[str, Any], log_dir: Path, **runtime: str) -> None:
+        super().__init__(
             "tests.support.devices_worker",
-            "--url",
-            self.url,
-            "--worker-id",
-            worker_id,
-            "--config",
-            json.dumps(self.config),
-            *self.runtime_args,
-        ]
-        for kind, steps in faults.items():
-            for step in steps:
-                argv += [f"--{kind.replace('_', '-')}", step]
-        env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-        log_path = self.log_dir / f"{worker_id}.log"
-        with log_path.open("wb") as log:
-            popen = subprocess.Popen(
-                argv,
-                cwd=REPO_ROOT,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=log,
-            )
-        worker = DeviceWorker(worker_id, popen, log_path)
-        self.started.append(worker)
-        return worker
-
-    async def start(self, worker_id: str, **faults: Sequence[str]) -> DeviceWorker:
-        """Spawn and wait until it runs."""
-        worker = self.spawn(worker_id, **faults)
-        await worker.ready()
-        return worker
-
-    def close(self) -> None:
-        """SIGKILL every child still running."""
-        for worker in self.started:
-            worker.kill()
-
-    def logs(self) -> str:
-        """Every child's stderr tail."""
-        return "\n".join(f"--- {w.worker_id}\n{w.log()}" for w in self.started)
+            log_dir,
+            ready_within=30.0,
+            url=url,
+            config=json.dumps(config),
+            **runtime,
+        )
 
 
 if __name__ == "__main__":

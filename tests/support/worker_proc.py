@@ -1,6 +1,6 @@
-r"""A saga worker in its own process, for chaos tests to SIGKILL.
+r"""A saga worker in its own process, for chaos tests to SIGKILL; and its spawner.
 
-Usage::
+Child usage::
 
     python -m tests.support.worker_proc --url URL --worker-id ID --saga-name NAME \\
         [--lease-ms N] [--concurrency N] [--crash-after STEP]...
@@ -13,16 +13,12 @@ i.e. after the worker's reclaim round.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import logging
-import os
-import signal
 import sys
 from collections.abc import Sequence
 from datetime import timedelta
+from pathlib import Path
 
-READY = "READY"
-"""First word of the line printed when the worker runs."""
+from tests.support.processes import WorkerGroup, run_child, serve_worker
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -45,44 +41,54 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 async def serve(args: argparse.Namespace) -> None:
     """Run the worker until SIGTERM or SIGINT."""
-    # Imported here so ``--help`` and the READY constant need no database libraries.
-    from cloudphone.saga import SagaEngine
+    # Imported here so ``--help`` needs no database libraries.
     from cloudphone.saga.testing import FaultInjector
     from tests.support.chaos import build_chaos_saga
 
     faults = FaultInjector()
     for step in args.crash_after:
         faults.crash_after(step)
-    engine = SagaEngine(
+    await serve_worker(
         args.url,
         [build_chaos_saga(args.saga_name, args.worker_id)],
         worker_id=args.worker_id,
         lease=timedelta(milliseconds=args.lease_ms),
-        poll_interval=timedelta(milliseconds=50),
+        concurrency=args.concurrency,
         hooks=faults if args.crash_after else None,
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    try:
-        async with engine.worker(concurrency=args.concurrency, grace=timedelta(seconds=5)):
-            print(f"{READY} {args.worker_id} {os.getpid()}", flush=True)
-            await stop.wait()
-    finally:
-        await engine.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code."""
-    args = parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO,
-        stream=sys.stderr,
-        format=f"%(asctime)s {args.worker_id} %(levelname)s %(name)s: %(message)s",
-    )
-    asyncio.run(serve(args))
-    return 0
+    return run_child(serve, parse_args(argv))
+
+
+class WorkerPool(WorkerGroup):
+    """Spawns chaos-saga workers on one database and one saga name; kills them all at the end.
+
+    :meth:`spawn` and :meth:`start` take ``lease_ms``, ``concurrency`` and ``crash_after``
+    (step names) to override the pool's options for one child.
+
+    Args:
+        url: Database URL the children use.
+        saga_name: Name of the chaos saga they run (see :mod:`tests.support.chaos`).
+        log_dir: Where each child's stderr goes.
+        lease_ms: Default lease of the children.
+        concurrency: Default number of runs each child drives at once.
+    """
+
+    def __init__(
+        self, url: str, saga_name: str, log_dir: Path, *, lease_ms: int = 1000, concurrency: int = 4
+    ) -> None:
+        super().__init__(
+            "tests.support.worker_proc",
+            log_dir,
+            url=url,
+            saga_name=saga_name,
+            lease_ms=lease_ms,
+            concurrency=concurrency,
+        )
+        self.saga_name = saga_name
 
 
 if __name__ == "__main__":
