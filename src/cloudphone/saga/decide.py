@@ -119,8 +119,19 @@ def _done_event(
         at=now,
         step=step.name,
         attempt=state.attempt,
-        detail={"started_at": started_at.isoformat(), "duration_ms": _ms(started_at, now)},
+        detail=_attempt_detail(state, started_at, now),
     )
+
+
+def _attempt_detail(state: RunState, started_at: datetime, now: datetime) -> dict[str, Any]:
+    """When an attempt ran, for how long, and on which worker."""
+    detail: dict[str, Any] = {
+        "started_at": started_at.isoformat(),
+        "duration_ms": _ms(started_at, now),
+    }
+    if state.worker is not None:
+        detail["worker"] = state.worker
+    return detail
 
 
 def on_step_success(
@@ -159,11 +170,7 @@ def _failed_event(
         at=now,
         step=step.name,
         attempt=state.attempt,
-        detail={
-            "error": info.to_dict(),
-            "started_at": started_at.isoformat(),
-            "duration_ms": _ms(started_at, now),
-        },
+        detail={"error": info.to_dict(), **_attempt_detail(state, started_at, now)},
     )
 
 
@@ -225,8 +232,7 @@ def _postpone(
         detail={
             "reason": str(error),
             "next_run_at": at.isoformat(),
-            "started_at": started_at.isoformat(),
-            "duration_ms": _ms(started_at, now),
+            **_attempt_detail(state, started_at, now),
         },
     )
     return _base(state, now, [event], step=step.name, keep_lease=False, next_run_at=at)

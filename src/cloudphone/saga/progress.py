@@ -78,6 +78,8 @@ class RunState:
     deadline_at: datetime | None
     deadline_noted: bool
     cancel_requested: bool
+    worker: str | None = None
+    """Id of the worker driving the run, recorded on the attempts it runs."""
 
     def apply(self, progress: Progress) -> None:
         """Adopt a committed Progress."""

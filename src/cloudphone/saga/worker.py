@@ -215,9 +215,11 @@ class Worker:
             # bump already fences the old runner; stop it.
             stale[1].cancel()
         saga = self._sagas[run.saga_type]
+        state = state_of(run, saga)
+        state.worker = self.worker_id
         runner = Runner(
             saga,
-            state_of(run, saga),
+            state,
             self._store,
             clock=self._clock,
             metrics=self._metrics,

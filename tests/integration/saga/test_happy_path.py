@@ -98,3 +98,17 @@ async def test_metrics_are_recorded(make_engine: Callable[..., SagaEngine], uniq
     assert sample("saga_duration_seconds_count", status="COMPLETED") == 1
     assert sample("saga_step_duration_seconds_count", step="B", outcome="success") == 1
     assert sample("saga_in_flight") == 0
+
+
+async def test_attempts_record_the_worker_that_ran_them(
+    make_engine: Callable[..., SagaEngine], unique: str
+) -> None:
+    """Every attempt's event names the worker that ran it (audit: who did what)."""
+    saga = build_saga(f"who_{unique}", Recorder())
+    engine = make_engine([saga], worker_id=f"auditor-{unique}")
+    await engine.create_schema()
+    async with engine.worker(concurrency=2):
+        saga_id = await engine.start(saga.name, {})
+        await engine.wait(saga_id, timeout=10)
+    attempts = [e for e in await engine.history(saga_id) if e.kind is EventKind.STEP_SUCCEEDED]
+    assert [e.detail["worker"] for e in attempts] == [f"auditor-{unique}"] * 3
