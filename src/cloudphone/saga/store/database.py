@@ -90,21 +90,6 @@ class Database:
             async with conn.begin():
                 yield conn
 
-    @asynccontextmanager
-    async def autocommit(self) -> AsyncIterator[AsyncConnection]:
-        """A connection where each statement commits by itself (one round trip, no BEGIN).
-
-        Only for single statements that are atomic on their own; on SQLite it still takes the
-        write lock.
-        """
-        if self._write_lock is None:
-            async with self.engine.connect() as conn:
-                await conn.execution_options(isolation_level="AUTOCOMMIT")
-                yield conn
-            return
-        async with self.begin() as conn:
-            yield conn
-
     async def dispose(self) -> None:
         """Close pooled connections (only if this object created the engine)."""
         if self._owns_engine:

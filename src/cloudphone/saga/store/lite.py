@@ -13,30 +13,36 @@ from sqlalchemy import Boolean, Integer, and_, bindparam, case, func, not_, upda
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from cloudphone.saga.progress import Progress
+from cloudphone.saga.store.rows import progress_values
 from cloudphone.saga.store.tables import saga_runs
-from cloudphone.saga.store.types import JSONType, UtcDateTime
+from cloudphone.saga.store.types import JSONType
 
 _R = saga_runs.c
+
+_PROGRESS_COLUMNS = (
+    "status",
+    "current_step",
+    "attempt",
+    "error",
+    "compensation_cause",
+    "lease_expires_at",
+    "next_run_at",
+    "finished_at",
+    "deadline_noted",
+    "updated_at",
+)
+"""The columns rows.progress_values sets, bound by column name (``c_<column>``)."""
 
 COMMIT = (
     update(saga_runs)
     .where(_R.id == bindparam("b_id"), _R.epoch == bindparam("b_epoch", type_=Integer))
     .values(
-        status=bindparam("b_status"),
-        current_step=bindparam("b_step"),
-        attempt=bindparam("b_attempt", type_=Integer),
+        **{name: bindparam(f"c_{name}", type_=_R[name].type) for name in _PROGRESS_COLUMNS},
         # NULL keeps the data as it is (None is SQL NULL for this column type).
-        data=func.coalesce(bindparam("b_data", type_=JSONType), _R.data),
-        error=bindparam("b_error", type_=JSONType),
-        compensation_cause=bindparam("b_cause"),
+        data=func.coalesce(bindparam("c_data", type_=JSONType), _R.data),
         owner=case((bindparam("b_keep", type_=Boolean), _R.owner), else_=None),
-        lease_expires_at=bindparam("b_lease", type_=UtcDateTime),
-        next_run_at=bindparam("b_next", type_=UtcDateTime),
-        finished_at=bindparam("b_finished", type_=UtcDateTime),
-        deadline_noted=bindparam("b_noted", type_=Boolean),
         cancel_requested=and_(_R.cancel_requested, not_(bindparam("b_clear", type_=Boolean))),
         last_seq=_R.last_seq + bindparam("b_n", type_=Integer),
-        updated_at=bindparam("b_now", type_=UtcDateTime),
     )
     .returning(_R.last_seq, _R.cancel_requested)
 )
@@ -55,23 +61,15 @@ def commit_params(
     run_id: str, epoch: int, progress: Progress, lease_until: datetime
 ) -> dict[str, Any]:
     """Parameters of COMMIT."""
+    columns = progress_values(progress, lease_until)
     return {
+        **{f"c_{name}": value for name, value in columns.items()},
+        "c_data": progress.data,
         "b_id": run_id,
         "b_epoch": epoch,
-        "b_status": progress.status.value,
-        "b_step": progress.step,
-        "b_attempt": progress.attempt,
-        "b_data": progress.data,
-        "b_error": progress.error.to_dict() if progress.error else None,
-        "b_cause": progress.compensation_cause,
         "b_keep": progress.keep_lease,
-        "b_lease": lease_until if progress.keep_lease else None,
-        "b_next": progress.next_run_at,
-        "b_finished": progress.now if progress.finished else None,
-        "b_noted": progress.deadline_noted,
         "b_clear": progress.clear_cancel,
         "b_n": len(progress.events),
-        "b_now": progress.now,
     }
 
 

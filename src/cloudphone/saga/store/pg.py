@@ -22,7 +22,7 @@ from cloudphone.saga.ports import Clock
 from cloudphone.saga.progress import Progress
 from cloudphone.saga.records import SagaRun
 from cloudphone.saga.store.batch import Batcher
-from cloudphone.saga.store.rows import run_from_row
+from cloudphone.saga.store.rows import progress_values, run_from_row
 
 NOTIFY_CHANNEL = "cloudphone_sagas"
 """Channel on which new and resumed runs are announced to idle workers."""
@@ -130,24 +130,19 @@ RETURNING id, epoch, cancel_requested
 def progress_item(
     run_id: str, epoch: int, progress: Progress, lease_until: datetime
 ) -> dict[str, Any]:
-    """One element of COMMIT_SQL's JSON array."""
+    """One element of COMMIT_SQL's JSON array: the progress's column values, as JSON."""
+    columns = {
+        name: _iso(value) if isinstance(value, datetime) else value
+        for name, value in progress_values(progress, lease_until).items()
+    }
     return {
+        **columns,
         "id": run_id,
         "epoch": epoch,
-        "status": progress.status.value,
-        "current_step": progress.step,
-        "attempt": progress.attempt,
         "set_data": progress.data is not None,
         "data": progress.data,
-        "error": progress.error.to_dict() if progress.error else None,
-        "compensation_cause": progress.compensation_cause,
         "keep_lease": progress.keep_lease,
-        "lease_expires_at": _iso(lease_until) if progress.keep_lease else None,
-        "next_run_at": _iso(progress.next_run_at),
-        "finished_at": _iso(progress.now) if progress.finished else None,
-        "deadline_noted": progress.deadline_noted,
         "clear_cancel": progress.clear_cancel,
-        "updated_at": _iso(progress.now),
         "n": len(progress.events),
         "events": [
             {

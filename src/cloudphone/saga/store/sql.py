@@ -2,7 +2,7 @@
 
 Written once with SQLAlchemy Core for both databases. On PostgreSQL the hot writes (start,
 progress, claim) are single statements that chain their UPDATE and event INSERT in CTEs, sent
-in autocommit mode on a dedicated asyncpg pool, grouped across runs (see :mod:`.pg`).
+on a dedicated asyncpg pool, grouped across runs (see :mod:`.pg`).
 """
 
 from __future__ import annotations
@@ -365,7 +365,7 @@ class SqlStore(RunQueries):
                 updated_at=now,
             )
         )
-        async with self.db.autocommit() as conn:
+        async with self.db.begin() as conn:
             result = await conn.execute(stmt)
         return int(result.rowcount)
 
