@@ -62,6 +62,7 @@ def make_run(**changes: Any) -> SagaRun:
         updated_at=NOW - timedelta(minutes=1),
         finished_at=NOW - timedelta(minutes=1),
         deadline_at=None,
+        deadline_noted=False,
         next_run_at=None,
         owner="w1",
         lease_expires_at=None,
@@ -311,3 +312,9 @@ def test_cancel_at_an_unknown_step_never_claims_compensated() -> None:
     except OperatorActionError:
         return  # refusing is fine
     assert change.values.get("status") != "COMPENSATED", events(change)
+
+
+def test_state_of_keeps_the_recorded_deadline_note() -> None:
+    """A run taken over after its post-pivot deadline was noted does not note it again."""
+    run = replace(running(current_step="C", compensation_cause=None), deadline_noted=True)
+    assert operators.state_of(run, make_saga()).deadline_noted is True

@@ -388,6 +388,7 @@ def _claimed_run(new: NewRun, lease: timedelta) -> SagaRun:
         updated_at=new.now,
         finished_at=None,
         deadline_at=new.deadline_at,
+        deadline_noted=False,
         next_run_at=new.now,
         owner=new.owner,
         lease_expires_at=new.now + lease,

@@ -8,34 +8,10 @@ from typing import Any
 from cloudphone.saga import decide
 from cloudphone.saga.definition import Saga
 from cloudphone.saga.errors import OperatorActionError
-from cloudphone.saga.progress import NewEvent, OperatorChange, RunState
+from cloudphone.saga.progress import NewEvent, OperatorChange, state_of
 from cloudphone.saga.records import EventKind, SagaRun
 from cloudphone.saga.state import SagaStatus, check_transition
 from cloudphone.saga.store.rows import progress_values
-
-
-def state_of(run: SagaRun, saga: Saga) -> RunState:
-    """The runner's view of a stored run."""
-    try:
-        index = saga.step_named(run.current_step).index if run.current_step else len(saga.steps)
-    except KeyError:
-        index = -1
-    return RunState(
-        id=run.id,
-        saga_type=run.saga_type,
-        status=run.status,
-        step_index=index,
-        step=run.current_step,
-        attempt=run.attempt,
-        data=run.data,
-        error=run.error,
-        compensation_cause=run.compensation_cause,
-        epoch=run.epoch,
-        created_at=run.created_at,
-        deadline_at=run.deadline_at,
-        deadline_noted=False,
-        cancel_requested=run.cancel_requested,
-    )
 
 
 def _who(actor: str | None, note: str | None = None) -> dict[str, Any]:

@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from cloudphone.saga.records import ErrorInfo, EventKind
+from cloudphone.saga.definition import Saga
+from cloudphone.saga.records import ErrorInfo, EventKind, SagaRun
 from cloudphone.saga.state import SagaStatus
 
 
@@ -105,3 +106,27 @@ class OperatorChange:
     events: list[NewEvent]
     bump_epoch: bool
     """Fence off the current owner (its next write fails) and hand the run to any worker."""
+
+
+def state_of(run: SagaRun, saga: Saga) -> RunState:
+    """The runner's view of a stored run."""
+    try:
+        index = saga.step_named(run.current_step).index if run.current_step else len(saga.steps)
+    except KeyError:
+        index = -1
+    return RunState(
+        id=run.id,
+        saga_type=run.saga_type,
+        status=run.status,
+        step_index=index,
+        step=run.current_step,
+        attempt=run.attempt,
+        data=run.data,
+        error=run.error,
+        compensation_cause=run.compensation_cause,
+        epoch=run.epoch,
+        created_at=run.created_at,
+        deadline_at=run.deadline_at,
+        deadline_noted=run.deadline_noted,
+        cancel_requested=run.cancel_requested,
+    )

@@ -102,6 +102,7 @@ class SagaRun:
         updated_at: Last change.
         finished_at: When it became terminal (FAILED included).
         deadline_at: When its deadline passes, or None.
+        deadline_noted: The deadline passed after the pivot and that was recorded.
         next_run_at: When a worker should next pick it up (None when not active).
         owner: Worker holding its lease, or None.
         lease_expires_at: When the owner's lease runs out unless renewed.
@@ -124,6 +125,7 @@ class SagaRun:
     updated_at: datetime
     finished_at: datetime | None
     deadline_at: datetime | None
+    deadline_noted: bool
     next_run_at: datetime | None
     owner: str | None
     lease_expires_at: datetime | None

@@ -11,9 +11,8 @@ from datetime import datetime, timedelta
 
 from cloudphone.saga.definition import Saga
 from cloudphone.saga.metrics import SagaMetrics
-from cloudphone.saga.operators import state_of
 from cloudphone.saga.ports import Clock, StepHooks
-from cloudphone.saga.progress import Progress, RunState
+from cloudphone.saga.progress import Progress, RunState, state_of
 from cloudphone.saga.records import SagaRun
 from cloudphone.saga.runner import Runner
 from cloudphone.saga.store.sql import SqlStore

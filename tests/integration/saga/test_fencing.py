@@ -13,8 +13,7 @@ import sqlalchemy as sa
 from cloudphone.saga import EventKind, Saga, SagaEngine, SagaStatus, StepContext
 from cloudphone.saga.decide import on_step_success
 from cloudphone.saga.errors import LeaseLostError
-from cloudphone.saga.operators import state_of
-from cloudphone.saga.progress import Progress
+from cloudphone.saga.progress import Progress, state_of
 from cloudphone.saga.testing import ManualClock
 from tests.support.chaos import (
     build_chaos_saga,

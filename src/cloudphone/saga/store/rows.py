@@ -28,6 +28,7 @@ def run_from_row(row: Mapping[Any, Any]) -> SagaRun:
         updated_at=row["updated_at"],
         finished_at=row["finished_at"],
         deadline_at=row["deadline_at"],
+        deadline_noted=bool(row["deadline_noted"]),
         next_run_at=row["next_run_at"],
         owner=row["owner"],
         lease_expires_at=row["lease_expires_at"],
