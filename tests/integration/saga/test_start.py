@@ -41,6 +41,11 @@ async def test_same_idempotency_key_returns_the_first_run(
         await engine.wait(other, timeout=10)
         again = await engine.start(saga.name, {"n": 100}, idempotency_key="k1")
     assert again == ids[0]
+    found = await engine.find(saga.name, "k1")
+    assert found is not None
+    assert found.id == ids[0]
+    assert await engine.find(saga.name, "never-used") is None
+    assert await engine.find("another_type", "k1") is None
     assert first.status is SagaStatus.COMPLETED
     assert first.idempotency_key == "k1"
     assert recorder.forward().count("A") == 2

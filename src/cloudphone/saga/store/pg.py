@@ -119,6 +119,8 @@ SELECT {_RUN_COLUMNS}, previous_owner FROM u
 
 GET_SQL = f"SELECT {_RUN_COLUMNS} FROM saga_runs WHERE id = $1"
 
+FIND_SQL = f"SELECT {_RUN_COLUMNS} FROM saga_runs WHERE saga_type = $1 AND idempotency_key = $2"
+
 HEARTBEAT_SQL = """
 UPDATE saga_runs SET lease_expires_at = $3
 WHERE owner = $1 AND id = ANY($2::text[])
@@ -351,6 +353,13 @@ class PgFastPath:
 
     async def get(self, run_id: str) -> SagaRun | None:
         """One run by id."""
+        return await self._fetch_run(GET_SQL, run_id)
+
+    async def find(self, saga_type: str, idempotency_key: str) -> SagaRun | None:
+        """The run of ``saga_type`` started with ``idempotency_key``."""
+        return await self._fetch_run(FIND_SQL, saga_type, idempotency_key)
+
+    async def _fetch_run(self, sql: str, *args: Any) -> SagaRun | None:
         pool = await self.pool()
-        row = await pool.fetchrow(GET_SQL, run_id)
+        row = await pool.fetchrow(sql, *args)
         return run_from_record(row) if row is not None else None

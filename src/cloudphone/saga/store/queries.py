@@ -83,6 +83,8 @@ class RunQueries:
 
     async def find(self, saga_type: str, idempotency_key: str) -> SagaRun | None:
         """The run of ``saga_type`` holding ``idempotency_key``, or None."""
+        if self._fast is not None:
+            return await self._fast.find(saga_type, idempotency_key)
         async with self.db.read() as conn:
             row = (
                 (
