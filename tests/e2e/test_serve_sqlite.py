@@ -71,7 +71,8 @@ async def test_a_failure_after_the_pivot_waits_for_an_operator_retry(
 
     The admin retries once the fault has cleared.
     """
-    until = datetime.now(UTC) + timedelta(seconds=1)
+    # Wide enough that the run reaches NOTIFY inside it even on a loaded machine.
+    until = datetime.now(UTC) + timedelta(seconds=3)
     saga_id = await start_demo(client, alice, fail_step="NOTIFY", fail_until=until.isoformat())
     failed = await saga_until(client, alice, saga_id)
     assert failed["status"] == "FAILED"
@@ -82,7 +83,7 @@ async def test_a_failure_after_the_pivot_waits_for_an_operator_retry(
     async def now() -> datetime:
         return datetime.now(UTC)
 
-    await eventually(now, lambda t: t > until, timeout=5, what="the demo fault to clear")
+    await eventually(now, lambda t: t > until, timeout=10, what="the demo fault to clear")
     retried = await client.post(f"/sagas/{saga_id}/retry", json={"note": "fixed"}, headers=admin)
     assert retried.status_code == 200, retried.text
     done = await saga_until(client, alice, saga_id)

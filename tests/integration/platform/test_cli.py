@@ -67,8 +67,10 @@ def runs(settings: Settings, unique: str) -> dict[str, str]:
             engine = platform.engine
             user = f"cli-{unique}"
             done = await engine.start(DEMO_SAGA, {"message": "ok"}, started_by=user)
-            past = (datetime.now(UTC) + timedelta(milliseconds=300)).isoformat()
-            failing = {"fail_step": "NOTIFY", "fail_until": past}
+            # Fails whenever it runs in the next 30 s: FAILED for sure, whatever the machine's
+            # speed (a retry later on would let it through; the tests only start that retry).
+            later = (datetime.now(UTC) + timedelta(seconds=30)).isoformat()
+            failing = {"fail_step": "NOTIFY", "fail_until": later}
             failed = await engine.start(DEMO_SAGA, failing, started_by=user)
             stuck = await engine.start(DEMO_SAGA, {"fail_step": "NOTIFY"}, started_by=user)
             for saga_id in (done, failed, stuck):
