@@ -2,8 +2,8 @@
 
 Each part of the platform owns a SQLAlchemy ``MetaData``: the engine's is
 ``cloudphone.saga.store.tables.metadata``, each service adds its own in :func:`all_metadata`.
-The migrations in ``migrations/`` (repo root) create exactly those tables; a test compares the
-two on SQLite and PostgreSQL.
+The migrations in ``cloudphone/migrations/`` (shipped inside the package) create exactly
+those tables; a test compares the two on SQLite and PostgreSQL.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from sqlalchemy.pool import NullPool
 
 log = logging.getLogger("cloudphone.schema")
 
-MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
-"""The Alembic scripts (``migrations/`` next to ``src/``)."""
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+"""The Alembic scripts, shipped inside the package (so an installed wheel can migrate)."""
 
 ADVISORY_LOCK_KEY = 7_291_433_019
 """PostgreSQL advisory lock held while migrating, so processes starting together take turns."""
@@ -67,7 +67,7 @@ def alembic_config(database_url: str | URL | None = None) -> Config:
     """An Alembic config on :data:`MIGRATIONS_DIR`, targeting ``database_url`` if given."""
     if not (MIGRATIONS_DIR / "env.py").exists():
         raise FileNotFoundError(
-            f"no Alembic scripts at {MIGRATIONS_DIR}; run from a source checkout (pip install -e .)"
+            f"no Alembic scripts at {MIGRATIONS_DIR}; the cloudphone package is incomplete"
         )
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
