@@ -14,7 +14,7 @@ from cloudphone.apps.upload import UploadInput
 
 EXPECTED = {
     "cloudphone.apps": [
-        "APP_UPLOAD", "LIVE", "STEPS", "AppStatus", "Application", "AppsConfig", "AppsService",
+        "APP_UPLOAD", "LIVE", "STEPS", "AppScope", "AppStatus", "Application", "AppsConfig", "AppsService",
         "ReconcileReport", "Reconciler", "UploadAccepted", "UploadInput", "UploadSpool",
         "build_upload_saga",
     ],
