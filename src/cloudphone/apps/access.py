@@ -43,14 +43,14 @@ def scope_condition(
     mine = table.c.uploaded_by == principal.user_id
     if not principal.is_admin:
         mine = and_(mine, table.c.status != AppStatus.DELETED.value)
-    if scope is AppScope.MINE:
+    if scope == AppScope.MINE:
         return mine
     catalog = in_catalog(table)
-    if scope is AppScope.CATALOG:
+    if scope == AppScope.CATALOG:
         return catalog
     if principal.is_admin:
         return true()
-    if scope is AppScope.ALL:
+    if scope == AppScope.ALL:
         raise ForbiddenError("scope=all (every user's uploads) needs the admin role")
     return or_(mine, catalog)
 
@@ -95,7 +95,7 @@ def list_query(
 
 def _latest_in(principal: Principal, scope: AppScope | None) -> ColumnElement[bool]:
     """The highest AVAILABLE version of its package among the scope's records."""
-    if scope is AppScope.CATALOG:
+    if scope == AppScope.CATALOG:
         return applications.c.is_latest == true()  # kept by every change of the catalog
     newer = applications.alias("newer")
     higher = select(newer.c.id).where(

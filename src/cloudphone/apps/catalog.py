@@ -121,15 +121,10 @@ async def set_published_txn(
     if (app.published_at is not None) is (publisher is not None):
         return app, False
     now = datetime.now(UTC)
-    await conn.execute(
-        update(applications)
-        .where(applications.c.id == app_id)
-        .values(
-            published_at=None if publisher is None else now,
-            published_by=publisher,
-            updated_at=now,
-        )
-    )
+    values: dict[str, object] = {"published_at": now, "published_by": publisher, "updated_at": now}
+    if publisher is None:  # only a published record may be the latest
+        values.update(published_at=None, is_latest=False)
+    await conn.execute(update(applications).where(applications.c.id == app_id).values(**values))
     await refresh_latest_txn(conn, app.package_name)
     changed = await get_txn(conn, app_id)
     assert changed is not None  # we hold its lock
