@@ -1,8 +1,8 @@
 """Queries over ``applications`` shared by the saga, the use cases and reconcile.
 
 Functions ending in ``_txn`` run inside the caller's transaction and take its connection.
-The catalog's latest version (``is_latest``) changes only through :func:`refresh_latest_txn`,
-which every change of a record's status or publication calls in the same transaction.
+The catalog's latest version (``is_latest``) is kept by :func:`refresh_latest_txn`, which
+every change of a record's status or publication calls in the same transaction.
 """
 
 from __future__ import annotations
