@@ -24,8 +24,15 @@ ROUTES = [
     ("POST", "/demo"),
     ("GET", "/readyz"),
     ("GET", "/metrics"),
+    ("GET", "/apps"),
+    ("GET", "/apps/{id}"),
+    ("DELETE", "/apps/{id}"),
+    ("POST", "/apps/{id}/publish"),
+    ("POST", "/apps/{id}/unpublish"),
 ]
-ADMIN_ONLY = [route for route in ROUTES if route[1].endswith(("retry", "cancel", "resolve"))]
+ADMIN_ONLY = [
+    route for route in ROUTES if route[1].endswith(("retry", "cancel", "resolve", "publish"))
+]
 ADMIN_ONLY.append(("GET", "/metrics"))
 
 
