@@ -62,6 +62,7 @@ BAD_CREDENTIALS = {
     "expired": (f"Bearer {EXPIRED}", "token_expired"),
     "wrong issuer": (f"Bearer {_signed(iss='someone-else')}", "invalid_token"),
     "no subject": (f"Bearer {_signed(sub=None)}", "invalid_token"),
+    "nul in subject": (f"Bearer {_signed(sub='a' + chr(0) + 'b')}", "invalid_token"),
     "unknown role": (f"Bearer {_signed(role='root')}", "invalid_token"),
     "alg none": (
         "Bearer " + jwt.encode(_claims(role="admin"), key=None, algorithm="none"),  # type: ignore[arg-type]

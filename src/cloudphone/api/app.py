@@ -16,6 +16,7 @@ from fastapi import APIRouter, FastAPI
 from cloudphone.api import apps, billing, demo, devices, health, sagas
 from cloudphone.api.deps import token_verifier
 from cloudphone.api.errors import install_error_handlers
+from cloudphone.api.nul_guard import NulGuardMiddleware
 from cloudphone.api.observability import HttpMetrics, MetricsMiddleware
 from cloudphone.platform import Platform, build_platform
 from cloudphone.settings import Settings
@@ -78,6 +79,7 @@ def create_app(source: Settings | Platform, *, with_worker: bool = True) -> Fast
         app.state.platform = source
         app.state.http_metrics = HttpMetrics(source.registry)
     install_error_handlers(app)
+    app.add_middleware(NulGuardMiddleware)  # inside the metrics: its 422s are counted
     app.add_middleware(MetricsMiddleware)
     for router in ROUTERS:
         app.include_router(router)

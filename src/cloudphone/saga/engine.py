@@ -29,6 +29,7 @@ from cloudphone.saga.metrics import SagaMetrics
 from cloudphone.saga.ports import Clock, StepHooks, SystemClock
 from cloudphone.saga.progress import OperatorChange, Progress, RunState
 from cloudphone.saga.records import SagaEvent, SagaRun
+from cloudphone.saga.runner import _json_problem
 from cloudphone.saga.state import SagaStatus
 from cloudphone.saga.store.database import Database
 from cloudphone.saga.store.listen import Listener
@@ -128,7 +129,7 @@ class SagaEngine:
             raise UnknownSagaTypeError(
                 f"unknown saga type {saga_type!r}; known: {', '.join(sorted(self.sagas))}"
             )
-        _check_input(data, idempotency_key)
+        _check_input(data, idempotency_key, started_by)
         now = self.clock.now()
         worker = self._worker
         # Claim by insert: a local worker with room drives it without a separate claim, unless
@@ -360,15 +361,22 @@ class SagaEngine:
             await self.db.dispose()
 
 
-def _check_input(data: Any, idempotency_key: str | None) -> None:
+def _check_input(data: Any, idempotency_key: str | None, started_by: str | None) -> None:
     if not isinstance(data, dict):
         raise InvalidSagaInputError(f"saga data must be a dict, got {type(data).__name__}")
     try:
-        json.dumps(data, allow_nan=False)
+        dumped = json.dumps(data, allow_nan=False)
     except (TypeError, ValueError) as error:
         raise InvalidSagaInputError(f"saga data must be JSON: {error}") from None
+    # PostgreSQL cannot store NUL; the dump shows any as \u0000, so only then look closer.
+    problem = _json_problem(data, "data") if "\\u0000" in dumped else None
+    if problem is not None:
+        raise InvalidSagaInputError(f"saga data must be JSON: {problem}")
     if idempotency_key is not None and not 1 <= len(idempotency_key) <= 255:
         raise InvalidSagaInputError("idempotency_key must be 1-255 characters")
+    for name, text in (("idempotency_key", idempotency_key), ("started_by", started_by)):
+        if text is not None and "\x00" in text:
+            raise InvalidSagaInputError(f"{name} contains a NUL character")
 
 
 def _claimed_run(new: NewRun, lease: timedelta) -> SagaRun:

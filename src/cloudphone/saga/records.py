@@ -64,7 +64,8 @@ class ErrorInfo:
     @classmethod
     def from_exception(cls, error: BaseException, step: str | None) -> ErrorInfo:
         """Describe ``error`` raised by ``step`` (message trimmed to 2,000 characters)."""
-        message = str(error) or repr(error)
+        # PostgreSQL cannot store NUL, and messages may quote anything.
+        message = (str(error) or repr(error)).replace("\x00", "\\x00")
         return cls(type=type(error).__name__, message=message[:2000], step=step)
 
     def to_dict(self) -> dict[str, Any]:
