@@ -54,6 +54,16 @@ class EventKind(StrEnum):
 
 
 @dataclass(frozen=True)
+class StartedRun:
+    """What :meth:`SagaEngine.start_run <cloudphone.saga.SagaEngine.start_run>` did."""
+
+    id: str
+    """The run's id (the earlier run's, when the idempotency key found one)."""
+    created: bool
+    """Whether this call inserted the run (False: an equal idempotency key found it)."""
+
+
+@dataclass(frozen=True)
 class ErrorInfo:
     """Why an attempt failed: the exception type and message, and the step."""
 

@@ -135,6 +135,26 @@ async def test_fifty_concurrent_posts_for_quota_five(
     assert len(await stack.ports_of_user(user.user_id)) == 10
     assert len(await stack.containers()) == 5
     assert len(await stack.runs_of(user.user_id)) == 5
+    # The 45 refused requests started sagas that rolled back with them: never counted.
+    started = stack.engine.metrics.registry.get_sample_value(
+        "saga_started_total", {"saga_type": "device_create"}
+    )
+    assert started == 5
+
+
+async def test_concurrent_repeats_of_one_key_answer_like_sequential_ones(
+    stack: DeviceStack, client: httpx.AsyncClient, me: dict[str, str], user: Principal
+) -> None:
+    """Eight racing POSTs with one Idempotency-Key: one 202, seven 200, one device."""
+    keyed = {**me, "Idempotency-Key": "race"}
+    responses = await asyncio.gather(*(create(client, keyed, "phone") for _ in range(8)))
+    assert sorted(r.status_code for r in responses) == [200] * 7 + [202], [
+        r.text for r in responses
+    ]
+    assert len({r.json()["saga_id"] for r in responses}) == 1
+    assert len(await stack.devices_of(user.user_id)) == 1
+    async with stack.engine.worker(concurrency=4):
+        await stack.wait(responses[0].json()["saga_id"])
 
 
 @pytest.mark.parametrize(

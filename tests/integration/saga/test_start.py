@@ -106,6 +106,37 @@ async def test_run_started_in_a_transaction_is_picked_up_at_commit(
     assert run.status is SagaStatus.COMPLETED
 
 
+async def test_a_start_is_counted_once_its_transaction_commits(
+    make_engine: Callable[..., SagaEngine], unique: str
+) -> None:
+    """saga_started_total counts runs that exist: not a start whose transaction rolled back."""
+    saga = build_saga(f"count_{unique}", Recorder())
+    engine = make_engine([saga])
+    await engine.create_schema()
+
+    def started() -> float | None:
+        labels = {"saga_type": saga.name}
+        return engine.metrics.registry.get_sample_value("saga_started_total", labels)
+
+    async def start_then_refuse() -> None:
+        async with engine.db.begin() as conn:
+            first = await engine.start_run(saga.name, {}, idempotency_key="k", session=conn)
+            assert first.created
+            raise RuntimeError("refused after the start")
+
+    with pytest.raises(RuntimeError, match="refused after the start"):
+        await start_then_refuse()
+    assert started() in (None, 0)
+    assert await engine.list(saga_type=saga.name) == []
+    async with engine.db.begin() as conn:
+        second = await engine.start_run(saga.name, {}, idempotency_key="k", session=conn)
+        assert started() in (None, 0)  # not before the commit
+    assert started() == 1
+    repeat = await engine.start_run(saga.name, {}, idempotency_key="k")
+    assert (repeat.id, repeat.created) == (second.id, False)
+    assert started() == 1
+
+
 async def test_bad_start_input_is_refused(
     make_engine: Callable[..., SagaEngine], unique: str
 ) -> None:
