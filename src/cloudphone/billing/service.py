@@ -15,9 +15,9 @@ backs the rule in the database.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from cloudphone.billing import store
 from cloudphone.billing.models import (
     REFUNDABLE,
+    Listing,
     Order,
     OrderStatus,
     Payment,
@@ -34,6 +35,7 @@ from cloudphone.billing.models import (
     RefundStatus,
     metadata,
     orders,
+    payments,
     refunds,
 )
 from cloudphone.billing.money import check_amount, normalize_currency
@@ -41,7 +43,13 @@ from cloudphone.billing.payments import PaymentDesk
 from cloudphone.billing.providers.base import PaymentProvider
 from cloudphone.billing.reconcile import Reconciler
 from cloudphone.billing.refund import REFUND_SAGA
-from cloudphone.domain import ConflictError, InvalidInputError, NotFoundError, Principal
+from cloudphone.domain import (
+    ConflictError,
+    ForbiddenError,
+    InvalidInputError,
+    NotFoundError,
+    Principal,
+)
 from cloudphone.saga import Database, SagaEngine
 
 T = TypeVar("T", Order, Payment, Refund)
@@ -147,7 +155,32 @@ class BillingService:
         assert result is not None
         return result
 
+    async def list_orders(
+        self, principal: Principal, listing: Listing, *, status: OrderStatus | None = None
+    ) -> list[Order]:
+        """Orders newest first: the caller's own, or anyone's for an admin.
+
+        Raises:
+            ForbiddenError: A user named someone else in ``listing.user_id``.
+        """
+        rows = await self._page(principal, orders, "orders", listing, status=status)
+        return [Order.from_row(row) for row in rows]
+
     # -- payments -----------------------------------------------------------------------
+
+    async def list_payments(
+        self,
+        principal: Principal,
+        listing: Listing,
+        *,
+        status: PaymentStatus | None = None,
+        order_id: str | None = None,
+    ) -> list[Payment]:
+        """Payments newest first, as :meth:`list_orders`; optionally of one order."""
+        rows = await self._page(
+            principal, payments, "payments", listing, status=status, order_id=order_id
+        )
+        return [Payment.from_row(row) for row in rows]
 
     async def pay_order(
         self,
@@ -175,6 +208,41 @@ class BillingService:
         async with self.db.read() as conn:
             refund = await store.refund_txn(conn, refund_id)
         return _visible(principal, refund, "refund", refund_id)
+
+    async def list_all_refunds(
+        self,
+        principal: Principal,
+        listing: Listing,
+        *,
+        status: RefundStatus | None = None,
+        payment_id: str | None = None,
+    ) -> list[Refund]:
+        """Refunds newest first, as :meth:`list_orders`; optionally of one payment."""
+        rows = await self._page(
+            principal, refunds, "refunds", listing, status=status, payment_id=payment_id
+        )
+        return [Refund.from_row(row) for row in rows]
+
+    async def _page(
+        self, principal: Principal, table: sa.Table, kind: str, listing: Listing, **equal: Any
+    ) -> Sequence[sa.RowMapping]:
+        if not 1 <= listing.limit <= 1000:
+            raise InvalidInputError("limit must be between 1 and 1000")
+        user_id = listing.user_id
+        if not principal.is_admin:
+            if user_id not in (None, principal.user_id):
+                raise ForbiddenError(f"you can only list your own {kind}")
+            user_id = principal.user_id
+        async with self.db.read() as conn:
+            return await store.page_txn(
+                conn,
+                table,
+                equal={"user_id": user_id, **equal},
+                created_after=listing.created_after,
+                created_before=listing.created_before,
+                limit=listing.limit,
+                offset=max(listing.offset, 0),
+            )
 
     async def list_refunds(self, principal: Principal, payment_id: str) -> list[Refund]:
         """Every refund of one of the caller's payments, oldest first."""
