@@ -36,7 +36,7 @@ DESCRIPTION = """\
 The backend core of a cloud-phone platform: payment refunds, APK uploads and device
 provisioning, each driven by a durable saga.
 
-Every route but `/healthz` needs `Authorization: Bearer <token>`
+Every route but the probes `/healthz` and `/readyz` needs `Authorization: Bearer <token>`
 (`cloudphone token create --user U --role user|admin`). Errors are
 `{"error": {"code": ..., "message": ...}}`. Routes that start a saga answer 202 with the run's
 id and accept an `Idempotency-Key` header: repeating it answers 200 with the same run.

@@ -1,7 +1,7 @@
 """Bearer tokens: HS256 JWTs carrying a user id (``sub``) and a role.
 
-``cloudphone token create`` issues them with :func:`issue_token`; every route but ``/healthz``
-requires one (see :mod:`cloudphone.api.deps`).
+``cloudphone token create`` issues them with :func:`issue_token`; every route but the probes
+(``/healthz``, ``/readyz``) requires one (see :mod:`cloudphone.api.deps`).
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from cloudphone.api.schemas import (
     SagaSummary,
     UtcDatetime,
 )
-from cloudphone.domain import NotFoundError, Principal
+from cloudphone.domain import ForbiddenError, NotFoundError, Principal
 from cloudphone.saga import SagaEngine, SagaNotFoundError, SagaRun, SagaStatus
 
 router = APIRouter(prefix="/sagas", tags=["sagas"], responses=error_responses(401, 422))
@@ -25,7 +25,7 @@ SagaId = Annotated[str, Path(min_length=1, max_length=64, description="The saga 
 MAX_PAGE = 200
 
 
-@router.get("", summary="List saga runs", response_model=SagaPage)
+@router.get("", summary="List saga runs", response_model=SagaPage, responses=error_responses(403))
 async def list_sagas(
     platform: PlatformDep,
     principal: PrincipalDep,
@@ -44,12 +44,18 @@ async def list_sagas(
     ] = False,
     started_by: Annotated[
         str | None,
-        Query(min_length=1, max_length=200, description="Admins: only runs this user started."),
+        Query(
+            min_length=1,
+            max_length=200,
+            description="Only runs this user started (users: only themselves, else 403).",
+        ),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> SagaPage:
     """Runs matching every filter, newest first. Users see the runs they started; admins all."""
+    if not principal.is_admin and started_by not in (None, principal.user_id):
+        raise ForbiddenError("you can only list the saga runs you started")
     owner = started_by if principal.is_admin else principal.user_id
     runs = await platform.engine.list(
         status=status,
