@@ -336,7 +336,9 @@ async def request_refund(
 ) -> RefundAccepted:
     """Start the ``payment_refund`` saga: 202 with the refund and its saga id.
 
-    One refund at a time per payment (409 ``refund_in_progress`` otherwise). 422 for an amount
+    One refund at a time per payment (409 ``refund_in_progress`` otherwise, or
+    ``refund_needs_attention`` while the earlier one waits for an operator to reconcile it with
+    ``POST /refunds/{id}/reconcile``). 422 for an amount
     that is not positive or exceeds what is left to refund, or a currency that is not the
     payment's. The same ``Idempotency-Key`` answers 200 with the first request's refund.
     """

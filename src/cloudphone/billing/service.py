@@ -5,8 +5,10 @@ admin sees all). Every use case validates before writing and writes in one trans
 refused request leaves nothing behind.
 
 Refunds: at most one refund is *in flight* per payment. A request while another refund of the
-same payment is PENDING, PROCESSING or NEEDS_ATTENTION is rejected with 409
-``refund_in_progress`` (the client retries once it finished) rather than queued: a queue would
+same payment is PENDING or PROCESSING is rejected with 409 ``refund_in_progress`` (the client
+retries once it finished), or, while that refund is NEEDS_ATTENTION, with 409
+``refund_needs_attention`` (it finishes only when an operator reconciles it) rather than
+queued: a queue would
 hide a stuck refund behind a growing backlog, and the refundable balance a client sees would be
 a guess. The row lock on the payment serialises concurrent requests; a partial unique index
 backs the rule in the database.
@@ -336,6 +338,13 @@ class BillingService:
 
 async def _check_refundable(conn: AsyncConnection, payment: Payment, amount: int) -> None:
     in_flight = await store.refunds_in_flight_txn(conn, payment.id)
+    stuck = next((r for r in in_flight if r.status is RefundStatus.NEEDS_ATTENTION), None)
+    if stuck is not None:
+        raise ConflictError(
+            f"refund {stuck.id} of payment {payment.id} needs attention (its outcome is "
+            "unknown): an operator must reconcile it before another refund can start",
+            code="refund_needs_attention",
+        )
     if in_flight or payment.status is PaymentStatus.REFUNDING:
         busy = in_flight[0].id if in_flight else payment.held_by_refund
         raise ConflictError(
