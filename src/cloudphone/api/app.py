@@ -15,6 +15,7 @@ from fastapi import APIRouter, FastAPI
 
 from cloudphone.api import apps, billing, demo, devices, health, sagas
 from cloudphone.api.deps import token_verifier
+from cloudphone.api.docs import install_docs
 from cloudphone.api.errors import install_error_handlers
 from cloudphone.api.nul_guard import NulGuardMiddleware
 from cloudphone.api.observability import HttpMetrics, MetricsMiddleware
@@ -73,6 +74,8 @@ def create_app(source: Settings | Platform, *, with_worker: bool = True) -> Fast
         version=_version(),
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # served from the package by install_docs, not from a CDN
+        redoc_url=None,
     )
     app.state.tokens = token_verifier(settings)
     if isinstance(source, Platform):
@@ -81,6 +84,7 @@ def create_app(source: Settings | Platform, *, with_worker: bool = True) -> Fast
     install_error_handlers(app)
     app.add_middleware(NulGuardMiddleware)  # inside the metrics: its 422s are counted
     app.add_middleware(MetricsMiddleware)
+    install_docs(app)
     for router in ROUTERS:
         app.include_router(router)
     if settings.demo:
