@@ -41,6 +41,8 @@ Every route but the probes `/healthz` and `/readyz` needs `Authorization: Bearer
 (`cloudphone token create --user U --role user|admin`). Errors are
 `{"error": {"code": ..., "message": ...}}`. Routes that start a saga answer 202 with the run's
 id and accept an `Idempotency-Key` header: repeating it answers 200 with the same run.
+A NUL character (`\\u0000`) anywhere in a request (path, query, header, body) is refused with
+422 `invalid_request` naming the field.
 """
 
 
