@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from cloudphone.api.deps import AdminDep, IdempotencyKeyDep, PlatformDep, PrincipalDep
 from cloudphone.api.errors import error_responses
 from cloudphone.api.idempotency import set_started_status
-from cloudphone.api.schemas import UtcDatetime
+from cloudphone.api.schemas import CreatedAfter, CreatedBefore
 from cloudphone.billing.models import (
     Listing,
     Order,
@@ -180,14 +180,14 @@ class RefundPage(Page[RefundOut]):
 async def _listing(
     user_id: Annotated[
         str | None,
-        Query(min_length=1, max_length=200, description="Admins: only this user's (else 403)."),
+        Query(
+            min_length=1,
+            max_length=200,
+            description="Only this user's (users: only themselves, else 403).",
+        ),
     ] = None,
-    created_after: Annotated[
-        UtcDatetime | None, Query(description="Created at or after (RFC 3339).")
-    ] = None,
-    created_before: Annotated[
-        UtcDatetime | None, Query(description="Created before (RFC 3339).")
-    ] = None,
+    created_after: CreatedAfter = None,
+    created_before: CreatedBefore = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> Listing:

@@ -9,12 +9,13 @@ from fastapi import APIRouter, Body, Path, Query
 from cloudphone.api.deps import AdminDep, PlatformDep, PrincipalDep
 from cloudphone.api.errors import error_responses
 from cloudphone.api.schemas import (
+    CreatedAfter,
+    CreatedBefore,
     ResolveRequest,
     RetryRequest,
     SagaDetail,
     SagaPage,
     SagaSummary,
-    UtcDatetime,
 )
 from cloudphone.domain import ForbiddenError, NotFoundError, Principal
 from cloudphone.saga import SagaEngine, SagaNotFoundError, SagaRun, SagaStatus
@@ -33,12 +34,8 @@ async def list_sagas(
     saga_type: Annotated[
         str | None, Query(min_length=1, max_length=100, description="Only this saga type.")
     ] = None,
-    created_after: Annotated[
-        UtcDatetime | None, Query(description="Created at or after (RFC 3339).")
-    ] = None,
-    created_before: Annotated[
-        UtcDatetime | None, Query(description="Created before (RFC 3339).")
-    ] = None,
+    created_after: CreatedAfter = None,
+    created_before: CreatedBefore = None,
     needs_attention: Annotated[
         bool, Query(description="Only FAILED runs no operator has resolved.")
     ] = False,
