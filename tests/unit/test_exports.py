@@ -25,6 +25,7 @@ EXPECTED = [
     "SagaNotFoundError",
     "SagaRun",
     "SagaStatus",
+    "StartedRun",
     "Step",
     "StepContext",
     "StepHandle",

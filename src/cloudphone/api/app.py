@@ -15,7 +15,9 @@ from fastapi import APIRouter, FastAPI
 
 from cloudphone.api import apps, billing, demo, devices, health, sagas
 from cloudphone.api.deps import token_verifier
+from cloudphone.api.docs import install_docs
 from cloudphone.api.errors import install_error_handlers
+from cloudphone.api.nul_guard import NulGuardMiddleware
 from cloudphone.api.observability import HttpMetrics, MetricsMiddleware
 from cloudphone.platform import Platform, build_platform
 from cloudphone.settings import Settings
@@ -35,10 +37,12 @@ DESCRIPTION = """\
 The backend core of a cloud-phone platform: payment refunds, APK uploads and device
 provisioning, each driven by a durable saga.
 
-Every route but `/healthz` needs `Authorization: Bearer <token>`
+Every route but the probes `/healthz` and `/readyz` needs `Authorization: Bearer <token>`
 (`cloudphone token create --user U --role user|admin`). Errors are
 `{"error": {"code": ..., "message": ...}}`. Routes that start a saga answer 202 with the run's
 id and accept an `Idempotency-Key` header: repeating it answers 200 with the same run.
+A NUL character (`\\u0000`) anywhere in a request (path, query, header, body) is refused with
+422 `invalid_request` naming the field.
 """
 
 
@@ -72,13 +76,17 @@ def create_app(source: Settings | Platform, *, with_worker: bool = True) -> Fast
         version=_version(),
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # served from the package by install_docs, not from a CDN
+        redoc_url=None,
     )
     app.state.tokens = token_verifier(settings)
     if isinstance(source, Platform):
         app.state.platform = source
         app.state.http_metrics = HttpMetrics(source.registry)
     install_error_handlers(app)
+    app.add_middleware(NulGuardMiddleware)  # inside the metrics: its 422s are counted
     app.add_middleware(MetricsMiddleware)
+    install_docs(app)
     for router in ROUTERS:
         app.include_router(router)
     if settings.demo:

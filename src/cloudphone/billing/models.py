@@ -105,7 +105,7 @@ orders = Table(
     "orders",
     metadata,
     Column("id", String(36), primary_key=True),
-    Column("user_id", String(200), nullable=False, index=True),
+    Column("user_id", String(200), nullable=False),
     Column("amount", BigInteger, nullable=False),
     Column("currency", String(3), nullable=False),
     Column("description", String(500), nullable=False),
@@ -121,7 +121,7 @@ payments = Table(
     metadata,
     Column("id", String(36), primary_key=True),
     Column("order_id", String(36), ForeignKey("orders.id"), nullable=False, index=True),
-    Column("user_id", String(200), nullable=False, index=True),
+    Column("user_id", String(200), nullable=False),
     Column("provider", String(32), nullable=False),
     Column("provider_payment_id", String(255)),
     Column("amount", BigInteger, nullable=False),
@@ -183,6 +183,11 @@ Index(
     sqlite_where=refunds.c.status.in_([s.value for s in IN_FLIGHT]),
 )
 
+for _table in (orders, payments, refunds):
+    # The lists (GET /orders, /payments, /refunds): newest first, a user's own or everyone's.
+    Index(f"ix_{_table.name}_user_id_created_at", _table.c.user_id, _table.c.created_at)
+    Index(f"ix_{_table.name}_created_at", _table.c.created_at)
+
 sandbox_charges = Table(
     "sandbox_charges",
     metadata,
@@ -210,6 +215,23 @@ sandbox_refunds = Table(
 )
 """The sandbox provider's refunds; ``refund_key`` is the refund id sent as metadata (it is not
 unique: a sandbox told to ignore idempotency keys behaves like localstripe)."""
+
+
+@dataclass(frozen=True)
+class Listing:
+    """Which rows a list use case returns: whose, created when, which page (newest first)."""
+
+    user_id: str | None = None
+    """Only this user's. Users may name only themselves (None means their own); admins anyone
+    (None means everyone's)."""
+    created_after: datetime | None = None
+    """Created at or after."""
+    created_before: datetime | None = None
+    """Created before."""
+    limit: int = 50
+    """At most this many rows (1-1000)."""
+    offset: int = 0
+    """Rows to skip."""
 
 
 @dataclass(frozen=True)

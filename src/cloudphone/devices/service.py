@@ -114,12 +114,23 @@ class DeviceService:
         """
         validate_name(name)
         spec.validate(self.config.android_versions)
-        async with self.db.begin() as conn:
-            if idempotency_key is not None:
+        try:
+            async with self.db.begin() as conn:
+                if idempotency_key is not None:
+                    earlier = await get_by_key_txn(conn, principal.user_id, idempotency_key)
+                    if earlier is not None:
+                        return self._replay(earlier, name, spec)
+                return await self._accept_txn(conn, principal.user_id, name, spec, idempotency_key)
+        except ConflictError:
+            # A concurrent request with the same key may have won the insert: then this one
+            # is a repeat like any other (200), not a conflict.
+            if idempotency_key is None:
+                raise
+            async with self.db.read() as conn:
                 earlier = await get_by_key_txn(conn, principal.user_id, idempotency_key)
-                if earlier is not None:
-                    return self._replay(earlier, name, spec)
-            return await self._accept_txn(conn, principal.user_id, name, spec, idempotency_key)
+            if earlier is None:
+                raise
+            return self._replay(earlier, name, spec)
 
     async def _accept_txn(
         self, conn: AsyncConnection, user: str, name: str, spec: DeviceSpec, key: str | None

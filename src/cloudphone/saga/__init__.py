@@ -21,7 +21,7 @@ from cloudphone.saga.errors import (
     UnknownSagaTypeError,
 )
 from cloudphone.saga.metrics import SagaMetrics
-from cloudphone.saga.records import ErrorInfo, EventKind, SagaEvent, SagaRun
+from cloudphone.saga.records import ErrorInfo, EventKind, SagaEvent, SagaRun, StartedRun
 from cloudphone.saga.retry import RetryPolicy
 from cloudphone.saga.state import SagaStatus
 from cloudphone.saga.store.database import Database
@@ -45,6 +45,7 @@ __all__ = [
     "SagaNotFoundError",
     "SagaRun",
     "SagaStatus",
+    "StartedRun",
     "Step",
     "StepContext",
     "StepHandle",

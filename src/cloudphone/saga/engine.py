@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from prometheus_client import CollectorRegistry
+from sqlalchemy import event
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -28,7 +29,8 @@ from cloudphone.saga.errors import (
 from cloudphone.saga.metrics import SagaMetrics
 from cloudphone.saga.ports import Clock, StepHooks, SystemClock
 from cloudphone.saga.progress import OperatorChange, Progress, RunState
-from cloudphone.saga.records import SagaEvent, SagaRun
+from cloudphone.saga.records import SagaEvent, SagaRun, StartedRun
+from cloudphone.saga.runner import _json_problem
 from cloudphone.saga.state import SagaStatus
 from cloudphone.saga.store.database import Database
 from cloudphone.saga.store.listen import Listener
@@ -118,17 +120,42 @@ class SagaEngine:
 
         Args:
             saga_type: Name of a registered saga.
-            data: The saga input, a JSON object.
+            data: The saga input, a JSON object (no NUL characters: PostgreSQL cannot
+                store them).
             idempotency_key: Same (saga_type, key) returns the first run's id.
             session: The caller's transaction to join: the run exists only if it commits.
             started_by: Who asked (a user id), for auditing and access checks.
+        """
+        started = await self.start_run(
+            saga_type,
+            data,
+            idempotency_key=idempotency_key,
+            session=session,
+            started_by=started_by,
+        )
+        return started.id
+
+    async def start_run(
+        self,
+        saga_type: str,
+        data: dict[str, Any],
+        *,
+        idempotency_key: str | None = None,
+        session: AsyncConnection | None = None,
+        started_by: str | None = None,
+    ) -> StartedRun:
+        """Like :meth:`start`, also saying whether this call created the run.
+
+        ``created`` is False when the idempotency key found an earlier run, also when that
+        run was inserted a moment ago by a concurrent call. With ``session=`` the run is
+        created only if the caller commits; ``saga_started_total`` counts it then.
         """
         saga = self.sagas.get(saga_type)
         if saga is None:
             raise UnknownSagaTypeError(
                 f"unknown saga type {saga_type!r}; known: {', '.join(sorted(self.sagas))}"
             )
-        _check_input(data, idempotency_key)
+        _check_input(data, idempotency_key, started_by)
         now = self.clock.now()
         worker = self._worker
         # Claim by insert: a local worker with room drives it without a separate claim, unless
@@ -154,7 +181,7 @@ class SagaEngine:
                 worker.unreserve()
             raise
         if inserted:
-            self.metrics.record_started(saga_type)
+            self._count_start(saga_type, session)
         if claim and worker is not None:
             if inserted:
                 worker.adopt(_claimed_run(new, self.lease))
@@ -164,7 +191,24 @@ class SagaEngine:
             # With session= on SQLite the claim queues behind the caller's writer lock, so it
             # sees the run once the caller commits. PostgreSQL's NOTIFY fires on commit instead.
             worker.wake()
-        return run_id
+        return StartedRun(run_id, inserted)
+
+    def _count_start(self, saga_type: str, session: AsyncConnection | None) -> None:
+        if session is None:
+            self.metrics.record_started(saga_type)
+            return
+        # The caller's transaction may still roll back (e.g. a quota refused after the
+        # start): count the run only once it commits.
+        counted = False
+
+        def on_end(committed: bool) -> None:
+            nonlocal counted
+            if not counted and committed:
+                self.metrics.record_started(saga_type)
+            counted = True
+
+        event.listen(session.sync_connection, "commit", lambda _conn: on_end(True))
+        event.listen(session.sync_connection, "rollback", lambda _conn: on_end(False))
 
     # -- workers ------------------------------------------------------------------------
 
@@ -360,15 +404,22 @@ class SagaEngine:
             await self.db.dispose()
 
 
-def _check_input(data: Any, idempotency_key: str | None) -> None:
+def _check_input(data: Any, idempotency_key: str | None, started_by: str | None) -> None:
     if not isinstance(data, dict):
         raise InvalidSagaInputError(f"saga data must be a dict, got {type(data).__name__}")
     try:
-        json.dumps(data, allow_nan=False)
+        dumped = json.dumps(data, allow_nan=False)
     except (TypeError, ValueError) as error:
         raise InvalidSagaInputError(f"saga data must be JSON: {error}") from None
+    # PostgreSQL cannot store NUL; the dump shows any as \u0000, so only then look closer.
+    problem = _json_problem(data, "data") if "\\u0000" in dumped else None
+    if problem is not None:
+        raise InvalidSagaInputError(f"saga data must be JSON: {problem}")
     if idempotency_key is not None and not 1 <= len(idempotency_key) <= 255:
         raise InvalidSagaInputError("idempotency_key must be 1-255 characters")
+    for name, text in (("idempotency_key", idempotency_key), ("started_by", started_by)):
+        if text is not None and "\x00" in text:
+            raise InvalidSagaInputError(f"{name} contains a NUL character")
 
 
 def _claimed_run(new: NewRun, lease: timedelta) -> SagaRun:

@@ -54,6 +54,16 @@ class EventKind(StrEnum):
 
 
 @dataclass(frozen=True)
+class StartedRun:
+    """What :meth:`SagaEngine.start_run <cloudphone.saga.SagaEngine.start_run>` did."""
+
+    id: str
+    """The run's id (the earlier run's, when the idempotency key found one)."""
+    created: bool
+    """Whether this call inserted the run (False: an equal idempotency key found it)."""
+
+
+@dataclass(frozen=True)
 class ErrorInfo:
     """Why an attempt failed: the exception type and message, and the step."""
 
@@ -64,7 +74,8 @@ class ErrorInfo:
     @classmethod
     def from_exception(cls, error: BaseException, step: str | None) -> ErrorInfo:
         """Describe ``error`` raised by ``step`` (message trimmed to 2,000 characters)."""
-        message = str(error) or repr(error)
+        # PostgreSQL cannot store NUL, and messages may quote anything.
+        message = (str(error) or repr(error)).replace("\x00", "\\x00")
         return cls(type=type(error).__name__, message=message[:2000], step=step)
 
     def to_dict(self) -> dict[str, Any]:

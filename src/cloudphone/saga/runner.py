@@ -372,11 +372,17 @@ def _check_output(step: Step, output: object) -> Mapping[str, Any] | None:
     return output
 
 
-_SCALARS = (str, int, bool, type(None))
+_SCALARS = (int, bool, type(None))
 
 
 def _json_problem(value: object, path: str) -> str | None:
-    """Where ``value`` stops being plain JSON (string keys, finite numbers), or None."""
+    """Where ``value`` stops being plain JSON (string keys, finite numbers, no NUL), or None.
+
+    PostgreSQL text and JSONB cannot hold NUL (U+0000), so a string or key with one is
+    refused on every database alike.
+    """
+    if isinstance(value, str):
+        return f"{path} contains a NUL character" if "\x00" in value else None
     if isinstance(value, _SCALARS):
         return None
     if isinstance(value, float):
@@ -385,6 +391,8 @@ def _json_problem(value: object, path: str) -> str | None:
         for key, item in value.items():
             if not isinstance(key, str):
                 return f"{path} has a non-string key {key!r}"
+            if "\x00" in key:
+                return f"{path} has a key with a NUL character {key!r}"
             problem = _json_problem(item, f"{path}[{key!r}]")
             if problem is not None:
                 return problem
