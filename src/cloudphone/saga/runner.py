@@ -77,6 +77,9 @@ _CUT_SHORT: dict[type[BaseException], str] = {
 }
 """Span outcome of an attempt that ended before its outcome was committed."""
 
+_QUIET = (RetryLater, _DeadlineHit, _CancelHit)
+"""Attempt endings that are no error of the step: the span's outcome says what happened."""
+
 
 class Runner:
     """Drives one run for as long as this worker holds its lease."""
@@ -293,8 +296,7 @@ class Runner:
             raise
         except Exception as error:
             progress = self._failed(failed, error, step, started, compensating)
-            outcome = _outcome_of(error, compensating)
-            span.end(outcome, None if outcome == "postponed" else error)
+            span.end(_outcome_of(error, compensating), None if isinstance(error, _QUIET) else error)
             return await self._commit(progress)
         seconds = (progress.now - started).total_seconds()
         if compensating:
