@@ -1,5 +1,7 @@
-"""Log context: every line emitted while a step runs, whatever logger it uses, names the run,
-the step and the attempt, in JSON and on the console."""
+"""Log context: every line emitted while a step runs names the run, step and attempt.
+
+Whatever logger emits it (the step's own included), in JSON and on the console.
+"""
 
 from __future__ import annotations
 

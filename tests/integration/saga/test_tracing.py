@@ -1,5 +1,8 @@
-"""Tracing: a run is one trace (start, each drive, each attempt and compensation), whatever
-engine inserts it and whatever engine drives it; its start's trace context is stored with it."""
+"""Tracing: a run is one trace (start, each drive, each attempt and compensation).
+
+Whatever engine inserts it and whatever engine drives it: its start's trace context is stored
+with it.
+"""
 
 from __future__ import annotations
 
@@ -101,7 +104,10 @@ async def test_retries_are_drives_of_one_trace_and_failed_attempts_record_their_
     assert run.status is SagaStatus.COMPLETED
 
     attempts = log.of_run(saga_id, "saga.step")
-    assert summary(attempts) == [("saga.step FLAKY", 1, "failure"), ("saga.step FLAKY", 2, "success")]
+    assert summary(attempts) == [
+        ("saga.step FLAKY", 1, "failure"),
+        ("saga.step FLAKY", 2, "success"),
+    ]
     failed, succeeded = attempts
     assert failed.status.status_code is StatusCode.ERROR
     assert failed.status.description == "ConnectionError: provider unreachable"
