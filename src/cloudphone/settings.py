@@ -19,6 +19,7 @@ from typing import Literal
 
 from pydantic import (
     BaseModel,
+    ConfigDict,
     Field,
     SecretStr,
     ValidationError,
@@ -63,6 +64,8 @@ def module_available(name: str) -> bool:
 
 class OtelConfig(BaseModel):
     """OpenTelemetry tracing (env ``CLOUDPHONE_OTEL__*``): off by default, needs the otel extra."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True)
 
     enabled: bool = False
     """Trace HTTP requests and saga runs (a span per run drive, step attempt and

@@ -25,12 +25,14 @@ EXPECTED = [
     "SagaNotFoundError",
     "SagaRun",
     "SagaStatus",
+    "SagaTracer",
     "Step",
     "StepContext",
     "StepHandle",
     "StepKind",
     "StepOutputError",
     "UnknownSagaTypeError",
+    "current_step",
 ]
 
 
