@@ -6,6 +6,10 @@ pg_stat_database.xact_commit; both: commits counted on the engine's connections)
 
     python bench/engine.py --db postgres --sagas 5000 --concurrency 64
     python bench/engine.py --db sqlite --sagas 1000
+    python bench/engine.py --db sqlite --sagas 1000 --trace   # OpenTelemetry spans on
+
+With ``--trace`` the engine opens its spans through the OpenTelemetry SDK (batched to an
+exporter that drops them): the cost of tracing on, minus the export itself.
 """
 
 from __future__ import annotations
@@ -46,6 +50,23 @@ def build_saga(name: str) -> Saga:
         return None
 
     return saga
+
+
+def tracing(enabled: bool) -> dict[str, Any]:
+    if not enabled:
+        return {}
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+    from cloudphone.saga.otel import OpenTelemetryTracer
+
+    class Drop(SpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(Drop()))
+    return {"tracer": OpenTelemetryTracer(provider)}
 
 
 def count_commits(engine: SagaEngine) -> list[int]:
@@ -128,17 +149,18 @@ async def main() -> None:
     parser.add_argument("--sagas", type=int, default=3000)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--latency-samples", type=int, default=300)
+    parser.add_argument("--trace", action="store_true", help="OpenTelemetry spans on")
     args = parser.parse_args()
     url = database_url(args.db)
     saga = build_saga(f"bench_{uuid.uuid4().hex[:6]}")
-    engine = SagaEngine(url, [saga], worker_id="bench")
+    engine = SagaEngine(url, [saga], worker_id="bench", **tracing(args.trace))
     await engine.create_schema()
     try:
         lat = await latency(engine, saga, args.latency_samples)
         thr = await throughput(engine, saga, args.sagas, args.concurrency, url)
     finally:
         await engine.close()
-    print(f"db={args.db} sagas={args.sagas} concurrency={args.concurrency}")
+    print(f"db={args.db} sagas={args.sagas} concurrency={args.concurrency} trace={args.trace}")
     print(f"  throughput: {thr['sagas_per_s']:.0f} sagas/s ({thr['elapsed_s']:.2f} s)")
     print(f"  latency (one at a time): p50 {lat['p50_ms']:.2f} ms, p99 {lat['p99_ms']:.2f} ms")
     print(f"  write commits per saga (counted on engine connections): "
