@@ -7,12 +7,22 @@ with it.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import pytest
+from opentelemetry import baggage, context
 from opentelemetry.trace import SpanKind, StatusCode, format_span_id, format_trace_id
 
-from cloudphone.saga import NonRetryableError, Saga, SagaEngine, SagaStatus, StepContext
+from cloudphone.saga import (
+    NonRetryableError,
+    RetryLater,
+    Saga,
+    SagaEngine,
+    SagaRun,
+    SagaStatus,
+    StepContext,
+)
 from cloudphone.saga.otel import OpenTelemetryTracer
 from tests.support.sagas import Recorder, build_saga
 from tests.support.tracing import (
@@ -25,6 +35,17 @@ from tests.support.tracing import (
 )
 
 START_MODES = ["claimed_by_insert", "other_engine", "in_callers_transaction"]
+
+
+async def _traced_run(
+    make_engine: Callable[..., SagaEngine], saga: Saga, log: SpanLog
+) -> tuple[str, SagaRun]:
+    """Start one run of ``saga`` on a traced engine with a worker; return it once terminal."""
+    engine = make_engine([saga], tracer=OpenTelemetryTracer(log.provider))
+    await engine.create_schema()
+    async with engine.worker(concurrency=2):
+        saga_id = await engine.start(saga.name, {})
+        return saga_id, await engine.wait(saga_id, timeout=10)
 
 
 async def _start(mode: str, engines: list[SagaEngine], saga: Saga) -> str:
@@ -96,11 +117,7 @@ async def test_retries_are_drives_of_one_trace_and_failed_attempts_record_their_
         if ctx.attempt == 1:
             raise ConnectionError("provider unreachable")
 
-    engine = make_engine([saga], tracer=OpenTelemetryTracer(log.provider))
-    await engine.create_schema()
-    async with engine.worker(concurrency=2):
-        saga_id = await engine.start(saga.name, {})
-        run = await engine.wait(saga_id, timeout=10)
+    saga_id, run = await _traced_run(make_engine, saga, log)
     assert run.status is SagaStatus.COMPLETED
 
     attempts = log.of_run(saga_id, "saga.step")
@@ -135,11 +152,7 @@ async def test_compensations_have_spans_of_their_own(
     async def nothing_to_undo(ctx: StepContext) -> None:
         return None
 
-    engine = make_engine([saga], tracer=OpenTelemetryTracer(log.provider))
-    await engine.create_schema()
-    async with engine.worker(concurrency=2):
-        saga_id = await engine.start(saga.name, {})
-        run = await engine.wait(saga_id, timeout=10)
+    saga_id, run = await _traced_run(make_engine, saga, log)
     assert run.status is SagaStatus.COMPENSATED
 
     spans = [s for s in log.of_run(saga_id) if s.name.startswith(("saga.step", "saga.comp"))]
@@ -175,12 +188,50 @@ async def test_a_run_started_outside_any_span_still_is_one_trace(
     """No caller span: the start span is the root, and the drive is its child."""
     log = SpanLog()
     saga = build_saga(f"rooted_{unique}", Recorder())
-    engine = make_engine([saga], tracer=OpenTelemetryTracer(log.provider))
-    await engine.create_schema()
-    async with engine.worker(concurrency=2):
-        saga_id = await engine.start(saga.name, {})
-        await engine.wait(saga_id, timeout=10)
+    saga_id, _run = await _traced_run(make_engine, saga, log)
     start, drive = log.of_run(saga_id, "saga.start")[0], log.of_run(saga_id, "saga.run")[0]
     assert start.parent is None
     assert parent_span_id(drive) == span_id(start)
     assert trace_id(drive) == trace_id(start)
+
+
+async def test_a_postponed_attempt_is_no_error(
+    make_engine: Callable[..., SagaEngine], unique: str
+) -> None:
+    """RetryLater: the attempt's span says postponed, with no error status or exception."""
+    log = SpanLog()
+    saga = Saga(f"polled_{unique}")
+    polls: list[int] = []
+
+    @saga.step("POLL")
+    async def poll(ctx: StepContext) -> None:
+        polls.append(ctx.attempt)
+        if len(polls) == 1:
+            raise RetryLater("provider still processing", delay=timedelta(milliseconds=10))
+
+    saga_id, run = await _traced_run(make_engine, saga, log)
+    assert run.status is SagaStatus.COMPLETED
+    postponed = log.of_run(saga_id, "saga.step")[0]
+    assert attributes(postponed)["saga.outcome"] == "postponed"
+    assert postponed.status.status_code is StatusCode.UNSET
+    assert list(postponed.events) == []
+
+
+async def test_baggage_of_the_caller_is_never_stored_with_the_run(
+    make_engine: Callable[..., SagaEngine], unique: str
+) -> None:
+    """Only traceparent/tracestate are kept: baggage may carry anything, secrets included."""
+    log = SpanLog()
+    saga = build_saga(f"baggage_{unique}", Recorder())
+    engine = make_engine([saga], tracer=OpenTelemetryTracer(log.provider))
+    await engine.create_schema()
+    token = context.attach(baggage.set_baggage("session", "s3cr3t"))
+    try:
+        with log.provider.get_tracer("test").start_as_current_span("caller"):
+            saga_id = await engine.start(saga.name, {})
+    finally:
+        context.detach(token)
+    stored = (await engine.get(saga_id)).trace_context
+    assert stored is not None
+    assert set(stored) == {"traceparent"}
+    assert "s3cr3t" not in str(stored)
