@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.databases import create_postgres_database, drop_postgres_database
+from tests.support.databases import fresh_database
 from tests.support.http import saga_until, start_demo
 from tests.support.server import CloudphoneProcess, auth, child_env, start_serve, start_worker
 from tests.support.waiting import wait_sync
@@ -24,12 +24,8 @@ from tests.support.waiting import wait_sync
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A fresh database for the two processes: a SQLite file both open, or PostgreSQL."""
-    if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path / 'shared.db'}"
-        return
-    url = create_postgres_database("cloudphone_e2e_otel")
-    yield url
-    drop_postgres_database(url)
+    with fresh_database(request.param, tmp_path, "cloudphone_e2e_otel") as url:
+        yield url
 
 
 def traced_env(tmp_path: Path, database_url: str, name: str) -> dict[str, str]:

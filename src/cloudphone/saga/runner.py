@@ -295,16 +295,15 @@ class Runner:
             span.end(_CUT_SHORT.get(type(cut), "interrupted"), None if cancelled else cut)
             raise
         except Exception as error:
-            progress = self._failed(failed, error, step, started, compensating)
             span.end(_outcome_of(error, compensating), None if isinstance(error, _QUIET) else error)
-            return await self._commit(progress)
+            return await self._commit(self._failed(failed, error, step, started, compensating))
+        span.end("compensated" if compensating else "success")
         seconds = (progress.now - started).total_seconds()
         if compensating:
             self._metrics.record_step(self.saga.name, step.name, "compensated", seconds)
             self._metrics.record_compensation(self.saga.name, step.name)
         else:
             self._metrics.record_step(self.saga.name, step.name, "success", seconds)
-        span.end("compensated" if compensating else "success")
         self._applied(progress, committed)
         return progress
 
