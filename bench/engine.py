@@ -96,7 +96,7 @@ async def throughput(engine: SagaEngine, saga: Saga, n: int, concurrency: int,
         await asyncio.sleep(0.5)  # let the worker's start-up reclaim and first idle poll pass
         pg_before = pg_commits(url) if engine.db.is_postgres else 0
         counted_before = counter[0]
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         sem = asyncio.Semaphore(concurrency)
 
         async def one(i: int) -> None:
@@ -112,9 +112,10 @@ async def throughput(engine: SagaEngine, saga: Saga, n: int, concurrency: int,
                     sa.select(sa.func.count()).select_from(saga_runs).where(
                         saga_runs.c.saga_type == saga.name, saga_runs.c.status == "COMPLETED"))
         elapsed = time.perf_counter() - started
+        cpu = time.process_time() - cpu_started
         counted = counter[0] - counted_before
         pg_delta = pg_commits(url) - pg_before - 2 if engine.db.is_postgres else 0
-    return {"sagas_per_s": n / elapsed, "elapsed_s": elapsed,
+    return {"sagas_per_s": n / elapsed, "elapsed_s": elapsed, "cpu_ms_per_saga": cpu / n * 1000,
             "commits_per_saga_counted": counted / n,
             "xact_commit_per_saga": pg_delta / n if engine.db.is_postgres else float("nan")}
 
@@ -161,7 +162,8 @@ async def main() -> None:
     finally:
         await engine.close()
     print(f"db={args.db} sagas={args.sagas} concurrency={args.concurrency} trace={args.trace}")
-    print(f"  throughput: {thr['sagas_per_s']:.0f} sagas/s ({thr['elapsed_s']:.2f} s)")
+    print(f"  throughput: {thr['sagas_per_s']:.0f} sagas/s ({thr['elapsed_s']:.2f} s), "
+          f"CPU {thr['cpu_ms_per_saga']:.3f} ms per saga (this process, all threads)")
     print(f"  latency (one at a time): p50 {lat['p50_ms']:.2f} ms, p99 {lat['p99_ms']:.2f} ms")
     print(f"  write commits per saga (counted on engine connections): "
           f"{thr['commits_per_saga_counted']:.2f}")
