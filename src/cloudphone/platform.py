@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
@@ -37,8 +38,12 @@ from cloudphone.devices.runtimes.base import DeviceRuntime
 from cloudphone.devices.runtimes.local import LocalRuntime
 from cloudphone.devices.service import DeviceService
 from cloudphone.saga import Database, Saga, SagaEngine
+from cloudphone.saga.tracing import NO_TRACER
 from cloudphone.saga.worker import Worker
 from cloudphone.settings import Settings
+
+if TYPE_CHECKING:
+    from cloudphone.telemetry import Telemetry
 
 log = logging.getLogger("cloudphone.platform")
 
@@ -55,6 +60,7 @@ class Platform:
         engine: The saga engine, knowing every saga definition.
         registry: Prometheus registry of the engine, HTTP and process metrics.
         with_worker: Whether :meth:`start` runs a worker in this process.
+        telemetry: OpenTelemetry tracing, or None when it is off.
     """
 
     # services: each service adds one typed attribute here, set in build_platform, e.g.
@@ -70,8 +76,10 @@ class Platform:
         registry: CollectorRegistry,
         *,
         with_worker: bool,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.settings = settings
+        self.telemetry = telemetry
         self.db = db
         self.engine = engine
         self.registry = registry
@@ -179,15 +187,20 @@ def build_registry() -> CollectorRegistry:
     return registry
 
 
-def build_platform(settings: Settings, *, with_worker: bool) -> Platform:
+def build_platform(
+    settings: Settings, *, with_worker: bool, telemetry: Telemetry | None = None
+) -> Platform:
     """Wire the platform from ``settings`` (no I/O; call :meth:`Platform.start` next).
 
     Args:
         settings: Loaded settings (see :func:`cloudphone.settings.load_settings`).
         with_worker: Run a worker in this process when started (``serve``, ``worker``); the
             CLI's read and operator commands and ``serve --no-worker`` do not.
+        telemetry: Tracing to use (the API's, or a test's); default: built from
+            ``settings.otel`` (see :func:`build_telemetry`). The platform closes it.
     """
     registry = build_registry()
+    telemetry = telemetry or build_telemetry(settings)
     db = Database(settings.database_url, pool_size=settings.db_pool_size)
 
     # adapters (ports): services build theirs from settings.billing / .apps / .devices here.
@@ -221,8 +234,13 @@ def build_platform(settings: Settings, *, with_worker: bool) -> Platform:
         lease=settings.worker_lease,
         poll_interval=settings.worker_poll_interval,
         registry=registry,
+        tracer=telemetry.saga_tracer if telemetry is not None else NO_TRACER,
     )
-    platform = Platform(settings, db, engine, registry, with_worker=with_worker)
+    platform = Platform(
+        settings, db, engine, registry, with_worker=with_worker, telemetry=telemetry
+    )
+    if telemetry is not None:
+        platform.on_close(telemetry.close)  # added first, so it runs last: flushes every span
 
     platform.billing = BillingService(
         engine, payment_providers, default_provider=settings.billing.provider
@@ -245,6 +263,16 @@ def build_platform(settings: Settings, *, with_worker: bool) -> Platform:
     # services: platform.billing = BillingService(db, engine, provider), and register any
     # async set-up / tear-down with platform.on_start(...) / platform.on_close(...).
     return platform
+
+
+def build_telemetry(settings: Settings) -> Telemetry | None:
+    """OpenTelemetry from ``settings.otel``, or None when it is off (then nothing of it loads)."""
+    if not settings.otel.enabled:
+        return None
+    # Imported only when on: the otel extra may be absent (settings checked that it is not).
+    from cloudphone.telemetry import Telemetry
+
+    return Telemetry(settings.otel)
 
 
 def build_payment_providers(settings: Settings, db: Database) -> dict[str, PaymentProvider]:

@@ -9,6 +9,7 @@ errors into a :class:`SettingsError` naming the offending variables.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import re
 import secrets
@@ -16,7 +17,16 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from cloudphone.apps.config import AppsConfig
@@ -34,6 +44,76 @@ LogFormat = Literal["auto", "json", "console"]
 
 class SettingsError(ValueError):
     """The settings are invalid; the message names each offending environment variable."""
+
+
+OTEL_EXTRA = "pip install 'cloudphone[otel]'"
+"""How to install what tracing needs (opentelemetry-api, -sdk, -instrumentation-fastapi)."""
+OTLP_PACKAGE = "opentelemetry-exporter-otlp-proto-http"
+"""The package of the OTLP/HTTP span exporter."""
+_OTEL_MODULES = ("opentelemetry.sdk.trace", "opentelemetry.instrumentation.fastapi")
+_OTLP_MODULE = "opentelemetry.exporter.otlp.proto.http.trace_exporter"
+
+
+def module_available(name: str) -> bool:
+    """Whether ``name`` can be imported (looks it up without importing it, nor fails)."""
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):  # a parent package is missing or blocked
+        return False
+
+
+class OtelConfig(BaseModel):
+    """OpenTelemetry tracing (env ``CLOUDPHONE_OTEL__*``): off by default, needs the otel extra."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
+    enabled: bool = False
+    """Trace HTTP requests and saga runs (a span per run drive, step attempt and
+    compensation). Off, nothing of OpenTelemetry is even imported."""
+
+    service_name: str = Field(default="cloudphone", min_length=1, max_length=200)
+    """``service.name`` of this process's spans."""
+
+    exporter: Literal["otlp", "console"] | None = None
+    """``otlp`` (OTLP/HTTP to ``endpoint``; needs opentelemetry-exporter-otlp-proto-http) or
+    ``console`` (one JSON object per span on stdout, or in ``console_file``). Default: otlp
+    when that package is installed, else console."""
+
+    endpoint: str | None = None
+    """OTLP/HTTP traces URL, e.g. ``http://collector:4318/v1/traces``. Default: the
+    exporter's own (``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``, else localhost:4318)."""
+
+    console_file: Path | None = None
+    """The console exporter appends its JSON lines to this file instead of stdout."""
+
+    export_delay: timedelta = Field(default=timedelta(seconds=5), gt=timedelta(0))
+    """Longest a finished span waits in memory before it is exported with others."""
+
+    @field_validator("export_delay", mode="before")
+    @classmethod
+    def _duration(cls, value: object) -> object:
+        return parse_duration(value) if isinstance(value, str) else value
+
+    @field_validator("enabled")
+    @classmethod
+    def _otel_installed(cls, enabled: bool) -> bool:
+        missing = [name for name in _OTEL_MODULES if enabled and not module_available(name)]
+        if missing:
+            raise ValueError(f"tracing is on but {missing[0]} is missing: {OTEL_EXTRA}")
+        return enabled
+
+    @field_validator("exporter")
+    @classmethod
+    def _exporter_installed(cls, exporter: str | None, info: ValidationInfo) -> str | None:
+        if exporter == "otlp" and info.data.get("enabled") and not module_available(_OTLP_MODULE):
+            raise ValueError(f"the otlp exporter needs {OTLP_PACKAGE}: pip install {OTLP_PACKAGE}")
+        return exporter
+
+    @model_validator(mode="after")
+    def _default_exporter(self) -> OtelConfig:
+        if self.enabled and self.exporter is None:
+            self.exporter = "otlp" if module_available(_OTLP_MODULE) else "console"
+        return self
 
 
 class Settings(BaseSettings):
@@ -114,6 +194,9 @@ class Settings(BaseSettings):
 
     devices: DevicesConfig = Field(default_factory=DevicesConfig)
     """Device runtime (``CLOUDPHONE_DEVICES__*``)."""
+
+    otel: OtelConfig = Field(default_factory=OtelConfig)
+    """OpenTelemetry tracing (``CLOUDPHONE_OTEL__*``)."""
 
     @field_validator("log_level", "log_format", mode="before")
     @classmethod

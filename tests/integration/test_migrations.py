@@ -18,19 +18,15 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 from cloudphone import schema
-from tests.support.databases import create_postgres_database, drop_postgres_database
+from tests.support.databases import fresh_database
 from tests.support.server import child_env
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A database with no tables at all (a new PostgreSQL database, or a new SQLite file)."""
-    if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path / 'migrated.db'}"
-        return
-    url = create_postgres_database("cloudphone_migrate")
-    yield url
-    drop_postgres_database(url)
+    with fresh_database(request.param, tmp_path, "cloudphone_migrate") as url:
+        yield url
 
 
 def schema_diff(url: str) -> list[Any]:

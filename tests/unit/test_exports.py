@@ -25,6 +25,7 @@ EXPECTED = [
     "SagaNotFoundError",
     "SagaRun",
     "SagaStatus",
+    "SagaTracer",
     "StartedRun",
     "Step",
     "StepContext",
@@ -32,6 +33,7 @@ EXPECTED = [
     "StepKind",
     "StepOutputError",
     "UnknownSagaTypeError",
+    "current_step",
 ]
 
 

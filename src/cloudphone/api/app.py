@@ -19,7 +19,7 @@ from cloudphone.api.docs import install_docs
 from cloudphone.api.errors import install_error_handlers
 from cloudphone.api.nul_guard import NulGuardMiddleware
 from cloudphone.api.observability import HttpMetrics, MetricsMiddleware
-from cloudphone.platform import Platform, build_platform
+from cloudphone.platform import Platform, build_platform, build_telemetry
 from cloudphone.settings import Settings
 
 ROUTERS: tuple[APIRouter, ...] = (
@@ -56,13 +56,15 @@ def create_app(source: Settings | Platform, *, with_worker: bool = True) -> Fast
             ``serve --no-worker``). Ignored for a given platform.
     """
     settings = source.settings if isinstance(source, Platform) else source
+    # Built before the platform: FastAPI's instrumentation wraps the app when it is created.
+    telemetry = source.telemetry if isinstance(source, Platform) else build_telemetry(source)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if isinstance(source, Platform):
             yield
             return
-        platform = build_platform(source, with_worker=with_worker)
+        platform = build_platform(source, with_worker=with_worker, telemetry=telemetry)
         await platform.start()
         app.state.platform = platform
         app.state.http_metrics = HttpMetrics(platform.registry)
@@ -91,6 +93,8 @@ def create_app(source: Settings | Platform, *, with_worker: bool = True) -> Fast
         app.include_router(router)
     if settings.demo:
         app.include_router(demo.router)
+    if telemetry is not None:
+        telemetry.instrument(app)
     return app
 
 

@@ -11,6 +11,7 @@ from typing import Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from sqlalchemy.exc import DBAPIError
 
 from cloudphone.domain import DomainError
@@ -34,7 +35,8 @@ EXIT_USAGE = 2
 
 def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
     """Print ``message`` in red on stderr and exit with ``code``."""
-    err.print(f"[red]error:[/red] {message}", markup=True, soft_wrap=True)
+    # Escaped: a message may hold brackets (`cloudphone[otel]`) that are not Rich markup.
+    err.print(f"[red]error:[/red] {escape(message)}", markup=True, soft_wrap=True)
     raise typer.Exit(code)
 
 

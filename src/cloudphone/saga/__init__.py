@@ -5,7 +5,7 @@ with :meth:`SagaEngine.start`, and run a worker to drive them. Progress, leases 
 live in SQLite or PostgreSQL; see ``DESIGN.md`` §1-2 for the semantics.
 """
 
-from cloudphone.saga.context import StepContext
+from cloudphone.saga.context import StepContext, current_step
 from cloudphone.saga.definition import Saga, Step, StepHandle, StepKind
 from cloudphone.saga.engine import SagaEngine
 from cloudphone.saga.errors import (
@@ -25,6 +25,7 @@ from cloudphone.saga.records import ErrorInfo, EventKind, SagaEvent, SagaRun, St
 from cloudphone.saga.retry import RetryPolicy
 from cloudphone.saga.state import SagaStatus
 from cloudphone.saga.store.database import Database
+from cloudphone.saga.tracing import SagaTracer
 
 __all__ = [
     "Database",
@@ -45,6 +46,7 @@ __all__ = [
     "SagaNotFoundError",
     "SagaRun",
     "SagaStatus",
+    "SagaTracer",
     "StartedRun",
     "Step",
     "StepContext",
@@ -52,4 +54,5 @@ __all__ = [
     "StepKind",
     "StepOutputError",
     "UnknownSagaTypeError",
+    "current_step",
 ]

@@ -37,6 +37,7 @@ from cloudphone.saga.store.listen import Listener
 from cloudphone.saga.store.pg import NOTIFY_CHANNEL
 from cloudphone.saga.store.sql import NewRun, SqlStore
 from cloudphone.saga.store.tables import metadata
+from cloudphone.saga.tracing import NO_TRACER, SagaTracer
 from cloudphone.saga.worker import Worker
 
 
@@ -61,6 +62,8 @@ class SagaEngine:
         hooks: Called around each attempt (fault injection in tests).
         poll_interval: Longest an idle worker waits before looking for due runs again.
         rand: Uniform random source for retry jitter.
+        tracer: Opens spans around starts, drives, attempts and compensations (none by
+            default; :class:`cloudphone.saga.otel.OpenTelemetryTracer` for OpenTelemetry).
     """
 
     def __init__(
@@ -75,6 +78,7 @@ class SagaEngine:
         hooks: StepHooks | None = None,
         poll_interval: timedelta = timedelta(seconds=1),
         rand: Callable[[], float] | None = None,
+        tracer: SagaTracer = NO_TRACER,
     ) -> None:
         self.db = database if isinstance(database, Database) else Database(database)
         self._owns_db = not isinstance(database, Database)
@@ -93,6 +97,7 @@ class SagaEngine:
         self._hooks = hooks
         self._poll = poll_interval
         self._rand = rand
+        self._tracer = tracer
         self.store = SqlStore(self.db, lease, self.clock)
         self._worker: Worker | None = None
         self._listener: Listener | None = None
@@ -161,6 +166,7 @@ class SagaEngine:
         # Claim by insert: a local worker with room drives it without a separate claim, unless
         # the caller's transaction might still roll back.
         claim = worker is not None and session is None and worker.try_reserve()
+        span = self._tracer.start(saga_type)
         new = NewRun(
             id=str(uuid.uuid4()),
             saga_type=saga_type,
@@ -171,15 +177,18 @@ class SagaEngine:
             deadline_at=now + saga.timeout if saga.timeout else None,
             now=now,
             owner=self.worker_id if claim else None,
+            trace_context=span.trace_context,
         )
         try:
             run_id, inserted = await self.store.insert_run(
                 new, session, notify=self.db.is_postgres and not claim
             )
-        except BaseException:
+        except BaseException as error:
+            span.end(None, "error", error)
             if claim and worker is not None:
                 worker.unreserve()
             raise
+        span.end(run_id, "started" if inserted else "existing")
         if inserted:
             self._count_start(saga_type, session)
         if claim and worker is not None:
@@ -229,6 +238,7 @@ class SagaEngine:
             hooks=self._hooks,
             poll_interval=self._poll,
             on_commit=self._committed,
+            tracer=self._tracer,
             **({"rand": self._rand} if self._rand else {}),
         )
         await worker.start()
@@ -446,4 +456,5 @@ def _claimed_run(new: NewRun, lease: timedelta) -> SagaRun:
         epoch=1,
         cancel_requested=False,
         resolution=None,
+        trace_context=new.trace_context,
     )

@@ -81,6 +81,8 @@ class RunState:
     cancel_requested: bool
     worker: str | None = None
     """Id of the worker driving the run, recorded on the attempts it runs."""
+    trace_context: dict[str, str] | None = None
+    """W3C trace context stored with the run at its start (the parent of its drives' spans)."""
 
     def apply(self, progress: Progress) -> None:
         """Adopt a committed Progress."""
@@ -129,4 +131,5 @@ def state_of(run: SagaRun, saga: Saga) -> RunState:
         deadline_at=run.deadline_at,
         deadline_noted=run.deadline_noted,
         cancel_requested=run.cancel_requested,
+        trace_context=run.trace_context,
     )

@@ -120,6 +120,8 @@ class SagaRun:
         epoch: Fencing token; bumped by every claim and operator action.
         cancel_requested: An operator asked to cancel it.
         resolution: Note of the operator who resolved it by hand, or None.
+        trace_context: W3C trace context (``traceparent``, ``tracestate``) of the start, when
+            it was traced: the spans of every drive of the run join that trace.
     """
 
     id: str
@@ -143,6 +145,7 @@ class SagaRun:
     epoch: int
     cancel_requested: bool
     resolution: str | None
+    trace_context: dict[str, str] | None = None
 
 
 @dataclass(frozen=True)

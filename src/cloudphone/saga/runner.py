@@ -18,7 +18,7 @@ from types import MappingProxyType
 from typing import Any
 
 from cloudphone.saga import decide
-from cloudphone.saga.context import StepContext, idempotency_key
+from cloudphone.saga.context import _CURRENT, StepContext, idempotency_key
 from cloudphone.saga.definition import Saga, Step, StepKind
 from cloudphone.saga.errors import LeaseLostError, RetryLater, SagaError, StepOutputError
 from cloudphone.saga.metrics import SagaMetrics
@@ -26,6 +26,7 @@ from cloudphone.saga.ports import Clock, Committed, ProgressStore, StepHooks
 from cloudphone.saga.progress import Progress, RunState
 from cloudphone.saga.records import EventKind
 from cloudphone.saga.state import SagaStatus
+from cloudphone.saga.tracing import NO_TRACER, SagaTracer
 
 log = logging.getLogger("cloudphone.saga")
 
@@ -69,6 +70,16 @@ _OUTCOMES: dict[type[BaseException], str] = {
 }
 """Metric outcome label of an attempt that ended with this exception type."""
 
+_CUT_SHORT: dict[type[BaseException], str] = {
+    LeaseLostError: "lease_lost",
+    _StoreFailure: "store_failure",
+    asyncio.CancelledError: "interrupted",
+}
+"""Span outcome of an attempt that ended before its outcome was committed."""
+
+_QUIET = (RetryLater, _DeadlineHit, _CancelHit)
+"""Attempt endings that are no error of the step: the span's outcome says what happened."""
+
 
 class Runner:
     """Drives one run for as long as this worker holds its lease."""
@@ -84,6 +95,7 @@ class Runner:
         hooks: StepHooks | None = None,
         rand: Callable[[], float] = random.random,
         on_commit: Callable[[RunState, Progress], None] | None = None,
+        tracer: SagaTracer = NO_TRACER,
     ) -> None:
         self.saga = saga
         self.state = state
@@ -93,6 +105,7 @@ class Runner:
         self._hooks = hooks
         self._rand = rand
         self._on_commit = on_commit
+        self._tracer = tracer
         self._task: asyncio.Task[Any] | None = None
         self._interruptible = False
         self._interrupted = False
@@ -117,13 +130,17 @@ class Runner:
     async def run(self) -> Progress | None:
         """Drive the run; returns the last committed Progress (None if nothing committed)."""
         self._task = asyncio.current_task()
+        span = self._tracer.drive(self.state)
+        outcome, error = "interrupted", None
         last: Progress | None = None
         try:
             while True:
                 last = await self._tick()
                 if last is None or not last.keep_lease or self._stop_after_step:
+                    outcome = _drive_outcome(last)
                     return last
         except LeaseLostError:
+            outcome = "lease_lost"
             log.info(
                 "lease lost; another worker or an operator owns the run now",
                 extra=self._log_extra(),
@@ -131,13 +148,16 @@ class Runner:
             return last
         except asyncio.CancelledError:
             raise
-        except Exception:
+        except Exception as failure:
             # A store error leaves the commit's outcome unknown: stop driving, let the lease
             # expire, and the next owner resumes from whatever did commit.
+            outcome, error = "store_failure", failure
             log.exception(
                 "progress write failed; the run is left for takeover", extra=self._log_extra()
             )
             return last
+        finally:
+            span.end(outcome, error)
 
     def _log_extra(self) -> dict[str, Any]:
         s = self.state
@@ -249,6 +269,7 @@ class Runner:
     ) -> Progress:
         ctx = self._context(step, compensating)
         s = self.state
+        span = self._tracer.attempt(s, step.name, compensating)
         try:
             if transactional:
                 async with self._store.step_transaction() as tx:
@@ -269,10 +290,14 @@ class Runner:
                 )
                 progress = ok(output, self._clock.now())
                 committed = await _guarded(self._store.commit(s.id, s.epoch, progress))
-        except (LeaseLostError, asyncio.CancelledError, _StoreFailure):
+        except (LeaseLostError, asyncio.CancelledError, _StoreFailure) as cut:
+            cancelled = isinstance(cut, asyncio.CancelledError)
+            span.end(_CUT_SHORT.get(type(cut), "interrupted"), None if cancelled else cut)
             raise
         except Exception as error:
+            span.end(_outcome_of(error, compensating), None if isinstance(error, _QUIET) else error)
             return await self._commit(self._failed(failed, error, step, started, compensating))
+        span.end("compensated" if compensating else "success")
         seconds = (progress.now - started).total_seconds()
         if compensating:
             self._metrics.record_step(self.saga.name, step.name, "compensated", seconds)
@@ -287,7 +312,7 @@ class Runner:
     ) -> Progress:
         now = self._clock.now()
         progress = failed(error, now)
-        outcome = _OUTCOMES.get(type(error), "compensation_failure" if compensating else "failure")
+        outcome = _outcome_of(error, compensating)
         self._metrics.record_step(
             self.saga.name, step.name, outcome, (now - started).total_seconds()
         )
@@ -316,6 +341,7 @@ class Runner:
             if limit is None or remaining < limit:
                 limit, deadline_first = remaining, True
         self._interruptible = interruptible
+        token = _CURRENT.set(ctx)
         try:
             async with asyncio.timeout(limit) as scope:
                 if self._hooks is not None:
@@ -335,6 +361,7 @@ class Runner:
             raise
         finally:
             self._interruptible = False
+            _CURRENT.reset(token)
         # A compensation's return value is ignored; a step's must be a JSON object.
         checked = None if compensating else _check_output(step, output)
         if self._hooks is not None:
@@ -355,6 +382,20 @@ class Runner:
             self._metrics.record_finished(self.saga.name, progress.status, seconds)
         if self._on_commit is not None:
             self._on_commit(self.state, progress)
+
+
+def _outcome_of(error: BaseException, compensating: bool) -> str:
+    """The metric (and span) outcome of an attempt that raised ``error``."""
+    return _OUTCOMES.get(type(error), "compensation_failure" if compensating else "failure")
+
+
+def _drive_outcome(last: Progress | None) -> str:
+    """How a drive that stopped by itself ended: nothing to do, finished, released, handed back."""
+    if last is None:
+        return "idle"
+    if last.finished:
+        return "finished"
+    return "handed_back" if last.keep_lease else "released"
 
 
 def _check_output(step: Step, output: object) -> Mapping[str, Any] | None:

@@ -30,7 +30,7 @@ NOTIFY_CHANNEL = "cloudphone_sagas"
 _RUN_COLUMNS = """id, saga_type, status, current_step, attempt, data::text AS data,
     error::text AS error, compensation_cause, idempotency_key, started_by, epoch, owner,
     lease_expires_at, next_run_at, deadline_at, deadline_noted, cancel_requested, last_seq,
-    resolution, created_at, updated_at, finished_at"""
+    resolution, created_at, updated_at, finished_at, trace_context::text AS trace_context"""
 
 COMMIT_SQL = """
 WITH x AS (
@@ -69,15 +69,15 @@ WITH x AS (
     SELECT * FROM jsonb_to_recordset(CAST($1 AS text)::jsonb) AS x(
         id text, saga_type text, status text, current_step text, data jsonb,
         idempotency_key text, started_by text, owner text, lease_expires_at timestamptz,
-        deadline_at timestamptz, now timestamptz, detail jsonb, notify bool)
+        deadline_at timestamptz, now timestamptz, detail jsonb, notify bool, trace_context jsonb)
 ), r AS (
     INSERT INTO saga_runs (id, saga_type, status, current_step, attempt, data, error,
         compensation_cause, idempotency_key, started_by, epoch, owner, lease_expires_at,
         next_run_at, deadline_at, deadline_noted, cancel_requested, last_seq, resolution,
-        created_at, updated_at, finished_at)
+        created_at, updated_at, finished_at, trace_context)
     SELECT id, saga_type, status, current_step, 1, data, NULL, NULL, idempotency_key,
         started_by, 1, owner, lease_expires_at, now, deadline_at, false, false, 1, NULL,
-        now, now, NULL
+        now, now, NULL, trace_context
     FROM x
     ON CONFLICT (saga_type, idempotency_key) DO NOTHING
     RETURNING id
@@ -176,6 +176,7 @@ def insert_item(values: Mapping[str, Any], detail: dict[str, Any], notify: bool)
         "now": _iso(values["created_at"]),
         "detail": detail,
         "notify": notify,
+        "trace_context": values["trace_context"],
     }
 
 
@@ -185,12 +186,13 @@ def _iso(at: datetime | None) -> str | None:
 
 def run_from_record(row: Mapping[str, Any]) -> SagaRun:
     """A SagaRun from a row selected with ``_RUN_COLUMNS`` (JSON columns as text)."""
-    error = row["error"]
+    error, trace_context = row["error"], row["trace_context"]
     return run_from_row(
         {
             **row,
             "data": json.loads(row["data"]),
             "error": json.loads(error) if error is not None else None,
+            "trace_context": json.loads(trace_context) if trace_context is not None else None,
         }
     )
 

@@ -60,6 +60,8 @@ saga_runs = Table(
     Column("created_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
     Column("finished_at", UtcDateTime),
+    # W3C trace context of the start (traceparent/tracestate only), parent of the run's spans.
+    Column("trace_context", JSONType),
     UniqueConstraint("saga_type", "idempotency_key"),
     CheckConstraint(f"status IN ({_ALL_SQL})", name="status"),
     CheckConstraint("attempt >= 1", name="attempt"),
