@@ -12,8 +12,8 @@ Steps (``DESIGN.md`` §3):
    moved" (rejected, or connection refused) clears it. When an earlier request's outcome is
    unknown — a timeout, a lost connection, a 5xx, or a worker killed mid-call — the attempt
    first asks the provider for a refund with this id and, if there is one, takes it as the
-   answer. A rejection fails the pivot at once (compensate); refused connections and unknown
-   outcomes are retried (4 attempts). Its compensation runs first when the saga turns back:
+   answer. A rejection fails the pivot at once (compensate); refusals (connection refused, rate
+   limited) and unknown outcomes are retried (4 attempts). Its compensation runs first when the saga turns back:
    nothing to undo if every request was answered definitively; otherwise it asks the provider
    again — no refund there means nothing moved; a refund there, or no answer after the retries,
    marks the refund NEEDS_ATTENTION and fails the saga for an operator with the payment still

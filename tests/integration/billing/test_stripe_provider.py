@@ -15,6 +15,7 @@ from cloudphone.saga import EventKind, SagaStatus
 from tests.integration.billing.conftest import MakeBilling
 from tests.support.billing_harness import Billing
 from tests.support.billing_localstripe import API_KEY, LocalStripe, free_port
+from tests.support.billing_stripe_proxy import StripeFaultProxy
 
 
 @dataclass
@@ -116,3 +117,28 @@ async def test_errors_are_classified(localstripe: LocalStripe) -> None:
     finally:
         await dead.close()
         await live.close()
+
+
+async def test_rate_limited_refund_is_retried_and_completes(
+    make_billing: MakeBilling,
+    localstripe: LocalStripe,
+    stripe_proxy: StripeFaultProxy,
+    user: Principal,
+) -> None:
+    """Stripe answers 429 twice to the refund: retried (not a rejection), one refund, REFUNDED."""
+    stripe = StripeProvider(localstripe.config(stripe_api_base=stripe_proxy.base))
+    billing = await make_billing(providers=lambda sandbox: {"sandbox": sandbox, "stripe": stripe})
+    payment = await billing.paid_payment(user, 2500, provider="stripe")
+    stripe_proxy.rate_limit("POST", "/v1/refunds", times=2)
+    async with billing.engine.worker():
+        run, refund_id = await billing.refund_and_wait(user, payment.id, 2500)
+    assert run.status is SagaStatus.COMPLETED, run.error
+    failures = [e for e in await billing.history(run.id) if e.kind is EventKind.STEP_FAILED]
+    assert [e.detail["error"]["type"] for e in failures] == ["RefundNotSent"] * 2
+    assert stripe_proxy.seen.count("POST /v1/refunds") == 3
+    at_stripe = await stripe._client.v1.refunds.list_async(
+        params={"payment_intent": payment.provider_payment_id or ""}
+    )
+    assert [r.amount for r in at_stripe.data] == [2500]
+    assert (await billing.service.get_payment(user, payment.id)).status == "REFUNDED"
+    assert (await billing.service.get_refund(user, refund_id)).status == "SUCCEEDED"

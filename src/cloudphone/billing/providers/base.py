@@ -4,10 +4,12 @@ A failed call is one of three things, and the refund saga treats them differentl
 
 * :class:`ProviderRejected` — the provider answered and refused (validation, declined card,
   over-refund). Definitely no money moved; the saga may compensate.
-* :class:`ProviderRefused` — the connection was refused before the request was sent. Definitely
-  no money moved; worth retrying later.
-* :class:`ProviderUnknownOutcome` — a timeout, a connection lost after sending, a 5xx. The
-  request may have been carried out; only asking the provider about it can settle that.
+* :class:`ProviderRefused` — the connection was refused before the request was sent, or the
+  provider turned the request away unprocessed (rate limited: HTTP 429). Definitely no money
+  moved; worth retrying later.
+* :class:`ProviderUnknownOutcome` — a timeout, a connection lost after sending, a 5xx, an answer
+  the provider marks as worth retrying. The request may have been carried out; only asking the
+  provider about it can settle that.
 
 Adapters map every error they can meet onto one of these; anything else they let escape is
 treated as an unknown outcome by the saga.
@@ -33,7 +35,7 @@ class ProviderRejected(ProviderError):
 
 
 class ProviderRefused(ProviderError):
-    """The connection was refused before the request was sent: nothing was done."""
+    """Refused before anything was done (connection refused, rate limited): retry later."""
 
 
 class ProviderUnknownOutcome(ProviderError):

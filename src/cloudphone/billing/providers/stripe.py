@@ -7,9 +7,12 @@
 * Refunds carry the refund id as ``Idempotency-Key`` *and* as ``metadata.refund_id``. Stripe
   has no refund search, so :meth:`StripeProvider.find_refund` lists the PaymentIntent's refunds
   and filters on the metadata (localstripe ignores Idempotency-Key; real Stripe honours it).
-* Errors are classified as in ``research/stripe/NOTES.md`` §4: a 4xx other than 409 means the
-  request was rejected; ``ConnectionRefusedError`` anywhere in the cause chain means nothing was
-  sent; everything else (timeouts, resets after sending, 5xx, 409) is an unknown outcome.
+* Errors are classified as in ``research/stripe/NOTES.md`` §4: ``ConnectionRefusedError``
+  anywhere in the cause chain means nothing was sent, and a 429 (rate limited, or a lock
+  timeout) means Stripe turned the request away unprocessed: both are *refused* (nothing done,
+  retry later). A 4xx that Stripe marks ``Stripe-Should-Retry: true``, a 409, a 5xx, timeouts
+  and resets after sending are *unknown outcomes* (retried; the refund saga asks Stripe first).
+  Only the remaining 4xx are rejections.
 """
 
 from __future__ import annotations
@@ -175,10 +178,21 @@ def _classify(error: stripe.StripeError) -> ProviderError:
         if any(isinstance(c, ConnectionRefusedError) for c in _causes(error)):
             return ProviderRefused("stripe: connection refused (nothing was sent)")
         return ProviderUnknownOutcome(f"stripe: connection lost or timed out ({detail})")
-    if status is not None and 400 <= status < 500 and status != 409:
-        code = f"{error.code}: " if error.code else ""
+    code = f"{error.code}: " if error.code else ""
+    if status == 429:
+        return ProviderRefused(f"stripe: 429 {code}{detail} (not processed; retry later)")
+    if status is not None and 400 <= status < 500 and status != 409 and not _should_retry(error):
         return ProviderRejected(f"stripe: {status} {code}{detail}")
-    return ProviderUnknownOutcome(f"stripe: {status or 'no status'} {detail}")
+    return ProviderUnknownOutcome(f"stripe: {status or 'no status'} {code}{detail}")
+
+
+def _should_retry(error: stripe.StripeError) -> bool:
+    """Whether Stripe said ``Stripe-Should-Retry: true`` (header names are case-insensitive)."""
+    headers = error.headers or {}
+    return any(
+        name.lower() == "stripe-should-retry" and str(value).lower() == "true"
+        for name, value in headers.items()
+    )
 
 
 def _causes(error: BaseException) -> Iterator[BaseException]:
