@@ -225,10 +225,18 @@ def build_platform(settings: Settings, *, with_worker: bool) -> Platform:
     platform = Platform(settings, db, engine, registry, with_worker=with_worker)
 
     platform.billing = BillingService(
-        engine, payment_providers, default_provider=settings.billing.provider
+        engine,
+        payment_providers,
+        default_provider=settings.billing.provider,
+        reconcile_age=settings.billing.payment_reconcile_age,
+        reconcile_interval=settings.billing.payment_reconcile_interval,
     )
     for provider in payment_providers.values():
         platform.on_close(provider.close)
+    if with_worker:
+        # Payments left PENDING (a crash or a lost answer) are settled from the provider.
+        platform.on_start(platform.billing.start_reconciling)
+        platform.on_close(platform.billing.stop_reconciling)
     platform.devices = DeviceService(engine, settings.devices, device_runtime)
     platform.on_close(device_runtime.close)
     if with_worker:

@@ -18,6 +18,7 @@ treated as an unknown outcome by the saga.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from typing import Protocol
 
@@ -49,6 +50,9 @@ class ChargeState(StrEnum):
     """The money was captured."""
     FAILED = "failed"
     """The payment was declined; nothing was captured."""
+    PENDING = "pending"
+    """Found by :meth:`PaymentProvider.find_payment` but not final yet (Stripe
+    ``processing``, ``requires_action``); ask again later."""
 
 
 class RefundState(StrEnum):
@@ -102,6 +106,14 @@ class PaymentProvider(Protocol):
         payment_method: str | None,
     ) -> ProviderCharge:
         """Charge ``amount``; ``payment_id`` is the idempotency key (a repeat charges once)."""
+        ...
+
+    async def find_payment(self, *, payment_id: str, since: datetime) -> ProviderCharge | None:
+        """The charge made for ``payment_id`` (its idempotency key), or None if there is none.
+
+        ``since`` is when the payment was created: no charge for it is older, so a provider
+        may search only from there.
+        """
         ...
 
     async def create_refund(

@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Iterator
+from datetime import datetime, timedelta
 from typing import TypeVar
 
 import aiohttp
@@ -45,6 +46,16 @@ _REFUND_STATES = {
     "canceled": RefundState.FAILED,
 }
 """Stripe refund status → ours; an unknown status is treated as pending (poll again)."""
+
+_INTENT_STATES = {
+    "succeeded": ChargeState.SUCCEEDED,
+    "requires_payment_method": ChargeState.FAILED,  # the confirmation was declined
+    "canceled": ChargeState.FAILED,
+}
+"""PaymentIntent status → ours; every other status is not final yet (pending)."""
+
+_CLOCK_SKEW = timedelta(minutes=5)
+"""How much earlier than our record a PaymentIntent may be stamped by Stripe's clock."""
 
 
 class StripeProvider:
@@ -109,6 +120,26 @@ class StripeProvider:
         reason = f"stripe: payment intent is {intent.status}, not succeeded"
         return ProviderCharge(intent.id, ChargeState.FAILED, reason)
 
+    async def find_payment(self, *, payment_id: str, since: datetime) -> ProviderCharge | None:
+        """The PaymentIntent whose ``metadata.payment_id`` is ``payment_id``, if any.
+
+        Lists the intents created since ``since`` (less a margin for clock skew) rather than
+        using Stripe's search, whose index lags behind writes: "none found" must be true.
+        """
+        created = int((since - _CLOCK_SKEW).timestamp())
+        page = await _call(
+            self._client.v1.payment_intents.list_async(
+                params={"created": {"gte": created}, "limit": 100}
+            )
+        )
+        try:
+            async for intent in page.auto_paging_iter():
+                if _metadata(intent.metadata, "payment_id") == payment_id:
+                    return _charge(intent)
+        except stripe.StripeError as error:
+            raise _classify(error) from None
+        return None
+
     async def create_refund(
         self, *, charge_id: str, refund_id: str, amount: int, currency: str
     ) -> ProviderRefund:
@@ -165,9 +196,22 @@ def _refund(refund: stripe.Refund) -> ProviderRefund:
 
 
 def _refund_key(refund: stripe.Refund) -> str | None:
-    metadata = refund.metadata.to_dict() if refund.metadata is not None else {}
-    value = metadata.get("refund_id")
+    return _metadata(refund.metadata, "refund_id")
+
+
+def _metadata(metadata: stripe.StripeObject | None, key: str) -> str | None:
+    value = metadata.to_dict().get(key) if metadata is not None else None
     return value if isinstance(value, str) else None
+
+
+def _charge(intent: stripe.PaymentIntent) -> ProviderCharge:
+    state = _INTENT_STATES.get(intent.status, ChargeState.PENDING)
+    reason = None
+    if state is ChargeState.FAILED:
+        error = intent.last_payment_error
+        detail = (error.message if error is not None else None) or "no reason given"
+        reason = f"stripe: payment intent is {intent.status} ({detail})"
+    return ProviderCharge(intent.id, state, reason)
 
 
 def _classify(error: stripe.StripeError) -> ProviderError:
