@@ -243,6 +243,9 @@ def build_platform(settings: Settings, *, with_worker: bool) -> Platform:
         # "Cleaned on start": containers no live device owns go, stale creations are repaired.
         platform.on_start(platform.devices.sweep_on_start)
         platform.on_close(platform.devices.stop_sweeping)
+        # A device whose process or container died is restarted within seconds.
+        platform.on_start(platform.devices.start_watching)
+        platform.on_close(platform.devices.stop_watching)
     platform.apps = AppsService(db, engine, object_storage, upload_spool, settings.apps)
     platform.on_start(object_storage.start)
     platform.on_close(object_storage.close)
