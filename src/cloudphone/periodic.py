@@ -17,21 +17,28 @@ log = logging.getLogger("cloudphone.periodic")
 
 
 class Periodic:
-    """Runs ``work`` now and then every ``interval`` until stopped.
+    """Runs ``work`` now (or after one interval) and then every ``interval`` until stopped.
 
     Args:
         name: Names the task and the log line of a failed round.
         work: One round of work; its exceptions are logged, never end the loop.
         interval: Time between the end of one round and the start of the next; zero (or
             less) means no loop at all: :meth:`start` does nothing.
+        delay_first: Wait one interval before the first round (the caller just ran one).
     """
 
     def __init__(
-        self, name: str, work: Callable[[], Awaitable[object]], interval: timedelta
+        self,
+        name: str,
+        work: Callable[[], Awaitable[object]],
+        interval: timedelta,
+        *,
+        delay_first: bool = False,
     ) -> None:
         self.name = name
         self._work = work
         self.interval = interval
+        self.delay_first = delay_first
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -54,6 +61,8 @@ class Periodic:
 
     async def _loop(self) -> None:
         seconds = self.interval.total_seconds()
+        if self.delay_first:
+            await asyncio.sleep(seconds)
         while True:
             try:
                 await self._work()

@@ -26,10 +26,12 @@ from cloudphone.domain import Principal
 from cloudphone.saga import EventKind, SagaStatus
 from tests.support.billing_harness import Billing, build_billing
 from tests.support.billing_localstripe import API_KEY, LocalStripe
-from tests.support.billing_stripe_proxy import StripeFaultProxy
+from tests.support.billing_stripe_proxy import StripeFaultProxy, stripe_proxy
 from tests.support.billing_worker import BillingWorkers
 from tests.support.server import CloudphoneProcess, auth, child_env, start_serve
 from tests.support.waiting import eventually
+
+__all__ = ["stripe_proxy"]  # fixture used below
 
 pytestmark = [pytest.mark.chaos, pytest.mark.postgres]
 
@@ -114,15 +116,6 @@ async def refunds_at(billing: Billing, provider: str, charge: str) -> list[str]:
     assert isinstance(stripe, StripeProvider)
     page = await stripe._client.v1.refunds.list_async(params={"payment_intent": charge})
     return [r.id for r in page.data]
-
-
-@pytest.fixture
-def stripe_proxy(localstripe: LocalStripe) -> Iterator[StripeFaultProxy]:
-    """A fault proxy in front of localstripe (holds chosen calls), stopped after the test."""
-    proxy = StripeFaultProxy(localstripe.base)
-    proxy.start()
-    yield proxy
-    proxy.stop()
 
 
 def stripe_env(workdir: Path, proxy: StripeFaultProxy) -> dict[str, str]:

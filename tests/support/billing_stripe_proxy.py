@@ -11,7 +11,8 @@ scripts, request by request:
   A held request whose client went away is dropped: it is never forwarded afterwards.
 
 It runs on its own event loop in a thread (127.0.0.1, free port), so a test may block its own
-loop — waiting for a child process, say — while the proxy keeps serving. Test-only.
+loop — waiting for a child process, say — while the proxy keeps serving. Test-only. The
+``stripe_proxy`` fixture puts one in front of the module's ``localstripe`` fixture.
 """
 
 from __future__ import annotations
@@ -19,14 +20,15 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+import pytest
 from aiohttp import web
 
-from tests.support.billing_localstripe import free_port
+from tests.support.billing_localstripe import LocalStripe, free_port
 
 _HOP_BY_HOP = frozenset({"host", "content-length", "transfer-encoding", "connection"})
 
@@ -188,3 +190,12 @@ class StripeFaultProxy:
             payload = await upstream.read()
             kept = {k: v for k, v in upstream.headers.items() if k.lower() not in _HOP_BY_HOP}
             return upstream.status, kept, payload
+
+
+@pytest.fixture
+def stripe_proxy(localstripe: LocalStripe) -> Iterator[StripeFaultProxy]:
+    """A fault proxy in front of localstripe, stopped after the test."""
+    proxy = StripeFaultProxy(localstripe.base)
+    proxy.start()
+    yield proxy
+    proxy.stop()

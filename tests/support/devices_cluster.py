@@ -6,8 +6,9 @@ runtime (local child processes, or a private dockerd), and the test SIGKILLs pro
 
 from __future__ import annotations
 
+import asyncio
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 
 import httpx
 
+from cloudphone.devices.links import LineLink
 from tests.support.databases import create_postgres_database, drop_postgres_database
 from tests.support.server import (
     WORKER_READY,
@@ -89,6 +91,28 @@ class DeviceCluster:
             return body
 
         return await eventually(device, done, timeout=within, interval=0.1, what="device state")
+
+    async def comes_back(
+        self,
+        http: httpx.AsyncClient,
+        device: dict[str, Any],
+        probe: Callable[[], Any],
+        until: Callable[[Any], bool],
+        what: str,
+    ) -> dict[str, Any]:
+        """Wait (15 s at most) until ``until(probe())``: the device was restarted.
+
+        Then it must be RUNNING with no error and answer on its ADB port as itself; returns it.
+        ``probe`` is blocking (it asks the runtime from outside) and runs in a thread.
+        """
+        await eventually(
+            lambda: asyncio.to_thread(probe), until, timeout=15, what=f"{what}\n{self.logs()}"
+        )
+        back = await self.device_until(http, device["id"], lambda d: d["status"] == "RUNNING")
+        assert back["error"] is None
+        link = LineLink(back["adb_host"], back["adb_port"])
+        assert (await link.probe("back")).serial == device["id"]
+        return back
 
     def logs(self) -> str:
         """Every process's log tail (for failure messages)."""

@@ -6,8 +6,6 @@ start sagas in the request's transaction; stop and start act on the runtime dire
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import uuid
 from dataclasses import dataclass
@@ -90,7 +88,12 @@ class DeviceService:
         self.db = engine.db
         self.config = config
         self.runtime = runtime
-        self._sweeping: asyncio.Task[None] | None = None
+        self._sweeping = Periodic(
+            "devices-sweep",
+            self.sweep,
+            timedelta(seconds=config.sweep_interval_seconds),
+            delay_first=True,
+        )
         self._watch = DeviceWatch(
             self.db,
             runtime,
@@ -360,22 +363,8 @@ class DeviceService:
     async def sweep_on_start(self) -> None:
         """Platform start-up hook: sweep now, then every ``sweep_interval_seconds``."""
         await self.sweep()
-        interval = self.config.sweep_interval_seconds
-        if interval > 0 and self._sweeping is None:
-            self._sweeping = asyncio.create_task(self._sweep_every(interval))
+        self._sweeping.start()
 
     async def stop_sweeping(self) -> None:
         """Platform shut-down hook: stop the periodic sweep."""
-        task, self._sweeping = self._sweeping, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    async def _sweep_every(self, interval: float) -> None:
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await self.sweep()
-            except Exception:  # a failed sweep must not end the loop; the next one retries
-                log.exception("devices sweep failed")
+        await self._sweeping.stop()

@@ -10,7 +10,9 @@ import pytest
 from cloudphone.domain import Principal
 from tests.support.billing_harness import Billing, build_billing
 from tests.support.billing_localstripe import LocalStripe
-from tests.support.billing_stripe_proxy import StripeFaultProxy
+from tests.support.billing_stripe_proxy import stripe_proxy
+
+__all__ = ["stripe_proxy"]  # a fixture of the billing tests
 
 MakeBilling = Callable[..., Awaitable[Billing]]
 
@@ -53,12 +55,3 @@ def localstripe(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStrip
     server.start()
     yield server
     server.stop()
-
-
-@pytest.fixture
-def stripe_proxy(localstripe: LocalStripe) -> Iterator[StripeFaultProxy]:
-    """A fault-injecting proxy in front of localstripe (429s, held requests), stopped after."""
-    proxy = StripeFaultProxy(localstripe.base)
-    proxy.start()
-    yield proxy
-    proxy.stop()
