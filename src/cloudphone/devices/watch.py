@@ -65,7 +65,7 @@ class WatchReport:
 
 
 class DeviceWatch:
-    """Finds RUNNING devices whose container is gone and restarts them (see the module doc).
+    """Finds RUNNING devices whose container stopped and restarts them (see the module doc).
 
     Args:
         db: The database holding the devices.
