@@ -243,16 +243,27 @@ def build_platform(
         platform.on_close(telemetry.close)  # added first, so it runs last: flushes every span
 
     platform.billing = BillingService(
-        engine, payment_providers, default_provider=settings.billing.provider
+        engine,
+        payment_providers,
+        default_provider=settings.billing.provider,
+        reconcile_age=settings.billing.payment_reconcile_age,
+        reconcile_interval=settings.billing.payment_reconcile_interval,
     )
     for provider in payment_providers.values():
         platform.on_close(provider.close)
+    if with_worker:
+        # Payments left PENDING (a crash or a lost answer) are settled from the provider.
+        platform.on_start(platform.billing.start_reconciling)
+        platform.on_close(platform.billing.stop_reconciling)
     platform.devices = DeviceService(engine, settings.devices, device_runtime)
     platform.on_close(device_runtime.close)
     if with_worker:
         # "Cleaned on start": containers no live device owns go, stale creations are repaired.
         platform.on_start(platform.devices.sweep_on_start)
         platform.on_close(platform.devices.stop_sweeping)
+        # A device whose process or container died is restarted within seconds.
+        platform.on_start(platform.devices.start_watching)
+        platform.on_close(platform.devices.stop_watching)
     platform.apps = AppsService(db, engine, object_storage, upload_spool, settings.apps)
     platform.on_start(object_storage.start)
     platform.on_close(object_storage.close)

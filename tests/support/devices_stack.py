@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -202,3 +203,19 @@ def reap(pid: int) -> None:
 def proc_limits(pid: int) -> str:
     """``/proc/<pid>/limits`` of a process."""
     return Path(f"/proc/{pid}/limits").read_text()
+
+
+@contextlib.asynccontextmanager
+async def impostor(port: int = 0) -> AsyncIterator[int]:
+    """A foreign server on ``port`` (0: a free one) that answers the handshake as someone else."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        line = (await reader.readline()).decode().split()
+        nonce = line[1] if len(line) > 1 else "-"
+        writer.write(f"CNXN impostor {nonce} device::ro.product.model=evil;\n".encode())
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", port)
+    async with server:
+        yield server.sockets[0].getsockname()[1]

@@ -91,6 +91,10 @@ class PaymentOut(BaseModel):
     refundable_amount: int = Field(description="Paid minus refunded (refunds in flight aside).")
     held_by_refund: str | None = Field(description="The refund in progress (REFUNDING).")
     failure_reason: str | None
+    reconcile_note: str | None = Field(
+        description="When a payment left PENDING (a crash, a lost answer) was settled by asking "
+        "the provider: when it was asked, what it answered, what was concluded."
+    )
     created_at: datetime
     updated_at: datetime
 

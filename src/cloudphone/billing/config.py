@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, model_validator
 
 
 class SandboxConfig(BaseModel):
@@ -66,5 +67,23 @@ class BillingConfig(BaseModel):
     refund_retry_initial_seconds: float = Field(default=1.0, gt=0)
     """First retry delay of a refund step (doubling, full jitter, 4 attempts)."""
 
+    payment_reconcile_age: timedelta = Field(default=timedelta(minutes=10), gt=timedelta(0))
+    """How long a payment must have stayed PENDING, untouched, before worker processes ask its
+    provider about it and settle it (SUCCESS, or FAILED "no charge found"). Must exceed one
+    Stripe call's timeouts, so no answer is still on its way."""
+
+    payment_reconcile_interval: timedelta = Field(default=timedelta(minutes=1), ge=timedelta(0))
+    """How often worker processes run the payment reconcile; 0 turns it off."""
+
     sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
     """Fault knobs of the sandbox provider."""
+
+    @model_validator(mode="after")
+    def _check_reconcile_age(self) -> BillingConfig:
+        call = self.stripe_timeout_seconds + self.stripe_connect_timeout_seconds
+        if self.payment_reconcile_age.total_seconds() <= call:
+            raise ValueError(
+                f"payment_reconcile_age ({self.payment_reconcile_age}) must exceed the Stripe "
+                f"timeouts ({call:g} s): a payment's answer could still be on its way"
+            )
+        return self

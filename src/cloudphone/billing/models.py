@@ -56,9 +56,10 @@ class PaymentStatus(StrEnum):
 
     PENDING = "PENDING"
     """Inserted before the provider is called; stays here if the provider's answer was lost
-    (paying the order again retries this payment with the same idempotency key)."""
+    (paying the order again retries this payment with the same idempotency key) until the
+    periodic payment reconcile asks the provider and settles it (``reconcile_note`` says how)."""
     SUCCESS = "SUCCESS"
-    """The provider captured the money."""
+    """The provider captured the money (its answer, or the reconcile found the charge)."""
     REFUNDING = "REFUNDING"
     """SET_REFUNDING_STATUS: held by one refund (``held_by_refund``)."""
     PARTIALLY_REFUNDED = "PARTIALLY_REFUNDED"
@@ -66,7 +67,8 @@ class PaymentStatus(StrEnum):
     REFUNDED = "REFUNDED"
     """UPDATE_PAYMENT_STATUS: ``refunded_amount == amount``."""
     FAILED = "FAILED"
-    """The provider declined the payment; nothing was captured."""
+    """The provider declined the payment, or the reconcile found no charge for it; nothing
+    was captured (``failure_reason`` says which)."""
 
 
 REFUNDABLE = (PaymentStatus.SUCCESS, PaymentStatus.PARTIALLY_REFUNDED)
@@ -132,6 +134,8 @@ payments = Table(
     Column("held_by_refund", String(36)),
     Column("status_before_hold", String(24)),
     Column("failure_reason", String(1000)),
+    # What the periodic reconcile of a PENDING payment asked the provider and concluded.
+    Column("reconcile_note", String(1000)),
     Column("created_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
     CheckConstraint("amount > 0", name="amount"),
@@ -270,6 +274,8 @@ class Payment:
     failure_reason: str | None
     created_at: datetime
     updated_at: datetime
+    reconcile_note: str | None = None
+    """What the reconcile of this payment, left PENDING, found at the provider and did."""
 
     @property
     def refundable_amount(self) -> int:

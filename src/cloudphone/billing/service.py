@@ -19,6 +19,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -42,6 +43,7 @@ from cloudphone.billing.models import (
 )
 from cloudphone.billing.money import check_amount, normalize_currency
 from cloudphone.billing.payments import PaymentDesk
+from cloudphone.billing.pending import PendingPayments, ReconciledPayment
 from cloudphone.billing.providers.base import PaymentProvider
 from cloudphone.billing.reconcile import Reconciler
 from cloudphone.billing.refund import REFUND_SAGA
@@ -52,6 +54,7 @@ from cloudphone.domain import (
     NotFoundError,
     Principal,
 )
+from cloudphone.periodic import Periodic
 from cloudphone.saga import Database, SagaEngine
 
 T = TypeVar("T", Order, Payment, Refund)
@@ -86,6 +89,8 @@ class BillingService:
         providers: Payment providers by name; ``pay_order`` picks one by name.
         default_provider: Provider used when a payment request names none.
         refund_saga: Name of the registered refund saga (tests use their own).
+        reconcile_age: How long a payment stays PENDING before the reconcile asks about it.
+        reconcile_interval: Time between reconcile rounds (:meth:`start_reconciling`).
     """
 
     def __init__(
@@ -95,6 +100,8 @@ class BillingService:
         *,
         default_provider: str = "sandbox",
         refund_saga: str = REFUND_SAGA,
+        reconcile_age: timedelta = timedelta(minutes=10),
+        reconcile_interval: timedelta = timedelta(minutes=1),
     ) -> None:
         if default_provider not in providers:
             raise ValueError(
@@ -107,6 +114,10 @@ class BillingService:
         self.refund_saga = refund_saga
         self._payments = PaymentDesk(self.db, self.providers, default_provider)
         self._reconciler = Reconciler(engine, self.providers)
+        self._pending = PendingPayments(self.db, self.providers, age=reconcile_age)
+        self._reconciling = Periodic(
+            "billing-payment-reconcile", self.reconcile_payments, reconcile_interval
+        )
 
     # -- orders -------------------------------------------------------------------------
 
@@ -334,6 +345,24 @@ class BillingService:
     async def reconcile_refund(self, principal: Principal, refund_id: str) -> Refund:
         """Operator: settle a refund whose saga FAILED, from what the provider says now."""
         return await self._reconciler.reconcile(principal, refund_id)
+
+    # -- payment reconcile (worker processes) ---------------------------------------------
+
+    async def reconcile_payments(self, now: datetime | None = None) -> list[ReconciledPayment]:
+        """One round of the payment reconcile (see :mod:`cloudphone.billing.pending`).
+
+        Args:
+            now: The time the age is counted back from (default: the current time).
+        """
+        return await self._pending.reconcile(now)
+
+    async def start_reconciling(self) -> None:
+        """Platform start-up hook: reconcile now, then every ``reconcile_interval``."""
+        self._reconciling.start()
+
+    async def stop_reconciling(self) -> None:
+        """Platform shut-down hook: stop the periodic payment reconcile."""
+        await self._reconciling.stop()
 
 
 async def _check_refundable(conn: AsyncConnection, payment: Payment, amount: int) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
@@ -73,6 +74,10 @@ class DevicesConfig(BaseModel):
     sweep_interval_seconds: float = Field(default=300.0, ge=0)
     """How often worker processes run the sweeper (orphan containers, stale creations) after
     the sweep at start; 0 sweeps at start only."""
+
+    watch_interval: timedelta = Field(default=timedelta(seconds=3), ge=timedelta(0))
+    """How often worker processes check that every RUNNING device's process or container is
+    alive (one runtime listing per round) and restart the dead ones; 0 turns it off."""
 
     local_protocol: Literal["line", "adb"] = "line"
     """How the local runtime initialises its agents: their line protocol, or real ADB (the

@@ -9,7 +9,7 @@ is harmless.
 ==========================  =======================================================
 step                        does
 ==========================  =======================================================
-MARK_DELETING (tx, pivot)   RUNNING/STOPPED/ERROR/DELETING -> DELETING (this run)
+MARK_DELETING (tx, pivot)   RUNNING/RESTARTING/STOPPED/ERROR -> DELETING (this run)
 STOP_CONTAINER              stop it gracefully (nothing if it is gone)
 REMOVE_CONTAINER            force-remove it by name (nothing if it is gone)
 RELEASE_PORTS (tx)          free the device's ports
@@ -36,7 +36,13 @@ DEVICE_DELETE = "device_delete"
 """Saga type name."""
 
 DELETABLE = frozenset(
-    {DeviceStatus.RUNNING, DeviceStatus.STOPPED, DeviceStatus.ERROR, DeviceStatus.DELETING}
+    {
+        DeviceStatus.RUNNING,
+        DeviceStatus.RESTARTING,
+        DeviceStatus.STOPPED,
+        DeviceStatus.ERROR,
+        DeviceStatus.DELETING,
+    }
 )
 """Statuses MARK_DELETING accepts."""
 

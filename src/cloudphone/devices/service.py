@@ -6,19 +6,17 @@ start sagas in the request's transaction; stop and start act on the runtime dire
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from cloudphone.devices import quota
 from cloudphone.devices.config import DevicesConfig
 from cloudphone.devices.create import DEVICE_CREATE, container_name
-from cloudphone.devices.delete import DEVICE_DELETE
+from cloudphone.devices.delete import DELETABLE, DEVICE_DELETE
 from cloudphone.devices.models import DeviceStatus
 from cloudphone.devices.quota import Quota
 from cloudphone.devices.records import (
@@ -39,6 +37,7 @@ from cloudphone.devices.runtimes.base import (
 )
 from cloudphone.devices.spec import DeviceSpec, QuotaLimits, validate_name
 from cloudphone.devices.sweeper import Sweeper, SweepReport
+from cloudphone.devices.watch import DeviceWatch, WatchReport
 from cloudphone.domain import (
     ConflictError,
     ForbiddenError,
@@ -47,6 +46,7 @@ from cloudphone.domain import (
     Principal,
     UnavailableError,
 )
+from cloudphone.periodic import Periodic
 from cloudphone.saga import SagaEngine
 
 log = logging.getLogger("cloudphone.devices")
@@ -88,7 +88,19 @@ class DeviceService:
         self.db = engine.db
         self.config = config
         self.runtime = runtime
-        self._sweeping: asyncio.Task[None] | None = None
+        self._sweeping = Periodic(
+            "devices-sweep",
+            self.sweep,
+            timedelta(seconds=config.sweep_interval_seconds),
+            delay_first=True,
+        )
+        self._watch = DeviceWatch(
+            self.db,
+            runtime,
+            boot_timeout=timedelta(seconds=config.boot_timeout_seconds),
+            call_timeout=timedelta(seconds=config.runtime_call_timeout_seconds),
+        )
+        self._watching = Periodic("devices-watch", self.watch, config.watch_interval)
 
     # -- create ------------------------------------------------------------------------
 
@@ -239,7 +251,7 @@ class DeviceService:
             await update_device_txn(
                 conn,
                 device_id,
-                expect={DeviceStatus.RUNNING, DeviceStatus.STOPPED, DeviceStatus.ERROR},
+                expect=DELETABLE - {DeviceStatus.DELETING},
                 now=_now(),
                 status=DeviceStatus.DELETING,
                 delete_saga_id=saga_id,
@@ -288,8 +300,10 @@ class DeviceService:
 
     async def _move(self, device: Device, source: DeviceStatus, target: DeviceStatus) -> Device:
         async with self.db.begin() as conn:
+            # Running again clears the reason a failed restart left.
+            cleared = {"error": None} if target is DeviceStatus.RUNNING else {}
             moved = await update_device_txn(
-                conn, device.id, expect={source}, now=_now(), status=target
+                conn, device.id, expect={source}, now=_now(), status=target, **cleared
             )
             current = await get_device_txn(conn, device.id)
         assert current is not None
@@ -322,10 +336,29 @@ class DeviceService:
 
     # -- housekeeping ------------------------------------------------------------------
 
+    async def watch(self, now: datetime | None = None) -> WatchReport:
+        """One round of the device watch: restart RUNNING devices whose container is gone.
+
+        See :mod:`.watch`; worker processes run it every ``watch_interval``.
+        """
+        return await self._watch.check(now)
+
+    async def start_watching(self) -> None:
+        """Platform start-up hook: run the device watch every ``watch_interval``."""
+        self._watching.start()
+
+    async def stop_watching(self) -> None:
+        """Platform shut-down hook: stop the device watch."""
+        await self._watching.stop()
+
     async def sweep(self) -> SweepReport:
-        """Remove orphan containers and repair stale creations (see :mod:`.sweeper`)."""
-        sweeper = Sweeper(self.engine, self.runtime, boot_timeout=self.config.boot_timeout_seconds)
-        report = await sweeper.sweep()
+        """Restart dead devices, remove orphan containers, repair stale creations.
+
+        A round of the watch (:mod:`.watch`) first, then the sweeper (:mod:`.sweeper`).
+        """
+        watched = await self.watch()
+        report = SweepReport(restarted=watched.restarted, failed=watched.failed)
+        report = await Sweeper(self.engine, self.runtime).sweep(report)
         if report.removed or report.repaired or report.restarted or report.failed:
             log.warning(
                 "devices sweep fixed drift",
@@ -341,22 +374,8 @@ class DeviceService:
     async def sweep_on_start(self) -> None:
         """Platform start-up hook: sweep now, then every ``sweep_interval_seconds``."""
         await self.sweep()
-        interval = self.config.sweep_interval_seconds
-        if interval > 0 and self._sweeping is None:
-            self._sweeping = asyncio.create_task(self._sweep_every(interval))
+        self._sweeping.start()
 
     async def stop_sweeping(self) -> None:
         """Platform shut-down hook: stop the periodic sweep."""
-        task, self._sweeping = self._sweeping, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    async def _sweep_every(self, interval: float) -> None:
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await self.sweep()
-            except Exception:  # a failed sweep must not end the loop; the next one retries
-                log.exception("devices sweep failed")
+        await self._sweeping.stop()

@@ -111,6 +111,13 @@ class SandboxProvider:
                 raise
         return ProviderCharge(existing["id"], ChargeState.SUCCEEDED)
 
+    async def find_payment(self, *, payment_id: str, since: datetime) -> ProviderCharge | None:
+        """The charge made for ``payment_id``, if any (a declined payment leaves none)."""
+        await self._network()
+        async with self.db.read() as conn:
+            row = await _charge_by_key(conn, payment_id)
+        return None if row is None else ProviderCharge(row["id"], ChargeState.SUCCEEDED)
+
     async def create_refund(
         self, *, charge_id: str, refund_id: str, amount: int, currency: str
     ) -> ProviderRefund:

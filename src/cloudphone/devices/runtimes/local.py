@@ -176,13 +176,21 @@ class LocalRuntime:
         return record is not None or bool(pids)
 
     async def list(self) -> builtins.list[Container]:
-        """Every container with a record, plus stray agents of this runtime without one."""
+        """Every container with a record, plus stray agents of this runtime without one.
+
+        One ``/proc`` scan whatever the number of devices: each record's process is the live
+        agent carrying its token (the device watch lists every few seconds).
+        """
+        self._reap()
+        agents = {p.token: p for p in self.scan()}
         records = [r for r in map(self._read, self._names()) if r is not None]
         known = {r.token for r in records}
-        found = [self._container(r, self._live_pid(r)) for r in records]
+        found = [
+            self._container(r, agents[r.token].pid if r.token in agents else None) for r in records
+        ]
         strays = [
             Container(p.name, p.token, True, "orphan", {}, self.host, None, None)
-            for p in self.scan()
+            for p in agents.values()
             if p.token not in known
         ]
         return found + strays

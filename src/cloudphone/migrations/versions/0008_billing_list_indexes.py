@@ -4,7 +4,7 @@ They serve ``GET /orders``, ``/payments`` and ``/refunds`` (newest first, a user
 admins, everyone's). The composite index replaces the single-column ``user_id`` indexes.
 
 Revision ID: 0008
-Revises: 0005
+Revises: 0007
 Create Date: 2026-12-02
 """
 
@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from alembic import op
 
 revision: str = "0008"
-down_revision: str | Sequence[str] | None = "0005"
+down_revision: str | Sequence[str] | None = "0007"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
