@@ -127,7 +127,7 @@ def test_empty_output_leaves_data_unchanged(output: dict[str, Any] | None) -> No
     saga = make_saga()
     progress = decide.on_step_success(make_state(saga), saga, output, STARTED, NOW)
     assert progress.data is None
-    assert "output" not in progress.events[0].detail
+    assert progress.events[0].detail["output"] == {}
 
 
 def test_last_step_success_completes_and_releases() -> None:

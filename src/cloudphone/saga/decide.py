@@ -144,13 +144,12 @@ def on_step_success(
     """A forward step's attempt succeeded: merge its output and move to the next step."""
     step = saga.steps[state.step_index]
     done = _done_event(EventKind.STEP_SUCCEEDED, step, state, started_at, now)
-    if output:
-        # What the step added, and the values it replaced: the history can then show the data
-        # as it stood after every step (walking back from the current data), at no extra write.
-        done.detail["output"] = dict(output)
-        replaced = {key: state.data[key] for key in output if key in state.data}
-        if replaced:
-            done.detail["replaced"] = replaced
+    # What the step added, and the values it replaced: the history can then show the data as
+    # it stood after every step (walking back from the current data), at no extra write.
+    done.detail["output"] = dict(output) if output else {}
+    replaced = {key: state.data[key] for key in output or () if key in state.data}
+    if replaced:
+        done.detail["replaced"] = replaced
     events = [done]
     nxt = state.step_index + 1
     forward_after = saga.pivot_index is not None and nxt > saga.pivot_index

@@ -86,10 +86,10 @@ class SagaStats:
     minutes: list[MinuteActivity]
     durations: list[TypeDurations]
 
-    def count(self, status: SagaStatus, saga_type: str | None = None) -> int:
+    def count(self, status: SagaStatus | str, saga_type: str | None = None) -> int:
         """Runs in ``status`` (of ``saga_type``, or of every type)."""
         return sum(
             c.count
             for c in self.counts
-            if c.status is status and (saga_type is None or c.saga_type == saga_type)
+            if c.status == status and (saga_type is None or c.saga_type == saga_type)
         )
