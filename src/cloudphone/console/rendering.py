@@ -123,6 +123,7 @@ def render(request: Request, template: str, status_code: int = 200, **context: A
         "csrf": console.signer.csrf_token(session) if session is not None else "",
         "now": datetime.now(UTC),
         "is_htmx": request.headers.get("HX-Request") == "true",
+        "nav": "",
         **context,
     }
     html = env.get_template(template).render(values)

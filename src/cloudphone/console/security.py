@@ -153,10 +153,12 @@ async def security_headers(
 ) -> Response:
     """Add the security headers, ``Cache-Control`` for pages and ``Server-Timing``."""
     started = time.perf_counter()
+    # Decided before routing: the static mount rewrites the scope's root_path on the way in.
+    static = request.url.path.startswith(f"{request.scope.get('root_path', '')}/static/")
     response = await call_next(request)
     response.headers.update(SECURITY_HEADERS)
-    if not request.url.path.startswith(f"{request.scope.get('root_path', '')}/static/"):
-        response.headers["Cache-Control"] = "no-store"
+    # Pages hold data of the session: never cached. Assets revalidate (their ETag) instead.
+    response.headers["Cache-Control"] = "no-cache" if static else "no-store"
     elapsed = (time.perf_counter() - started) * 1000
     response.headers["Server-Timing"] = f"app;dur={elapsed:.1f}"
     return response
