@@ -117,4 +117,3 @@ def _activity(stats: SagaStats) -> dict[str, Any]:
 
 def _is_poll(request: Request) -> bool:
     return request.headers.get("HX-Request") == "true"
-

@@ -162,4 +162,3 @@ async def security_headers(
     elapsed = (time.perf_counter() - started) * 1000
     response.headers["Server-Timing"] = f"app;dur={elapsed:.1f}"
     return response
-
