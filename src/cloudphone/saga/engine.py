@@ -283,9 +283,9 @@ class SagaEngine:
         """Counts per type and status, activity per minute and durations per type.
 
         Args:
-            since: Count the runs created (and measure the runs finished) at or after this
-                time; None counts every run.
-            minutes: Minutes of per-minute activity, ending with the current one.
+            since: Count the runs created at or after this time; None counts every run.
+            minutes: Minutes of per-minute activity, ending with the current one; durations
+                are measured over the runs that finished in them.
             started_by: Only the runs this user started.
         """
         if not 1 <= minutes <= 24 * 60:

@@ -72,12 +72,11 @@ class SagaStats:
     """The aggregates an operator's overview shows.
 
     Attributes:
-        since: Counts and durations cover runs created (durations: finished) at or after
-            this time; None means every run.
+        since: Counts cover runs created at or after this time; None means every run.
         counts: Runs per type and status (only non-zero pairs).
         needs_attention: FAILED runs no operator has resolved (whatever their age).
         minutes: Activity of each minute of the recent window, oldest first, zeros included.
-        durations: Durations per type of the runs finished in the window, by type name.
+        durations: Durations per type of the runs that finished in the per-minute window.
     """
 
     since: datetime | None
