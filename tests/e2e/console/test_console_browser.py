@@ -23,6 +23,14 @@ ADMIN = bearer("root", Role.ADMIN)
 STATUSES = ("PENDING", "RUNNING", "COMPENSATING", "COMPLETED", "COMPENSATED", "TIMED_OUT", "FAILED")
 
 
+def open_failed_saga(page: Page, api: httpx.Client, headers: dict[str, str]) -> str:
+    """Start a demo run that fails after its pivot, wait until FAILED, open it as an admin."""
+    saga_id = start_demo(api, headers, fail_step="NOTIFY")
+    wait_status(api, headers, saga_id, {"FAILED"})
+    sign_in(page, token("root", Role.ADMIN), f"/ui/sagas/{saga_id}")
+    return saga_id
+
+
 def test_serve_prints_the_console_url(server: CloudphoneProcess) -> None:
     """``cloudphone serve`` says where the console is."""
     assert f"console: {server.base_url}/ui" in server.log(tail=1_000_000)
@@ -135,9 +143,7 @@ def test_cancel_a_running_saga(page: Page, api: httpx.Client) -> None:
 def test_resolve_with_a_note_by_keyboard_only(page: Page, api: httpx.Client) -> None:
     """Tab to Resolve, Enter opens the confirmation, type the note, Tab, Enter: it is recorded."""
     alice = bearer("alice")
-    saga_id = start_demo(api, alice, fail_step="NOTIFY")
-    wait_status(api, alice, saga_id, {"FAILED"})
-    sign_in(page, token("root", Role.ADMIN), f"/ui/sagas/{saga_id}")
+    saga_id = open_failed_saga(page, api, alice)
     for _ in range(60):
         if page.evaluate("document.activeElement.dataset.action") == "resolve":
             break
@@ -163,9 +169,7 @@ def test_resolve_with_a_note_by_keyboard_only(page: Page, api: httpx.Client) -> 
 def test_escape_closes_a_confirmation_without_acting(page: Page, api: httpx.Client) -> None:
     """Escape dismisses the dialog; nothing is done."""
     alice = bearer("alice")
-    saga_id = start_demo(api, alice, fail_step="NOTIFY")
-    wait_status(api, alice, saga_id, {"FAILED"})
-    sign_in(page, token("root", Role.ADMIN), f"/ui/sagas/{saga_id}")
+    saga_id = open_failed_saga(page, api, alice)
     page.locator('[data-action="retry"]').focus()
     page.keyboard.press("Enter")
     dialog = page.locator('[data-confirm-dialog="retry"]')
@@ -178,9 +182,7 @@ def test_escape_closes_a_confirmation_without_acting(page: Page, api: httpx.Clie
 def test_a_refused_action_shows_the_reason_in_place(page: Page, api: httpx.Client) -> None:
     """An action someone else made moot is refused with the engine's reason, on the page."""
     alice = bearer("alice")
-    saga_id = start_demo(api, alice, fail_step="NOTIFY")
-    wait_status(api, alice, saga_id, {"FAILED"})
-    sign_in(page, token("root", Role.ADMIN), f"/ui/sagas/{saga_id}")
+    saga_id = open_failed_saga(page, api, alice)
     page.locator('[data-action="resolve"]').click()
     resolved = api.post(f"/sagas/{saga_id}/resolve", json={"note": "by API"}, headers=ADMIN)
     assert resolved.status_code == 200
