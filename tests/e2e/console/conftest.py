@@ -9,7 +9,6 @@ context; the browser itself runs on a temporary profile. Screenshots of every pa
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,10 +32,6 @@ CHROMIUM_ARGS = [
 SCREENSHOTS = Path(os.environ.get("CLOUDPHONE_SCREENSHOTS", REPO_ROOT / "var" / "screenshots"))
 WAIT_MS = 20_000
 
-pytestmark = pytest.mark.skipif(
-    shutil.which(CHROMIUM) is None, reason=f"no Chromium at {CHROMIUM} (.ci/run installs it)"
-)
-
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """Say where the screenshots are."""
@@ -55,6 +50,7 @@ def playwright() -> Iterator[Playwright]:
 def chromium(playwright: Playwright) -> Iterator[Browser]:
     """Headless Debian Chromium on a fresh temporary profile."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    assert Path(CHROMIUM).exists(), f"no Chromium at {CHROMIUM}: .ci/run installs Debian's"
     browser = playwright.chromium.launch(
         executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
     )

@@ -262,9 +262,12 @@ def test_devices_and_quotas_pages(page: Page, api: httpx.Client, context: Browse
     shot(page, "quotas")
 
 
-def test_signing_out_ends_the_session(page: Page) -> None:
-    """Sign out, and the console asks to sign in again."""
-    sign_in(page, token("root", Role.ADMIN), "/ui/")
+def test_signing_out_ends_the_session(page: Page, server: CloudphoneProcess) -> None:
+    """Sign out, and the console asks to sign in again; the token never reached the log."""
+    secret = token("root", Role.ADMIN)
+    sign_in(page, secret, "/ui/")
+    assert secret not in page.url
+    assert secret not in server.log(tail=10_000_000)
     page.locator("[data-sign-out]").click()
     expect(page).to_have_url(re.compile(r"/ui/login$"))
     page.goto("/ui/")
