@@ -19,6 +19,7 @@ from cloudphone.api.docs import install_docs
 from cloudphone.api.errors import install_error_handlers
 from cloudphone.api.nul_guard import NulGuardMiddleware
 from cloudphone.api.observability import HttpMetrics, MetricsMiddleware
+from cloudphone.console import create_console
 from cloudphone.platform import Platform, build_platform, build_telemetry
 from cloudphone.settings import Settings
 
@@ -32,6 +33,9 @@ ROUTERS: tuple[APIRouter, ...] = (
     # `cloudphone.api.billing` above with the others).
 )
 """Every route group of the API (the demo's is added when ``settings.demo`` is on)."""
+
+CONSOLE_PATH = "/ui"
+"""Where the operator console is mounted."""
 
 DESCRIPTION = """\
 The backend core of a cloud-phone platform: payment refunds, APK uploads and device
@@ -93,6 +97,11 @@ def create_app(source: Settings | Platform, *, with_worker: bool = True) -> Fast
         app.include_router(router)
     if settings.demo:
         app.include_router(demo.router)
+    # The operator console (same process, same tokens); its pages stay out of the OpenAPI.
+    app.mount(
+        CONSOLE_PATH,
+        create_console(lambda: getattr(app.state, "platform", None), app.state.tokens.verify_until),
+    )
     if telemetry is not None:
         telemetry.instrument(app)
     return app

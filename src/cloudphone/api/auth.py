@@ -92,17 +92,30 @@ class TokenVerifier:
 
     def verify(self, token: str) -> Principal:
         """Like :func:`verify_token`, from the cache when this token was verified before."""
+        return self._lookup(token)[0]
+
+    def verify_until(self, token: str) -> tuple[Principal, datetime]:
+        """The principal and when the token expires (the console's session ends then too).
+
+        Raises:
+            TokenExpiredError: The token has expired.
+            InvalidTokenError: Bad signature, wrong issuer, malformed, or missing claims.
+        """
+        principal, expires = self._lookup(token)
+        return principal, datetime.fromtimestamp(expires, UTC)
+
+    def _lookup(self, token: str) -> tuple[Principal, float]:
         hit = self._cache.get(token)
         if hit is not None:
             if time.time() < hit[1]:
                 self._cache.move_to_end(token)
-                return hit[0]
+                return hit
             del self._cache[token]
-        principal, expires = _decode(self._secret, token, self._issuer)
-        self._cache[token] = (principal, expires)
+        found = _decode(self._secret, token, self._issuer)
+        self._cache[token] = found
         if len(self._cache) > self._size:
             self._cache.popitem(last=False)
-        return principal
+        return found
 
 
 def _decode(secret: str, token: str, issuer: str) -> tuple[Principal, float]:

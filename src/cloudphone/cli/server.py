@@ -13,7 +13,7 @@ import typer
 import uvicorn
 from sqlalchemy.engine import make_url
 
-from cloudphone.api.app import create_app
+from cloudphone.api.app import CONSOLE_PATH, create_app
 from cloudphone.cli._shared import load, run
 from cloudphone.platform import build_platform
 from cloudphone.settings import Settings
@@ -46,14 +46,17 @@ def serve(
         timeout_graceful_shutdown=max(int(settings.shutdown_grace.total_seconds()), 1),
         server_header=False,
     )
+    url = f"http://{settings.host}:{settings.port}"
     log.info(
         "serving",
         extra={
-            "url": f"http://{settings.host}:{settings.port}",
+            "url": url,
+            "console": f"{url}{CONSOLE_PATH}",
             "database": _safe_url(settings),
             "worker": worker,
         },
     )
+    typer.echo(f"console: {url}{CONSOLE_PATH}")
     server = _Server(config)
     server.run()
     if not server.started:

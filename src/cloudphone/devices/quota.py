@@ -122,6 +122,12 @@ async def get_quota_txn(
     return _quota_from_row(row)
 
 
+async def list_quotas_txn(conn: AsyncConnection, *, limit: int, offset: int) -> list[Quota]:
+    """Every stored quota (users who ever reserved or were given limits), by user id."""
+    stmt = select(device_quotas).order_by(device_quotas.c.user_id).limit(limit).offset(offset)
+    return [_quota_from_row(row) for row in await conn.execute(stmt)]
+
+
 async def ensure_quota_txn(
     conn: AsyncConnection, user_id: str, defaults: QuotaDefaults, now: datetime
 ) -> None:

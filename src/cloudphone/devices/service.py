@@ -205,10 +205,14 @@ class DeviceService:
         *,
         owner_id: str | None = None,
         include_deleted: bool = False,
+        status: DeviceStatus | None = None,
         limit: int = 100,
         offset: int = 0,
     ) -> list[Device]:
-        """The caller's devices (admins: anyone's, or everyone's when ``owner_id`` is None)."""
+        """The caller's devices (admins: anyone's, or everyone's when ``owner_id`` is None).
+
+        ``status`` lists only the devices in that status (e.g. ERROR, for an operator).
+        """
         if not 1 <= limit <= 1000:
             raise InvalidInputError("limit must be between 1 and 1000")
         if not principal.is_admin:
@@ -216,6 +220,8 @@ class DeviceService:
                 raise ForbiddenError("you can only list your own devices")
             owner_id = principal.user_id
         statuses = set(DeviceStatus) if include_deleted else LIVE
+        if status is not None:
+            statuses = {status}
         async with self.db.read() as conn:
             return await list_devices_txn(
                 conn, owner_id=owner_id, statuses=statuses, limit=limit, offset=max(offset, 0)
@@ -322,6 +328,17 @@ class DeviceService:
             raise ForbiddenError("you can only see your own quota")
         async with self.db.read() as conn:
             return await quota.get_quota_txn(conn, target, self.config.default_quota)
+
+    async def list_quotas(
+        self, principal: Principal, *, limit: int = 100, offset: int = 0
+    ) -> list[Quota]:
+        """Every user's stored quota and usage, by user id (admins only)."""
+        if not principal.is_admin:
+            raise ForbiddenError("only admins can list every quota")
+        if not 1 <= limit <= 1000:
+            raise InvalidInputError("limit must be between 1 and 1000")
+        async with self.db.read() as conn:
+            return await quota.list_quotas_txn(conn, limit=limit, offset=max(offset, 0))
 
     async def set_quota(self, principal: Principal, user_id: str, limits: QuotaLimits) -> Quota:
         """Set a user's limits (admins only); usage and reservations are kept."""

@@ -8,7 +8,7 @@ import json
 import os
 import socket
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Collection, Iterable
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from typing import Any
@@ -32,10 +32,12 @@ from cloudphone.saga.progress import OperatorChange, Progress, RunState
 from cloudphone.saga.records import SagaEvent, SagaRun, StartedRun
 from cloudphone.saga.runner import _json_problem
 from cloudphone.saga.state import SagaStatus
+from cloudphone.saga.stats import SagaStats
 from cloudphone.saga.store.database import Database
 from cloudphone.saga.store.listen import Listener
 from cloudphone.saga.store.pg import NOTIFY_CHANNEL
 from cloudphone.saga.store.sql import NewRun, SqlStore
+from cloudphone.saga.store.stats import read_stats_txn
 from cloudphone.saga.store.tables import metadata
 from cloudphone.saga.tracing import NO_TRACER, SagaTracer
 from cloudphone.saga.worker import Worker
@@ -304,12 +306,15 @@ class SagaEngine:
         created_after: datetime | None = None,
         created_before: datetime | None = None,
         needs_attention: bool = False,
+        ids: Collection[str] | None = None,
         limit: int = 50,
         offset: int = 0,
     ) -> list[SagaRun]:
-        """Runs matching the filters, newest first."""
+        """Runs matching the filters, newest first (``ids``: only these runs, at most 1000)."""
         if not 1 <= limit <= 1000:
             raise ValueError("limit must be between 1 and 1000")
+        if ids is not None and len(ids) > 1000:
+            raise ValueError("at most 1000 ids")
         return await self.store.list_runs(
             status=status,
             saga_type=saga_type,
@@ -317,9 +322,32 @@ class SagaEngine:
             created_after=created_after,
             created_before=created_before,
             needs_attention=needs_attention,
+            ids=ids,
             limit=limit,
             offset=max(offset, 0),
         )
+
+    async def stats(
+        self,
+        *,
+        since: datetime | None = None,
+        minutes: int = 60,
+        started_by: str | None = None,
+    ) -> SagaStats:
+        """Counts per type and status, activity per minute and durations per type.
+
+        Args:
+            since: Count the runs created at or after this time; None counts every run.
+            minutes: Minutes of per-minute activity, ending with the current one; durations
+                are measured over the runs that finished in them.
+            started_by: Only the runs this user started.
+        """
+        if not 1 <= minutes <= 24 * 60:
+            raise ValueError("minutes must be between 1 and 1440")
+        async with self.db.read() as conn:
+            return await read_stats_txn(
+                conn, since=since, minutes=minutes, now=self.clock.now(), started_by=started_by
+            )
 
     async def wait(
         self,

@@ -16,7 +16,8 @@ class EventKind(StrEnum):
     SAGA_STARTED = "saga_started"
     """``start()`` inserted the run; detail holds the idempotency key if any."""
     STEP_SUCCEEDED = "step_succeeded"
-    """An attempt of a step finished; detail: started_at, duration_ms."""
+    """An attempt of a step finished; detail: started_at, duration_ms, worker, the step's
+    ``output`` (``{}`` when it returned nothing) and the earlier values it ``replaced``."""
     STEP_FAILED = "step_failed"
     """An attempt of a step raised or timed out; detail: error type and message."""
     STEP_POSTPONED = "step_postponed"
