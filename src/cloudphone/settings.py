@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import secrets
 from datetime import timedelta
 from pathlib import Path
@@ -21,6 +20,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from cloudphone.apps.config import AppsConfig
 from cloudphone.billing.config import BillingConfig
+from cloudphone.config import Duration
 from cloudphone.devices.config import DevicesConfig
 
 ENV_PREFIX = "CLOUDPHONE_"
@@ -68,7 +68,7 @@ class Settings(BaseSettings):
     jwt_issuer: str = "cloudphone"
     """``iss`` claim written into and required from tokens."""
 
-    token_ttl: timedelta = Field(default=timedelta(hours=12), gt=timedelta(0))
+    token_ttl: Duration = Field(default=timedelta(hours=12), gt=timedelta(0))
     """Default lifetime of tokens made by ``cloudphone token create``."""
 
     host: str = "127.0.0.1"
@@ -90,14 +90,14 @@ class Settings(BaseSettings):
     worker_concurrency: int = Field(default=64, ge=1, le=10_000)
     """Runs one worker drives at once."""
 
-    worker_lease: timedelta = Field(default=timedelta(seconds=30), ge=timedelta(milliseconds=300))
+    worker_lease: Duration = Field(default=timedelta(seconds=30), ge=timedelta(milliseconds=300))
     """How long a claim holds a run without renewal; a crashed worker's runs are taken over
     after it expires."""
 
-    worker_poll_interval: timedelta = Field(default=timedelta(seconds=1), gt=timedelta(0))
+    worker_poll_interval: Duration = Field(default=timedelta(seconds=1), gt=timedelta(0))
     """Longest an idle worker waits before looking for due runs again."""
 
-    shutdown_grace: timedelta = Field(default=timedelta(seconds=30), ge=timedelta(0))
+    shutdown_grace: Duration = Field(default=timedelta(seconds=30), ge=timedelta(0))
     """On SIGTERM, how long running steps may take to finish before they are interrupted."""
 
     log_level: LogLevel = "info"
@@ -120,13 +120,6 @@ class Settings(BaseSettings):
     def _lowercase(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
 
-    @field_validator(
-        "token_ttl", "worker_lease", "worker_poll_interval", "shutdown_grace", mode="before"
-    )
-    @classmethod
-    def _duration(cls, value: object) -> object:
-        return parse_duration(value) if isinstance(value, str) else value
-
     @field_validator("database_url")
     @classmethod
     def _supported_database(cls, value: str) -> str:
@@ -147,22 +140,6 @@ class Settings(BaseSettings):
     def is_sqlite(self) -> bool:
         """True when the database is a SQLite file (the embedded default)."""
         return self.database_url.startswith("sqlite")
-
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h|d)?\s*$")
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
-
-
-def parse_duration(text: str) -> timedelta | str:
-    """``"30"``/``"30s"``, ``"500ms"``, ``"5m"``, ``"12h"``, ``"7d"`` as a timedelta.
-
-    Anything else is returned unchanged for pydantic to parse (ISO 8601 ``PT30S``,
-    ``HH:MM:SS``) or reject.
-    """
-    match = _DURATION.match(text)
-    if match is None:
-        return text
-    return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
 
 
 def env_name(location: tuple[int | str, ...]) -> str:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import json
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Annotated, TypeVar
 
 import typer
@@ -14,9 +15,10 @@ from rich.text import Text
 
 from cloudphone.api.schemas import SagaDetail, SagaSummary
 from cloudphone.cli._shared import EXIT_USAGE, fail, load, out, print_json, run
+from cloudphone.config import parse_duration
 from cloudphone.platform import build_platform
 from cloudphone.saga import SagaEngine, SagaRun, SagaStatus
-from cloudphone.settings import Settings, parse_duration
+from cloudphone.settings import Settings
 
 T = TypeVar("T")
 
@@ -54,9 +56,8 @@ def parse_when(text: str | None) -> datetime | None:
     """``2h`` (that long ago), or an ISO date-time (UTC when it has no offset)."""
     if text is None:
         return None
-    ago = parse_duration(text)
-    if isinstance(ago, timedelta):
-        return datetime.now(UTC) - ago
+    with contextlib.suppress(ValueError):
+        return datetime.now(UTC) - parse_duration(text)
     try:
         when = datetime.fromisoformat(text)
     except ValueError:

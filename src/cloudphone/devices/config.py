@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, Field, model_validator
+
+from cloudphone.config import Duration, Renamed, Section
 
 
 class QuotaDefaults(BaseModel):
@@ -36,8 +39,16 @@ class QuotaDefaults(BaseModel):
     """Largest storage a single device may ask for."""
 
 
-class DevicesConfig(BaseModel):
+class DevicesConfig(Section):
     """Device runtime, port ranges, quotas and timings (env ``CLOUDPHONE_DEVICES__*``)."""
+
+    env_prefix: ClassVar[str] = "CLOUDPHONE_DEVICES__"
+    renamed: ClassVar[dict[str, Renamed]] = {
+        "boot_timeout_seconds": Renamed("boot_timeout"),
+        "runtime_call_timeout_seconds": Renamed("runtime_call_timeout"),
+        "retry_initial_seconds": Renamed("retry_initial_interval"),
+        "sweep_interval_seconds": Renamed("sweep_interval"),
+    }
 
     runtime: Literal["local", "docker"] = "local"
     """``local`` (a child process per device, the embedded default) or ``docker``."""
@@ -58,19 +69,19 @@ class DevicesConfig(BaseModel):
     android_versions: list[str] = Field(default_factory=lambda: ["11", "12", "13", "14"])
     """Android versions a device may ask for."""
 
-    boot_timeout_seconds: float = Field(default=60.0, gt=0)
+    boot_timeout: Duration = Field(default=timedelta(seconds=60), gt=timedelta(0))
     """How long INITIALIZE_DEVICE waits for the device to answer its handshake."""
 
-    runtime_call_timeout_seconds: float = Field(default=60.0, gt=0)
+    runtime_call_timeout: Duration = Field(default=timedelta(seconds=60), gt=timedelta(0))
     """Per-attempt timeout of runtime calls (create, stop, remove)."""
 
-    retry_initial_seconds: float = Field(default=1.0, gt=0)
+    retry_initial_interval: Duration = Field(default=timedelta(seconds=1), gt=timedelta(0))
     """First retry delay of a device saga step (doubling, full jitter)."""
 
     retry_max_attempts: int = Field(default=4, ge=1)
     """Attempts of a step before the creation is compensated."""
 
-    sweep_interval_seconds: float = Field(default=300.0, ge=0)
+    sweep_interval: Duration = Field(default=timedelta(minutes=5), ge=timedelta(0))
     """How often worker processes run the sweeper (orphan containers, stale creations) after
     the sweep at start; 0 sweeps at start only."""
 

@@ -267,7 +267,7 @@ class DeviceService:
         try:
             container = await self.runtime.start(name)
             await self.runtime.initialize(
-                container, device.id, device.spec, timeout=self.config.boot_timeout_seconds
+                container, device.id, device.spec, timeout=self.config.boot_timeout.total_seconds()
             )
         except ContainerNotFoundError as error:
             raise ConflictError(f"device {device_id} has no container: {error}") from error
@@ -313,7 +313,8 @@ class DeviceService:
 
     async def sweep(self) -> SweepReport:
         """Remove orphan containers and repair stale creations (see :mod:`.sweeper`)."""
-        sweeper = Sweeper(self.engine, self.runtime, boot_timeout=self.config.boot_timeout_seconds)
+        boot_timeout = self.config.boot_timeout.total_seconds()
+        sweeper = Sweeper(self.engine, self.runtime, boot_timeout=boot_timeout)
         report = await sweeper.sweep()
         if report.removed or report.repaired or report.restarted or report.failed:
             log.warning(
@@ -328,9 +329,9 @@ class DeviceService:
         return report
 
     async def sweep_on_start(self) -> None:
-        """Platform start-up hook: sweep now, then every ``sweep_interval_seconds``."""
+        """Platform start-up hook: sweep now, then every ``sweep_interval``."""
         await self.sweep()
-        interval = self.config.sweep_interval_seconds
+        interval = self.config.sweep_interval.total_seconds()
         if interval > 0 and self._sweeping is None:
             self._sweeping = asyncio.create_task(self._sweep_every(interval))
 

@@ -132,8 +132,8 @@ class S3Storage:
             create_bucket=config.s3_create_bucket,
             part_size=config.part_size,
             part_concurrency=config.part_concurrency,
-            connect_timeout=config.s3_connect_timeout,
-            read_timeout=config.s3_read_timeout,
+            connect_timeout=config.s3_connect_timeout.total_seconds(),
+            read_timeout=config.s3_read_timeout.total_seconds(),
             max_attempts=config.s3_max_attempts,
             on_part=on_part,
         )
