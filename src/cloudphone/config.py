@@ -14,7 +14,14 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Annotated, Any, ClassVar
 
-from pydantic import BaseModel, BeforeValidator, TypeAdapter, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
 
 _HUMAN = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h|d)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
@@ -88,13 +95,16 @@ def milliseconds(value: Any) -> timedelta:
 
 
 class Section(BaseModel):
-    """Base of a settings section whose old field names still work after a rename.
+    """Base of a settings section: attribute docstrings describe fields, old names still work.
 
-    A section lists ``renamed = {"old_name": Renamed("new_name")}`` and its variable prefix
+    Each field's docstring is its description (``cloudphone config show`` prints it). A
+    section lists ``renamed = {"old_name": Renamed("new_name")}`` and its variable prefix
     (``env_prefix = "CLOUDPHONE_DEVICES__"``) for the warning. A value given under an old name
     moves to the new one (the new name wins when both are given) with a ``FutureWarning``
     naming both variables.
     """
+
+    model_config = ConfigDict(use_attribute_docstrings=True)
 
     renamed: ClassVar[Mapping[str, Renamed]] = {}
     env_prefix: ClassVar[str] = "CLOUDPHONE_"

@@ -6,14 +6,14 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import Field, SecretStr
 
-from cloudphone.config import Duration
+from cloudphone.config import Duration, Section
 
 MiB = 1024 * 1024
 
 
-class AppsConfig(BaseModel):
+class AppsConfig(Section):
     """Object storage choice and upload limits (env ``CLOUDPHONE_APPS__*``)."""
 
     storage: Literal["filesystem", "s3"] = "filesystem"

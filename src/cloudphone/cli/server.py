@@ -6,17 +6,14 @@ import asyncio
 import logging
 import os
 import signal
-from types import FrameType
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-import uvicorn
-from sqlalchemy.engine import make_url
 
-from cloudphone.api.app import create_app
 from cloudphone.cli._shared import load, run
-from cloudphone.platform import build_platform
-from cloudphone.settings import Settings
+
+if TYPE_CHECKING:
+    from cloudphone.settings import Settings
 
 log = logging.getLogger("cloudphone.cli")
 
@@ -34,6 +31,11 @@ def serve(
     stops accepting requests and claims, lets running steps finish within the shutdown grace
     and hands unfinished runs back.
     """
+    import uvicorn
+
+    from cloudphone.api.app import create_app
+    from cloudphone.cli.uvicorn_server import GracefulServer
+
     settings = load(host=host, port=port)
     app = create_app(settings, with_worker=worker)
     config = uvicorn.Config(
@@ -54,22 +56,10 @@ def serve(
             "worker": worker,
         },
     )
-    server = _Server(config)
+    server = GracefulServer(config)
     server.run()
     if not server.started:
         raise typer.Exit(3)  # start-up failed (uvicorn logged why)
-
-
-class _Server(uvicorn.Server):
-    """uvicorn's server, exiting 0 after a graceful shutdown on SIGTERM/SIGINT.
-
-    uvicorn re-raises the signal once it has shut down, so the process would end "killed by
-    SIGTERM"; like ``cloudphone worker``, a clean stop here exits 0.
-    """
-
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        super().handle_exit(sig, frame)
-        self._captured_signals.clear()
 
 
 def worker(
@@ -92,6 +82,8 @@ def worker(
 
 async def run_worker(settings: Settings) -> None:
     """Run a worker until SIGTERM/SIGINT, then stop gracefully."""
+    from cloudphone.platform import build_platform
+
     platform = build_platform(settings, with_worker=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -124,4 +116,6 @@ async def run_worker(settings: Settings) -> None:
 
 
 def _safe_url(settings: Settings) -> str:
+    from sqlalchemy.engine import make_url
+
     return make_url(settings.database_url).render_as_string(hide_password=True)

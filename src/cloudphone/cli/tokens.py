@@ -6,9 +6,7 @@ from typing import Annotated
 
 import typer
 
-from cloudphone.api.auth import issue_token
 from cloudphone.cli._shared import EXIT_USAGE, fail, load
-from cloudphone.config import parse_duration
 from cloudphone.domain import Role
 
 app = typer.Typer(help="Bearer tokens for the API.", no_args_is_help=True)
@@ -27,6 +25,9 @@ def create(
 
     Use it as `Authorization: Bearer <token>`.
     """
+    from cloudphone.api.auth import issue_token
+    from cloudphone.config import parse_duration
+
     settings = load()
     lifetime = settings.token_ttl
     if ttl is not None:

@@ -6,12 +6,12 @@ from datetime import timedelta
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import Field, model_validator
 
 from cloudphone.config import Duration, Renamed, Section
 
 
-class QuotaDefaults(BaseModel):
+class QuotaDefaults(Section):
     """Limits of a user who has no quota row yet (env ``CLOUDPHONE_DEVICES__DEFAULT_QUOTA__*``).
 
     An admin overrides them per user with ``PUT /admin/quotas/{user_id}``.
@@ -56,9 +56,17 @@ class DevicesConfig(Section):
     # Defaults stay below Linux's ephemeral range (32768-60999) so outgoing connections of
     # other programs never hold a device port.
     adb_port_min: int = Field(default=20000, ge=1024, le=65535)
+    """Lowest host port given to a device's ADB endpoint."""
+
     adb_port_max: int = Field(default=24999, ge=1024, le=65535)
+    """Highest host port given to a device's ADB endpoint (the range caps how many devices
+    one host runs)."""
+
     stream_port_min: int = Field(default=25000, ge=1024, le=65535)
+    """Lowest host port given to a device's screen stream (must not overlap the ADB range)."""
+
     stream_port_max: int = Field(default=29999, ge=1024, le=65535)
+    """Highest host port given to a device's screen stream."""
 
     adb_host: str = "127.0.0.1"
     """Address devices listen on and clients connect to (ADB and screen stream)."""
