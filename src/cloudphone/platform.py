@@ -12,10 +12,12 @@ service and store it as a typed attribute on :class:`Platform`.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime
+from pathlib import Path
 from types import TracebackType
 
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
@@ -31,6 +33,7 @@ from cloudphone.billing.providers.sandbox import SandboxProvider
 from cloudphone.billing.refund import RefundTiming, build_refund_saga
 from cloudphone.billing.service import BillingService
 from cloudphone.demo import build_demo_saga
+from cloudphone.deployment import Deployment, claim_directory, load_deployment
 from cloudphone.devices.create import build_create_saga
 from cloudphone.devices.delete import build_delete_saga
 from cloudphone.devices.runtimes.base import DeviceRuntime
@@ -44,6 +47,8 @@ log = logging.getLogger("cloudphone.platform")
 
 Hook = Callable[[], Awaitable[None]]
 """An async start-up or shut-down action of an adapter or service."""
+Claim = Callable[[Deployment], Awaitable[None]]
+"""Makes a directory or store the deployment's (see :mod:`cloudphone.deployment`)."""
 
 
 class Platform:
@@ -55,6 +60,7 @@ class Platform:
         engine: The saga engine, knowing every saga definition.
         registry: Prometheus registry of the engine, HTTP and process metrics.
         with_worker: Whether :meth:`start` runs a worker in this process.
+        deployment: The database's deployment, known once started.
     """
 
     # services: each service adds one typed attribute here, set in build_platform, e.g.
@@ -78,6 +84,8 @@ class Platform:
         self.with_worker = with_worker
         self._on_start: list[Hook] = []
         self._on_close: list[Hook] = []
+        self._claims: list[Claim] = []
+        self.deployment: Deployment | None = None
         self._stack: AsyncExitStack | None = None
         self._worker: Worker | None = None
         self.started_at: datetime | None = None
@@ -85,6 +93,28 @@ class Platform:
     def on_start(self, hook: Hook) -> None:
         """Run ``hook`` in :meth:`start`, after migrations and before the worker starts."""
         self._on_start.append(hook)
+
+    def on_claim(self, claim: Claim) -> None:
+        """Run ``claim(deployment)`` in :meth:`start`, after migrations, before the hooks.
+
+        Every directory and store outside the database is claimed, so a deployment refuses to
+        start on another one's (before a sweep or reconcile could take its state for orphans).
+        """
+        self._claims.append(claim)
+
+    async def claim_deployment(self) -> Deployment:
+        """Load (on first start: make) the deployment id, then claim every directory and store.
+
+        :meth:`start` does it; operator commands that act on stores without starting the
+        platform call it first.
+
+        Raises:
+            DeploymentMismatchError: A directory or store belongs to another database.
+        """
+        self.deployment = await load_deployment(self.db)
+        for claim in self._claims:
+            await claim(self.deployment)
+        return self.deployment
 
     def on_close(self, hook: Hook) -> None:
         """Run ``hook`` in :meth:`close`, after the worker stopped (reverse order of adding)."""
@@ -96,7 +126,11 @@ class Platform:
         return self._worker
 
     async def start(self) -> None:
-        """Migrate (if ``auto_migrate``), run start-up hooks, then start the worker."""
+        """Migrate (if ``auto_migrate``), claim, run start-up hooks, then start the worker.
+
+        Raises:
+            DeploymentMismatchError: A directory or store belongs to another database.
+        """
         if self._stack is not None:
             raise RuntimeError("platform already started")
         stack = AsyncExitStack()
@@ -104,6 +138,7 @@ class Platform:
             if self.settings.auto_migrate:
                 await asyncio.to_thread(schema.upgrade, self.settings.database_url)
             stack.push_async_callback(self._release)
+            await self.claim_deployment()
             for hook in self._on_start:
                 await hook()
             for hook in self._on_close:
@@ -223,6 +258,11 @@ def build_platform(settings: Settings, *, with_worker: bool) -> Platform:
         registry=registry,
     )
     platform = Platform(settings, db, engine, registry, with_worker=with_worker)
+    spool_dir = upload_spool.directory
+    for place, directory in (("data directory", settings.data_dir), ("upload spool", spool_dir)):
+        platform.on_claim(functools.partial(_claim_directory, directory, place))
+    platform.on_claim(object_storage.claim)
+    platform.on_claim(device_runtime.claim)
 
     platform.billing = BillingService(
         engine, payment_providers, default_provider=settings.billing.provider
@@ -245,6 +285,10 @@ def build_platform(settings: Settings, *, with_worker: bool) -> Platform:
     # services: platform.billing = BillingService(db, engine, provider), and register any
     # async set-up / tear-down with platform.on_start(...) / platform.on_close(...).
     return platform
+
+
+async def _claim_directory(directory: Path, place: str, deployment: Deployment) -> None:
+    await asyncio.to_thread(claim_directory, directory, deployment, place=place)
 
 
 def build_payment_providers(settings: Settings, db: Database) -> dict[str, PaymentProvider]:

@@ -50,10 +50,11 @@ def all_metadata() -> list[MetaData]:
     """
     from cloudphone.apps.models import metadata as apps_metadata
     from cloudphone.billing.models import metadata as billing_metadata
+    from cloudphone.deployment import metadata as deployment_metadata
     from cloudphone.devices.models import metadata as devices_metadata
     from cloudphone.saga.store.tables import metadata as saga_metadata
 
-    return [saga_metadata, billing_metadata, apps_metadata, devices_metadata]
+    return [saga_metadata, billing_metadata, apps_metadata, devices_metadata, deployment_metadata]
 
 
 def sync_url(url: str | URL) -> URL:

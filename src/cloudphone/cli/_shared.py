@@ -82,11 +82,12 @@ def failures_as_exit() -> Iterator[None]:
     """Turn the errors an operator can act on into a message and exit code 1."""
     from sqlalchemy.exc import DBAPIError
 
+    from cloudphone.deployment import DeploymentMismatchError
     from cloudphone.saga import SagaError
 
     try:
         yield
-    except (DomainError, SagaError) as error:
+    except (DomainError, SagaError, DeploymentMismatchError) as error:
         fail(str(error))
     except DBAPIError as error:
         fail(

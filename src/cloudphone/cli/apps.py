@@ -50,6 +50,8 @@ def reconcile(
         storage = platform.apps.storage
         try:
             await storage.start()
+            # Claimed first, so --fix never deletes objects of a deployment on another database.
+            await platform.claim_deployment()
             return await platform.apps.reconcile(fix=fix, package_name=package)
         finally:
             await storage.close()

@@ -27,39 +27,45 @@ def serve(
 ) -> None:
     """Serve the HTTP API, with an embedded saga worker unless --no-worker.
 
-    On the embedded defaults this needs nothing installed: a SQLite file under ./var. SIGTERM
-    stops accepting requests and claims, lets running steps finish within the shutdown grace
-    and hands unfinished runs back.
+    On the embedded defaults this needs nothing installed: a SQLite file under ./var. The
+    platform starts (migrations, deployment checks) before the port is bound, so a refusal is
+    one error line and exit code 1. SIGTERM stops accepting requests and claims, lets running
+    steps finish within the shutdown grace and hands unfinished runs back.
     """
+    settings = load(host=host, port=port)
+    run(lambda: _serve(settings, worker))
+
+
+async def _serve(settings: Settings, worker: bool) -> None:
     import uvicorn
 
     from cloudphone.api.app import create_app
     from cloudphone.cli.uvicorn_server import GracefulServer
+    from cloudphone.platform import build_platform
 
-    settings = load(host=host, port=port)
-    app = create_app(settings, with_worker=worker)
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        access_log=settings.access_log,
-        lifespan="on",
-        timeout_graceful_shutdown=max(int(settings.shutdown_grace.total_seconds()), 1),
-        server_header=False,
-    )
-    log.info(
-        "serving",
-        extra={
-            "url": f"http://{settings.host}:{settings.port}",
-            "database": _safe_url(settings),
-            "worker": worker,
-        },
-    )
-    server = GracefulServer(config)
-    server.run()
+    async with build_platform(settings, with_worker=worker) as platform:
+        config = uvicorn.Config(
+            create_app(platform),
+            host=settings.host,
+            port=settings.port,
+            log_config=None,
+            access_log=settings.access_log,
+            lifespan="on",
+            timeout_graceful_shutdown=max(int(settings.shutdown_grace.total_seconds()), 1),
+            server_header=False,
+        )
+        log.info(
+            "serving",
+            extra={
+                "url": f"http://{settings.host}:{settings.port}",
+                "database": _safe_url(settings),
+                "worker": worker,
+            },
+        )
+        server = GracefulServer(config)
+        await server.serve()
     if not server.started:
-        raise typer.Exit(3)  # start-up failed (uvicorn logged why)
+        raise typer.Exit(3)  # the server did not start (uvicorn logged why)
 
 
 def worker(
