@@ -39,6 +39,7 @@ from cloudphone.devices.delete import build_delete_saga
 from cloudphone.devices.runtimes.base import DeviceRuntime
 from cloudphone.devices.runtimes.local import LocalRuntime
 from cloudphone.devices.service import DeviceService
+from cloudphone.extras import require_extra
 from cloudphone.saga import Database, Saga, SagaEngine
 from cloudphone.saga.worker import Worker
 from cloudphone.settings import Settings
@@ -223,6 +224,8 @@ def build_platform(settings: Settings, *, with_worker: bool) -> Platform:
             CLI's read and operator commands and ``serve --no-worker`` do not.
     """
     registry = build_registry()
+    if not settings.is_sqlite:
+        require_extra("postgres", needed_for="CLOUDPHONE_DATABASE_URL=postgresql+…")
     db = Database(settings.database_url, pool_size=settings.db_pool_size)
 
     # adapters (ports): services build theirs from settings.billing / .apps / .devices here.
@@ -295,6 +298,8 @@ def build_payment_providers(settings: Settings, db: Database) -> dict[str, Payme
     """Billing's payment providers: the sandbox always, Stripe when a key is configured."""
     billing = settings.billing
     providers: dict[str, PaymentProvider] = {"sandbox": SandboxProvider(db, billing.sandbox)}
+    if billing.provider == "stripe" or billing.stripe_api_key is not None:
+        require_extra("stripe", needed_for="CLOUDPHONE_BILLING__PROVIDER=stripe (or a Stripe key)")
     if billing.stripe_api_key is not None:
         # Imported only when used: the real adapters' SDKs cost seconds of start-up.
         from cloudphone.billing.providers.stripe import StripeProvider
@@ -306,6 +311,7 @@ def build_payment_providers(settings: Settings, db: Database) -> dict[str, Payme
 def build_object_storage(settings: Settings) -> ObjectStorage:
     """The apps service's object store: the filesystem (default) or S3."""
     if settings.apps.storage == "s3":
+        require_extra("s3", needed_for="CLOUDPHONE_APPS__STORAGE=s3")
         from cloudphone.apps.storage.s3 import S3Storage
 
         return S3Storage.from_config(settings.apps)
@@ -316,9 +322,12 @@ def build_device_runtime(settings: Settings) -> DeviceRuntime:
     """The devices service's runtime: local child processes (default) or Docker."""
     devices = settings.devices
     if devices.runtime == "docker":
+        require_extra("docker", needed_for="CLOUDPHONE_DEVICES__RUNTIME=docker")
         from cloudphone.devices.runtimes.docker import DockerOptions, DockerRuntime
 
         return DockerRuntime(DockerOptions.from_config(devices))
+    if devices.local_protocol == "adb":  # adb-shell comes with the docker extra
+        require_extra("docker", needed_for="CLOUDPHONE_DEVICES__LOCAL_PROTOCOL=adb")
     state_dir = devices.local_state_dir or settings.data_dir / "devices"
     return LocalRuntime(
         state_dir,

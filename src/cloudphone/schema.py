@@ -23,6 +23,8 @@ from sqlalchemy import MetaData, create_engine
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import NullPool
 
+from cloudphone.extras import require_extra
+
 log = logging.getLogger("cloudphone.schema")
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
@@ -58,8 +60,14 @@ def all_metadata() -> list[MetaData]:
 
 
 def sync_url(url: str | URL) -> URL:
-    """The same database through a synchronous driver (Alembic runs synchronously)."""
+    """The same database through a synchronous driver (Alembic runs synchronously).
+
+    Raises:
+        MissingExtraError: PostgreSQL without the ``postgres`` extra (psycopg).
+    """
     parsed = make_url(url)
+    if parsed.get_backend_name() == "postgresql":
+        require_extra("postgres", needed_for="a PostgreSQL database")
     driver = _SYNC_DRIVERS.get(parsed.drivername, parsed.drivername)
     return parsed.set(drivername=driver)
 

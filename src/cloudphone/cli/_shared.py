@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from cloudphone.domain import DomainError
 
@@ -56,7 +57,7 @@ def _width(stream: Any) -> int | None:
 
 def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
     """Print ``message`` in red on stderr and exit with ``code``."""
-    err().print(f"[red]error:[/red] {message}", markup=True, soft_wrap=True)
+    err().print(f"[red]error:[/red] {escape(message)}", markup=True, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -83,12 +84,15 @@ def failures_as_exit() -> Iterator[None]:
     from sqlalchemy.exc import DBAPIError
 
     from cloudphone.deployment import DeploymentMismatchError
+    from cloudphone.extras import MissingExtraError
     from cloudphone.saga import SagaError
 
     try:
         yield
     except (DomainError, SagaError, DeploymentMismatchError) as error:
         fail(str(error))
+    except MissingExtraError as error:
+        fail(str(error), EXIT_USAGE)
     except DBAPIError as error:
         fail(
             f"database error: {error.orig or error}\n"
