@@ -48,7 +48,9 @@ class Settings(BaseSettings):
     )
 
     data_dir: Path = Path("var")
-    """Where embedded backends keep their files (SQLite database, objects, secrets)."""
+    """Where embedded backends keep their files (SQLite database, objects, secrets). It
+    belongs to one database: the first start stamps it with the database's deployment id, and
+    a deployment on another database refuses to start on it."""
 
     database_url: str = ""
     """SQLAlchemy async URL; default ``sqlite+aiosqlite:///<data_dir>/cloudphone.db``.
