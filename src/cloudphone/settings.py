@@ -11,15 +11,12 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
-import re
 import secrets
 from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     SecretStr,
     ValidationError,
@@ -31,6 +28,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from cloudphone.apps.config import AppsConfig
 from cloudphone.billing.config import BillingConfig
+from cloudphone.config import Duration, Section
 from cloudphone.devices.config import DevicesConfig
 
 ENV_PREFIX = "CLOUDPHONE_"
@@ -62,10 +60,8 @@ def module_available(name: str) -> bool:
         return False
 
 
-class OtelConfig(BaseModel):
+class OtelConfig(Section):
     """OpenTelemetry tracing (env ``CLOUDPHONE_OTEL__*``): off by default, needs the otel extra."""
-
-    model_config = ConfigDict(use_attribute_docstrings=True)
 
     enabled: bool = False
     """Trace HTTP requests and saga runs (a span per run drive, step attempt and
@@ -86,13 +82,8 @@ class OtelConfig(BaseModel):
     console_file: Path | None = None
     """The console exporter appends its JSON lines to this file instead of stdout."""
 
-    export_delay: timedelta = Field(default=timedelta(seconds=5), gt=timedelta(0))
+    export_delay: Duration = Field(default=timedelta(seconds=5), gt=timedelta(0))
     """Longest a finished span waits in memory before it is exported with others."""
-
-    @field_validator("export_delay", mode="before")
-    @classmethod
-    def _duration(cls, value: object) -> object:
-        return parse_duration(value) if isinstance(value, str) else value
 
     @field_validator("enabled")
     @classmethod
@@ -128,7 +119,9 @@ class Settings(BaseSettings):
     )
 
     data_dir: Path = Path("var")
-    """Where embedded backends keep their files (SQLite database, objects, secrets)."""
+    """Where embedded backends keep their files (SQLite database, objects, secrets). It
+    belongs to one database: the first start stamps it with the database's deployment id, and
+    a deployment on another database refuses to start on it."""
 
     database_url: str = ""
     """SQLAlchemy async URL; default ``sqlite+aiosqlite:///<data_dir>/cloudphone.db``.
@@ -148,7 +141,7 @@ class Settings(BaseSettings):
     jwt_issuer: str = "cloudphone"
     """``iss`` claim written into and required from tokens."""
 
-    token_ttl: timedelta = Field(default=timedelta(hours=12), gt=timedelta(0))
+    token_ttl: Duration = Field(default=timedelta(hours=12), gt=timedelta(0))
     """Default lifetime of tokens made by ``cloudphone token create``."""
 
     host: str = "127.0.0.1"
@@ -170,14 +163,14 @@ class Settings(BaseSettings):
     worker_concurrency: int = Field(default=64, ge=1, le=10_000)
     """Runs one worker drives at once."""
 
-    worker_lease: timedelta = Field(default=timedelta(seconds=30), ge=timedelta(milliseconds=300))
+    worker_lease: Duration = Field(default=timedelta(seconds=30), ge=timedelta(milliseconds=300))
     """How long a claim holds a run without renewal; a crashed worker's runs are taken over
     after it expires."""
 
-    worker_poll_interval: timedelta = Field(default=timedelta(seconds=1), gt=timedelta(0))
+    worker_poll_interval: Duration = Field(default=timedelta(seconds=1), gt=timedelta(0))
     """Longest an idle worker waits before looking for due runs again."""
 
-    shutdown_grace: timedelta = Field(default=timedelta(seconds=30), ge=timedelta(0))
+    shutdown_grace: Duration = Field(default=timedelta(seconds=30), ge=timedelta(0))
     """On SIGTERM, how long running steps may take to finish before they are interrupted."""
 
     log_level: LogLevel = "info"
@@ -203,13 +196,6 @@ class Settings(BaseSettings):
     def _lowercase(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
 
-    @field_validator(
-        "token_ttl", "worker_lease", "worker_poll_interval", "shutdown_grace", mode="before"
-    )
-    @classmethod
-    def _duration(cls, value: object) -> object:
-        return parse_duration(value) if isinstance(value, str) else value
-
     @field_validator("database_url")
     @classmethod
     def _supported_database(cls, value: str) -> str:
@@ -230,22 +216,6 @@ class Settings(BaseSettings):
     def is_sqlite(self) -> bool:
         """True when the database is a SQLite file (the embedded default)."""
         return self.database_url.startswith("sqlite")
-
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h|d)?\s*$")
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
-
-
-def parse_duration(text: str) -> timedelta | str:
-    """``"30"``/``"30s"``, ``"500ms"``, ``"5m"``, ``"12h"``, ``"7d"`` as a timedelta.
-
-    Anything else is returned unchanged for pydantic to parse (ISO 8601 ``PT30S``,
-    ``HH:MM:SS``) or reject.
-    """
-    match = _DURATION.match(text)
-    if match is None:
-        return text
-    return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
 
 
 def env_name(location: tuple[int | str, ...]) -> str:

@@ -107,11 +107,8 @@ class RefundTiming:
     @classmethod
     def from_config(cls, config: BillingConfig) -> RefundTiming:
         """Production timing with the intervals from the billing settings."""
-        retry = RetryPolicy(
-            max_attempts=4,
-            initial_interval=timedelta(seconds=config.refund_retry_initial_seconds),
-        )
-        return cls(retry=retry, poll=timedelta(seconds=config.refund_poll_seconds))
+        retry = RetryPolicy(max_attempts=4, initial_interval=config.refund_retry_initial_interval)
+        return cls(retry=retry, poll=config.refund_poll_interval)
 
 
 def build_refund_saga(

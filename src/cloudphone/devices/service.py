@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -91,14 +91,14 @@ class DeviceService:
         self._sweeping = Periodic(
             "devices-sweep",
             self.sweep,
-            timedelta(seconds=config.sweep_interval_seconds),
+            config.sweep_interval,
             delay_first=True,
         )
         self._watch = DeviceWatch(
             self.db,
             runtime,
-            boot_timeout=timedelta(seconds=config.boot_timeout_seconds),
-            call_timeout=timedelta(seconds=config.runtime_call_timeout_seconds),
+            boot_timeout=config.boot_timeout,
+            call_timeout=config.runtime_call_timeout,
         )
         self._watching = Periodic("devices-watch", self.watch, config.watch_interval)
 
@@ -296,7 +296,7 @@ class DeviceService:
         try:
             container = await self.runtime.start(name)
             await self.runtime.initialize(
-                container, device.id, device.spec, timeout=self.config.boot_timeout_seconds
+                container, device.id, device.spec, timeout=self.config.boot_timeout.total_seconds()
             )
         except ContainerNotFoundError as error:
             raise ConflictError(f"device {device_id} has no container: {error}") from error
@@ -389,7 +389,7 @@ class DeviceService:
         return report
 
     async def sweep_on_start(self) -> None:
-        """Platform start-up hook: sweep now, then every ``sweep_interval_seconds``."""
+        """Platform start-up hook: sweep now, then every ``sweep_interval``."""
         await self.sweep()
         self._sweeping.start()
 

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import socket
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -232,7 +232,7 @@ async def test_periodic_sweep_repairs_without_being_asked(
     make_stack: StackFactory, user: Principal
 ) -> None:
     """With a sweep interval, a creation that ended without undo is repaired in the background."""
-    stack = await make_stack(make_config(sweep_interval_seconds=0.05))
+    stack = await make_stack(make_config(sweep_interval=timedelta(milliseconds=50)))
     await stack.service.sweep_on_start()
     try:
         created = await stack.service.create_device(user, "phone", SMALL)

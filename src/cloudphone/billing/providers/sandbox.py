@@ -70,8 +70,8 @@ class SandboxProvider:
         faults = self.faults
         if faults.refuse_connections:
             raise ProviderRefused("sandbox: connection refused (nothing was sent)")
-        if faults.latency_ms:
-            await asyncio.sleep(faults.latency_ms / 1000)
+        if faults.latency:
+            await asyncio.sleep(faults.latency.total_seconds())
         if faults.error_rate and self._rand() < faults.error_rate:
             raise ProviderUnknownOutcome("sandbox: 503 service unavailable")
 

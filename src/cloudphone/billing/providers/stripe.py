@@ -75,8 +75,8 @@ class StripeProvider:
         # connect timeout distinguishable from a read timeout.
         self._http = stripe.AIOHTTPClient(
             timeout=aiohttp.ClientTimeout(
-                total=config.stripe_timeout_seconds + config.stripe_connect_timeout_seconds,
-                sock_connect=config.stripe_connect_timeout_seconds,
+                total=(config.stripe_timeout + config.stripe_connect_timeout).total_seconds(),
+                sock_connect=config.stripe_connect_timeout.total_seconds(),
             )
         )
         self._client = stripe.StripeClient(

@@ -34,6 +34,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from cloudphone.deployment import Deployment, claim_directory
 from cloudphone.devices.adb import AdbLink
 from cloudphone.devices.links import DeviceLink, LineLink, wait_ready
 from cloudphone.devices.runtimes.base import (
@@ -218,6 +219,11 @@ class LocalRuntime:
         banner = await wait_ready(link, serial, alive, timeout)
         await link.configure(spec)
         return banner
+
+    async def claim(self, deployment: Deployment) -> None:
+        """Stamp the state directory: its records and agents are ``deployment``'s alone."""
+        place = "device state directory"
+        await asyncio.to_thread(claim_directory, self.state_dir, deployment, place=place)
 
     async def close(self) -> None:
         """Stop the agents this object started: device processes end with their platform."""
