@@ -30,11 +30,9 @@ from cloudphone.saga.ports import Clock, StepHooks, SystemClock
 from cloudphone.saga.progress import OperatorChange, Progress, RunState
 from cloudphone.saga.records import SagaEvent, SagaRun
 from cloudphone.saga.state import SagaStatus
+from cloudphone.saga.store.base import NewRun, SagaStore, Subscription
 from cloudphone.saga.store.database import Database
-from cloudphone.saga.store.listen import Listener
-from cloudphone.saga.store.pg import NOTIFY_CHANNEL
-from cloudphone.saga.store.sql import NewRun, SqlStore
-from cloudphone.saga.store.tables import metadata
+from cloudphone.saga.store.sql import SqlStore
 from cloudphone.saga.worker import Worker
 
 
@@ -44,17 +42,22 @@ def default_worker_id() -> str:
 
 
 class SagaEngine:
-    """Starts, drives and inspects sagas stored in one database.
+    """Starts, drives and inspects sagas stored in one database (or another store).
 
     Args:
         database: URL (``postgresql+asyncpg://…``, ``postgresql+psycopg://…``,
-            ``sqlite+aiosqlite:///…``), an AsyncEngine, or a Database to share.
+            ``sqlite+aiosqlite:///…``), an AsyncEngine, or a Database to share. Omit it when
+            passing ``store``.
         sagas: The saga definitions this engine knows (and its worker runs).
+        store: A :class:`~cloudphone.saga.store.base.SagaStore` to use instead of the SQL
+            store built on ``database`` (the test kit's in-memory store, say). Its lease and
+            clock are the engine's; the caller closes it.
         worker_id: Identity of this process's worker; a worker restarting with the same id
             takes its unfinished runs back at once. Default: ``host-pid``.
         lease: How long a claim holds a run without renewal; a crashed worker's runs are taken
-            over after it expires.
-        clock: Time source (see :class:`cloudphone.saga.testing.ManualClock`).
+            over after it expires. Default 30 s (with ``store``: the store's).
+        clock: Time source (see :class:`cloudphone.saga.testing.ManualClock`); with
+            ``store``: the store's.
         registry: Prometheus registry for the engine's metrics (a private one by default).
         hooks: Called around each attempt (fault injection in tests).
         poll_interval: Longest an idle worker waits before looking for due runs again.
@@ -63,45 +66,61 @@ class SagaEngine:
 
     def __init__(
         self,
-        database: str | URL | AsyncEngine | Database,
-        sagas: Iterable[Saga],
+        database: str | URL | AsyncEngine | Database | None = None,
+        sagas: Iterable[Saga] = (),
         *,
+        store: SagaStore | None = None,
         worker_id: str | None = None,
-        lease: timedelta = timedelta(seconds=30),
+        lease: timedelta | None = None,
         clock: Clock | None = None,
         registry: CollectorRegistry | None = None,
         hooks: StepHooks | None = None,
         poll_interval: timedelta = timedelta(seconds=1),
         rand: Callable[[], float] | None = None,
     ) -> None:
-        self.db = database if isinstance(database, Database) else Database(database)
-        self._owns_db = not isinstance(database, Database)
+        self.store, self._owned = _open_store(database, store, lease, clock)
         self.sagas: dict[str, Saga] = {}
         for saga in sagas:
             saga.validate()
             if saga.name in self.sagas:
                 raise SagaDefinitionError(f"two sagas are named {saga.name!r}")
             self.sagas[saga.name] = saga
-        if lease < timedelta(milliseconds=300):
-            raise ValueError(f"lease {lease} is too short to renew reliably (minimum 300 ms)")
+        if self.store.lease < timedelta(milliseconds=300):
+            raise ValueError(
+                f"lease {self.store.lease} is too short to renew reliably (minimum 300 ms)"
+            )
         self.worker_id = worker_id or default_worker_id()
-        self.lease = lease
-        self.clock: Clock = clock or SystemClock()
+        self.lease = self.store.lease
+        self.clock: Clock = self.store.clock
         self.metrics = SagaMetrics(registry)
         self._hooks = hooks
         self._poll = poll_interval
         self._rand = rand
-        self.store = SqlStore(self.db, lease, self.clock)
         self._worker: Worker | None = None
-        self._listener: Listener | None = None
+        self._listener: Subscription | None = None
         self._waiters: dict[str, asyncio.Future[None]] = {}
+
+    @property
+    def db(self) -> Database:
+        """The database of the engine's runs and of the services' tables that join them.
+
+        Raises:
+            RuntimeError: The engine's store has none (an in-memory engine built without a
+                business database).
+        """
+        db = self.store.db
+        if db is None:
+            raise RuntimeError(
+                "this engine's store has no database; give the in-memory engine one "
+                "(MemoryEngine(database=...)) for transactional steps and services' tables"
+            )
+        return db
 
     # -- schema -------------------------------------------------------------------------
 
     async def create_schema(self) -> None:
         """Create the engine's tables if missing (production uses the Alembic migrations)."""
-        async with self.db.begin() as conn:
-            await conn.run_sync(metadata.create_all)
+        await self.store.create_schema()
 
     # -- starting -----------------------------------------------------------------------
 
@@ -147,7 +166,7 @@ class SagaEngine:
         )
         try:
             run_id, inserted = await self.store.insert_run(
-                new, session, notify=self.db.is_postgres and not claim
+                new, session, notify=self.store.announces and not claim
             )
         except BaseException:
             if claim and worker is not None:
@@ -160,9 +179,10 @@ class SagaEngine:
                 worker.adopt(_claimed_run(new, self.lease))
             else:
                 worker.unreserve()
-        elif inserted and worker is not None and (session is None or not self.db.is_postgres):
+        elif inserted and worker is not None and (session is None or not self.store.announces):
             # With session= on SQLite the claim queues behind the caller's writer lock, so it
-            # sees the run once the caller commits. PostgreSQL's NOTIFY fires on commit instead.
+            # sees the run once the caller commits. An announcement (PostgreSQL's NOTIFY)
+            # fires on commit instead.
             worker.wake()
         return run_id
 
@@ -189,8 +209,8 @@ class SagaEngine:
         )
         await worker.start()
         self._worker = worker
-        if self.db.is_postgres:
-            self._listener = Listener(self.db.url, NOTIFY_CHANNEL, self._notified)
+        self._listener = self.store.subscribe(self._notified)
+        if self._listener is not None:
             self._listener.start()
         try:
             yield worker
@@ -346,7 +366,7 @@ class SagaEngine:
         return saga
 
     async def _operate(self, saga_id: str, decide: Callable[[SagaRun], OperatorChange]) -> SagaRun:
-        run = await self.store.operate(saga_id, decide, notify=self.db.is_postgres)
+        run = await self.store.operate(saga_id, decide, notify=self.store.announces)
         if run.status.is_terminal:
             self._resolve_waiters(run.id)
         if self._worker is not None:
@@ -355,9 +375,33 @@ class SagaEngine:
 
     async def close(self) -> None:
         """Release database connections (stop workers first)."""
-        await self.store.close()
-        if self._owns_db:
-            await self.db.dispose()
+        owned_store, owned_db = self._owned
+        if owned_store:
+            await self.store.close()
+        if owned_db is not None:
+            await owned_db.dispose()
+
+
+def _open_store(
+    database: str | URL | AsyncEngine | Database | None,
+    store: SagaStore | None,
+    lease: timedelta | None,
+    clock: Clock | None,
+) -> tuple[SagaStore, tuple[bool, Database | None]]:
+    """The engine's store, and what the engine must close: (its store?, a database it made)."""
+    if store is not None:
+        if database is not None:
+            raise ValueError("pass either a database or a store, not both")
+        if lease is not None and lease != store.lease:
+            raise ValueError(f"lease {lease} differs from the store's {store.lease}")
+        if clock is not None and clock is not store.clock:
+            raise ValueError("clock differs from the store's; give the store the clock")
+        return store, (False, None)
+    if database is None:
+        raise ValueError("SagaEngine needs a database (URL, AsyncEngine or Database) or a store")
+    db = database if isinstance(database, Database) else Database(database)
+    made = SqlStore(db, lease or timedelta(seconds=30), clock or SystemClock())
+    return made, (True, None if isinstance(database, Database) else db)
 
 
 def _check_input(data: Any, idempotency_key: str | None) -> None:

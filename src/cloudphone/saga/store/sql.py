@@ -8,9 +8,8 @@ on a dedicated asyncpg pool, grouped across runs (see :mod:`.pg`).
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -20,40 +19,17 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from cloudphone.saga.errors import LeaseLostError, SagaNotFoundError
 from cloudphone.saga.ports import Clock, Committed
 from cloudphone.saga.progress import NewEvent, Progress
-from cloudphone.saga.records import EventKind, SagaRun
+from cloudphone.saga.records import EventKind
 from cloudphone.saga.state import ACTIVE, SagaStatus
 from cloudphone.saga.store import lite, pg
+from cloudphone.saga.store.base import Claimed, NewRun
 from cloudphone.saga.store.database import Database
+from cloudphone.saga.store.listen import Listener
 from cloudphone.saga.store.queries import RunQueries
 from cloudphone.saga.store.rows import event_rows, run_from_row
-from cloudphone.saga.store.tables import saga_events, saga_runs
+from cloudphone.saga.store.tables import metadata, saga_events, saga_runs
 
 _ACTIVE = [s.value for s in ACTIVE]
-
-
-@dataclass(frozen=True)
-class NewRun:
-    """A run to insert."""
-
-    id: str
-    saga_type: str
-    data: dict[str, Any]
-    first_step: str
-    idempotency_key: str | None
-    started_by: str | None
-    deadline_at: datetime | None
-    now: datetime
-    owner: str | None = None
-    """Claim it for this worker in the same insert (the process has a worker with room)."""
-
-
-@dataclass(frozen=True)
-class Claimed:
-    """A run a worker just claimed."""
-
-    run: SagaRun
-    previous_owner: str | None
-    """Whose expired lease was taken over (None for a fresh claim)."""
 
 
 class _StepTx:
@@ -72,7 +48,7 @@ class _StepTx:
 
 
 class SqlStore(RunQueries):
-    """Reads and writes of ``saga_runs`` and ``saga_events``.
+    """Reads and writes of ``saga_runs`` and ``saga_events``: the SQL :class:`.base.SagaStore`.
 
     Args:
         db: The database.
@@ -84,6 +60,22 @@ class SqlStore(RunQueries):
         self.lease = lease
         self.clock = clock
         self._fast = pg.PgFastPath(db.url, lease, clock) if db.is_postgres else None
+
+    @property
+    def announces(self) -> bool:
+        """PostgreSQL announces new and resumed runs with NOTIFY; SQLite's workers poll."""
+        return self.db.is_postgres
+
+    def subscribe(self, on_notify: Callable[[str], None]) -> Listener | None:
+        """A LISTEN connection for announced runs (PostgreSQL only)."""
+        if not self.db.is_postgres:
+            return None
+        return Listener(self.db.url, pg.NOTIFY_CHANNEL, on_notify)
+
+    async def create_schema(self) -> None:
+        """Create the engine's tables if missing (production uses the Alembic migrations)."""
+        async with self.db.begin() as conn:
+            await conn.run_sync(metadata.create_all)
 
     async def close(self) -> None:
         """Finish queued writes and close the fast path's connections."""
