@@ -26,7 +26,7 @@ from cloudphone.saga.store.base import Claimed, NewRun
 from cloudphone.saga.store.database import Database
 from cloudphone.saga.store.listen import Listener
 from cloudphone.saga.store.queries import RunQueries
-from cloudphone.saga.store.rows import event_rows, run_from_row
+from cloudphone.saga.store.rows import event_rows, new_run_values, run_from_row, start_detail
 from cloudphone.saga.store.tables import metadata, saga_events, saga_runs
 
 _ACTIVE = [s.value for s in ACTIVE]
@@ -96,7 +96,7 @@ class SqlStore(RunQueries):
             return await self.insert_run_txn(conn, new, notify)
         if self._fast is not None:
             values = self._new_values(new)
-            if await self._fast.insert(values, _start_detail(new), notify):
+            if await self._fast.insert(values, start_detail(new), notify):
                 return new.id, True
             return await self._existing(new), False
         async with self.db.begin() as own:
@@ -107,7 +107,7 @@ class SqlStore(RunQueries):
     ) -> tuple[str, bool]:
         """Insert a run inside the caller's transaction ``conn``."""
         values = self._new_values(new)
-        detail = _start_detail(new)
+        detail = start_detail(new)
         if self.db.is_postgres:
             item = pg.insert_item(values, detail, notify)
             result = await conn.execute(
@@ -121,30 +121,7 @@ class SqlStore(RunQueries):
         return await self._existing(new, conn), False
 
     def _new_values(self, new: NewRun) -> dict[str, Any]:
-        return {
-            "id": new.id,
-            "saga_type": new.saga_type,
-            "status": (SagaStatus.RUNNING if new.owner else SagaStatus.PENDING).value,
-            "current_step": new.first_step,
-            "attempt": 1,
-            "data": new.data,
-            "error": None,
-            "compensation_cause": None,
-            "idempotency_key": new.idempotency_key,
-            "started_by": new.started_by,
-            "epoch": 1,
-            "owner": new.owner,
-            "lease_expires_at": new.now + self.lease if new.owner else None,
-            "next_run_at": new.now,
-            "deadline_at": new.deadline_at,
-            "deadline_noted": False,
-            "cancel_requested": False,
-            "last_seq": 1,
-            "resolution": None,
-            "created_at": new.now,
-            "updated_at": new.now,
-            "finished_at": None,
-        }
+        return new_run_values(new, self.lease)
 
     async def _existing(self, new: NewRun, conn: AsyncConnection | None = None) -> str:
         """Id of the run that already holds ``new``'s idempotency key."""
@@ -371,10 +348,6 @@ class SqlStore(RunQueries):
                 )
             )
         return due
-
-
-def _start_detail(new: NewRun) -> dict[str, Any]:
-    return {"idempotency_key": new.idempotency_key} if new.idempotency_key else {}
 
 
 def _committed(run_id: str, epoch: int, cancel_requested: bool | None) -> Committed:

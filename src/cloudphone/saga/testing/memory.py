@@ -1,0 +1,201 @@
+"""MemoryEngine: the SagaEngine interface on an in-memory store, moved by a ManualClock."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager
+from datetime import timedelta
+
+from prometheus_client import CollectorRegistry
+
+from cloudphone.saga.context import StepContext
+from cloudphone.saga.definition import Saga
+from cloudphone.saga.engine import SagaEngine
+from cloudphone.saga.errors import SagaDefinitionError
+from cloudphone.saga.ports import Clock
+from cloudphone.saga.store.database import Database
+from cloudphone.saga.store.memory import MemoryStore
+from cloudphone.saga.testing.clock import ManualClock
+from cloudphone.saga.testing.faults import Boundary, FaultInjector
+from cloudphone.saga.worker import Worker
+
+
+class WorkerCrashed(asyncio.CancelledError):
+    """A simulated worker death (see :meth:`MemoryEngine.crash_at`); never reaches a step.
+
+    A cancellation, so that neither the engine nor a step's ``except Exception`` treats it as
+    a failed attempt: the attempt is lost, as it is when a process dies.
+    """
+
+
+def _full_backoff() -> float:
+    return 1.0
+
+
+class MemoryEngine(SagaEngine):
+    """The :class:`~cloudphone.saga.SagaEngine` interface with no engine database.
+
+    Runs, leases and history live in a :class:`~cloudphone.saga.store.memory.MemoryStore`
+    with the SQL store's semantics (one contract suite covers both). Every wait of the engine
+    is measured on ``clock``, by default a :class:`ManualClock`: retries, deadlines, step
+    timeouts and lease expiries happen when the test moves it (:meth:`advance`), never by
+    themselves. Fork is not offered yet.
+
+    Example::
+
+        engine = MemoryEngine([refund], database=business_db)
+        engine.faults.fail("CALL_PROVIDER_REFUND", times=None)
+        async with engine.worker():
+            saga_id = await engine.start("payment_refund", {"refund_id": "r1"})
+            await engine.advance(timedelta(minutes=1))   # the retries come due
+            run = await engine.get(saga_id)
+
+    Args:
+        sagas: The saga definitions.
+        clock: Time source; a fresh :class:`ManualClock` by default.
+        database: Business database: transactional steps write through its transactions
+            (``ctx.session``) and it is ``engine.db`` for services that keep their tables in
+            the engine's database. Required when a saga has a transactional step.
+        faults: Fault injection hooks (``engine.faults``); a fresh injector by default.
+        worker_id: Id of the engine's worker.
+        lease: Lease length; a crashed worker's runs are taken over once the clock passes it.
+        poll_interval: How often (on ``clock``) the idle worker looks for due work.
+        registry: Prometheus registry of the engine's metrics.
+        rand: Jitter source for retry delays. The default (1.0) makes every retry wait its full
+            backoff, so moving the clock by that much is sure to fire it.
+    """
+
+    def __init__(
+        self,
+        sagas: Iterable[Saga] = (),
+        *,
+        clock: Clock | None = None,
+        database: Database | None = None,
+        faults: FaultInjector | None = None,
+        worker_id: str = "memory-worker",
+        lease: timedelta = timedelta(seconds=30),
+        poll_interval: timedelta = timedelta(seconds=1),
+        registry: CollectorRegistry | None = None,
+        rand: Callable[[], float] | None = None,
+    ) -> None:
+        self.memory = MemoryStore(clock if clock is not None else ManualClock(), lease, database)
+        self.faults = faults if faults is not None else FaultInjector()
+        super().__init__(
+            sagas=sagas,
+            store=self.memory,
+            worker_id=worker_id,
+            hooks=self.faults,
+            poll_interval=poll_interval,
+            registry=registry,
+            rand=rand or _full_backoff,
+        )
+        if database is None:
+            _refuse_transactional(self.sagas.values())
+        self._crashes = 0
+
+    @asynccontextmanager
+    async def worker(
+        self, concurrency: int = 64, *, grace: timedelta = timedelta(0)
+    ) -> AsyncIterator[Worker]:
+        """Run the worker while the block runs; on exit attempts in flight are cancelled.
+
+        ``grace`` is wall time, as for the SQL engine: give one to let attempts finish.
+        """
+        async with super().worker(concurrency, grace=grace) as worker:
+            yield worker
+
+    # -- crashes ------------------------------------------------------------------------
+
+    def crash_at(
+        self,
+        step: str,
+        when: Boundary = "before",
+        *,
+        compensating: bool = False,
+        saga: str | None = None,
+        attempt: int | None = None,
+        times: int | None = 1,
+    ) -> None:
+        """Simulate the worker driving a run dying at a boundary of ``step``.
+
+        ``before``: as the attempt starts, before the action runs. ``after``: once the action
+        returned, before its progress is committed (a transactional step's writes roll
+        back; any other step's outside effect has happened). Either way nothing is committed
+        and the run stays leased by the dead worker (``<worker_id>/crashed-<n>``). Once the
+        clock passes that lease (``await engine.advance(engine.lease + timedelta(seconds=1))``)
+        the engine's worker takes it over, as another worker would: a ``lease_takeover`` event,
+        and the step runs again with the next attempt number and the same idempotency key.
+        Other runs are not affected.
+        """
+        self.faults.add(
+            step,
+            self._crash,
+            when=when,
+            times=times,
+            compensating=compensating,
+            saga=saga,
+            attempt=attempt,
+        )
+
+    def _crash(self, ctx: StepContext) -> None:
+        self._crashes += 1
+        self.memory.abandon(ctx.saga_id, f"{self.worker_id}/crashed-{self._crashes}")
+        raise WorkerCrashed(f"simulated worker crash in {ctx.step} of {ctx.saga_id}")
+
+    # -- time ---------------------------------------------------------------------------
+
+    async def advance(self, delta: timedelta) -> None:
+        """Move the manual clock by ``delta``, then :meth:`settle`."""
+        clock = self.clock
+        if not isinstance(clock, ManualClock):
+            raise TypeError(f"advance() needs a ManualClock; this engine runs on {clock!r}")
+        clock.advance(delta)
+        await self.settle()
+
+    async def settle(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109 - wall-time bound
+        """Wait until the worker can do nothing more without the clock moving.
+
+        That is: no attempt in flight, and no run it could claim now. Runs waiting for a
+        retry, a lease or a deadline stay where they are until the clock passes their time.
+
+        Raises:
+            RuntimeError: No worker runs (``async with engine.worker(): ...``).
+            TimeoutError: Still busy after ``timeout`` seconds of wall time, e.g. an attempt
+                that waits for its step timeout or the deadline: advance the clock instead.
+        """
+        worker = self._worker
+        if worker is None:
+            raise RuntimeError("settle() needs a running worker: async with engine.worker()")
+        loop = asyncio.get_running_loop()
+        until = loop.time() + timeout
+        types = list(self.sagas)
+        quiet = 0
+        while quiet < 2:  # twice in a row, a loop turn apart: nothing was about to start
+            await asyncio.sleep(0)
+            busy = worker.in_flight > 0 or self.memory.claimable(types, self.clock.now(), ())
+            if not busy:
+                quiet += 1
+                continue
+            quiet = 0
+            if loop.time() >= until:
+                raise TimeoutError(
+                    f"the engine is still busy after {timeout}s ({worker.in_flight} attempts in "
+                    "flight); an attempt waiting for a timeout or the deadline needs the clock "
+                    "moved"
+                )
+            await asyncio.sleep(0.001)
+
+
+def _refuse_transactional(sagas: Iterable[Saga]) -> None:
+    needy = [
+        f"{saga.name}.{step.name}"
+        for saga in sagas
+        for step in saga.steps
+        if step.transactional or (step.compensation is not None and step.compensation_transactional)
+    ]
+    if needy:
+        raise SagaDefinitionError(
+            f"transactional steps need a database for ctx.session: {', '.join(needy)}; "
+            "pass MemoryEngine(database=...) (a SQLite file with your tables will do)"
+        )
