@@ -13,5 +13,14 @@ Nothing here is used by the engine itself. See "Testing your sagas" in ``docs/en
 from cloudphone.saga.testing.clock import ManualClock
 from cloudphone.saga.testing.faults import Boundary, Call, FaultInjector
 from cloudphone.saga.testing.memory import MemoryEngine, WorkerCrashed
+from cloudphone.saga.testing.steps import StepEnvironment
 
-__all__ = ["Boundary", "Call", "FaultInjector", "ManualClock", "MemoryEngine", "WorkerCrashed"]
+__all__ = [
+    "Boundary",
+    "Call",
+    "FaultInjector",
+    "ManualClock",
+    "MemoryEngine",
+    "StepEnvironment",
+    "WorkerCrashed",
+]
