@@ -72,6 +72,7 @@ class FaultInjector:
     calls: list[Call] = field(default_factory=list)
     _before: list[_Fault] = field(default_factory=list)
     _after: list[_Fault] = field(default_factory=list)
+    _hanging: set[str] = field(default_factory=set)
 
     def fail(
         self,
@@ -106,8 +107,12 @@ class FaultInjector:
     ) -> None:
         """Block the next ``times`` attempts until they are cancelled (timeouts, deadline)."""
 
-        async def block(_ctx: StepContext) -> None:
-            await asyncio.Event().wait()
+        async def block(ctx: StepContext) -> None:
+            self._hanging.add(ctx.saga_id)
+            try:
+                await asyncio.Event().wait()
+            finally:
+                self._hanging.discard(ctx.saga_id)
 
         self._before.append(_Fault(step, compensating, times, block, saga, attempt))
 
@@ -154,6 +159,11 @@ class FaultInjector:
     ) -> None:
         """SIGKILL this process after the step's action succeeded, before its commit."""
         self.add(step, _kill, when="after", compensating=compensating, saga=saga, attempt=attempt)
+
+    @property
+    def hanging(self) -> frozenset[str]:
+        """Runs whose attempt is blocked in :meth:`hang` now (waiting to be cancelled)."""
+        return frozenset(self._hanging)
 
     def attempts(self, step: str, *, compensating: bool = False, saga: str | None = None) -> int:
         """How many attempts of ``step`` (or its compensation) started."""

@@ -29,6 +29,9 @@ class WorkerCrashed(asyncio.CancelledError):
     """
 
 
+_QUIET_TURNS = 5
+
+
 def _full_backoff() -> float:
     return 1.0
 
@@ -146,18 +149,24 @@ class MemoryEngine(SagaEngine):
     # -- time ---------------------------------------------------------------------------
 
     async def advance(self, delta: timedelta) -> None:
-        """Move the manual clock by ``delta``, then :meth:`settle`."""
+        """:meth:`settle`, move the manual clock by ``delta``, then settle again.
+
+        Settling first lets what is due now happen now: a run just started runs its first
+        attempt at the current time, not ``delta`` later.
+        """
         clock = self.clock
         if not isinstance(clock, ManualClock):
             raise TypeError(f"advance() needs a ManualClock; this engine runs on {clock!r}")
+        await self.settle()
         clock.advance(delta)
         await self.settle()
 
     async def settle(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109 - wall-time bound
         """Wait until the worker can do nothing more without the clock moving.
 
-        That is: no attempt in flight, and no run it could claim now. Runs waiting for a
-        retry, a lease or a deadline stay where they are until the clock passes their time.
+        That is: no attempt in flight (but those blocked by ``faults.hang``, which wait for the
+        clock to cut them short) and no run it could claim now. Runs waiting for a retry, a
+        lease or a deadline stay where they are until the clock passes their time.
 
         Raises:
             RuntimeError: No worker runs (``async with engine.worker(): ...``).
@@ -169,22 +178,28 @@ class MemoryEngine(SagaEngine):
             raise RuntimeError("settle() needs a running worker: async with engine.worker()")
         loop = asyncio.get_running_loop()
         until = loop.time() + timeout
-        types = list(self.sagas)
         quiet = 0
-        while quiet < 2:  # twice in a row, a loop turn apart: nothing was about to start
+        # Idle for a few loop turns in a row: a timer the clock just fired has had the turns
+        # it takes to cancel an attempt and for that attempt to get going again.
+        while quiet < _QUIET_TURNS:
             await asyncio.sleep(0)
-            busy = worker.in_flight > 0 or self.memory.claimable(types, self.clock.now(), ())
+            busy = self._busy(worker)
             if not busy:
                 quiet += 1
                 continue
             quiet = 0
             if loop.time() >= until:
                 raise TimeoutError(
-                    f"the engine is still busy after {timeout}s ({worker.in_flight} attempts in "
-                    "flight); an attempt waiting for a timeout or the deadline needs the clock "
-                    "moved"
+                    f"the engine is still busy after {timeout}s ({busy} runs in flight); an "
+                    "attempt waiting for its step timeout or the deadline needs the clock moved"
                 )
             await asyncio.sleep(0.001)
+
+    def _busy(self, worker: Worker) -> int:
+        """Runs the worker drives or could claim now; attempts parked by ``hang`` excepted."""
+        parked = sum(1 for run_id in self.faults.hanging if worker.drives(run_id))
+        running = worker.in_flight - parked
+        return running or int(self.memory.claimable(list(self.sagas), self.clock.now(), ()))
 
 
 def _refuse_transactional(sagas: Iterable[Saga]) -> None:
