@@ -286,12 +286,14 @@ class MemoryStore:
             if row is not None and row["owner"] == worker_id and row["status"] in _ACTIVE:
                 yield row
 
-    def abandon(self, run_id: str, owner: str) -> None:
-        """Test kit: the run's owner becomes ``owner``, a worker that died holding its lease."""
+    def abandon(self, run_id: str, owner: str) -> datetime | None:
+        """Test kit: ``owner``, a worker that died, holds the run; returns when its lease ends."""
         row = self._visible(run_id)
         if row is None:
             raise SagaNotFoundError(f"no saga run {run_id!r}")
         row["owner"] = owner
+        expires: datetime | None = row["lease_expires_at"]
+        return expires
 
     async def next_due(self, saga_types: Sequence[str]) -> datetime | None:
         """Earliest time an unowned active run of these types becomes due."""

@@ -61,10 +61,12 @@ class ManualClock:
         return timer
 
     def advance(self, delta: timedelta) -> None:
-        """Move time forward and fire, in time order, every timer it passes.
+        """Jump forward and fire, in time order, every timer it passes.
 
-        The callbacks only wake the engine's tasks; they run when the test next awaits (see
-        :meth:`~cloudphone.saga.testing.MemoryEngine.settle`).
+        The callbacks only wake the engine's tasks, which then run at the new time: a jump of
+        a minute fires a retry due in 1 s once, at the end of the minute. To let time *pass*,
+        with each timer's work done at its own time, use
+        :meth:`~cloudphone.saga.testing.MemoryEngine.advance`.
         """
         if delta < timedelta(0):
             raise ValueError(f"a clock cannot go back ({delta})")
@@ -72,6 +74,12 @@ class ManualClock:
         while self._timers and self._timers[0][0] <= self._now:
             _at, _n, timer = heapq.heappop(self._timers)
             timer.fire()
+
+    def next_timer(self) -> datetime | None:
+        """When the earliest timer still waiting is due, or None."""
+        while self._timers and self._timers[0][2].cancelled():
+            heapq.heappop(self._timers)
+        return self._timers[0][0] if self._timers else None
 
     @property
     def pending(self) -> int:

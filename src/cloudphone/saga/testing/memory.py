@@ -31,6 +31,9 @@ class WorkerCrashed(asyncio.CancelledError):
 
 _QUIET_TURNS = 5
 
+_AFTER = timedelta(microseconds=1)
+"""A lease is over once the clock is strictly past its end."""
+
 
 def _full_backoff() -> float:
     return 1.0
@@ -63,7 +66,8 @@ class MemoryEngine(SagaEngine):
         faults: Fault injection hooks (``engine.faults``); a fresh injector by default.
         worker_id: Id of the engine's worker.
         lease: Lease length; a crashed worker's runs are taken over once the clock passes it.
-        poll_interval: How often (on ``clock``) the idle worker looks for due work.
+        poll_interval: How often (on ``clock``) the idle worker looks for work it was not
+            told about; it is woken for new, due and taken-over runs anyway.
         registry: Prometheus registry of the engine's metrics.
         rand: Jitter source for retry delays. The default (1.0) makes every retry wait its full
             backoff, so moving the clock by that much is sure to fire it.
@@ -78,7 +82,7 @@ class MemoryEngine(SagaEngine):
         faults: FaultInjector | None = None,
         worker_id: str = "memory-worker",
         lease: timedelta = timedelta(seconds=30),
-        poll_interval: timedelta = timedelta(seconds=1),
+        poll_interval: timedelta = timedelta(minutes=1),
         registry: CollectorRegistry | None = None,
         rand: Callable[[], float] | None = None,
     ) -> None:
@@ -143,22 +147,37 @@ class MemoryEngine(SagaEngine):
 
     def _crash(self, ctx: StepContext) -> None:
         self._crashes += 1
-        self.memory.abandon(ctx.saga_id, f"{self.worker_id}/crashed-{self._crashes}")
+        expires = self.memory.abandon(ctx.saga_id, f"{self.worker_id}/crashed-{self._crashes}")
+        if expires is not None:
+            # Another process would notice on its next poll; wake ours just after the expiry.
+            self.clock.call_at(expires + _AFTER, self._wake_worker)
         raise WorkerCrashed(f"simulated worker crash in {ctx.step} of {ctx.saga_id}")
+
+    def _wake_worker(self) -> None:
+        if self._worker is not None:
+            self._worker.wake()
 
     # -- time ---------------------------------------------------------------------------
 
     async def advance(self, delta: timedelta) -> None:
-        """:meth:`settle`, move the manual clock by ``delta``, then settle again.
+        """Let ``delta`` of clock time pass, doing each timer's work at its own time.
 
-        Settling first lets what is due now happen now: a run just started runs its first
-        attempt at the current time, not ``delta`` later.
+        The engine first settles; then the clock moves from one timer to the next (retries
+        coming due, step timeouts, the deadline, lease expiries, polls), settling at each, so
+        a step that fails every second fails at 1 s, 3 s, 7 s… as it would in real time.
+
+        Raises:
+            TypeError: The engine's clock is not a :class:`ManualClock`.
         """
         clock = self.clock
         if not isinstance(clock, ManualClock):
             raise TypeError(f"advance() needs a ManualClock; this engine runs on {clock!r}")
         await self.settle()
-        clock.advance(delta)
+        target = clock.now() + delta
+        while (at := clock.next_timer()) is not None and at <= target:
+            clock.advance(at - clock.now())
+            await self.settle()
+        clock.advance(target - clock.now())
         await self.settle()
 
     async def settle(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109 - wall-time bound
