@@ -16,6 +16,7 @@ from cloudphone.saga import (
     Database,
     EventKind,
     NonRetryableError,
+    RetryPolicy,
     Saga,
     SagaDefinitionError,
     SagaEngine,
@@ -311,3 +312,20 @@ def test_an_engine_takes_a_database_or_a_store_with_its_lease_and_clock() -> Non
         SagaEngine(store=store, lease=timedelta(seconds=6))
     with pytest.raises(ValueError, match="clock differs"):
         SagaEngine(store=store, clock=ManualClock())
+
+
+async def test_advance_lets_time_pass_with_each_retry_at_its_own_time() -> None:
+    """One advance of 10 s: the 4 attempts of a step failing each time run at 0, 1, 3 and 7 s."""
+    every_second = RetryPolicy(max_attempts=4, initial_interval=timedelta(seconds=1), jitter=False)
+    recorder = Recorder()
+    engine = MemoryEngine([build_saga("patient", recorder, retry=every_second)])
+    engine.faults.fail("B", times=None)
+    async with engine.worker():
+        saga_id = await engine.start("patient", {})
+        start = engine.clock.now()
+        await engine.advance(timedelta(seconds=10))
+        run = await engine.get(saga_id)
+    assert run.status is SagaStatus.COMPENSATED
+    failures = [e.at for e in await engine.history(saga_id) if e.kind is EventKind.STEP_FAILED]
+    assert [(at - start).total_seconds() for at in failures] == [0, 1, 3, 7]
+    assert engine.clock.now() == start + timedelta(seconds=10)
