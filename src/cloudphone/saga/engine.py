@@ -26,13 +26,14 @@ from cloudphone.saga.errors import (
     UnknownSagaTypeError,
 )
 from cloudphone.saga.metrics import SagaMetrics
-from cloudphone.saga.ports import Clock, StepHooks, SystemClock
+from cloudphone.saga.ports import Clock, StepHooks
 from cloudphone.saga.progress import OperatorChange, Progress, RunState
 from cloudphone.saga.records import SagaEvent, SagaRun
 from cloudphone.saga.state import SagaStatus
 from cloudphone.saga.store.base import NewRun, SagaStore, Subscription
+from cloudphone.saga.store.choose import choose_store
 from cloudphone.saga.store.database import Database
-from cloudphone.saga.store.sql import SqlStore
+from cloudphone.saga.store.rows import new_run_values, run_from_row
 from cloudphone.saga.worker import Worker
 
 
@@ -78,7 +79,7 @@ class SagaEngine:
         poll_interval: timedelta = timedelta(seconds=1),
         rand: Callable[[], float] | None = None,
     ) -> None:
-        self.store, self._owned = _open_store(database, store, lease, clock)
+        self.store, self._owned = choose_store(database, store, lease, clock)
         self.sagas: dict[str, Saga] = {}
         for saga in sagas:
             saga.validate()
@@ -176,7 +177,8 @@ class SagaEngine:
             self.metrics.record_started(saga_type)
         if claim and worker is not None:
             if inserted:
-                worker.adopt(_claimed_run(new, self.lease))
+                # The row insert_run wrote for a run claimed by its insert (no read needed).
+                worker.adopt(run_from_row(new_run_values(new, self.lease)))
             else:
                 worker.unreserve()
         elif inserted and worker is not None and (session is None or not self.store.announces):
@@ -382,28 +384,6 @@ class SagaEngine:
             await owned_db.dispose()
 
 
-def _open_store(
-    database: str | URL | AsyncEngine | Database | None,
-    store: SagaStore | None,
-    lease: timedelta | None,
-    clock: Clock | None,
-) -> tuple[SagaStore, tuple[bool, Database | None]]:
-    """The engine's store, and what the engine must close: (its store?, a database it made)."""
-    if store is not None:
-        if database is not None:
-            raise ValueError("pass either a database or a store, not both")
-        if lease is not None and lease != store.lease:
-            raise ValueError(f"lease {lease} differs from the store's {store.lease}")
-        if clock is not None and clock is not store.clock:
-            raise ValueError("clock differs from the store's; give the store the clock")
-        return store, (False, None)
-    if database is None:
-        raise ValueError("SagaEngine needs a database (URL, AsyncEngine or Database) or a store")
-    db = database if isinstance(database, Database) else Database(database)
-    made = SqlStore(db, lease or timedelta(seconds=30), clock or SystemClock())
-    return made, (True, None if isinstance(database, Database) else db)
-
-
 def _check_input(data: Any, idempotency_key: str | None) -> None:
     if not isinstance(data, dict):
         raise InvalidSagaInputError(f"saga data must be a dict, got {type(data).__name__}")
@@ -413,30 +393,3 @@ def _check_input(data: Any, idempotency_key: str | None) -> None:
         raise InvalidSagaInputError(f"saga data must be JSON: {error}") from None
     if idempotency_key is not None and not 1 <= len(idempotency_key) <= 255:
         raise InvalidSagaInputError("idempotency_key must be 1-255 characters")
-
-
-def _claimed_run(new: NewRun, lease: timedelta) -> SagaRun:
-    """The row ``insert_run`` wrote for a run claimed by its insert (no read needed)."""
-    return SagaRun(
-        id=new.id,
-        saga_type=new.saga_type,
-        status=SagaStatus.RUNNING,
-        current_step=new.first_step,
-        data=new.data,
-        error=None,
-        attempt=1,
-        compensation_cause=None,
-        idempotency_key=new.idempotency_key,
-        started_by=new.started_by,
-        created_at=new.now,
-        updated_at=new.now,
-        finished_at=None,
-        deadline_at=new.deadline_at,
-        deadline_noted=False,
-        next_run_at=new.now,
-        owner=new.owner,
-        lease_expires_at=new.now + lease,
-        epoch=1,
-        cancel_requested=False,
-        resolution=None,
-    )

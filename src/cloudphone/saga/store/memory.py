@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import json
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
-from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -29,19 +27,17 @@ from cloudphone.saga.records import EventKind, SagaEvent, SagaRun
 from cloudphone.saga.state import ACTIVE, SagaStatus
 from cloudphone.saga.store.base import Claimed, NewRun
 from cloudphone.saga.store.database import Database
+from cloudphone.saga.store.memory_rows import Row, row_filter, run_of, stored
 from cloudphone.saga.store.memory_txn import DetachedStepTx, MemoryStepTx, on_outcome
 from cloudphone.saga.store.rows import (
     event_from_row,
     event_rows,
     new_run_values,
     progress_values,
-    run_from_row,
     start_detail,
 )
 
 _ACTIVE = frozenset(s.value for s in ACTIVE)
-
-Row = dict[str, Any]
 
 
 class _Subscription:
@@ -125,13 +121,13 @@ class MemoryStore:
                 existing = self._keys.get((new.saga_type, new.idempotency_key))
                 if existing is not None:
                     return existing, False
-            row = _json(new_run_values(new, self._lease))
+            row = stored(new_run_values(new, self._lease))
             self._runs[new.id] = row
             self._events[new.id] = []
             if new.idempotency_key is not None:
                 self._keys[(new.saga_type, new.idempotency_key)] = new.id
             started = NewEvent(EventKind.SAGA_STARTED, at=new.now, detail=start_detail(new))
-            self._events[new.id].extend(_json(event_rows(new.id, 1, [started])))
+            self._events[new.id].extend(stored(event_rows(new.id, 1, [started])))
             if session is None:
                 self._announce(new.saga_type, notify)
                 return new.id, True
@@ -172,7 +168,7 @@ class MemoryStore:
     def apply(self, run_id: str, epoch: int, progress: Progress) -> Committed:
         """Write a Progress and its events (call with :attr:`lock` held)."""
         row = self.check_held(run_id, epoch)
-        row.update(_json(progress_values(progress, self._clock.now() + self._lease)))
+        row.update(stored(progress_values(progress, self._clock.now() + self._lease)))
         if not progress.keep_lease:
             row["owner"] = None
         row["cancel_requested"] = row["cancel_requested"] and not progress.clear_cancel
@@ -181,7 +177,7 @@ class MemoryStore:
 
     def _append(self, row: Row, events: Sequence[NewEvent]) -> None:
         first = row["last_seq"] + 1
-        self._events[row["id"]].extend(_json(event_rows(row["id"], first, list(events))))
+        self._events[row["id"]].extend(stored(event_rows(row["id"], first, list(events))))
         row["last_seq"] += len(events)
 
     @asynccontextmanager
@@ -236,7 +232,7 @@ class MemoryStore:
                 detail=detail,
             )
             self._append(row, [takeover])
-        return Claimed(_run(row), previous)
+        return Claimed(run_of(row), previous)
 
     def _claimable(
         self, saga_types: Sequence[str], now: datetime, own: str | None, exclude: Sequence[str]
@@ -314,16 +310,16 @@ class MemoryStore:
             row = self._visible(run_id)
             if row is None:
                 raise SagaNotFoundError(f"no saga run {run_id!r}")
-            change = decide(_run(row))
+            change = decide(run_of(row))
             unknown = set(change.values) - set(row)
             if unknown:
                 raise ValueError(f"operator change sets unknown columns {sorted(unknown)}")
-            row.update(_json(change.values))
+            row.update(stored(change.values))
             if change.bump_epoch:
                 row["epoch"] += 1
             self._append(row, change.events)
             self._announce(row["saga_type"], notify and change.bump_epoch)
-            return _run(row)
+            return run_of(row)
 
     # -- reads --------------------------------------------------------------------------
 
@@ -342,7 +338,7 @@ class MemoryStore:
     async def get(self, run_id: str) -> SagaRun | None:
         """The run, or None."""
         row = self._visible(run_id)
-        return _run(row) if row is not None else None
+        return run_of(row) if row is not None else None
 
     async def find(self, saga_type: str, idempotency_key: str) -> SagaRun | None:
         """The run of ``saga_type`` holding ``idempotency_key``, or None."""
@@ -368,50 +364,11 @@ class MemoryStore:
         offset: int = 0,
     ) -> list[SagaRun]:
         """Runs matching every given filter, newest first."""
-        checks: list[Callable[[Row], bool]] = []
-        if status is not None:
-            checks.append(lambda r: r["status"] == status.value)
-        if saga_type is not None:
-            checks.append(lambda r: r["saga_type"] == saga_type)
-        if started_by is not None:
-            checks.append(lambda r: r["started_by"] == started_by)
-        if created_after is not None:
-            checks.append(lambda r: r["created_at"] >= created_after)
-        if created_before is not None:
-            checks.append(lambda r: r["created_at"] < created_before)
-        if needs_attention:
-            checks.append(
-                lambda r: r["status"] == SagaStatus.FAILED.value and r["resolution"] is None
-            )
+        check = row_filter(
+            status, saga_type, started_by, created_after, created_before, needs_attention
+        )
         rows = [
-            row
-            for run_id, row in self._runs.items()
-            if run_id not in self._pending and all(check(row) for check in checks)
+            row for run_id, row in self._runs.items() if run_id not in self._pending and check(row)
         ]
         rows.sort(key=lambda r: (r["created_at"], r["id"]), reverse=True)
-        return [_run(row) for row in rows[offset : offset + limit]]
-
-
-def _run(row: Row) -> SagaRun:
-    return run_from_row(copy.deepcopy(row))
-
-
-def _json(value: Any) -> Any:
-    """``value`` as it comes back from a JSON column: a fresh copy, refused if not JSON.
-
-    Datetimes are columns of their own here (never inside JSON), so they are kept as they are.
-    """
-    if isinstance(value, dict):
-        return {k: _json_column(k, v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_json(item) for item in value]
-    return value
-
-
-_JSON_COLUMNS = frozenset({"data", "error", "detail"})
-
-
-def _json_column(name: str, value: Any) -> Any:
-    if name in _JSON_COLUMNS and value is not None:
-        return json.loads(json.dumps(value, allow_nan=False))
-    return value
+        return [run_of(row) for row in rows[offset : offset + limit]]
