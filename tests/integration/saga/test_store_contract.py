@@ -112,6 +112,18 @@ async def test_insert_in_the_callers_transaction(backend: Backend, outcome: str)
     assert claimed.run.id == new.id
 
 
+async def test_insert_in_a_connection_that_has_not_begun_joins_its_first_transaction(
+    backend: Backend,
+) -> None:
+    new = backend.new_run()
+    async with backend.business.engine.connect() as conn:
+        assert not conn.in_transaction()
+        assert await backend.store.insert_run(new, conn) == (new.id, True)
+        assert await backend.store.get(new.id) is None
+        await conn.commit()
+    assert (await backend.read(new.id)).status is SagaStatus.PENDING
+
+
 async def test_claim_leases_due_runs_of_the_given_types_oldest_first(backend: Backend) -> None:
     clock, types = backend.clock, [backend.saga_type]
     later = await backend.insert(now=clock.now() + timedelta(seconds=1))

@@ -121,24 +121,24 @@ class MemoryStore:
                 existing = self._keys.get((new.saga_type, new.idempotency_key))
                 if existing is not None:
                     return existing, False
-            row = stored(new_run_values(new, self._lease))
-            self._runs[new.id] = row
-            self._events[new.id] = []
+            if session is not None:
+                await on_outcome(
+                    session, lambda: self._committed(new, notify), lambda: self._forget(new.id)
+                )
+                self._pending.add(new.id)
+            self._runs[new.id] = stored(new_run_values(new, self._lease))
             if new.idempotency_key is not None:
                 self._keys[(new.saga_type, new.idempotency_key)] = new.id
             started = NewEvent(EventKind.SAGA_STARTED, at=new.now, detail=start_detail(new))
-            self._events[new.id].extend(stored(event_rows(new.id, 1, [started])))
+            self._events[new.id] = stored(event_rows(new.id, 1, [started]))
             if session is None:
                 self._announce(new.saga_type, notify)
-                return new.id, True
-            self._pending.add(new.id)
+            return new.id, True
 
-        def committed() -> None:
-            self._pending.discard(new.id)
-            self._announce(new.saga_type, notify)
-
-        on_outcome(session, committed, lambda: self._forget(new.id))
-        return new.id, True
+    def _committed(self, new: NewRun, notify: bool) -> None:
+        """The transaction that inserted ``new`` committed: it is visible now."""
+        self._pending.discard(new.id)
+        self._announce(new.saga_type, notify)
 
     def _forget(self, run_id: str) -> None:
         """Drop a run whose inserting transaction rolled back."""

@@ -39,16 +39,18 @@ _hooked: weakref.WeakSet[Connection] = weakref.WeakSet()
 """Connections whose commit and rollback events are listened to."""
 
 
-def on_outcome(session: AsyncConnection, committed: Outcome, rolled_back: Outcome) -> None:
+async def on_outcome(session: AsyncConnection, committed: Outcome, rolled_back: Outcome) -> None:
     """Call ``committed`` when ``session``'s transaction commits, else ``rolled_back``.
 
+    A connection not in a transaction begins one, as its first statement would in SQL.
     SQLAlchemy announces a commit just before it reaches the database: a commit that then
     fails still counts as committed here (rare, and the run would only be retried for
     nothing).
     """
+    if not session.in_transaction():
+        await session.begin()
     conn = session.sync_connection
-    if conn is None or not conn.in_transaction():
-        raise ValueError("session= needs a connection with an open transaction")
+    assert conn is not None  # a connection in a transaction has one
     if conn not in _hooked:
         _hooked.add(conn)
         event.listen(conn, "commit", _settle(committed=True))
