@@ -26,7 +26,7 @@ from cloudphone.saga import (
 )
 from cloudphone.saga.ports import SystemClock
 from cloudphone.saga.store.memory import MemoryStore
-from cloudphone.saga.testing import ManualClock, MemoryEngine
+from cloudphone.saga.testing import Boundary, ManualClock, MemoryEngine
 from tests.support.sagas import FAST, Recorder, build_saga
 
 effects_metadata = sa.MetaData()
@@ -146,11 +146,11 @@ async def test_a_step_timeout_fires_on_the_clock_and_the_step_is_retried() -> No
 
 
 @pytest.mark.parametrize("when", ["before", "after"])
-async def test_crash_at_a_step_boundary_is_taken_over_after_the_lease(when: str) -> None:
+async def test_crash_at_a_step_boundary_is_taken_over_after_the_lease(when: Boundary) -> None:
     """The crashed attempt is lost; another worker takes over; the key stays the same."""
     keys: list[tuple[str, int, str]] = []
     engine = MemoryEngine([keyed_saga(keys)])
-    engine.crash_at("B", when)  # type: ignore[arg-type]
+    engine.crash_at("B", when)
     async with engine.worker():
         saga_id = await engine.start("keyed", {})
         await engine.settle()

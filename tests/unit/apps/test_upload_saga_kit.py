@@ -15,7 +15,7 @@ from cloudphone.apps.models import Application, AppStatus
 from cloudphone.apps.storage.base import StorageUnavailableError
 from cloudphone.domain import Principal
 from cloudphone.saga import EventKind, SagaRun, SagaStatus, StepContext
-from cloudphone.saga.testing import MemoryEngine
+from cloudphone.saga.testing import Boundary, MemoryEngine
 from tests.support.apps_harness import Apps, apk
 
 PACKAGE = "com.example.kit"
@@ -101,10 +101,10 @@ async def test_an_object_written_by_a_failed_attempt_is_removed(
 
 @pytest.mark.parametrize("when", ["before", "after"])
 async def test_a_crash_at_the_pivot_is_taken_over_and_published_once(
-    apps: Apps, uploader: Principal, when: str
+    apps: Apps, uploader: Principal, when: Boundary
 ) -> None:
     engine = kit(apps)
-    engine.crash_at("MARK_AVAILABLE", when)  # type: ignore[arg-type]
+    engine.crash_at("MARK_AVAILABLE", when)
     async with engine.worker():
         saga_id, app_id = await upload(apps, uploader)
         await engine.settle()

@@ -15,7 +15,7 @@ from cloudphone.devices.models import DeviceStatus
 from cloudphone.devices.spec import Resources
 from cloudphone.domain import Principal
 from cloudphone.saga import EventKind, NonRetryableError, SagaRun, SagaStatus
-from cloudphone.saga.testing import MemoryEngine
+from cloudphone.saga.testing import Boundary, MemoryEngine
 from tests.support.devices_stack import SMALL, DeviceStack
 from tests.unit.devices.conftest import MakeKit
 
@@ -97,10 +97,10 @@ async def test_a_step_before_or_at_the_pivot_failing_for_good_undoes_the_creatio
 
 @pytest.mark.parametrize("when", ["before", "after"])
 async def test_a_crash_at_the_pivot_counts_the_device_once(
-    stack: DeviceStack, user: Principal, when: str
+    stack: DeviceStack, user: Principal, when: Boundary
 ) -> None:
     engine = kit(stack)
-    engine.crash_at("ACTIVATE", when)  # type: ignore[arg-type]
+    engine.crash_at("ACTIVATE", when)
     async with engine.worker():
         saga_id, device_id = await create(stack, user)
         await engine.settle()
