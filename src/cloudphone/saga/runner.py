@@ -17,7 +17,7 @@ from datetime import datetime
 from types import MappingProxyType
 from typing import Any
 
-from cloudphone.saga import decide
+from cloudphone.saga import decide, timers
 from cloudphone.saga.context import _CURRENT, StepContext, idempotency_key
 from cloudphone.saga.definition import Saga, Step, StepKind
 from cloudphone.saga.errors import LeaseLostError, RetryLater, SagaError, StepOutputError
@@ -343,7 +343,7 @@ class Runner:
         self._interruptible = interruptible
         token = _CURRENT.set(ctx)
         try:
-            async with asyncio.timeout(limit) as scope:
+            async with timers.timeout(self._clock, limit) as scope:
                 if self._hooks is not None:
                     await self._hooks.before_attempt(ctx)
                 output = await fn(ctx)

@@ -9,13 +9,14 @@ import random
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 
+from cloudphone.saga import timers
 from cloudphone.saga.definition import Saga
 from cloudphone.saga.metrics import SagaMetrics
-from cloudphone.saga.ports import Clock, StepHooks
+from cloudphone.saga.ports import Clock, StepHooks, Timer
 from cloudphone.saga.progress import Progress, RunState, state_of
 from cloudphone.saga.records import SagaRun
 from cloudphone.saga.runner import Runner
-from cloudphone.saga.store.sql import SqlStore
+from cloudphone.saga.store.base import SagaStore
 from cloudphone.saga.tracing import NO_TRACER, SagaTracer
 
 log = logging.getLogger("cloudphone.saga")
@@ -34,7 +35,7 @@ class Worker:
     def __init__(
         self,
         *,
-        store: SqlStore,
+        store: SagaStore,
         sagas: Mapping[str, Saga],
         worker_id: str,
         concurrency: int,
@@ -64,7 +65,7 @@ class Worker:
         self._reserved = 0
         self._wakeup = asyncio.Event()
         self._stopping = False
-        self._timers: list[asyncio.TimerHandle] = []
+        self._timers: list[Timer] = []
         self._loop_task: asyncio.Task[None] | None = None
         self._heartbeat_task: asyncio.Task[None] | None = None
         self._handback: set[str] = set()
@@ -197,16 +198,13 @@ class Worker:
                     timeout = min(timeout, max((due - self._clock.now()).total_seconds(), 0))
         if timeout <= 0:
             return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wakeup.wait(), timeout)
+        await timers.wait_event(self._clock, self._wakeup, timeout)
 
     def _wake_at(self, at: datetime | None) -> None:
         if at is None or self._stopping:
             return
-        delay = max((at - self._clock.now()).total_seconds(), 0.0)
-        loop = asyncio.get_running_loop()
         self._timers = [t for t in self._timers if not t.cancelled()]
-        self._timers.append(loop.call_later(delay, self._wakeup.set))
+        self._timers.append(self._clock.call_at(at, self._wakeup.set))
 
     # -- driving ------------------------------------------------------------------------
 
@@ -261,7 +259,7 @@ class Worker:
     async def _heartbeat_loop(self) -> None:
         interval = self._store.lease.total_seconds() / 3
         while True:
-            await asyncio.sleep(interval)
+            await timers.sleep(self._clock, interval)
             ids = list(self._runners)
             try:
                 held = await self._store.heartbeat(self.worker_id, ids)

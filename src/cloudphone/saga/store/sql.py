@@ -8,9 +8,8 @@ on a dedicated asyncpg pool, grouped across runs (see :mod:`.pg`).
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -20,42 +19,17 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from cloudphone.saga.errors import LeaseLostError, SagaNotFoundError
 from cloudphone.saga.ports import Clock, Committed
 from cloudphone.saga.progress import NewEvent, Progress
-from cloudphone.saga.records import EventKind, SagaRun
+from cloudphone.saga.records import EventKind
 from cloudphone.saga.state import ACTIVE, SagaStatus
 from cloudphone.saga.store import lite, pg
+from cloudphone.saga.store.base import Claimed, NewRun
 from cloudphone.saga.store.database import Database
+from cloudphone.saga.store.listen import Listener
 from cloudphone.saga.store.queries import RunQueries
-from cloudphone.saga.store.rows import event_rows, run_from_row
-from cloudphone.saga.store.tables import saga_events, saga_runs
+from cloudphone.saga.store.rows import event_rows, new_run_values, run_from_row, start_detail
+from cloudphone.saga.store.tables import metadata, saga_events, saga_runs
 
 _ACTIVE = [s.value for s in ACTIVE]
-
-
-@dataclass(frozen=True)
-class NewRun:
-    """A run to insert."""
-
-    id: str
-    saga_type: str
-    data: dict[str, Any]
-    first_step: str
-    idempotency_key: str | None
-    started_by: str | None
-    deadline_at: datetime | None
-    now: datetime
-    owner: str | None = None
-    """Claim it for this worker in the same insert (the process has a worker with room)."""
-    trace_context: dict[str, str] | None = None
-    """W3C trace context of the start, stored with the run."""
-
-
-@dataclass(frozen=True)
-class Claimed:
-    """A run a worker just claimed."""
-
-    run: SagaRun
-    previous_owner: str | None
-    """Whose expired lease was taken over (None for a fresh claim)."""
 
 
 class _StepTx:
@@ -74,7 +48,7 @@ class _StepTx:
 
 
 class SqlStore(RunQueries):
-    """Reads and writes of ``saga_runs`` and ``saga_events``.
+    """Reads and writes of ``saga_runs`` and ``saga_events``: the SQL :class:`.base.SagaStore`.
 
     Args:
         db: The database.
@@ -86,6 +60,22 @@ class SqlStore(RunQueries):
         self.lease = lease
         self.clock = clock
         self._fast = pg.PgFastPath(db.url, lease, clock) if db.is_postgres else None
+
+    @property
+    def announces(self) -> bool:
+        """PostgreSQL announces new and resumed runs with NOTIFY; SQLite's workers poll."""
+        return self.db.is_postgres
+
+    def subscribe(self, on_notify: Callable[[str], None]) -> Listener | None:
+        """A LISTEN connection for announced runs (PostgreSQL only)."""
+        if not self.db.is_postgres:
+            return None
+        return Listener(self.db.url, pg.NOTIFY_CHANNEL, on_notify)
+
+    async def create_schema(self) -> None:
+        """Create the engine's tables if missing (production uses the Alembic migrations)."""
+        async with self.db.begin() as conn:
+            await conn.run_sync(metadata.create_all)
 
     async def close(self) -> None:
         """Finish queued writes and close the fast path's connections."""
@@ -106,7 +96,7 @@ class SqlStore(RunQueries):
             return await self.insert_run_txn(conn, new, notify)
         if self._fast is not None:
             values = self._new_values(new)
-            if await self._fast.insert(values, _start_detail(new), notify):
+            if await self._fast.insert(values, start_detail(new), notify):
                 return new.id, True
             return await self._existing(new), False
         async with self.db.begin() as own:
@@ -117,7 +107,7 @@ class SqlStore(RunQueries):
     ) -> tuple[str, bool]:
         """Insert a run inside the caller's transaction ``conn``."""
         values = self._new_values(new)
-        detail = _start_detail(new)
+        detail = start_detail(new)
         if self.db.is_postgres:
             item = pg.insert_item(values, detail, notify)
             result = await conn.execute(
@@ -131,31 +121,7 @@ class SqlStore(RunQueries):
         return await self._existing(new, conn), False
 
     def _new_values(self, new: NewRun) -> dict[str, Any]:
-        return {
-            "id": new.id,
-            "saga_type": new.saga_type,
-            "status": (SagaStatus.RUNNING if new.owner else SagaStatus.PENDING).value,
-            "current_step": new.first_step,
-            "attempt": 1,
-            "data": new.data,
-            "error": None,
-            "compensation_cause": None,
-            "idempotency_key": new.idempotency_key,
-            "started_by": new.started_by,
-            "epoch": 1,
-            "owner": new.owner,
-            "lease_expires_at": new.now + self.lease if new.owner else None,
-            "next_run_at": new.now,
-            "deadline_at": new.deadline_at,
-            "deadline_noted": False,
-            "cancel_requested": False,
-            "last_seq": 1,
-            "resolution": None,
-            "created_at": new.now,
-            "updated_at": new.now,
-            "finished_at": None,
-            "trace_context": new.trace_context,
-        }
+        return new_run_values(new, self.lease)
 
     async def _existing(self, new: NewRun, conn: AsyncConnection | None = None) -> str:
         """Id of the run that already holds ``new``'s idempotency key."""
@@ -382,10 +348,6 @@ class SqlStore(RunQueries):
                 )
             )
         return due
-
-
-def _start_detail(new: NewRun) -> dict[str, Any]:
-    return {"idempotency_key": new.idempotency_key} if new.idempotency_key else {}
 
 
 def _committed(run_id: str, epoch: int, cancel_requested: bool | None) -> Committed:
