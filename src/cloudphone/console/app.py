@@ -17,7 +17,7 @@ from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from cloudphone.console import auth_routes, devices, overview, saga_detail, sagas
+from cloudphone.console import apps, auth_routes, billing, devices, overview, saga_detail, sagas
 from cloudphone.console.rendering import build_environment, render
 from cloudphone.console.security import (
     ConsoleContext,
@@ -44,8 +44,9 @@ ROUTERS = (
     overview.router,
     sagas.router,
     saga_detail.router,
+    billing.router,
+    apps.router,
     devices.router,
-    # business views: the payments/refunds and apps pages add their routers here.
 )
 
 DOMAIN_STATUS: tuple[tuple[type[DomainError], int], ...] = (

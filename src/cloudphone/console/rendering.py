@@ -96,12 +96,11 @@ def millis(ms: float | None) -> str:
     return f"{minutes // 60} h {minutes % 60} min"
 
 
+_ZERO_DIGITS = "BIF CLP DJF GNF ISK JPY KMF KRW PYG RWF UGX UYI VND VUV XAF XOF XPF"
 MINOR_DIGITS: dict[str, int] = {
-    **dict.fromkeys(
-        "BIF CLP DJF GNF ISK JPY KMF KRW PYG RWF UGX UYI VND VUV XAF XOF XPF".split(), 0
-    ),
-    **dict.fromkeys("BHD IQD JOD KWD LYD OMR TND".split(), 3),
-    **dict.fromkeys("CLF UYW".split(), 4),
+    **dict.fromkeys(_ZERO_DIGITS.split(" "), 0),
+    **dict.fromkeys(("BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"), 3),
+    **dict.fromkeys(("CLF", "UYW"), 4),
 }
 """Digits after the decimal point of the currencies whose minor unit is not a hundredth
 (ISO 4217); every other currency has two."""
@@ -164,6 +163,7 @@ def build_environment() -> Environment:
         millis=millis,
         short=short,
         money=money,
+        span=lambda delta: _span(delta.total_seconds()),
         size=size,
         pretty_json=pretty_json,
         tone=tone,
