@@ -84,7 +84,9 @@ def create_console(platform_of: Callable[[], Platform | None], verify: TokenChec
 async def _sign_in(request: Request, error: Exception) -> Response:
     """To the sign-in page, coming back here afterwards (htmx: a full-page redirect)."""
     base = request.scope.get("root_path", "")
-    back = request.url.path if request.method == "GET" else f"{base}/"
+    back = f"{base}/"
+    if request.method == "GET":  # back to this very page, its filters included
+        back = request.url.path + (f"?{request.url.query}" if request.url.query else "")
     target = f"{base}/login?next={quote(back, safe='/')}"
     if request.headers.get("HX-Request") == "true":
         return Response(status_code=401, headers={"HX-Redirect": target})

@@ -39,7 +39,10 @@ async def test_the_scopes_are_those_of_the_api(platform: Platform, browser: Brow
     shared = await uploaded(platform, "bob", "com.example.shared", 1)
     await platform.apps.publish_app(ADMIN, shared.id)
     alice, _ = await browser("alice")
-    assert app_rows((await alice.get("/ui/apps")).text) == {mine.id: "false", shared.id: "true"}
+    visible = (await alice.get("/ui/apps")).text
+    assert app_rows(visible) == {mine.id: "false", shared.id: "true"}
+    assert elements(visible, "data-saga-link", mine.saga_id)
+    assert not elements(visible, "data-saga-link", shared.saga_id)  # Bob's run: a 404 to her
     assert set(app_rows((await alice.get("/ui/apps", params={"scope": "mine"})).text)) == {mine.id}
     assert set(app_rows((await alice.get("/ui/apps", params={"scope": "catalog"})).text)) == {
         shared.id
@@ -48,7 +51,9 @@ async def test_the_scopes_are_those_of_the_api(platform: Platform, browser: Brow
     assert "needs the admin role" in everything
     assert set(app_rows(everything)) == {mine.id, shared.id}
     assert (await alice.get(f"/ui/apps/{private.id}")).status_code == 404
-    assert (await alice.get(f"/ui/apps/{shared.id}")).status_code == 200
+    theirs = await alice.get(f"/ui/apps/{shared.id}")
+    assert theirs.status_code == 200
+    assert not elements(theirs.text, "data-saga-link")
     admin, _ = await browser("root", Role.ADMIN)
     every = (await admin.get("/ui/apps", params={"scope": "all"})).text
     assert set(app_rows(every)) == {mine.id, private.id, shared.id}
