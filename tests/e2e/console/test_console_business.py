@@ -14,6 +14,8 @@ import hashlib
 import re
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -31,36 +33,88 @@ from tests.support.waiting import wait_sync
 ADMIN = bearer("root", Role.ADMIN)
 
 
+FLAKY_PROVIDER = {
+    "CLOUDPHONE_BILLING__SANDBOX__ERROR_RATE": "1",
+    "CLOUDPHONE_BILLING__REFUND_RETRY_INITIAL_SECONDS": "0.05",
+}
+"""A sandbox that never answers (every call a 503), and refund retries in milliseconds."""
+
+
+@dataclass
+class Stack:
+    """The processes of this module, on one SQLite database."""
+
+    workdir: Path
+    env: dict[str, str]
+    api: CloudphoneProcess
+    processes: list[CloudphoneProcess]
+
+
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CloudphoneProcess]:
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """``serve --no-worker`` with a healthy sandbox and a worker whose sandbox never answers."""
     workdir = tmp_path_factory.mktemp("console-business")
     env = child_env(workdir / "var")
     api = start_serve(workdir, env, "--no-worker", name="api")
-    flaky = {
-        **env,
-        "CLOUDPHONE_BILLING__SANDBOX__ERROR_RATE": "1",
-        "CLOUDPHONE_BILLING__REFUND_RETRY_INITIAL_SECONDS": "0.05",
-    }
+    running = Stack(workdir, env, api, [api])
     try:
-        worker = start_worker(workdir, flaky, "flaky-provider")
-    except BaseException:
-        api.stop()
-        raise
-    yield api
-    worker.stop()
-    api.stop()
+        running.processes.append(start_worker(workdir, {**env, **FLAKY_PROVIDER}, "flaky"))
+        yield running
+    finally:
+        for process in reversed(running.processes):
+            process.stop()
+
+
+@pytest.fixture(scope="module")
+def server(stack: Stack) -> CloudphoneProcess:
+    """The API and console everyone's browser uses (its provider answers)."""
+    return stack.api
+
+
+@pytest.fixture(scope="module")
+def flaky_api(stack: Stack) -> CloudphoneProcess:
+    """A second ``serve --no-worker`` on the same database whose provider never answers."""
+    process = start_serve(
+        stack.workdir, {**stack.env, **FLAKY_PROVIDER}, "--no-worker", name="flaky-api"
+    )
+    stack.processes.append(process)
+    return process
+
+
+def browser_tab(chromium: Browser, process: CloudphoneProcess) -> Iterator[Page]:
+    """A tab in a fresh browser context on ``process``."""
+    context = chromium.new_context(
+        base_url=process.base_url, viewport={"width": 1400, "height": 900}
+    )
+    context.set_default_timeout(WAIT_MS)
+    yield context.new_page()
+    context.close()
 
 
 @pytest.fixture
 def other_page(chromium: Browser, server: CloudphoneProcess) -> Iterator[Page]:
     """A tab in a second, separate browser context (another user's browser)."""
-    context = chromium.new_context(
-        base_url=server.base_url, viewport={"width": 1400, "height": 900}
+    yield from browser_tab(chromium, server)
+
+
+@pytest.fixture
+def flaky_page(chromium: Browser, flaky_api: CloudphoneProcess) -> Iterator[Page]:
+    """A tab on the API whose provider never answers."""
+    yield from browser_tab(chromium, flaky_api)
+
+
+def stuck_refund(
+    api: httpx.Client, headers: dict[str, str], amount: int
+) -> tuple[dict[str, Any], str]:
+    """A paid payment and a refund of ``amount`` of it in NEEDS_ATTENTION: the payment, the id."""
+    payment = paid_payment(api, headers, amount + 1000)
+    requested = api.post(
+        f"/payments/{payment['id']}/refunds", json={"amount": amount}, headers=headers
     )
-    context.set_default_timeout(WAIT_MS)
-    yield context.new_page()
-    context.close()
+    assert requested.status_code == 202, requested.text
+    refund_id: str = requested.json()["refund"]["id"]
+    refund_in(api, headers, refund_id, "NEEDS_ATTENTION")
+    return payment, refund_id
 
 
 def paid_payment(api: httpx.Client, headers: dict[str, str], amount: int) -> dict[str, Any]:
@@ -120,11 +174,7 @@ def test_business_pages_have_empty_states(page: Page) -> None:
 def test_an_admin_reconciles_a_refund_that_needs_attention(page: Page, api: httpx.Client) -> None:
     """From the overview's queue to the refund's page; reconcile shows the new status in place."""
     rita = bearer("rita")
-    payment = paid_payment(api, rita, 4999)
-    requested = api.post(f"/payments/{payment['id']}/refunds", json={"amount": 1500}, headers=rita)
-    assert requested.status_code == 202, requested.text
-    refund_id = requested.json()["refund"]["id"]
-    refund_in(api, rita, refund_id, "NEEDS_ATTENTION")
+    payment, refund_id = stuck_refund(api, rita, 1500)
     sign_in(page, token("root", Role.ADMIN), "/ui/")
     queued = page.locator(f'[data-attention=refunds] tr[data-refund-id="{refund_id}"]')
     expect(queued).to_have_attribute("data-status", "NEEDS_ATTENTION")
@@ -174,10 +224,7 @@ def test_a_user_sees_their_refund_without_the_reconcile_button(
 ) -> None:
     """The owner of a refund that needs attention reads why, but is offered no admin action."""
     sam = bearer("sam")
-    payment = paid_payment(api, sam, 1200)
-    requested = api.post(f"/payments/{payment['id']}/refunds", json={"amount": 1200}, headers=sam)
-    refund_id = requested.json()["refund"]["id"]
-    refund_in(api, sam, refund_id, "NEEDS_ATTENTION")
+    _, refund_id = stuck_refund(api, sam, 1200)
     sign_in(page, token("sam"), f"/ui/refunds/{refund_id}")
     expect(page.locator("[data-needs-attention]")).to_be_visible()
     expect(page.locator("[data-action]")).to_have_count(0)
@@ -186,6 +233,23 @@ def test_a_user_sees_their_refund_without_the_reconcile_button(
     forged = page.request.post(f"/ui/refunds/{refund_id}/reconcile")
     assert forged.status == 403
     assert api.get(f"/refunds/{refund_id}", headers=sam).json()["status"] == "NEEDS_ATTENTION"
+
+
+def test_a_reconcile_the_provider_does_not_answer_says_so_in_place(
+    flaky_page: Page, api: httpx.Client
+) -> None:
+    """Through an API whose provider is still down: a 503 shown in place; nothing changes."""
+    tess = bearer("tess")
+    payment, refund_id = stuck_refund(api, tess, 800)
+    sign_in(flaky_page, token("root", Role.ADMIN), f"/ui/refunds/{refund_id}")
+    flaky_page.locator('[data-action="reconcile"]').click()
+    flaky_page.locator('[data-confirm="reconcile"]').click()
+    error = flaky_page.locator('[data-result="error"]')
+    expect(error).to_contain_text("the provider did not answer")
+    expect(flaky_page.locator("#refund-live")).to_have_attribute("data-status", "NEEDS_ATTENTION")
+    expect(flaky_page.locator('[data-action="reconcile"]')).to_be_visible()
+    shot(flaky_page, "refund-reconcile-unanswered")
+    assert api.get(f"/payments/{payment['id']}", headers=tess).json()["status"] == "REFUNDING"
 
 
 def test_an_admin_publishes_an_upload_and_another_user_sees_it_in_the_catalog(
