@@ -17,7 +17,6 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any
-from urllib.parse import urlencode
 
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
@@ -26,7 +25,7 @@ from cloudphone.apps.access import AppScope
 from cloudphone.apps.models import APK_MEDIA_TYPE, Application, AppStatus
 from cloudphone.apps.service import AppsService
 from cloudphone.apps.storage.base import LocalFile
-from cloudphone.console.filters import PAGE_SIZE, parse_offset
+from cloudphone.console.filters import PAGE_SIZE, encode_query, parse_offset
 from cloudphone.console.rendering import render
 from cloudphone.console.saga_detail import visible_run
 from cloudphone.console.security import AdminDep, SessionDep, console_of
@@ -101,8 +100,7 @@ class AppFilters:
             "latest": "1" if self.latest else "",
             "offset": self.offset or "",
         }
-        values.update(changes)
-        return urlencode({k: v for k, v in values.items() if v not in ("", None, 0)})
+        return encode_query(values, changes)
 
     @property
     def active(self) -> bool:

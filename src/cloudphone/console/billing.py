@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request
@@ -42,7 +43,6 @@ from cloudphone.saga import SagaRun, SagaStatus
 router = APIRouter()
 
 ResourceId = Annotated[str, Path(min_length=1, max_length=64)]
-Fetch = Callable[[BillingService, Principal, ListFilters, datetime], Awaitable[Sequence[Any]]]
 
 
 @dataclass(frozen=True)
@@ -52,49 +52,35 @@ class BillingList:
     Attributes:
         name: Its path segment (``payments``) and rows template (``_payments_rows.html``).
         title: The page's heading.
-        statuses: The statuses its filter offers.
+        statuses: Its status enum (the filter offers every value).
         parent: The parent filter it takes (``order_id``, ``payment_id``), if any.
-        fetch: One page (plus a row) through the billing service.
+        use_case: The billing service's list use case.
     """
 
     name: str
     title: str
-    statuses: tuple[str, ...]
+    statuses: type[StrEnum]
     parent: str | None
-    fetch: Fetch
+    use_case: Callable[[BillingService], Callable[..., Awaitable[Sequence[Any]]]]
 
-
-async def _payments(
-    service: BillingService, principal: Principal, filters: ListFilters, now: datetime
-) -> Sequence[Any]:
-    status = PaymentStatus(filters.status) if filters.status else None
-    return await service.list_payments(
-        principal, filters.listing(now), status=status, order_id=filters.parent_id("order_id")
-    )
-
-
-async def _refunds(
-    service: BillingService, principal: Principal, filters: ListFilters, now: datetime
-) -> Sequence[Any]:
-    status = RefundStatus(filters.status) if filters.status else None
-    return await service.list_all_refunds(
-        principal, filters.listing(now), status=status, payment_id=filters.parent_id("payment_id")
-    )
-
-
-async def _orders(
-    service: BillingService, principal: Principal, filters: ListFilters, now: datetime
-) -> Sequence[Any]:
-    status = OrderStatus(filters.status) if filters.status else None
-    return await service.list_orders(principal, filters.listing(now), status=status)
+    async def fetch(
+        self, service: BillingService, principal: Principal, filters: ListFilters, now: datetime
+    ) -> Sequence[Any]:
+        """One page (plus a row) of what ``filters`` ask for, as ``principal`` may see it."""
+        narrow: dict[str, Any] = {
+            "status": self.statuses(filters.status) if filters.status else None
+        }
+        if self.parent:
+            narrow[self.parent] = filters.parent_id(self.parent)
+        return await self.use_case(service)(principal, filters.listing(now), **narrow)
 
 
 LISTS: dict[str, BillingList] = {
     kind.name: kind
     for kind in (
-        BillingList("payments", "Payments", tuple(PaymentStatus), "order_id", _payments),
-        BillingList("refunds", "Refunds", tuple(RefundStatus), "payment_id", _refunds),
-        BillingList("orders", "Orders", tuple(OrderStatus), None, _orders),
+        BillingList("payments", "Payments", PaymentStatus, "order_id", lambda s: s.list_payments),
+        BillingList("refunds", "Refunds", RefundStatus, "payment_id", lambda s: s.list_all_refunds),
+        BillingList("orders", "Orders", OrderStatus, None, lambda s: s.list_orders),
     )
 }
 """The billing lists, in tab order."""
@@ -110,7 +96,10 @@ RECONCILED = {
 
 async def _list_page(request: Request, session: Session, kind: BillingList) -> HTMLResponse:
     filters = ListFilters.parse(
-        request.query_params, admin=session.is_admin, statuses=kind.statuses, parent=kind.parent
+        request.query_params,
+        admin=session.is_admin,
+        statuses=[s.value for s in kind.statuses],
+        parent=kind.parent,
     )
     service = console_of(request).platform.billing
     rows = await kind.fetch(service, session.principal, filters, datetime.now(UTC))

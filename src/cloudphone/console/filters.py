@@ -85,8 +85,7 @@ class SagaFilters:
             "needs_attention": "1" if self.needs_attention else "",
             "offset": self.offset or "",
         }
-        values.update(changes)
-        return urlencode({k: v for k, v in values.items() if v not in ("", None, 0)})
+        return encode_query(values, changes)
 
     @property
     def active(self) -> bool:
@@ -102,6 +101,12 @@ def _status(raw: str, problems: list[str]) -> SagaStatus | None:
     except ValueError:
         problems.append(f"unknown status {raw!r}")
         return None
+
+
+def encode_query(values: Mapping[str, object], changes: Mapping[str, object]) -> str:
+    """A list's filters as a query string: ``values`` with ``changes`` applied, empties left out."""
+    merged = {**values, **changes}
+    return urlencode({k: v for k, v in merged.items() if v not in ("", None, 0)})
 
 
 def parse_range(raw: str, problems: list[str]) -> str:

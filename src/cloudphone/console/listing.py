@@ -9,11 +9,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from urllib.parse import urlencode
 
 from cloudphone.billing.models import Listing
 from cloudphone.console.filters import (
     PAGE_SIZE,
+    encode_query,
     local_time,
     parse_offset,
     parse_range,
@@ -109,8 +109,7 @@ class ListFilters:
         }
         if self.parent:
             values[self.parent[0]] = self.parent[1]
-        values.update(changes)
-        return urlencode({k: v for k, v in values.items() if v not in ("", None, 0)})
+        return encode_query(values, changes)
 
     @property
     def active(self) -> bool:

@@ -23,7 +23,7 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from cloudphone.domain import Role
-from tests.e2e.console.conftest import WAIT_MS, bearer, shot
+from tests.e2e.console.conftest import bearer, browser_tab, shot
 from tests.support.apps_harness import apk
 from tests.support.apps_http import multipart
 from tests.support.console_browser import sign_in, wait_status
@@ -81,26 +81,16 @@ def flaky_api(stack: Stack) -> CloudphoneProcess:
     return process
 
 
-def browser_tab(chromium: Browser, process: CloudphoneProcess) -> Iterator[Page]:
-    """A tab in a fresh browser context on ``process``."""
-    context = chromium.new_context(
-        base_url=process.base_url, viewport={"width": 1400, "height": 900}
-    )
-    context.set_default_timeout(WAIT_MS)
-    yield context.new_page()
-    context.close()
-
-
 @pytest.fixture
 def other_page(chromium: Browser, server: CloudphoneProcess) -> Iterator[Page]:
     """A tab in a second, separate browser context (another user's browser)."""
-    yield from browser_tab(chromium, server)
+    yield from browser_tab(chromium, server.base_url)
 
 
 @pytest.fixture
 def flaky_page(chromium: Browser, flaky_api: CloudphoneProcess) -> Iterator[Page]:
     """A tab on the API whose provider never answers."""
-    yield from browser_tab(chromium, flaky_api)
+    yield from browser_tab(chromium, flaky_api.base_url)
 
 
 def stuck_refund(
