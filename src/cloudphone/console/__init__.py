@@ -31,23 +31,46 @@ HttpOnly, SameSite=Strict session cookie (Secure over https) that expires with t
 their own runs and resources; admin actions are checked by the server and not shown to users.
 Every answer carries a Content-Security-Policy allowing only the console's own assets.
 
+Pages: the overview (``/``), sagas (``/sagas``, ``/sagas/{id}``), billing (``/payments``,
+``/refunds``, ``/orders``, ``/payments/{id}``, ``/refunds/{id}``), apps (``/apps``,
+``/apps/{id}``, ``/apps/{id}/download``), devices and quotas. The business views read through
+the services' use cases (billing's ``list_payments``/``list_all_refunds``/``list_orders`` and
+reads, the apps service's ``list_apps``/``get_app``/``download``), whose visibility rules they
+inherit: users see their own payments, refunds and uploads (and the apps catalog), admins
+everyone's. Admin actions there reuse the services' admin use cases: billing's
+``reconcile_refund`` (what ``POST /refunds/{id}/reconcile`` runs) and the apps service's
+``publish_app``/``unpublish_app``.
+
 Test contract (stable; for tests and operators' own automation):
 
 * each saga row (list, needs-attention queue): ``data-saga-id`` and ``data-status``; the
   saga page's live part carries both too;
+* each business row carries its id and ``data-status``: ``data-payment-id``,
+  ``data-refund-id``, ``data-order-id``, ``data-app-id`` (apps also ``data-published`` =
+  ``true`` | ``false``), in the lists, on the pages and in the needs-attention queue; the live
+  part of a payment's, refund's and app's page (``#payment-live``, ``#refund-live``,
+  ``#app-live``) carries them too;
 * each action button: ``data-action`` = ``retry`` | ``retry-forward`` | ``cancel`` |
-  ``resolve``; it opens a ``<dialog data-confirm-dialog=…>`` whose submit button has
+  ``resolve`` (saga page), ``reconcile`` (refund page), ``publish`` | ``unpublish`` (app
+  page); it opens a ``<dialog data-confirm-dialog=…>`` whose submit button has
   ``data-confirm`` = the same name; the outcome is ``[data-result="ok"|"error"]``;
 * each timeline event: ``data-event-kind`` (the engine's event kind) and ``data-seq``;
   operator notes ``[data-note]``;
 * the overview's count per status: ``data-count-status="FAILED"`` (etc.) with the number in
-  ``data-count``; per type ``data-count-type`` + ``data-count-type-status``;
+  ``data-count``; per type ``data-count-type`` + ``data-count-type-status``; the queue's
+  blocks ``data-attention="refunds"`` | ``"payments"`` (their counts in
+  ``data-attention-refunds`` / ``data-attention-payments``);
+* links to a resource's saga ``data-saga-link``, to a payment ``data-payment-link`` (both =
+  the id); a download ``data-download`` (= the app id); an app list's package group
+  ``data-package``, its latest version ``data-latest``; a search match with a page
+  ``data-match-kind``; a payment's reconcile note ``[data-reconcile-note]``; a refund that
+  needs an operator ``[data-needs-attention]``;
 * step plan rows: ``data-step`` and ``data-step-state``; device rows: ``data-device-id`` and
-  ``data-status``; empty states: ``data-empty``.
+  ``data-status``; empty states: ``data-empty`` (``sagas``, ``payments``, ``refunds``,
+  ``orders``, ``apps``, ``actions``, …).
 
-Seams left for later: the payments/refunds and apps pages (:mod:`.links`, ``ROUTERS`` in
-:mod:`.app`), refunds in NEEDS_ATTENTION and runs on an unknown saga version in the
-needs-attention queue (:class:`.overview.Attention`), and ``fork`` (:mod:`.actions`).
+Seams left for later: runs on an unknown saga version in the needs-attention queue
+(:class:`.overview.Attention`), and ``fork`` (:mod:`.actions`).
 """
 
 from cloudphone.console.app import create_console

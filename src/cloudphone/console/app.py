@@ -17,7 +17,7 @@ from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from cloudphone.console import auth_routes, devices, overview, saga_detail, sagas
+from cloudphone.console import apps, auth_routes, billing, devices, overview, saga_detail, sagas
 from cloudphone.console.rendering import build_environment, render
 from cloudphone.console.security import (
     ConsoleContext,
@@ -44,8 +44,9 @@ ROUTERS = (
     overview.router,
     sagas.router,
     saga_detail.router,
+    billing.router,
+    apps.router,
     devices.router,
-    # business views: the payments/refunds and apps pages add their routers here.
 )
 
 DOMAIN_STATUS: tuple[tuple[type[DomainError], int], ...] = (
@@ -83,7 +84,9 @@ def create_console(platform_of: Callable[[], Platform | None], verify: TokenChec
 async def _sign_in(request: Request, error: Exception) -> Response:
     """To the sign-in page, coming back here afterwards (htmx: a full-page redirect)."""
     base = request.scope.get("root_path", "")
-    back = request.url.path if request.method == "GET" else f"{base}/"
+    back = f"{base}/"
+    if request.method == "GET":  # back to this very page, its filters included
+        back = request.url.path + (f"?{request.url.query}" if request.url.query else "")
     target = f"{base}/login?next={quote(back, safe='/')}"
     if request.headers.get("HX-Request") == "true":
         return Response(status_code=401, headers={"HX-Redirect": target})

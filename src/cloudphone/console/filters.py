@@ -54,29 +54,23 @@ class SagaFilters:
         """The filters in ``query`` (``started_by`` only for admins)."""
         problems: list[str] = []
         status = _status(query.get("status", ""), problems)
-        range_key = query.get("range", "")
-        if range_key and range_key not in RANGES:
-            problems.append(f"unknown time range {range_key!r}")
-            range_key = ""
+        range_key = parse_range(query.get("range", ""), problems)
         return cls(
             status=status,
             saga_type=query.get("type", "").strip()[:100],
             range=range_key,
-            after=_time(query.get("after", ""), "from", problems),
-            before=_time(query.get("before", ""), "to", problems),
+            after=parse_time(query.get("after", ""), "from", problems),
+            before=parse_time(query.get("before", ""), "to", problems),
             started_by=query.get("started_by", "").strip()[:200] if admin else "",
             needs_attention=query.get("needs_attention", "") in ("1", "on", "true"),
             q=query.get("q", "").strip()[:200],
-            offset=_offset(query.get("offset", "0"), problems),
+            offset=parse_offset(query.get("offset", "0"), problems),
             problems=problems,
         )
 
     def created_after(self, now: datetime) -> datetime | None:
         """Lower bound on ``created_at``: the custom start, or now minus the range."""
-        if self.range:
-            start = now - RANGES[self.range]
-            return max(start, self.after) if self.after else start
-        return self.after
+        return window_start(self.range, self.after, now)
 
     def query_string(self, **changes: object) -> str:
         """These filters as a query string, with ``changes`` applied (e.g. ``offset=50``)."""
@@ -85,14 +79,13 @@ class SagaFilters:
             "status": self.status.value if self.status else "",
             "type": self.saga_type,
             "range": self.range,
-            "after": _local(self.after),
-            "before": _local(self.before),
+            "after": local_time(self.after),
+            "before": local_time(self.before),
             "started_by": self.started_by,
             "needs_attention": "1" if self.needs_attention else "",
             "offset": self.offset or "",
         }
-        values.update(changes)
-        return urlencode({k: v for k, v in values.items() if v not in ("", None, 0)})
+        return encode_query(values, changes)
 
     @property
     def active(self) -> bool:
@@ -110,7 +103,30 @@ def _status(raw: str, problems: list[str]) -> SagaStatus | None:
         return None
 
 
-def _time(raw: str, label: str, problems: list[str]) -> datetime | None:
+def encode_query(values: Mapping[str, object], changes: Mapping[str, object]) -> str:
+    """A list's filters as a query string: ``values`` with ``changes`` applied, empties left out."""
+    merged = {**values, **changes}
+    return urlencode({k: v for k, v in merged.items() if v not in ("", None, 0)})
+
+
+def parse_range(raw: str, problems: list[str]) -> str:
+    """``raw`` if it is a key of :data:`RANGES`, else empty (and a message)."""
+    if raw and raw not in RANGES:
+        problems.append(f"unknown time range {raw!r}")
+        return ""
+    return raw
+
+
+def window_start(range_key: str, after: datetime | None, now: datetime) -> datetime | None:
+    """Lower bound on ``created_at``: the later of ``after`` and now minus the range."""
+    if range_key:
+        start = now - RANGES[range_key]
+        return max(start, after) if after else start
+    return after
+
+
+def parse_time(raw: str, label: str, problems: list[str]) -> datetime | None:
+    """A ``datetime-local`` value (or any ISO 8601 time) as UTC; None and a message if bad."""
     if not raw:
         return None
     try:
@@ -121,12 +137,13 @@ def _time(raw: str, label: str, problems: list[str]) -> datetime | None:
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
-def _local(at: datetime | None) -> str:
+def local_time(at: datetime | None) -> str:
     """The value a ``datetime-local`` input shows (UTC, to the minute)."""
     return "" if at is None else at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M")
 
 
-def _offset(raw: str, problems: list[str]) -> int:
+def parse_offset(raw: str, problems: list[str]) -> int:
+    """A page offset within ``0..MAX_OFFSET``; 0 and a message if it is not a number."""
     try:
         value = int(raw or 0)
     except ValueError:

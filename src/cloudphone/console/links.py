@@ -1,8 +1,8 @@
 """Links from a saga to the business resources its data names (payment, refund, app, device).
 
-A resource with a console page links to it; the others link to the sagas search for their id
-until their page exists. Seam: the payments/refunds and apps pages come with the billing and
-apps list use cases; give their kinds a page below when they land.
+Every kind has a console page: a payment, a refund, an app and a device their own; an order
+the list of its payments (which links to the order's refunds in turn). The sagas search
+(:mod:`.search`) links what it finds to the same pages.
 """
 
 from __future__ import annotations
@@ -12,14 +12,19 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode
 
+
+def _path(prefix: str) -> Callable[[str], str]:
+    return lambda resource_id: f"{prefix}/{quote(resource_id, safe='')}"
+
+
 PAGES: dict[str, Callable[[str], str] | None] = {
-    "device": lambda device_id: f"/devices/{quote(device_id, safe='')}",
-    "payment": None,  # seam: the payments page
-    "refund": None,  # seam: the refunds page
-    "order": None,
-    "app": None,  # seam: the apps page
+    "device": _path("/devices"),
+    "payment": _path("/payments"),
+    "refund": _path("/refunds"),
+    "order": lambda order_id: f"/payments?{urlencode({'order_id': order_id})}",
+    "app": _path("/apps"),
 }
-"""Console path of each resource kind's page (None: no page yet, link to its sagas)."""
+"""Console path of each resource kind's page (None: no page, link to its sagas instead)."""
 
 DATA_KEYS = {f"{kind}_id": kind for kind in PAGES}
 """Saga data keys naming a resource (``device_id`` → ``device``)."""
@@ -42,6 +47,12 @@ class ResourceLink:
     has_page: bool
 
 
+def page_of(kind: str, resource_id: str) -> str | None:
+    """The console path of a resource's page, or None if its kind has none."""
+    page = PAGES.get(kind)
+    return page(resource_id) if page else None
+
+
 def resource_links(data: Mapping[str, Any]) -> list[ResourceLink]:
     """The resources named by a saga's data, in the order of :data:`PAGES`."""
     links = []
@@ -49,7 +60,8 @@ def resource_links(data: Mapping[str, Any]) -> list[ResourceLink]:
         value = data.get(key)
         if not isinstance(value, str) or not value:
             continue
-        page = PAGES[kind]
-        path = page(value) if page else f"/sagas?{urlencode({'q': value})}"
-        links.append(ResourceLink(kind, value, path, page is not None))
+        path = page_of(kind, value)
+        links.append(
+            ResourceLink(kind, value, path or f"/sagas?{urlencode({'q': value})}", path is not None)
+        )
     return links

@@ -1,18 +1,20 @@
 """The overview: what needs attention first, then counts, activity charts and durations.
 
 Everything comes from the platform's use cases: the engine's ``stats()`` and ``list()``, the
-devices service's listing. Users see their own runs and devices; admins everyone's.
+devices service's and the billing service's listings. Users see their own runs, devices,
+refunds and payments; admins everyone's.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
+from cloudphone.billing.models import Listing, Payment, PaymentStatus, Refund, RefundStatus
 from cloudphone.console.rendering import render
 from cloudphone.console.security import SessionDep, console_of
 from cloudphone.console.session import Session
@@ -44,20 +46,31 @@ class Attention:
         failed_runs: The newest FAILED runs no operator resolved.
         failed_total: How many there are in all.
         devices_in_error: Devices in ERROR.
+        refunds: The newest refunds in NEEDS_ATTENTION (an operator must reconcile them).
+        more_refunds: More refunds need attention than are listed.
+        stale_payments: The newest payments still PENDING longer than the payment reconcile's
+            age (its note says what the provider answered).
+        more_stale: More such payments exist than are listed.
+        reconcile_age: That age.
 
-    Seams: refunds in NEEDS_ATTENTION join once billing lists refunds by status (the lead
-    wires ``platform.billing``'s listing here); runs waiting on a saga version no worker knows
-    join once the engine has versions.
+    Seam: runs waiting on a saga version no worker knows join once the engine has versions.
     """
 
     failed_runs: list[SagaRun]
     failed_total: int
     devices_in_error: list[Device]
+    refunds: list[Refund] = field(default_factory=list)
+    more_refunds: bool = False
+    stale_payments: list[Payment] = field(default_factory=list)
+    more_stale: bool = False
+    reconcile_age: timedelta = timedelta(minutes=10)
 
     @property
     def empty(self) -> bool:
         """Nothing needs attention."""
-        return not self.failed_total and not self.devices_in_error
+        return not (
+            self.failed_total or self.devices_in_error or self.refunds or self.stale_payments
+        )
 
 
 @router.get("/", response_class=HTMLResponse)
@@ -95,7 +108,27 @@ async def _attention(platform: Platform, session: Session, stats: SagaStats) -> 
     devices = await platform.devices.list_devices(
         session.principal, status=DeviceStatus.ERROR, limit=ATTENTION_ROWS
     )
-    return Attention(failed, stats.needs_attention, devices)
+    billing = platform.billing
+    one_more = Listing(limit=ATTENTION_ROWS + 1)
+    refunds = await billing.list_all_refunds(
+        session.principal, one_more, status=RefundStatus.NEEDS_ATTENTION
+    )
+    age = platform.settings.billing.payment_reconcile_age
+    stale = await billing.list_payments(
+        session.principal,
+        replace(one_more, created_before=datetime.now(UTC) - age),
+        status=PaymentStatus.PENDING,
+    )
+    return Attention(
+        failed,
+        stats.needs_attention,
+        devices,
+        refunds=refunds[:ATTENTION_ROWS],
+        more_refunds=len(refunds) > ATTENTION_ROWS,
+        stale_payments=stale[:ATTENTION_ROWS],
+        more_stale=len(stale) > ATTENTION_ROWS,
+        reconcile_age=age,
+    )
 
 
 def _activity(stats: SagaStats) -> dict[str, Any]:

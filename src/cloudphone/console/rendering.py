@@ -31,6 +31,23 @@ STATUS_TONE = {
 }
 """Colour family of each status (the badge always shows the status's name as text too)."""
 
+RESOURCE_TONE = {
+    "SUCCESS": "ok",
+    "SUCCEEDED": "ok",
+    "PAID": "ok",
+    "AVAILABLE": "ok",
+    "PROCESSING": "info",
+    "UPLOADING": "info",
+    "PARTIALLY_REFUNDED": "info",
+    "REFUNDING": "warn",
+    "DELETING": "warn",
+    "NEEDS_ATTENTION": "bad",
+    "REFUNDED": "muted",
+    "CANCELLED": "muted",
+    "DELETED": "muted",
+}
+"""Colour family of the business resources' statuses (PENDING and FAILED as for sagas)."""
+
 
 def relative(at: datetime | None, now: datetime | None = None) -> str:
     """``12 s ago``, ``3 min ago``, ``in 2 h``: how far ``at`` is from ``now``."""
@@ -79,6 +96,41 @@ def millis(ms: float | None) -> str:
     return f"{minutes // 60} h {minutes % 60} min"
 
 
+_ZERO_DIGITS = "BIF CLP DJF GNF ISK JPY KMF KRW PYG RWF UGX UYI VND VUV XAF XOF XPF"
+MINOR_DIGITS: dict[str, int] = {
+    **dict.fromkeys(_ZERO_DIGITS.split(" "), 0),
+    **dict.fromkeys(("BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"), 3),
+    **dict.fromkeys(("CLF", "UYW"), 4),
+}
+"""Digits after the decimal point of the currencies whose minor unit is not a hundredth
+(ISO 4217); every other currency has two."""
+
+
+def money(amount: int | None, currency: str) -> str:
+    """``1,050.00 EUR`` from 1050 minor units of EUR; ``500 JPY`` from 500 yen."""
+    if amount is None:
+        return "—"
+    digits = MINOR_DIGITS.get(currency.upper(), 2)
+    sign = "-" if amount < 0 else ""
+    whole, minor = divmod(abs(amount), 10**digits)
+    fraction = f".{minor:0{digits}d}" if digits else ""
+    return f"{sign}{whole:,}{fraction} {currency}"
+
+
+def size(count: int | None) -> str:
+    """``812 B``, ``12.3 KiB``, ``4.0 MiB``, ``1.2 GiB``."""
+    if count is None:
+        return "—"
+    if count < 1024:
+        return f"{count} B"
+    value = count / 1024
+    for unit in ("KiB", "MiB"):
+        if value < 1024:
+            return f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GiB"
+
+
 def short(identifier: str | None) -> str:
     """The first 8 characters of an id (the full id stays in the page to copy)."""
     return "—" if not identifier else identifier[:8]
@@ -87,6 +139,12 @@ def short(identifier: str | None) -> str:
 def pretty_json(value: Any) -> str:
     """Indented JSON for the data panels."""
     return json.dumps(value, indent=2, sort_keys=True, default=str)
+
+
+def tone(status: object) -> str:
+    """The colour family of a saga's or a business resource's status."""
+    name = str(status)
+    return STATUS_TONE.get(name) or RESOURCE_TONE.get(name, "neutral")
 
 
 def build_environment() -> Environment:
@@ -104,8 +162,11 @@ def build_environment() -> Environment:
         iso=iso,
         millis=millis,
         short=short,
+        money=money,
+        span=lambda delta: _span(delta.total_seconds()),
+        size=size,
         pretty_json=pretty_json,
-        tone=lambda status: STATUS_TONE.get(str(status), "neutral"),
+        tone=tone,
     )
     env.globals["statuses"] = [s.value for s in SagaStatus]
     return env

@@ -70,12 +70,18 @@ async def act(
     return render(request, "_saga_live.html", status_code=status, **context)
 
 
-async def _visible(platform: Platform, session: Session, saga_id: str) -> SagaRun:
+async def visible_run(platform: Platform, session: Session, saga_id: str) -> SagaRun | None:
+    """The run, if it exists and the signed-in user may see it (a business page's saga)."""
     try:
         run = await platform.engine.get(saga_id)
     except SagaNotFoundError:
-        run = None
-    if run is None or not session.principal.can_see(run.started_by or ""):
+        return None
+    return run if session.principal.can_see(run.started_by or "") else None
+
+
+async def _visible(platform: Platform, session: Session, saga_id: str) -> SagaRun:
+    run = await visible_run(platform, session, saga_id)
+    if run is None:
         raise NotFoundError(f"no saga run {saga_id!r}")
     return run
 

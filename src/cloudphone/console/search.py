@@ -14,6 +14,8 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from cloudphone.billing.models import Listing
+from cloudphone.console.links import page_of
 from cloudphone.domain import DomainError, Principal
 from cloudphone.platform import Platform
 from cloudphone.saga import SagaNotFoundError
@@ -26,14 +28,16 @@ class Match:
     """A resource the search found.
 
     Attributes:
-        kind: ``saga``, ``payment``, ``refund``, ``app`` or ``device``.
+        kind: ``saga``, ``payment``, ``refund``, ``order``, ``app`` or ``device``.
         resource_id: Its id (what was searched).
         saga_ids: The runs it leads to.
+        path: Console path of its page (None for a saga: the list shows the run itself).
     """
 
     kind: str
     resource_id: str
     saga_ids: tuple[str, ...]
+    path: str | None = None
 
 
 Resolver = Callable[[Platform, Principal, str], Awaitable[tuple[str, ...]]]
@@ -56,6 +60,17 @@ async def _refund(platform: Platform, principal: Principal, query: str) -> tuple
     return ((await platform.billing.get_refund(principal, query)).saga_id,)
 
 
+async def _order(platform: Platform, principal: Principal, query: str) -> tuple[str, ...]:
+    await platform.billing.get_order(principal, query)  # not found unless the caller's
+    payments = await platform.billing.list_payments(principal, Listing(limit=100), order_id=query)
+    saga_ids: list[str] = []
+    for payment in payments:
+        saga_ids.extend(
+            r.saga_id for r in await platform.billing.list_refunds(principal, payment.id)
+        )
+    return tuple(saga_ids)
+
+
 async def _app(platform: Platform, principal: Principal, query: str) -> tuple[str, ...]:
     return ((await platform.apps.get_app(principal, query)).saga_id,)
 
@@ -69,6 +84,7 @@ RESOLVERS: dict[str, Resolver] = {
     "saga": _saga,
     "payment": _payment,
     "refund": _refund,
+    "order": _order,
     "app": _app,
     "device": _device,
 }
@@ -85,7 +101,7 @@ async def resolve(platform: Platform, principal: Principal, query: str) -> list[
         *(_attempt(RESOLVERS[kind], platform, principal, query) for kind in kinds)
     )
     return [
-        Match(kind, query, saga_ids)
+        Match(kind, query, saga_ids, None if kind == "saga" else page_of(kind, query))
         for kind, saga_ids in zip(kinds, found, strict=True)
         if saga_ids is not None
     ]

@@ -98,6 +98,14 @@ def api(server: CloudphoneProcess) -> Iterator[httpx.Client]:
         yield client
 
 
+def browser_tab(chromium: Browser, base_url: str | None) -> Iterator[Page]:
+    """A tab in a fresh browser context (no cookies) on ``base_url``; closed afterwards."""
+    context = chromium.new_context(base_url=base_url, viewport={"width": 1400, "height": 900})
+    context.set_default_timeout(WAIT_MS)
+    yield context.new_page()
+    context.close()
+
+
 def bearer(user: str, role: Role = Role.USER) -> dict[str, str]:
     """Authorization header of ``user``."""
     return {"Authorization": f"Bearer {token(user, role)}"}

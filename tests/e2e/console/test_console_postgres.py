@@ -9,7 +9,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from cloudphone.domain import Role
-from tests.e2e.console.conftest import WAIT_MS, bearer, shot
+from tests.e2e.console.conftest import bearer, browser_tab, shot
 from tests.support.console_browser import api_count, failed_until, sign_in, start_demo, wait_status
 from tests.support.databases import create_postgres_database, drop_postgres_database
 from tests.support.server import CloudphoneProcess, child_env, start_serve, token
@@ -32,12 +32,7 @@ def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CloudphonePr
 @pytest.fixture
 def pg_page(chromium: Browser, pg_server: CloudphoneProcess) -> Iterator[Page]:
     """A fresh browser context on the PostgreSQL server."""
-    context = chromium.new_context(
-        base_url=pg_server.base_url, viewport={"width": 1400, "height": 900}
-    )
-    context.set_default_timeout(WAIT_MS)
-    yield context.new_page()
-    context.close()
+    yield from browser_tab(chromium, pg_server.base_url)
 
 
 def test_counts_and_a_live_retry_on_postgres(pg_page: Page, pg_server: CloudphoneProcess) -> None:

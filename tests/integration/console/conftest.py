@@ -12,6 +12,7 @@ from fastapi import FastAPI
 
 from cloudphone.api.app import create_app
 from cloudphone.api.auth import issue_token
+from cloudphone.billing.config import BillingConfig
 from cloudphone.domain import Role
 from cloudphone.platform import Platform, build_platform
 from cloudphone.settings import load_settings
@@ -19,6 +20,8 @@ from tests.support.console import signed_in
 from tests.support.server import TEST_SECRET
 
 Browser = Callable[..., Awaitable[tuple[httpx.AsyncClient, str]]]
+RECONCILE_AGE = timedelta(seconds=2)
+"""How long a payment stays PENDING before the overview lists it as stuck."""
 
 
 def token(
@@ -42,6 +45,15 @@ async def platform(tmp_path: Path, unique: str) -> AsyncIterator[Platform]:
         worker_lease=timedelta(seconds=2),
         worker_poll_interval=timedelta(milliseconds=50),
         shutdown_grace=timedelta(seconds=5),
+        billing=BillingConfig(
+            # Refunds that fail reach NEEDS_ATTENTION within a second, and a PENDING payment
+            # counts as stuck after 2 s; the periodic payment reconcile is run by the tests.
+            refund_retry_initial_seconds=0.02,
+            stripe_timeout_seconds=0.5,
+            stripe_connect_timeout_seconds=0.5,
+            payment_reconcile_age=RECONCILE_AGE,
+            payment_reconcile_interval=timedelta(0),
+        ),
     )
     started = build_platform(settings, with_worker=True)
     await started.start()

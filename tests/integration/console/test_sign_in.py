@@ -94,6 +94,17 @@ async def test_without_a_session_pages_redirect_to_the_sign_in_page(
     assert forged.status_code == 303
 
 
+async def test_signing_in_comes_back_to_the_page_with_its_filters(
+    anonymous: httpx.AsyncClient,
+) -> None:
+    """The way back keeps the query string, so a shared filtered link survives the sign-in."""
+    page = await anonymous.get("/ui/apps", params={"scope": "catalog", "package": "a.b"})
+    assert page.headers["location"] == "/ui/login?next=/ui/apps%3Fscope%3Dcatalog%26package%3Da.b"
+    back = await sign_in(anonymous, token("alice"), "/ui/apps?scope=catalog&package=a.b")
+    assert back.status_code == 303
+    assert back.headers["location"] == "/ui/apps?scope=catalog&package=a.b"
+
+
 async def test_a_forged_session_cookie_is_not_a_session(anonymous: httpx.AsyncClient) -> None:
     """A cookie whose signature does not match is ignored."""
     await sign_in(anonymous, token("alice"))

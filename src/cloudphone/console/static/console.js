@@ -48,6 +48,16 @@
     }
   });
 
+  /* An action's answer always shows in place, a 503 included (the provider did not answer);
+     a poll's 5xx is not swapped, so the page stays as it was and the next poll retries. */
+  document.addEventListener("htmx:beforeSwap", function (event) {
+    var config = event.detail.requestConfig;
+    var from = config && config.elt;
+    if (event.detail.xhr.status === 503 && from && from.closest && from.closest("dialog")) {
+      event.detail.shouldSwap = true;
+    }
+  });
+
   /* After an action, keyboard users land on its result. Open <details> survive a refresh. */
   var openDetails = [];
   document.addEventListener("htmx:beforeSwap", function (event) {
