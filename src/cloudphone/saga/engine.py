@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from cloudphone.saga import operators
 from cloudphone.saga.definition import Saga
 from cloudphone.saga.errors import (
+    DatabaseUnavailableError,
     InvalidSagaInputError,
     SagaDefinitionError,
     SagaNotFoundError,
@@ -149,9 +150,10 @@ class SagaEngine:
             run_id, inserted = await self.store.insert_run(
                 new, session, notify=self.db.is_postgres and not claim
             )
-        except BaseException:
+        except BaseException as error:
             if claim and worker is not None:
-                worker.unreserve()
+                lost = isinstance(error, DatabaseUnavailableError | asyncio.CancelledError)
+                worker.unreserve(lost_at=new.now if lost else None)
             raise
         if inserted:
             self.metrics.record_started(saga_type)
@@ -190,7 +192,14 @@ class SagaEngine:
         await worker.start()
         self._worker = worker
         if self.db.is_postgres:
-            self._listener = Listener(self.db.url, NOTIFY_CHANNEL, self._notified)
+            self._listener = Listener(
+                self.db.url,
+                NOTIFY_CHANNEL,
+                self._notified,
+                # Runs announced while it was disconnected were not heard: look for them.
+                on_connect=worker.wake,
+                on_lost=lambda error: worker.database_lost("LISTEN", error),
+            )
             self._listener.start()
         try:
             yield worker
@@ -395,4 +404,5 @@ def _claimed_run(new: NewRun, lease: timedelta) -> SagaRun:
         epoch=1,
         cancel_requested=False,
         resolution=None,
+        last_seq=1,
     )

@@ -109,6 +109,7 @@ class SagaRun:
         epoch: Fencing token; bumped by every claim and operator action.
         cancel_requested: An operator asked to cancel it.
         resolution: Note of the operator who resolved it by hand, or None.
+        last_seq: Sequence number of its latest event (its history has that many).
     """
 
     id: str
@@ -132,6 +133,7 @@ class SagaRun:
     epoch: int
     cancel_requested: bool
     resolution: str | None
+    last_seq: int = 0
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,12 @@
 
 The runner holds no SQL; it talks to a :class:`ProgressStore`. It stops when the run is
 released (retry scheduled, finished) or when its lease is lost.
+
+A database outage is not the step's failure. A progress write that fails with
+DatabaseUnavailableError is repeated with backoff until the database answers (every write is
+fenced by epoch and ``last_seq``, so a repeat of one that did land is recognised, never
+applied twice). A transactional attempt whose transaction was lost with the database is run
+again, with the same attempt number, once the stored run shows it did not commit.
 """
 
 from __future__ import annotations
@@ -20,10 +26,18 @@ from typing import Any
 from cloudphone.saga import decide
 from cloudphone.saga.context import StepContext, idempotency_key
 from cloudphone.saga.definition import Saga, Step, StepKind
-from cloudphone.saga.errors import LeaseLostError, RetryLater, SagaError, StepOutputError
+from cloudphone.saga.errors import (
+    DatabaseUnavailableError,
+    LeaseLostError,
+    RetryLater,
+    SagaError,
+    StaleStateError,
+    StepOutputError,
+)
 from cloudphone.saga.metrics import SagaMetrics
+from cloudphone.saga.outage import Outage, PatientStore
 from cloudphone.saga.ports import Clock, Committed, ProgressStore, StepHooks
-from cloudphone.saga.progress import Progress, RunState
+from cloudphone.saga.progress import Progress, RunState, state_of
 from cloudphone.saga.records import EventKind
 from cloudphone.saga.state import SagaStatus
 
@@ -47,19 +61,25 @@ class _CancelHit(Exception):
 
 
 class _StoreFailure(Exception):
-    """A progress write failed for a reason other than a lost lease; its outcome is unknown."""
+    """A progress write failed for a reason other than a lost lease or an outage."""
+
+
+_PASS_THROUGH = (LeaseLostError, StaleStateError, DatabaseUnavailableError)
+"""Store errors the runner handles itself; any other store error is a _StoreFailure."""
 
 
 async def _guarded(write: Awaitable[Committed]) -> Committed:
     try:
         return await write
-    except LeaseLostError:
+    except _PASS_THROUGH:
         raise
     except Exception as error:
         raise _StoreFailure(f"{type(error).__name__}: {error}") from error
 
 
 Outcome = Callable[[Any, datetime], Progress]
+_Call = tuple[Step, datetime, bool, bool, "datetime | None"]
+"""How an attempt is called: step, started, compensating, interruptible, deadline."""
 
 _OUTCOMES: dict[type[BaseException], str] = {
     _DeadlineHit: "deadline",
@@ -84,6 +104,7 @@ class Runner:
         hooks: StepHooks | None = None,
         rand: Callable[[], float] = random.random,
         on_commit: Callable[[RunState, Progress], None] | None = None,
+        outage: Outage | None = None,
     ) -> None:
         self.saga = saga
         self.state = state
@@ -93,6 +114,7 @@ class Runner:
         self._hooks = hooks
         self._rand = rand
         self._on_commit = on_commit
+        self._patient = PatientStore(store, outage or Outage(clock))
         self._task: asyncio.Task[Any] | None = None
         self._interruptible = False
         self._interrupted = False
@@ -120,7 +142,12 @@ class Runner:
         last: Progress | None = None
         try:
             while True:
-                last = await self._tick()
+                try:
+                    last = await self._tick()
+                except StaleStateError:
+                    if not await self._reload():
+                        return None
+                    continue
                 if last is None or not last.keep_lease or self._stop_after_step:
                     return last
         except LeaseLostError:
@@ -248,28 +275,15 @@ class Runner:
         deadline: datetime | None,
     ) -> Progress:
         ctx = self._context(step, compensating)
-        s = self.state
+        call = (step, started, compensating, interruptible, deadline)
         try:
             if transactional:
-                async with self._store.step_transaction() as tx:
-                    output = await self._call(
-                        fn,
-                        replace(ctx, _session=tx.session),
-                        step,
-                        started,
-                        compensating,
-                        interruptible,
-                        deadline,
-                    )
-                    progress = ok(output, self._clock.now())
-                    committed = await _guarded(tx.commit(s.id, s.epoch, progress))
+                progress, committed = await self._in_transaction(fn, ctx, call, ok)
             else:
-                output = await self._call(
-                    fn, ctx, step, started, compensating, interruptible, deadline
-                )
+                output = await self._call(fn, ctx, *call)
                 progress = ok(output, self._clock.now())
-                committed = await _guarded(self._store.commit(s.id, s.epoch, progress))
-        except (LeaseLostError, asyncio.CancelledError, _StoreFailure):
+                committed = await self._write(progress)
+        except (*_PASS_THROUGH, asyncio.CancelledError, _StoreFailure):
             raise
         except Exception as error:
             return await self._commit(self._failed(failed, error, step, started, compensating))
@@ -281,6 +295,46 @@ class Runner:
             self._metrics.record_step(self.saga.name, step.name, "success", seconds)
         self._applied(progress, committed)
         return progress
+
+    async def _in_transaction(
+        self, fn: Callable[[StepContext], Any], ctx: StepContext, call: _Call, ok: Outcome
+    ) -> tuple[Progress, Committed]:
+        """Run a transactional attempt and commit it, again if the database lost it."""
+        s = self.state
+        while True:
+            progress: Progress | None = None
+            try:
+                async with self._store.step_transaction() as tx:
+                    output = await self._call(fn, replace(ctx, _session=tx.session), *call)
+                    progress = ok(output, self._clock.now())
+                    committed = await _guarded(tx.commit(s.id, s.epoch, progress, s.last_seq))
+            except DatabaseUnavailableError as error:
+                landed = await self._patient.landed(s.id, s.epoch, s.last_seq, progress, error)
+                if landed is not None and progress is not None:
+                    return progress, landed
+                # Not committed: the business write rolled back with the progress record, so
+                # the action runs again in a fresh transaction, as the same attempt.
+                log.info(
+                    "step transaction lost with the database; running the attempt again",
+                    extra=self._log_extra(),
+                )
+                continue
+            self._patient.recovered()
+            return progress, committed
+
+    async def _reload(self) -> bool:
+        """Adopt the stored run (a write thought lost landed late); False if not ours now."""
+        run = await self._patient.get(self.state.id)
+        worker = self.state.worker
+        if run is None or run.epoch != self.state.epoch or run.owner != worker:
+            return False
+        log.info(
+            "a progress write thought lost had landed; going on from the stored run",
+            extra=self._log_extra(),
+        )
+        self.state = state_of(run, self.saga)
+        self.state.worker = worker
+        return True
 
     def _failed(
         self, failed: Outcome, error: Exception, step: Step, started: datetime, compensating: bool
@@ -342,12 +396,16 @@ class Runner:
         return checked
 
     async def _commit(self, progress: Progress) -> Progress:
-        committed = await _guarded(self._store.commit(self.state.id, self.state.epoch, progress))
-        self._applied(progress, committed)
+        self._applied(progress, await self._write(progress))
         return progress
+
+    async def _write(self, progress: Progress) -> Committed:
+        s = self.state
+        return await _guarded(self._patient.commit(s.id, s.epoch, progress, s.last_seq))
 
     def _applied(self, progress: Progress, committed: Committed) -> None:
         self.state.apply(progress)
+        self.state.last_seq = committed.last_seq
         if committed.cancel_requested and not progress.clear_cancel:
             self.state.cancel_requested = True
         if progress.finished:

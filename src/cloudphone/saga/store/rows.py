@@ -35,6 +35,7 @@ def run_from_row(row: Mapping[Any, Any]) -> SagaRun:
         epoch=row["epoch"],
         cancel_requested=bool(row["cancel_requested"]),
         resolution=row["resolution"],
+        last_seq=row["last_seq"],
     )
 
 

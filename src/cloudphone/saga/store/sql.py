@@ -3,6 +3,10 @@
 Written once with SQLAlchemy Core for both databases. On PostgreSQL the hot writes (start,
 progress, claim) are single statements that chain their UPDATE and event INSERT in CTEs, sent
 on a dedicated asyncpg pool, grouped across runs (see :mod:`.pg`).
+
+Progress writes are fenced by epoch and ``last_seq``; one that matches no row is explained by
+the stored run (see :mod:`.reconcile`), which also makes repeating a write after a lost answer
+safe. Connection trouble leaves every method as DatabaseUnavailableError.
 """
 
 from __future__ import annotations
@@ -17,18 +21,21 @@ from typing import Any
 from sqlalchemy import case, func, insert, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from cloudphone.saga.errors import LeaseLostError, SagaNotFoundError
+from cloudphone.saga.errors import DatabaseUnavailableError, LeaseLostError, SagaNotFoundError
 from cloudphone.saga.ports import Clock, Committed
 from cloudphone.saga.progress import NewEvent, Progress
 from cloudphone.saga.records import EventKind, SagaRun
 from cloudphone.saga.state import ACTIVE, SagaStatus
-from cloudphone.saga.store import lite, pg
+from cloudphone.saga.store import lite, pg, reconcile
 from cloudphone.saga.store.database import Database
+from cloudphone.saga.store.disconnects import is_database_unavailable, unavailable
 from cloudphone.saga.store.queries import RunQueries
 from cloudphone.saga.store.rows import event_rows, run_from_row
 from cloudphone.saga.store.tables import saga_events, saga_runs
 
 _ACTIVE = [s.value for s in ACTIVE]
+_MOVES = 4
+"""Writes of one progress that an operator's cancel request may push past (it moves last_seq)."""
 
 
 @dataclass(frozen=True)
@@ -65,8 +72,10 @@ class _StepTx:
     def session(self) -> AsyncConnection:
         return self._conn
 
-    async def commit(self, run_id: str, epoch: int, progress: Progress) -> Committed:
-        committed = await self._store.commit_txn(self._conn, run_id, epoch, progress)
+    async def commit(
+        self, run_id: str, epoch: int, progress: Progress, seq: int | None = None
+    ) -> Committed:
+        committed = await self._store.commit_txn(self._conn, run_id, epoch, progress, seq)
         await self._conn.commit()
         return committed
 
@@ -184,28 +193,96 @@ class SqlStore(RunQueries):
         )
         return True
 
-    async def commit(self, run_id: str, epoch: int, progress: Progress) -> Committed:
-        """Record progress in a transaction of its own (grouped with others on PostgreSQL)."""
-        if self._fast is not None:
-            return _committed(run_id, epoch, await self._fast.commit(run_id, epoch, progress))
-        async with self.db.begin() as conn:
-            return await self.commit_txn(conn, run_id, epoch, progress)
+    async def commit(
+        self, run_id: str, epoch: int, progress: Progress, seq: int | None = None
+    ) -> Committed:
+        """Record progress in a transaction of its own (grouped with others on PostgreSQL).
+
+        Fenced by ``epoch`` and, given ``seq``, the run's ``last_seq``. Safe to repeat after
+        DatabaseUnavailableError: a write that did land is recognised, not written twice.
+        """
+        for _ in range(_MOVES):
+            if self._fast is not None:
+                written = await self._fast.commit(run_id, epoch, progress, seq)
+            else:
+                async with self.db.begin() as conn:
+                    written = await self._commit_generic(conn, run_id, epoch, progress, seq)
+            if written is not None:
+                return Committed(cancel_requested=written[0], last_seq=written[1])
+            outcome = await self._fenced(None, run_id, epoch, progress, seq)
+            if isinstance(outcome, Committed):
+                return outcome
+            seq = outcome
+        raise LeaseLostError(f"run {run_id} keeps moving under its owner")  # pragma: no cover
 
     async def commit_txn(
-        self, conn: AsyncConnection, run_id: str, epoch: int, progress: Progress
+        self,
+        conn: AsyncConnection,
+        run_id: str,
+        epoch: int,
+        progress: Progress,
+        seq: int | None = None,
     ) -> Committed:
-        """Record progress in ``conn``'s transaction, fenced by ``epoch``."""
-        if self._fast is not None:
-            cancel = await self._fast.commit_in(conn, run_id, epoch, progress)
-        else:
-            cancel = await self._commit_generic(conn, run_id, epoch, progress)
-        return _committed(run_id, epoch, cancel)
+        """Record progress in ``conn``'s transaction, fenced by ``epoch`` (and ``seq``)."""
+        for _ in range(_MOVES):
+            if self._fast is not None:
+                written = await self._fast.commit_in(conn, run_id, epoch, progress, seq)
+            else:
+                written = await self._commit_generic(conn, run_id, epoch, progress, seq)
+            if written is not None:
+                return Committed(cancel_requested=written[0], last_seq=written[1])
+            outcome = await self._fenced(conn, run_id, epoch, progress, seq)
+            if isinstance(outcome, Committed):
+                return outcome
+            seq = outcome
+        raise LeaseLostError(f"run {run_id} keeps moving under its owner")  # pragma: no cover
+
+    async def _fenced(
+        self,
+        conn: AsyncConnection | None,
+        run_id: str,
+        epoch: int,
+        progress: Progress,
+        seq: int | None,
+    ) -> Committed | int:
+        """Why a write matched no row: Committed (it had landed), or the ``seq`` to retry at."""
+        if seq is None:
+            raise LeaseLostError(f"run {run_id} is no longer held at epoch {epoch}")
+        look = await self._look(conn, run_id, seq)
+        committed = reconcile.landed(look, run_id, epoch, progress)
+        if committed is not None:
+            return committed
+        assert look is not None  # landed() raised LeaseLostError otherwise
+        return look.last_seq  # only an operator's cancel request moved it: write after it
+
+    async def landed(
+        self, run_id: str, epoch: int, seq: int, progress: Progress | None
+    ) -> Committed | None:
+        """Whether a write after ``seq`` landed (see :func:`.reconcile.landed`)."""
+        return reconcile.landed(await self._look(None, run_id, seq), run_id, epoch, progress)
+
+    async def _look(
+        self, conn: AsyncConnection | None, run_id: str, seq: int
+    ) -> reconcile.Look | None:
+        if conn is not None:
+            return await reconcile.look_txn(conn, run_id, seq)
+        try:
+            async with self.db.read() as own:
+                return await reconcile.look_txn(own, run_id, seq)
+        except Exception as error:
+            _raise_unavailable(error, "reading a run back")
+            raise
 
     async def _commit_generic(
-        self, conn: AsyncConnection, run_id: str, epoch: int, progress: Progress
-    ) -> bool | None:
+        self,
+        conn: AsyncConnection,
+        run_id: str,
+        epoch: int,
+        progress: Progress,
+        seq: int | None,
+    ) -> pg.Written | None:
         n = len(progress.events)
-        params = lite.commit_params(run_id, epoch, progress, self.clock.now() + self.lease)
+        params = lite.commit_params(run_id, epoch, progress, self.clock.now() + self.lease, seq)
         row = (await conn.execute(lite.COMMIT, params)).first()
         if row is None:
             return None
@@ -213,13 +290,27 @@ class SqlStore(RunQueries):
             await conn.execute(
                 insert(saga_events), event_rows(run_id, row.last_seq - n + 1, progress.events)
             )
-        return bool(row.cancel_requested)
+        return bool(row.cancel_requested), int(row.last_seq)
 
     @asynccontextmanager
     async def step_transaction(self) -> AsyncIterator[_StepTx]:
-        """A transaction shared by a transactional step and its progress record."""
-        async with self.db.begin() as conn:
-            yield _StepTx(self, conn)
+        """A transaction shared by a transactional step and its progress record.
+
+        If the database fails under it (the step's own statements included, or the step
+        raised because of that), DatabaseUnavailableError leaves the block: the transaction
+        did not commit, unless the failure came from its commit (see :meth:`landed`).
+        """
+        conn: AsyncConnection | None = None
+        try:
+            async with self.db.begin() as conn:
+                yield _StepTx(self, conn)
+        except DatabaseUnavailableError:
+            raise
+        except Exception as error:
+            if conn is not None and conn.invalidated:
+                raise unavailable(error, "step transaction") from error
+            _raise_unavailable(error, "step transaction")
+            raise
 
     # -- claims and leases --------------------------------------------------------------
 
@@ -231,23 +322,32 @@ class SqlStore(RunQueries):
         now: datetime,
         reclaim_own: bool = False,
         exclude: Sequence[str] = (),
+        takeover_before: datetime | None = None,
+        lost_claims: Sequence[datetime] = (),
     ) -> list[Claimed]:
         """Lease up to ``limit`` due runs: unowned, lease expired, or (``reclaim_own``) ours.
 
         Every claim bumps the run's epoch; taking over an expired lease counts the lost attempt
         and records a ``lease_takeover`` event. ``exclude`` lists runs the caller is driving:
         their leases may have lapsed while it waited (for SQLite's writer lock, say), but
-        taking them over from itself would only restart their steps.
+        taking them over from itself would only restart their steps. Only leases that expired
+        before ``takeover_before`` (default ``now``) are taken over. ``lost_claims`` are the
+        times of this worker's claims (or claiming inserts) whose answer was lost: runs they
+        claimed, untouched since, are claimed again without counting an attempt.
         """
         if limit <= 0 or not saga_types:
             return []
+        before = takeover_before or now
         if self._fast is not None:
             own = worker_id if reclaim_own else None
-            rows = await self._fast.claim(worker_id, limit, saga_types, now, own, exclude)
+            rows = await self._fast.claim(
+                worker_id, limit, saga_types, now, own, exclude, before, lost_claims
+            )
             return [Claimed(run, previous) for run, previous in rows]
+        # SQLite runs in this process: a claim's answer is never lost, so lost_claims is moot.
         async with self.db.begin() as conn:
             return await self._claim_generic(
-                conn, worker_id, limit, saga_types, now, reclaim_own, exclude
+                conn, worker_id, limit, saga_types, now, before, reclaim_own, exclude
             )
 
     async def _claim_generic(
@@ -257,11 +357,12 @@ class SqlStore(RunQueries):
         limit: int,
         saga_types: Sequence[str],
         now: datetime,
+        takeover_before: datetime,
         reclaim_own: bool,
         exclude: Sequence[str],
     ) -> list[Claimed]:
         r = saga_runs.c
-        free = or_(r.owner.is_(None), r.lease_expires_at < now)
+        free = or_(r.owner.is_(None), r.lease_expires_at < takeover_before)
         if reclaim_own:
             free = or_(free, r.owner == worker_id)
         rows = (
@@ -365,19 +466,27 @@ class SqlStore(RunQueries):
                 updated_at=now,
             )
         )
-        async with self.db.begin() as conn:
-            result = await conn.execute(stmt)
+        try:
+            async with self.db.begin() as conn:
+                result = await conn.execute(stmt)
+        except Exception as error:
+            _raise_unavailable(error, "hand-back")
+            raise
         return int(result.rowcount)
 
     async def next_due(self, saga_types: Sequence[str]) -> datetime | None:
         """Earliest time an unowned active run of these types becomes due."""
         r = saga_runs.c
-        async with self.db.read() as conn:
-            due: datetime | None = await conn.scalar(
-                select(func.min(r.next_run_at)).where(
-                    r.status.in_(_ACTIVE), r.saga_type.in_(list(saga_types)), r.owner.is_(None)
+        try:
+            async with self.db.read() as conn:
+                due: datetime | None = await conn.scalar(
+                    select(func.min(r.next_run_at)).where(
+                        r.status.in_(_ACTIVE), r.saga_type.in_(list(saga_types)), r.owner.is_(None)
+                    )
                 )
-            )
+        except Exception as error:
+            _raise_unavailable(error, "next due run")
+            raise
         return due
 
 
@@ -385,7 +494,7 @@ def _start_detail(new: NewRun) -> dict[str, Any]:
     return {"idempotency_key": new.idempotency_key} if new.idempotency_key else {}
 
 
-def _committed(run_id: str, epoch: int, cancel_requested: bool | None) -> Committed:
-    if cancel_requested is None:
-        raise LeaseLostError(f"run {run_id} is no longer held at epoch {epoch}")
-    return Committed(cancel_requested=cancel_requested)
+def _raise_unavailable(error: BaseException, what: str) -> None:
+    """Raise DatabaseUnavailableError from ``error`` if it is connection trouble."""
+    if is_database_unavailable(error) and not isinstance(error, DatabaseUnavailableError):
+        raise unavailable(error, what) from error
