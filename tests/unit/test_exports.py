@@ -8,6 +8,7 @@ import cloudphone.saga
 
 EXPECTED = [
     "Database",
+    "DatabaseUnavailableError",
     "ErrorInfo",
     "EventKind",
     "InvalidSagaInputError",
@@ -31,6 +32,7 @@ EXPECTED = [
     "StepKind",
     "StepOutputError",
     "UnknownSagaTypeError",
+    "is_database_unavailable",
 ]
 
 

@@ -9,6 +9,7 @@ from cloudphone.saga.context import StepContext
 from cloudphone.saga.definition import Saga, Step, StepHandle, StepKind
 from cloudphone.saga.engine import SagaEngine
 from cloudphone.saga.errors import (
+    DatabaseUnavailableError,
     InvalidSagaInputError,
     InvalidTransitionError,
     NonRetryableError,
@@ -25,9 +26,11 @@ from cloudphone.saga.records import ErrorInfo, EventKind, SagaEvent, SagaRun
 from cloudphone.saga.retry import RetryPolicy
 from cloudphone.saga.state import SagaStatus
 from cloudphone.saga.store.database import Database
+from cloudphone.saga.store.disconnects import is_database_unavailable
 
 __all__ = [
     "Database",
+    "DatabaseUnavailableError",
     "ErrorInfo",
     "EventKind",
     "InvalidSagaInputError",
@@ -51,4 +54,5 @@ __all__ = [
     "StepKind",
     "StepOutputError",
     "UnknownSagaTypeError",
+    "is_database_unavailable",
 ]

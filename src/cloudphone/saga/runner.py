@@ -283,9 +283,11 @@ class Runner:
                 output = await self._call(fn, ctx, *call)
                 progress = ok(output, self._clock.now())
                 committed = await self._write(progress)
-        except (*_PASS_THROUGH, asyncio.CancelledError, _StoreFailure):
+        except (LeaseLostError, StaleStateError, asyncio.CancelledError, _StoreFailure):
             raise
         except Exception as error:
+            # A DatabaseUnavailableError here came from a plain step's own call (the writes
+            # wait an outage out): that call failed, like any outside system's.
             return await self._commit(self._failed(failed, error, step, started, compensating))
         seconds = (progress.now - started).total_seconds()
         if compensating:
