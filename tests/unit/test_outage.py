@@ -127,3 +127,20 @@ def test_leases_lapsed_during_an_outage_get_one_lease_of_grace() -> None:
     assert outage.takeover_before(clock.now(), LEASE) == began
     clock.advance(timedelta(milliseconds=1))
     assert outage.takeover_before(clock.now(), LEASE) == clock.now()
+
+
+def test_a_failure_right_after_the_recovery_continues_the_same_outage() -> None:
+    clock = ManualClock()
+    outage = Outage(clock, flap=timedelta(seconds=5))
+    began = clock.now()
+    outage.failed("claims", ConnectionRefusedError("refused"))
+    clock.advance(timedelta(seconds=1))
+    outage.ok()  # a shutting-down server still answered one call
+    clock.advance(timedelta(seconds=1))
+    outage.failed("claims", ConnectionRefusedError("refused"))
+    assert outage.down
+    assert outage.began == began
+    outage.ok()
+    clock.advance(timedelta(seconds=6))
+    outage.failed("claims", ConnectionRefusedError("refused"))
+    assert outage.began == clock.now(), "a new outage, long after the last one"

@@ -12,12 +12,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
-from cloudphone.saga.errors import DatabaseUnavailableError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from cloudphone.saga.errors import DatabaseUnavailableError, LeaseLostError, StaleStateError
 from cloudphone.saga.ports import Clock, Committed, ProgressStore
-from cloudphone.saga.progress import Progress
+from cloudphone.saga.progress import Progress, RunState
 from cloudphone.saga.records import SagaRun
 
 log = logging.getLogger("cloudphone.saga")
@@ -58,11 +60,19 @@ class Outage:
     Args:
         clock: Time source.
         every: Longest silence while it lasts: one "still unavailable" line per period.
+        flap: A failure this soon after the recovery continues the same outage (a server
+            shutting down still answers a few calls, one starting up refuses a few).
     """
 
-    def __init__(self, clock: Clock, every: timedelta = timedelta(seconds=30)) -> None:
+    def __init__(
+        self,
+        clock: Clock,
+        every: timedelta = timedelta(seconds=30),
+        flap: timedelta = timedelta(seconds=5),
+    ) -> None:
         self._clock = clock
         self._every = every
+        self._flap = flap
         self.began: datetime | None = None
         """When the current (or last) outage was first noticed."""
         self.ended: datetime | None = None
@@ -79,6 +89,8 @@ class Outage:
         """Record a failure of ``what`` (claims, lease renewal, a progress write…)."""
         now = self._clock.now()
         self._failures += 1
+        if self.ended is not None and now - self.ended < self._flap:
+            self.ended = None  # the same outage goes on: keep when it began
         if not self.down:
             self.began, self.ended, self._failures, self._logged_at = now, None, 1, now
             log.warning(
@@ -131,6 +143,23 @@ WRITE_BACKOFF = (0.05, 2.0)
 """First and largest delay (seconds) between tries of a runner's call while the database is
 down: the cap bounds how long after the database is back a waiting runner notices."""
 
+Attempt = Callable[[AsyncConnection], Awaitable[Progress]]
+"""A transactional attempt: runs the action on the session, returns the progress to commit."""
+
+
+class StoreFailure(Exception):
+    """A progress write failed for a reason other than a lost lease or an outage."""
+
+
+async def guarded(write: Awaitable[Committed]) -> Committed:
+    """``write``'s result; a store error the runner cannot handle becomes StoreFailure."""
+    try:
+        return await write
+    except (LeaseLostError, StaleStateError, DatabaseUnavailableError):
+        raise
+    except Exception as error:
+        raise StoreFailure(f"{type(error).__name__}: {error}") from error
+
 
 class PatientStore:
     """A runner's store calls, tried again with backoff for as long as the database is down.
@@ -145,30 +174,51 @@ class PatientStore:
         self._outage = outage
         self._backoff = Backoff(*WRITE_BACKOFF)
 
-    async def commit(self, run_id: str, epoch: int, progress: Progress, seq: int) -> Committed:
+    async def commit(self, state: RunState, progress: Progress) -> Committed:
         """Commit ``progress`` in a transaction of its own (safe to repeat: fenced by seq)."""
         while True:
             try:
-                committed = await self._store.commit(run_id, epoch, progress, seq)
+                committed = await guarded(
+                    self._store.commit(state.id, state.epoch, progress, state.last_seq)
+                )
             except DatabaseUnavailableError as error:
                 await self.pause("progress write", error)
                 continue
             self.recovered()
             return committed
 
-    async def landed(
-        self,
-        run_id: str,
-        epoch: int,
-        seq: int,
-        progress: Progress | None,
-        error: DatabaseUnavailableError,
+    async def transaction(self, state: RunState, attempt: Attempt) -> tuple[Progress, Committed]:
+        """Run a transactional attempt and commit it; again, if the database lost it."""
+        while True:
+            progress: Progress | None = None
+            try:
+                async with self._store.step_transaction() as tx:
+                    progress = await attempt(tx.session)
+                    committed = await guarded(
+                        tx.commit(state.id, state.epoch, progress, state.last_seq)
+                    )
+            except DatabaseUnavailableError as error:
+                landed = await self._landed(state, progress, error)
+                if landed is not None and progress is not None:
+                    return progress, landed
+                # Not committed: the business write rolled back with the progress record, so
+                # the action runs again in a fresh transaction, as the same attempt.
+                log.info(
+                    "step transaction lost with the database; running the attempt again",
+                    extra={"saga_id": state.id, "step": state.step, "attempt": state.attempt},
+                )
+                continue
+            self.recovered()
+            return progress, committed
+
+    async def _landed(
+        self, state: RunState, progress: Progress | None, error: DatabaseUnavailableError
     ) -> Committed | None:
         """After ``error`` lost a transaction: wait for the database, then whether it committed."""
         while True:
             await self.pause("step transaction", error)
             try:
-                landed = await self._store.landed(run_id, epoch, seq, progress)
+                landed = await self._store.landed(state.id, state.epoch, state.last_seq, progress)
             except DatabaseUnavailableError as again:
                 error = again
                 continue

@@ -17,17 +17,18 @@ import json
 import logging
 import math
 import random
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import datetime
 from types import MappingProxyType
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncConnection
+
 from cloudphone.saga import decide
 from cloudphone.saga.context import StepContext, idempotency_key
 from cloudphone.saga.definition import Saga, Step, StepKind
 from cloudphone.saga.errors import (
-    DatabaseUnavailableError,
     LeaseLostError,
     RetryLater,
     SagaError,
@@ -35,7 +36,7 @@ from cloudphone.saga.errors import (
     StepOutputError,
 )
 from cloudphone.saga.metrics import SagaMetrics
-from cloudphone.saga.outage import Outage, PatientStore
+from cloudphone.saga.outage import Outage, PatientStore, StoreFailure
 from cloudphone.saga.ports import Clock, Committed, ProgressStore, StepHooks
 from cloudphone.saga.progress import Progress, RunState, state_of
 from cloudphone.saga.records import EventKind
@@ -58,23 +59,6 @@ class _DeadlineHit(Exception):
 
 class _CancelHit(Exception):
     """An operator's cancel interrupted the attempt."""
-
-
-class _StoreFailure(Exception):
-    """A progress write failed for a reason other than a lost lease or an outage."""
-
-
-_PASS_THROUGH = (LeaseLostError, StaleStateError, DatabaseUnavailableError)
-"""Store errors the runner handles itself; any other store error is a _StoreFailure."""
-
-
-async def _guarded(write: Awaitable[Committed]) -> Committed:
-    try:
-        return await write
-    except _PASS_THROUGH:
-        raise
-    except Exception as error:
-        raise _StoreFailure(f"{type(error).__name__}: {error}") from error
 
 
 Outcome = Callable[[Any, datetime], Progress]
@@ -278,12 +262,17 @@ class Runner:
         call = (step, started, compensating, interruptible, deadline)
         try:
             if transactional:
-                progress, committed = await self._in_transaction(fn, ctx, call, ok)
+
+                async def attempt(session: AsyncConnection) -> Progress:
+                    output = await self._call(fn, replace(ctx, _session=session), *call)
+                    return ok(output, self._clock.now())
+
+                progress, committed = await self._patient.transaction(self.state, attempt)
             else:
                 output = await self._call(fn, ctx, *call)
                 progress = ok(output, self._clock.now())
-                committed = await self._write(progress)
-        except (LeaseLostError, StaleStateError, asyncio.CancelledError, _StoreFailure):
+                committed = await self._patient.commit(self.state, progress)
+        except (LeaseLostError, StaleStateError, asyncio.CancelledError, StoreFailure):
             raise
         except Exception as error:
             # A DatabaseUnavailableError here came from a plain step's own call (the writes
@@ -297,32 +286,6 @@ class Runner:
             self._metrics.record_step(self.saga.name, step.name, "success", seconds)
         self._applied(progress, committed)
         return progress
-
-    async def _in_transaction(
-        self, fn: Callable[[StepContext], Any], ctx: StepContext, call: _Call, ok: Outcome
-    ) -> tuple[Progress, Committed]:
-        """Run a transactional attempt and commit it, again if the database lost it."""
-        s = self.state
-        while True:
-            progress: Progress | None = None
-            try:
-                async with self._store.step_transaction() as tx:
-                    output = await self._call(fn, replace(ctx, _session=tx.session), *call)
-                    progress = ok(output, self._clock.now())
-                    committed = await _guarded(tx.commit(s.id, s.epoch, progress, s.last_seq))
-            except DatabaseUnavailableError as error:
-                landed = await self._patient.landed(s.id, s.epoch, s.last_seq, progress, error)
-                if landed is not None and progress is not None:
-                    return progress, landed
-                # Not committed: the business write rolled back with the progress record, so
-                # the action runs again in a fresh transaction, as the same attempt.
-                log.info(
-                    "step transaction lost with the database; running the attempt again",
-                    extra=self._log_extra(),
-                )
-                continue
-            self._patient.recovered()
-            return progress, committed
 
     async def _reload(self) -> bool:
         """Adopt the stored run (a write thought lost landed late); False if not ours now."""
@@ -398,12 +361,8 @@ class Runner:
         return checked
 
     async def _commit(self, progress: Progress) -> Progress:
-        self._applied(progress, await self._write(progress))
+        self._applied(progress, await self._patient.commit(self.state, progress))
         return progress
-
-    async def _write(self, progress: Progress) -> Committed:
-        s = self.state
-        return await _guarded(self._patient.commit(s.id, s.epoch, progress, s.last_seq))
 
     def _applied(self, progress: Progress, committed: Committed) -> None:
         self.state.apply(progress)

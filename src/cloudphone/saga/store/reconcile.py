@@ -13,6 +13,7 @@ stored run tells which of these happened:
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -28,6 +29,9 @@ from cloudphone.saga.store.tables import saga_events, saga_runs
 EventKey = tuple[str, str | None, int | None, datetime]
 """What identifies a written event: kind, step, attempt and time (to the microsecond)."""
 
+MOVES = 4
+"""Tries of one write that an operator's cancel request may push back (it moves last_seq)."""
+
 
 @dataclass(frozen=True)
 class Look:
@@ -37,6 +41,41 @@ class Look:
     last_seq: int
     cancel_requested: bool
     owner_events: tuple[EventKey, ...]
+
+
+Looker = Callable[[str, int], Awaitable["Look | None"]]
+"""Reads a run's :class:`Look` after a seq (in the writer's transaction, or one of its own)."""
+Write = Callable[[int | None], Awaitable[tuple[bool, int] | None]]
+"""Sends the progress fenced at a seq: (cancel_requested, new last_seq), None if no row."""
+
+
+async def write_fenced(
+    write: Write,
+    look: Looker,
+    run_id: str,
+    epoch: int,
+    progress: Progress,
+    seq: int | None,
+) -> Committed:
+    """Send the write; if it matches no row, let the stored run say why (see module doc).
+
+    Raises:
+        LeaseLostError: Fenced off by the epoch (or, without ``seq``, by anything).
+        StaleStateError: A different write of this epoch landed at ``seq``.
+    """
+    for _ in range(MOVES):
+        written = await write(seq)
+        if written is not None:
+            return Committed(cancel_requested=written[0], last_seq=written[1])
+        if seq is None:
+            break
+        seen = await look(run_id, seq)
+        committed = landed(seen, run_id, epoch, progress)
+        if committed is not None:
+            return committed  # a repeat of a write whose answer was lost
+        assert seen is not None  # landed() raised LeaseLostError otherwise
+        seq = seen.last_seq  # only an operator's cancel request moved it: write after it
+    raise LeaseLostError(f"run {run_id} is no longer held at epoch {epoch}")
 
 
 async def look_txn(conn: AsyncConnection, run_id: str, after_seq: int) -> Look | None:

@@ -18,24 +18,22 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import case, func, insert, or_, select, text, update
+from sqlalchemy import func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from cloudphone.saga.errors import DatabaseUnavailableError, LeaseLostError, SagaNotFoundError
+from cloudphone.saga.errors import DatabaseUnavailableError, SagaNotFoundError
 from cloudphone.saga.ports import Clock, Committed
 from cloudphone.saga.progress import NewEvent, Progress
 from cloudphone.saga.records import EventKind, SagaRun
 from cloudphone.saga.state import ACTIVE, SagaStatus
-from cloudphone.saga.store import lite, pg, reconcile
+from cloudphone.saga.store import claims, lite, pg, pg_sql, reconcile
 from cloudphone.saga.store.database import Database
 from cloudphone.saga.store.disconnects import is_database_unavailable, unavailable
 from cloudphone.saga.store.queries import RunQueries
-from cloudphone.saga.store.rows import event_rows, run_from_row
+from cloudphone.saga.store.rows import event_rows
 from cloudphone.saga.store.tables import saga_events, saga_runs
 
 _ACTIVE = [s.value for s in ACTIVE]
-_MOVES = 4
-"""Writes of one progress that an operator's cancel request may push past (it moves last_seq)."""
 
 
 @dataclass(frozen=True)
@@ -128,7 +126,7 @@ class SqlStore(RunQueries):
         if self.db.is_postgres:
             item = pg.insert_item(values, detail, notify)
             result = await conn.execute(
-                text(pg.INSERT_SQL.replace("$1", ":batch")), {"batch": json.dumps([item])}
+                text(pg_sql.INSERT_SQL.replace("$1", ":batch")), {"batch": json.dumps([item])}
             )
             inserted = result.first() is not None
         else:
@@ -201,19 +199,14 @@ class SqlStore(RunQueries):
         Fenced by ``epoch`` and, given ``seq``, the run's ``last_seq``. Safe to repeat after
         DatabaseUnavailableError: a write that did land is recognised, not written twice.
         """
-        for _ in range(_MOVES):
+
+        async def write(at: int | None) -> pg.Written | None:
             if self._fast is not None:
-                written = await self._fast.commit(run_id, epoch, progress, seq)
-            else:
-                async with self.db.begin() as conn:
-                    written = await self._commit_generic(conn, run_id, epoch, progress, seq)
-            if written is not None:
-                return Committed(cancel_requested=written[0], last_seq=written[1])
-            outcome = await self._fenced(None, run_id, epoch, progress, seq)
-            if isinstance(outcome, Committed):
-                return outcome
-            seq = outcome
-        raise LeaseLostError(f"run {run_id} keeps moving under its owner")  # pragma: no cover
+                return await self._fast.commit(run_id, epoch, progress, at)
+            async with self.db.begin() as conn:
+                return await self._commit_generic(conn, run_id, epoch, progress, at)
+
+        return await reconcile.write_fenced(write, self._looker(None), run_id, epoch, progress, seq)
 
     async def commit_txn(
         self,
@@ -224,54 +217,34 @@ class SqlStore(RunQueries):
         seq: int | None = None,
     ) -> Committed:
         """Record progress in ``conn``'s transaction, fenced by ``epoch`` (and ``seq``)."""
-        for _ in range(_MOVES):
-            if self._fast is not None:
-                written = await self._fast.commit_in(conn, run_id, epoch, progress, seq)
-            else:
-                written = await self._commit_generic(conn, run_id, epoch, progress, seq)
-            if written is not None:
-                return Committed(cancel_requested=written[0], last_seq=written[1])
-            outcome = await self._fenced(conn, run_id, epoch, progress, seq)
-            if isinstance(outcome, Committed):
-                return outcome
-            seq = outcome
-        raise LeaseLostError(f"run {run_id} keeps moving under its owner")  # pragma: no cover
 
-    async def _fenced(
-        self,
-        conn: AsyncConnection | None,
-        run_id: str,
-        epoch: int,
-        progress: Progress,
-        seq: int | None,
-    ) -> Committed | int:
-        """Why a write matched no row: Committed (it had landed), or the ``seq`` to retry at."""
-        if seq is None:
-            raise LeaseLostError(f"run {run_id} is no longer held at epoch {epoch}")
-        look = await self._look(conn, run_id, seq)
-        committed = reconcile.landed(look, run_id, epoch, progress)
-        if committed is not None:
-            return committed
-        assert look is not None  # landed() raised LeaseLostError otherwise
-        return look.last_seq  # only an operator's cancel request moved it: write after it
+        async def write(at: int | None) -> pg.Written | None:
+            if self._fast is not None:
+                return await self._fast.commit_in(conn, run_id, epoch, progress, at)
+            return await self._commit_generic(conn, run_id, epoch, progress, at)
+
+        return await reconcile.write_fenced(write, self._looker(conn), run_id, epoch, progress, seq)
 
     async def landed(
         self, run_id: str, epoch: int, seq: int, progress: Progress | None
     ) -> Committed | None:
         """Whether a write after ``seq`` landed (see :func:`.reconcile.landed`)."""
-        return reconcile.landed(await self._look(None, run_id, seq), run_id, epoch, progress)
+        return reconcile.landed(await self._looker(None)(run_id, seq), run_id, epoch, progress)
 
-    async def _look(
-        self, conn: AsyncConnection | None, run_id: str, seq: int
-    ) -> reconcile.Look | None:
+    def _looker(self, conn: AsyncConnection | None) -> reconcile.Looker:
+        """Reads a run back in ``conn``'s transaction, or in one of its own."""
         if conn is not None:
-            return await reconcile.look_txn(conn, run_id, seq)
-        try:
-            async with self.db.read() as own:
-                return await reconcile.look_txn(own, run_id, seq)
-        except Exception as error:
-            _raise_unavailable(error, "reading a run back")
-            raise
+            return lambda run_id, seq: reconcile.look_txn(conn, run_id, seq)
+
+        async def look(run_id: str, seq: int) -> reconcile.Look | None:
+            try:
+                async with self.db.read() as own:
+                    return await reconcile.look_txn(own, run_id, seq)
+            except Exception as error:
+                _raise_unavailable(error, "reading a run back")
+                raise
+
+        return look
 
     async def _commit_generic(
         self,
@@ -345,85 +318,15 @@ class SqlStore(RunQueries):
             )
             return [Claimed(run, previous) for run, previous in rows]
         # SQLite runs in this process: a claim's answer is never lost, so lost_claims is moot.
+        own_too = worker_id if reclaim_own else None
         async with self.db.begin() as conn:
-            return await self._claim_generic(
-                conn, worker_id, limit, saga_types, now, before, reclaim_own, exclude
+            rows = await claims.claim_txn(
+                conn, worker_id, limit, saga_types, now, before, own_too, exclude, self._lease_end
             )
+        return [Claimed(run, previous) for run, previous in rows]
 
-    async def _claim_generic(
-        self,
-        conn: AsyncConnection,
-        worker_id: str,
-        limit: int,
-        saga_types: Sequence[str],
-        now: datetime,
-        takeover_before: datetime,
-        reclaim_own: bool,
-        exclude: Sequence[str],
-    ) -> list[Claimed]:
-        r = saga_runs.c
-        free = or_(r.owner.is_(None), r.lease_expires_at < takeover_before)
-        if reclaim_own:
-            free = or_(free, r.owner == worker_id)
-        rows = (
-            await conn.execute(
-                select(r.id, r.owner)
-                .where(
-                    r.status.in_(_ACTIVE),
-                    r.saga_type.in_(saga_types),
-                    r.next_run_at <= now,
-                    free,
-                    r.id.not_in(list(exclude)),
-                )
-                .order_by(r.next_run_at)
-                .limit(limit)
-            )
-        ).all()
-        claimed: list[Claimed] = []
-        for run_id, previous in rows:
-            takeover = previous is not None
-            updated = (
-                (
-                    await conn.execute(
-                        update(saga_runs)
-                        .where(r.id == run_id)
-                        .values(
-                            owner=worker_id,
-                            epoch=r.epoch + 1,
-                            lease_expires_at=self.clock.now() + self.lease,
-                            status=case(
-                                (r.status == SagaStatus.PENDING.value, SagaStatus.RUNNING.value),
-                                else_=r.status,
-                            ),
-                            attempt=r.attempt + (1 if takeover else 0),
-                            last_seq=r.last_seq + (1 if takeover else 0),
-                            updated_at=now,
-                        )
-                        .returning(*saga_runs.c)
-                    )
-                )
-                .mappings()
-                .one()
-            )
-            if takeover:
-                await conn.execute(
-                    insert(saga_events),
-                    event_rows(
-                        run_id,
-                        updated["last_seq"],
-                        [
-                            NewEvent(
-                                EventKind.LEASE_TAKEOVER,
-                                at=now,
-                                step=updated["current_step"],
-                                attempt=updated["attempt"],
-                                detail={"previous_owner": previous, "worker": worker_id},
-                            )
-                        ],
-                    ),
-                )
-            claimed.append(Claimed(run_from_row(updated), previous))
-        return claimed
+    def _lease_end(self) -> datetime:
+        return self.clock.now() + self.lease
 
     async def heartbeat(
         self, worker_id: str, run_ids: Sequence[str]
