@@ -40,9 +40,11 @@ def cluster() -> Iterator[PostgresServer]:
         yield server
 
 
-@pytest.fixture
-def url(cluster: PostgresServer, unique: str) -> str:
-    return cluster.create_database(f"restart_{unique}")
+@pytest.fixture(params=["asyncpg", "psycopg"])
+def url(request: pytest.FixtureRequest, cluster: PostgresServer, unique: str) -> str:
+    """A fresh database, through each driver (the fast path is asyncpg either way)."""
+    cluster.create_database(f"restart_{unique}")
+    return cluster.url(f"restart_{unique}", driver=request.param)
 
 
 @pytest.fixture
