@@ -3,35 +3,51 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 
 import pytest
 
-from cloudphone.saga import EventKind, SagaEngine, SagaRun
+from cloudphone.saga import EventKind, Saga, SagaEngine, SagaRun
 from cloudphone.saga.decide import on_step_success
 from cloudphone.saga.errors import LeaseLostError, StaleStateError
-from cloudphone.saga.progress import state_of
+from cloudphone.saga.progress import Progress, state_of
 from cloudphone.saga.testing import ManualClock
 from tests.support.sagas import Recorder, build_saga
 
 
-async def claimed(engine: SagaEngine, saga_name: str, worker: str) -> SagaRun:
-    run_id = await engine.start(saga_name, {})
-    (claim,) = await engine.store.claim(worker, 1, [saga_name], engine.clock.now())
+@dataclass
+class Claimed:
+    """An engine on a manual clock, and one run of a 3-step saga claimed by a worker."""
+
+    engine: SagaEngine
+    clock: ManualClock
+    saga: Saga
+    run: SagaRun
+
+    def success(self, output: dict[str, int]) -> Progress:
+        """The progress of the first step succeeding with ``output``."""
+        now = self.clock.now()
+        return on_step_success(state_of(self.run, self.saga), self.saga, output, now, now)
+
+
+async def claim_one(make_engine: Callable[..., SagaEngine], name: str) -> Claimed:
+    clock = ManualClock()
+    saga = build_saga(name, Recorder())
+    engine = make_engine([saga], clock=clock)
+    await engine.create_schema()
+    run_id = await engine.start(saga.name, {})
+    (claim,) = await engine.store.claim(f"w-{name}", 1, [saga.name], clock.now())
     assert claim.run.id == run_id
-    return claim.run
+    return Claimed(engine, clock, saga, claim.run)
 
 
 async def test_a_repeated_write_is_recognised_not_applied_twice(
     make_engine: Callable[..., SagaEngine], unique: str
 ) -> None:
     """The same progress sent again at the same seq answers Committed; its events exist once."""
-    clock = ManualClock()
-    saga = build_saga(f"fence_{unique}", Recorder())
-    engine = make_engine([saga], clock=clock)
-    await engine.create_schema()
-    run = await claimed(engine, saga.name, f"w-{unique}")
-    progress = on_step_success(state_of(run, saga), saga, {"A": 1}, clock.now(), clock.now())
+    claimed = await claim_one(make_engine, f"fence_{unique}")
+    engine, run, progress = claimed.engine, claimed.run, claimed.success({"A": 1})
 
     first = await engine.store.commit(run.id, run.epoch, progress, run.last_seq)
     again = await engine.store.commit(run.id, run.epoch, progress, run.last_seq)
@@ -48,13 +64,9 @@ async def test_an_operator_cancel_request_does_not_fence_the_owner_off(
     make_engine: Callable[..., SagaEngine], unique: str
 ) -> None:
     """A cancel request moves last_seq under the owner: its write still lands, after it."""
-    clock = ManualClock()
-    saga = build_saga(f"cancelfence_{unique}", Recorder())
-    engine = make_engine([saga], clock=clock)
-    await engine.create_schema()
-    run = await claimed(engine, saga.name, f"w-{unique}")
+    claimed = await claim_one(make_engine, f"cancelfence_{unique}")
+    engine, run, progress = claimed.engine, claimed.run, claimed.success({"A": 1})
     await engine.cancel(run.id)
-    progress = on_step_success(state_of(run, saga), saga, {"A": 1}, clock.now(), clock.now())
 
     committed = await engine.store.commit(run.id, run.epoch, progress, run.last_seq)
 
@@ -68,16 +80,11 @@ async def test_a_different_write_at_the_same_seq_is_stale_and_a_new_epoch_is_los
     make_engine: Callable[..., SagaEngine], unique: str
 ) -> None:
     """Another progress already landed at that seq: StaleStateError; a bumped epoch: lease lost."""
-    clock = ManualClock()
-    saga = build_saga(f"stale_{unique}", Recorder())
-    engine = make_engine([saga], clock=clock)
-    await engine.create_schema()
-    run = await claimed(engine, saga.name, f"w-{unique}")
-    state = state_of(run, saga)
-    landed = on_step_success(state, saga, {"A": 1}, clock.now(), clock.now())
-    await engine.store.commit(run.id, run.epoch, landed, run.last_seq)
-    clock.advance(timedelta(milliseconds=5))
-    redone = on_step_success(state, saga, {"A": 2}, clock.now(), clock.now())
+    claimed = await claim_one(make_engine, f"stale_{unique}")
+    engine, run = claimed.engine, claimed.run
+    await engine.store.commit(run.id, run.epoch, claimed.success({"A": 1}), run.last_seq)
+    claimed.clock.advance(timedelta(milliseconds=5))
+    redone = claimed.success({"A": 2})
 
     with pytest.raises(StaleStateError):
         await engine.store.commit(run.id, run.epoch, redone, run.last_seq)
