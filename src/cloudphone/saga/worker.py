@@ -201,6 +201,7 @@ class Worker:
     async def _claim_round(self, room: int, *, reclaim_own: bool) -> int | None:
         """Claim and spawn up to ``room`` runs; None if the claim failed."""
         now = self._clock.now()
+        lost = list(self._lost_claims)
         try:
             claimed = await self._store.claim(
                 self.worker_id,
@@ -210,7 +211,7 @@ class Worker:
                 reclaim_own,
                 exclude=list(self._runners),
                 takeover_before=self.outage.takeover_before(now, self._store.lease),
-                lost_claims=self._lost_claims,
+                lost_claims=lost,
             )
         except DatabaseUnavailableError as error:
             self._claim_lost(now)
@@ -221,8 +222,9 @@ class Worker:
             return None
         self._claim_backoff.reset()
         self.outage.ok()
-        if len(claimed) < room:
-            self._lost_claims.clear()  # every run they claimed (if any) is claimed again now
+        if lost and len(claimed) < room:
+            # Every run those claims took (if any) is ours again now.
+            self._lost_claims = [at for at in self._lost_claims if at not in lost]
         self.alive_at = self._clock.now()
         for item in claimed:
             if item.previous_owner is not None:
@@ -308,7 +310,7 @@ class Worker:
     async def _heartbeat_loop(self) -> None:
         interval = self._store.lease.total_seconds() / 3
         # After a failure, renew again soon: a lease must be renewed before it runs out.
-        backoff = Backoff(min(CLAIM_BACKOFF[0], interval), interval, rand=self._rand)
+        backoff = Backoff(min(CLAIM_BACKOFF[0], interval), min(CLAIM_BACKOFF[1], interval))
         delay = interval
         while True:
             await asyncio.sleep(delay)
@@ -325,7 +327,8 @@ class Worker:
                 continue
             backoff.reset()
             delay = interval
-            self.outage.ok()
+            if ids:  # with nothing to renew, the store did not ask the database
+                self.outage.ok()
             self.alive_at = self._clock.now()
             for run_id in ids:
                 entry = self._runners.get(run_id)

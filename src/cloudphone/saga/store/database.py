@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 
 from cloudphone.saga.store.disconnects import (
+    CONNECT_TIMEOUT,
     driver_error_unavailable,
     is_database_unavailable,
     unavailable,
@@ -115,13 +116,18 @@ def _create_engine(
 ) -> AsyncEngine:
     if url.get_backend_name() == "sqlite":
         return _create_sqlite_engine(url, busy_timeout_ms)
+    asyncpg = url.get_driver_name() == "asyncpg"
     # psycopg learns that the server closed a connection only when it next uses it, so its
     # pool pings on checkout (a round trip); asyncpg's is_closed() check below is free.
     engine = create_async_engine(
         url,
         pool_size=pool_size,
         max_overflow=max_overflow,
-        pool_pre_ping=url.get_driver_name() != "asyncpg",
+        pool_pre_ping=not asyncpg,
+        # An unreachable server fails a connect in seconds (the default waits a minute).
+        connect_args={"timeout": CONNECT_TIMEOUT}
+        if asyncpg
+        else {"connect_timeout": int(CONNECT_TIMEOUT)},
     )
     _survive_restarts(engine)
     return engine

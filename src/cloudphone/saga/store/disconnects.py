@@ -18,6 +18,10 @@ from sqlalchemy import exc as sa_exc
 
 from cloudphone.saga.errors import DatabaseUnavailableError
 
+CONNECT_TIMEOUT = 5.0
+"""Seconds a new connection may take: past it the server counts as unreachable (and the caller
+backs off and tries again), instead of the drivers' default minute."""
+
 UNAVAILABLE_SQLSTATES = frozenset(
     {
         "57P01",  # admin_shutdown: the server is shutting down (pg_ctl stop -m fast)

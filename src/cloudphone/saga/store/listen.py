@@ -17,13 +17,12 @@ from typing import Any
 from sqlalchemy.engine import URL
 
 from cloudphone.saga.outage import Backoff
+from cloudphone.saga.store.disconnects import CONNECT_TIMEOUT
 
 log = logging.getLogger("cloudphone.saga")
 
 RECONNECT_BACKOFF = (0.05, 2.0)
 """First and largest delay (seconds) between reconnection attempts."""
-CONNECT_TIMEOUT = 5.0
-"""Seconds to wait for the connection to be made."""
 
 
 class Listener:

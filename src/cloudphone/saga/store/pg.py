@@ -30,7 +30,11 @@ from cloudphone.saga.ports import Clock
 from cloudphone.saga.progress import Progress
 from cloudphone.saga.records import SagaRun
 from cloudphone.saga.store.batch import Batcher
-from cloudphone.saga.store.disconnects import driver_error_unavailable, unavailable
+from cloudphone.saga.store.disconnects import (
+    CONNECT_TIMEOUT,
+    driver_error_unavailable,
+    unavailable,
+)
 from cloudphone.saga.store.pg_sql import (
     CLAIM_SQL,
     COMMIT_SQL,
@@ -43,9 +47,6 @@ from cloudphone.saga.store.rows import progress_values, run_from_row
 
 NOTIFY_CHANNEL = "cloudphone_sagas"
 """Channel on which new and resumed runs are announced to idle workers."""
-
-CONNECT_TIMEOUT = 5.0
-"""Seconds to wait for a new connection: an unreachable server fails fast, and is retried."""
 
 SERVER_SETTINGS = {
     "application_name": "cloudphone-saga",

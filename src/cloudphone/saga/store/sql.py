@@ -273,15 +273,12 @@ class SqlStore(RunQueries):
         raised because of that), DatabaseUnavailableError leaves the block: the transaction
         did not commit, unless the failure came from its commit (see :meth:`landed`).
         """
-        conn: AsyncConnection | None = None
         try:
             async with self.db.begin() as conn:
                 yield _StepTx(self, conn)
-        except DatabaseUnavailableError:
-            raise
         except Exception as error:
-            if conn is not None and conn.invalidated:
-                raise unavailable(error, "step transaction") from error
+            # Decided by the error's causes, not by the connection being invalidated: a step
+            # timeout that cancels a statement invalidates it too, and is the step's failure.
             _raise_unavailable(error, "step transaction")
             raise
 
