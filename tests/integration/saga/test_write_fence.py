@@ -92,3 +92,32 @@ async def test_a_different_write_at_the_same_seq_is_stale_and_a_new_epoch_is_los
         await engine.store.commit(run.id, run.epoch + 1, redone, run.last_seq)
     assert [e.kind for e in await engine.history(run.id)].count(EventKind.STEP_SUCCEEDED) == 1
     assert (await engine.get(run.id)).data == {"A": 1}
+
+
+async def test_runs_of_a_claim_whose_answer_was_lost_are_claimed_again_as_fresh(
+    postgres_url: str, unique: str
+) -> None:
+    """The worker claims again what its lost claim took: no takeover, no attempt spent."""
+    clock = ManualClock()
+    saga = build_saga(f"lostclaim_{unique}", Recorder())
+    engine = SagaEngine(postgres_url, [saga], worker_id=f"w-{unique}", clock=clock)
+    try:
+        await engine.create_schema()
+        run_id = await engine.start(saga.name, {})
+        lost_at = clock.now()
+        (lost,) = await engine.store.claim(engine.worker_id, 1, [saga.name], lost_at)
+        clock.advance(timedelta(milliseconds=10))
+        (again,) = await engine.store.claim(
+            engine.worker_id, 5, [saga.name], clock.now(), lost_claims=[lost_at]
+        )
+        assert (again.run.id, again.previous_owner) == (run_id, None)
+        assert (again.run.attempt, again.run.epoch) == (1, lost.run.epoch + 1)
+        assert [e.kind for e in await engine.history(run_id)] == [EventKind.SAGA_STARTED]
+        assert (
+            await engine.store.claim(
+                engine.worker_id, 5, [saga.name], clock.now(), lost_claims=[lost_at]
+            )
+            == []
+        ), "claimed since: the run is no longer the lost claim's"
+    finally:
+        await engine.close()
