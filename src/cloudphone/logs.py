@@ -2,6 +2,8 @@
 
 Engine lines carry the run they concern (``extra={"saga_id": …, "step": …}`` on logger
 ``cloudphone.saga``); both formats show those fields, and any other ``extra`` a caller passes.
+Every line emitted while a step attempt runs, whatever its logger (a step's own included),
+carries ``saga_id``, ``saga_type``, ``step`` and ``attempt`` (:class:`StepContextFilter`).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
+from cloudphone.saga.context import current_step
 from cloudphone.settings import LogFormat, LogLevel
 
 # Attributes every LogRecord has; anything else on a record came from ``extra=``.
@@ -20,12 +23,31 @@ _STANDARD = frozenset(
     | {"message", "asctime", "taskName", "color_message"}
 )
 _HANDLER_NAME = "cloudphone"
-_FIRST = ("saga_id", "step")
+_FIRST = ("saga_id", "saga_type", "step", "attempt")
 """Fields shown first, so the run a line concerns is easy to spot."""
 
 
+class StepContextFilter(logging.Filter):
+    """Adds the running step attempt (``saga_id``, ``saga_type``, ``step``, ``attempt``).
+
+    Reads :func:`cloudphone.saga.context.current_step`, which the engine sets around each
+    attempt and compensation; fields a caller passed in ``extra=`` are kept as given.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Tag ``record`` if a step attempt is running; never drops it."""
+        ctx = current_step()
+        if ctx is not None:
+            fields = record.__dict__
+            fields.setdefault("saga_id", ctx.saga_id)
+            fields.setdefault("saga_type", ctx.saga_type)
+            fields.setdefault("step", ctx.step)
+            fields.setdefault("attempt", ctx.attempt)
+        return True
+
+
 def extra_fields(record: logging.LogRecord) -> dict[str, Any]:
-    """The ``extra=`` fields of a record, ``saga_id`` and ``step`` first."""
+    """The ``extra=`` fields of a record, the saga run's first."""
     fields = {k: v for k, v in record.__dict__.items() if k not in _STANDARD}
     ordered = {k: fields.pop(k) for k in _FIRST if k in fields}
     ordered.update(fields)
@@ -90,6 +112,8 @@ def configure_logging(
         )
         handler.setFormatter(ConsoleFormatter())
     handler.set_name(_HANDLER_NAME)
+    # On the handler, not a logger: it sees the records of every logger that propagates.
+    handler.addFilter(StepContextFilter())
     root = logging.getLogger()
     for old in list(root.handlers):
         if old.get_name() == _HANDLER_NAME:  # configured before: replace, never duplicate

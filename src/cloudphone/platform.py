@@ -12,11 +12,14 @@ service and store it as a typed attribute on :class:`Platform`.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime
+from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
@@ -31,19 +34,27 @@ from cloudphone.billing.providers.sandbox import SandboxProvider
 from cloudphone.billing.refund import RefundTiming, build_refund_saga
 from cloudphone.billing.service import BillingService
 from cloudphone.demo import build_demo_saga
+from cloudphone.deployment import Deployment, claim_directory, load_deployment
 from cloudphone.devices.create import build_create_saga
 from cloudphone.devices.delete import build_delete_saga
 from cloudphone.devices.runtimes.base import DeviceRuntime
 from cloudphone.devices.runtimes.local import LocalRuntime
 from cloudphone.devices.service import DeviceService
+from cloudphone.extras import require_extra
 from cloudphone.saga import Database, Saga, SagaEngine
+from cloudphone.saga.tracing import NO_TRACER
 from cloudphone.saga.worker import Worker
 from cloudphone.settings import Settings
+
+if TYPE_CHECKING:
+    from cloudphone.telemetry import Telemetry
 
 log = logging.getLogger("cloudphone.platform")
 
 Hook = Callable[[], Awaitable[None]]
 """An async start-up or shut-down action of an adapter or service."""
+Claim = Callable[[Deployment], Awaitable[None]]
+"""Makes a directory or store the deployment's (see :mod:`cloudphone.deployment`)."""
 
 
 class Platform:
@@ -55,6 +66,8 @@ class Platform:
         engine: The saga engine, knowing every saga definition.
         registry: Prometheus registry of the engine, HTTP and process metrics.
         with_worker: Whether :meth:`start` runs a worker in this process.
+        telemetry: OpenTelemetry tracing, or None when it is off.
+        deployment: The database's deployment, known once started.
     """
 
     # services: each service adds one typed attribute here, set in build_platform, e.g.
@@ -70,14 +83,18 @@ class Platform:
         registry: CollectorRegistry,
         *,
         with_worker: bool,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.settings = settings
+        self.telemetry = telemetry
         self.db = db
         self.engine = engine
         self.registry = registry
         self.with_worker = with_worker
         self._on_start: list[Hook] = []
         self._on_close: list[Hook] = []
+        self._claims: list[Claim] = []
+        self.deployment: Deployment | None = None
         self._stack: AsyncExitStack | None = None
         self._worker: Worker | None = None
         self.started_at: datetime | None = None
@@ -85,6 +102,28 @@ class Platform:
     def on_start(self, hook: Hook) -> None:
         """Run ``hook`` in :meth:`start`, after migrations and before the worker starts."""
         self._on_start.append(hook)
+
+    def on_claim(self, claim: Claim) -> None:
+        """Run ``claim(deployment)`` in :meth:`start`, after migrations, before the hooks.
+
+        Every directory and store outside the database is claimed, so a deployment refuses to
+        start on another one's (before a sweep or reconcile could take its state for orphans).
+        """
+        self._claims.append(claim)
+
+    async def claim_deployment(self) -> Deployment:
+        """Load (on first start: make) the deployment id, then claim every directory and store.
+
+        :meth:`start` does it; operator commands that act on stores without starting the
+        platform call it first.
+
+        Raises:
+            DeploymentMismatchError: A directory or store belongs to another database.
+        """
+        self.deployment = await load_deployment(self.db)
+        for claim in self._claims:
+            await claim(self.deployment)
+        return self.deployment
 
     def on_close(self, hook: Hook) -> None:
         """Run ``hook`` in :meth:`close`, after the worker stopped (reverse order of adding)."""
@@ -96,7 +135,11 @@ class Platform:
         return self._worker
 
     async def start(self) -> None:
-        """Migrate (if ``auto_migrate``), run start-up hooks, then start the worker."""
+        """Migrate (if ``auto_migrate``), claim, run start-up hooks, then start the worker.
+
+        Raises:
+            DeploymentMismatchError: A directory or store belongs to another database.
+        """
         if self._stack is not None:
             raise RuntimeError("platform already started")
         stack = AsyncExitStack()
@@ -104,6 +147,7 @@ class Platform:
             if self.settings.auto_migrate:
                 await asyncio.to_thread(schema.upgrade, self.settings.database_url)
             stack.push_async_callback(self._release)
+            await self.claim_deployment()
             for hook in self._on_start:
                 await hook()
             for hook in self._on_close:
@@ -179,15 +223,22 @@ def build_registry() -> CollectorRegistry:
     return registry
 
 
-def build_platform(settings: Settings, *, with_worker: bool) -> Platform:
+def build_platform(
+    settings: Settings, *, with_worker: bool, telemetry: Telemetry | None = None
+) -> Platform:
     """Wire the platform from ``settings`` (no I/O; call :meth:`Platform.start` next).
 
     Args:
         settings: Loaded settings (see :func:`cloudphone.settings.load_settings`).
         with_worker: Run a worker in this process when started (``serve``, ``worker``); the
             CLI's read and operator commands and ``serve --no-worker`` do not.
+        telemetry: Tracing to use (the API's, or a test's); default: built from
+            ``settings.otel`` (see :func:`build_telemetry`). The platform closes it.
     """
     registry = build_registry()
+    telemetry = telemetry or build_telemetry(settings)
+    if not settings.is_sqlite:
+        require_extra("postgres", needed_for="CLOUDPHONE_DATABASE_URL=postgresql+…")
     db = Database(settings.database_url, pool_size=settings.db_pool_size)
 
     # adapters (ports): services build theirs from settings.billing / .apps / .devices here.
@@ -221,20 +272,41 @@ def build_platform(settings: Settings, *, with_worker: bool) -> Platform:
         lease=settings.worker_lease,
         poll_interval=settings.worker_poll_interval,
         registry=registry,
+        tracer=telemetry.saga_tracer if telemetry is not None else NO_TRACER,
     )
-    platform = Platform(settings, db, engine, registry, with_worker=with_worker)
+    platform = Platform(
+        settings, db, engine, registry, with_worker=with_worker, telemetry=telemetry
+    )
+    if telemetry is not None:
+        platform.on_close(telemetry.close)  # added first, so it runs last: flushes every span
+    spool_dir = upload_spool.directory
+    for place, directory in (("data directory", settings.data_dir), ("upload spool", spool_dir)):
+        platform.on_claim(functools.partial(_claim_directory, directory, place))
+    platform.on_claim(object_storage.claim)
+    platform.on_claim(device_runtime.claim)
 
     platform.billing = BillingService(
-        engine, payment_providers, default_provider=settings.billing.provider
+        engine,
+        payment_providers,
+        default_provider=settings.billing.provider,
+        reconcile_age=settings.billing.payment_reconcile_age,
+        reconcile_interval=settings.billing.payment_reconcile_interval,
     )
     for provider in payment_providers.values():
         platform.on_close(provider.close)
+    if with_worker:
+        # Payments left PENDING (a crash or a lost answer) are settled from the provider.
+        platform.on_start(platform.billing.start_reconciling)
+        platform.on_close(platform.billing.stop_reconciling)
     platform.devices = DeviceService(engine, settings.devices, device_runtime)
     platform.on_close(device_runtime.close)
     if with_worker:
         # "Cleaned on start": containers no live device owns go, stale creations are repaired.
         platform.on_start(platform.devices.sweep_on_start)
         platform.on_close(platform.devices.stop_sweeping)
+        # A device whose process or container died is restarted within seconds.
+        platform.on_start(platform.devices.start_watching)
+        platform.on_close(platform.devices.stop_watching)
     platform.apps = AppsService(db, engine, object_storage, upload_spool, settings.apps)
     platform.on_start(object_storage.start)
     platform.on_close(object_storage.close)
@@ -247,10 +319,26 @@ def build_platform(settings: Settings, *, with_worker: bool) -> Platform:
     return platform
 
 
+def build_telemetry(settings: Settings) -> Telemetry | None:
+    """OpenTelemetry from ``settings.otel``, or None when it is off (then nothing of it loads)."""
+    if not settings.otel.enabled:
+        return None
+    # Imported only when on: the otel extra may be absent (settings checked that it is not).
+    from cloudphone.telemetry import Telemetry
+
+    return Telemetry(settings.otel)
+
+
+async def _claim_directory(directory: Path, place: str, deployment: Deployment) -> None:
+    await asyncio.to_thread(claim_directory, directory, deployment, place=place)
+
+
 def build_payment_providers(settings: Settings, db: Database) -> dict[str, PaymentProvider]:
     """Billing's payment providers: the sandbox always, Stripe when a key is configured."""
     billing = settings.billing
     providers: dict[str, PaymentProvider] = {"sandbox": SandboxProvider(db, billing.sandbox)}
+    if billing.provider == "stripe" or billing.stripe_api_key is not None:
+        require_extra("stripe", needed_for="CLOUDPHONE_BILLING__PROVIDER=stripe (or a Stripe key)")
     if billing.stripe_api_key is not None:
         # Imported only when used: the real adapters' SDKs cost seconds of start-up.
         from cloudphone.billing.providers.stripe import StripeProvider
@@ -262,6 +350,7 @@ def build_payment_providers(settings: Settings, db: Database) -> dict[str, Payme
 def build_object_storage(settings: Settings) -> ObjectStorage:
     """The apps service's object store: the filesystem (default) or S3."""
     if settings.apps.storage == "s3":
+        require_extra("s3", needed_for="CLOUDPHONE_APPS__STORAGE=s3")
         from cloudphone.apps.storage.s3 import S3Storage
 
         return S3Storage.from_config(settings.apps)
@@ -272,9 +361,12 @@ def build_device_runtime(settings: Settings) -> DeviceRuntime:
     """The devices service's runtime: local child processes (default) or Docker."""
     devices = settings.devices
     if devices.runtime == "docker":
+        require_extra("docker", needed_for="CLOUDPHONE_DEVICES__RUNTIME=docker")
         from cloudphone.devices.runtimes.docker import DockerOptions, DockerRuntime
 
         return DockerRuntime(DockerOptions.from_config(devices))
+    if devices.local_protocol == "adb":  # adb-shell comes with the docker extra
+        require_extra("docker", needed_for="CLOUDPHONE_DEVICES__LOCAL_PROTOCOL=adb")
     state_dir = devices.local_state_dir or settings.data_dir / "devices"
     return LocalRuntime(
         state_dir,

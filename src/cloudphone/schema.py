@@ -23,6 +23,8 @@ from sqlalchemy import MetaData, create_engine
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import NullPool
 
+from cloudphone.extras import require_extra
+
 log = logging.getLogger("cloudphone.schema")
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
@@ -50,15 +52,22 @@ def all_metadata() -> list[MetaData]:
     """
     from cloudphone.apps.models import metadata as apps_metadata
     from cloudphone.billing.models import metadata as billing_metadata
+    from cloudphone.deployment import metadata as deployment_metadata
     from cloudphone.devices.models import metadata as devices_metadata
     from cloudphone.saga.store.tables import metadata as saga_metadata
 
-    return [saga_metadata, billing_metadata, apps_metadata, devices_metadata]
+    return [saga_metadata, billing_metadata, apps_metadata, devices_metadata, deployment_metadata]
 
 
 def sync_url(url: str | URL) -> URL:
-    """The same database through a synchronous driver (Alembic runs synchronously)."""
+    """The same database through a synchronous driver (Alembic runs synchronously).
+
+    Raises:
+        MissingExtraError: PostgreSQL without the ``postgres`` extra (psycopg).
+    """
     parsed = make_url(url)
+    if parsed.get_backend_name() == "postgresql":
+        require_extra("postgres", needed_for="a PostgreSQL database")
     driver = _SYNC_DRIVERS.get(parsed.drivername, parsed.drivername)
     return parsed.set(drivername=driver)
 

@@ -9,18 +9,26 @@ errors into a :class:`SettingsError` naming the offending variables.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
-import re
 import secrets
 from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from cloudphone.apps.config import AppsConfig
 from cloudphone.billing.config import BillingConfig
+from cloudphone.config import Duration, Section
 from cloudphone.devices.config import DevicesConfig
 
 ENV_PREFIX = "CLOUDPHONE_"
@@ -36,6 +44,69 @@ class SettingsError(ValueError):
     """The settings are invalid; the message names each offending environment variable."""
 
 
+OTEL_EXTRA = "pip install 'cloudphone[otel]'"
+"""How to install what tracing needs (opentelemetry-api, -sdk, -instrumentation-fastapi)."""
+OTLP_PACKAGE = "opentelemetry-exporter-otlp-proto-http"
+"""The package of the OTLP/HTTP span exporter."""
+_OTEL_MODULES = ("opentelemetry.sdk.trace", "opentelemetry.instrumentation.fastapi")
+_OTLP_MODULE = "opentelemetry.exporter.otlp.proto.http.trace_exporter"
+
+
+def module_available(name: str) -> bool:
+    """Whether ``name`` can be imported (looks it up without importing it, nor fails)."""
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):  # a parent package is missing or blocked
+        return False
+
+
+class OtelConfig(Section):
+    """OpenTelemetry tracing (env ``CLOUDPHONE_OTEL__*``): off by default, needs the otel extra."""
+
+    enabled: bool = False
+    """Trace HTTP requests and saga runs (a span per run drive, step attempt and
+    compensation). Off, nothing of OpenTelemetry is even imported."""
+
+    service_name: str = Field(default="cloudphone", min_length=1, max_length=200)
+    """``service.name`` of this process's spans."""
+
+    exporter: Literal["otlp", "console"] | None = None
+    """``otlp`` (OTLP/HTTP to ``endpoint``; needs opentelemetry-exporter-otlp-proto-http) or
+    ``console`` (one JSON object per span on stdout, or in ``console_file``). Default: otlp
+    when that package is installed, else console."""
+
+    endpoint: str | None = None
+    """OTLP/HTTP traces URL, e.g. ``http://collector:4318/v1/traces``. Default: the
+    exporter's own (``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``, else localhost:4318)."""
+
+    console_file: Path | None = None
+    """The console exporter appends its JSON lines to this file instead of stdout."""
+
+    export_delay: Duration = Field(default=timedelta(seconds=5), gt=timedelta(0))
+    """Longest a finished span waits in memory before it is exported with others."""
+
+    @field_validator("enabled")
+    @classmethod
+    def _otel_installed(cls, enabled: bool) -> bool:
+        missing = [name for name in _OTEL_MODULES if enabled and not module_available(name)]
+        if missing:
+            raise ValueError(f"tracing is on but {missing[0]} is missing: {OTEL_EXTRA}")
+        return enabled
+
+    @field_validator("exporter")
+    @classmethod
+    def _exporter_installed(cls, exporter: str | None, info: ValidationInfo) -> str | None:
+        if exporter == "otlp" and info.data.get("enabled") and not module_available(_OTLP_MODULE):
+            raise ValueError(f"the otlp exporter needs {OTLP_PACKAGE}: pip install {OTLP_PACKAGE}")
+        return exporter
+
+    @model_validator(mode="after")
+    def _default_exporter(self) -> OtelConfig:
+        if self.enabled and self.exporter is None:
+            self.exporter = "otlp" if module_available(_OTLP_MODULE) else "console"
+        return self
+
+
 class Settings(BaseSettings):
     """Everything the platform reads from its environment (``CLOUDPHONE_*``)."""
 
@@ -48,7 +119,9 @@ class Settings(BaseSettings):
     )
 
     data_dir: Path = Path("var")
-    """Where embedded backends keep their files (SQLite database, objects, secrets)."""
+    """Where embedded backends keep their files (SQLite database, objects, secrets). It
+    belongs to one database: the first start stamps it with the database's deployment id, and
+    a deployment on another database refuses to start on it."""
 
     database_url: str = ""
     """SQLAlchemy async URL; default ``sqlite+aiosqlite:///<data_dir>/cloudphone.db``.
@@ -68,7 +141,7 @@ class Settings(BaseSettings):
     jwt_issuer: str = "cloudphone"
     """``iss`` claim written into and required from tokens."""
 
-    token_ttl: timedelta = Field(default=timedelta(hours=12), gt=timedelta(0))
+    token_ttl: Duration = Field(default=timedelta(hours=12), gt=timedelta(0))
     """Default lifetime of tokens made by ``cloudphone token create``."""
 
     host: str = "127.0.0.1"
@@ -90,14 +163,14 @@ class Settings(BaseSettings):
     worker_concurrency: int = Field(default=64, ge=1, le=10_000)
     """Runs one worker drives at once."""
 
-    worker_lease: timedelta = Field(default=timedelta(seconds=30), ge=timedelta(milliseconds=300))
+    worker_lease: Duration = Field(default=timedelta(seconds=30), ge=timedelta(milliseconds=300))
     """How long a claim holds a run without renewal; a crashed worker's runs are taken over
     after it expires."""
 
-    worker_poll_interval: timedelta = Field(default=timedelta(seconds=1), gt=timedelta(0))
+    worker_poll_interval: Duration = Field(default=timedelta(seconds=1), gt=timedelta(0))
     """Longest an idle worker waits before looking for due runs again."""
 
-    shutdown_grace: timedelta = Field(default=timedelta(seconds=30), ge=timedelta(0))
+    shutdown_grace: Duration = Field(default=timedelta(seconds=30), ge=timedelta(0))
     """On SIGTERM, how long running steps may take to finish before they are interrupted."""
 
     log_level: LogLevel = "info"
@@ -115,17 +188,13 @@ class Settings(BaseSettings):
     devices: DevicesConfig = Field(default_factory=DevicesConfig)
     """Device runtime (``CLOUDPHONE_DEVICES__*``)."""
 
+    otel: OtelConfig = Field(default_factory=OtelConfig)
+    """OpenTelemetry tracing (``CLOUDPHONE_OTEL__*``)."""
+
     @field_validator("log_level", "log_format", mode="before")
     @classmethod
     def _lowercase(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
-
-    @field_validator(
-        "token_ttl", "worker_lease", "worker_poll_interval", "shutdown_grace", mode="before"
-    )
-    @classmethod
-    def _duration(cls, value: object) -> object:
-        return parse_duration(value) if isinstance(value, str) else value
 
     @field_validator("database_url")
     @classmethod
@@ -147,22 +216,6 @@ class Settings(BaseSettings):
     def is_sqlite(self) -> bool:
         """True when the database is a SQLite file (the embedded default)."""
         return self.database_url.startswith("sqlite")
-
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h|d)?\s*$")
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
-
-
-def parse_duration(text: str) -> timedelta | str:
-    """``"30"``/``"30s"``, ``"500ms"``, ``"5m"``, ``"12h"``, ``"7d"`` as a timedelta.
-
-    Anything else is returned unchanged for pydantic to parse (ISO 8601 ``PT30S``,
-    ``HH:MM:SS``) or reject.
-    """
-    match = _DURATION.match(text)
-    if match is None:
-        return text
-    return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
 
 
 def env_name(location: tuple[int | str, ...]) -> str:

@@ -87,7 +87,7 @@ async def assert_consistent(apps: Apps, app_id: str, data: bytes | None) -> None
         assert app.status is AppStatus.FAILED
         assert stored is None
     else:
-        assert (app.status, app.is_latest) == (AppStatus.AVAILABLE, True)
+        assert (app.status, app.published_at) == (AppStatus.AVAILABLE, None)  # private
         assert (app.size, app.sha256) == (len(data), sha256(data))
         assert stored is not None
         assert stored.size == len(data)

@@ -1,4 +1,7 @@
-"""Device workers SIGKILLed mid-creation: after recovery, RUNNING or fully undone, no orphans.
+"""Device workers SIGKILLed: mid-creation, and after the creation.
+
+Mid-creation: after recovery, RUNNING or fully undone, no orphans. After the creation: the
+device watch of another worker restarts the device.
 
 PostgreSQL, local runtime: the worker children spawn real agent processes; the test reads the
 same runtime state directory to see every container ("the local runtime's table").
@@ -9,6 +12,7 @@ from __future__ import annotations
 import signal
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,6 +23,7 @@ from cloudphone.devices.service import DeviceService
 from cloudphone.devices.spec import Resources
 from cloudphone.domain import Principal
 from cloudphone.saga import EventKind, SagaEngine, SagaStatus
+from tests.support.devices_cluster import device_cluster
 from tests.support.devices_stack import (
     ADMIN,
     SMALL,
@@ -157,3 +162,40 @@ async def test_worker_killed_while_waiting_for_the_device(
     assert run.status is SagaStatus.COMPLETED, (run.error, workers.logs())
     await assert_running(stack, user, created.device.id)
     await assert_no_orphans(stack)
+
+
+def parent_of(pid: int) -> int:
+    """The parent pid of a process (``/proc/<pid>/stat``, after the command name)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat[stat.rindex(")") + 2 :].split()[1])
+
+
+def agent_parents(runtime: LocalRuntime, device: dict[str, Any]) -> list[int]:
+    """Parent pids of the device's live agent processes (one when all is well)."""
+    return [parent_of(p.pid) for p in runtime.scan() if p.token == device["container_id"]]
+
+
+async def test_devices_of_a_killed_worker_are_restarted_by_another(tmp_path: Path) -> None:
+    """SIGKILL the worker that launched a device: another worker restarts it within seconds.
+
+    Its process dies with the worker; the survivor's watch starts it again: RUNNING, its ADB
+    port answering again, the survivor its parent.
+    """
+    runtime = LocalRuntime(tmp_path / "var" / "devices")
+    with device_cluster(tmp_path) as cluster:
+        workers = [cluster.add_worker("w1"), cluster.add_worker("w2")]
+        async with cluster.client() as http:
+            device = await cluster.create_device(http)
+            [launcher] = [w for w in workers if [w.pid] == agent_parents(runtime, device)]
+            [survivor] = [w for w in workers if w is not launcher]
+
+            assert launcher.kill() == -signal.SIGKILL
+            back = await cluster.comes_back(
+                http,
+                device,
+                lambda: agent_parents(runtime, device),
+                lambda parents: parents == [survivor.pid],
+                what="device restarted by the surviving worker",
+            )
+        assert back["adb_port"] == device["adb_port"]
+    assert runtime.scan() == []  # the survivor stopped what it started

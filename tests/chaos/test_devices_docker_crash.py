@@ -1,4 +1,7 @@
-"""A device worker SIGKILLed mid-creation on Docker: RUNNING or fully undone; `docker ps -a` clean.
+"""Docker devices under faults: a worker SIGKILLed mid-creation, a container ``docker kill``ed.
+
+A worker SIGKILLed mid-creation: RUNNING or fully undone; `docker ps -a` clean. A RUNNING
+device's container killed: a worker's device watch starts it again within seconds.
 
 PostgreSQL, a private dockerd, the busybox fake-device image (tests/support/devices_docker.py).
 """
@@ -17,6 +20,7 @@ from cloudphone.devices.service import DeviceService
 from cloudphone.devices.spec import Resources
 from cloudphone.domain import Principal
 from cloudphone.saga import SagaEngine, SagaStatus
+from tests.support.devices_cluster import device_cluster
 from tests.support.devices_docker import PrivateDockerd, docker_runtime, dockerd
 from tests.support.devices_stack import (
     SMALL,
@@ -24,6 +28,7 @@ from tests.support.devices_stack import (
     build_sagas,
     create_devices_schema,
     make_config,
+    remove_all,
 )
 from tests.support.devices_worker import DeviceWorkers
 
@@ -107,3 +112,50 @@ async def test_worker_killed_after_the_docker_call(
         assert await stack.ports_of_saga(created.saga_id) == []
         quota = await stack.quota(user.user_id)
         assert (quota.used, quota.reserved) == (Resources(), Resources())
+
+
+def docker_env(dockerd: PrivateDockerd) -> dict[str, str]:
+    """Platform settings for the private daemon's fake-device image on the host network."""
+    devices = {
+        "RUNTIME": "docker",
+        "DOCKER_HOST": dockerd.url,
+        "DOCKER_IMAGE": dockerd.image,
+        "DOCKER_PRIVILEGED": "false",
+        "DOCKER_NETWORK_MODE": "host",
+        "DOCKER_PROTOCOL": "line",
+        "DOCKER_PIDS_LIMIT": "64",
+    }
+    return {f"CLOUDPHONE_DEVICES__{k}": v for k, v in devices.items()}
+
+
+async def test_a_killed_container_is_started_again_by_the_watch(
+    tmp_path: Path, dockerd: PrivateDockerd
+) -> None:
+    """`docker kill` a RUNNING device's container: within seconds it runs and answers again."""
+    platform_containers = DockerRuntime(dockerd.options("cloudphone"))  # the platform's label
+    try:
+        with device_cluster(tmp_path, **docker_env(dockerd)) as cluster:
+            cluster.add_worker("w1")
+            async with cluster.client() as http:
+                device = await cluster.create_device(http)
+                cid = device["container_id"]
+                first_start = started_at(dockerd, cid)
+
+                dockerd.cli("kill", cid)
+                back = await cluster.comes_back(
+                    http,
+                    device,
+                    lambda: started_at(dockerd, cid),
+                    lambda started: started not in (None, first_start),
+                    what="container started again",
+                )
+            assert back["container_id"] == cid
+    finally:
+        await remove_all(platform_containers)
+        await platform_containers.close()
+
+
+def started_at(dockerd: PrivateDockerd, cid: str) -> str | None:
+    """When the running container started (None while it does not run)."""
+    state = dockerd.cli("inspect", "-f", "{{.State.Running}} {{.State.StartedAt}}", cid).split()
+    return state[1] if state[0] == "true" else None

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,21 +15,18 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 
 from cloudphone import schema
-from tests.support.databases import create_postgres_database, drop_postgres_database
+from tests.support.databases import fresh_database
 from tests.support.server import child_env
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A database with no tables at all (a new PostgreSQL database, or a new SQLite file)."""
-    if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path / 'migrated.db'}"
-        return
-    url = create_postgres_database("cloudphone_migrate")
-    yield url
-    drop_postgres_database(url)
+    with fresh_database(request.param, tmp_path, "cloudphone_migrate") as url:
+        yield url
 
 
 def schema_diff(url: str) -> list[Any]:
@@ -123,3 +121,49 @@ def test_every_migration_is_self_contained() -> None:
     """Migrations name plain SQLAlchemy types, never cloudphone's (code moves; history stays)."""
     for script in sorted((schema.MIGRATIONS_DIR / "versions").glob("*.py")):
         assert "cloudphone." not in script.read_text(), f"{script.name} imports cloudphone code"
+
+
+APPLICATIONS = sa.table(
+    "applications",
+    *(sa.column(name) for name in ("id", "package_name", "version_code", "size", "sha256")),
+    *(sa.column(name) for name in ("object_key", "status", "is_latest", "uploaded_by")),
+    sa.column("saga_id"),
+    sa.column("permissions", sa.JSON),
+    sa.column("created_at", sa.DateTime(timezone=True)),
+    sa.column("updated_at", sa.DateTime(timezone=True)),
+)
+"""The ``applications`` columns every apps revision has (for rows written before 0005)."""
+
+
+def test_the_apps_catalog_revision_makes_existing_uploads_private(empty_url: str) -> None:
+    """Nothing is published on anyone's behalf; a downgrade restores the global latest."""
+    script = ScriptDirectory.from_config(schema.alembic_config())
+    catalog = next(r for r in script.walk_revisions() if r.doc.startswith("Apps catalog"))
+    assert isinstance(catalog.down_revision, str)
+    config = schema.alembic_config(empty_url)
+    command.upgrade(config, catalog.down_revision)
+    now = datetime.now(UTC)
+    rows = [
+        {"id": f"app-{v}", "package_name": "com.example.m", "version_code": v, "size": 1,
+         "sha256": "0" * 64, "object_key": f"k{v}", "status": "AVAILABLE", "is_latest": v == 2,
+         "uploaded_by": "alice", "saga_id": f"s{v}", "permissions": [], "created_at": now,
+         "updated_at": now}
+        for v in (1, 2)
+    ]  # fmt: skip
+    engine = sa.create_engine(schema.sync_url(empty_url))
+    try:
+        with engine.begin() as conn:
+            conn.execute(APPLICATIONS.insert(), rows)
+        command.upgrade(config, catalog.revision)
+        query = sa.text("SELECT id, is_latest, published_at FROM applications ORDER BY id")
+        with engine.connect() as conn:
+            assert [tuple(r) for r in conn.execute(query)] == [
+                ("app-1", False, None),
+                ("app-2", False, None),
+            ]
+        command.downgrade(config, catalog.down_revision)
+        with engine.connect() as conn:
+            latest = sa.text("SELECT id, is_latest FROM applications ORDER BY id")
+            assert [tuple(r) for r in conn.execute(latest)] == [("app-1", False), ("app-2", True)]
+    finally:
+        engine.dispose()

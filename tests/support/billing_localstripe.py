@@ -11,6 +11,7 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 from pydantic import SecretStr
@@ -48,8 +49,8 @@ class LocalStripe:
         values: dict[str, object] = {
             "stripe_api_key": SecretStr(API_KEY),
             "stripe_api_base": self.base,
-            "stripe_timeout_seconds": 10.0,
-            "stripe_connect_timeout_seconds": 2.0,
+            "stripe_timeout": timedelta(seconds=10),
+            "stripe_connect_timeout": timedelta(seconds=2),
             **overrides,
         }
         return BillingConfig.model_validate(values)

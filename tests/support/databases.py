@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import psycopg
 from sqlalchemy.engine import make_url
@@ -34,3 +37,19 @@ def drop_postgres_database(url: str) -> None:
     name = make_url(url).database
     with psycopg.connect(_libpq(postgres_admin_url()), autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextmanager
+def fresh_database(kind: str, directory: Path, prefix: str) -> Iterator[str]:
+    """A database with no tables: a new SQLite file, or (``postgres``) a new PostgreSQL one.
+
+    The PostgreSQL database is dropped afterwards; the SQLite file lives in ``directory``.
+    """
+    if kind == "sqlite":
+        yield f"sqlite+aiosqlite:///{directory / f'{prefix}.db'}"
+        return
+    url = create_postgres_database(prefix)
+    try:
+        yield url
+    finally:
+        drop_postgres_database(url)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -47,9 +48,9 @@ def make_config(**overrides: Any) -> DevicesConfig:
         "adb_port_max": 21999,
         "stream_port_min": 22000,
         "stream_port_max": 22999,
-        "boot_timeout_seconds": 10.0,
-        "runtime_call_timeout_seconds": 20.0,
-        "retry_initial_seconds": 0.02,
+        "boot_timeout": timedelta(seconds=10),
+        "runtime_call_timeout": timedelta(seconds=20),
+        "retry_initial_interval": timedelta(milliseconds=20),
         "retry_max_attempts": 3,
         "default_quota": QuotaDefaults(max_devices=5),
         **overrides,
@@ -202,3 +203,19 @@ def reap(pid: int) -> None:
 def proc_limits(pid: int) -> str:
     """``/proc/<pid>/limits`` of a process."""
     return Path(f"/proc/{pid}/limits").read_text()
+
+
+@contextlib.asynccontextmanager
+async def impostor(port: int = 0) -> AsyncIterator[int]:
+    """A foreign server on ``port`` (0: a free one) that answers the handshake as someone else."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        line = (await reader.readline()).decode().split()
+        nonce = line[1] if len(line) > 1 else "-"
+        writer.write(f"CNXN impostor {nonce} device::ro.product.model=evil;\n".encode())
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", port)
+    async with server:
+        yield server.sockets[0].getsockname()[1]

@@ -114,13 +114,20 @@ def test_success_moves_to_the_next_step_with_merged_data() -> None:
     assert progress.error is None
     assert_continues(progress)
     assert kinds(progress) == [(K.STEP_SUCCEEDED, "A", 2)]
-    assert progress.events[0].detail == {"started_at": STARTED.isoformat(), "duration_ms": 2000.0}
+    assert progress.events[0].detail == {
+        "started_at": STARTED.isoformat(),
+        "duration_ms": 2000.0,
+        "output": {"a": True, "input": 2},
+        "replaced": {"input": 1},
+    }
 
 
 @pytest.mark.parametrize("output", [None, {}])
 def test_empty_output_leaves_data_unchanged(output: dict[str, Any] | None) -> None:
     saga = make_saga()
-    assert decide.on_step_success(make_state(saga), saga, output, STARTED, NOW).data is None
+    progress = decide.on_step_success(make_state(saga), saga, output, STARTED, NOW)
+    assert progress.data is None
+    assert progress.events[0].detail["output"] == {}
 
 
 def test_last_step_success_completes_and_releases() -> None:

@@ -26,12 +26,15 @@ EXPECTED = [
     "SagaNotFoundError",
     "SagaRun",
     "SagaStatus",
+    "SagaTracer",
+    "StartedRun",
     "Step",
     "StepContext",
     "StepHandle",
     "StepKind",
     "StepOutputError",
     "UnknownSagaTypeError",
+    "current_step",
     "is_database_unavailable",
 ]
 

@@ -94,6 +94,24 @@ def test_non_string_keys_are_refused(output: dict[Any, Any]) -> None:
         _check_output(STEP, output)
 
 
+@pytest.mark.parametrize(
+    ("output", "where"),
+    [
+        ({"name": "a\x00b"}, "output['name'] contains a NUL character"),
+        ({"list": ["ok", {"deep": "\x00"}]}, "output['list'][1]['deep'] contains a NUL"),
+        ({"a\x00b": 1}, "output has a key with a NUL character 'a\\x00b'"),
+    ],
+    ids=["value", "nested", "key"],
+)
+def test_nul_characters_are_refused(output: dict[str, Any], where: str) -> None:
+    """PostgreSQL cannot store NUL: the output is refused on every database, naming where."""
+    with pytest.raises(StepOutputError) as caught:
+        _check_output(STEP, output)
+    assert str(caught.value).startswith(
+        f"step 'UPLOAD_TO_STORAGE' returned data that is not JSON: {where}"
+    )
+
+
 def test_unserialisable_keys_are_refused() -> None:
     with pytest.raises(StepOutputError, match=NOT_JSON):
         _check_output(STEP, {(1, 2): "tuple key"})

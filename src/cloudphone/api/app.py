@@ -15,9 +15,12 @@ from fastapi import APIRouter, FastAPI
 
 from cloudphone.api import apps, billing, demo, devices, health, sagas
 from cloudphone.api.deps import token_verifier
+from cloudphone.api.docs import install_docs
 from cloudphone.api.errors import install_error_handlers
+from cloudphone.api.nul_guard import NulGuardMiddleware
 from cloudphone.api.observability import HttpMetrics, MetricsMiddleware
-from cloudphone.platform import Platform, build_platform
+from cloudphone.console import create_console
+from cloudphone.platform import Platform, build_platform, build_telemetry
 from cloudphone.settings import Settings
 
 ROUTERS: tuple[APIRouter, ...] = (
@@ -31,14 +34,19 @@ ROUTERS: tuple[APIRouter, ...] = (
 )
 """Every route group of the API (the demo's is added when ``settings.demo`` is on)."""
 
+CONSOLE_PATH = "/ui"
+"""Where the operator console is mounted."""
+
 DESCRIPTION = """\
 The backend core of a cloud-phone platform: payment refunds, APK uploads and device
 provisioning, each driven by a durable saga.
 
-Every route but `/healthz` needs `Authorization: Bearer <token>`
+Every route but the probes `/healthz` and `/readyz` needs `Authorization: Bearer <token>`
 (`cloudphone token create --user U --role user|admin`). Errors are
 `{"error": {"code": ..., "message": ...}}`. Routes that start a saga answer 202 with the run's
 id and accept an `Idempotency-Key` header: repeating it answers 200 with the same run.
+A NUL character (`\\u0000`) anywhere in a request (path, query, header, body) is refused with
+422 `invalid_request` naming the field.
 """
 
 
@@ -52,13 +60,15 @@ def create_app(source: Settings | Platform, *, with_worker: bool = True) -> Fast
             ``serve --no-worker``). Ignored for a given platform.
     """
     settings = source.settings if isinstance(source, Platform) else source
+    # Built before the platform: FastAPI's instrumentation wraps the app when it is created.
+    telemetry = source.telemetry if isinstance(source, Platform) else build_telemetry(source)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if isinstance(source, Platform):
             yield
             return
-        platform = build_platform(source, with_worker=with_worker)
+        platform = build_platform(source, with_worker=with_worker, telemetry=telemetry)
         await platform.start()
         app.state.platform = platform
         app.state.http_metrics = HttpMetrics(platform.registry)
@@ -72,17 +82,28 @@ def create_app(source: Settings | Platform, *, with_worker: bool = True) -> Fast
         version=_version(),
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # served from the package by install_docs, not from a CDN
+        redoc_url=None,
     )
     app.state.tokens = token_verifier(settings)
     if isinstance(source, Platform):
         app.state.platform = source
         app.state.http_metrics = HttpMetrics(source.registry)
     install_error_handlers(app)
+    app.add_middleware(NulGuardMiddleware)  # inside the metrics: its 422s are counted
     app.add_middleware(MetricsMiddleware)
+    install_docs(app)
     for router in ROUTERS:
         app.include_router(router)
     if settings.demo:
         app.include_router(demo.router)
+    # The operator console (same process, same tokens); its pages stay out of the OpenAPI.
+    app.mount(
+        CONSOLE_PATH,
+        create_console(lambda: getattr(app.state, "platform", None), app.state.tokens.verify_until),
+    )
+    if telemetry is not None:
+        telemetry.instrument(app)
     return app
 
 

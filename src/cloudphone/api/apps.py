@@ -1,4 +1,9 @@
-"""Apps API: upload APKs (streamed), list, read, download and delete applications.
+"""Apps API: upload APKs (streamed), list, read, download, publish and delete applications.
+
+An upload is private to its uploader (and admins) until an admin publishes it to the catalog
+(``POST /apps/{id}/publish``), which every user may read; ``GET /apps?scope=`` chooses
+``mine``, ``catalog`` or (admins) ``all``. A stranger reading a private upload gets 404, as
+for an id that does not exist.
 
 ``POST /apps`` reads the multipart body as it arrives (see :mod:`.apps_multipart`) and hands the
 file's bytes to the use case, which spools, hashes, size-checks and parses them before the
@@ -20,6 +25,7 @@ from cloudphone.api.apps_multipart import MULTIPART_OVERHEAD, MultipartUpload
 from cloudphone.api.deps import AdminDep, IdempotencyKeyDep, PlatformDep, PrincipalDep
 from cloudphone.api.errors import error_responses
 from cloudphone.api.idempotency import set_started_status
+from cloudphone.apps.access import AppScope
 from cloudphone.apps.models import APK_MEDIA_TYPE, Application, AppStatus
 from cloudphone.apps.storage.base import LocalFile
 from cloudphone.domain import PayloadTooLargeError
@@ -62,13 +68,19 @@ class ApplicationOut(BaseModel):
     size: int = Field(description="Bytes.")
     sha256: str = Field(description="Hex SHA-256 of the APK.")
     status: AppStatus
-    is_latest: bool = Field(description="The package's highest AVAILABLE version code.")
+    is_latest: bool = Field(
+        description="The package's newest version in the catalog (highest published AVAILABLE "
+        "version code). An unpublished upload is never the latest."
+    )
     uploaded_by: str
     description: str | None
     saga_id: str = Field(description="The `app_upload` run that created it.")
     failure_reason: str | None
     created_at: datetime
     updated_at: datetime
+    in_catalog: bool = Field(description="Published and AVAILABLE: every user may read it.")
+    published_at: datetime | None = Field(description="When an admin published it.")
+    published_by: str | None = Field(description="The admin who published it.")
     download_url: str = Field(description="Where to download it once AVAILABLE.")
 
     @classmethod
@@ -147,21 +159,40 @@ async def upload_app(
     )
 
 
-@router.get("", summary="List applications")
+@router.get("", summary="List applications", responses=error_responses(403))
 async def list_apps(
     platform: PlatformDep,
     principal: PrincipalDep,
+    scope: Annotated[
+        AppScope | None,
+        Query(
+            description="`mine`: your uploads, published or not; `catalog`: published "
+            "applications, the same for everyone; `all`: every record (admins only, else 403). "
+            "Omitted: everything you may see (users: `mine` plus `catalog`; admins: `all`)."
+        ),
+    ] = None,
     package: Annotated[
         str | None, Query(min_length=1, max_length=255, description="Only this package.")
     ] = None,
-    latest: Annotated[bool, Query(description="Only each package's latest version.")] = False,
+    latest: Annotated[
+        bool,
+        Query(
+            description="Only each package's highest AVAILABLE version among the listed "
+            "records (with `scope=catalog`: the catalog's latest)."
+        ),
+    ] = False,
     status: Annotated[list[AppStatus] | None, Query(description="Only these statuses.")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> ApplicationPage:
-    """AVAILABLE applications, plus your own uploads in other states (admins see all)."""
+    """Applications by package, newest version first, within ``scope``.
+
+    An upload is private to its uploader (and admins) until an admin publishes it to the
+    catalog. Users never see DELETED records.
+    """
     apps = await platform.apps.list_apps(
         principal,
+        scope=scope,
         package_name=package,
         latest_only=latest,
         statuses=status,
@@ -173,7 +204,7 @@ async def list_apps(
 
 @router.get("/{app_id}", summary="Read an application", responses=error_responses(404))
 async def get_app(app_id: AppId, platform: PlatformDep, principal: PrincipalDep) -> ApplicationOut:
-    """The application (404 if you may not see it)."""
+    """The application: yours, or in the catalog (404 otherwise, as for an unknown id)."""
     return ApplicationOut.of(await platform.apps.get_app(principal, app_id))
 
 
@@ -213,9 +244,40 @@ async def download_app(
 
 @router.delete(
     "/{app_id}",
-    summary="Delete an application (admin)",
+    summary="Delete an application",
     responses=error_responses(403, 404, 409, 503),
 )
-async def delete_app(app_id: AppId, platform: PlatformDep, admin: AdminDep) -> ApplicationOut:
-    """Remove the object, then mark the record DELETED; repeat it if it answered 503."""
-    return ApplicationOut.of(await platform.apps.delete_app(admin, app_id))
+async def delete_app(
+    app_id: AppId, platform: PlatformDep, principal: PrincipalDep
+) -> ApplicationOut:
+    """Remove the object, then mark the record DELETED; repeat it if it answered 503.
+
+    Uploaders may delete their own applications unless they are in the catalog (409
+    ``published``: an admin must unpublish it first); admins may delete any. 403 for someone
+    else's catalog application, 404 for one you may not see; 409 ``upload_in_progress``
+    while its upload saga runs.
+    """
+    return ApplicationOut.of(await platform.apps.delete_app(principal, app_id))
+
+
+@router.post(
+    "/{app_id}/publish",
+    summary="Publish an application to the catalog (admin)",
+    responses=error_responses(403, 404, 409),
+)
+async def publish_app(app_id: AppId, platform: PlatformDep, admin: AdminDep) -> ApplicationOut:
+    """Every user may read and download it from now on; 409 ``not_available`` unless AVAILABLE.
+
+    Publishing a published application answers 200 and changes nothing.
+    """
+    return ApplicationOut.of(await platform.apps.publish_app(admin, app_id))
+
+
+@router.post(
+    "/{app_id}/unpublish",
+    summary="Take an application out of the catalog (admin)",
+    responses=error_responses(403, 404),
+)
+async def unpublish_app(app_id: AppId, platform: PlatformDep, admin: AdminDep) -> ApplicationOut:
+    """Private to its uploader again (who may then delete it); 200 if it was not published."""
+    return ApplicationOut.of(await platform.apps.unpublish_app(admin, app_id))

@@ -14,6 +14,7 @@ from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
+from cloudphone.api.nul_guard import check_text
 from cloudphone.domain import InvalidInputError
 
 MAX_FIELD_BYTES = 16 * 1024
@@ -121,14 +122,16 @@ class MultipartUpload:
         name = options.get(b"name")
         if name is None:
             raise InvalidInputError("a multipart part has no Content-Disposition name")
-        self._current = name.decode("utf-8", "replace")
+        field = name.decode("utf-8", "replace")
+        self._current = check_text(field, ["body", field])
         self._in_file = self._current == self._file_field
         if self._in_file:
             if self._file_seen:
                 raise InvalidInputError(f"more than one {self._file_field!r} field")
             self._file_seen = True
             filename = options.get(b"filename")
-            self.filename = filename.decode("utf-8", "replace") if filename else None
+            decoded = filename.decode("utf-8", "replace") if filename else None
+            self.filename = check_text(decoded, ["body", "file", "filename"]) if decoded else None
         elif len(self.fields) >= MAX_FIELDS:
             raise InvalidInputError(f"more than {MAX_FIELDS} multipart fields")
 
@@ -142,7 +145,8 @@ class MultipartUpload:
 
     def _on_part_end(self) -> None:
         if not self._in_file and self._current is not None:
-            self.fields[self._current] = self._field_data.decode("utf-8", "replace")
+            text = self._field_data.decode("utf-8", "replace")
+            self.fields[self._current] = check_text(text, ["body", self._current])
         self._in_file = False
 
     def _on_end(self) -> None:

@@ -1,7 +1,7 @@
 """Bearer tokens: HS256 JWTs carrying a user id (``sub``) and a role.
 
-``cloudphone token create`` issues them with :func:`issue_token`; every route but ``/healthz``
-requires one (see :mod:`cloudphone.api.deps`).
+``cloudphone token create`` issues them with :func:`issue_token`; every route but the probes
+(``/healthz``, ``/readyz``) requires one (see :mod:`cloudphone.api.deps`).
 """
 
 from __future__ import annotations
@@ -46,8 +46,8 @@ def issue_token(
     Raises:
         ValueError: The user id is empty or too long, or the ttl is not positive.
     """
-    if not 1 <= len(user_id) <= MAX_USER_ID:
-        raise ValueError(f"user id must be 1-{MAX_USER_ID} characters")
+    if not _valid_user_id(user_id):
+        raise ValueError(f"user id must be 1-{MAX_USER_ID} characters, without NUL")
     if ttl <= timedelta(0):
         raise ValueError("token ttl must be positive")
     issued = now or datetime.now(UTC)
@@ -92,17 +92,30 @@ class TokenVerifier:
 
     def verify(self, token: str) -> Principal:
         """Like :func:`verify_token`, from the cache when this token was verified before."""
+        return self._lookup(token)[0]
+
+    def verify_until(self, token: str) -> tuple[Principal, datetime]:
+        """The principal and when the token expires (the console's session ends then too).
+
+        Raises:
+            TokenExpiredError: The token has expired.
+            InvalidTokenError: Bad signature, wrong issuer, malformed, or missing claims.
+        """
+        principal, expires = self._lookup(token)
+        return principal, datetime.fromtimestamp(expires, UTC)
+
+    def _lookup(self, token: str) -> tuple[Principal, float]:
         hit = self._cache.get(token)
         if hit is not None:
             if time.time() < hit[1]:
                 self._cache.move_to_end(token)
-                return hit[0]
+                return hit
             del self._cache[token]
-        principal, expires = _decode(self._secret, token, self._issuer)
-        self._cache[token] = (principal, expires)
+        found = _decode(self._secret, token, self._issuer)
+        self._cache[token] = found
         if len(self._cache) > self._size:
             self._cache.popitem(last=False)
-        return principal
+        return found
 
 
 def _decode(secret: str, token: str, issuer: str) -> tuple[Principal, float]:
@@ -119,9 +132,14 @@ def _decode(secret: str, token: str, issuer: str) -> tuple[Principal, float]:
     except jwt.PyJWTError as error:
         raise InvalidTokenError(f"invalid bearer token: {error}") from None
     user_id, role = claims.get("sub"), claims.get("role", Role.USER.value)
-    if not isinstance(user_id, str) or not 1 <= len(user_id) <= MAX_USER_ID:
+    if not isinstance(user_id, str) or not _valid_user_id(user_id):
         raise InvalidTokenError("invalid bearer token: bad subject")
     try:
         return Principal(user_id=user_id, role=Role(role)), float(claims["exp"])
     except (ValueError, TypeError):
         raise InvalidTokenError(f"invalid bearer token: unknown role {role!r}") from None
+
+
+def _valid_user_id(user_id: str) -> bool:
+    # Stored in text columns, which on PostgreSQL cannot hold NUL.
+    return 1 <= len(user_id) <= MAX_USER_ID and "\x00" not in user_id

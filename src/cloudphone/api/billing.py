@@ -1,21 +1,26 @@
 """Billing API: orders, payments, refunds. Thin: validate shapes, call the use case, render.
 
 Amounts are integers in the currency's minor unit (cents); currencies are ISO 4217 codes.
-Users see and act on their own orders, payments and refunds only; anything else is 404.
+Users see and act on their own orders, payments and refunds only; anything else is 404. The
+lists (``GET /orders``, ``/payments``, ``/refunds``) are newest first and paginated like
+``/sagas``; a user asking for someone else's (``?user_id=``) gets 403.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Generic, Self, TypeVar
 
-from fastapi import APIRouter, Path, Response
+from fastapi import APIRouter, Depends, Path, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from cloudphone.api.deps import AdminDep, IdempotencyKeyDep, PlatformDep, PrincipalDep
 from cloudphone.api.errors import error_responses
 from cloudphone.api.idempotency import set_started_status
+from cloudphone.api.schemas import CreatedAfter, CreatedBefore
 from cloudphone.billing.models import (
+    Listing,
     Order,
     OrderStatus,
     Payment,
@@ -86,6 +91,10 @@ class PaymentOut(BaseModel):
     refundable_amount: int = Field(description="Paid minus refunded (refunds in flight aside).")
     held_by_refund: str | None = Field(description="The refund in progress (REFUNDING).")
     failure_reason: str | None
+    reconcile_note: str | None = Field(
+        description="When a payment left PENDING (a crash, a lost answer) was settled by asking "
+        "the provider: when it was asked, what it answered, what was concluded."
+    )
     created_at: datetime
     updated_at: datetime
 
@@ -134,6 +143,118 @@ class RefundAccepted(BaseModel):
     saga_id: str = Field(description="Follow it at `GET /sagas/{saga_id}`.")
     refund: RefundOut
     payment: PaymentOut = Field(description="The payment as it stood when the refund was made.")
+
+
+Item = TypeVar("Item", bound=BaseModel)
+MAX_PAGE = 200
+
+
+class Page(BaseModel, Generic[Item]):
+    """One page of a list, newest first."""
+
+    items: list[Item]
+    limit: int
+    offset: int
+    next_offset: int | None = Field(description="Offset of the next page; null on the last.")
+
+    @classmethod
+    def of(cls, items: list[Item], listing: Listing) -> Self:
+        """The page of ``items``, fetched with one row more than ``listing.limit``."""
+        more = len(items) > listing.limit
+        return cls(
+            items=items[: listing.limit],
+            limit=listing.limit,
+            offset=listing.offset,
+            next_offset=listing.offset + listing.limit if more else None,
+        )
+
+
+class OrderPage(Page[OrderOut]):
+    """One page of orders, newest first."""
+
+
+class PaymentPage(Page[PaymentOut]):
+    """One page of payments, newest first."""
+
+
+class RefundPage(Page[RefundOut]):
+    """One page of refunds, newest first."""
+
+
+async def _listing(
+    user_id: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=200,
+            description="Only this user's (users: only themselves, else 403).",
+        ),
+    ] = None,
+    created_after: CreatedAfter = None,
+    created_before: CreatedBefore = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+) -> Listing:
+    return Listing(user_id, created_after, created_before, limit, offset)
+
+
+ListingDep = Annotated[Listing, Depends(_listing)]
+"""The filters and page every billing list shares."""
+
+
+def _one_more(listing: Listing) -> Listing:
+    """The listing asking for one row more, which tells whether a next page exists."""
+    return replace(listing, limit=listing.limit + 1)
+
+
+@router.get("/orders", summary="List orders", responses=error_responses(403))
+async def list_orders(
+    platform: PlatformDep,
+    principal: PrincipalDep,
+    listing: ListingDep,
+    status: Annotated[OrderStatus | None, Query(description="Only orders in this status.")] = None,
+) -> OrderPage:
+    """Your orders, newest first (admins: everyone's, or one user's with ``user_id``)."""
+    found = await platform.billing.list_orders(principal, _one_more(listing), status=status)
+    return OrderPage.of([OrderOut.of(order) for order in found], listing)
+
+
+@router.get("/payments", summary="List payments", responses=error_responses(403))
+async def list_payments(
+    platform: PlatformDep,
+    principal: PrincipalDep,
+    listing: ListingDep,
+    status: Annotated[
+        PaymentStatus | None, Query(description="Only payments in this status.")
+    ] = None,
+    order_id: Annotated[
+        str | None, Query(min_length=1, max_length=64, description="Only this order's.")
+    ] = None,
+) -> PaymentPage:
+    """Your payments, newest first (admins: everyone's, or one user's with ``user_id``)."""
+    found = await platform.billing.list_payments(
+        principal, _one_more(listing), status=status, order_id=order_id
+    )
+    return PaymentPage.of([PaymentOut.of(payment) for payment in found], listing)
+
+
+@router.get("/refunds", summary="List refunds", responses=error_responses(403))
+async def list_all_refunds(
+    platform: PlatformDep,
+    principal: PrincipalDep,
+    listing: ListingDep,
+    status: Annotated[
+        RefundStatus | None, Query(description="Only refunds in this status.")
+    ] = None,
+    payment_id: Annotated[
+        str | None, Query(min_length=1, max_length=64, description="Only this payment's.")
+    ] = None,
+) -> RefundPage:
+    """Your refunds, newest first (admins: everyone's, or one user's with ``user_id``)."""
+    found = await platform.billing.list_all_refunds(
+        principal, _one_more(listing), status=status, payment_id=payment_id
+    )
+    return RefundPage.of([RefundOut.of(refund) for refund in found], listing)
 
 
 @router.post("/orders", status_code=201, summary="Create an order", response_model=OrderOut)
@@ -219,7 +340,9 @@ async def request_refund(
 ) -> RefundAccepted:
     """Start the ``payment_refund`` saga: 202 with the refund and its saga id.
 
-    One refund at a time per payment (409 ``refund_in_progress`` otherwise). 422 for an amount
+    One refund at a time per payment (409 ``refund_in_progress`` otherwise, or
+    ``refund_needs_attention`` while the earlier one waits for an operator to reconcile it with
+    ``POST /refunds/{id}/reconcile``). 422 for an amount
     that is not positive or exceeds what is left to refund, or a currency that is not the
     payment's. The same ``Idempotency-Key`` answers 200 with the first request's refund.
     """

@@ -102,7 +102,10 @@ class DeviceOut(BaseModel):
     stream_port: int | None = Field(description="Screen-stream port on `adb_host`.")
     create_saga_id: str = Field(description="The `device_create` run (`GET /sagas/{id}`).")
     delete_saga_id: str | None = Field(description="The `device_delete` run, once deleted.")
-    error: str | None = Field(description="Why it is in ERROR.")
+    error: str | None = Field(
+        description="Why it is in ERROR; why it is STOPPED when it stopped unexpectedly and "
+        "could not be restarted; what is happening while RESTARTING."
+    )
     created_at: datetime
     updated_at: datetime
     deleted_at: datetime | None

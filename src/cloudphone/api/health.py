@@ -1,4 +1,9 @@
-"""Liveness (``/healthz``, no token), readiness (``/readyz``) and Prometheus ``/metrics``."""
+"""Liveness (``/healthz``) and readiness (``/readyz``), both without a token; ``/metrics``.
+
+A load balancer or orchestrator calls the probes without credentials, so they reveal nothing
+but whether this process can serve: no versions, hosts, URLs or error messages (the reason a
+check failed goes to the log).
+"""
 
 from __future__ import annotations
 
@@ -12,7 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 from sqlalchemy import text
 
-from cloudphone.api.deps import AdminDep, PlatformDep, PrincipalDep
+from cloudphone.api.deps import AdminDep, PlatformDep
 from cloudphone.api.errors import error_responses
 from cloudphone.platform import Platform
 
@@ -50,13 +55,13 @@ async def healthz() -> Health:
     "/readyz",
     summary="Readiness",
     response_model=Readiness,
-    responses={
-        503: {"model": Readiness, "description": "Not ready."},
-        **error_responses(401),
-    },
+    responses={503: {"model": Readiness, "description": "Not ready."}},
 )
-async def readyz(platform: PlatformDep, _principal: PrincipalDep) -> Response:
-    """200 when the database answers and the worker (if this process has one) is alive."""
+async def readyz(platform: PlatformDep) -> Response:
+    """200 when the database answers and the worker (if this process has one) is alive.
+
+    No token needed (for load balancers); the body says only which check failed.
+    """
     database: Check = "ok" if await database_answers(platform) else "failing"
     alive = platform.worker_alive()
     worker: Check = "absent" if alive is None else ("ok" if alive else "failing")

@@ -83,11 +83,19 @@ async def start_saga(
     if key is not None:
         existing = await engine.find(saga_type, key)
         if existing is not None:
-            if any(existing.data.get(name) != value for name, value in data.items()):
-                raise ConflictError(
-                    "this Idempotency-Key was used with a different request",
-                    code="idempotency_key_reused",
-                )
-            return Started(existing.id, saga_type, existing)
-    saga_id = await engine.start(saga_type, data, idempotency_key=key, started_by=principal.user_id)
-    return Started(saga_id, saga_type, None)
+            return _repeat(existing, data)
+    started = await engine.start_run(
+        saga_type, data, idempotency_key=key, started_by=principal.user_id
+    )
+    if not started.created:  # a concurrent request with this key inserted it first
+        return _repeat(await engine.get(started.id), data)
+    return Started(started.id, saga_type, None)
+
+
+def _repeat(existing: SagaRun, data: dict[str, Any]) -> Started:
+    if any(existing.data.get(name) != value for name, value in data.items()):
+        raise ConflictError(
+            "this Idempotency-Key was used with a different request",
+            code="idempotency_key_reused",
+        )
+    return Started(existing.id, existing.saga_type, existing)

@@ -9,14 +9,15 @@ from fastapi import APIRouter, Body, Path, Query
 from cloudphone.api.deps import AdminDep, PlatformDep, PrincipalDep
 from cloudphone.api.errors import error_responses
 from cloudphone.api.schemas import (
+    CreatedAfter,
+    CreatedBefore,
     ResolveRequest,
     RetryRequest,
     SagaDetail,
     SagaPage,
     SagaSummary,
-    UtcDatetime,
 )
-from cloudphone.domain import NotFoundError, Principal
+from cloudphone.domain import ForbiddenError, NotFoundError, Principal
 from cloudphone.saga import SagaEngine, SagaNotFoundError, SagaRun, SagaStatus
 
 router = APIRouter(prefix="/sagas", tags=["sagas"], responses=error_responses(401, 422))
@@ -25,7 +26,7 @@ SagaId = Annotated[str, Path(min_length=1, max_length=64, description="The saga 
 MAX_PAGE = 200
 
 
-@router.get("", summary="List saga runs", response_model=SagaPage)
+@router.get("", summary="List saga runs", response_model=SagaPage, responses=error_responses(403))
 async def list_sagas(
     platform: PlatformDep,
     principal: PrincipalDep,
@@ -33,23 +34,25 @@ async def list_sagas(
     saga_type: Annotated[
         str | None, Query(min_length=1, max_length=100, description="Only this saga type.")
     ] = None,
-    created_after: Annotated[
-        UtcDatetime | None, Query(description="Created at or after (RFC 3339).")
-    ] = None,
-    created_before: Annotated[
-        UtcDatetime | None, Query(description="Created before (RFC 3339).")
-    ] = None,
+    created_after: CreatedAfter = None,
+    created_before: CreatedBefore = None,
     needs_attention: Annotated[
         bool, Query(description="Only FAILED runs no operator has resolved.")
     ] = False,
     started_by: Annotated[
         str | None,
-        Query(min_length=1, max_length=200, description="Admins: only runs this user started."),
+        Query(
+            min_length=1,
+            max_length=200,
+            description="Only runs this user started (users: only themselves, else 403).",
+        ),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> SagaPage:
     """Runs matching every filter, newest first. Users see the runs they started; admins all."""
+    if not principal.is_admin and started_by not in (None, principal.user_id):
+        raise ForbiddenError("you can only list the saga runs you started")
     owner = started_by if principal.is_admin else principal.user_id
     runs = await platform.engine.list(
         status=status,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
+from fastapi import Query
 from pydantic import AfterValidator, AwareDatetime, BaseModel, Field
 
 from cloudphone.saga import EventKind, SagaEvent, SagaRun, SagaStatus
@@ -19,6 +20,11 @@ def _to_utc(value: datetime) -> datetime:
 
 UtcDatetime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
 """An RFC 3339 date-time with an offset, normalised to UTC (naive times are refused)."""
+
+CreatedAfter = Annotated[UtcDatetime | None, Query(description="Created at or after (RFC 3339).")]
+"""The ``created_after`` filter of a list."""
+CreatedBefore = Annotated[UtcDatetime | None, Query(description="Created before (RFC 3339).")]
+"""The ``created_before`` filter of a list."""
 
 
 class SagaError(BaseModel):

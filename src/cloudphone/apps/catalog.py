@@ -1,19 +1,20 @@
 """Queries over ``applications`` shared by the saga, the use cases and reconcile.
 
 Functions ending in ``_txn`` run inside the caller's transaction and take its connection.
+The catalog's latest version (``is_latest``) is kept by :func:`refresh_latest_txn`, which
+every change of a record's status or publication calls in the same transaction.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from sqlalchemy import Select, and_, false, or_, select, text, true, update
+from sqlalchemy import false, select, text, true, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from cloudphone.apps.models import LIVE, Application, AppStatus, applications
-from cloudphone.domain import Principal
+from cloudphone.domain import ConflictError, NotFoundError
 
 _LATEST_LOCK_NAMESPACE = b"cloudphone.apps.latest:"
 
@@ -33,13 +34,13 @@ async def find_live_version_txn(
 
 
 async def refresh_latest_txn(conn: AsyncConnection, package_name: str) -> str | None:
-    """Make the highest AVAILABLE version code the package's only latest record.
+    """Make the highest published AVAILABLE version code the package's only latest record.
 
     On PostgreSQL a transaction-scoped advisory lock per package serialises concurrent
     refreshes, so each one reads every record committed before it (SQLite has one writer).
 
     Returns:
-        The id of the latest record, or None when the package has no AVAILABLE version.
+        The id of the latest record, or None when the package has nothing in the catalog.
     """
     if conn.dialect.name == "postgresql":
         lock = text("SELECT pg_advisory_xact_lock(:key)")
@@ -49,6 +50,7 @@ async def refresh_latest_txn(conn: AsyncConnection, package_name: str) -> str | 
         .where(
             applications.c.package_name == package_name,
             applications.c.status == AppStatus.AVAILABLE.value,
+            applications.c.published_at.is_not(None),
         )
         .order_by(applications.c.version_code.desc())
         .limit(1)
@@ -93,51 +95,37 @@ async def find_by_saga_txn(conn: AsyncConnection, saga_id: str) -> Application |
     return None if row is None else Application.from_row(row)
 
 
-def list_query(
-    principal: Principal,
-    *,
-    package_name: str | None,
-    latest_only: bool,
-    statuses: Sequence[AppStatus] | None,
-    limit: int,
-    offset: int,
-) -> Select[tuple[object, ...]]:
-    """Records a principal may see, newest version first.
+async def set_published_txn(
+    conn: AsyncConnection, app_id: str, publisher: str | None
+) -> tuple[Application, bool]:
+    """Publish ``app_id`` as ``publisher`` (None: unpublish it), under its row lock.
 
-    Users see every AVAILABLE record and their own uploads (not DELETED ones); admins see all.
+    Publishing a published record, or unpublishing one that is not, changes nothing (the
+    first publication stays). Unpublishing forgets who published it; the log keeps it.
+
+    Returns:
+        The record as it is now, and whether it changed.
+
+    Raises:
+        NotFoundError: No such record.
+        ConflictError: Publishing a record that is not AVAILABLE (``not_available``).
     """
-    query = select(applications)
-    if not principal.is_admin:
-        query = query.where(
-            or_(
-                applications.c.status == AppStatus.AVAILABLE.value,
-                and_(
-                    applications.c.uploaded_by == principal.user_id,
-                    applications.c.status != AppStatus.DELETED.value,
-                ),
-            )
+    app = await get_txn(conn, app_id, lock=True)
+    if app is None:
+        raise NotFoundError(f"no application {app_id!r}")
+    if publisher is not None and app.status is not AppStatus.AVAILABLE:
+        raise ConflictError(
+            f"application {app_id} is {app.status}: only an AVAILABLE application can be published",
+            code="not_available",
         )
-    if package_name is not None:
-        query = query.where(applications.c.package_name == package_name)
-    if latest_only:
-        query = query.where(applications.c.is_latest == true())
-    if statuses:
-        query = query.where(applications.c.status.in_([s.value for s in statuses]))
-    return (
-        query.order_by(
-            applications.c.package_name,
-            applications.c.version_code.desc(),
-            applications.c.created_at.desc(),
-        )
-        .limit(limit)
-        .offset(offset)
-    )
-
-
-def can_see(principal: Principal, app: Application) -> bool:
-    """Whether ``principal`` may know that ``app`` exists."""
-    if principal.is_admin:
-        return True
-    if app.status is AppStatus.AVAILABLE:
-        return True
-    return app.uploaded_by == principal.user_id and app.status is not AppStatus.DELETED
+    if (app.published_at is not None) is (publisher is not None):
+        return app, False
+    now = datetime.now(UTC)
+    values: dict[str, object] = {"published_at": now, "published_by": publisher, "updated_at": now}
+    if publisher is None:  # only a published record may be the latest
+        values.update(published_at=None, is_latest=False)
+    await conn.execute(update(applications).where(applications.c.id == app_id).values(**values))
+    await refresh_latest_txn(conn, app.package_name)
+    changed = await get_txn(conn, app_id)
+    assert changed is not None  # we hold its lock
+    return changed, True

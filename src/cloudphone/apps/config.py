@@ -6,12 +6,14 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import Field, SecretStr
+
+from cloudphone.config import Duration, Section
 
 MiB = 1024 * 1024
 
 
-class AppsConfig(BaseModel):
+class AppsConfig(Section):
     """Object storage choice and upload limits (env ``CLOUDPHONE_APPS__*``)."""
 
     storage: Literal["filesystem", "s3"] = "filesystem"
@@ -27,10 +29,10 @@ class AppsConfig(BaseModel):
     max_upload_bytes: int = Field(default=2 * 1024**3, gt=0)
     """Largest accepted APK (default 2 GiB)."""
 
-    upload_timeout: timedelta = Field(default=timedelta(minutes=10), gt=timedelta(0))
+    upload_timeout: Duration = Field(default=timedelta(minutes=10), gt=timedelta(0))
     """Deadline of an ``app_upload`` saga: past it, an unfinished upload is compensated."""
 
-    store_attempt_timeout: timedelta = Field(default=timedelta(minutes=5), gt=timedelta(0))
+    store_attempt_timeout: Duration = Field(default=timedelta(minutes=5), gt=timedelta(0))
     """Longest one attempt of ``UPLOAD_TO_STORAGE`` may take before it is retried."""
 
     part_size: int = Field(default=16 * MiB, ge=5 * MiB, le=5 * 1024 * MiB)
@@ -39,12 +41,12 @@ class AppsConfig(BaseModel):
     part_concurrency: int = Field(default=4, ge=1, le=64)
     """Parts of one upload sent at once."""
 
-    download_url_ttl: timedelta = Field(
+    download_url_ttl: Duration = Field(
         default=timedelta(minutes=15), ge=timedelta(seconds=1), le=timedelta(days=7)
     )
     """Lifetime of a presigned download URL (made on request, never stored)."""
 
-    temp_sweep_interval: timedelta = Field(default=timedelta(minutes=5), gt=timedelta(0))
+    temp_sweep_interval: Duration = Field(default=timedelta(minutes=5), gt=timedelta(0))
     """How often spooled uploads whose saga is over (or unknown) are removed; also on start."""
 
     s3_endpoint: str | None = None
@@ -68,11 +70,11 @@ class AppsConfig(BaseModel):
     s3_create_bucket: bool = True
     """Create the bucket at start if it is missing."""
 
-    s3_connect_timeout: float = Field(default=5.0, gt=0)
-    """Seconds to establish a connection to the S3 endpoint."""
+    s3_connect_timeout: Duration = Field(default=timedelta(seconds=5), gt=timedelta(0))
+    """Longest wait to establish a connection to the S3 endpoint."""
 
-    s3_read_timeout: float = Field(default=60.0, gt=0)
-    """Seconds one socket read may wait for the S3 endpoint."""
+    s3_read_timeout: Duration = Field(default=timedelta(seconds=60), gt=timedelta(0))
+    """Longest wait of one socket read from the S3 endpoint."""
 
     s3_max_attempts: int = Field(default=3, ge=1, le=10)
     """Attempts of one S3 request inside the client (the saga retries on top)."""

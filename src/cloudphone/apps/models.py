@@ -4,9 +4,13 @@ One row per upload of an APK version. Invariants the database enforces as well a
 
 * at most one *live* record (UPLOADING, AVAILABLE or DELETING) per (package, version code), by
   a partial unique index — a FAILED or DELETED version may be uploaded again;
-* at most one latest record per package, by a partial unique index, and only an AVAILABLE
-  record can be the latest (a check constraint); UPDATE_LATEST_VERSION keeps it the highest
-  AVAILABLE version code.
+* an upload is private to its uploader (and admins) until an admin publishes it: the catalog
+  is every AVAILABLE record with a ``published_at`` (who published it is ``published_by``; a
+  check constraint keeps the two together);
+* at most one latest record per package, by a partial unique index, and only a published
+  AVAILABLE record can be the latest (check constraints): the latest is the catalog's newest
+  version, which anyone may know. UPDATE_LATEST_VERSION, publish, unpublish, delete and
+  reconcile keep it the highest published AVAILABLE version code.
 """
 
 from __future__ import annotations
@@ -57,6 +61,8 @@ LIVE = (AppStatus.UPLOADING, AppStatus.AVAILABLE, AppStatus.DELETING)
 """Statuses that hold the (package, version code) slot and may have an object."""
 
 _LIVE_SQL = "status IN (" + ", ".join(f"'{s.value}'" for s in LIVE) + ")"
+CATALOG_SQL = "status = 'AVAILABLE' AND published_at IS NOT NULL"
+"""The catalog, in SQL: published records that can be downloaded."""
 _STATUS_SQL = "status IN (" + ", ".join(f"'{s.value}'" for s in AppStatus) + ")"
 
 metadata = MetaData(naming_convention=NAMING_CONVENTION)
@@ -84,10 +90,14 @@ applications = Table(
     Column("failure_reason", String(1000)),
     Column("created_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
+    Column("published_at", UtcDateTime),
+    Column("published_by", String(200)),
     CheckConstraint("version_code >= 0", name="version_code"),
     CheckConstraint("size >= 0", name="size"),
     CheckConstraint(_STATUS_SQL, name="status"),
     CheckConstraint("NOT is_latest OR status = 'AVAILABLE'", name="latest_is_available"),
+    CheckConstraint("NOT is_latest OR published_at IS NOT NULL", name="latest_is_published"),
+    CheckConstraint("(published_at IS NULL) = (published_by IS NULL)", name="publisher_named"),
 )
 Index("ix_applications_package_name", applications.c.package_name)
 Index(
@@ -97,6 +107,19 @@ Index(
     unique=True,
     postgresql_where=text(_LIVE_SQL),
     sqlite_where=text(_LIVE_SQL),
+)
+Index(
+    "ix_applications_uploaded_by",
+    applications.c.uploaded_by,
+    applications.c.package_name,
+    applications.c.version_code,
+)
+Index(
+    "ix_applications_catalog",
+    applications.c.package_name,
+    applications.c.version_code,
+    postgresql_where=text(CATALOG_SQL),
+    sqlite_where=text(CATALOG_SQL),
 )
 Index(
     "uq_applications_latest",
@@ -124,13 +147,16 @@ class Application:
         sha256: Hex SHA-256 of the APK, computed while it streamed in.
         object_key: Key of the object in storage (derived from package, version and saga).
         status: Where the record stands.
-        is_latest: The highest AVAILABLE version code of its package.
+        is_latest: The newest version of its package in the catalog (the highest published
+            AVAILABLE version code).
         uploaded_by: User id of the uploader.
         description: Free text given with the upload.
         saga_id: The ``app_upload`` run that created it.
         failure_reason: Why the upload failed, when it did.
         created_at: When CREATE_APP_RECORD inserted it.
         updated_at: Last change.
+        published_at: When an admin published it to the catalog (None while private).
+        published_by: User id of the admin who published it.
     """
 
     id: str
@@ -152,6 +178,8 @@ class Application:
     failure_reason: str | None
     created_at: datetime
     updated_at: datetime
+    published_at: datetime | None
+    published_by: str | None
 
     @classmethod
     def from_row(cls, row: Mapping[Any, Any]) -> Application:
@@ -161,6 +189,11 @@ class Application:
         values["permissions"] = tuple(row["permissions"] or ())
         values["is_latest"] = bool(row["is_latest"])
         return cls(**values)
+
+    @property
+    def in_catalog(self) -> bool:
+        """Published and AVAILABLE: everyone may read and download it."""
+        return self.published_at is not None and self.status is AppStatus.AVAILABLE
 
     @property
     def download_name(self) -> str:

@@ -1,8 +1,10 @@
-"""Use cases of the apps service: upload, list, get, download and delete applications.
+"""Use cases of the apps service: upload, list, get, download, publish and delete applications.
 
 Plain async functions over the database, the saga engine, the object store and the upload
 spool; they take a :class:`~cloudphone.domain.Principal` and raise domain errors. Nothing here
-knows about HTTP: an upload is any async iterator of byte chunks.
+knows about HTTP: an upload is any async iterator of byte chunks. Who may see and delete what
+is :mod:`cloudphone.apps.access`: an upload is private to its uploader (and admins) until an
+admin publishes it to the catalog.
 """
 
 from __future__ import annotations
@@ -18,13 +20,13 @@ from datetime import UTC, datetime
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
+from cloudphone.apps.access import AppScope, can_see, deletable, list_query
 from cloudphone.apps.catalog import (
-    can_see,
     find_by_saga_txn,
     find_live_version_txn,
     get_txn,
-    list_query,
     refresh_latest_txn,
+    set_published_txn,
 )
 from cloudphone.apps.config import AppsConfig
 from cloudphone.apps.models import Application, AppStatus, applications
@@ -208,15 +210,25 @@ class AppsService:
         self,
         principal: Principal,
         *,
+        scope: AppScope | None = None,
         package_name: str | None = None,
         latest_only: bool = False,
         statuses: Sequence[AppStatus] | None = None,
         limit: int = 50,
         offset: int = 0,
     ) -> list[Application]:
-        """Applications the caller may see, by package then newest version first."""
+        """Applications of ``scope`` the caller may see, by package then newest version first.
+
+        Without a scope: everything the caller may see (users: their own uploads and the
+        catalog; admins: every record). ``latest_only`` keeps each package's highest
+        AVAILABLE version among those records.
+
+        Raises:
+            ForbiddenError: A user asked for ``AppScope.ALL``.
+        """
         query = list_query(
             principal,
+            scope=scope,
             package_name=package_name,
             latest_only=latest_only,
             statuses=statuses,
@@ -263,21 +275,21 @@ class AppsService:
     # -- deleting -----------------------------------------------------------------------
 
     async def delete_app(self, principal: Principal, app_id: str) -> Application:
-        """Remove an application's object, then its record (kept as DELETED). Admins only.
+        """Remove an application's object, then its record (kept as DELETED).
 
+        Admins may delete any application; an uploader their own unless it is in the catalog.
         The record is hidden (DELETING, no longer latest) before the object goes, and marked
         DELETED only after: a crash in between leaves a DELETING record that a repeated
         delete or ``apps reconcile --fix`` finishes; never a live record without its object.
 
         Raises:
-            ForbiddenError: The caller is not an admin.
-            NotFoundError: No such record (or already deleted).
-            ConflictError: Its upload saga is still running.
+            NotFoundError: No such record (or already deleted), or the caller may not see it.
+            ForbiddenError: Someone else's catalog application.
+            ConflictError: Its upload saga is still running (``upload_in_progress``), or the
+                uploader's own application is in the catalog (``published``).
             UnavailableError: The store cannot be reached (the record stays DELETING).
         """
-        if not principal.is_admin:
-            raise ForbiddenError("deleting applications needs the admin role")
-        app = await self._hide(app_id)
+        app = await self._hide(principal, app_id)
         try:
             await self.storage.delete(app.object_key)
         except StorageUnavailableError as error:
@@ -293,18 +305,16 @@ class AppsService:
             )
             deleted = await get_txn(conn, app_id)
         assert deleted is not None
-        log.info("application deleted", extra={"app_id": app_id, "package": app.package_name})
+        log.info("application deleted", extra=_audit(deleted, principal))
         return deleted
 
-    async def _hide(self, app_id: str) -> Application:
+    async def _hide(self, principal: Principal, app_id: str) -> Application:
         async with self.db.read() as conn:
-            app = await get_txn(conn, app_id)
-        if app is not None and app.status is AppStatus.UPLOADING:
+            app = deletable(principal, await get_txn(conn, app_id), app_id)
+        if app.status is AppStatus.UPLOADING:
             await self._check_upload_over(app)
         async with self.db.begin() as conn:
-            app = await get_txn(conn, app_id, lock=True)
-            if app is None or app.status is AppStatus.DELETED:
-                raise NotFoundError(f"no application {app_id!r}")
+            app = deletable(principal, await get_txn(conn, app_id, lock=True), app_id)
             if app.status is AppStatus.UPLOADING:
                 await self._check_upload_over(app)
             if app.status is not AppStatus.DELETING:
@@ -330,6 +340,44 @@ class AppsService:
                 f"application {app.id} is still uploading (saga {app.saga_id})",
                 code="upload_in_progress",
             )
+
+    # -- the catalog ----------------------------------------------------------------------
+
+    async def publish_app(self, principal: Principal, app_id: str) -> Application:
+        """Put an AVAILABLE application in the catalog, where every user may read it. Admins only.
+
+        Publishing a published application changes nothing: its first publication stays.
+
+        Raises:
+            ForbiddenError: The caller is not an admin.
+            NotFoundError: No such record.
+            ConflictError: The application is not AVAILABLE (``not_available``).
+        """
+        return await self._set_published(principal, app_id, published=True)
+
+    async def unpublish_app(self, principal: Principal, app_id: str) -> Application:
+        """Take an application out of the catalog: private to its uploader again. Admins only.
+
+        Unpublishing an application that is not published changes nothing.
+
+        Raises:
+            ForbiddenError: The caller is not an admin.
+            NotFoundError: No such record.
+        """
+        return await self._set_published(principal, app_id, published=False)
+
+    async def _set_published(
+        self, principal: Principal, app_id: str, *, published: bool
+    ) -> Application:
+        if not principal.is_admin:
+            raise ForbiddenError("publishing and unpublishing applications needs the admin role")
+        publisher = principal.user_id if published else None
+        async with self.db.begin() as conn:
+            app, changed = await set_published_txn(conn, app_id, publisher)
+        if changed:
+            message = "application published" if published else "application unpublished"
+            log.info(message, extra=_audit(app, principal))
+        return app
 
     # -- housekeeping -------------------------------------------------------------------
 
@@ -377,6 +425,17 @@ class AppsService:
                 await self.sweep_spool()
             except Exception:  # a failed round must not end the loop
                 log.exception("sweeping the upload spool failed")
+
+
+def _audit(app: Application, principal: Principal) -> dict[str, object]:
+    """Log fields of an act on ``app``: which one, and who did it."""
+    return {
+        "app_id": app.id,
+        "package": app.package_name,
+        "version_code": app.version_code,
+        "by": principal.user_id,
+        "role": principal.role.value,
+    }
 
 
 def _duplicate(upload: UploadInput) -> ConflictError:

@@ -4,8 +4,9 @@
 record in the transaction that starts the run, so the 202 can name it and a duplicate is a
 synchronous 409; the step makes sure it exists) → ``UPLOAD_TO_STORAGE`` (key
 derived from the run; replaces its own earlier attempts; checked by size) → ``MARK_AVAILABLE``
-(the pivot) → ``UPDATE_LATEST_VERSION`` (exactly one latest per package: the highest AVAILABLE
-version code). Before the pivot a failure or the deadline compensates in reverse: the object
+(the pivot) → ``UPDATE_LATEST_VERSION`` (exactly one latest per package: the highest published
+AVAILABLE version code; a new upload is private, so it becomes the latest only once an admin
+publishes it). Before the pivot a failure or the deadline compensates in reverse: the object
 and any unfinished multipart upload are removed, then the record is marked FAILED and the
 spooled file removed. So no object outlives its record's failure, and no AVAILABLE record
 points at nothing.
@@ -204,6 +205,8 @@ def _record(upload: UploadInput, key: str, saga_id: str) -> dict[str, Any]:
         "failure_reason": None,
         "created_at": now,
         "updated_at": now,
+        "published_at": None,  # private to its uploader until an admin publishes it
+        "published_by": None,
     }
 
 

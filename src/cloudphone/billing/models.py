@@ -56,9 +56,10 @@ class PaymentStatus(StrEnum):
 
     PENDING = "PENDING"
     """Inserted before the provider is called; stays here if the provider's answer was lost
-    (paying the order again retries this payment with the same idempotency key)."""
+    (paying the order again retries this payment with the same idempotency key) until the
+    periodic payment reconcile asks the provider and settles it (``reconcile_note`` says how)."""
     SUCCESS = "SUCCESS"
-    """The provider captured the money."""
+    """The provider captured the money (its answer, or the reconcile found the charge)."""
     REFUNDING = "REFUNDING"
     """SET_REFUNDING_STATUS: held by one refund (``held_by_refund``)."""
     PARTIALLY_REFUNDED = "PARTIALLY_REFUNDED"
@@ -66,7 +67,8 @@ class PaymentStatus(StrEnum):
     REFUNDED = "REFUNDED"
     """UPDATE_PAYMENT_STATUS: ``refunded_amount == amount``."""
     FAILED = "FAILED"
-    """The provider declined the payment; nothing was captured."""
+    """The provider declined the payment, or the reconcile found no charge for it; nothing
+    was captured (``failure_reason`` says which)."""
 
 
 REFUNDABLE = (PaymentStatus.SUCCESS, PaymentStatus.PARTIALLY_REFUNDED)
@@ -105,7 +107,7 @@ orders = Table(
     "orders",
     metadata,
     Column("id", String(36), primary_key=True),
-    Column("user_id", String(200), nullable=False, index=True),
+    Column("user_id", String(200), nullable=False),
     Column("amount", BigInteger, nullable=False),
     Column("currency", String(3), nullable=False),
     Column("description", String(500), nullable=False),
@@ -121,7 +123,7 @@ payments = Table(
     metadata,
     Column("id", String(36), primary_key=True),
     Column("order_id", String(36), ForeignKey("orders.id"), nullable=False, index=True),
-    Column("user_id", String(200), nullable=False, index=True),
+    Column("user_id", String(200), nullable=False),
     Column("provider", String(32), nullable=False),
     Column("provider_payment_id", String(255)),
     Column("amount", BigInteger, nullable=False),
@@ -132,6 +134,8 @@ payments = Table(
     Column("held_by_refund", String(36)),
     Column("status_before_hold", String(24)),
     Column("failure_reason", String(1000)),
+    # What the periodic reconcile of a PENDING payment asked the provider and concluded.
+    Column("reconcile_note", String(1000)),
     Column("created_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
     CheckConstraint("amount > 0", name="amount"),
@@ -183,6 +187,11 @@ Index(
     sqlite_where=refunds.c.status.in_([s.value for s in IN_FLIGHT]),
 )
 
+for _table in (orders, payments, refunds):
+    # The lists (GET /orders, /payments, /refunds): newest first, a user's own or everyone's.
+    Index(f"ix_{_table.name}_user_id_created_at", _table.c.user_id, _table.c.created_at)
+    Index(f"ix_{_table.name}_created_at", _table.c.created_at)
+
 sandbox_charges = Table(
     "sandbox_charges",
     metadata,
@@ -210,6 +219,23 @@ sandbox_refunds = Table(
 )
 """The sandbox provider's refunds; ``refund_key`` is the refund id sent as metadata (it is not
 unique: a sandbox told to ignore idempotency keys behaves like localstripe)."""
+
+
+@dataclass(frozen=True)
+class Listing:
+    """Which rows a list use case returns: whose, created when, which page (newest first)."""
+
+    user_id: str | None = None
+    """Only this user's. Users may name only themselves (None means their own); admins anyone
+    (None means everyone's)."""
+    created_after: datetime | None = None
+    """Created at or after."""
+    created_before: datetime | None = None
+    """Created before."""
+    limit: int = 50
+    """At most this many rows (1-1000)."""
+    offset: int = 0
+    """Rows to skip."""
 
 
 @dataclass(frozen=True)
@@ -248,6 +274,8 @@ class Payment:
     failure_reason: str | None
     created_at: datetime
     updated_at: datetime
+    reconcile_note: str | None = None
+    """What the reconcile of this payment, left PENDING, found at the provider and did."""
 
     @property
     def refundable_amount(self) -> int:

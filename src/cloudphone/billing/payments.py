@@ -1,13 +1,16 @@
 """Paying an order: one payment row, one provider call, one result.
 
 1. In a transaction: lock the order (it must be PENDING); reuse its PENDING payment if an
-   earlier attempt's answer was lost, else insert a PENDING payment.
+   earlier attempt's answer was lost (touching it, so a reconcile round in progress leaves it
+   to this attempt), else insert a PENDING payment.
 2. Call the provider with the payment id as idempotency key (a repeat charges once).
 3. In a transaction: SUCCESS and the order PAID; or FAILED with the reason when the provider
    declined or could not be reached (nothing was charged: the order can be paid again).
 
 When the answer is unknown (timeout, 5xx) the payment stays PENDING and the caller gets 503:
-paying the order again retries *the same payment* with the same idempotency key.
+paying the order again retries *the same payment* with the same idempotency key. If nobody
+does, the periodic payment reconcile (:mod:`cloudphone.billing.pending`) settles it from what
+the provider says; so it does for a payment whose process died between steps 2 and 3.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from cloudphone.billing import store
-from cloudphone.billing.models import Order, OrderStatus, Payment, PaymentStatus, orders, payments
+from cloudphone.billing.models import Order, OrderStatus, Payment, PaymentStatus, payments
 from cloudphone.billing.providers.base import (
     ChargeState,
     PaymentProvider,
@@ -28,6 +31,7 @@ from cloudphone.billing.providers.base import (
     ProviderRejected,
     ProviderUnknownOutcome,
 )
+from cloudphone.billing.settlement import settle_payment_txn
 from cloudphone.domain import ConflictError, InvalidInputError, UnavailableError
 from cloudphone.saga import Database
 
@@ -102,6 +106,7 @@ class PaymentDesk:
                     f"payment {live.id} of this order at {live.provider} is still pending",
                     code="payment_in_progress",
                 )
+            await store.update_txn(conn, payments, live.id)  # a new attempt: see the docstring
             return order, live
         now = store.utcnow()
         payment = Payment(
@@ -124,29 +129,9 @@ class PaymentDesk:
         return order, payment
 
     async def _finish(self, payment: Payment, charge: ProviderCharge) -> Payment:
+        # A payment no longer PENDING was recorded first by a concurrent attempt or a reconcile.
         async with self.db.begin() as conn:
-            current = await store.payment_txn(conn, payment.id, lock=True)
-            assert current is not None
-            if current.status is not PaymentStatus.PENDING:
-                return current  # a concurrent attempt of the same payment finished first
-            if charge.state is ChargeState.SUCCEEDED:
-                await store.update_txn(
-                    conn,
-                    payments,
-                    payment.id,
-                    status=PaymentStatus.SUCCESS,
-                    provider_payment_id=charge.id,
-                )
-                await store.update_txn(conn, orders, payment.order_id, status=OrderStatus.PAID)
-            else:
-                await store.update_txn(
-                    conn,
-                    payments,
-                    payment.id,
-                    status=PaymentStatus.FAILED,
-                    provider_payment_id=charge.id or None,
-                    failure_reason=charge.failure_reason,
-                )
+            await settle_payment_txn(conn, payment.id, charge)
             done = await store.payment_txn(conn, payment.id)
         assert done is not None
         return done

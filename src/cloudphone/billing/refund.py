@@ -9,15 +9,15 @@ Steps (``DESIGN.md`` §3):
 2. ``CALL_PROVIDER_REFUND`` — the pivot. The provider's idempotency key is the refund id (as
    Idempotency-Key and as metadata). Before each request it records, in a small transaction of
    its own, that a request is going out (``outcome_unknown = true``); only a definitive "no money
-   moved" (rejected, or connection refused) clears it. When an earlier request's outcome is
+   moved" (rejected, refused) clears it. When an earlier request's outcome is
    unknown — a timeout, a lost connection, a 5xx, or a worker killed mid-call — the attempt
    first asks the provider for a refund with this id and, if there is one, takes it as the
-   answer. A rejection fails the pivot at once (compensate); refused connections and unknown
-   outcomes are retried (4 attempts). Its compensation runs first when the saga turns back:
-   nothing to undo if every request was answered definitively; otherwise it asks the provider
-   again — no refund there means nothing moved; a refund there, or no answer after the retries,
-   marks the refund NEEDS_ATTENTION and fails the saga for an operator with the payment still
-   held. It never lets the payment go back to SUCCESS while money may have moved.
+   answer. A rejection fails the pivot at once (compensate); refusals (connection refused, rate
+   limited) and unknown outcomes are retried (4 attempts). Its compensation runs first when the
+   saga turns back: nothing to undo if every request was answered definitively; otherwise it
+   asks the provider again — no refund there means nothing moved; a refund there, or no answer
+   after the retries, marks the refund NEEDS_ATTENTION and fails the saga for an operator with
+   the payment still held. It never lets the payment go back to SUCCESS while money may have moved.
 3. ``AWAIT_PROVIDER_REFUND`` — after the pivot. A refund the provider accepted but still
    processes ("pending") is polled durably (``RetryLater``) until final; the refund row shows
    PROCESSING meanwhile. A refund the provider finally fails is handled forward by step 4.
@@ -107,11 +107,8 @@ class RefundTiming:
     @classmethod
     def from_config(cls, config: BillingConfig) -> RefundTiming:
         """Production timing with the intervals from the billing settings."""
-        retry = RetryPolicy(
-            max_attempts=4,
-            initial_interval=timedelta(seconds=config.refund_retry_initial_seconds),
-        )
-        return cls(retry=retry, poll=timedelta(seconds=config.refund_poll_seconds))
+        retry = RetryPolicy(max_attempts=4, initial_interval=config.refund_retry_initial_interval)
+        return cls(retry=retry, poll=config.refund_poll_interval)
 
 
 def build_refund_saga(

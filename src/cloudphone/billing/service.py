@@ -5,8 +5,10 @@ admin sees all). Every use case validates before writing and writes in one trans
 refused request leaves nothing behind.
 
 Refunds: at most one refund is *in flight* per payment. A request while another refund of the
-same payment is PENDING, PROCESSING or NEEDS_ATTENTION is rejected with 409
-``refund_in_progress`` (the client retries once it finished) rather than queued: a queue would
+same payment is PENDING or PROCESSING is rejected with 409 ``refund_in_progress`` (the client
+retries once it finished), or, while that refund is NEEDS_ATTENTION, with 409
+``refund_needs_attention`` (it finishes only when an operator reconciles it) rather than
+queued: a queue would
 hide a stuck refund behind a growing backlog, and the refundable balance a client sees would be
 a guess. The row lock on the payment serialises concurrent requests; a partial unique index
 backs the rule in the database.
@@ -15,9 +17,10 @@ backs the rule in the database.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
@@ -26,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from cloudphone.billing import store
 from cloudphone.billing.models import (
     REFUNDABLE,
+    Listing,
     Order,
     OrderStatus,
     Payment,
@@ -34,14 +38,23 @@ from cloudphone.billing.models import (
     RefundStatus,
     metadata,
     orders,
+    payments,
     refunds,
 )
 from cloudphone.billing.money import check_amount, normalize_currency
 from cloudphone.billing.payments import PaymentDesk
+from cloudphone.billing.pending import PendingPayments, ReconciledPayment
 from cloudphone.billing.providers.base import PaymentProvider
 from cloudphone.billing.reconcile import Reconciler
 from cloudphone.billing.refund import REFUND_SAGA
-from cloudphone.domain import ConflictError, InvalidInputError, NotFoundError, Principal
+from cloudphone.domain import (
+    ConflictError,
+    ForbiddenError,
+    InvalidInputError,
+    NotFoundError,
+    Principal,
+)
+from cloudphone.periodic import Periodic
 from cloudphone.saga import Database, SagaEngine
 
 T = TypeVar("T", Order, Payment, Refund)
@@ -76,6 +89,8 @@ class BillingService:
         providers: Payment providers by name; ``pay_order`` picks one by name.
         default_provider: Provider used when a payment request names none.
         refund_saga: Name of the registered refund saga (tests use their own).
+        reconcile_age: How long a payment stays PENDING before the reconcile asks about it.
+        reconcile_interval: Time between reconcile rounds (:meth:`start_reconciling`).
     """
 
     def __init__(
@@ -85,6 +100,8 @@ class BillingService:
         *,
         default_provider: str = "sandbox",
         refund_saga: str = REFUND_SAGA,
+        reconcile_age: timedelta = timedelta(minutes=10),
+        reconcile_interval: timedelta = timedelta(minutes=1),
     ) -> None:
         if default_provider not in providers:
             raise ValueError(
@@ -97,6 +114,10 @@ class BillingService:
         self.refund_saga = refund_saga
         self._payments = PaymentDesk(self.db, self.providers, default_provider)
         self._reconciler = Reconciler(engine, self.providers)
+        self._pending = PendingPayments(self.db, self.providers, age=reconcile_age)
+        self._reconciling = Periodic(
+            "billing-payment-reconcile", self.reconcile_payments, reconcile_interval
+        )
 
     # -- orders -------------------------------------------------------------------------
 
@@ -147,7 +168,32 @@ class BillingService:
         assert result is not None
         return result
 
+    async def list_orders(
+        self, principal: Principal, listing: Listing, *, status: OrderStatus | None = None
+    ) -> list[Order]:
+        """Orders newest first: the caller's own, or anyone's for an admin.
+
+        Raises:
+            ForbiddenError: A user named someone else in ``listing.user_id``.
+        """
+        rows = await self._page(principal, orders, "orders", listing, status=status)
+        return [Order.from_row(row) for row in rows]
+
     # -- payments -----------------------------------------------------------------------
+
+    async def list_payments(
+        self,
+        principal: Principal,
+        listing: Listing,
+        *,
+        status: PaymentStatus | None = None,
+        order_id: str | None = None,
+    ) -> list[Payment]:
+        """Payments newest first, as :meth:`list_orders`; optionally of one order."""
+        rows = await self._page(
+            principal, payments, "payments", listing, status=status, order_id=order_id
+        )
+        return [Payment.from_row(row) for row in rows]
 
     async def pay_order(
         self,
@@ -175,6 +221,41 @@ class BillingService:
         async with self.db.read() as conn:
             refund = await store.refund_txn(conn, refund_id)
         return _visible(principal, refund, "refund", refund_id)
+
+    async def list_all_refunds(
+        self,
+        principal: Principal,
+        listing: Listing,
+        *,
+        status: RefundStatus | None = None,
+        payment_id: str | None = None,
+    ) -> list[Refund]:
+        """Refunds newest first, as :meth:`list_orders`; optionally of one payment."""
+        rows = await self._page(
+            principal, refunds, "refunds", listing, status=status, payment_id=payment_id
+        )
+        return [Refund.from_row(row) for row in rows]
+
+    async def _page(
+        self, principal: Principal, table: sa.Table, kind: str, listing: Listing, **equal: Any
+    ) -> Sequence[sa.RowMapping]:
+        if not 1 <= listing.limit <= 1000:
+            raise InvalidInputError("limit must be between 1 and 1000")
+        user_id = listing.user_id
+        if not principal.is_admin:
+            if user_id not in (None, principal.user_id):
+                raise ForbiddenError(f"you can only list your own {kind}")
+            user_id = principal.user_id
+        async with self.db.read() as conn:
+            return await store.page_txn(
+                conn,
+                table,
+                equal={"user_id": user_id, **equal},
+                created_after=listing.created_after,
+                created_before=listing.created_before,
+                limit=listing.limit,
+                offset=max(listing.offset, 0),
+            )
 
     async def list_refunds(self, principal: Principal, payment_id: str) -> list[Refund]:
         """Every refund of one of the caller's payments, oldest first."""
@@ -265,9 +346,34 @@ class BillingService:
         """Operator: settle a refund whose saga FAILED, from what the provider says now."""
         return await self._reconciler.reconcile(principal, refund_id)
 
+    # -- payment reconcile (worker processes) ---------------------------------------------
+
+    async def reconcile_payments(self, now: datetime | None = None) -> list[ReconciledPayment]:
+        """One round of the payment reconcile (see :mod:`cloudphone.billing.pending`).
+
+        Args:
+            now: The time the age is counted back from (default: the current time).
+        """
+        return await self._pending.reconcile(now)
+
+    async def start_reconciling(self) -> None:
+        """Platform start-up hook: reconcile now, then every ``reconcile_interval``."""
+        self._reconciling.start()
+
+    async def stop_reconciling(self) -> None:
+        """Platform shut-down hook: stop the periodic payment reconcile."""
+        await self._reconciling.stop()
+
 
 async def _check_refundable(conn: AsyncConnection, payment: Payment, amount: int) -> None:
     in_flight = await store.refunds_in_flight_txn(conn, payment.id)
+    stuck = next((r for r in in_flight if r.status is RefundStatus.NEEDS_ATTENTION), None)
+    if stuck is not None:
+        raise ConflictError(
+            f"refund {stuck.id} of payment {payment.id} needs attention (its outcome is "
+            "unknown): an operator must reconcile it before another refund can start",
+            code="refund_needs_attention",
+        )
     if in_flight or payment.status is PaymentStatus.REFUNDING:
         busy = in_flight[0].id if in_flight else payment.held_by_refund
         raise ConflictError(

@@ -1,12 +1,15 @@
-"""Recording a refund's final outcome on the payment and the order.
+"""Recording a payment's or a refund's final outcome on the payment and the order.
 
-Used by the refund saga's UPDATE_PAYMENT_STATUS / UPDATE_ORDER_STATUS steps and by the
-operator's :func:`~cloudphone.billing.service.BillingService.reconcile_refund`, so both record
-the same thing the same way. Functions run in the caller's transaction.
+:func:`settle_payment_txn` is used by ``pay_order`` and by the periodic payment reconcile;
+:func:`settle_refund_txn` by the refund saga's UPDATE_PAYMENT_STATUS / UPDATE_ORDER_STATUS steps
+and by the operator's :func:`~cloudphone.billing.service.BillingService.reconcile_refund`. So
+each outcome is recorded the same way whoever learnt it. Functions run in the caller's
+transaction.
 """
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -21,6 +24,7 @@ from cloudphone.billing.models import (
     payments,
     refunds,
 )
+from cloudphone.billing.providers.base import ChargeState, ProviderCharge
 from cloudphone.saga import NonRetryableError
 
 __all__ = [
@@ -28,6 +32,7 @@ __all__ = [
     "SettlementConflict",
     "order_follows_payment_txn",
     "release_hold_txn",
+    "settle_payment_txn",
     "settle_refund_txn",
 ]
 
@@ -41,6 +46,47 @@ ORDER_FOR_PAYMENT = {
 
 class SettlementConflict(NonRetryableError):
     """The rows contradict the outcome being recorded; an operator must look."""
+
+
+async def settle_payment_txn(
+    conn: AsyncConnection,
+    payment_id: str,
+    charge: ProviderCharge,
+    *,
+    note: str | None = None,
+    claimed_at: datetime | None = None,
+) -> bool:
+    """Record the provider's final answer on a PENDING payment; True if it changed.
+
+    A succeeded charge makes it SUCCESS (with the provider's id) and its order PAID; a failed
+    one makes it FAILED with the reason (the order stays payable). A payment that is no longer
+    PENDING is left alone (another attempt recorded it first); so is one whose ``updated_at``
+    is no longer ``claimed_at`` — a reconcile's claim, overtaken by the customer paying again.
+    ``note`` goes to ``reconcile_note``.
+    """
+    if charge.state is ChargeState.PENDING:
+        raise ValueError("a pending charge is not an outcome to record")
+    current = await store.payment_txn(conn, payment_id, lock=True)
+    if current is None or current.status is not PaymentStatus.PENDING:
+        return False
+    if claimed_at is not None and current.updated_at != claimed_at:
+        return False
+    values: dict[str, Any] = {"provider_payment_id": charge.id or None}
+    if note is not None:
+        values["reconcile_note"] = note
+    if charge.state is ChargeState.SUCCEEDED:
+        await store.update_txn(conn, payments, payment_id, status=PaymentStatus.SUCCESS, **values)
+        await store.update_txn(conn, orders, current.order_id, status=OrderStatus.PAID)
+    else:
+        await store.update_txn(
+            conn,
+            payments,
+            payment_id,
+            status=PaymentStatus.FAILED,
+            failure_reason=charge.failure_reason,
+            **values,
+        )
+    return True
 
 
 async def settle_refund_txn(

@@ -7,6 +7,7 @@ PostgreSQL; SQLite has a single writer anyway).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -96,6 +97,33 @@ async def live_payment_of_order_txn(conn: AsyncConnection, order_id: str) -> Pay
     stmt = sa.select(payments).where(payments.c.order_id == order_id, payments.c.status != "FAILED")
     row = (await conn.execute(stmt)).mappings().first()
     return None if row is None else Payment.from_row(row)
+
+
+async def page_txn(
+    conn: AsyncConnection,
+    table: sa.Table,
+    *,
+    equal: dict[str, object | None],
+    created_after: datetime | None,
+    created_before: datetime | None,
+    limit: int,
+    offset: int,
+) -> Sequence[sa.RowMapping]:
+    """Rows whose columns equal ``equal``'s non-None values, created in the window, newest first."""
+    c = table.c
+    conditions = [c[name] == value for name, value in equal.items() if value is not None]
+    if created_after is not None:
+        conditions.append(c.created_at >= created_after)
+    if created_before is not None:
+        conditions.append(c.created_at < created_before)
+    stmt = (
+        sa.select(table)
+        .where(*conditions)
+        .order_by(c.created_at.desc(), c.id.desc())
+        .limit(limit)
+        .offset(offset)
+    )
+    return (await conn.execute(stmt)).mappings().all()
 
 
 async def update_txn(conn: AsyncConnection, table: sa.Table, row_id: str, **values: Any) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from cloudphone.billing.providers.base import (
     PaymentProvider,
@@ -80,13 +81,20 @@ class ScriptedProvider:
     ) -> ProviderCharge:
         """See :meth:`PaymentProvider.create_payment`."""
         self._enter("create_payment")
-        return await self.inner.create_payment(
+        made = await self.inner.create_payment(
             payment_id=payment_id,
             amount=amount,
             currency=currency,
             description=description,
             payment_method=payment_method,
         )
+        self._enter("create_payment", after=True)
+        return made
+
+    async def find_payment(self, *, payment_id: str, since: datetime) -> ProviderCharge | None:
+        """See :meth:`PaymentProvider.find_payment`."""
+        self._enter("find_payment")
+        return await self.inner.find_payment(payment_id=payment_id, since=since)
 
     async def create_refund(
         self, *, charge_id: str, refund_id: str, amount: int, currency: str

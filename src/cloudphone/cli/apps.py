@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
-from cloudphone.apps.reconcile import ReconcileReport
 from cloudphone.cli._shared import EXIT_FAILED, err, load, out, print_json, run
-from cloudphone.platform import build_platform
+
+if TYPE_CHECKING:
+    from cloudphone.apps.reconcile import ReconcileReport
 
 app = typer.Typer(help="Operate the apps service (APK uploads).", no_args_is_help=True)
 
@@ -40,6 +41,8 @@ def reconcile(
     Uploads whose saga is still running are left alone. Exits 1 when drift remains (found
     without --fix, or not repairable automatically).
     """
+    from cloudphone.platform import build_platform
+
     settings = load()
 
     async def main() -> ReconcileReport:
@@ -47,6 +50,8 @@ def reconcile(
         storage = platform.apps.storage
         try:
             await storage.start()
+            # Claimed first, so --fix never deletes objects of a deployment on another database.
+            await platform.claim_deployment()
             return await platform.apps.reconcile(fix=fix, package_name=package)
         finally:
             await storage.close()
@@ -64,7 +69,7 @@ def reconcile(
 
 def _print(report: ReconcileReport) -> None:
     if report.clean:
-        err.print("[green]nothing to reconcile[/green]: records and objects agree")
+        err().print("[green]nothing to reconcile[/green]: records and objects agree")
         return
     table = Table("finding", "item", "action")
     for field, (meaning, action) in FINDINGS.items():
@@ -72,4 +77,4 @@ def _print(report: ReconcileReport) -> None:
             name = getattr(item, "key", item)
             done = action if report.fixed else "none (run with --fix)"
             table.add_row(meaning, str(name), done)
-    out.print(table)
+    out().print(table)

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from pydantic import BaseModel, SecretStr
 from rich.table import Table
 from rich.text import Text
 
 from cloudphone.cli._shared import load, out, print_json
-from cloudphone.settings import env_name
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
 
 app = typer.Typer(help="Settings (CLOUDPHONE_* environment variables).", no_args_is_help=True)
 
@@ -31,11 +34,19 @@ def show(
     table.add_column("meaning", overflow="fold")
     for name, value, doc in rows:
         table.add_row(name, Text(str(value)), Text(doc))
-    out.print(table)
+    out().print(table)
 
 
 def flatten(model: BaseModel, prefix: tuple[str, ...]) -> list[tuple[str, Any, str]]:
-    """(variable, display value, description) of every field, nested sections expanded."""
+    """(variable, display value, description) of every field, nested sections expanded.
+
+    The description is the field's whole docstring on one line; a duration shows the way its
+    variable is written (``5m``), a secret as stars.
+    """
+    from pydantic import BaseModel
+
+    from cloudphone.settings import env_name
+
     rows: list[tuple[str, Any, str]] = []
     for name, field in type(model).model_fields.items():
         value = getattr(model, name)
@@ -43,7 +54,20 @@ def flatten(model: BaseModel, prefix: tuple[str, ...]) -> list[tuple[str, Any, s
         if isinstance(value, BaseModel):
             rows.extend(flatten(value, location))
             continue
-        shown = "**********" if isinstance(value, SecretStr) else value
-        doc = (field.description or "").split("\n")[0]
-        rows.append((env_name(location), shown if shown is not None else "", doc))
+        doc = " ".join((field.description or "").split())
+        rows.append((env_name(location), _shown(value), doc))
     return rows
+
+
+def _shown(value: Any) -> Any:
+    from pydantic import SecretStr
+
+    from cloudphone.config import format_duration
+
+    if isinstance(value, SecretStr):
+        return "**********"
+    if isinstance(value, timedelta):
+        return format_duration(value)
+    if isinstance(value, Path):
+        return str(value)
+    return "" if value is None else value

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from cloudphone.cli._shared import err, fail, load, out, run
-from cloudphone.demo import DEMO_SAGA
-from cloudphone.platform import build_platform
-from cloudphone.settings import Settings
+
+if TYPE_CHECKING:
+    from cloudphone.settings import Settings
 
 
 def demo(
@@ -43,12 +43,15 @@ def demo(
     table.add_column("runs", justify="right")
     for status, n in sorted(tally.items()):
         table.add_row(status, str(n))
-    out.print(table)
+    out().print(table)
 
 
 async def _run(
     settings: Settings, data: dict[str, Any], count: int, worker: bool, wait_s: float
 ) -> Counter[str]:
+    from cloudphone.demo import DEMO_SAGA
+    from cloudphone.platform import build_platform
+
     platform = build_platform(settings, with_worker=worker)
     tally: Counter[str] = Counter()
     columns = (
@@ -59,7 +62,7 @@ async def _run(
     )
     async with platform:
         engine = platform.engine
-        with Progress(*columns, console=err) as progress:
+        with Progress(*columns, console=err()) as progress:
             starting = progress.add_task("starting", total=count)
             ids = []
             for _ in range(count):

@@ -2,35 +2,39 @@
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import json
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
-from typing import Annotated, TypeVar
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 from rich.table import Table
 from rich.text import Text
 
-from cloudphone.api.schemas import SagaDetail, SagaSummary
 from cloudphone.cli._shared import EXIT_USAGE, fail, load, out, print_json, run
-from cloudphone.platform import build_platform
-from cloudphone.saga import SagaEngine, SagaRun, SagaStatus
-from cloudphone.settings import Settings, parse_duration
+from cloudphone.cli.runs_table import runs_table, status_markup
+
+if TYPE_CHECKING:
+    from cloudphone.api.schemas import SagaDetail
+    from cloudphone.saga import SagaEngine, SagaRun
+    from cloudphone.settings import Settings
 
 T = TypeVar("T")
 
 app = typer.Typer(help="Inspect and operate saga runs.", no_args_is_help=True)
 
-STATUS_STYLE = {
-    SagaStatus.PENDING: "cyan",
-    SagaStatus.RUNNING: "blue",
-    SagaStatus.COMPENSATING: "yellow",
-    SagaStatus.COMPLETED: "green",
-    SagaStatus.COMPENSATED: "magenta",
-    SagaStatus.TIMED_OUT: "magenta",
-    SagaStatus.FAILED: "bold red",
-}
+
+def _status(text: str) -> str:
+    """A saga status in any case (checked here: listing the choices needs the engine)."""
+    from cloudphone.saga import SagaStatus
+
+    try:
+        return SagaStatus(text.upper()).value
+    except ValueError:
+        raise typer.BadParameter(f"{text!r}: use one of {', '.join(SagaStatus)}") from None
+
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 SagaIdArg = Annotated[str, typer.Argument(help="The saga run id.")]
@@ -40,6 +44,8 @@ ActorOption = Annotated[
 
 
 def _with_engine(settings: Settings, action: Callable[[SagaEngine], Awaitable[T]]) -> T:
+    from cloudphone.platform import build_platform
+
     async def main() -> T:
         platform = build_platform(settings, with_worker=False)
         try:
@@ -52,11 +58,12 @@ def _with_engine(settings: Settings, action: Callable[[SagaEngine], Awaitable[T]
 
 def parse_when(text: str | None) -> datetime | None:
     """``2h`` (that long ago), or an ISO date-time (UTC when it has no offset)."""
+    from cloudphone.config import parse_duration
+
     if text is None:
         return None
-    ago = parse_duration(text)
-    if isinstance(ago, timedelta):
-        return datetime.now(UTC) - ago
+    with contextlib.suppress(ValueError):
+        return datetime.now(UTC) - parse_duration(text)
     try:
         when = datetime.fromisoformat(text)
     except ValueError:
@@ -67,7 +74,7 @@ def parse_when(text: str | None) -> datetime | None:
 @app.command("list")
 def list_runs(
     status: Annotated[
-        SagaStatus | None, typer.Option(case_sensitive=False, help="Only this status.")
+        str | None, typer.Option(parser=_status, help="Only this status (FAILED, any case).")
     ] = None,
     saga_type: Annotated[str | None, typer.Option("--type", help="Only this saga type.")] = None,
     since: Annotated[str | None, typer.Option(help="Created since: 2h, 7d or ISO.")] = None,
@@ -80,12 +87,19 @@ def list_runs(
     offset: Annotated[int, typer.Option(min=0)] = 0,
     as_json: JsonOption = False,
 ) -> None:
-    """List runs, newest first."""
+    """List runs, newest first.
+
+    The table fits the terminal without ever wrapping an id: on a narrow one it leaves out
+    the least needed columns and says which (``--json`` has everything).
+    """
+    from cloudphone.api.schemas import SagaSummary
+    from cloudphone.saga import SagaStatus
+
     settings = load()
     runs = _with_engine(
         settings,
         lambda engine: engine.list(
-            status=status,
+            status=SagaStatus(status) if status else None,
             saga_type=saga_type,
             started_by=started_by,
             created_after=parse_when(since),
@@ -98,12 +112,15 @@ def list_runs(
     if as_json:
         print_json([SagaSummary.of(r).model_dump(mode="json") for r in runs])
         return
-    out.print(runs_table(runs))
+    console = out()
+    console.print(runs_table(runs, console.width))
 
 
 @app.command()
 def show(saga_id: SagaIdArg, as_json: JsonOption = False) -> None:
     """Show a run and its full history."""
+    from cloudphone.api.schemas import SagaDetail
+
     settings = load()
 
     async def read(engine: SagaEngine) -> SagaDetail:
@@ -113,8 +130,9 @@ def show(saga_id: SagaIdArg, as_json: JsonOption = False) -> None:
     if as_json:
         print_json(detail.model_dump(mode="json"))
         return
-    out.print(detail_table(detail))
-    out.print(history_table(detail))
+    console = out()
+    console.print(detail_table(detail))
+    console.print(history_table(detail))
 
 
 @app.command()
@@ -162,38 +180,13 @@ def _login() -> str:
 
 
 def _report(done: str, run_: SagaRun, as_json: bool) -> None:
+    from cloudphone.api.schemas import SagaSummary
+
     if as_json:
         print_json(SagaSummary.of(run_).model_dump(mode="json"))
         return
-    out.print(f"{done} {run_.id}: now {_status(run_.status)} at {run_.current_step or '-'}")
-
-
-def _status(status: SagaStatus) -> str:
-    return f"[{STATUS_STYLE[status]}]{status.value}[/]"
-
-
-def _time(value: datetime | None) -> str:
-    return value.strftime("%Y-%m-%d %H:%M:%S") if value else "-"
-
-
-def runs_table(runs: list[SagaRun]) -> Table:
-    """A table of runs, one line each."""
-    table = Table(title=f"{len(runs)} saga runs", title_justify="left")
-    for column in ("id", "type", "status", "step", "try", "by", "created (UTC)", "error"):
-        table.add_column(column, overflow="fold")
-    for r in runs:
-        attention = " [red]![/]" if r.status is SagaStatus.FAILED and not r.resolution else ""
-        table.add_row(
-            r.id,
-            r.saga_type,
-            _status(r.status) + attention,
-            r.current_step or "-",
-            str(r.attempt),
-            r.started_by or "-",
-            _time(r.created_at),
-            Text(str(r.error)) if r.error else "",
-        )
-    return table
+    where = run_.current_step or "-"
+    out().print(f"{done} {run_.id}: now {status_markup(run_.status)} at {where}")
 
 
 def detail_table(detail: SagaDetail) -> Table:
@@ -202,7 +195,7 @@ def detail_table(detail: SagaDetail) -> Table:
     table.add_column(style="bold")
     table.add_column(overflow="fold")
     table.add_row("type", detail.saga_type)
-    table.add_row("status", _status(detail.status))
+    table.add_row("status", status_markup(detail.status))
     fields = detail.model_dump(exclude={"id", "saga_type", "status", "history", "data"})
     for name, value in fields.items():
         if value not in (None, False):

@@ -6,17 +6,14 @@ import asyncio
 import logging
 import os
 import signal
-from types import FrameType
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-import uvicorn
-from sqlalchemy.engine import make_url
 
-from cloudphone.api.app import create_app
 from cloudphone.cli._shared import load, run
-from cloudphone.platform import build_platform
-from cloudphone.settings import Settings
+
+if TYPE_CHECKING:
+    from cloudphone.settings import Settings
 
 log = logging.getLogger("cloudphone.cli")
 
@@ -30,46 +27,48 @@ def serve(
 ) -> None:
     """Serve the HTTP API, with an embedded saga worker unless --no-worker.
 
-    On the embedded defaults this needs nothing installed: a SQLite file under ./var. SIGTERM
-    stops accepting requests and claims, lets running steps finish within the shutdown grace
-    and hands unfinished runs back.
+    On the embedded defaults this needs nothing installed: a SQLite file under ./var. The
+    platform starts (migrations, deployment checks) before the port is bound, so a refusal is
+    one error line and exit code 1. SIGTERM stops accepting requests and claims, lets running
+    steps finish within the shutdown grace and hands unfinished runs back.
     """
     settings = load(host=host, port=port)
-    app = create_app(settings, with_worker=worker)
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        access_log=settings.access_log,
-        lifespan="on",
-        timeout_graceful_shutdown=max(int(settings.shutdown_grace.total_seconds()), 1),
-        server_header=False,
-    )
-    log.info(
-        "serving",
-        extra={
-            "url": f"http://{settings.host}:{settings.port}",
-            "database": _safe_url(settings),
-            "worker": worker,
-        },
-    )
-    server = _Server(config)
-    server.run()
+    run(lambda: _serve(settings, worker))
+
+
+async def _serve(settings: Settings, worker: bool) -> None:
+    import uvicorn
+
+    from cloudphone.api.app import CONSOLE_PATH, create_app
+    from cloudphone.cli.uvicorn_server import GracefulServer
+    from cloudphone.platform import build_platform
+
+    async with build_platform(settings, with_worker=worker) as platform:
+        config = uvicorn.Config(
+            create_app(platform),
+            host=settings.host,
+            port=settings.port,
+            log_config=None,
+            access_log=settings.access_log,
+            lifespan="on",
+            timeout_graceful_shutdown=max(int(settings.shutdown_grace.total_seconds()), 1),
+            server_header=False,
+        )
+        url = f"http://{settings.host}:{settings.port}"
+        log.info(
+            "serving",
+            extra={
+                "url": url,
+                "console": f"{url}{CONSOLE_PATH}",
+                "database": _safe_url(settings),
+                "worker": worker,
+            },
+        )
+        typer.echo(f"console: {url}{CONSOLE_PATH}")
+        server = GracefulServer(config)
+        await server.serve()
     if not server.started:
-        raise typer.Exit(3)  # start-up failed (uvicorn logged why)
-
-
-class _Server(uvicorn.Server):
-    """uvicorn's server, exiting 0 after a graceful shutdown on SIGTERM/SIGINT.
-
-    uvicorn re-raises the signal once it has shut down, so the process would end "killed by
-    SIGTERM"; like ``cloudphone worker``, a clean stop here exits 0.
-    """
-
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        super().handle_exit(sig, frame)
-        self._captured_signals.clear()
+        raise typer.Exit(3)  # the server did not start (uvicorn logged why)
 
 
 def worker(
@@ -92,6 +91,8 @@ def worker(
 
 async def run_worker(settings: Settings) -> None:
     """Run a worker until SIGTERM/SIGINT, then stop gracefully."""
+    from cloudphone.platform import build_platform
+
     platform = build_platform(settings, with_worker=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -124,4 +125,6 @@ async def run_worker(settings: Settings) -> None:
 
 
 def _safe_url(settings: Settings) -> str:
+    from sqlalchemy.engine import make_url
+
     return make_url(settings.database_url).render_as_string(hide_password=True)

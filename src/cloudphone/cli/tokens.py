@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Annotated
 
 import typer
 
-from cloudphone.api.auth import issue_token
 from cloudphone.cli._shared import EXIT_USAGE, fail, load
 from cloudphone.domain import Role
-from cloudphone.settings import parse_duration
 
 app = typer.Typer(help="Bearer tokens for the API.", no_args_is_help=True)
 
@@ -28,13 +25,16 @@ def create(
 
     Use it as `Authorization: Bearer <token>`.
     """
+    from cloudphone.api.auth import issue_token
+    from cloudphone.config import parse_duration
+
     settings = load()
     lifetime = settings.token_ttl
     if ttl is not None:
-        parsed = parse_duration(ttl)
-        if not isinstance(parsed, timedelta):
-            fail(f"--ttl {ttl!r}: use a number with ms, s, m, h or d", EXIT_USAGE)
-        lifetime = parsed
+        try:
+            lifetime = parse_duration(ttl)
+        except ValueError as error:
+            fail(f"--ttl: {error}", EXIT_USAGE)
     assert settings.jwt_secret is not None  # load_settings always fills it
     try:
         token = issue_token(

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import Field, model_validator
+
+from cloudphone.config import Duration, Renamed, Section
 
 
-class QuotaDefaults(BaseModel):
+class QuotaDefaults(Section):
     """Limits of a user who has no quota row yet (env ``CLOUDPHONE_DEVICES__DEFAULT_QUOTA__*``).
 
     An admin overrides them per user with ``PUT /admin/quotas/{user_id}``.
@@ -36,8 +39,16 @@ class QuotaDefaults(BaseModel):
     """Largest storage a single device may ask for."""
 
 
-class DevicesConfig(BaseModel):
+class DevicesConfig(Section):
     """Device runtime, port ranges, quotas and timings (env ``CLOUDPHONE_DEVICES__*``)."""
+
+    env_prefix: ClassVar[str] = "CLOUDPHONE_DEVICES__"
+    renamed: ClassVar[dict[str, Renamed]] = {
+        "boot_timeout_seconds": Renamed("boot_timeout"),
+        "runtime_call_timeout_seconds": Renamed("runtime_call_timeout"),
+        "retry_initial_seconds": Renamed("retry_initial_interval"),
+        "sweep_interval_seconds": Renamed("sweep_interval"),
+    }
 
     runtime: Literal["local", "docker"] = "local"
     """``local`` (a child process per device, the embedded default) or ``docker``."""
@@ -45,9 +56,17 @@ class DevicesConfig(BaseModel):
     # Defaults stay below Linux's ephemeral range (32768-60999) so outgoing connections of
     # other programs never hold a device port.
     adb_port_min: int = Field(default=20000, ge=1024, le=65535)
+    """Lowest host port given to a device's ADB endpoint."""
+
     adb_port_max: int = Field(default=24999, ge=1024, le=65535)
+    """Highest host port given to a device's ADB endpoint (the range caps how many devices
+    one host runs)."""
+
     stream_port_min: int = Field(default=25000, ge=1024, le=65535)
+    """Lowest host port given to a device's screen stream (must not overlap the ADB range)."""
+
     stream_port_max: int = Field(default=29999, ge=1024, le=65535)
+    """Highest host port given to a device's screen stream."""
 
     adb_host: str = "127.0.0.1"
     """Address devices listen on and clients connect to (ADB and screen stream)."""
@@ -58,21 +77,25 @@ class DevicesConfig(BaseModel):
     android_versions: list[str] = Field(default_factory=lambda: ["11", "12", "13", "14"])
     """Android versions a device may ask for."""
 
-    boot_timeout_seconds: float = Field(default=60.0, gt=0)
+    boot_timeout: Duration = Field(default=timedelta(seconds=60), gt=timedelta(0))
     """How long INITIALIZE_DEVICE waits for the device to answer its handshake."""
 
-    runtime_call_timeout_seconds: float = Field(default=60.0, gt=0)
+    runtime_call_timeout: Duration = Field(default=timedelta(seconds=60), gt=timedelta(0))
     """Per-attempt timeout of runtime calls (create, stop, remove)."""
 
-    retry_initial_seconds: float = Field(default=1.0, gt=0)
+    retry_initial_interval: Duration = Field(default=timedelta(seconds=1), gt=timedelta(0))
     """First retry delay of a device saga step (doubling, full jitter)."""
 
     retry_max_attempts: int = Field(default=4, ge=1)
     """Attempts of a step before the creation is compensated."""
 
-    sweep_interval_seconds: float = Field(default=300.0, ge=0)
+    sweep_interval: Duration = Field(default=timedelta(minutes=5), ge=timedelta(0))
     """How often worker processes run the sweeper (orphan containers, stale creations) after
     the sweep at start; 0 sweeps at start only."""
+
+    watch_interval: Duration = Field(default=timedelta(seconds=3), ge=timedelta(0))
+    """How often worker processes check that every RUNNING device's process or container is
+    alive (one runtime listing per round) and restart the dead ones; 0 turns it off."""
 
     local_protocol: Literal["line", "adb"] = "line"
     """How the local runtime initialises its agents: their line protocol, or real ADB (the

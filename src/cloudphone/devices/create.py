@@ -72,7 +72,7 @@ def saga_id_of_container(name: str) -> str | None:
 
 def step_retry_policy(config: DevicesConfig) -> RetryPolicy:
     """Retries of the device sagas' steps, from the settings (after a pivot they never run out)."""
-    initial = timedelta(seconds=config.retry_initial_seconds)
+    initial = config.retry_initial_interval
     return RetryPolicy(
         max_attempts=config.retry_max_attempts,
         initial_interval=initial,
@@ -112,8 +112,8 @@ def build_create_saga(
     """
     saga = Saga(DEVICE_CREATE, timeout=CREATE_TIMEOUT, retry=retry or step_retry_policy(config))
     steps = _CreateSteps(runtime, config)
-    calls = timedelta(seconds=config.runtime_call_timeout_seconds)
-    boot = timedelta(seconds=config.boot_timeout_seconds + 15)
+    calls = config.runtime_call_timeout
+    boot = config.boot_timeout + timedelta(seconds=15)
     quota_step = saga.step("RESERVE_QUOTA", transactional=True)(steps.reserve_quota)
     quota_step.compensate(steps.release_quota)
     ports_step = saga.step("ALLOCATE_PORTS", transactional=True)(steps.allocate_ports)
@@ -245,7 +245,10 @@ class _CreateSteps:
             except ContainerNotFoundError as error:
                 raise NonRetryableError(str(error)) from error
         banner = await self.runtime.initialize(
-            container, ctx.data["device_id"], _spec(ctx), timeout=self.config.boot_timeout_seconds
+            container,
+            ctx.data["device_id"],
+            _spec(ctx),
+            timeout=self.config.boot_timeout.total_seconds(),
         )
         return {"banner": dict(banner.properties)}
 

@@ -9,7 +9,7 @@ is harmless.
 ==========================  =======================================================
 step                        does
 ==========================  =======================================================
-MARK_DELETING (tx, pivot)   RUNNING/STOPPED/ERROR/DELETING -> DELETING (this run)
+MARK_DELETING (tx, pivot)   RUNNING/RESTARTING/STOPPED/ERROR -> DELETING (this run)
 STOP_CONTAINER              stop it gracefully (nothing if it is gone)
 REMOVE_CONTAINER            force-remove it by name (nothing if it is gone)
 RELEASE_PORTS (tx)          free the device's ports
@@ -20,7 +20,7 @@ MARK_DELETED (tx)           DELETING -> DELETED, ports cleared on the row
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from cloudphone.devices import quota
@@ -36,7 +36,13 @@ DEVICE_DELETE = "device_delete"
 """Saga type name."""
 
 DELETABLE = frozenset(
-    {DeviceStatus.RUNNING, DeviceStatus.STOPPED, DeviceStatus.ERROR, DeviceStatus.DELETING}
+    {
+        DeviceStatus.RUNNING,
+        DeviceStatus.RESTARTING,
+        DeviceStatus.STOPPED,
+        DeviceStatus.ERROR,
+        DeviceStatus.DELETING,
+    }
 )
 """Statuses MARK_DELETING accepts."""
 
@@ -57,7 +63,7 @@ def build_delete_saga(
     """
     saga = Saga(DEVICE_DELETE, retry=retry or step_retry_policy(config))
     steps = _DeleteSteps(runtime)
-    calls = timedelta(seconds=config.runtime_call_timeout_seconds)
+    calls = config.runtime_call_timeout
     saga.step("MARK_DELETING", transactional=True, pivot=True)(steps.mark_deleting)
     saga.step("STOP_CONTAINER", timeout=calls)(steps.stop_container)
     saga.step("REMOVE_CONTAINER", timeout=calls)(steps.remove_container)

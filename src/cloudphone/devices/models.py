@@ -33,9 +33,13 @@ class DeviceStatus(StrEnum):
     CREATING = "CREATING"
     """``POST /devices`` accepted it; its ``device_create`` saga is running."""
     RUNNING = "RUNNING"
-    """ACTIVATE succeeded (or ``start`` brought a stopped device back)."""
+    """ACTIVATE succeeded (or ``start`` brought a stopped device back, or a restart did)."""
+    RESTARTING = "RESTARTING"
+    """The device watch found its process or container gone and a worker is starting it
+    again: RUNNING once it answers, else STOPPED with ``error`` saying why."""
     STOPPED = "STOPPED"
-    """``stop`` stopped its container; it still holds its quota and ports."""
+    """``stop`` stopped its container, or a restart failed (``error`` says why); it still
+    holds its quota and ports, and ``start`` runs it again."""
     ERROR = "ERROR"
     """Its creation was compensated (``error`` says why); holds nothing but its name."""
     DELETING = "DELETING"

@@ -20,7 +20,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from cloudphone.devices.config import QuotaDefaults
 from cloudphone.devices.models import ReservationStatus, device_quotas, quota_reservations
-from cloudphone.devices.spec import DeviceSpec, QuotaLimits, Resources, cores_to_millis
+from cloudphone.devices.spec import (
+    DeviceSpec,
+    QuotaLimits,
+    Resources,
+    api_units,
+    cores_to_millis,
+)
 from cloudphone.domain import ConflictError, QuotaExceededError
 
 _DIMENSIONS = ("devices", "cpu_millis", "memory_mb", "storage_mb")
@@ -51,20 +57,22 @@ class Quota:
         )
 
     def shortfall(self, spec: DeviceSpec) -> list[str]:
-        """Why a device with ``spec`` does not fit (empty when it does)."""
+        """Why a device with ``spec`` does not fit (empty when it does), in the API's units."""
         asked = Resources.of(spec)
         reasons = []
         for d in _DIMENSIONS:
             limit = getattr(self.limits, f"max_{d}")
             used, reserved, want = (getattr(r, d) for r in (self.used, self.reserved, asked))
             if used + reserved + want > limit:
+                name, *shown = api_units(d, used, reserved, want, limit)
                 reasons.append(
-                    f"{d}: {used} used + {reserved} reserved + {want} requested > limit {limit}"
+                    "{}: {} used + {} reserved + {} requested > limit {}".format(name, *shown)
                 )
         for d in ("cpu_millis", "memory_mb", "storage_mb"):
             limit, want = getattr(self.limits, f"device_max_{d}"), getattr(asked, d)
             if want > limit:
-                reasons.append(f"{d}: {want} requested > per-device maximum {limit}")
+                name, wanted, most = api_units(d, want, limit)
+                reasons.append(f"{name}: {wanted} requested > per-device maximum {most}")
         return reasons
 
 
@@ -112,6 +120,12 @@ async def get_quota_txn(
     if row is None:
         return Quota(user_id, default_limits(defaults), Resources(), Resources())
     return _quota_from_row(row)
+
+
+async def list_quotas_txn(conn: AsyncConnection, *, limit: int, offset: int) -> list[Quota]:
+    """Every stored quota (users who ever reserved or were given limits), by user id."""
+    stmt = select(device_quotas).order_by(device_quotas.c.user_id).limit(limit).offset(offset)
+    return [_quota_from_row(row) for row in await conn.execute(stmt)]
 
 
 async def ensure_quota_txn(

@@ -6,8 +6,6 @@ start sagas in the request's transaction; stop and start act on the runtime dire
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import uuid
 from dataclasses import dataclass
@@ -18,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from cloudphone.devices import quota
 from cloudphone.devices.config import DevicesConfig
 from cloudphone.devices.create import DEVICE_CREATE, container_name
-from cloudphone.devices.delete import DEVICE_DELETE
+from cloudphone.devices.delete import DELETABLE, DEVICE_DELETE
 from cloudphone.devices.models import DeviceStatus
 from cloudphone.devices.quota import Quota
 from cloudphone.devices.records import (
@@ -39,6 +37,7 @@ from cloudphone.devices.runtimes.base import (
 )
 from cloudphone.devices.spec import DeviceSpec, QuotaLimits, validate_name
 from cloudphone.devices.sweeper import Sweeper, SweepReport
+from cloudphone.devices.watch import DeviceWatch, WatchReport
 from cloudphone.domain import (
     ConflictError,
     ForbiddenError,
@@ -47,6 +46,7 @@ from cloudphone.domain import (
     Principal,
     UnavailableError,
 )
+from cloudphone.periodic import Periodic
 from cloudphone.saga import SagaEngine
 
 log = logging.getLogger("cloudphone.devices")
@@ -88,7 +88,19 @@ class DeviceService:
         self.db = engine.db
         self.config = config
         self.runtime = runtime
-        self._sweeping: asyncio.Task[None] | None = None
+        self._sweeping = Periodic(
+            "devices-sweep",
+            self.sweep,
+            config.sweep_interval,
+            delay_first=True,
+        )
+        self._watch = DeviceWatch(
+            self.db,
+            runtime,
+            boot_timeout=config.boot_timeout,
+            call_timeout=config.runtime_call_timeout,
+        )
+        self._watching = Periodic("devices-watch", self.watch, config.watch_interval)
 
     # -- create ------------------------------------------------------------------------
 
@@ -114,12 +126,23 @@ class DeviceService:
         """
         validate_name(name)
         spec.validate(self.config.android_versions)
-        async with self.db.begin() as conn:
-            if idempotency_key is not None:
+        try:
+            async with self.db.begin() as conn:
+                if idempotency_key is not None:
+                    earlier = await get_by_key_txn(conn, principal.user_id, idempotency_key)
+                    if earlier is not None:
+                        return self._replay(earlier, name, spec)
+                return await self._accept_txn(conn, principal.user_id, name, spec, idempotency_key)
+        except ConflictError:
+            # A concurrent request with the same key may have won the insert: then this one
+            # is a repeat like any other (200), not a conflict.
+            if idempotency_key is None:
+                raise
+            async with self.db.read() as conn:
                 earlier = await get_by_key_txn(conn, principal.user_id, idempotency_key)
-                if earlier is not None:
-                    return self._replay(earlier, name, spec)
-            return await self._accept_txn(conn, principal.user_id, name, spec, idempotency_key)
+            if earlier is None:
+                raise
+            return self._replay(earlier, name, spec)
 
     async def _accept_txn(
         self, conn: AsyncConnection, user: str, name: str, spec: DeviceSpec, key: str | None
@@ -182,10 +205,14 @@ class DeviceService:
         *,
         owner_id: str | None = None,
         include_deleted: bool = False,
+        status: DeviceStatus | None = None,
         limit: int = 100,
         offset: int = 0,
     ) -> list[Device]:
-        """The caller's devices (admins: anyone's, or everyone's when ``owner_id`` is None)."""
+        """The caller's devices (admins: anyone's, or everyone's when ``owner_id`` is None).
+
+        ``status`` lists only the devices in that status (e.g. ERROR, for an operator).
+        """
         if not 1 <= limit <= 1000:
             raise InvalidInputError("limit must be between 1 and 1000")
         if not principal.is_admin:
@@ -193,6 +220,8 @@ class DeviceService:
                 raise ForbiddenError("you can only list your own devices")
             owner_id = principal.user_id
         statuses = set(DeviceStatus) if include_deleted else LIVE
+        if status is not None:
+            statuses = {status}
         async with self.db.read() as conn:
             return await list_devices_txn(
                 conn, owner_id=owner_id, statuses=statuses, limit=limit, offset=max(offset, 0)
@@ -228,7 +257,7 @@ class DeviceService:
             await update_device_txn(
                 conn,
                 device_id,
-                expect={DeviceStatus.RUNNING, DeviceStatus.STOPPED, DeviceStatus.ERROR},
+                expect=DELETABLE - {DeviceStatus.DELETING},
                 now=_now(),
                 status=DeviceStatus.DELETING,
                 delete_saga_id=saga_id,
@@ -267,7 +296,7 @@ class DeviceService:
         try:
             container = await self.runtime.start(name)
             await self.runtime.initialize(
-                container, device.id, device.spec, timeout=self.config.boot_timeout_seconds
+                container, device.id, device.spec, timeout=self.config.boot_timeout.total_seconds()
             )
         except ContainerNotFoundError as error:
             raise ConflictError(f"device {device_id} has no container: {error}") from error
@@ -277,8 +306,10 @@ class DeviceService:
 
     async def _move(self, device: Device, source: DeviceStatus, target: DeviceStatus) -> Device:
         async with self.db.begin() as conn:
+            # Running again clears the reason a failed restart left.
+            cleared = {"error": None} if target is DeviceStatus.RUNNING else {}
             moved = await update_device_txn(
-                conn, device.id, expect={source}, now=_now(), status=target
+                conn, device.id, expect={source}, now=_now(), status=target, **cleared
             )
             current = await get_device_txn(conn, device.id)
         assert current is not None
@@ -298,6 +329,17 @@ class DeviceService:
         async with self.db.read() as conn:
             return await quota.get_quota_txn(conn, target, self.config.default_quota)
 
+    async def list_quotas(
+        self, principal: Principal, *, limit: int = 100, offset: int = 0
+    ) -> list[Quota]:
+        """Every user's stored quota and usage, by user id (admins only)."""
+        if not principal.is_admin:
+            raise ForbiddenError("only admins can list every quota")
+        if not 1 <= limit <= 1000:
+            raise InvalidInputError("limit must be between 1 and 1000")
+        async with self.db.read() as conn:
+            return await quota.list_quotas_txn(conn, limit=limit, offset=max(offset, 0))
+
     async def set_quota(self, principal: Principal, user_id: str, limits: QuotaLimits) -> Quota:
         """Set a user's limits (admins only); usage and reservations are kept."""
         if not principal.is_admin:
@@ -311,10 +353,29 @@ class DeviceService:
 
     # -- housekeeping ------------------------------------------------------------------
 
+    async def watch(self, now: datetime | None = None) -> WatchReport:
+        """One round of the device watch: restart RUNNING devices whose container is gone.
+
+        See :mod:`.watch`; worker processes run it every ``watch_interval``.
+        """
+        return await self._watch.check(now)
+
+    async def start_watching(self) -> None:
+        """Platform start-up hook: run the device watch every ``watch_interval``."""
+        self._watching.start()
+
+    async def stop_watching(self) -> None:
+        """Platform shut-down hook: stop the device watch."""
+        await self._watching.stop()
+
     async def sweep(self) -> SweepReport:
-        """Remove orphan containers and repair stale creations (see :mod:`.sweeper`)."""
-        sweeper = Sweeper(self.engine, self.runtime, boot_timeout=self.config.boot_timeout_seconds)
-        report = await sweeper.sweep()
+        """Restart dead devices, remove orphan containers, repair stale creations.
+
+        A round of the watch (:mod:`.watch`) first, then the sweeper (:mod:`.sweeper`).
+        """
+        watched = await self.watch()
+        report = SweepReport(restarted=watched.restarted, failed=watched.failed)
+        report = await Sweeper(self.engine, self.runtime).sweep(report)
         if report.removed or report.repaired or report.restarted or report.failed:
             log.warning(
                 "devices sweep fixed drift",
@@ -328,24 +389,10 @@ class DeviceService:
         return report
 
     async def sweep_on_start(self) -> None:
-        """Platform start-up hook: sweep now, then every ``sweep_interval_seconds``."""
+        """Platform start-up hook: sweep now, then every ``sweep_interval``."""
         await self.sweep()
-        interval = self.config.sweep_interval_seconds
-        if interval > 0 and self._sweeping is None:
-            self._sweeping = asyncio.create_task(self._sweep_every(interval))
+        self._sweeping.start()
 
     async def stop_sweeping(self) -> None:
         """Platform shut-down hook: stop the periodic sweep."""
-        task, self._sweeping = self._sweeping, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    async def _sweep_every(self, interval: float) -> None:
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await self.sweep()
-            except Exception:  # a failed sweep must not end the loop; the next one retries
-                log.exception("devices sweep failed")
+        await self._sweeping.stop()

@@ -21,6 +21,18 @@ def cores_to_millis(cores: float) -> int:
     return round(cores * 1000)
 
 
+def api_units(dimension: str, *amounts: int) -> tuple[str, ...]:
+    """A quota dimension's name and amounts of it as the API writes them (``GET /quotas/me``).
+
+    CPU is stored in millicores but the API speaks cores: ``("cpu_millis", 1500)`` becomes
+    ``("cpu_cores", "1.5")``. Messages a user reads use these, never the storage units.
+    """
+    if dimension != "cpu_millis":
+        return (dimension, *map(str, amounts))
+    cores = (str(m // 1000) if m % 1000 == 0 else str(m / 1000) for m in amounts)
+    return ("cpu_cores", *cores)
+
+
 def validate_name(name: str) -> str:
     """Check a device name: 1-63 of letters, digits and ``_.-``, not starting with a symbol."""
     if not _NAME.match(name):
@@ -108,15 +120,15 @@ class QuotaLimits:
 
     def check_device(self, spec: DeviceSpec) -> None:
         """Raise InvalidInputError when one device alone asks for more than a device may."""
-        over = [
-            f"{what} {asked} exceeds the per-device maximum {limit}"
-            for what, asked, limit in (
-                ("cpu_millis", spec.cpu_millis, self.device_max_cpu_millis),
-                ("memory_mb", spec.memory_mb, self.device_max_memory_mb),
-                ("storage_mb", spec.storage_mb, self.device_max_storage_mb),
-            )
-            if asked > limit
-        ]
+        over = []
+        for what, asked, limit in (
+            ("cpu_millis", spec.cpu_millis, self.device_max_cpu_millis),
+            ("memory_mb", spec.memory_mb, self.device_max_memory_mb),
+            ("storage_mb", spec.storage_mb, self.device_max_storage_mb),
+        ):
+            if asked > limit:
+                name, want, most = api_units(what, asked, limit)
+                over.append(f"{name} {want} exceeds the per-device maximum {most}")
         if over:
             raise InvalidInputError("; ".join(over), code="spec_over_device_maximum")
 

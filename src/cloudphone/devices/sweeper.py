@@ -12,16 +12,14 @@ The sagas never leave anything behind on their own. The sweeper covers what they
   and reserves its quota before any step runs; the sagas undo that themselves, even for a run
   cancelled while PENDING, so this only covers runs closed by other means, e.g. by hand). Its
   reservation and ports are released and it becomes ERROR.
-* **Stopped RUNNING devices**: a device the database says is RUNNING whose container exists
-  but does not run (its platform restarted: local device processes end with the process that
-  started them; a Docker daemon restarted) is started again and re-initialised.
+Dead RUNNING devices are the device watch's (:mod:`.watch`): it runs every few seconds, and
+:meth:`~cloudphone.devices.service.DeviceService.sweep` runs one round of it first.
 
 Run it at platform start ("cleaned on start") and periodically.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -31,7 +29,6 @@ from cloudphone.devices.create import container_name, saga_id_of_container
 from cloudphone.devices.models import DeviceStatus
 from cloudphone.devices.ports import release_saga_ports_txn
 from cloudphone.devices.records import (
-    Device,
     get_by_saga_txn,
     list_devices_txn,
     update_device_txn,
@@ -40,14 +37,19 @@ from cloudphone.devices.runtimes.base import (
     LABEL_SAGA,
     Container,
     DeviceRuntime,
-    DeviceRuntimeError,
 )
 from cloudphone.saga import SagaEngine, SagaNotFoundError, SagaStatus
 
 log = logging.getLogger("cloudphone.devices")
 
 KEEP = frozenset(
-    {DeviceStatus.CREATING, DeviceStatus.RUNNING, DeviceStatus.STOPPED, DeviceStatus.DELETING}
+    {
+        DeviceStatus.CREATING,
+        DeviceStatus.RUNNING,
+        DeviceStatus.RESTARTING,
+        DeviceStatus.STOPPED,
+        DeviceStatus.DELETING,
+    }
 )
 """Device statuses whose container must stay."""
 
@@ -66,9 +68,10 @@ class SweepReport:
     repaired: list[str] = field(default_factory=list)
     """Stale CREATING devices turned ERROR, their quota and ports released."""
     restarted: list[str] = field(default_factory=list)
-    """RUNNING devices whose container was started again."""
+    """RUNNING devices whose container was started again (by the watch round run first)."""
     failed: list[str] = field(default_factory=list)
-    """RUNNING devices whose container could not be started again (left for an operator)."""
+    """RUNNING devices whose container could not be started again: STOPPED, ``error`` says
+    why."""
 
 
 class Sweeper:
@@ -79,18 +82,14 @@ class Sweeper:
         runtime: The runtime to sweep.
     """
 
-    def __init__(
-        self, engine: SagaEngine, runtime: DeviceRuntime, *, boot_timeout: float = 60.0
-    ) -> None:
+    def __init__(self, engine: SagaEngine, runtime: DeviceRuntime) -> None:
         self.engine = engine
         self.runtime = runtime
-        self.boot_timeout = boot_timeout
 
-    async def sweep(self) -> SweepReport:
-        """Repair stale creations, restart stopped RUNNING devices, remove orphan containers."""
-        report = SweepReport()
+    async def sweep(self, report: SweepReport | None = None) -> SweepReport:
+        """Repair stale creations, remove orphan containers (adding to ``report``)."""
+        report = report or SweepReport()
         await self._repair_stale(report)
-        await self._restart_running(report)
         for container in await self.runtime.list():
             if await self._owned(container):
                 report.kept.append(container.name)
@@ -141,33 +140,3 @@ class Sweeper:
                 )
             if repaired:
                 report.repaired.append(device.id)
-
-    async def _restart_running(self, report: SweepReport) -> None:
-        async with self.engine.db.read() as conn:
-            running = await list_devices_txn(
-                conn, owner_id=None, statuses={DeviceStatus.RUNNING}, limit=1000
-            )
-        ours = [d for d in running if d.runtime == self.runtime.kind]
-        limit = asyncio.Semaphore(8)
-
-        async def restart(device: Device) -> None:
-            async with limit:
-                await self._restart(device, report)
-
-        await asyncio.gather(*(restart(d) for d in ours))
-
-    async def _restart(self, device: Device, report: SweepReport) -> None:
-        name = container_name(device.create_saga_id)
-        try:
-            container = await self.runtime.inspect(name)
-            if container is None or container.running:
-                return
-            container = await self.runtime.start(name)
-            await self.runtime.initialize(
-                container, device.id, device.spec, timeout=self.boot_timeout
-            )
-        except (DeviceRuntimeError, TimeoutError) as error:
-            log.warning("could not restart device %s: %s", device.id, error)
-            report.failed.append(device.id)
-            return
-        report.restarted.append(device.id)

@@ -5,7 +5,7 @@ with :meth:`SagaEngine.start`, and run a worker to drive them. Progress, leases 
 live in SQLite or PostgreSQL; see ``DESIGN.md`` §1-2 for the semantics.
 """
 
-from cloudphone.saga.context import StepContext
+from cloudphone.saga.context import StepContext, current_step
 from cloudphone.saga.definition import Saga, Step, StepHandle, StepKind
 from cloudphone.saga.engine import SagaEngine
 from cloudphone.saga.errors import (
@@ -22,11 +22,12 @@ from cloudphone.saga.errors import (
     UnknownSagaTypeError,
 )
 from cloudphone.saga.metrics import SagaMetrics
-from cloudphone.saga.records import ErrorInfo, EventKind, SagaEvent, SagaRun
+from cloudphone.saga.records import ErrorInfo, EventKind, SagaEvent, SagaRun, StartedRun
 from cloudphone.saga.retry import RetryPolicy
 from cloudphone.saga.state import SagaStatus
 from cloudphone.saga.store.database import Database
 from cloudphone.saga.store.disconnects import is_database_unavailable
+from cloudphone.saga.tracing import SagaTracer
 
 __all__ = [
     "Database",
@@ -48,11 +49,14 @@ __all__ = [
     "SagaNotFoundError",
     "SagaRun",
     "SagaStatus",
+    "SagaTracer",
+    "StartedRun",
     "Step",
     "StepContext",
     "StepHandle",
     "StepKind",
     "StepOutputError",
     "UnknownSagaTypeError",
+    "current_step",
     "is_database_unavailable",
 ]

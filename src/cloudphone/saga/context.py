@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -61,3 +62,16 @@ class StepContext:
 def idempotency_key(saga_id: str, step: str, *, compensating: bool = False) -> str:
     """The stable idempotency key of a step (or its compensation) in a run."""
     return f"{saga_id}:{step}:undo" if compensating else f"{saga_id}:{step}"
+
+
+_CURRENT: ContextVar[StepContext | None] = ContextVar("cloudphone_saga_step", default=None)
+"""The attempt running in this task (tasks it creates inherit it); set by the runner."""
+
+
+def current_step() -> StepContext | None:
+    """The context of the step attempt (or compensation) running now, or None outside one.
+
+    Set by the engine while an attempt's action (and the hook before it) runs; tasks the step
+    creates see it too. Logging uses it to tag every line a step emits (see ``cloudphone.logs``).
+    """
+    return _CURRENT.get()

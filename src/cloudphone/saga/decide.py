@@ -143,7 +143,14 @@ def on_step_success(
 ) -> Progress:
     """A forward step's attempt succeeded: merge its output and move to the next step."""
     step = saga.steps[state.step_index]
-    events = [_done_event(EventKind.STEP_SUCCEEDED, step, state, started_at, now)]
+    done = _done_event(EventKind.STEP_SUCCEEDED, step, state, started_at, now)
+    # What the step added, and the values it replaced: the history can then show the data as
+    # it stood after every step (walking back from the current data), at no extra write.
+    done.detail["output"] = dict(output) if output else {}
+    replaced = {key: state.data[key] for key in output or () if key in state.data}
+    if replaced:
+        done.detail["replaced"] = replaced
+    events = [done]
     nxt = state.step_index + 1
     forward_after = saga.pivot_index is not None and nxt > saga.pivot_index
     noted = _with_deadline_note(state, saga, now, events, forward_after)

@@ -8,12 +8,13 @@ import json
 import os
 import socket
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Collection, Iterable
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
 from prometheus_client import CollectorRegistry
+from sqlalchemy import event
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -29,13 +30,17 @@ from cloudphone.saga.errors import (
 from cloudphone.saga.metrics import SagaMetrics
 from cloudphone.saga.ports import Clock, StepHooks, SystemClock
 from cloudphone.saga.progress import OperatorChange, Progress, RunState
-from cloudphone.saga.records import SagaEvent, SagaRun
+from cloudphone.saga.records import SagaEvent, SagaRun, StartedRun
+from cloudphone.saga.runner import _json_problem
 from cloudphone.saga.state import SagaStatus
+from cloudphone.saga.stats import SagaStats
 from cloudphone.saga.store.database import Database
 from cloudphone.saga.store.listen import Listener
 from cloudphone.saga.store.pg import NOTIFY_CHANNEL
 from cloudphone.saga.store.sql import NewRun, SqlStore
+from cloudphone.saga.store.stats import read_stats_txn
 from cloudphone.saga.store.tables import metadata
+from cloudphone.saga.tracing import NO_TRACER, SagaTracer
 from cloudphone.saga.worker import Worker
 
 
@@ -60,6 +65,8 @@ class SagaEngine:
         hooks: Called around each attempt (fault injection in tests).
         poll_interval: Longest an idle worker waits before looking for due runs again.
         rand: Uniform random source for retry jitter.
+        tracer: Opens spans around starts, drives, attempts and compensations (none by
+            default; :class:`cloudphone.saga.otel.OpenTelemetryTracer` for OpenTelemetry).
     """
 
     def __init__(
@@ -74,6 +81,7 @@ class SagaEngine:
         hooks: StepHooks | None = None,
         poll_interval: timedelta = timedelta(seconds=1),
         rand: Callable[[], float] | None = None,
+        tracer: SagaTracer = NO_TRACER,
     ) -> None:
         self.db = database if isinstance(database, Database) else Database(database)
         self._owns_db = not isinstance(database, Database)
@@ -92,6 +100,7 @@ class SagaEngine:
         self._hooks = hooks
         self._poll = poll_interval
         self._rand = rand
+        self._tracer = tracer
         self.store = SqlStore(self.db, lease, self.clock)
         self._worker: Worker | None = None
         self._listener: Listener | None = None
@@ -119,22 +128,48 @@ class SagaEngine:
 
         Args:
             saga_type: Name of a registered saga.
-            data: The saga input, a JSON object.
+            data: The saga input, a JSON object (no NUL characters: PostgreSQL cannot
+                store them).
             idempotency_key: Same (saga_type, key) returns the first run's id.
             session: The caller's transaction to join: the run exists only if it commits.
             started_by: Who asked (a user id), for auditing and access checks.
+        """
+        started = await self.start_run(
+            saga_type,
+            data,
+            idempotency_key=idempotency_key,
+            session=session,
+            started_by=started_by,
+        )
+        return started.id
+
+    async def start_run(
+        self,
+        saga_type: str,
+        data: dict[str, Any],
+        *,
+        idempotency_key: str | None = None,
+        session: AsyncConnection | None = None,
+        started_by: str | None = None,
+    ) -> StartedRun:
+        """Like :meth:`start`, also saying whether this call created the run.
+
+        ``created`` is False when the idempotency key found an earlier run, also when that
+        run was inserted a moment ago by a concurrent call. With ``session=`` the run is
+        created only if the caller commits; ``saga_started_total`` counts it then.
         """
         saga = self.sagas.get(saga_type)
         if saga is None:
             raise UnknownSagaTypeError(
                 f"unknown saga type {saga_type!r}; known: {', '.join(sorted(self.sagas))}"
             )
-        _check_input(data, idempotency_key)
+        _check_input(data, idempotency_key, started_by)
         now = self.clock.now()
         worker = self._worker
         # Claim by insert: a local worker with room drives it without a separate claim, unless
         # the caller's transaction might still roll back.
         claim = worker is not None and session is None and worker.try_reserve()
+        span = self._tracer.start(saga_type)
         new = NewRun(
             id=str(uuid.uuid4()),
             saga_type=saga_type,
@@ -145,18 +180,21 @@ class SagaEngine:
             deadline_at=now + saga.timeout if saga.timeout else None,
             now=now,
             owner=self.worker_id if claim else None,
+            trace_context=span.trace_context,
         )
         try:
             run_id, inserted = await self.store.insert_run(
                 new, session, notify=self.db.is_postgres and not claim
             )
         except BaseException as error:
+            span.end(None, "error", error)
             if claim and worker is not None:
                 lost = isinstance(error, DatabaseUnavailableError | asyncio.CancelledError)
                 worker.unreserve(lost_at=new.now if lost else None)
             raise
+        span.end(run_id, "started" if inserted else "existing")
         if inserted:
-            self.metrics.record_started(saga_type)
+            self._count_start(saga_type, session)
         if claim and worker is not None:
             if inserted:
                 worker.adopt(_claimed_run(new, self.lease))
@@ -166,7 +204,24 @@ class SagaEngine:
             # With session= on SQLite the claim queues behind the caller's writer lock, so it
             # sees the run once the caller commits. PostgreSQL's NOTIFY fires on commit instead.
             worker.wake()
-        return run_id
+        return StartedRun(run_id, inserted)
+
+    def _count_start(self, saga_type: str, session: AsyncConnection | None) -> None:
+        if session is None:
+            self.metrics.record_started(saga_type)
+            return
+        # The caller's transaction may still roll back (e.g. a quota refused after the
+        # start): count the run only once it commits.
+        counted = False
+
+        def on_end(committed: bool) -> None:
+            nonlocal counted
+            if not counted and committed:
+                self.metrics.record_started(saga_type)
+            counted = True
+
+        event.listen(session.sync_connection, "commit", lambda _conn: on_end(True))
+        event.listen(session.sync_connection, "rollback", lambda _conn: on_end(False))
 
     # -- workers ------------------------------------------------------------------------
 
@@ -187,6 +242,7 @@ class SagaEngine:
             hooks=self._hooks,
             poll_interval=self._poll,
             on_commit=self._committed,
+            tracer=self._tracer,
             **({"rand": self._rand} if self._rand else {}),
         )
         await worker.start()
@@ -259,12 +315,15 @@ class SagaEngine:
         created_after: datetime | None = None,
         created_before: datetime | None = None,
         needs_attention: bool = False,
+        ids: Collection[str] | None = None,
         limit: int = 50,
         offset: int = 0,
     ) -> list[SagaRun]:
-        """Runs matching the filters, newest first."""
+        """Runs matching the filters, newest first (``ids``: only these runs, at most 1000)."""
         if not 1 <= limit <= 1000:
             raise ValueError("limit must be between 1 and 1000")
+        if ids is not None and len(ids) > 1000:
+            raise ValueError("at most 1000 ids")
         return await self.store.list_runs(
             status=status,
             saga_type=saga_type,
@@ -272,9 +331,32 @@ class SagaEngine:
             created_after=created_after,
             created_before=created_before,
             needs_attention=needs_attention,
+            ids=ids,
             limit=limit,
             offset=max(offset, 0),
         )
+
+    async def stats(
+        self,
+        *,
+        since: datetime | None = None,
+        minutes: int = 60,
+        started_by: str | None = None,
+    ) -> SagaStats:
+        """Counts per type and status, activity per minute and durations per type.
+
+        Args:
+            since: Count the runs created at or after this time; None counts every run.
+            minutes: Minutes of per-minute activity, ending with the current one; durations
+                are measured over the runs that finished in them.
+            started_by: Only the runs this user started.
+        """
+        if not 1 <= minutes <= 24 * 60:
+            raise ValueError("minutes must be between 1 and 1440")
+        async with self.db.read() as conn:
+            return await read_stats_txn(
+                conn, since=since, minutes=minutes, now=self.clock.now(), started_by=started_by
+            )
 
     async def wait(
         self,
@@ -369,15 +451,22 @@ class SagaEngine:
             await self.db.dispose()
 
 
-def _check_input(data: Any, idempotency_key: str | None) -> None:
+def _check_input(data: Any, idempotency_key: str | None, started_by: str | None) -> None:
     if not isinstance(data, dict):
         raise InvalidSagaInputError(f"saga data must be a dict, got {type(data).__name__}")
     try:
-        json.dumps(data, allow_nan=False)
+        dumped = json.dumps(data, allow_nan=False)
     except (TypeError, ValueError) as error:
         raise InvalidSagaInputError(f"saga data must be JSON: {error}") from None
+    # PostgreSQL cannot store NUL; the dump shows any as \u0000, so only then look closer.
+    problem = _json_problem(data, "data") if "\\u0000" in dumped else None
+    if problem is not None:
+        raise InvalidSagaInputError(f"saga data must be JSON: {problem}")
     if idempotency_key is not None and not 1 <= len(idempotency_key) <= 255:
         raise InvalidSagaInputError("idempotency_key must be 1-255 characters")
+    for name, text in (("idempotency_key", idempotency_key), ("started_by", started_by)):
+        if text is not None and "\x00" in text:
+            raise InvalidSagaInputError(f"{name} contains a NUL character")
 
 
 def _claimed_run(new: NewRun, lease: timedelta) -> SagaRun:
@@ -405,4 +494,5 @@ def _claimed_run(new: NewRun, lease: timedelta) -> SagaRun:
         cancel_requested=False,
         resolution=None,
         last_seq=1,
+        trace_context=new.trace_context,
     )

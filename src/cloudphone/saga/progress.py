@@ -83,6 +83,8 @@ class RunState:
     """The run's ``last_seq`` as of the last committed write: the fence of the next one."""
     worker: str | None = None
     """Id of the worker driving the run, recorded on the attempts it runs."""
+    trace_context: dict[str, str] | None = None
+    """W3C trace context stored with the run at its start (the parent of its drives' spans)."""
 
     def apply(self, progress: Progress) -> None:
         """Adopt a committed Progress."""
@@ -132,4 +134,5 @@ def state_of(run: SagaRun, saga: Saga) -> RunState:
         deadline_noted=run.deadline_noted,
         cancel_requested=run.cancel_requested,
         last_seq=run.last_seq,
+        trace_context=run.trace_context,
     )

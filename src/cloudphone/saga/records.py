@@ -16,7 +16,8 @@ class EventKind(StrEnum):
     SAGA_STARTED = "saga_started"
     """``start()`` inserted the run; detail holds the idempotency key if any."""
     STEP_SUCCEEDED = "step_succeeded"
-    """An attempt of a step finished; detail: started_at, duration_ms."""
+    """An attempt of a step finished; detail: started_at, duration_ms, worker, the step's
+    ``output`` (``{}`` when it returned nothing) and the earlier values it ``replaced``."""
     STEP_FAILED = "step_failed"
     """An attempt of a step raised or timed out; detail: error type and message."""
     STEP_POSTPONED = "step_postponed"
@@ -54,6 +55,16 @@ class EventKind(StrEnum):
 
 
 @dataclass(frozen=True)
+class StartedRun:
+    """What :meth:`SagaEngine.start_run <cloudphone.saga.SagaEngine.start_run>` did."""
+
+    id: str
+    """The run's id (the earlier run's, when the idempotency key found one)."""
+    created: bool
+    """Whether this call inserted the run (False: an equal idempotency key found it)."""
+
+
+@dataclass(frozen=True)
 class ErrorInfo:
     """Why an attempt failed: the exception type and message, and the step."""
 
@@ -64,7 +75,8 @@ class ErrorInfo:
     @classmethod
     def from_exception(cls, error: BaseException, step: str | None) -> ErrorInfo:
         """Describe ``error`` raised by ``step`` (message trimmed to 2,000 characters)."""
-        message = str(error) or repr(error)
+        # PostgreSQL cannot store NUL, and messages may quote anything.
+        message = (str(error) or repr(error)).replace("\x00", "\\x00")
         return cls(type=type(error).__name__, message=message[:2000], step=step)
 
     def to_dict(self) -> dict[str, Any]:
@@ -110,6 +122,8 @@ class SagaRun:
         cancel_requested: An operator asked to cancel it.
         resolution: Note of the operator who resolved it by hand, or None.
         last_seq: Sequence number of its latest event (its history has that many).
+        trace_context: W3C trace context (``traceparent``, ``tracestate``) of the start, when
+            it was traced: the spans of every drive of the run join that trace.
     """
 
     id: str
@@ -134,6 +148,7 @@ class SagaRun:
     cancel_requested: bool
     resolution: str | None
     last_seq: int = 0
+    trace_context: dict[str, str] | None = None
 
 
 @dataclass(frozen=True)

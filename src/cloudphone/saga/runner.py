@@ -26,7 +26,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from cloudphone.saga import decide
-from cloudphone.saga.context import StepContext, idempotency_key
+from cloudphone.saga.context import _CURRENT, StepContext, idempotency_key
 from cloudphone.saga.definition import Saga, Step, StepKind
 from cloudphone.saga.errors import (
     LeaseLostError,
@@ -41,6 +41,7 @@ from cloudphone.saga.ports import Clock, Committed, ProgressStore, StepHooks
 from cloudphone.saga.progress import Progress, RunState, state_of
 from cloudphone.saga.records import EventKind
 from cloudphone.saga.state import SagaStatus
+from cloudphone.saga.tracing import NO_TRACER, SagaTracer
 
 log = logging.getLogger("cloudphone.saga")
 
@@ -73,6 +74,17 @@ _OUTCOMES: dict[type[BaseException], str] = {
 }
 """Metric outcome label of an attempt that ended with this exception type."""
 
+_CUT_SHORT: dict[type[BaseException], str] = {
+    LeaseLostError: "lease_lost",
+    StaleStateError: "stale_state",
+    StoreFailure: "store_failure",
+    asyncio.CancelledError: "interrupted",
+}
+"""Span outcome of an attempt that ended before its outcome was committed."""
+
+_QUIET = (RetryLater, _DeadlineHit, _CancelHit)
+"""Attempt endings that are no error of the step: the span's outcome says what happened."""
+
 
 class Runner:
     """Drives one run for as long as this worker holds its lease."""
@@ -88,6 +100,7 @@ class Runner:
         hooks: StepHooks | None = None,
         rand: Callable[[], float] = random.random,
         on_commit: Callable[[RunState, Progress], None] | None = None,
+        tracer: SagaTracer = NO_TRACER,
         outage: Outage | None = None,
     ) -> None:
         self.saga = saga
@@ -98,6 +111,7 @@ class Runner:
         self._hooks = hooks
         self._rand = rand
         self._on_commit = on_commit
+        self._tracer = tracer
         self._patient = PatientStore(store, outage or Outage(clock))
         self._task: asyncio.Task[Any] | None = None
         self._interruptible = False
@@ -123,6 +137,8 @@ class Runner:
     async def run(self) -> Progress | None:
         """Drive the run; returns the last committed Progress (None if nothing committed)."""
         self._task = asyncio.current_task()
+        span = self._tracer.drive(self.state)
+        outcome, error = "interrupted", None
         last: Progress | None = None
         try:
             while True:
@@ -130,11 +146,14 @@ class Runner:
                     last = await self._tick()
                 except StaleStateError:
                     if not await self._reload():
+                        outcome = "stale_state"
                         return None
                     continue
                 if last is None or not last.keep_lease or self._stop_after_step:
+                    outcome = _drive_outcome(last)
                     return last
         except LeaseLostError:
+            outcome = "lease_lost"
             log.info(
                 "lease lost; another worker or an operator owns the run now",
                 extra=self._log_extra(),
@@ -142,13 +161,16 @@ class Runner:
             return last
         except asyncio.CancelledError:
             raise
-        except Exception:
+        except Exception as failure:
             # A store error leaves the commit's outcome unknown: stop driving, let the lease
             # expire, and the next owner resumes from whatever did commit.
+            outcome, error = "store_failure", failure
             log.exception(
                 "progress write failed; the run is left for takeover", extra=self._log_extra()
             )
             return last
+        finally:
+            span.end(outcome, error)
 
     def _log_extra(self) -> dict[str, Any]:
         s = self.state
@@ -260,6 +282,7 @@ class Runner:
     ) -> Progress:
         ctx = self._context(step, compensating)
         call = (step, started, compensating, interruptible, deadline)
+        span = self._tracer.attempt(self.state, step.name, compensating)
         try:
             if transactional:
 
@@ -272,12 +295,16 @@ class Runner:
                 output = await self._call(fn, ctx, *call)
                 progress = ok(output, self._clock.now())
                 committed = await self._patient.commit(self.state, progress)
-        except (LeaseLostError, StaleStateError, asyncio.CancelledError, StoreFailure):
+        except (LeaseLostError, StaleStateError, asyncio.CancelledError, StoreFailure) as cut:
+            cancelled = isinstance(cut, asyncio.CancelledError)
+            span.end(_CUT_SHORT.get(type(cut), "interrupted"), None if cancelled else cut)
             raise
         except Exception as error:
             # A DatabaseUnavailableError here came from a plain step's own call (the writes
             # wait an outage out): that call failed, like any outside system's.
+            span.end(_outcome_of(error, compensating), None if isinstance(error, _QUIET) else error)
             return await self._commit(self._failed(failed, error, step, started, compensating))
+        span.end("compensated" if compensating else "success")
         seconds = (progress.now - started).total_seconds()
         if compensating:
             self._metrics.record_step(self.saga.name, step.name, "compensated", seconds)
@@ -306,7 +333,7 @@ class Runner:
     ) -> Progress:
         now = self._clock.now()
         progress = failed(error, now)
-        outcome = _OUTCOMES.get(type(error), "compensation_failure" if compensating else "failure")
+        outcome = _outcome_of(error, compensating)
         self._metrics.record_step(
             self.saga.name, step.name, outcome, (now - started).total_seconds()
         )
@@ -335,6 +362,7 @@ class Runner:
             if limit is None or remaining < limit:
                 limit, deadline_first = remaining, True
         self._interruptible = interruptible
+        token = _CURRENT.set(ctx)
         try:
             async with asyncio.timeout(limit) as scope:
                 if self._hooks is not None:
@@ -354,6 +382,7 @@ class Runner:
             raise
         finally:
             self._interruptible = False
+            _CURRENT.reset(token)
         # A compensation's return value is ignored; a step's must be a JSON object.
         checked = None if compensating else _check_output(step, output)
         if self._hooks is not None:
@@ -376,6 +405,20 @@ class Runner:
             self._on_commit(self.state, progress)
 
 
+def _outcome_of(error: BaseException, compensating: bool) -> str:
+    """The metric (and span) outcome of an attempt that raised ``error``."""
+    return _OUTCOMES.get(type(error), "compensation_failure" if compensating else "failure")
+
+
+def _drive_outcome(last: Progress | None) -> str:
+    """How a drive that stopped by itself ended: nothing to do, finished, released, handed back."""
+    if last is None:
+        return "idle"
+    if last.finished:
+        return "finished"
+    return "handed_back" if last.keep_lease else "released"
+
+
 def _check_output(step: Step, output: object) -> Mapping[str, Any] | None:
     """Refuse outputs that are not JSON objects: retrying would only return them again."""
     if output is None:
@@ -391,11 +434,17 @@ def _check_output(step: Step, output: object) -> Mapping[str, Any] | None:
     return output
 
 
-_SCALARS = (str, int, bool, type(None))
+_SCALARS = (int, bool, type(None))
 
 
 def _json_problem(value: object, path: str) -> str | None:
-    """Where ``value`` stops being plain JSON (string keys, finite numbers), or None."""
+    """Where ``value`` stops being plain JSON (string keys, finite numbers, no NUL), or None.
+
+    PostgreSQL text and JSONB cannot hold NUL (U+0000), so a string or key with one is
+    refused on every database alike.
+    """
+    if isinstance(value, str):
+        return f"{path} contains a NUL character" if "\x00" in value else None
     if isinstance(value, _SCALARS):
         return None
     if isinstance(value, float):
@@ -404,6 +453,8 @@ def _json_problem(value: object, path: str) -> str | None:
         for key, item in value.items():
             if not isinstance(key, str):
                 return f"{path} has a non-string key {key!r}"
+            if "\x00" in key:
+                return f"{path} has a key with a NUL character {key!r}"
             problem = _json_problem(item, f"{path}[{key!r}]")
             if problem is not None:
                 return problem

@@ -25,6 +25,7 @@ from cloudphone.saga.progress import Progress, RunState, state_of
 from cloudphone.saga.records import SagaRun
 from cloudphone.saga.runner import Runner
 from cloudphone.saga.store.sql import SqlStore
+from cloudphone.saga.tracing import NO_TRACER, SagaTracer
 
 log = logging.getLogger("cloudphone.saga")
 
@@ -57,6 +58,7 @@ class Worker:
         poll_interval: timedelta,
         on_commit: CommitCallback,
         rand: Callable[[], float] = random.random,
+        tracer: SagaTracer = NO_TRACER,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {concurrency}")
@@ -71,6 +73,7 @@ class Worker:
         self._poll = poll_interval.total_seconds()
         self._on_commit = on_commit
         self._rand = rand
+        self._tracer = tracer
         self._runners: dict[str, tuple[Runner, asyncio.Task[None]]] = {}
         self._reserved = 0
         self._wakeup = asyncio.Event()
@@ -278,6 +281,7 @@ class Worker:
             rand=self._rand,
             on_commit=self._on_commit,
             outage=self.outage,
+            tracer=self._tracer,
         )
         task = asyncio.create_task(self._drive(runner), name=f"saga-{run.id}")
         self._runners[run.id] = (runner, task)

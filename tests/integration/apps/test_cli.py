@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner, Result
 
+from cloudphone import deployment
 from cloudphone.apps.keys import object_key
 from cloudphone.apps.storage.filesystem import FilesystemStorage
 from cloudphone.cli import app
@@ -37,6 +38,8 @@ async def drifted(database_url: str, unique: str, data_dir: Path) -> tuple[str, 
     storage = FilesystemStorage(data_dir / "objects")
     await storage.start()
     apps = await build_apps(database_url, unique, storage, data_dir / "uploads")
+    async with apps.db.begin() as conn:  # the migrations make it; build_apps uses create_all
+        await conn.run_sync(deployment.metadata.create_all)
     package = package_for(unique)
     try:
         async with apps.engine.worker():

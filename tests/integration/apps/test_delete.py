@@ -14,7 +14,9 @@ async def test_deleting_the_latest_moves_latest_to_the_next_version(
     apps: Apps, user: Principal, package: str
 ) -> None:
     for version in (1, 2, 3):
-        await apps.upload_and_wait(user, apk(package, version))
+        _run, app = await apps.upload_and_wait(user, apk(package, version))
+        assert app is not None
+        await apps.service.publish_app(ADMIN, app.id)
     v3 = (await apps.records(package))[-1]
     deleted = await apps.service.delete_app(ADMIN, v3.id)
     assert deleted.status is AppStatus.DELETED
@@ -31,12 +33,25 @@ async def test_deleting_the_latest_moves_latest_to_the_next_version(
         await apps.service.delete_app(ADMIN, v3.id)
 
 
-async def test_only_admins_delete(apps: Apps, user: Principal, package: str) -> None:
+async def test_only_the_uploader_and_admins_delete(
+    apps: Apps, user: Principal, package: str
+) -> None:
+    """A stranger cannot tell a private upload exists, nor delete one from the catalog."""
+    stranger = Principal(f"stranger-{package}")
     _run, app = await apps.upload_and_wait(user, apk(package, 1))
     assert app is not None
+    with pytest.raises(NotFoundError):
+        await apps.service.delete_app(stranger, app.id)
+    await apps.service.publish_app(ADMIN, app.id)
     with pytest.raises(ForbiddenError):
+        await apps.service.delete_app(stranger, app.id)
+    with pytest.raises(ConflictError) as published:
         await apps.service.delete_app(user, app.id)
+    assert published.value.code == "published"
     assert (await apps.storage.stat(app.object_key)) is not None
+    await apps.service.unpublish_app(ADMIN, app.id)
+    assert (await apps.service.delete_app(user, app.id)).status is AppStatus.DELETED
+    assert (await apps.storage.stat(app.object_key)) is None
 
 
 async def test_a_crashed_delete_is_finished_by_repeating_it(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -13,10 +12,8 @@ from cloudphone.apps.config import AppsConfig
 from cloudphone.domain import Role
 from tests.support.apk_builder import build_apk_bytes, corrupt_variants
 from tests.support.apps_harness import Apps, MakeApps, apk, fetch_bytes, sha256
-from tests.support.apps_http import apps_client, headers, multipart
-from tests.support.waiting import eventually
+from tests.support.apps_http import apps_client, finished, headers, multipart, post_apk
 
-TERMINAL = {"COMPLETED", "COMPENSATED", "TIMED_OUT", "FAILED"}
 BAD = corrupt_variants(build_apk_bytes(package="com.example.src", label="Src"))
 
 
@@ -34,27 +31,6 @@ def alice(unique: str) -> dict[str, str]:
 @pytest.fixture
 def admin(unique: str) -> dict[str, str]:
     return headers(f"admin-{unique}", Role.ADMIN)
-
-
-async def post_apk(
-    client: httpx.AsyncClient, who: dict[str, str], data: bytes, **options: Any
-) -> httpx.Response:
-    body, content_type = multipart(data, **options)
-    return await client.post("/apps", content=body, headers={**who, "Content-Type": content_type})
-
-
-async def finished(client: httpx.AsyncClient, who: dict[str, str], posted: httpx.Response) -> Any:
-    """Wait for the upload's saga to end; returns the application as it is then."""
-    body = posted.json()
-
-    async def saga() -> Any:
-        return (await client.get(body["saga_url"], headers=who)).json()
-
-    run = await eventually(saga, lambda r: r.get("status") in TERMINAL, timeout=30)
-    assert run["status"] == "COMPLETED", run
-    response = await client.get(f"/apps/{body['application']['id']}", headers=who)
-    assert response.status_code == 200, response.text
-    return response.json()
 
 
 async def assert_nothing_stored(apps: Apps) -> None:
@@ -76,7 +52,7 @@ async def test_upload_202_then_available_and_downloadable(
     assert (app["status"], app["package_name"], app["version_code"]) == ("UPLOADING", package, 3)
     assert (app["size"], app["sha256"], app["description"]) == (len(data), sha256(data), "nightly")
     done = await finished(client, alice, response)
-    assert (done["status"], done["is_latest"]) == ("AVAILABLE", True)
+    assert (done["status"], done["in_catalog"], done["is_latest"]) == ("AVAILABLE", False, False)
     download = await client.get(f"/apps/{app['id']}/download", headers=alice)
     if download.status_code == 307:  # S3: a presigned URL, fetched without our credentials
         assert await fetch_bytes(download.headers["location"]) == data
@@ -202,12 +178,11 @@ async def test_same_idempotency_key_answers_200_with_the_first_upload(
     assert first.json()["saga_id"] == second.json()["saga_id"]
 
 
-async def test_delete_is_for_admins_and_hides_the_app(
+async def test_a_deleted_app_is_gone_and_a_repeated_delete_is_404(
     client: httpx.AsyncClient, alice: dict[str, str], admin: dict[str, str], package: str
 ) -> None:
     posted = await post_apk(client, alice, apk(package, 1))
     app_id = (await finished(client, alice, posted))["id"]
-    assert (await client.delete(f"/apps/{app_id}", headers=alice)).status_code == 403
     deleted = await client.delete(f"/apps/{app_id}", headers=admin)
     assert deleted.status_code == 200, deleted.text
     assert deleted.json()["status"] == "DELETED"

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from cloudphone.apps.keys import object_key
 from cloudphone.apps.models import AppStatus, applications
 from cloudphone.domain import Principal
-from tests.support.apps_harness import Apps, MakeApps, apk
+from tests.support.apps_harness import ADMIN, Apps, MakeApps, apk
 
 
 async def put_object(apps: Apps, key: str, tmp_path: Path, data: bytes = b"orphan") -> None:
@@ -49,8 +49,11 @@ async def test_records_without_an_object_are_marked_failed_and_latest_moves(
     apps: Apps, user: Principal, package: str
 ) -> None:
     for version in (1, 2):
-        await apps.upload_and_wait(user, apk(package, version))
+        _run, app = await apps.upload_and_wait(user, apk(package, version))
+        assert app is not None
+        await apps.service.publish_app(ADMIN, app.id)
     v1, v2 = await apps.records(package)
+    assert v2.is_latest
     await apps.storage.delete(v2.object_key)  # the object vanished behind our back
     report = await apps.reconciler.run(package_name=package)
     assert report.missing_objects == [v2.id]

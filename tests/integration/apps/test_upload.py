@@ -34,7 +34,8 @@ async def test_upload_stores_an_object_that_agrees_with_its_record(
     assert run.status is SagaStatus.COMPLETED, run.error
     app = await apps.record(accepted.application.id)
     assert app is not None
-    assert (app.status, app.is_latest, app.package_name) == (AppStatus.AVAILABLE, True, package)
+    assert (app.status, app.package_name) == (AppStatus.AVAILABLE, package)
+    assert (app.published_at, app.published_by, app.is_latest) == (None, None, False)  # private
     assert (app.version_code, app.version_name, app.label) == (7, "7.0", f"{package} v7")
     assert (app.min_sdk, app.target_sdk) == (21, 34)
     assert app.permissions == ("android.permission.INTERNET",)
@@ -48,24 +49,27 @@ async def test_upload_stores_an_object_that_agrees_with_its_record(
     assert apps.spooled() == []  # the temp file went with the saga
 
 
-async def test_latest_is_the_highest_available_version_after_1_3_2(
+async def test_latest_is_the_highest_published_version_after_1_3_2(
     apps: Apps, user: Principal, package: str
 ) -> None:
     for version in (1, 3, 2):
-        run, _ = await apps.upload_and_wait(user, apk(package, version))
+        run, app = await apps.upload_and_wait(user, apk(package, version))
         assert run.status is SagaStatus.COMPLETED
+        assert app is not None
+        await apps.service.publish_app(ADMIN, app.id)
     records = await apps.records(package)
     assert [(r.version_code, r.is_latest) for r in records] == [(1, False), (2, False), (3, True)]
     latest = await apps.service.list_apps(user, package_name=package, latest_only=True)
     assert [a.version_code for a in latest] == [3]
 
 
-async def test_concurrent_uploads_of_one_package_leave_exactly_one_latest(
+async def test_concurrent_publishes_of_one_package_leave_exactly_one_latest(
     apps: Apps, user: Principal, package: str
 ) -> None:
     accepted = await asyncio.gather(*(apps.upload(user, apk(package, v)) for v in range(1, 7)))
     runs = await asyncio.gather(*(apps.engine.wait(a.saga_id, timeout=30) for a in accepted))
     assert {r.status for r in runs} == {SagaStatus.COMPLETED}
+    await asyncio.gather(*(apps.service.publish_app(ADMIN, a.application.id) for a in accepted))
     records = await apps.records(package)
     assert [r.version_code for r in records if r.is_latest] == [6]
 
@@ -120,7 +124,7 @@ async def test_a_failed_version_can_be_uploaded_again(
     again, app2 = await apps.upload_and_wait(user, apk(package, 4))
     assert again.status is SagaStatus.COMPLETED
     assert app2 is not None
-    assert app2.is_latest
+    assert app2.status is AppStatus.AVAILABLE
     assert app2.id != app.id
 
 

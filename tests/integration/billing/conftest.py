@@ -10,6 +10,9 @@ import pytest
 from cloudphone.domain import Principal
 from tests.support.billing_harness import Billing, build_billing
 from tests.support.billing_localstripe import LocalStripe
+from tests.support.billing_stripe_proxy import stripe_proxy
+
+__all__ = ["stripe_proxy"]  # a fixture of the billing tests
 
 MakeBilling = Callable[..., Awaitable[Billing]]
 

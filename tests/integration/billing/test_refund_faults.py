@@ -5,12 +5,14 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import timedelta
 
+import pytest
+
 from cloudphone.billing.config import SandboxConfig
 from cloudphone.billing.providers.base import ProviderUnknownOutcome
 from cloudphone.billing.providers.sandbox import SandboxProvider
 from cloudphone.billing.refund import CALL_PROVIDER_REFUND
 from cloudphone.billing.testing import ScriptedProvider
-from cloudphone.domain import Principal
+from cloudphone.domain import ConflictError, Principal
 from cloudphone.saga import EventKind, NonRetryableError, RetryPolicy, SagaEvent, SagaStatus
 from cloudphone.saga.testing import FaultInjector
 from tests.integration.billing.conftest import MakeBilling
@@ -107,6 +109,12 @@ async def test_unknown_outcome_that_persists_fails_with_payment_held(
     events = await billing.history(run.id)
     undone = [e.step for e in events if e.kind is EventKind.COMPENSATION_SUCCEEDED]
     assert undone == []  # the hold was not released
+    # Waiting would not help: another refund is refused, saying who must act.
+    with pytest.raises(ConflictError) as blocked:
+        await billing.service.request_refund(user, payment.id, amount=100)
+    assert blocked.value.code == "refund_needs_attention"
+    assert f"refund {refund_id} of payment {payment.id} needs attention" in blocked.value.message
+    assert "an operator must reconcile it" in blocked.value.message
 
     # The provider answers again: an operator reconciles from what it says (nothing moved).
     billing.sandbox.faults = SandboxConfig()

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from cloudphone.billing.providers.base import ProviderRefused, ProviderRejected
 from cloudphone.billing.providers.stripe import StripeProvider
 from cloudphone.billing.testing import ScriptedProvider
-from cloudphone.domain import Principal
+from cloudphone.domain import Principal, UnavailableError
 from cloudphone.saga import EventKind, SagaStatus
 from tests.integration.billing.conftest import MakeBilling
 from tests.support.billing_harness import Billing
 from tests.support.billing_localstripe import API_KEY, LocalStripe, free_port
+from tests.support.billing_stripe_proxy import StripeFaultProxy
 
 
 @dataclass
@@ -116,3 +118,86 @@ async def test_errors_are_classified(localstripe: LocalStripe) -> None:
     finally:
         await dead.close()
         await live.close()
+
+
+async def test_rate_limited_refund_is_retried_and_completes(
+    make_billing: MakeBilling,
+    localstripe: LocalStripe,
+    stripe_proxy: StripeFaultProxy,
+    user: Principal,
+) -> None:
+    """Stripe answers 429 twice to the refund: retried (not a rejection), one refund, REFUNDED."""
+    stripe = StripeProvider(localstripe.config(stripe_api_base=stripe_proxy.base))
+    billing = await make_billing(providers=lambda sandbox: {"sandbox": sandbox, "stripe": stripe})
+    payment = await billing.paid_payment(user, 2500, provider="stripe")
+    stripe_proxy.rate_limit("POST", "/v1/refunds", times=2)
+    async with billing.engine.worker():
+        run, refund_id = await billing.refund_and_wait(user, payment.id, 2500)
+    assert run.status is SagaStatus.COMPLETED, run.error
+    failures = [e for e in await billing.history(run.id) if e.kind is EventKind.STEP_FAILED]
+    assert [e.detail["error"]["type"] for e in failures] == ["RefundNotSent"] * 2
+    assert stripe_proxy.seen.count("POST /v1/refunds") == 3
+    at_stripe = await stripe._client.v1.refunds.list_async(
+        params={"payment_intent": payment.provider_payment_id or ""}
+    )
+    assert [r.amount for r in at_stripe.data] == [2500]
+    assert (await billing.service.get_payment(user, payment.id)).status == "REFUNDED"
+    assert (await billing.service.get_refund(user, refund_id)).status == "SUCCEEDED"
+
+
+async def test_a_lost_payment_answer_is_found_by_metadata_and_settled(
+    wired: StripeWired, user: Principal
+) -> None:
+    """Stripe charged, the answer was lost: the reconcile finds the PaymentIntent → SUCCESS."""
+    billing = wired.billing
+    order = await billing.service.create_order(
+        user, amount=4200, currency="EUR", description="phone"
+    )
+    wired.scripted.lose_answer("create_payment")
+    with pytest.raises(UnavailableError):
+        await billing.service.pay_order(user, order.id, provider="stripe")
+
+    later = datetime.now(UTC) + timedelta(minutes=11)
+    done = [d for d in await billing.service.reconcile_payments(later) if d.status == "SUCCESS"]
+    paid = [await billing.service.get_payment(user, d.payment_id) for d in done]
+    [payment] = [p for p in paid if p.order_id == order.id]
+    intent = await wired.stripe._client.v1.payment_intents.retrieve_async(
+        payment.provider_payment_id or ""
+    )
+    assert (intent.status, intent.amount, intent.metadata["payment_id"]) == (
+        "succeeded",
+        4200,
+        payment.id,
+    )
+    assert (await billing.service.get_order(user, order.id)).status == "PAID"
+
+
+async def test_payment_lookup_tells_charged_declined_and_absent(
+    localstripe: LocalStripe, unique: str
+) -> None:
+    """find_payment: a succeeded intent, a declined one (with why), and none at all."""
+    stripe = StripeProvider(localstripe.config())
+    ok, declined_id = f"ok-{unique}", f"declined-{unique}"
+    since = datetime.now(UTC)
+    try:
+        charged = await stripe.create_payment(
+            payment_id=ok, amount=100, currency="EUR", description="x", payment_method=None
+        )
+        with pytest.raises(ProviderRejected):
+            await stripe.create_payment(
+                payment_id=declined_id,
+                amount=100,
+                currency="EUR",
+                description="x",
+                payment_method="pm_card_chargeCustomerFail",
+            )
+        found = await stripe.find_payment(payment_id=ok, since=since)
+        declined = await stripe.find_payment(payment_id=declined_id, since=since)
+        absent = await stripe.find_payment(payment_id=f"never-{unique}", since=since)
+    finally:
+        await stripe.close()
+    assert found == charged
+    assert declined is not None
+    assert declined.state == "failed"
+    assert "requires_payment_method" in (declined.failure_reason or "")
+    assert absent is None

@@ -135,6 +135,46 @@ async def test_fifty_concurrent_posts_for_quota_five(
     assert len(await stack.ports_of_user(user.user_id)) == 10
     assert len(await stack.containers()) == 5
     assert len(await stack.runs_of(user.user_id)) == 5
+    # The 45 refused requests started sagas that rolled back with them: never counted.
+    started = stack.engine.metrics.registry.get_sample_value(
+        "saga_started_total", {"saga_type": "device_create"}
+    )
+    assert started == 5
+
+
+async def test_quota_refusals_speak_cores_like_the_api(
+    client: httpx.AsyncClient, me: dict[str, str], admin: dict[str, str], user: Principal
+) -> None:
+    """409 and 422 messages name ``cpu_cores`` in cores, as the request and quota do."""
+    body = {
+        "max_devices": 5, "max_cpu_cores": 1, "max_memory_mb": 65536, "max_storage_mb": 262144,
+        "device_max_cpu_cores": 2.5, "device_max_memory_mb": 8192, "device_max_storage_mb": 32768,
+    }  # fmt: skip
+    assert (await client.put(f"/admin/quotas/{user.user_id}", json=body, headers=admin)).is_success
+    over_quota = await create(client, me, "phone", cpu=1.5)
+    assert over_quota.status_code == 409, over_quota.text
+    message = over_quota.json()["error"]["message"]
+    assert "cpu_cores: 0 used + 0 reserved + 1.5 requested > limit 1" in message
+    over_device = await create(client, me, "phone", cpu=3)
+    assert over_device.status_code == 422, over_device.text
+    message += over_device.json()["error"]["message"]
+    assert "cpu_cores 3 exceeds the per-device maximum 2.5" in message
+    assert "millis" not in message
+
+
+async def test_concurrent_repeats_of_one_key_answer_like_sequential_ones(
+    stack: DeviceStack, client: httpx.AsyncClient, me: dict[str, str], user: Principal
+) -> None:
+    """Eight racing POSTs with one Idempotency-Key: one 202, seven 200, one device."""
+    keyed = {**me, "Idempotency-Key": "race"}
+    responses = await asyncio.gather(*(create(client, keyed, "phone") for _ in range(8)))
+    assert sorted(r.status_code for r in responses) == [200] * 7 + [202], [
+        r.text for r in responses
+    ]
+    assert len({r.json()["saga_id"] for r in responses}) == 1
+    assert len(await stack.devices_of(user.user_id)) == 1
+    async with stack.engine.worker(concurrency=4):
+        await stack.wait(responses[0].json()["saga_id"])
 
 
 @pytest.mark.parametrize(

@@ -6,8 +6,7 @@ import asyncio
 import contextlib
 import socket
 import uuid
-from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -26,6 +25,7 @@ from tests.support.devices_stack import (
     SMALL,
     DeviceStack,
     StackFactory,
+    impostor,
     make_config,
     reap,
     spawn_stray_agent,
@@ -72,22 +72,6 @@ async def test_boot_failure_after_the_container_exists_undoes_everything(
     ]
     assert undone == ["CREATE_DEVICE_RECORD", "CREATE_CONTAINER", "ALLOCATE_PORTS", "RESERVE_QUOTA"]
     await assert_fully_undone(stack, user, created.saga_id)
-
-
-@contextlib.asynccontextmanager
-async def impostor() -> AsyncIterator[int]:
-    """A foreign server on a free port that answers the handshake as someone else."""
-
-    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        line = (await reader.readline()).decode().split()
-        nonce = line[1] if len(line) > 1 else "-"
-        writer.write(f"CNXN impostor {nonce} device::ro.product.model=evil;\n".encode())
-        await writer.drain()
-        writer.close()
-
-    server = await asyncio.start_server(answer, "127.0.0.1", 0)
-    async with server:
-        yield server.sockets[0].getsockname()[1]
 
 
 async def test_port_taken_by_another_process_is_detected_and_undone(
@@ -248,7 +232,7 @@ async def test_periodic_sweep_repairs_without_being_asked(
     make_stack: StackFactory, user: Principal
 ) -> None:
     """With a sweep interval, a creation that ended without undo is repaired in the background."""
-    stack = await make_stack(make_config(sweep_interval_seconds=0.05))
+    stack = await make_stack(make_config(sweep_interval=timedelta(milliseconds=50)))
     await stack.service.sweep_on_start()
     try:
         created = await stack.service.create_device(user, "phone", SMALL)

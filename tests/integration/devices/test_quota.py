@@ -122,7 +122,7 @@ async def test_spec_over_per_device_maximum_is_refused(stack: DeviceStack, user:
     with pytest.raises(InvalidInputError) as refused:
         await stack.service.create_device(user, "huge", replace(SMALL, cpu_millis=16000))
     assert refused.value.code == "spec_over_device_maximum"
-    assert "cpu_millis 16000 exceeds the per-device maximum 4000" in refused.value.message
+    assert "cpu_cores 16 exceeds the per-device maximum 4" in refused.value.message
     await assert_nothing_for(stack, user)
 
 

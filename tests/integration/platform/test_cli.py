@@ -14,7 +14,9 @@ from typer.testing import CliRunner, Result
 
 from cloudphone.api.auth import verify_token
 from cloudphone.cli import app
+from cloudphone.cli.config import flatten
 from cloudphone.demo import DEMO_SAGA
+from cloudphone.devices.config import DevicesConfig
 from cloudphone.domain import Role
 from cloudphone.platform import build_platform
 from cloudphone.settings import Settings
@@ -159,3 +161,34 @@ def test_config_show_names_every_variable_and_hides_secrets(env: dict[str, str])
     assert shown["CLOUDPHONE_JWT_SECRET"] == "**********"
     assert "CLOUDPHONE_BILLING__PROVIDER" in shown
     assert TEST_SECRET not in result.stdout
+
+
+def test_config_show_explains_every_setting(env: dict[str, str], settings: Settings) -> None:
+    """Every row has a meaning, nested sections too, and a multi-line docstring is whole."""
+    rows = flatten(settings, ())
+    assert len(rows) > 80
+    assert [name for name, _value, meaning in rows if not meaning] == []
+    wide = cli({**env, "COLUMNS": "600"}, "config", "show")
+    assert wide.exit_code == 0, wide.output
+    doc = " ".join((Settings.model_fields["database_url"].description or "").split())
+    assert doc.endswith("to share one PostgreSQL between many processes.")
+    assert doc in wide.stdout
+    nested = " ".join((DevicesConfig.model_fields["sweep_interval"].description or "").split())
+    assert nested in wide.stdout
+    assert "CLOUDPHONE_DEVICES__SWEEP_INTERVAL" in wide.stdout
+
+
+def test_sagas_list_never_wraps_an_id_on_a_narrow_terminal(
+    env: dict[str, str], runs: dict[str, str]
+) -> None:
+    """At 60 columns every id is whole on one line, the table fits, and it says what is left out."""
+    listed = cli({**env, "COLUMNS": "60"}, "sagas", "list", "--started-by", runs["user"])
+    assert listed.exit_code == 0, listed.output
+    lines = listed.stdout.splitlines()
+    for saga_id in (runs["completed"], runs["failed"], runs["stuck"]):
+        assert any(saga_id in line for line in lines), listed.stdout
+    assert max(len(line.rstrip()) for line in lines) <= 60, listed.stdout
+    assert "--json" in listed.stdout
+    wide = cli({**env, "COLUMNS": "200"}, "sagas", "list", "--started-by", runs["user"])
+    assert "created (UTC)" in wide.stdout
+    assert "left out" not in wide.stdout

@@ -8,7 +8,9 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 
+from cloudphone.config import format_duration, parse_duration
 from cloudphone.settings import (
     JWT_SECRET_FILE,
     Settings,
@@ -16,7 +18,6 @@ from cloudphone.settings import (
     ensure_secret_file,
     env_name,
     load_settings,
-    parse_duration,
 )
 
 
@@ -136,3 +137,176 @@ def test_settings_can_be_built_without_the_environment() -> None:
     settings = Settings(port=9999, data_dir=Path("/tmp/x"))
     assert settings.port == 9999
     assert settings.database_url.endswith("/tmp/x/cloudphone.db")
+
+
+def duration_fields(
+    model: type[BaseModel] = Settings, prefix: tuple[str, ...] = ()
+) -> list[tuple[str, ...]]:
+    """The location of every timedelta setting, in every section."""
+    found: list[tuple[str, ...]] = []
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            found.extend(duration_fields(annotation, (*prefix, name)))
+        elif annotation is timedelta:
+            found.append((*prefix, name))
+    return found
+
+
+def value_at(settings: Settings, location: tuple[str, ...]) -> object:
+    value: object = settings
+    for part in location:
+        value = getattr(value, part)
+    return value
+
+
+def test_every_section_has_its_durations_found() -> None:
+    """The walk below reaches the nested sections (a guard for the next test)."""
+    found = {env_name(location) for location in duration_fields()}
+    assert {
+        "CLOUDPHONE_WORKER_LEASE",
+        "CLOUDPHONE_APPS__TEMP_SWEEP_INTERVAL",
+        "CLOUDPHONE_APPS__S3_READ_TIMEOUT",
+        "CLOUDPHONE_BILLING__REFUND_POLL_INTERVAL",
+        "CLOUDPHONE_BILLING__SANDBOX__LATENCY",
+        "CLOUDPHONE_DEVICES__SWEEP_INTERVAL",
+        "CLOUDPHONE_DEVICES__BOOT_TIMEOUT",
+    } <= found
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("3s", timedelta(seconds=3)),
+        ("3", timedelta(seconds=3)),
+        ("1.5", timedelta(seconds=1.5)),
+        ("5m", timedelta(minutes=5)),
+        ("1h", timedelta(hours=1)),
+        ("PT3S", timedelta(seconds=3)),
+    ],
+)
+def test_every_duration_setting_reads_every_form(
+    monkeypatch: pytest.MonkeyPatch, text: str, expected: timedelta
+) -> None:
+    """Nested or not, a duration variable takes units, plain seconds and ISO 8601 alike."""
+    locations = duration_fields()
+    for location in locations:
+        monkeypatch.setenv(env_name(location), text)
+    settings = load_settings()
+    assert {env_name(loc): value_at(settings, loc) for loc in locations} == {
+        env_name(loc): expected for loc in locations
+    }
+
+
+def test_milliseconds_reach_nested_sections(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``250ms`` in a section, where the ISO-only parser refused it."""
+    monkeypatch.setenv("CLOUDPHONE_APPS__TEMP_SWEEP_INTERVAL", "250ms")
+    monkeypatch.setenv("CLOUDPHONE_DEVICES__SWEEP_INTERVAL", "0")
+    settings = load_settings()
+    assert settings.apps.temp_sweep_interval == timedelta(milliseconds=250)
+    assert settings.devices.sweep_interval == timedelta(0)
+
+
+def test_a_bad_nested_duration_names_its_variable_and_the_forms(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A wrong duration says which variable and what a duration looks like."""
+    monkeypatch.setenv("CLOUDPHONE_BILLING__STRIPE_TIMEOUT", "soon")
+    with pytest.raises(SettingsError, match=r"CLOUDPHONE_BILLING__STRIPE_TIMEOUT.*250ms, 3s"):
+        load_settings()
+
+
+def test_no_setting_counts_seconds_or_milliseconds_in_a_number() -> None:
+    """Durations are Duration fields, not floats named ``*_seconds`` or ints named ``*_ms``."""
+
+    def names(model: type[BaseModel], prefix: str = "") -> list[str]:
+        found = []
+        for name, field in model.model_fields.items():
+            annotation = field.annotation
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+                found.extend(names(annotation, f"{prefix}{name}."))
+            else:
+                found.append(prefix + name)
+        return found
+
+    assert [n for n in names(Settings) if n.endswith(("_seconds", "_ms", "_secs"))] == []
+
+
+@pytest.mark.parametrize(
+    ("old", "value", "location", "expected"),
+    [
+        ("CLOUDPHONE_DEVICES__BOOT_TIMEOUT_SECONDS", "12.5", ("devices", "boot_timeout"), 12.5),
+        (
+            "CLOUDPHONE_DEVICES__RUNTIME_CALL_TIMEOUT_SECONDS",
+            "7",
+            ("devices", "runtime_call_timeout"),
+            7,
+        ),
+        (
+            "CLOUDPHONE_DEVICES__RETRY_INITIAL_SECONDS",
+            "0.5",
+            ("devices", "retry_initial_interval"),
+            0.5,
+        ),
+        ("CLOUDPHONE_DEVICES__SWEEP_INTERVAL_SECONDS", "0", ("devices", "sweep_interval"), 0),
+        ("CLOUDPHONE_BILLING__STRIPE_TIMEOUT_SECONDS", "9", ("billing", "stripe_timeout"), 9),
+        (
+            "CLOUDPHONE_BILLING__STRIPE_CONNECT_TIMEOUT_SECONDS",
+            "2",
+            ("billing", "stripe_connect_timeout"),
+            2,
+        ),
+        ("CLOUDPHONE_BILLING__REFUND_POLL_SECONDS", "3", ("billing", "refund_poll_interval"), 3),
+        (
+            "CLOUDPHONE_BILLING__REFUND_RETRY_INITIAL_SECONDS",
+            "0.25",
+            ("billing", "refund_retry_initial_interval"),
+            0.25,
+        ),
+        (
+            "CLOUDPHONE_BILLING__SANDBOX__LATENCY_MS",
+            "250",
+            ("billing", "sandbox", "latency"),
+            0.25,
+        ),
+    ],
+)
+def test_renamed_variables_still_work_with_a_warning(
+    monkeypatch: pytest.MonkeyPatch,
+    old: str,
+    value: str,
+    location: tuple[str, ...],
+    expected: float,
+) -> None:
+    """The old ``*_seconds``/``*_ms`` names are deprecated aliases, in their old units."""
+    monkeypatch.setenv(old, value)
+    with pytest.warns(FutureWarning, match=f"{old} is deprecated.*use {env_name(location)}"):
+        settings = load_settings()
+    assert value_at(settings, location) == timedelta(seconds=expected)
+
+
+def test_the_new_name_wins_over_the_old_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both given: the current variable is used."""
+    monkeypatch.setenv("CLOUDPHONE_DEVICES__BOOT_TIMEOUT_SECONDS", "5")
+    monkeypatch.setenv("CLOUDPHONE_DEVICES__BOOT_TIMEOUT", "2m")
+    with pytest.warns(FutureWarning):
+        settings = load_settings()
+    assert settings.devices.boot_timeout == timedelta(minutes=2)
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (timedelta(milliseconds=250), "250ms"),
+        (timedelta(seconds=90), "90s"),
+        (timedelta(minutes=5), "5m"),
+        (timedelta(hours=12), "12h"),
+        (timedelta(days=7), "7d"),
+        (timedelta(0), "0s"),
+        (timedelta(seconds=1.5), "1500ms"),
+    ],
+)
+def test_durations_print_the_way_they_are_written(value: timedelta, text: str) -> None:
+    """``config show`` prints durations in the form the variables take."""
+    assert format_duration(value) == text
+    assert parse_duration(text) == value

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -12,6 +13,7 @@ import sqlalchemy as sa
 from cloudphone.saga import (
     EventKind,
     InvalidSagaInputError,
+    RetryPolicy,
     Saga,
     SagaEngine,
     SagaNotFoundError,
@@ -104,6 +106,37 @@ async def test_run_started_in_a_transaction_is_picked_up_at_commit(
     assert run.status is SagaStatus.COMPLETED
 
 
+async def test_a_start_is_counted_once_its_transaction_commits(
+    make_engine: Callable[..., SagaEngine], unique: str
+) -> None:
+    """saga_started_total counts runs that exist: not a start whose transaction rolled back."""
+    saga = build_saga(f"count_{unique}", Recorder())
+    engine = make_engine([saga])
+    await engine.create_schema()
+
+    def started() -> float | None:
+        labels = {"saga_type": saga.name}
+        return engine.metrics.registry.get_sample_value("saga_started_total", labels)
+
+    async def start_then_refuse() -> None:
+        async with engine.db.begin() as conn:
+            first = await engine.start_run(saga.name, {}, idempotency_key="k", session=conn)
+            assert first.created
+            raise RuntimeError("refused after the start")
+
+    with pytest.raises(RuntimeError, match="refused after the start"):
+        await start_then_refuse()
+    assert started() in (None, 0)
+    assert await engine.list(saga_type=saga.name) == []
+    async with engine.db.begin() as conn:
+        second = await engine.start_run(saga.name, {}, idempotency_key="k", session=conn)
+        assert started() in (None, 0)  # not before the commit
+    assert started() == 1
+    repeat = await engine.start_run(saga.name, {}, idempotency_key="k")
+    assert (repeat.id, repeat.created) == (second.id, False)
+    assert started() == 1
+
+
 async def test_bad_start_input_is_refused(
     make_engine: Callable[..., SagaEngine], unique: str
 ) -> None:
@@ -120,6 +153,35 @@ async def test_bad_start_input_is_refused(
     with pytest.raises(InvalidSagaInputError, match="1-255"):
         await engine.start(saga.name, {}, idempotency_key="x" * 256)
     assert await engine.list(saga_type=saga.name) == []
+
+
+@pytest.mark.parametrize(
+    ("data", "options", "message"),
+    [
+        ({"text": "a\x00b"}, {}, r"data\['text'\] contains a NUL character"),
+        ({"a": [{"\x00": 1}]}, {}, r"data\['a'\]\[0\] has a key with a NUL character"),
+        ({}, {"idempotency_key": "k\x00"}, "idempotency_key contains a NUL character"),
+        ({}, {"started_by": "u\x00"}, "started_by contains a NUL character"),
+    ],
+    ids=["value", "key", "idempotency-key", "started-by"],
+)
+async def test_nul_characters_never_reach_the_database(
+    make_engine: Callable[..., SagaEngine],
+    unique: str,
+    data: dict[str, Any],
+    options: dict[str, Any],
+    message: str,
+) -> None:
+    """PostgreSQL cannot store NUL (SQLite would): refused alike on both, nothing written."""
+    saga = build_saga(f"nul_{unique}", Recorder())
+    engine = make_engine([saga])
+    await engine.create_schema()
+    with pytest.raises(InvalidSagaInputError, match=message):
+        await engine.start(saga.name, data, **options)
+    assert await engine.list(saga_type=saga.name) == []
+    # Text that merely looks like the escape is data like any other.
+    saga_id = await engine.start(saga.name, {"text": "\\u0000"})
+    assert (await engine.get(saga_id)).data == {"text": "\\u0000"}
 
 
 async def test_non_json_step_output_fails_without_retrying(
@@ -145,6 +207,35 @@ async def test_non_json_step_output_fails_without_retrying(
     assert run.error.type == "StepOutputError"
     assert "not JSON" in run.error.message
     assert "'A'" in run.error.message
+
+
+async def test_step_outputs_and_errors_with_nul_are_stored_safely(
+    make_engine: Callable[..., SagaEngine], unique: str
+) -> None:
+    """A NUL in a step's output fails the step; one in an error message is stored escaped."""
+    saga = Saga(f"nulstep_{unique}")
+
+    @saga.step("A")
+    async def a(ctx: StepContext) -> dict[str, object]:
+        return {"echo": "a\x00b"}
+
+    other = Saga(f"nulerror_{unique}", retry=RetryPolicy(max_attempts=1))
+
+    @other.step("B")
+    async def b(ctx: StepContext) -> None:
+        raise ValueError("provider said a\x00b")
+
+    engine = make_engine([saga, other])
+    await engine.create_schema()
+    async with engine.worker():
+        output_run = await engine.wait(await engine.start(saga.name, {}), timeout=10)
+        error_run = await engine.wait(await engine.start(other.name, {}), timeout=10)
+    assert output_run.status is SagaStatus.COMPENSATED
+    assert output_run.error is not None
+    assert "output['echo'] contains a NUL character" in output_run.error.message
+    assert error_run.status is SagaStatus.COMPENSATED
+    assert error_run.error is not None
+    assert error_run.error.message == "provider said a\\x00b"
 
 
 async def test_list_filters_and_history_of_unknown_run(

@@ -14,9 +14,9 @@ from cloudphone.apps.upload import UploadInput
 
 EXPECTED = {
     "cloudphone.apps": [
-        "APP_UPLOAD", "LIVE", "STEPS", "AppStatus", "Application", "AppsConfig", "AppsService",
-        "ReconcileReport", "Reconciler", "UploadAccepted", "UploadInput", "UploadSpool",
-        "build_upload_saga",
+        "APP_UPLOAD", "LIVE", "STEPS", "AppScope", "AppStatus", "Application", "AppsConfig",
+        "AppsService", "ReconcileReport", "Reconciler", "UploadAccepted", "UploadInput",
+        "UploadSpool", "build_upload_saga",
     ],
     "cloudphone.apps.storage": [
         "Download", "InvalidObjectKeyError", "LocalFile", "ObjectInfo", "ObjectStorage",

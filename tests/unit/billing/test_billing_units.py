@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import stripe
+from multidict import CIMultiDict, CIMultiDictProxy
 
 import cloudphone.billing as billing
 from cloudphone.billing.money import Money, check_amount, normalize_currency
@@ -98,6 +99,12 @@ def _connection_error(cause: BaseException) -> stripe.APIConnectionError:
     return error
 
 
+def _retry_hint(status: int, value: str) -> stripe.StripeError:
+    # aiohttp hands the SDK case-insensitive headers; the SDK's own retry logic reads them so.
+    headers = CIMultiDictProxy(CIMultiDict({"stripe-should-retry": value}))
+    return stripe.InvalidRequestError("busy", None, http_status=status, headers=headers)  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize(
     ("error", "expected"),
     [
@@ -105,12 +112,23 @@ def _connection_error(cause: BaseException) -> stripe.APIConnectionError:
         (_connection_error(ConnectionResetError(104, "reset")), ProviderUnknownOutcome),
         (_connection_error(TimeoutError("read")), ProviderUnknownOutcome),
         (stripe.APIError("boom", http_status=500), ProviderUnknownOutcome),
+        (stripe.APIError("unavailable", http_status=503), ProviderUnknownOutcome),
         (stripe.APIError("conflict", http_status=409), ProviderUnknownOutcome),
         (stripe.InvalidRequestError("too big", "amount", http_status=400), ProviderRejected),
         (stripe.CardError("declined", None, "card_declined", http_status=402), ProviderRejected),
-        (stripe.RateLimitError("slow down", http_status=429), ProviderRejected),
+        (stripe.RateLimitError("slow down", http_status=429), ProviderRefused),
+        (stripe.RateLimitError("locked", http_status=429, code="lock_timeout"), ProviderRefused),
+        (_retry_hint(400, "true"), ProviderUnknownOutcome),
+        (_retry_hint(400, "false"), ProviderRejected),
     ],
 )
 def test_stripe_errors_are_classified(error: stripe.StripeError, expected: type) -> None:
-    """Only a 4xx (not 409) or a refused connection is definitive; the rest is unknown."""
+    """Rate limits, 5xx, 409, lost connections and Should-Retry are retried; other 4xx reject."""
     assert type(_classify(error)) is expected
+
+
+@pytest.mark.parametrize("status", [429, 500, 502, 503])
+def test_stripe_throttling_and_outages_are_retried(status: int) -> None:
+    """No 429 or 5xx is ever a rejection: the refund saga must not give up on them."""
+    error = stripe.StripeError("try later", http_status=status)
+    assert isinstance(_classify(error), ProviderRefused | ProviderUnknownOutcome)

@@ -85,8 +85,19 @@ def test_quota_shortfall_names_every_limit_that_does_not_fit() -> None:
     ]
     assert quota.available == Resources(0, 7000, 400, 65436)
     assert quota.shortfall(replace(DeviceSpec(), cpu_millis=5000))[-1] == (
-        "cpu_millis: 5000 requested > per-device maximum 4000"
+        "cpu_cores: 5 requested > per-device maximum 4"
     )
+
+
+def test_quota_messages_speak_the_apis_units() -> None:
+    """CPU is stored in millicores but the API (and so every message) speaks cores."""
+    limits = replace(default_limits(QuotaDefaults()), max_cpu_millis=3000)
+    quota = Quota("u", limits, used=Resources(1, 1500, 0, 0), reserved=Resources(0, 250, 0, 0))
+    reasons = quota.shortfall(DeviceSpec(cpu_millis=2000))
+    assert reasons == ["cpu_cores: 1.5 used + 0.25 reserved + 2 requested > limit 3"]
+    with pytest.raises(InvalidInputError) as over:
+        limits.check_device(DeviceSpec(cpu_millis=4500))
+    assert over.value.message == "cpu_cores 4.5 exceeds the per-device maximum 4"
 
 
 def test_config_refuses_overlapping_or_inverted_port_ranges() -> None:

@@ -12,7 +12,10 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from cloudphone.deployment import Deployment
 
 MAX_KEY_LENGTH = 1024
 MAX_SEGMENT_LENGTH = 200
@@ -113,6 +116,15 @@ class ObjectStorage(Protocol):
 
     async def close(self) -> None:
         """Release connections."""
+        ...
+
+    async def claim(self, deployment: Deployment) -> None:
+        """Make the store (root directory, bucket prefix) ``deployment``'s, at start.
+
+        Raises:
+            DeploymentMismatchError: Another deployment's objects live there; listing them
+                would take them for orphans.
+        """
         ...
 
     async def put_file(self, key: str, path: Path, *, size: int) -> None:

@@ -26,6 +26,7 @@ from cloudphone.apps.storage.base import (
     StorageError,
     check_key,
 )
+from cloudphone.deployment import Deployment, claim_directory
 
 _PARTIAL_SUFFIX = ".part"
 
@@ -47,6 +48,10 @@ class FilesystemStorage:
 
     async def close(self) -> None:
         """Nothing to release."""
+
+    async def claim(self, deployment: Deployment) -> None:
+        """Stamp the root directory (its stamp file is hidden from listings, like partials)."""
+        await asyncio.to_thread(claim_directory, self.root, deployment, place="object store")
 
     def path_of(self, key: str) -> Path:
         """The file of ``key``, guaranteed to be inside the root.

@@ -34,7 +34,9 @@ from cloudphone.apps.storage.base import (
     StorageUnavailableError,
     check_key,
 )
+from cloudphone.apps.storage.s3_marker import MARKER_NAME, claim_prefix
 from cloudphone.apps.storage.s3_support import PartReader, error_code, http_status, translated
+from cloudphone.deployment import Deployment, DeploymentMismatchError
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3.client import S3Client
@@ -118,6 +120,8 @@ class S3Storage:
         self._stack: AsyncExitStack | None = None
         self._client: S3Client | None = None
         self._bucket_ready = False
+        self._deployment: Deployment | None = None
+        self._claimed = False
 
     @classmethod
     def from_config(cls, config: AppsConfig, *, on_part: PartHook | None = None) -> S3Storage:
@@ -132,8 +136,8 @@ class S3Storage:
             create_bucket=config.s3_create_bucket,
             part_size=config.part_size,
             part_concurrency=config.part_concurrency,
-            connect_timeout=config.s3_connect_timeout,
-            read_timeout=config.s3_read_timeout,
+            connect_timeout=config.s3_connect_timeout.total_seconds(),
+            read_timeout=config.s3_read_timeout.total_seconds(),
             max_attempts=config.s3_max_attempts,
             on_part=on_part,
         )
@@ -163,6 +167,29 @@ class S3Storage:
             await self._ensure_bucket()
         except StorageUnavailableError as error:
             log.warning("object storage unavailable at start; will retry: %s", error)
+
+    async def claim(self, deployment: Deployment) -> None:
+        """Mark the prefix as ``deployment``'s (see :mod:`.s3_marker`).
+
+        If S3 is down now, the check runs again before the first listing: reconciling a
+        prefix that belongs to another deployment would delete its objects.
+        """
+        self._deployment = deployment
+        await self.start()
+        try:
+            await self._verify_claim()
+        except StorageUnavailableError as error:
+            log.warning("could not check the deployment marker yet; will before listing: %s", error)
+        except DeploymentMismatchError:
+            await self.close()  # the platform does not start, so it will not close the store
+            raise
+
+    async def _verify_claim(self) -> None:
+        if self._deployment is None or self._claimed:
+            return
+        await self._ensure_bucket()
+        await claim_prefix(self.client, self.bucket, self.prefix, self._deployment)
+        self._claimed = True
 
     async def close(self) -> None:
         """Close the client."""
@@ -300,17 +327,21 @@ class S3Storage:
 
     async def list_objects(self, prefix: str) -> AsyncIterator[ObjectInfo]:
         """Objects whose key starts with ``prefix`` (``list_objects_v2``, paginated)."""
+        await self._verify_claim()
         async with translated("list", self.prefix + prefix):
             paginator = self.client.get_paginator("list_objects_v2")
             pages = paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix)
             async for page in pages:
                 for item in page.get("Contents", []):  # no "Contents" at all when empty
+                    if item["Key"] == self.prefix + MARKER_NAME:
+                        continue
                     yield ObjectInfo(
                         item["Key"][len(self.prefix) :], int(item["Size"]), item["LastModified"]
                     )
 
     async def list_pending_uploads(self, prefix: str) -> AsyncIterator[PendingUpload]:
         """Unfinished multipart uploads whose key starts with ``prefix``."""
+        await self._verify_claim()
         async with translated("list unfinished uploads", self.prefix + prefix):
             paginator = self.client.get_paginator("list_multipart_uploads")
             pages = paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix)

@@ -4,10 +4,12 @@ A failed call is one of three things, and the refund saga treats them differentl
 
 * :class:`ProviderRejected` — the provider answered and refused (validation, declined card,
   over-refund). Definitely no money moved; the saga may compensate.
-* :class:`ProviderRefused` — the connection was refused before the request was sent. Definitely
-  no money moved; worth retrying later.
-* :class:`ProviderUnknownOutcome` — a timeout, a connection lost after sending, a 5xx. The
-  request may have been carried out; only asking the provider about it can settle that.
+* :class:`ProviderRefused` — the connection was refused before the request was sent, or the
+  provider turned the request away unprocessed (rate limited: HTTP 429). Definitely no money
+  moved; worth retrying later.
+* :class:`ProviderUnknownOutcome` — a timeout, a connection lost after sending, a 5xx, an answer
+  the provider marks as worth retrying. The request may have been carried out; only asking the
+  provider about it can settle that.
 
 Adapters map every error they can meet onto one of these; anything else they let escape is
 treated as an unknown outcome by the saga.
@@ -16,6 +18,7 @@ treated as an unknown outcome by the saga.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from typing import Protocol
 
@@ -33,7 +36,7 @@ class ProviderRejected(ProviderError):
 
 
 class ProviderRefused(ProviderError):
-    """The connection was refused before the request was sent: nothing was done."""
+    """Refused before anything was done (connection refused, rate limited): retry later."""
 
 
 class ProviderUnknownOutcome(ProviderError):
@@ -47,6 +50,9 @@ class ChargeState(StrEnum):
     """The money was captured."""
     FAILED = "failed"
     """The payment was declined; nothing was captured."""
+    PENDING = "pending"
+    """Found by :meth:`PaymentProvider.find_payment` but not final yet (Stripe
+    ``processing``, ``requires_action``); ask again later."""
 
 
 class RefundState(StrEnum):
@@ -100,6 +106,14 @@ class PaymentProvider(Protocol):
         payment_method: str | None,
     ) -> ProviderCharge:
         """Charge ``amount``; ``payment_id`` is the idempotency key (a repeat charges once)."""
+        ...
+
+    async def find_payment(self, *, payment_id: str, since: datetime) -> ProviderCharge | None:
+        """The charge made for ``payment_id`` (its idempotency key), or None if there is none.
+
+        ``since`` is when the payment was created: no charge for it is older, so a provider
+        may search only from there.
+        """
         ...
 
     async def create_refund(

@@ -70,8 +70,8 @@ class SandboxProvider:
         faults = self.faults
         if faults.refuse_connections:
             raise ProviderRefused("sandbox: connection refused (nothing was sent)")
-        if faults.latency_ms:
-            await asyncio.sleep(faults.latency_ms / 1000)
+        if faults.latency:
+            await asyncio.sleep(faults.latency.total_seconds())
         if faults.error_rate and self._rand() < faults.error_rate:
             raise ProviderUnknownOutcome("sandbox: 503 service unavailable")
 
@@ -110,6 +110,13 @@ class SandboxProvider:
             if existing is None:
                 raise
         return ProviderCharge(existing["id"], ChargeState.SUCCEEDED)
+
+    async def find_payment(self, *, payment_id: str, since: datetime) -> ProviderCharge | None:
+        """The charge made for ``payment_id``, if any (a declined payment leaves none)."""
+        await self._network()
+        async with self.db.read() as conn:
+            row = await _charge_by_key(conn, payment_id)
+        return None if row is None else ProviderCharge(row["id"], ChargeState.SUCCEEDED)
 
     async def create_refund(
         self, *, charge_id: str, refund_id: str, amount: int, currency: str

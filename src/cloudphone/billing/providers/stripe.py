@@ -7,14 +7,18 @@
 * Refunds carry the refund id as ``Idempotency-Key`` *and* as ``metadata.refund_id``. Stripe
   has no refund search, so :meth:`StripeProvider.find_refund` lists the PaymentIntent's refunds
   and filters on the metadata (localstripe ignores Idempotency-Key; real Stripe honours it).
-* Errors are classified as in ``research/stripe/NOTES.md`` §4: a 4xx other than 409 means the
-  request was rejected; ``ConnectionRefusedError`` anywhere in the cause chain means nothing was
-  sent; everything else (timeouts, resets after sending, 5xx, 409) is an unknown outcome.
+* Errors are classified as in ``research/stripe/NOTES.md`` §4: ``ConnectionRefusedError``
+  anywhere in the cause chain means nothing was sent, and a 429 (rate limited, or a lock
+  timeout) means Stripe turned the request away unprocessed: both are *refused* (nothing done,
+  retry later). A 4xx that Stripe marks ``Stripe-Should-Retry: true``, a 409, a 5xx, timeouts
+  and resets after sending are *unknown outcomes* (retried; the refund saga asks Stripe first).
+  Only the remaining 4xx are rejections.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Iterator
+from datetime import datetime, timedelta
 from typing import TypeVar
 
 import aiohttp
@@ -43,6 +47,16 @@ _REFUND_STATES = {
 }
 """Stripe refund status → ours; an unknown status is treated as pending (poll again)."""
 
+_INTENT_STATES = {
+    "succeeded": ChargeState.SUCCEEDED,
+    "requires_payment_method": ChargeState.FAILED,  # the confirmation was declined
+    "canceled": ChargeState.FAILED,
+}
+"""PaymentIntent status → ours; every other status is not final yet (pending)."""
+
+_CLOCK_SKEW = timedelta(minutes=5)
+"""How much earlier than our record a PaymentIntent may be stamped by Stripe's clock."""
+
 
 class StripeProvider:
     """Payments and refunds through Stripe (or a local ``localstripe``).
@@ -61,8 +75,8 @@ class StripeProvider:
         # connect timeout distinguishable from a read timeout.
         self._http = stripe.AIOHTTPClient(
             timeout=aiohttp.ClientTimeout(
-                total=config.stripe_timeout_seconds + config.stripe_connect_timeout_seconds,
-                sock_connect=config.stripe_connect_timeout_seconds,
+                total=(config.stripe_timeout + config.stripe_connect_timeout).total_seconds(),
+                sock_connect=config.stripe_connect_timeout.total_seconds(),
             )
         )
         self._client = stripe.StripeClient(
@@ -105,6 +119,26 @@ class StripeProvider:
             return ProviderCharge(intent.id, ChargeState.SUCCEEDED)
         reason = f"stripe: payment intent is {intent.status}, not succeeded"
         return ProviderCharge(intent.id, ChargeState.FAILED, reason)
+
+    async def find_payment(self, *, payment_id: str, since: datetime) -> ProviderCharge | None:
+        """The PaymentIntent whose ``metadata.payment_id`` is ``payment_id``, if any.
+
+        Lists the intents created since ``since`` (less a margin for clock skew) rather than
+        using Stripe's search, whose index lags behind writes: "none found" must be true.
+        """
+        created = int((since - _CLOCK_SKEW).timestamp())
+        page = await _call(
+            self._client.v1.payment_intents.list_async(
+                params={"created": {"gte": created}, "limit": 100}
+            )
+        )
+        try:
+            async for intent in page.auto_paging_iter():
+                if _metadata(intent.metadata, "payment_id") == payment_id:
+                    return _charge(intent)
+        except stripe.StripeError as error:
+            raise _classify(error) from None
+        return None
 
     async def create_refund(
         self, *, charge_id: str, refund_id: str, amount: int, currency: str
@@ -162,9 +196,22 @@ def _refund(refund: stripe.Refund) -> ProviderRefund:
 
 
 def _refund_key(refund: stripe.Refund) -> str | None:
-    metadata = refund.metadata.to_dict() if refund.metadata is not None else {}
-    value = metadata.get("refund_id")
+    return _metadata(refund.metadata, "refund_id")
+
+
+def _metadata(metadata: stripe.StripeObject | None, key: str) -> str | None:
+    value = metadata.to_dict().get(key) if metadata is not None else None
     return value if isinstance(value, str) else None
+
+
+def _charge(intent: stripe.PaymentIntent) -> ProviderCharge:
+    state = _INTENT_STATES.get(intent.status, ChargeState.PENDING)
+    reason = None
+    if state is ChargeState.FAILED:
+        error = intent.last_payment_error
+        detail = (error.message if error is not None else None) or "no reason given"
+        reason = f"stripe: payment intent is {intent.status} ({detail})"
+    return ProviderCharge(intent.id, state, reason)
 
 
 def _classify(error: stripe.StripeError) -> ProviderError:
@@ -175,10 +222,21 @@ def _classify(error: stripe.StripeError) -> ProviderError:
         if any(isinstance(c, ConnectionRefusedError) for c in _causes(error)):
             return ProviderRefused("stripe: connection refused (nothing was sent)")
         return ProviderUnknownOutcome(f"stripe: connection lost or timed out ({detail})")
-    if status is not None and 400 <= status < 500 and status != 409:
-        code = f"{error.code}: " if error.code else ""
+    code = f"{error.code}: " if error.code else ""
+    if status == 429:
+        return ProviderRefused(f"stripe: 429 {code}{detail} (not processed; retry later)")
+    if status is not None and 400 <= status < 500 and status != 409 and not _should_retry(error):
         return ProviderRejected(f"stripe: {status} {code}{detail}")
-    return ProviderUnknownOutcome(f"stripe: {status or 'no status'} {detail}")
+    return ProviderUnknownOutcome(f"stripe: {status or 'no status'} {code}{detail}")
+
+
+def _should_retry(error: stripe.StripeError) -> bool:
+    """Whether Stripe said ``Stripe-Should-Retry: true`` (header names are case-insensitive)."""
+    headers = error.headers or {}
+    return any(
+        name.lower() == "stripe-should-retry" and str(value).lower() == "true"
+        for name, value in headers.items()
+    )
 
 
 def _causes(error: BaseException) -> Iterator[BaseException]:

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from cloudphone.devices.spec import DeviceSpec
+
+if TYPE_CHECKING:
+    from cloudphone.deployment import Deployment
 
 LABEL_DEVICE = "cloudphone.device"
 """Label holding the device id."""
@@ -136,6 +139,14 @@ class DeviceRuntime(Protocol):
 
         Configuring sets the screen size and density and runs the init commands. Raises
         DeviceBootError or TimeoutError.
+        """
+        ...
+
+    async def claim(self, deployment: Deployment) -> None:
+        """Bind the runtime to ``deployment`` at start: ``list`` then sees only its containers.
+
+        Raises:
+            DeploymentMismatchError: The runtime's state belongs to another deployment.
         """
         ...
 

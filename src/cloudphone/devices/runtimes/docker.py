@@ -7,7 +7,11 @@ adb-shell. With ``protocol="line"`` it runs an image whose command is a fake dev
 
 This is the only module that touches aiodocker's untyped JSON. Every container carries the
 labels ``cloudphone.managed=1`` and ``cloudphone.runtime=<instance>`` (and its ports), so
-``list`` finds exactly this platform's containers and ``inspect`` needs nothing else.
+``list`` finds exactly this platform's containers and ``inspect`` needs nothing else. Once
+the platform has claimed the runtime for its deployment, containers also carry
+``cloudphone.deployment=<id>`` and ``list`` sees only those: deployments sharing one engine
+never sweep each other's devices (containers made before there were deployment ids have no
+such label, so no sweep removes them; ``inspect`` by name still finds them).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import Any, Literal
 import aiodocker
 from aiodocker.exceptions import DockerError
 
+from cloudphone.deployment import LABEL_DEPLOYMENT, Deployment
 from cloudphone.devices.adb import AdbLink
 from cloudphone.devices.config import DevicesConfig
 from cloudphone.devices.links import DeviceLink, LineLink, wait_ready
@@ -110,6 +115,8 @@ class DockerRuntime:
     def __init__(self, options: DockerOptions) -> None:
         self.options = options
         self._client: aiodocker.Docker | None = None
+        self.deployment_id: str | None = None
+        """The deployment whose containers this runtime makes and lists (set by ``claim``)."""
 
     @property
     def _docker(self) -> aiodocker.Docker:
@@ -138,6 +145,7 @@ class DockerRuntime:
                 LABEL_RUNTIME: o.instance,
                 LABEL_ADB_PORT: str(launch.adb_port),
                 LABEL_STREAM_PORT: str(launch.stream_port),
+                **({LABEL_DEPLOYMENT: self.deployment_id} if self.deployment_id else {}),
                 **launch.labels,
             },
             "StopTimeout": o.stop_timeout,
@@ -231,9 +239,16 @@ class DockerRuntime:
             raise self._error(f"remove {name}", error) from error
         return True
 
+    async def claim(self, deployment: Deployment) -> None:
+        """Label new containers with the deployment id, and list only those from now on."""
+        self.deployment_id = deployment.id
+
     async def list(self) -> list[Container]:
-        """Every container of this platform (label ``cloudphone.runtime``), any state."""
-        filters = {"label": [f"{LABEL_MANAGED}=1", f"{LABEL_RUNTIME}={self.options.instance}"]}
+        """Every container of this platform (and deployment, once claimed), any state."""
+        labels = [f"{LABEL_MANAGED}=1", f"{LABEL_RUNTIME}={self.options.instance}"]
+        if self.deployment_id:
+            labels.append(f"{LABEL_DEPLOYMENT}={self.deployment_id}")
+        filters = {"label": labels}
         try:
             found = await self._docker.containers.list(all=True, filters=filters)
         except DockerError as error:

@@ -34,6 +34,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from cloudphone.deployment import Deployment, claim_directory
 from cloudphone.devices.adb import AdbLink
 from cloudphone.devices.links import DeviceLink, LineLink, wait_ready
 from cloudphone.devices.runtimes.base import (
@@ -176,13 +177,21 @@ class LocalRuntime:
         return record is not None or bool(pids)
 
     async def list(self) -> builtins.list[Container]:
-        """Every container with a record, plus stray agents of this runtime without one."""
+        """Every container with a record, plus stray agents of this runtime without one.
+
+        One ``/proc`` scan whatever the number of devices: each record's process is the live
+        agent carrying its token (the device watch lists every few seconds).
+        """
+        self._reap()
+        agents = {p.token: p for p in self.scan()}
         records = [r for r in map(self._read, self._names()) if r is not None]
         known = {r.token for r in records}
-        found = [self._container(r, self._live_pid(r)) for r in records]
+        found = [
+            self._container(r, agents[r.token].pid if r.token in agents else None) for r in records
+        ]
         strays = [
             Container(p.name, p.token, True, "orphan", {}, self.host, None, None)
-            for p in self.scan()
+            for p in agents.values()
             if p.token not in known
         ]
         return found + strays
@@ -210,6 +219,11 @@ class LocalRuntime:
         banner = await wait_ready(link, serial, alive, timeout)
         await link.configure(spec)
         return banner
+
+    async def claim(self, deployment: Deployment) -> None:
+        """Stamp the state directory: its records and agents are ``deployment``'s alone."""
+        place = "device state directory"
+        await asyncio.to_thread(claim_directory, self.state_dir, deployment, place=place)
 
     async def close(self) -> None:
         """Stop the agents this object started: device processes end with their platform."""

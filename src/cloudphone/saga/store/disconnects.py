@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import asyncpg
 from sqlalchemy import exc as sa_exc
 
 from cloudphone.saga.errors import DatabaseUnavailableError
@@ -41,13 +40,14 @@ _CLOSED_MESSAGES = ("connection is closed", "underlying connection is closed")
 def driver_error_unavailable(error: BaseException) -> bool:
     """Whether a driver error (asyncpg, psycopg or SQLAlchemy's adapter of one) is trouble.
 
-    Trouble: the connection is gone, or the server cannot serve now.
+    Trouble: the connection is gone, or the server cannot serve now. Decided by class names
+    and SQLSTATEs, so no driver needs to be installed to ask.
     """
-    if isinstance(error, asyncpg.exceptions.ConnectionDoesNotExistError):
+    if _asyncpg_class(error, "ConnectionDoesNotExistError"):
         return True
-    if isinstance(error, asyncpg.InterfaceError):
+    if _asyncpg_class(error, "InterfaceError"):
         return any(text in str(error) for text in _CLOSED_MESSAGES)
-    if isinstance(error, asyncpg.exceptions.InternalClientError):
+    if _asyncpg_class(error, "InternalClientError"):
         # The server's termination notice arrived on an idle connection and left its protocol
         # waiting for a reply that never comes: unusable, though not yet seen as closed.
         return "cannot switch to state" in str(error)
@@ -58,6 +58,12 @@ def driver_error_unavailable(error: BaseException) -> bool:
     # without a SQLSTATE: no server ever answered.
     return type(error).__name__ == "OperationalError" and type(error).__module__.startswith(
         "psycopg"
+    )
+
+
+def _asyncpg_class(error: BaseException, name: str) -> bool:
+    return any(
+        cls.__name__ == name and cls.__module__.startswith("asyncpg") for cls in type(error).__mro__
     )
 
 

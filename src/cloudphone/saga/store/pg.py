@@ -109,6 +109,7 @@ def insert_item(values: Mapping[str, Any], detail: dict[str, Any], notify: bool)
         "now": _iso(values["created_at"]),
         "detail": detail,
         "notify": notify,
+        "trace_context": values["trace_context"],
     }
 
 
@@ -118,12 +119,13 @@ def _iso(at: datetime | None) -> str | None:
 
 def run_from_record(row: Mapping[str, Any]) -> SagaRun:
     """A SagaRun from a row selected with ``_RUN_COLUMNS`` (JSON columns as text)."""
-    error = row["error"]
+    error, trace_context = row["error"], row["trace_context"]
     return run_from_row(
         {
             **row,
             "data": json.loads(row["data"]),
             "error": json.loads(error) if error is not None else None,
+            "trace_context": json.loads(trace_context) if trace_context is not None else None,
         }
     )
 

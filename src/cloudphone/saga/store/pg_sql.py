@@ -9,7 +9,7 @@ from __future__ import annotations
 _RUN_COLUMNS = """id, saga_type, status, current_step, attempt, data::text AS data,
     error::text AS error, compensation_cause, idempotency_key, started_by, epoch, owner,
     lease_expires_at, next_run_at, deadline_at, deadline_noted, cancel_requested, last_seq,
-    resolution, created_at, updated_at, finished_at"""
+    resolution, created_at, updated_at, finished_at, trace_context::text AS trace_context"""
 
 COMMIT_SQL = """
 WITH x AS (
@@ -50,15 +50,15 @@ WITH x AS (
     SELECT * FROM jsonb_to_recordset(CAST($1 AS text)::jsonb) AS x(
         id text, saga_type text, status text, current_step text, data jsonb,
         idempotency_key text, started_by text, owner text, lease_expires_at timestamptz,
-        deadline_at timestamptz, now timestamptz, detail jsonb, notify bool)
+        deadline_at timestamptz, now timestamptz, detail jsonb, notify bool, trace_context jsonb)
 ), r AS (
     INSERT INTO saga_runs (id, saga_type, status, current_step, attempt, data, error,
         compensation_cause, idempotency_key, started_by, epoch, owner, lease_expires_at,
         next_run_at, deadline_at, deadline_noted, cancel_requested, last_seq, resolution,
-        created_at, updated_at, finished_at)
+        created_at, updated_at, finished_at, trace_context)
     SELECT id, saga_type, status, current_step, 1, data, NULL, NULL, idempotency_key,
         started_by, 1, owner, lease_expires_at, now, deadline_at, false, false, 1, NULL,
-        now, now, NULL
+        now, now, NULL, trace_context
     FROM x
     ON CONFLICT (saga_type, idempotency_key) DO NOTHING
     RETURNING id

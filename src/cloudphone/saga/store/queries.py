@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import datetime
 from typing import Any
 
@@ -125,6 +125,7 @@ class RunQueries:
         created_after: datetime | None = None,
         created_before: datetime | None = None,
         needs_attention: bool = False,
+        ids: Collection[str] | None = None,
         limit: int = 50,
         offset: int = 0,
     ) -> list[SagaRun]:
@@ -141,6 +142,8 @@ class RunQueries:
             conditions.append(r.created_at >= created_after)
         if created_before is not None:
             conditions.append(r.created_at < created_before)
+        if ids is not None:
+            conditions.append(r.id.in_(list(ids)))
         if needs_attention:
             conditions.append(and_(r.status == SagaStatus.FAILED.value, r.resolution.is_(None)))
         stmt = (

@@ -36,6 +36,7 @@ def run_from_row(row: Mapping[Any, Any]) -> SagaRun:
         cancel_requested=bool(row["cancel_requested"]),
         resolution=row["resolution"],
         last_seq=row["last_seq"],
+        trace_context=row["trace_context"],
     )
 
 

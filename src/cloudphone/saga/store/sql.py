@@ -50,6 +50,8 @@ class NewRun:
     now: datetime
     owner: str | None = None
     """Claim it for this worker in the same insert (the process has a worker with room)."""
+    trace_context: dict[str, str] | None = None
+    """W3C trace context of the start, stored with the run."""
 
 
 @dataclass(frozen=True)
@@ -159,6 +161,7 @@ class SqlStore(RunQueries):
             "created_at": new.now,
             "updated_at": new.now,
             "finished_at": None,
+            "trace_context": new.trace_context,
         }
 
     async def _existing(self, new: NewRun, conn: AsyncConnection | None = None) -> str:

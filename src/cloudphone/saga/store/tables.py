@@ -60,6 +60,8 @@ saga_runs = Table(
     Column("created_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
     Column("finished_at", UtcDateTime),
+    # W3C trace context of the start (traceparent/tracestate only), parent of the run's spans.
+    Column("trace_context", JSONType),
     UniqueConstraint("saga_type", "idempotency_key"),
     CheckConstraint(f"status IN ({_ALL_SQL})", name="status"),
     CheckConstraint("attempt >= 1", name="attempt"),
@@ -75,6 +77,19 @@ Index("ix_saga_runs_owner", saga_runs.c.owner)
 Index("ix_saga_runs_status_created", saga_runs.c.status, saga_runs.c.created_at)
 Index("ix_saga_runs_type_created", saga_runs.c.saga_type, saga_runs.c.created_at)
 Index("ix_saga_runs_started_by", saga_runs.c.started_by, saga_runs.c.created_at)
+# The console's reads (see store/stats.py): newest-first lists filtered by time alone, and the
+# overview's counts and per-minute starts, answered from the index alone.
+Index("ix_saga_runs_created", saga_runs.c.created_at, saga_runs.c.saga_type, saga_runs.c.status)
+# Per-minute ends, failure rate and durations of finished runs (active runs are not in it).
+Index(
+    "ix_saga_runs_finished",
+    saga_runs.c.finished_at,
+    saga_runs.c.saga_type,
+    saga_runs.c.status,
+    saga_runs.c.created_at,
+    postgresql_where=saga_runs.c.finished_at.is_not(None),
+    sqlite_where=saga_runs.c.finished_at.is_not(None),
+)
 
 saga_events = Table(
     "saga_events",

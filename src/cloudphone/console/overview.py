@@ -1,0 +1,119 @@
+"""The overview: what needs attention first, then counts, activity charts and durations.
+
+Everything comes from the platform's use cases: the engine's ``stats()`` and ``list()``, the
+devices service's listing. Users see their own runs and devices; admins everyone's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse
+
+from cloudphone.console.rendering import render
+from cloudphone.console.security import SessionDep, console_of
+from cloudphone.console.session import Session
+from cloudphone.devices.models import DeviceStatus
+from cloudphone.devices.records import Device
+from cloudphone.platform import Platform
+from cloudphone.saga import SagaRun
+from cloudphone.saga.stats import SagaStats
+
+router = APIRouter()
+
+WINDOWS: dict[str, timedelta | None] = {
+    "1h": timedelta(hours=1),
+    "24h": timedelta(hours=24),
+    "7d": timedelta(days=7),
+    "30d": timedelta(days=30),
+    "all": None,
+}
+"""The count windows an operator can pick (runs created within it)."""
+DEFAULT_WINDOW = "24h"
+ATTENTION_ROWS = 10
+
+
+@dataclass(frozen=True)
+class Attention:
+    """The needs-attention queue.
+
+    Attributes:
+        failed_runs: The newest FAILED runs no operator resolved.
+        failed_total: How many there are in all.
+        devices_in_error: Devices in ERROR.
+
+    Seams: refunds in NEEDS_ATTENTION join once billing lists refunds by status (the lead
+    wires ``platform.billing``'s listing here); runs waiting on a saga version no worker knows
+    join once the engine has versions.
+    """
+
+    failed_runs: list[SagaRun]
+    failed_total: int
+    devices_in_error: list[Device]
+
+    @property
+    def empty(self) -> bool:
+        """Nothing needs attention."""
+        return not self.failed_total and not self.devices_in_error
+
+
+@router.get("/", response_class=HTMLResponse)
+async def overview(request: Request, session: SessionDep, window: str = DEFAULT_WINDOW) -> Any:
+    """The overview page (its live part alone for htmx's refresh)."""
+    window = window if window in WINDOWS else DEFAULT_WINDOW
+    platform = console_of(request).platform
+    span = WINDOWS[window]
+    owner = None if session.is_admin else session.user_id
+    stats = await platform.engine.stats(
+        since=datetime.now(UTC) - span if span else None, started_by=owner
+    )
+    attention = await _attention(platform, session, stats)
+    types = sorted(set(platform.engine.sagas) | {c.saga_type for c in stats.counts})
+    template = "_overview_live.html" if _is_poll(request) else "overview.html"
+    return render(
+        request,
+        template,
+        stats=stats,
+        attention=attention,
+        types=types,
+        window=window,
+        windows=list(WINDOWS),
+        since=stats.since,
+        activity=_activity(stats),
+        nav="overview",
+    )
+
+
+async def _attention(platform: Platform, session: Session, stats: SagaStats) -> Attention:
+    owner = None if session.is_admin else session.user_id
+    failed = await platform.engine.list(
+        needs_attention=True, started_by=owner, limit=ATTENTION_ROWS
+    )
+    devices = await platform.devices.list_devices(
+        session.principal, status=DeviceStatus.ERROR, limit=ATTENTION_ROWS
+    )
+    return Attention(failed, stats.needs_attention, devices)
+
+
+def _activity(stats: SagaStats) -> dict[str, Any]:
+    """The charts' series (epoch seconds; failure rate in percent, None where nothing ended)."""
+    minutes = stats.minutes
+    rates = [m.failure_rate for m in minutes]
+    finished = sum(m.finished for m in minutes)
+    bad = sum(m.not_completed for m in minutes)
+    return {
+        "t": [int(m.minute.timestamp()) for m in minutes],
+        "started": [m.started for m in minutes],
+        "finished": [m.finished for m in minutes],
+        "failure": [None if r is None else round(r * 100, 1) for r in rates],
+        "total_started": sum(m.started for m in minutes),
+        "total_finished": finished,
+        "total_rate": round(bad / finished * 100, 1) if finished else None,
+    }
+
+
+def _is_poll(request: Request) -> bool:
+    return request.headers.get("HX-Request") == "true"
