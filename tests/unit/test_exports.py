@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 
 import cloudphone.saga
+import cloudphone.saga.testing
 
 EXPECTED = [
     "Database",
@@ -26,6 +27,7 @@ EXPECTED = [
     "SagaNotFoundError",
     "SagaRun",
     "SagaStatus",
+    "SagaStore",
     "SagaTracer",
     "StartedRun",
     "Step",
@@ -71,3 +73,20 @@ def test_every_public_error_is_a_saga_error() -> None:
         e.__name__ for e in errors if not issubclass(e, (cloudphone.saga.SagaError, *step_raised))
     ]
     assert offenders == []
+
+
+TESTING = [
+    "Boundary",
+    "Call",
+    "FaultInjector",
+    "ManualClock",
+    "MemoryEngine",
+    "StepEnvironment",
+    "WorkerCrashed",
+]
+
+
+def test_the_test_kit_exports_exactly_the_locked_list() -> None:
+    assert cloudphone.saga.testing.__all__ == TESTING
+    for name in TESTING:
+        assert getattr(cloudphone.saga.testing, name) is not None, name

@@ -221,11 +221,11 @@ class _RefundSteps:
         assert payment is not None
         if refund.status is RefundStatus.NEEDS_ATTENTION:
             raise NonRetryableError(refund.failure_reason or "refund needs an operator")
-        reason = row["last_provider_error"] or (
-            cannot_hold(payment, refund)
-            if payment.held_by_refund != refund.id
-            else "the refund saga stopped before the provider took the refund "
-            "(deadline passed or cancelled)"
+        held = payment.held_by_refund == refund.id
+        reason = (
+            row["last_provider_error"]
+            or (None if held else cannot_hold(payment, refund))
+            or _turned_back(ctx)
         )
         await release_hold_txn(conn, payment.id, refund.id, None)
         if refund.status in (RefundStatus.PENDING, RefundStatus.PROCESSING):
@@ -347,6 +347,16 @@ class _RefundSteps:
     async def update_order(self, ctx: StepContext) -> None:
         """The order follows the payment (PARTIALLY_REFUNDED, REFUNDED)."""
         await order_follows_payment_txn(ctx.session, ctx.data["payment_id"])
+
+
+_CAUSES = {"timed_out": "its deadline passed", "cancelled": "it was cancelled"}
+
+
+def _turned_back(ctx: StepContext) -> str:
+    """Why the saga stopped before the provider took the refund, from the engine's context."""
+    cause = _CAUSES.get(ctx.compensation_cause or "", "a step failed")
+    error = f" ({ctx.error})" if ctx.error is not None else ""
+    return f"the refund saga stopped before the provider took the refund: {cause}{error}"
 
 
 def _pivot_output(provider: PaymentProvider, refund: ProviderRefund) -> dict[str, Any]:

@@ -2,7 +2,9 @@
 
 Define a :class:`Saga` with ordered steps (compensatable, one pivot, retriable), start runs
 with :meth:`SagaEngine.start`, and run a worker to drive them. Progress, leases and history
-live in SQLite or PostgreSQL; see ``DESIGN.md`` §1-2 for the semantics.
+live in SQLite or PostgreSQL (or any :class:`SagaStore`); see ``DESIGN.md`` §1-2 for the
+semantics. :mod:`cloudphone.saga.testing` is the test kit: an in-memory engine, a manual clock,
+fault injection and crashes.
 """
 
 from cloudphone.saga.context import StepContext, current_step
@@ -25,6 +27,7 @@ from cloudphone.saga.metrics import SagaMetrics
 from cloudphone.saga.records import ErrorInfo, EventKind, SagaEvent, SagaRun, StartedRun
 from cloudphone.saga.retry import RetryPolicy
 from cloudphone.saga.state import SagaStatus
+from cloudphone.saga.store.base import SagaStore
 from cloudphone.saga.store.database import Database
 from cloudphone.saga.store.disconnects import is_database_unavailable
 from cloudphone.saga.tracing import SagaTracer
@@ -49,6 +52,7 @@ __all__ = [
     "SagaNotFoundError",
     "SagaRun",
     "SagaStatus",
+    "SagaStore",
     "SagaTracer",
     "StartedRun",
     "Step",

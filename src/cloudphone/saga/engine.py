@@ -28,18 +28,17 @@ from cloudphone.saga.errors import (
     UnknownSagaTypeError,
 )
 from cloudphone.saga.metrics import SagaMetrics
-from cloudphone.saga.ports import Clock, StepHooks, SystemClock
+from cloudphone.saga.ports import Clock, StepHooks
 from cloudphone.saga.progress import OperatorChange, Progress, RunState
 from cloudphone.saga.records import SagaEvent, SagaRun, StartedRun
 from cloudphone.saga.runner import _json_problem
 from cloudphone.saga.state import SagaStatus
 from cloudphone.saga.stats import SagaStats
+from cloudphone.saga.store.base import NewRun, SagaStore, Subscription
+from cloudphone.saga.store.choose import choose_store
 from cloudphone.saga.store.database import Database
-from cloudphone.saga.store.listen import Listener
-from cloudphone.saga.store.pg import NOTIFY_CHANNEL
-from cloudphone.saga.store.sql import NewRun, SqlStore
+from cloudphone.saga.store.rows import new_run_values, run_from_row
 from cloudphone.saga.store.stats import read_stats_txn
-from cloudphone.saga.store.tables import metadata
 from cloudphone.saga.tracing import NO_TRACER, SagaTracer
 from cloudphone.saga.worker import Worker
 
@@ -50,17 +49,22 @@ def default_worker_id() -> str:
 
 
 class SagaEngine:
-    """Starts, drives and inspects sagas stored in one database.
+    """Starts, drives and inspects sagas stored in one database (or another store).
 
     Args:
         database: URL (``postgresql+asyncpg://…``, ``postgresql+psycopg://…``,
-            ``sqlite+aiosqlite:///…``), an AsyncEngine, or a Database to share.
+            ``sqlite+aiosqlite:///…``), an AsyncEngine, or a Database to share. Omit it when
+            passing ``store``.
         sagas: The saga definitions this engine knows (and its worker runs).
+        store: A :class:`~cloudphone.saga.store.base.SagaStore` to use instead of the SQL
+            store built on ``database`` (the test kit's in-memory store, say). Its lease and
+            clock are the engine's; the caller closes it.
         worker_id: Identity of this process's worker; a worker restarting with the same id
             takes its unfinished runs back at once. Default: ``host-pid``.
         lease: How long a claim holds a run without renewal; a crashed worker's runs are taken
-            over after it expires.
-        clock: Time source (see :class:`cloudphone.saga.testing.ManualClock`).
+            over after it expires. Default 30 s (with ``store``: the store's).
+        clock: Time source (see :class:`cloudphone.saga.testing.ManualClock`); with
+            ``store``: the store's.
         registry: Prometheus registry for the engine's metrics (a private one by default).
         hooks: Called around each attempt (fault injection in tests).
         poll_interval: Longest an idle worker waits before looking for due runs again.
@@ -71,11 +75,12 @@ class SagaEngine:
 
     def __init__(
         self,
-        database: str | URL | AsyncEngine | Database,
-        sagas: Iterable[Saga],
+        database: str | URL | AsyncEngine | Database | None = None,
+        sagas: Iterable[Saga] = (),
         *,
+        store: SagaStore | None = None,
         worker_id: str | None = None,
-        lease: timedelta = timedelta(seconds=30),
+        lease: timedelta | None = None,
         clock: Clock | None = None,
         registry: CollectorRegistry | None = None,
         hooks: StepHooks | None = None,
@@ -83,35 +88,50 @@ class SagaEngine:
         rand: Callable[[], float] | None = None,
         tracer: SagaTracer = NO_TRACER,
     ) -> None:
-        self.db = database if isinstance(database, Database) else Database(database)
-        self._owns_db = not isinstance(database, Database)
+        self.store, self._owned = choose_store(database, store, lease, clock)
         self.sagas: dict[str, Saga] = {}
         for saga in sagas:
             saga.validate()
             if saga.name in self.sagas:
                 raise SagaDefinitionError(f"two sagas are named {saga.name!r}")
             self.sagas[saga.name] = saga
-        if lease < timedelta(milliseconds=300):
-            raise ValueError(f"lease {lease} is too short to renew reliably (minimum 300 ms)")
+        if self.store.lease < timedelta(milliseconds=300):
+            raise ValueError(
+                f"lease {self.store.lease} is too short to renew reliably (minimum 300 ms)"
+            )
         self.worker_id = worker_id or default_worker_id()
-        self.lease = lease
-        self.clock: Clock = clock or SystemClock()
+        self.lease = self.store.lease
+        self.clock: Clock = self.store.clock
         self.metrics = SagaMetrics(registry)
         self._hooks = hooks
         self._poll = poll_interval
         self._rand = rand
         self._tracer = tracer
-        self.store = SqlStore(self.db, lease, self.clock)
         self._worker: Worker | None = None
-        self._listener: Listener | None = None
+        self._listener: Subscription | None = None
         self._waiters: dict[str, asyncio.Future[None]] = {}
+
+    @property
+    def db(self) -> Database:
+        """The database of the engine's runs and of the services' tables that join them.
+
+        Raises:
+            RuntimeError: The engine's store has none (an in-memory engine built without a
+                business database).
+        """
+        db = self.store.db
+        if db is None:
+            raise RuntimeError(
+                "this engine's store has no database; give the in-memory engine one "
+                "(MemoryEngine(database=...)) for transactional steps and services' tables"
+            )
+        return db
 
     # -- schema -------------------------------------------------------------------------
 
     async def create_schema(self) -> None:
         """Create the engine's tables if missing (production uses the Alembic migrations)."""
-        async with self.db.begin() as conn:
-            await conn.run_sync(metadata.create_all)
+        await self.store.create_schema()
 
     # -- starting -----------------------------------------------------------------------
 
@@ -184,7 +204,7 @@ class SagaEngine:
         )
         try:
             run_id, inserted = await self.store.insert_run(
-                new, session, notify=self.db.is_postgres and not claim
+                new, session, notify=self.store.announces and not claim
             )
         except BaseException as error:
             span.end(None, "error", error)
@@ -197,12 +217,14 @@ class SagaEngine:
             self._count_start(saga_type, session)
         if claim and worker is not None:
             if inserted:
-                worker.adopt(_claimed_run(new, self.lease))
+                # The row insert_run wrote for a run claimed by its insert (no read needed).
+                worker.adopt(run_from_row(new_run_values(new, self.lease)))
             else:
                 worker.unreserve()
-        elif inserted and worker is not None and (session is None or not self.db.is_postgres):
+        elif inserted and worker is not None and (session is None or not self.store.announces):
             # With session= on SQLite the claim queues behind the caller's writer lock, so it
-            # sees the run once the caller commits. PostgreSQL's NOTIFY fires on commit instead.
+            # sees the run once the caller commits. An announcement (PostgreSQL's NOTIFY)
+            # fires on commit instead.
             worker.wake()
         return StartedRun(run_id, inserted)
 
@@ -247,15 +269,13 @@ class SagaEngine:
         )
         await worker.start()
         self._worker = worker
-        if self.db.is_postgres:
-            self._listener = Listener(
-                self.db.url,
-                NOTIFY_CHANNEL,
-                self._notified,
-                # Runs announced while it was disconnected were not heard: look for them.
-                on_connect=worker.wake,
-                on_lost=lambda error: worker.database_lost("LISTEN", error),
-            )
+        self._listener = self.store.subscribe(
+            self._notified,
+            # Runs announced while it was disconnected were not heard: look for them.
+            on_connect=worker.wake,
+            on_lost=lambda error: worker.database_lost("announcements", error),
+        )
+        if self._listener is not None:
             self._listener.start()
         try:
             yield worker
@@ -437,7 +457,7 @@ class SagaEngine:
         return saga
 
     async def _operate(self, saga_id: str, decide: Callable[[SagaRun], OperatorChange]) -> SagaRun:
-        run = await self.store.operate(saga_id, decide, notify=self.db.is_postgres)
+        run = await self.store.operate(saga_id, decide, notify=self.store.announces)
         if run.status.is_terminal:
             self._resolve_waiters(run.id)
         if self._worker is not None:
@@ -446,9 +466,11 @@ class SagaEngine:
 
     async def close(self) -> None:
         """Release database connections (stop workers first)."""
-        await self.store.close()
-        if self._owns_db:
-            await self.db.dispose()
+        owned_store, owned_db = self._owned
+        if owned_store:
+            await self.store.close()
+        if owned_db is not None:
+            await owned_db.dispose()
 
 
 def _check_input(data: Any, idempotency_key: str | None, started_by: str | None) -> None:
@@ -467,32 +489,3 @@ def _check_input(data: Any, idempotency_key: str | None, started_by: str | None)
     for name, text in (("idempotency_key", idempotency_key), ("started_by", started_by)):
         if text is not None and "\x00" in text:
             raise InvalidSagaInputError(f"{name} contains a NUL character")
-
-
-def _claimed_run(new: NewRun, lease: timedelta) -> SagaRun:
-    """The row ``insert_run`` wrote for a run claimed by its insert (no read needed)."""
-    return SagaRun(
-        id=new.id,
-        saga_type=new.saga_type,
-        status=SagaStatus.RUNNING,
-        current_step=new.first_step,
-        data=new.data,
-        error=None,
-        attempt=1,
-        compensation_cause=None,
-        idempotency_key=new.idempotency_key,
-        started_by=new.started_by,
-        created_at=new.now,
-        updated_at=new.now,
-        finished_at=None,
-        deadline_at=new.deadline_at,
-        deadline_noted=False,
-        next_run_at=new.now,
-        owner=new.owner,
-        lease_expires_at=new.now + lease,
-        epoch=1,
-        cancel_requested=False,
-        resolution=None,
-        last_seq=1,
-        trace_context=new.trace_context,
-    )

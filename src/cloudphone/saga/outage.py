@@ -9,7 +9,6 @@ line per ``every``, then the recovery, and remembers when the outage began (see
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import random
 from collections.abc import Awaitable, Callable
@@ -17,6 +16,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from cloudphone.saga import timers
 from cloudphone.saga.errors import DatabaseUnavailableError, LeaseLostError, StaleStateError
 from cloudphone.saga.ports import Clock, Committed, ProgressStore
 from cloudphone.saga.progress import Progress, RunState
@@ -167,11 +167,13 @@ class PatientStore:
     Args:
         store: The store.
         outage: Shared record of the outage (logging, takeover grace).
+        clock: The engine's clock, which the waits between tries are measured on.
     """
 
-    def __init__(self, store: ProgressStore, outage: Outage) -> None:
+    def __init__(self, store: ProgressStore, outage: Outage, clock: Clock) -> None:
         self._store = store
         self._outage = outage
+        self._clock = clock
         self._backoff = Backoff(*WRITE_BACKOFF)
 
     async def commit(self, state: RunState, progress: Progress) -> Committed:
@@ -240,7 +242,7 @@ class PatientStore:
         """Record the failure of ``what`` and wait before the next try."""
         self._outage.failed(what, error)
         # Waiting for the database to come back: it has no event to wait on.
-        await asyncio.sleep(self._backoff.next())
+        await timers.sleep(self._clock, self._backoff.next())
 
     def recovered(self) -> None:
         """A call succeeded: the next failure waits a short time again."""

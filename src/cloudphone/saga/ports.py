@@ -1,8 +1,14 @@
-"""The narrow interfaces between the runner and the rest: store, hooks, clock."""
+"""The narrow interfaces between the runner and the rest: store, hooks, clock.
+
+The whole store protocol the worker and the engine use is
+:class:`cloudphone.saga.store.base.SagaStore`; the runner needs only its
+:class:`ProgressStore` part.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+from collections.abc import Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -78,11 +84,32 @@ class ProgressStore(Protocol):
         ...
 
 
+class Timer(Protocol):
+    """A callback scheduled on a clock."""
+
+    def cancel(self) -> None:
+        """Do not call it (a no-op once it ran)."""
+        ...
+
+    def cancelled(self) -> bool:
+        """Whether it was cancelled (a clock may also say so once it ran)."""
+        ...
+
+
 class Clock(Protocol):
-    """Source of the current time (aware UTC)."""
+    """Source of the current time (aware UTC), and of the timers that wait on it.
+
+    Every wait of the engine (retries coming due, polls, lease renewals, step timeouts and
+    deadlines) is a timer on its clock, so a clock that is moved by hand
+    (:class:`cloudphone.saga.testing.ManualClock`) fires them when it passes their time.
+    """
 
     def now(self) -> datetime:
         """The current time."""
+        ...
+
+    def call_at(self, at: datetime, callback: Callable[[], None]) -> Timer:
+        """Call ``callback`` (on the running event loop) once the clock reaches ``at``."""
         ...
 
 
@@ -92,6 +119,11 @@ class SystemClock:
     def now(self) -> datetime:
         """Current UTC time."""
         return datetime.now(UTC)
+
+    def call_at(self, at: datetime, callback: Callable[[], None]) -> Timer:
+        """Schedule ``callback`` on the event loop's timer for ``at``."""
+        delay = max((at - self.now()).total_seconds(), 0.0)
+        return asyncio.get_running_loop().call_later(delay, callback)
 
 
 class StepHooks(Protocol):

@@ -25,7 +25,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from cloudphone.saga import decide
+from cloudphone.saga import decide, timers
 from cloudphone.saga.context import _CURRENT, StepContext, idempotency_key
 from cloudphone.saga.definition import Saga, Step, StepKind
 from cloudphone.saga.errors import (
@@ -112,7 +112,7 @@ class Runner:
         self._rand = rand
         self._on_commit = on_commit
         self._tracer = tracer
-        self._patient = PatientStore(store, outage or Outage(clock))
+        self._patient = PatientStore(store, outage or Outage(clock), clock)
         self._task: asyncio.Task[Any] | None = None
         self._interruptible = False
         self._interrupted = False
@@ -364,7 +364,7 @@ class Runner:
         self._interruptible = interruptible
         token = _CURRENT.set(ctx)
         try:
-            async with asyncio.timeout(limit) as scope:
+            async with timers.timeout(self._clock, limit) as scope:
                 if self._hooks is not None:
                     await self._hooks.before_attempt(ctx)
                 output = await fn(ctx)

@@ -16,15 +16,16 @@ import random
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 
+from cloudphone.saga import timers
 from cloudphone.saga.definition import Saga
 from cloudphone.saga.errors import DatabaseUnavailableError
 from cloudphone.saga.metrics import SagaMetrics
 from cloudphone.saga.outage import Backoff, Outage
-from cloudphone.saga.ports import Clock, StepHooks
+from cloudphone.saga.ports import Clock, StepHooks, Timer
 from cloudphone.saga.progress import Progress, RunState, state_of
 from cloudphone.saga.records import SagaRun
 from cloudphone.saga.runner import Runner
-from cloudphone.saga.store.sql import SqlStore
+from cloudphone.saga.store.base import SagaStore
 from cloudphone.saga.tracing import NO_TRACER, SagaTracer
 
 log = logging.getLogger("cloudphone.saga")
@@ -48,7 +49,7 @@ class Worker:
     def __init__(
         self,
         *,
-        store: SqlStore,
+        store: SagaStore,
         sagas: Mapping[str, Saga],
         worker_id: str,
         concurrency: int,
@@ -78,7 +79,7 @@ class Worker:
         self._reserved = 0
         self._wakeup = asyncio.Event()
         self._stopping = False
-        self._timers: list[asyncio.TimerHandle] = []
+        self._timers: list[Timer] = []
         self._loop_task: asyncio.Task[None] | None = None
         self._heartbeat_task: asyncio.Task[None] | None = None
         self._handback: set[str] = set()
@@ -194,7 +195,7 @@ class Worker:
             claimed = await self._claim_round(room, reclaim_own=False) if room > 0 else 0
             if claimed is None:
                 # Waiting for the database to come back: nothing to wait on but time.
-                await asyncio.sleep(self._claim_backoff.next())
+                await timers.sleep(self._clock, self._claim_backoff.next())
                 continue
             if room > 0 and claimed == room:
                 self._backlog = True
@@ -249,16 +250,13 @@ class Worker:
                     timeout = min(timeout, max((due - self._clock.now()).total_seconds(), 0))
         if timeout <= 0:
             return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wakeup.wait(), timeout)
+        await timers.wait_event(self._clock, self._wakeup, timeout)
 
     def _wake_at(self, at: datetime | None) -> None:
         if at is None or self._stopping:
             return
-        delay = max((at - self._clock.now()).total_seconds(), 0.0)
-        loop = asyncio.get_running_loop()
         self._timers = [t for t in self._timers if not t.cancelled()]
-        self._timers.append(loop.call_later(delay, self._wakeup.set))
+        self._timers.append(self._clock.call_at(at, self._wakeup.set))
 
     # -- driving ------------------------------------------------------------------------
 
@@ -317,7 +315,7 @@ class Worker:
         backoff = Backoff(min(CLAIM_BACKOFF[0], interval), min(CLAIM_BACKOFF[1], interval))
         delay = interval
         while True:
-            await asyncio.sleep(delay)
+            await timers.sleep(self._clock, delay)
             ids = list(self._runners)
             try:
                 held = await self._store.heartbeat(self.worker_id, ids)

@@ -13,9 +13,10 @@ stored run tells which of these happened:
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -56,8 +57,14 @@ async def write_fenced(
     epoch: int,
     progress: Progress,
     seq: int | None,
+    *,
+    in_transaction: bool = False,
 ) -> Committed:
     """Send the write; if it matches no row, let the stored run say why (see module doc).
+
+    ``in_transaction``: the write shares a transaction with business writes. A write of this
+    epoch found after ``seq`` then came from an earlier transaction, never from this one
+    (uncommitted): StaleStateError, so that this transaction rolls back.
 
     Raises:
         LeaseLostError: Fenced off by the epoch (or, without ``seq``, by anything).
@@ -70,12 +77,26 @@ async def write_fenced(
         if seq is None:
             break
         seen = await look(run_id, seq)
-        committed = landed(seen, run_id, epoch, progress)
+        committed = landed(seen, run_id, epoch, None if in_transaction else progress)
         if committed is not None:
             return committed  # a repeat of a write whose answer was lost
         assert seen is not None  # landed() raised LeaseLostError otherwise
         seq = seen.last_seq  # only an operator's cancel request moved it: write after it
     raise LeaseLostError(f"run {run_id} is no longer held at epoch {epoch}")
+
+
+def look_of(run: Mapping[Any, Any], events_after: Iterable[Mapping[Any, Any]]) -> Look:
+    """A Look from a run's row and its event rows after the seq in question."""
+    return Look(
+        epoch=run["epoch"],
+        last_seq=run["last_seq"],
+        cancel_requested=bool(run["cancel_requested"]),
+        owner_events=tuple(
+            (e["kind"], e["step"], e["attempt"], e["at"])
+            for e in events_after
+            if e["kind"] != EventKind.CANCEL_REQUESTED.value
+        ),
+    )
 
 
 async def look_txn(conn: AsyncConnection, run_id: str, after_seq: int) -> Look | None:
@@ -86,23 +107,12 @@ async def look_txn(conn: AsyncConnection, run_id: str, after_seq: int) -> Look |
     ).first()
     if row is None:
         return None
-    events = (
-        await conn.execute(
-            select(e.kind, e.step, e.attempt, e.at)
-            .where(e.saga_id == run_id, e.seq > after_seq)
-            .order_by(e.seq)
-        )
-    ).all()
-    return Look(
-        epoch=row.epoch,
-        last_seq=row.last_seq,
-        cancel_requested=bool(row.cancel_requested),
-        owner_events=tuple(
-            (ev.kind, ev.step, ev.attempt, ev.at)
-            for ev in events
-            if ev.kind != EventKind.CANCEL_REQUESTED.value
-        ),
+    events = await conn.execute(
+        select(e.kind, e.step, e.attempt, e.at)
+        .where(e.saga_id == run_id, e.seq > after_seq)
+        .order_by(e.seq)
     )
+    return look_of(row._mapping, (ev._mapping for ev in events))
 
 
 def landed(

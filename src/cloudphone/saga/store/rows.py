@@ -3,12 +3,47 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from cloudphone.saga.progress import NewEvent, Progress
 from cloudphone.saga.records import ErrorInfo, EventKind, SagaEvent, SagaRun
 from cloudphone.saga.state import SagaStatus
+from cloudphone.saga.store.base import NewRun
+
+
+def new_run_values(new: NewRun, lease: timedelta) -> dict[str, Any]:
+    """Every ``saga_runs`` column of a new run (claimed when ``new.owner`` is set)."""
+    return {
+        "id": new.id,
+        "saga_type": new.saga_type,
+        "status": (SagaStatus.RUNNING if new.owner else SagaStatus.PENDING).value,
+        "current_step": new.first_step,
+        "attempt": 1,
+        "data": new.data,
+        "error": None,
+        "compensation_cause": None,
+        "idempotency_key": new.idempotency_key,
+        "started_by": new.started_by,
+        "epoch": 1,
+        "owner": new.owner,
+        "lease_expires_at": new.now + lease if new.owner else None,
+        "next_run_at": new.now,
+        "deadline_at": new.deadline_at,
+        "deadline_noted": False,
+        "cancel_requested": False,
+        "last_seq": 1,
+        "resolution": None,
+        "created_at": new.now,
+        "updated_at": new.now,
+        "finished_at": None,
+        "trace_context": new.trace_context,
+    }
+
+
+def start_detail(new: NewRun) -> dict[str, Any]:
+    """Detail of the ``saga_started`` event."""
+    return {"idempotency_key": new.idempotency_key} if new.idempotency_key else {}
 
 
 def run_from_row(row: Mapping[Any, Any]) -> SagaRun:

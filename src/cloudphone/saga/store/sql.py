@@ -12,9 +12,8 @@ safe. Connection trouble leaves every method as DatabaseUnavailableError.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -24,43 +23,18 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from cloudphone.saga.errors import DatabaseUnavailableError, SagaNotFoundError
 from cloudphone.saga.ports import Clock, Committed
 from cloudphone.saga.progress import NewEvent, Progress
-from cloudphone.saga.records import EventKind, SagaRun
-from cloudphone.saga.state import ACTIVE, SagaStatus
+from cloudphone.saga.records import EventKind
+from cloudphone.saga.state import ACTIVE
 from cloudphone.saga.store import claims, lite, pg, pg_sql, reconcile
+from cloudphone.saga.store.base import Claimed, NewRun
 from cloudphone.saga.store.database import Database
 from cloudphone.saga.store.disconnects import is_database_unavailable, unavailable
+from cloudphone.saga.store.listen import Listener
 from cloudphone.saga.store.queries import RunQueries
-from cloudphone.saga.store.rows import event_rows
-from cloudphone.saga.store.tables import saga_events, saga_runs
+from cloudphone.saga.store.rows import event_rows, new_run_values, start_detail
+from cloudphone.saga.store.tables import metadata, saga_events, saga_runs
 
 _ACTIVE = [s.value for s in ACTIVE]
-
-
-@dataclass(frozen=True)
-class NewRun:
-    """A run to insert."""
-
-    id: str
-    saga_type: str
-    data: dict[str, Any]
-    first_step: str
-    idempotency_key: str | None
-    started_by: str | None
-    deadline_at: datetime | None
-    now: datetime
-    owner: str | None = None
-    """Claim it for this worker in the same insert (the process has a worker with room)."""
-    trace_context: dict[str, str] | None = None
-    """W3C trace context of the start, stored with the run."""
-
-
-@dataclass(frozen=True)
-class Claimed:
-    """A run a worker just claimed."""
-
-    run: SagaRun
-    previous_owner: str | None
-    """Whose expired lease was taken over (None for a fresh claim)."""
 
 
 class _StepTx:
@@ -81,7 +55,7 @@ class _StepTx:
 
 
 class SqlStore(RunQueries):
-    """Reads and writes of ``saga_runs`` and ``saga_events``.
+    """Reads and writes of ``saga_runs`` and ``saga_events``: the SQL :class:`.base.SagaStore`.
 
     Args:
         db: The database.
@@ -93,6 +67,30 @@ class SqlStore(RunQueries):
         self.lease = lease
         self.clock = clock
         self._fast = pg.PgFastPath(db.url, lease, clock) if db.is_postgres else None
+
+    @property
+    def announces(self) -> bool:
+        """PostgreSQL announces new and resumed runs with NOTIFY; SQLite's workers poll."""
+        return self.db.is_postgres
+
+    def subscribe(
+        self,
+        on_notify: Callable[[str], None],
+        *,
+        on_connect: Callable[[], None] | None = None,
+        on_lost: Callable[[BaseException], None] | None = None,
+    ) -> Listener | None:
+        """A LISTEN connection for announced runs (PostgreSQL only)."""
+        if not self.db.is_postgres:
+            return None
+        return Listener(
+            self.db.url, pg.NOTIFY_CHANNEL, on_notify, on_connect=on_connect, on_lost=on_lost
+        )
+
+    async def create_schema(self) -> None:
+        """Create the engine's tables if missing (production uses the Alembic migrations)."""
+        async with self.db.begin() as conn:
+            await conn.run_sync(metadata.create_all)
 
     async def close(self) -> None:
         """Finish queued writes and close the fast path's connections."""
@@ -113,7 +111,7 @@ class SqlStore(RunQueries):
             return await self.insert_run_txn(conn, new, notify)
         if self._fast is not None:
             values = self._new_values(new)
-            if await self._fast.insert(values, _start_detail(new), notify):
+            if await self._fast.insert(values, start_detail(new), notify):
                 return new.id, True
             return await self._existing(new), False
         async with self.db.begin() as own:
@@ -124,7 +122,7 @@ class SqlStore(RunQueries):
     ) -> tuple[str, bool]:
         """Insert a run inside the caller's transaction ``conn``."""
         values = self._new_values(new)
-        detail = _start_detail(new)
+        detail = start_detail(new)
         if self.db.is_postgres:
             item = pg.insert_item(values, detail, notify)
             result = await conn.execute(
@@ -138,31 +136,7 @@ class SqlStore(RunQueries):
         return await self._existing(new, conn), False
 
     def _new_values(self, new: NewRun) -> dict[str, Any]:
-        return {
-            "id": new.id,
-            "saga_type": new.saga_type,
-            "status": (SagaStatus.RUNNING if new.owner else SagaStatus.PENDING).value,
-            "current_step": new.first_step,
-            "attempt": 1,
-            "data": new.data,
-            "error": None,
-            "compensation_cause": None,
-            "idempotency_key": new.idempotency_key,
-            "started_by": new.started_by,
-            "epoch": 1,
-            "owner": new.owner,
-            "lease_expires_at": new.now + self.lease if new.owner else None,
-            "next_run_at": new.now,
-            "deadline_at": new.deadline_at,
-            "deadline_noted": False,
-            "cancel_requested": False,
-            "last_seq": 1,
-            "resolution": None,
-            "created_at": new.now,
-            "updated_at": new.now,
-            "finished_at": None,
-            "trace_context": new.trace_context,
-        }
+        return new_run_values(new, self.lease)
 
     async def _existing(self, new: NewRun, conn: AsyncConnection | None = None) -> str:
         """Id of the run that already holds ``new``'s idempotency key."""
@@ -226,7 +200,9 @@ class SqlStore(RunQueries):
                 return await self._fast.commit_in(conn, run_id, epoch, progress, at)
             return await self._commit_generic(conn, run_id, epoch, progress, at)
 
-        return await reconcile.write_fenced(write, self._looker(conn), run_id, epoch, progress, seq)
+        return await reconcile.write_fenced(
+            write, self._looker(conn), run_id, epoch, progress, seq, in_transaction=True
+        )
 
     async def landed(
         self, run_id: str, epoch: int, seq: int, progress: Progress | None
@@ -391,10 +367,6 @@ class SqlStore(RunQueries):
             _raise_unavailable(error, "next due run")
             raise
         return due
-
-
-def _start_detail(new: NewRun) -> dict[str, Any]:
-    return {"idempotency_key": new.idempotency_key} if new.idempotency_key else {}
 
 
 def _raise_unavailable(error: BaseException, what: str) -> None:

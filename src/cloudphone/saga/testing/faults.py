@@ -1,7 +1,7 @@
-"""Test helpers for users of the engine: fault injection and a clock you can move.
+"""Fault injection: make chosen attempts of chosen steps fail, hang, crash or do something.
 
-Nothing here is used by the engine itself; pass a :class:`FaultInjector` as ``hooks=`` and a
-:class:`ManualClock` as ``clock=`` to :class:`~cloudphone.saga.SagaEngine`.
+Pass a :class:`FaultInjector` as ``hooks=`` to :class:`~cloudphone.saga.SagaEngine` (the
+memory engine has one built in, ``MemoryEngine.faults``). The engine itself never uses it.
 """
 
 from __future__ import annotations
@@ -11,25 +11,16 @@ import os
 import signal
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from cloudphone.saga.context import StepContext
 
+Boundary = Literal["before", "after"]
+"""Where a fault strikes: ``before`` the action runs (inside the attempt, its timeout
+applies), or ``after`` it returned, before its progress is committed."""
 
-class ManualClock:
-    """A clock that only moves when told to."""
-
-    def __init__(self, start: datetime | None = None) -> None:
-        self._now = start or datetime(2030, 1, 1, tzinfo=UTC)
-
-    def now(self) -> datetime:
-        """The current (frozen) time."""
-        return self._now
-
-    def advance(self, delta: timedelta) -> None:
-        """Move time forward."""
-        self._now += delta
+FaultAction = Callable[[StepContext], Any]
+"""What a fault does with the attempt's context; may be async; raising fails the attempt."""
 
 
 @dataclass
@@ -37,14 +28,16 @@ class _Fault:
     step: str
     compensating: bool
     remaining: int | None
-    action: Callable[[StepContext], Any]
+    action: FaultAction
     saga: str | None = None
+    attempt: int | None = None
 
     def matches(self, ctx: StepContext) -> bool:
         return (
             self.step == ctx.step
             and self.compensating == ctx.compensating
             and self.saga in (None, ctx.saga_type)
+            and self.attempt in (None, ctx.attempt)
         )
 
 
@@ -63,16 +56,23 @@ class Call:
 class FaultInjector:
     """Makes chosen attempts fail, hang or kill the process; records every attempt.
 
+    Every fault names a step (or, with ``compensating=True``, its compensation) and may be
+    narrowed to one saga type (``saga=``) and one attempt number (``attempt=``); it strikes
+    the next ``times`` matching attempts (None: all of them). The first matching fault that
+    still has strikes left acts; the others wait for later attempts.
+
     Example::
 
         faults = FaultInjector()
         faults.fail("CALL_PROVIDER", times=2, error=ConnectionError("down"))
+        faults.fail("RESERVE", attempt=3)      # only the third attempt fails
         faults.crash_after("CALL_PROVIDER")   # SIGKILL after the action, before the commit
     """
 
     calls: list[Call] = field(default_factory=list)
     _before: list[_Fault] = field(default_factory=list)
     _after: list[_Fault] = field(default_factory=list)
+    _hanging: set[str] = field(default_factory=set)
 
     def fail(
         self,
@@ -82,18 +82,19 @@ class FaultInjector:
         error: BaseException | None = None,
         compensating: bool = False,
         saga: str | None = None,
+        attempt: int | None = None,
     ) -> None:
         """Raise ``error`` (default RuntimeError) in the next ``times`` attempts (None: all).
 
         ``saga`` limits a fault to one saga type; by default it hits every saga with a step of
-        that name.
+        that name. ``attempt`` limits it to that attempt number.
         """
         exc = error if error is not None else RuntimeError(f"injected failure in {step}")
 
         def raise_(_ctx: StepContext) -> None:
             raise exc
 
-        self._before.append(_Fault(step, compensating, times, raise_, saga))
+        self._before.append(_Fault(step, compensating, times, raise_, saga, attempt))
 
     def hang(
         self,
@@ -102,25 +103,67 @@ class FaultInjector:
         times: int | None = 1,
         compensating: bool = False,
         saga: str | None = None,
+        attempt: int | None = None,
     ) -> None:
         """Block the next ``times`` attempts until they are cancelled (timeouts, deadline)."""
 
-        async def block(_ctx: StepContext) -> None:
-            await asyncio.Event().wait()
+        async def block(ctx: StepContext) -> None:
+            self._hanging.add(ctx.saga_id)
+            try:
+                await asyncio.Event().wait()
+            finally:
+                self._hanging.discard(ctx.saga_id)
 
-        self._before.append(_Fault(step, compensating, times, block, saga))
+        self._before.append(_Fault(step, compensating, times, block, saga, attempt))
+
+    def add(
+        self,
+        step: str,
+        action: FaultAction,
+        *,
+        when: Boundary = "before",
+        times: int | None = 1,
+        compensating: bool = False,
+        saga: str | None = None,
+        attempt: int | None = None,
+    ) -> None:
+        """Call ``action(ctx)`` at a boundary of the next ``times`` matching attempts.
+
+        Anything may be done there (change the world the step sees, say); an exception it
+        raises fails the attempt like the step's own would.
+        """
+        faults = self._before if when == "before" else self._after
+        faults.append(_Fault(step, compensating, times, action, saga, attempt))
 
     def crash_before(
-        self, step: str, *, compensating: bool = False, saga: str | None = None
+        self,
+        step: str,
+        *,
+        compensating: bool = False,
+        saga: str | None = None,
+        attempt: int | None = None,
     ) -> None:
-        """SIGKILL this process when the step's next attempt starts."""
-        self._before.append(_Fault(step, compensating, 1, _kill, saga))
+        """SIGKILL this process when the step's next attempt starts (real worker processes).
+
+        In-process, ``MemoryEngine.crash_at`` simulates the same without a process.
+        """
+        self.add(step, _kill, compensating=compensating, saga=saga, attempt=attempt)
 
     def crash_after(
-        self, step: str, *, compensating: bool = False, saga: str | None = None
+        self,
+        step: str,
+        *,
+        compensating: bool = False,
+        saga: str | None = None,
+        attempt: int | None = None,
     ) -> None:
         """SIGKILL this process after the step's action succeeded, before its commit."""
-        self._after.append(_Fault(step, compensating, 1, _kill, saga))
+        self.add(step, _kill, when="after", compensating=compensating, saga=saga, attempt=attempt)
+
+    @property
+    def hanging(self) -> frozenset[str]:
+        """Runs whose attempt is blocked in :meth:`hang` now (waiting to be cancelled)."""
+        return frozenset(self._hanging)
 
     def attempts(self, step: str, *, compensating: bool = False, saga: str | None = None) -> int:
         """How many attempts of ``step`` (or its compensation) started."""

@@ -1,0 +1,76 @@
+"""Rows of the memory store: stored as JSON columns would be, read back as fresh copies."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable, Collection
+from datetime import datetime
+from typing import Any
+
+from cloudphone.saga.records import SagaRun
+from cloudphone.saga.state import SagaStatus
+from cloudphone.saga.store.rows import run_from_row
+
+Row = dict[str, Any]
+"""A ``saga_runs`` or ``saga_events`` row: column name to value, as SQL would hold it."""
+
+_JSON_COLUMNS = frozenset({"data", "error", "detail"})
+
+
+def stored(value: Any) -> Any:
+    """``value`` (a row, or a list of rows) with its JSON columns as a database returns them.
+
+    A fresh copy, so the caller keeps no reference into the store, and refused if not JSON
+    (tuples become lists, as they would). Datetimes are columns of their own, kept as they are.
+    """
+    if isinstance(value, dict):
+        return {k: _column(k, v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [stored(item) for item in value]
+    return value
+
+
+def _column(name: str, value: Any) -> Any:
+    if name in _JSON_COLUMNS and value is not None:
+        return json.loads(json.dumps(value, allow_nan=False))
+    return value
+
+
+def run_of(row: Row) -> SagaRun:
+    """The SagaRun of a row, sharing nothing with it."""
+    return run_from_row(copy.deepcopy(row))
+
+
+def row_filter(
+    status: SagaStatus | None,
+    saga_type: str | None,
+    started_by: str | None,
+    created_after: datetime | None,
+    created_before: datetime | None,
+    needs_attention: bool,
+    ids: Collection[str] | None = None,
+) -> Callable[[Row], bool]:
+    """The list filters of ``list_runs`` as one predicate (after inclusive, before not)."""
+    only = set(ids) if ids is not None else None
+    equal = {
+        "status": status.value if status is not None else None,
+        "saga_type": saga_type,
+        "started_by": started_by,
+    }
+    wanted = {column: value for column, value in equal.items() if value is not None}
+
+    def check(row: Row) -> bool:
+        if only is not None and row["id"] not in only:
+            return False
+        if any(row[column] != value for column, value in wanted.items()):
+            return False
+        if created_after is not None and row["created_at"] < created_after:
+            return False
+        if created_before is not None and row["created_at"] >= created_before:
+            return False
+        return not needs_attention or (
+            row["status"] == SagaStatus.FAILED.value and row["resolution"] is None
+        )
+
+    return check
