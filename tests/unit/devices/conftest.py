@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +37,9 @@ def kit_config(**overrides: Any) -> DevicesConfig:
         "adb_port_max": 23499,
         "stream_port_min": 23500,
         "stream_port_max": 23999,
-        "boot_timeout_seconds": 60.0,
-        "runtime_call_timeout_seconds": 60.0,
-        "retry_initial_seconds": 1.0,
+        "boot_timeout": timedelta(seconds=60),
+        "runtime_call_timeout": timedelta(seconds=60),
+        "retry_initial_interval": timedelta(seconds=1),
         "retry_max_attempts": 4,
         **overrides,
     }

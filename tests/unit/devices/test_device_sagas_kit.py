@@ -130,7 +130,7 @@ async def test_a_crash_after_creating_the_container_finds_it_again(
 
 async def test_a_boot_outliving_the_deadline_is_undone(make_kit: MakeKit, user: Principal) -> None:
     """A boot allowed longer than the 10-minute deadline is cut by the deadline instead."""
-    stack = await make_kit(boot_timeout_seconds=900.0)
+    stack = await make_kit(boot_timeout=timedelta(seconds=900))
     engine = kit(stack)
     engine.faults.hang("INITIALIZE_DEVICE")
     async with engine.worker():
