@@ -9,6 +9,7 @@ import cloudphone.saga.testing
 
 EXPECTED = [
     "Database",
+    "DatabaseUnavailableError",
     "ErrorInfo",
     "EventKind",
     "InvalidSagaInputError",
@@ -36,6 +37,7 @@ EXPECTED = [
     "StepOutputError",
     "UnknownSagaTypeError",
     "current_step",
+    "is_database_unavailable",
 ]
 
 

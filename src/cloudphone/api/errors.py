@@ -1,20 +1,23 @@
 """Every error as JSON ``{"error": {"code", "message"}}`` with the right status code.
 
 Domain errors (``cloudphone.domain``) and engine errors map by type; request validation errors
-and undecodable bodies become 422; unknown routes 404; anything unexpected a logged 500 that
-reveals nothing. Routes
-document the shapes with :func:`error_responses`.
+and undecodable bodies become 422; unknown routes 404; a database that cannot be reached (down,
+restarting, pool exhausted: :func:`cloudphone.saga.is_database_unavailable`) 503
+``database_unavailable`` with ``Retry-After``, on every route; anything unexpected a logged 500
+that reveals nothing. Routes document the shapes with :func:`error_responses`.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cloudphone.domain import (
@@ -27,9 +30,18 @@ from cloudphone.domain import (
     QuotaExceededError,
     UnavailableError,
 )
-from cloudphone.saga import InvalidSagaInputError, OperatorActionError, SagaNotFoundError
+from cloudphone.saga import (
+    DatabaseUnavailableError,
+    InvalidSagaInputError,
+    OperatorActionError,
+    SagaNotFoundError,
+    is_database_unavailable,
+)
 
 log = logging.getLogger("cloudphone.api")
+
+RETRY_AFTER_SECONDS = 2
+"""``Retry-After`` of a 503 for an unreachable database: about what a restart takes."""
 
 
 class AuthenticationError(DomainError):
@@ -165,6 +177,38 @@ async def _unexpected(_request: Request, error: Exception) -> JSONResponse:
     return error_json(500, "internal", "internal error")
 
 
+class _DatabaseErrors:
+    """503 with ``Retry-After`` while the database is unreachable; other database errors 500.
+
+    An outage fails every request at once, so it is logged at most once per ``every`` seconds
+    (with how many requests it refused), without tracebacks.
+    """
+
+    def __init__(self, every: float = 10.0) -> None:
+        self._every = every
+        self._logged_at = float("-inf")
+        self._refused = 0
+
+    async def __call__(self, request: Request, error: Exception) -> JSONResponse:
+        if not is_database_unavailable(error):
+            return await _unexpected(request, error)
+        self._refused += 1
+        now = time.monotonic()
+        if now - self._logged_at >= self._every:
+            log.warning(
+                "database unavailable: answering 503 (%d requests since the last report): %s",
+                self._refused,
+                error,
+            )
+            self._logged_at, self._refused = now, 0
+        return error_json(
+            503,
+            "database_unavailable",
+            "the database is unavailable right now; retry shortly",
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Register the handlers that render every error in the platform's shape."""
     app.add_exception_handler(DomainError, _domain_error)
@@ -172,4 +216,9 @@ def install_error_handlers(app: FastAPI) -> None:
         app.add_exception_handler(cls, _engine_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    # Registered by class (not under Exception), so a refused request is answered without
+    # the traceback the server logs for unhandled errors.
+    database_errors = _DatabaseErrors()
+    app.add_exception_handler(DatabaseUnavailableError, database_errors)
+    app.add_exception_handler(SQLAlchemyError, database_errors)
     app.add_exception_handler(Exception, _unexpected)

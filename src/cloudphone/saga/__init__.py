@@ -11,6 +11,7 @@ from cloudphone.saga.context import StepContext, current_step
 from cloudphone.saga.definition import Saga, Step, StepHandle, StepKind
 from cloudphone.saga.engine import SagaEngine
 from cloudphone.saga.errors import (
+    DatabaseUnavailableError,
     InvalidSagaInputError,
     InvalidTransitionError,
     NonRetryableError,
@@ -28,10 +29,12 @@ from cloudphone.saga.retry import RetryPolicy
 from cloudphone.saga.state import SagaStatus
 from cloudphone.saga.store.base import SagaStore
 from cloudphone.saga.store.database import Database
+from cloudphone.saga.store.disconnects import is_database_unavailable
 from cloudphone.saga.tracing import SagaTracer
 
 __all__ = [
     "Database",
+    "DatabaseUnavailableError",
     "ErrorInfo",
     "EventKind",
     "InvalidSagaInputError",
@@ -59,4 +62,5 @@ __all__ = [
     "StepOutputError",
     "UnknownSagaTypeError",
     "current_step",
+    "is_database_unavailable",
 ]

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from cloudphone.saga import operators
 from cloudphone.saga.definition import Saga
 from cloudphone.saga.errors import (
+    DatabaseUnavailableError,
     InvalidSagaInputError,
     SagaDefinitionError,
     SagaNotFoundError,
@@ -208,7 +209,8 @@ class SagaEngine:
         except BaseException as error:
             span.end(None, "error", error)
             if claim and worker is not None:
-                worker.unreserve()
+                lost = isinstance(error, DatabaseUnavailableError | asyncio.CancelledError)
+                worker.unreserve(lost_at=new.now if lost else None)
             raise
         span.end(run_id, "started" if inserted else "existing")
         if inserted:
@@ -267,7 +269,12 @@ class SagaEngine:
         )
         await worker.start()
         self._worker = worker
-        self._listener = self.store.subscribe(self._notified)
+        self._listener = self.store.subscribe(
+            self._notified,
+            # Runs announced while it was disconnected were not heard: look for them.
+            on_connect=worker.wake,
+            on_lost=lambda error: worker.database_lost("announcements", error),
+        )
         if self._listener is not None:
             self._listener.start()
         try:

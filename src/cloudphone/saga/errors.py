@@ -67,3 +67,22 @@ class LeaseLostError(SagaError):
 
     Internal: the runner stops driving the run and discards the uncommitted progress.
     """
+
+
+class DatabaseUnavailableError(SagaError):
+    """The database could not be reached, or it dropped the connection mid-statement.
+
+    Raised for refused or reset connections, a server shutting down or starting up, and an
+    exhausted connection pool. A write in flight when it was raised may or may not have
+    committed. The engine's own writes recover from it by themselves (retried with backoff,
+    fenced so they apply at most once); a caller of ``start()`` may retry (with the same
+    ``idempotency_key`` to be safe). The API answers it with 503 and ``Retry-After``.
+    """
+
+
+class StaleStateError(SagaError):
+    """A progress write the runner believed lost did commit, so its copy of the run is stale.
+
+    Internal: the runner reloads the run (it still holds the lease) and goes on from what is
+    stored.
+    """

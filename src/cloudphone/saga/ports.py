@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from cloudphone.saga.context import StepContext
 from cloudphone.saga.progress import Progress
+from cloudphone.saga.records import SagaRun
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,8 @@ class Committed:
 
     cancel_requested: bool
     """An operator asked to cancel the run (read in the same statement)."""
+    last_seq: int
+    """The run's ``last_seq`` after the write: the fence of the runner's next write."""
 
 
 class StepTransaction(Protocol):
@@ -36,16 +39,44 @@ class StepTransaction(Protocol):
         """The connection the step writes through."""
         ...
 
-    async def commit(self, run_id: str, epoch: int, progress: Progress) -> Committed:
+    async def commit(
+        self, run_id: str, epoch: int, progress: Progress, seq: int | None = None
+    ) -> Committed:
         """Record progress in this transaction, then commit; LeaseLostError rolls back."""
         ...
 
 
 class ProgressStore(Protocol):
-    """Where the runner records progress; every write is fenced by the run's epoch."""
+    """Where the runner records progress.
 
-    async def commit(self, run_id: str, epoch: int, progress: Progress) -> Committed:
-        """Record progress in a transaction of its own; raises LeaseLostError if fenced off."""
+    Every write is fenced by the run's epoch and, given ``seq``, by the ``last_seq`` the
+    runner last saw, so repeating a write whose answer was lost never applies it twice.
+    Connection trouble raises DatabaseUnavailableError (the outcome may be unknown).
+    """
+
+    async def commit(
+        self, run_id: str, epoch: int, progress: Progress, seq: int | None = None
+    ) -> Committed:
+        """Record progress in a transaction of its own; raises LeaseLostError if fenced off.
+
+        Safe to repeat with the same ``progress`` and ``seq`` after DatabaseUnavailableError:
+        a repeat of a write that did land answers Committed without writing again.
+        """
+        ...
+
+    async def landed(
+        self, run_id: str, epoch: int, seq: int, progress: Progress | None
+    ) -> Committed | None:
+        """Whether a write after ``seq`` landed: Committed for ``progress``, None for none.
+
+        Raises:
+            LeaseLostError: The run's epoch moved.
+            StaleStateError: Another write of this epoch landed (the runner must reload).
+        """
+        ...
+
+    async def get(self, run_id: str) -> SagaRun | None:
+        """The run as stored."""
         ...
 
     def step_transaction(self) -> AbstractAsyncContextManager[StepTransaction]:

@@ -79,6 +79,8 @@ class RunState:
     deadline_at: datetime | None
     deadline_noted: bool
     cancel_requested: bool
+    last_seq: int = 0
+    """The run's ``last_seq`` as of the last committed write: the fence of the next one."""
     worker: str | None = None
     """Id of the worker driving the run, recorded on the attempts it runs."""
     trace_context: dict[str, str] | None = None
@@ -131,5 +133,6 @@ def state_of(run: SagaRun, saga: Saga) -> RunState:
         deadline_at=run.deadline_at,
         deadline_noted=run.deadline_noted,
         cancel_requested=run.cancel_requested,
+        last_seq=run.last_seq,
         trace_context=run.trace_context,
     )

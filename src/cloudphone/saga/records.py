@@ -121,6 +121,7 @@ class SagaRun:
         epoch: Fencing token; bumped by every claim and operator action.
         cancel_requested: An operator asked to cancel it.
         resolution: Note of the operator who resolved it by hand, or None.
+        last_seq: Sequence number of its latest event (its history has that many).
         trace_context: W3C trace context (``traceparent``, ``tracestate``) of the start, when
             it was traced: the spans of every drive of the run join that trace.
     """
@@ -146,6 +147,7 @@ class SagaRun:
     epoch: int
     cancel_requested: bool
     resolution: str | None
+    last_seq: int = 0
     trace_context: dict[str, str] | None = None
 
 

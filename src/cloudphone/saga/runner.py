@@ -2,6 +2,12 @@
 
 The runner holds no SQL; it talks to a :class:`ProgressStore`. It stops when the run is
 released (retry scheduled, finished) or when its lease is lost.
+
+A database outage is not the step's failure. A progress write that fails with
+DatabaseUnavailableError is repeated with backoff until the database answers (every write is
+fenced by epoch and ``last_seq``, so a repeat of one that did land is recognised, never
+applied twice). A transactional attempt whose transaction was lost with the database is run
+again, with the same attempt number, once the stored run shows it did not commit.
 """
 
 from __future__ import annotations
@@ -11,19 +17,28 @@ import json
 import logging
 import math
 import random
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import datetime
 from types import MappingProxyType
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncConnection
+
 from cloudphone.saga import decide, timers
 from cloudphone.saga.context import _CURRENT, StepContext, idempotency_key
 from cloudphone.saga.definition import Saga, Step, StepKind
-from cloudphone.saga.errors import LeaseLostError, RetryLater, SagaError, StepOutputError
+from cloudphone.saga.errors import (
+    LeaseLostError,
+    RetryLater,
+    SagaError,
+    StaleStateError,
+    StepOutputError,
+)
 from cloudphone.saga.metrics import SagaMetrics
+from cloudphone.saga.outage import Outage, PatientStore, StoreFailure
 from cloudphone.saga.ports import Clock, Committed, ProgressStore, StepHooks
-from cloudphone.saga.progress import Progress, RunState
+from cloudphone.saga.progress import Progress, RunState, state_of
 from cloudphone.saga.records import EventKind
 from cloudphone.saga.state import SagaStatus
 from cloudphone.saga.tracing import NO_TRACER, SagaTracer
@@ -47,20 +62,9 @@ class _CancelHit(Exception):
     """An operator's cancel interrupted the attempt."""
 
 
-class _StoreFailure(Exception):
-    """A progress write failed for a reason other than a lost lease; its outcome is unknown."""
-
-
-async def _guarded(write: Awaitable[Committed]) -> Committed:
-    try:
-        return await write
-    except LeaseLostError:
-        raise
-    except Exception as error:
-        raise _StoreFailure(f"{type(error).__name__}: {error}") from error
-
-
 Outcome = Callable[[Any, datetime], Progress]
+_Call = tuple[Step, datetime, bool, bool, "datetime | None"]
+"""How an attempt is called: step, started, compensating, interruptible, deadline."""
 
 _OUTCOMES: dict[type[BaseException], str] = {
     _DeadlineHit: "deadline",
@@ -72,7 +76,8 @@ _OUTCOMES: dict[type[BaseException], str] = {
 
 _CUT_SHORT: dict[type[BaseException], str] = {
     LeaseLostError: "lease_lost",
-    _StoreFailure: "store_failure",
+    StaleStateError: "stale_state",
+    StoreFailure: "store_failure",
     asyncio.CancelledError: "interrupted",
 }
 """Span outcome of an attempt that ended before its outcome was committed."""
@@ -96,6 +101,7 @@ class Runner:
         rand: Callable[[], float] = random.random,
         on_commit: Callable[[RunState, Progress], None] | None = None,
         tracer: SagaTracer = NO_TRACER,
+        outage: Outage | None = None,
     ) -> None:
         self.saga = saga
         self.state = state
@@ -106,6 +112,7 @@ class Runner:
         self._rand = rand
         self._on_commit = on_commit
         self._tracer = tracer
+        self._patient = PatientStore(store, outage or Outage(clock), clock)
         self._task: asyncio.Task[Any] | None = None
         self._interruptible = False
         self._interrupted = False
@@ -135,7 +142,13 @@ class Runner:
         last: Progress | None = None
         try:
             while True:
-                last = await self._tick()
+                try:
+                    last = await self._tick()
+                except StaleStateError:
+                    if not await self._reload():
+                        outcome = "stale_state"
+                        return None
+                    continue
                 if last is None or not last.keep_lease or self._stop_after_step:
                     outcome = _drive_outcome(last)
                     return last
@@ -268,33 +281,27 @@ class Runner:
         deadline: datetime | None,
     ) -> Progress:
         ctx = self._context(step, compensating)
-        s = self.state
-        span = self._tracer.attempt(s, step.name, compensating)
+        call = (step, started, compensating, interruptible, deadline)
+        span = self._tracer.attempt(self.state, step.name, compensating)
         try:
             if transactional:
-                async with self._store.step_transaction() as tx:
-                    output = await self._call(
-                        fn,
-                        replace(ctx, _session=tx.session),
-                        step,
-                        started,
-                        compensating,
-                        interruptible,
-                        deadline,
-                    )
-                    progress = ok(output, self._clock.now())
-                    committed = await _guarded(tx.commit(s.id, s.epoch, progress))
+
+                async def attempt(session: AsyncConnection) -> Progress:
+                    output = await self._call(fn, replace(ctx, _session=session), *call)
+                    return ok(output, self._clock.now())
+
+                progress, committed = await self._patient.transaction(self.state, attempt)
             else:
-                output = await self._call(
-                    fn, ctx, step, started, compensating, interruptible, deadline
-                )
+                output = await self._call(fn, ctx, *call)
                 progress = ok(output, self._clock.now())
-                committed = await _guarded(self._store.commit(s.id, s.epoch, progress))
-        except (LeaseLostError, asyncio.CancelledError, _StoreFailure) as cut:
+                committed = await self._patient.commit(self.state, progress)
+        except (LeaseLostError, StaleStateError, asyncio.CancelledError, StoreFailure) as cut:
             cancelled = isinstance(cut, asyncio.CancelledError)
             span.end(_CUT_SHORT.get(type(cut), "interrupted"), None if cancelled else cut)
             raise
         except Exception as error:
+            # A DatabaseUnavailableError here came from a plain step's own call (the writes
+            # wait an outage out): that call failed, like any outside system's.
             span.end(_outcome_of(error, compensating), None if isinstance(error, _QUIET) else error)
             return await self._commit(self._failed(failed, error, step, started, compensating))
         span.end("compensated" if compensating else "success")
@@ -306,6 +313,20 @@ class Runner:
             self._metrics.record_step(self.saga.name, step.name, "success", seconds)
         self._applied(progress, committed)
         return progress
+
+    async def _reload(self) -> bool:
+        """Adopt the stored run (a write thought lost landed late); False if not ours now."""
+        run = await self._patient.get(self.state.id)
+        worker = self.state.worker
+        if run is None or run.epoch != self.state.epoch or run.owner != worker:
+            return False
+        log.info(
+            "a progress write thought lost had landed; going on from the stored run",
+            extra=self._log_extra(),
+        )
+        self.state = state_of(run, self.saga)
+        self.state.worker = worker
+        return True
 
     def _failed(
         self, failed: Outcome, error: Exception, step: Step, started: datetime, compensating: bool
@@ -369,12 +390,12 @@ class Runner:
         return checked
 
     async def _commit(self, progress: Progress) -> Progress:
-        committed = await _guarded(self._store.commit(self.state.id, self.state.epoch, progress))
-        self._applied(progress, committed)
+        self._applied(progress, await self._patient.commit(self.state, progress))
         return progress
 
     def _applied(self, progress: Progress, committed: Committed) -> None:
         self.state.apply(progress)
+        self.state.last_seq = committed.last_seq
         if committed.cancel_requested and not progress.clear_cancel:
             self.state.cancel_requested = True
         if progress.finished:

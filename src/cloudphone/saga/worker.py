@@ -1,4 +1,11 @@
-"""A worker: claims due runs under a lease, drives them with runners, renews the leases."""
+"""A worker: claims due runs under a lease, drives them with runners, renews the leases.
+
+While the database is unreachable the claim loop and the lease renewals back off (capped
+exponential delays, one shared :class:`~cloudphone.saga.outage.Outage` logging it at a bounded
+rate); runners wait for their pending writes and are never stopped because a renewal failed.
+Leases that ran out during the outage are not taken over until their owners had one lease to
+renew them.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +18,9 @@ from datetime import datetime, timedelta
 
 from cloudphone.saga import timers
 from cloudphone.saga.definition import Saga
+from cloudphone.saga.errors import DatabaseUnavailableError
 from cloudphone.saga.metrics import SagaMetrics
+from cloudphone.saga.outage import Backoff, Outage
 from cloudphone.saga.ports import Clock, StepHooks, Timer
 from cloudphone.saga.progress import Progress, RunState, state_of
 from cloudphone.saga.records import SagaRun
@@ -22,6 +31,11 @@ from cloudphone.saga.tracing import NO_TRACER, SagaTracer
 log = logging.getLogger("cloudphone.saga")
 
 CommitCallback = Callable[[RunState, Progress], None]
+
+CLAIM_BACKOFF = (0.05, 2.0)
+"""First and largest delay (seconds) between claim rounds while the database is down."""
+MAX_LOST_CLAIMS = 1000
+"""Lost claims remembered at most (beyond that, such runs wait for their lease to expire)."""
 
 
 class Worker:
@@ -72,6 +86,11 @@ class Worker:
         self._backlog = False  # the last claim filled every free slot: more may be waiting
         self.alive_at: datetime | None = None
         """Last time the claim loop or heartbeat completed a round (for readiness checks)."""
+        self.outage = Outage(clock)
+        """What this worker saw of the database being down (shared with its runners)."""
+        self._claim_backoff = Backoff(*CLAIM_BACKOFF, rand=rand)
+        # Times of claims (and claiming inserts) whose answer was lost: they may have landed.
+        self._lost_claims: list[datetime] = []
 
     # -- capacity shared with start() ---------------------------------------------------
 
@@ -82,9 +101,19 @@ class Worker:
         self._reserved += 1
         return True
 
-    def unreserve(self) -> None:
-        """Give back a slot reserved with try_reserve (the insert found an existing run)."""
+    def unreserve(self, *, lost_at: datetime | None = None) -> None:
+        """Give back a slot reserved with try_reserve (the insert found an existing run).
+
+        ``lost_at``: the insert's answer was lost; it may have claimed a run at that time,
+        which the next claim round then takes as a fresh claim.
+        """
         self._reserved -= 1
+        if lost_at is not None:
+            self._claim_lost(lost_at)
+
+    def _claim_lost(self, at: datetime) -> None:
+        if len(self._lost_claims) < MAX_LOST_CLAIMS:
+            self._lost_claims.append(at)
 
     def adopt(self, run: SagaRun) -> None:
         """Drive a run inserted already claimed by this worker (uses a reserved slot)."""
@@ -94,6 +123,10 @@ class Worker:
     def wake(self) -> None:
         """Look for due work now."""
         self._wakeup.set()
+
+    def database_lost(self, what: str, error: BaseException) -> None:
+        """Another part of the process (the LISTEN connection) saw the database go away."""
+        self.outage.failed(what, error)
 
     def drives(self, run_id: str) -> bool:
         """Whether this worker is driving the run right now."""
@@ -159,24 +192,43 @@ class Worker:
             self._wakeup.clear()
             room = self.concurrency - len(self._runners) - self._reserved
             self._backlog = room <= 0
-            if room > 0 and await self._claim_round(room, reclaim_own=False) == room:
+            claimed = await self._claim_round(room, reclaim_own=False) if room > 0 else 0
+            if claimed is None:
+                # Waiting for the database to come back: nothing to wait on but time.
+                await timers.sleep(self._clock, self._claim_backoff.next())
+                continue
+            if room > 0 and claimed == room:
                 self._backlog = True
                 continue  # there may be more due work than the room we had
             await self._sleep(room > 0)
 
-    async def _claim_round(self, room: int, *, reclaim_own: bool) -> int:
+    async def _claim_round(self, room: int, *, reclaim_own: bool) -> int | None:
+        """Claim and spawn up to ``room`` runs; None if the claim failed."""
+        now = self._clock.now()
+        lost = list(self._lost_claims)
         try:
             claimed = await self._store.claim(
                 self.worker_id,
                 room,
                 self._types,
-                self._clock.now(),
+                now,
                 reclaim_own,
                 exclude=list(self._runners),
+                takeover_before=self.outage.takeover_before(now, self._store.lease),
+                lost_claims=lost,
             )
+        except DatabaseUnavailableError as error:
+            self._claim_lost(now)
+            self.outage.failed("claims", error)
+            return None
         except Exception:
-            log.exception("claiming runs failed; retrying after the poll interval")
-            return 0
+            log.exception("claiming runs failed; retrying with backoff")
+            return None
+        self._claim_backoff.reset()
+        self.outage.ok()
+        if lost and len(claimed) < room:
+            # Every run those claims took (if any) is ours again now.
+            self._lost_claims = [at for at in self._lost_claims if at not in lost]
         self.alive_at = self._clock.now()
         for item in claimed:
             if item.previous_owner is not None:
@@ -226,6 +278,7 @@ class Worker:
             hooks=self._hooks,
             rand=self._rand,
             on_commit=self._on_commit,
+            outage=self.outage,
             tracer=self._tracer,
         )
         task = asyncio.create_task(self._drive(runner), name=f"saga-{run.id}")
@@ -258,14 +311,26 @@ class Worker:
 
     async def _heartbeat_loop(self) -> None:
         interval = self._store.lease.total_seconds() / 3
+        # After a failure, renew again soon: a lease must be renewed before it runs out.
+        backoff = Backoff(min(CLAIM_BACKOFF[0], interval), min(CLAIM_BACKOFF[1], interval))
+        delay = interval
         while True:
-            await timers.sleep(self._clock, interval)
+            await timers.sleep(self._clock, delay)
             ids = list(self._runners)
             try:
                 held = await self._store.heartbeat(self.worker_id, ids)
-            except Exception:
-                log.exception("lease renewal failed")
+            except Exception as error:
+                # Never stop runners for a failed renewal: the lease may well still be ours.
+                if isinstance(error, DatabaseUnavailableError):
+                    self.outage.failed("lease renewal", error)
+                else:
+                    log.exception("lease renewal failed; retrying with backoff")
+                delay = backoff.next()
                 continue
+            backoff.reset()
+            delay = interval
+            if ids:  # with nothing to renew, the store did not ask the database
+                self.outage.ok()
             self.alive_at = self._clock.now()
             for run_id in ids:
                 entry = self._runners.get(run_id)

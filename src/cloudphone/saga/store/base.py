@@ -9,7 +9,10 @@ this module only names:
   raises :class:`~cloudphone.saga.errors.LeaseLostError` and changes nothing;
 - a claim of a run whose owner's lease expired (or, with ``reclaim_own``, of one's own) is a
   takeover: it counts the lost attempt and appends a ``lease_takeover`` event;
-- events are numbered per run from 1 without gaps; an idempotency key is unique per saga type.
+- events are numbered per run from 1 without gaps; an idempotency key is unique per saga type;
+- a progress write given ``seq`` applies only while the run's ``last_seq`` is still that (past
+  an operator's cancel request): a repeat of one that landed answers Committed and writes
+  nothing, a different one of the same epoch raises StaleStateError (see ``store/reconcile``).
 """
 
 from __future__ import annotations
@@ -102,8 +105,18 @@ class SagaStore(ProgressStore, Protocol):
         """Finish queued writes and release connections."""
         ...
 
-    def subscribe(self, on_notify: Callable[[str], None]) -> Subscription | None:
-        """A subscription calling ``on_notify(saga_type)`` on announced work, if supported."""
+    def subscribe(
+        self,
+        on_notify: Callable[[str], None],
+        *,
+        on_connect: Callable[[], None] | None = None,
+        on_lost: Callable[[BaseException], None] | None = None,
+    ) -> Subscription | None:
+        """A subscription calling ``on_notify(saga_type)`` on announced work, if supported.
+
+        ``on_connect`` is called each time it starts listening (announcements made while it
+        was disconnected are lost: look for work then), ``on_lost`` when it is cut off.
+        """
         ...
 
     # -- writes -------------------------------------------------------------------------
@@ -131,10 +144,15 @@ class SagaStore(ProgressStore, Protocol):
         now: datetime,
         reclaim_own: bool = False,
         exclude: Sequence[str] = (),
+        takeover_before: datetime | None = None,
+        lost_claims: Sequence[datetime] = (),
     ) -> list[Claimed]:
         """Lease up to ``limit`` due runs: unowned, lease expired, or (``reclaim_own``) ours.
 
-        Runs in ``exclude`` (the caller drives them) are never claimed.
+        Runs in ``exclude`` (the caller drives them) are never claimed. Only leases that
+        expired before ``takeover_before`` (default ``now``) are taken over. ``lost_claims``:
+        times of this worker's claims whose answer was lost; the runs they took, untouched
+        since, are claimed again as fresh (a store whose answers cannot be lost ignores it).
         """
         ...
 

@@ -1,8 +1,14 @@
 """One database handle for the engine and the services that share its transactions.
 
-PostgreSQL gets a connection pool. SQLite (the embedded default) gets WAL, a busy timeout,
-``BEGIN IMMEDIATE`` for writes and an in-process lock, so this process is a single writer and
-never trips over SQLite's lock-upgrade deadlock.
+PostgreSQL gets a connection pool that survives a server restart by itself: a pooled
+connection the server closed is replaced when it is checked out (asyncpg notices the close
+while the connection is idle, so this costs no round trip), and any connection-class error
+(see :mod:`.disconnects`) invalidates the connection and every older one in the pool. A
+connection that cannot be made raises :class:`~cloudphone.saga.errors.DatabaseUnavailableError`.
+
+SQLite (the embedded default) gets WAL, a busy timeout, ``BEGIN IMMEDIATE`` for writes and an
+in-process lock, so this process is a single writer and never trips over SQLite's
+lock-upgrade deadlock.
 """
 
 from __future__ import annotations
@@ -13,9 +19,18 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy import event
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import registry
-from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.engine import URL, Connection, Dialect, ExceptionContext, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
+
+from cloudphone.saga.store.disconnects import (
+    CONNECT_TIMEOUT,
+    driver_error_unavailable,
+    is_database_unavailable,
+    unavailable,
+)
 
 _READ_ONLY = "cloudphone_read_only"
 
@@ -101,12 +116,50 @@ def _create_engine(
 ) -> AsyncEngine:
     if url.get_backend_name() == "sqlite":
         return _create_sqlite_engine(url, busy_timeout_ms)
-    kwargs: dict[str, Any] = {
-        "pool_size": pool_size,
-        "max_overflow": max_overflow,
-        "pool_pre_ping": False,
-    }
-    return create_async_engine(url, **kwargs)
+    asyncpg = url.get_driver_name() == "asyncpg"
+    # psycopg learns that the server closed a connection only when it next uses it, so its
+    # pool pings on checkout (a round trip); asyncpg's is_closed() check below is free.
+    engine = create_async_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=max_overflow,
+        pool_pre_ping=not asyncpg,
+        # An unreachable server fails a connect in seconds (the default waits a minute).
+        connect_args={"timeout": CONNECT_TIMEOUT}
+        if asyncpg
+        else {"connect_timeout": int(CONNECT_TIMEOUT)},
+    )
+    _survive_restarts(engine)
+    return engine
+
+
+def _survive_restarts(engine: AsyncEngine) -> None:
+    """Replace dead pooled connections, and report an unreachable server as unavailable."""
+
+    @event.listens_for(engine.sync_engine, "do_connect")
+    def _connect(dialect: Dialect, _record: Any, cargs: Any, cparams: Any) -> Any:
+        try:
+            return dialect.loaded_dbapi.connect(*cargs, **cparams)
+        except Exception as error:
+            # asyncpg's refused connect (OSError) and "starting up" (57P03) would otherwise
+            # escape SQLAlchemy unwrapped.
+            if isinstance(error, OSError) or driver_error_unavailable(error):
+                raise unavailable(error, "connect") from error
+            raise
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _checkout(
+        dbapi_conn: Any, _record: ConnectionPoolEntry, _proxy: PoolProxiedConnection
+    ) -> None:
+        is_closed = getattr(dbapi_conn.driver_connection, "is_closed", None)
+        if is_closed is not None and is_closed():
+            raise sa_exc.DisconnectionError("the server closed this pooled connection")
+
+    @event.listens_for(engine.sync_engine, "handle_error")
+    def _classify(context: ExceptionContext) -> None:
+        if not context.is_disconnect and is_database_unavailable(context.original_exception):
+            # Invalidate this connection and every older one in the pool (they died with it).
+            context.is_disconnect = True
 
 
 def _create_sqlite_engine(url: URL, busy_timeout_ms: int) -> AsyncEngine:

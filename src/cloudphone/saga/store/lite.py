@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, Integer, and_, bindparam, case, func, not_, update
+from sqlalchemy import Boolean, Integer, and_, bindparam, case, func, not_, or_, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from cloudphone.saga.progress import Progress
@@ -35,7 +35,14 @@ _PROGRESS_COLUMNS = (
 
 COMMIT = (
     update(saga_runs)
-    .where(_R.id == bindparam("b_id"), _R.epoch == bindparam("b_epoch", type_=Integer))
+    .where(
+        _R.id == bindparam("b_id"),
+        _R.epoch == bindparam("b_epoch", type_=Integer),
+        or_(
+            bindparam("b_seq", type_=Integer).is_(None),
+            _R.last_seq == bindparam("b_seq", type_=Integer),
+        ),
+    )
     .values(
         **{name: bindparam(f"c_{name}", type_=_R[name].type) for name in _PROGRESS_COLUMNS},
         # NULL keeps the data as it is (None is SQL NULL for this column type).
@@ -46,7 +53,8 @@ COMMIT = (
     )
     .returning(_R.last_seq, _R.cancel_requested)
 )
-"""Apply a Progress if the epoch is current; returns last_seq and cancel_requested."""
+"""Apply a Progress if the epoch (and, unless NULL, last_seq) is current; returns the new
+last_seq and cancel_requested."""
 
 INSERT_RUN = (
     sqlite_insert(saga_runs)
@@ -58,7 +66,7 @@ INSERT_RUN = (
 
 
 def commit_params(
-    run_id: str, epoch: int, progress: Progress, lease_until: datetime
+    run_id: str, epoch: int, progress: Progress, lease_until: datetime, seq: int | None = None
 ) -> dict[str, Any]:
     """Parameters of COMMIT."""
     columns = progress_values(progress, lease_until)
@@ -67,6 +75,7 @@ def commit_params(
         "c_data": progress.data,
         "b_id": run_id,
         "b_epoch": epoch,
+        "b_seq": seq,
         "b_keep": progress.keep_lease,
         "b_clear": progress.clear_cancel,
         "b_n": len(progress.events),

@@ -25,6 +25,7 @@ from cloudphone.saga.ports import Clock, Committed, StepTransaction
 from cloudphone.saga.progress import NewEvent, OperatorChange, Progress
 from cloudphone.saga.records import EventKind, SagaEvent, SagaRun
 from cloudphone.saga.state import ACTIVE, SagaStatus
+from cloudphone.saga.store import reconcile
 from cloudphone.saga.store.base import Claimed, NewRun
 from cloudphone.saga.store.database import Database
 from cloudphone.saga.store.memory_rows import Row, row_filter, run_of, stored
@@ -96,8 +97,14 @@ class MemoryStore:
         """Always: inserts and operator actions call the subscribed workers of this process."""
         return True
 
-    def subscribe(self, on_notify: Callable[[str], None]) -> _Subscription:
-        """Call ``on_notify(saga_type)`` when a run is announced."""
+    def subscribe(
+        self,
+        on_notify: Callable[[str], None],
+        *,
+        on_connect: Callable[[], None] | None = None,
+        on_lost: Callable[[BaseException], None] | None = None,
+    ) -> _Subscription:
+        """Call ``on_notify(saga_type)`` when a run is announced (it is never cut off)."""
         return _Subscription(self, on_notify)
 
     async def create_schema(self) -> None:
@@ -153,16 +160,47 @@ class MemoryStore:
             for on_notify in list(self.subscribers):
                 on_notify(saga_type)
 
-    async def commit(self, run_id: str, epoch: int, progress: Progress) -> Committed:
-        """Record progress, fenced by ``epoch``; raises LeaseLostError if fenced off."""
-        async with self.lock:
-            return self.apply(run_id, epoch, progress)
+    async def commit(
+        self, run_id: str, epoch: int, progress: Progress, seq: int | None = None
+    ) -> Committed:
+        """Record progress, fenced by ``epoch`` (and ``seq``); see :mod:`.reconcile`."""
 
-    def check_held(self, run_id: str, epoch: int) -> Row:
-        """The run's row if ``epoch`` is current; raises LeaseLostError otherwise."""
+        async def write(at: int | None) -> tuple[bool, int] | None:
+            row = self._visible(run_id)
+            if row is None or row["epoch"] != epoch or at not in (None, row["last_seq"]):
+                return None
+            committed = self.apply(run_id, epoch, progress)
+            return committed.cancel_requested, committed.last_seq
+
+        async with self.lock:
+            return await reconcile.write_fenced(write, self._look, run_id, epoch, progress, seq)
+
+    async def landed(
+        self, run_id: str, epoch: int, seq: int, progress: Progress | None
+    ) -> Committed | None:
+        """Whether a write after ``seq`` landed (see :func:`.reconcile.landed`)."""
+        return reconcile.landed(await self._look(run_id, seq), run_id, epoch, progress)
+
+    async def _look(self, run_id: str, seq: int) -> reconcile.Look | None:
+        row = self._visible(run_id)
+        if row is None:
+            return None
+        after = [e for e in self._events[run_id] if e["seq"] > seq]
+        return reconcile.look_of(row, after)
+
+    def check_held(self, run_id: str, epoch: int, seq: int | None = None) -> Row:
+        """The run's row if ``epoch`` (and ``seq``, past cancel requests) is current.
+
+        Raises:
+            LeaseLostError: The epoch moved.
+            StaleStateError: Another write of this epoch came after ``seq``.
+        """
         row = self._visible(run_id)
         if row is None or row["epoch"] != epoch:
             raise LeaseLostError(f"run {run_id} is no longer held at epoch {epoch}")
+        if seq is not None and row["last_seq"] != seq:
+            after = [e for e in self._events[run_id] if e["seq"] > seq]
+            reconcile.landed(reconcile.look_of(row, after), run_id, epoch, None)
         return row
 
     def apply(self, run_id: str, epoch: int, progress: Progress) -> Committed:
@@ -173,7 +211,7 @@ class MemoryStore:
             row["owner"] = None
         row["cancel_requested"] = row["cancel_requested"] and not progress.clear_cancel
         self._append(row, progress.events)
-        return Committed(cancel_requested=row["cancel_requested"])
+        return Committed(cancel_requested=row["cancel_requested"], last_seq=row["last_seq"])
 
     def _append(self, row: Row, events: Sequence[NewEvent]) -> None:
         first = row["last_seq"] + 1
@@ -199,14 +237,20 @@ class MemoryStore:
         now: datetime,
         reclaim_own: bool = False,
         exclude: Sequence[str] = (),
+        takeover_before: datetime | None = None,
+        lost_claims: Sequence[datetime] = (),
     ) -> list[Claimed]:
-        """Lease due runs, oldest ``next_run_at`` first; a takeover counts the lost attempt."""
+        """Lease due runs, oldest ``next_run_at`` first; a takeover counts the lost attempt.
+
+        Leases that expired before ``takeover_before`` (default ``now``) are taken over; in
+        memory no claim's answer is lost, so ``lost_claims`` is moot.
+        """
         if limit <= 0 or not saga_types:
             return []
         async with self.lock:
             own = worker_id if reclaim_own else None
             due = sorted(
-                self._claimable(saga_types, now, own, exclude),
+                self._claimable(saga_types, now, own, exclude, takeover_before or now),
                 key=lambda r: (r["next_run_at"], r["created_at"], r["id"]),
             )
             return [self._claim(row, worker_id, now) for row in due[:limit]]
@@ -235,11 +279,16 @@ class MemoryStore:
         return Claimed(run_of(row), previous)
 
     def _claimable(
-        self, saga_types: Sequence[str], now: datetime, own: str | None, exclude: Sequence[str]
+        self,
+        saga_types: Sequence[str],
+        now: datetime,
+        own: str | None,
+        exclude: Sequence[str],
+        takeover_before: datetime | None = None,
     ) -> Iterator[Row]:
-        types, skip = set(saga_types), set(exclude)
+        types, skip, before = set(saga_types), set(exclude), takeover_before or now
         for row in self._active(types):
-            expired = row["lease_expires_at"] is not None and row["lease_expires_at"] < now
+            expired = row["lease_expires_at"] is not None and row["lease_expires_at"] < before
             free = row["owner"] is None or expired or (own is not None and row["owner"] == own)
             due = row["next_run_at"] is not None and row["next_run_at"] <= now
             if free and due and row["id"] not in skip:

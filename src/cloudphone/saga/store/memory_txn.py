@@ -78,10 +78,12 @@ class MemoryStepTx:
         """The business connection the step writes through."""
         return self._conn
 
-    async def commit(self, run_id: str, epoch: int, progress: Progress) -> Committed:
+    async def commit(
+        self, run_id: str, epoch: int, progress: Progress, seq: int | None = None
+    ) -> Committed:
         """Commit the business transaction, then the progress (fenced first: stale rolls back)."""
         async with self._store.lock:
-            self._store.check_held(run_id, epoch)
+            self._store.check_held(run_id, epoch, seq)
             await self._conn.commit()
             return self._store.apply(run_id, epoch, progress)
 
@@ -101,6 +103,8 @@ class DetachedStepTx:
             "to MemoryEngine"
         )
 
-    async def commit(self, run_id: str, epoch: int, progress: Progress) -> Committed:
+    async def commit(
+        self, run_id: str, epoch: int, progress: Progress, seq: int | None = None
+    ) -> Committed:
         """Record the progress alone."""
-        return await self._store.commit(run_id, epoch, progress)
+        return await self._store.commit(run_id, epoch, progress, seq)

@@ -4,10 +4,18 @@ Each statement is one round trip and one commit. A data-modifying CTE chains a r
 (fenced by its epoch) with the INSERT of its events, whose sequence numbers come from the
 UPDATE's RETURNING. Items travel as one JSON array expanded by ``jsonb_to_recordset``, so many
 runs' progress (or many new runs) commit in a single statement: group commit.
+
+Every progress write is fenced by the run's epoch and, when the runner gives it, by the
+``last_seq`` it last saw, so a write repeated after a lost answer can never apply twice.
+Connection trouble never sticks: the group-commit connections are the fast path's own
+(not pool proxies, which the pool reclaims when their connection dies) and are replaced after
+any error that is not a plain data error; such errors leave as
+:class:`~cloudphone.saga.errors.DatabaseUnavailableError`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
@@ -22,117 +30,41 @@ from cloudphone.saga.ports import Clock
 from cloudphone.saga.progress import Progress
 from cloudphone.saga.records import SagaRun
 from cloudphone.saga.store.batch import Batcher
+from cloudphone.saga.store.disconnects import (
+    CONNECT_TIMEOUT,
+    driver_error_unavailable,
+    unavailable,
+)
+from cloudphone.saga.store.pg_sql import (
+    CLAIM_SQL,
+    COMMIT_SQL,
+    FIND_SQL,
+    GET_SQL,
+    HEARTBEAT_SQL,
+    INSERT_SQL,
+)
 from cloudphone.saga.store.rows import progress_values, run_from_row
 
 NOTIFY_CHANNEL = "cloudphone_sagas"
 """Channel on which new and resumed runs are announced to idle workers."""
 
-_RUN_COLUMNS = """id, saga_type, status, current_step, attempt, data::text AS data,
-    error::text AS error, compensation_cause, idempotency_key, started_by, epoch, owner,
-    lease_expires_at, next_run_at, deadline_at, deadline_noted, cancel_requested, last_seq,
-    resolution, created_at, updated_at, finished_at, trace_context::text AS trace_context"""
+SERVER_SETTINGS = {
+    "application_name": "cloudphone-saga",
+    # Our statements are few and simple: plan once per connection, not per call.
+    "plan_cache_mode": "force_generic_plan",
+}
 
-COMMIT_SQL = """
-WITH x AS (
-    SELECT * FROM jsonb_to_recordset(CAST($1 AS text)::jsonb) AS x(
-        id text, epoch bigint, status text, current_step text, attempt int, set_data bool,
-        data jsonb, error jsonb, compensation_cause text, keep_lease bool,
-        lease_expires_at timestamptz, next_run_at timestamptz, finished_at timestamptz,
-        deadline_noted bool, clear_cancel bool, updated_at timestamptz, n int, events jsonb)
-), u AS (
-    UPDATE saga_runs r SET
-        status = x.status, current_step = x.current_step, attempt = x.attempt,
-        data = CASE WHEN x.set_data THEN x.data ELSE r.data END, error = x.error,
-        compensation_cause = x.compensation_cause,
-        owner = CASE WHEN x.keep_lease THEN r.owner END,
-        lease_expires_at = x.lease_expires_at, next_run_at = x.next_run_at,
-        finished_at = x.finished_at, deadline_noted = x.deadline_noted,
-        cancel_requested = r.cancel_requested AND NOT x.clear_cancel,
-        last_seq = r.last_seq + x.n, updated_at = x.updated_at
-    FROM x WHERE r.id = x.id AND r.epoch = x.epoch
-      -- The same ids again as an array: the planner sizes it exactly and walks the primary
-      -- key, where the JSON function's default estimate (100 rows) made it scan the table.
-      AND r.id = ANY(CAST($2 AS text[]))
-    RETURNING r.id, r.epoch, r.last_seq, r.cancel_requested
-), e AS (
-    INSERT INTO saga_events (saga_id, seq, kind, step, attempt, detail, at)
-    SELECT u.id, u.last_seq - x.n + ev.i, ev.kind, ev.step, ev.attempt, ev.detail, ev.at
-    FROM u JOIN x ON x.id = u.id AND x.epoch = u.epoch
-    CROSS JOIN jsonb_to_recordset(x.events)
-        AS ev(i int, kind text, step text, attempt int, detail jsonb, at timestamptz)
-)
-SELECT id, epoch, cancel_requested FROM u
-"""
-
-INSERT_SQL = """
-WITH x AS (
-    SELECT * FROM jsonb_to_recordset(CAST($1 AS text)::jsonb) AS x(
-        id text, saga_type text, status text, current_step text, data jsonb,
-        idempotency_key text, started_by text, owner text, lease_expires_at timestamptz,
-        deadline_at timestamptz, now timestamptz, detail jsonb, notify bool, trace_context jsonb)
-), r AS (
-    INSERT INTO saga_runs (id, saga_type, status, current_step, attempt, data, error,
-        compensation_cause, idempotency_key, started_by, epoch, owner, lease_expires_at,
-        next_run_at, deadline_at, deadline_noted, cancel_requested, last_seq, resolution,
-        created_at, updated_at, finished_at, trace_context)
-    SELECT id, saga_type, status, current_step, 1, data, NULL, NULL, idempotency_key,
-        started_by, 1, owner, lease_expires_at, now, deadline_at, false, false, 1, NULL,
-        now, now, NULL, trace_context
-    FROM x
-    ON CONFLICT (saga_type, idempotency_key) DO NOTHING
-    RETURNING id
-), e AS (
-    INSERT INTO saga_events (saga_id, seq, kind, step, attempt, detail, at)
-    SELECT x.id, 1, 'saga_started', NULL, NULL, x.detail, x.now FROM r JOIN x ON x.id = r.id
-)
-SELECT r.id, CASE WHEN x.notify THEN pg_notify('cloudphone_sagas', x.saga_type) END
-FROM r JOIN x ON x.id = r.id
-"""
-
-CLAIM_SQL = f"""
-WITH c AS (
-    SELECT id, owner AS previous_owner FROM saga_runs
-    WHERE status IN ('PENDING', 'RUNNING', 'COMPENSATING')
-      AND saga_type = ANY($1::text[]) AND next_run_at <= $2
-      AND (owner IS NULL OR lease_expires_at < $2 OR owner = $3)
-      AND NOT (id = ANY($7::text[]))
-    ORDER BY next_run_at
-    LIMIT $4
-    FOR UPDATE SKIP LOCKED
-), u AS (
-    UPDATE saga_runs r SET
-        owner = $5, epoch = r.epoch + 1, lease_expires_at = $6,
-        status = CASE WHEN r.status = 'PENDING' THEN 'RUNNING' ELSE r.status END,
-        attempt = r.attempt + CASE WHEN c.previous_owner IS NULL THEN 0 ELSE 1 END,
-        last_seq = r.last_seq + CASE WHEN c.previous_owner IS NULL THEN 0 ELSE 1 END,
-        updated_at = $2
-    FROM c WHERE r.id = c.id
-    RETURNING r.*, c.previous_owner
-), e AS (
-    INSERT INTO saga_events (saga_id, seq, kind, step, attempt, detail, at)
-    SELECT id, last_seq, 'lease_takeover', current_step, attempt,
-           jsonb_build_object('previous_owner', previous_owner, 'worker', $5::text), $2
-    FROM u WHERE previous_owner IS NOT NULL
-)
-SELECT {_RUN_COLUMNS}, previous_owner FROM u
-"""
-
-GET_SQL = f"SELECT {_RUN_COLUMNS} FROM saga_runs WHERE id = $1"
-
-FIND_SQL = f"SELECT {_RUN_COLUMNS} FROM saga_runs WHERE saga_type = $1 AND idempotency_key = $2"
-
-HEARTBEAT_SQL = """
-UPDATE saga_runs SET lease_expires_at = $3
-WHERE owner = $1 AND id = ANY($2::text[])
-  AND status IN ('PENDING', 'RUNNING', 'COMPENSATING')
-RETURNING id, epoch, cancel_requested
-"""
+Written = tuple[bool, int]
+"""What a progress write that applied returns: cancel_requested and the run's new last_seq."""
 
 
 def progress_item(
-    run_id: str, epoch: int, progress: Progress, lease_until: datetime
+    run_id: str, epoch: int, progress: Progress, lease_until: datetime, seq: int | None = None
 ) -> dict[str, Any]:
-    """One element of COMMIT_SQL's JSON array: the progress's column values, as JSON."""
+    """One element of COMMIT_SQL's JSON array: the progress's column values, as JSON.
+
+    ``seq`` is the run's ``last_seq`` the writer expects (None: fenced by the epoch only).
+    """
     columns = {
         name: _iso(value) if isinstance(value, datetime) else value
         for name, value in progress_values(progress, lease_until).items()
@@ -146,6 +78,7 @@ def progress_item(
         "keep_lease": progress.keep_lease,
         "clear_cancel": progress.clear_cancel,
         "n": len(progress.events),
+        "seq": seq,
         "events": [
             {
                 "i": i,
@@ -199,7 +132,17 @@ def run_from_record(row: Mapping[str, Any]) -> SagaRun:
 
 def _is_fatal(error: BaseException) -> bool:
     """Connection trouble fails a whole batch; a data error is retried item by item."""
-    return not isinstance(error, asyncpg.PostgresError)
+    return not isinstance(error, asyncpg.PostgresError) or driver_error_unavailable(error)
+
+
+def _unavailable(error: BaseException, what: str) -> None:
+    """Raise DatabaseUnavailableError from ``error`` if it is connection trouble.
+
+    In the fast path's own calls every OSError is (a refused or reset connection, a connect
+    that timed out), as is an interrupted group commit.
+    """
+    if isinstance(error, OSError) or driver_error_unavailable(error):
+        raise unavailable(error, what) from error
 
 
 class PgFastPath:
@@ -210,7 +153,8 @@ class PgFastPath:
         lease: Lease length, to stamp ``lease_expires_at`` on progress that keeps the lease.
         clock: Time source; lease ends are taken once a connection is held, just before the
             statement, so waiting for the pool never writes a lease that is already over.
-        max_size: Connections in the pool.
+        max_size: Connections in the pool (claims, heartbeats, reads); the two group commits
+            have one connection each besides.
     """
 
     def __init__(self, url: URL, lease: timedelta, clock: Clock, max_size: int = 8) -> None:
@@ -219,10 +163,13 @@ class PgFastPath:
         self._clock = clock
         self._max_size = max_size
         self._pool: asyncpg.Pool | None = None
+        self._pool_lock = asyncio.Lock()
         # Each batcher flushes one batch at a time, so it keeps a connection of its own
-        # instead of paying a pool acquire and release per round trip.
+        # instead of paying a pool acquire and release per round trip. Not a pool proxy: the
+        # pool takes a proxy back by itself when its connection dies, and a proxy used after
+        # that raises "connection has been released back to the pool" forever.
         self._held: dict[str, asyncpg.Connection] = {}
-        self._commits: Batcher[dict[str, Any], bool | None] = Batcher(
+        self._commits: Batcher[dict[str, Any], Written | None] = Batcher(
             self._flush_commits, is_fatal=_is_fatal
         )
         self._inserts: Batcher[dict[str, Any], bool] = Batcher(
@@ -230,93 +177,124 @@ class PgFastPath:
         )
 
     async def pool(self) -> asyncpg.Pool:
-        """The pool, created on first use."""
-        if self._pool is None:
-            self._pool = await asyncpg.create_pool(
-                self._dsn,
-                min_size=1,
-                max_size=self._max_size,
-                server_settings={
-                    "application_name": "cloudphone-saga",
-                    # Our statements are few and simple: plan once per connection, not per call.
-                    "plan_cache_mode": "force_generic_plan",
-                },
-            )
+        """The pool, created on first use (and again after a failed creation)."""
+        if self._pool is not None:
+            return self._pool
+        async with self._pool_lock:
+            if self._pool is None:
+                # No connection floor (min_size=0): asyncpg would otherwise reconnect it in
+                # the background while the server is down, logging a traceback each time.
+                self._pool = await asyncpg.create_pool(
+                    self._dsn,
+                    min_size=0,
+                    max_size=self._max_size,
+                    timeout=CONNECT_TIMEOUT,
+                    server_settings=SERVER_SETTINGS,
+                )
         return self._pool
 
     async def _fetch_held(self, name: str, sql: str, *args: Any) -> list[asyncpg.Record]:
         """Run ``sql`` on the connection held for ``name`` (a batcher's), reconnecting as needed."""
         conn = self._held.get(name)
         if conn is None or conn.is_closed():
-            conn = self._held[name] = await (await self.pool()).acquire()
+            conn = self._held[name] = await asyncpg.connect(
+                self._dsn, timeout=CONNECT_TIMEOUT, server_settings=SERVER_SETTINGS
+            )
         try:
             return list(await conn.fetch(sql, *args))
-        except asyncpg.PostgresError:
-            raise  # the statement failed; the connection is fine
+        except asyncpg.PostgresError as error:
+            if driver_error_unavailable(error):
+                self._drop(name, conn)
+            raise  # otherwise the statement failed and the connection is fine
         except BaseException:
             # Connection trouble or cancellation mid-statement: never reuse this connection.
-            self._held.pop(name, None)
-            conn.terminate()
-            if self._pool is not None:
-                await self._pool.release(conn)
+            self._drop(name, conn)
             raise
+
+    def _drop(self, name: str, conn: asyncpg.Connection) -> None:
+        if self._held.get(name) is conn:
+            del self._held[name]
+        conn.terminate()
 
     async def close(self) -> None:
         """Finish queued writes and close the pool."""
         await self._commits.close()
         await self._inserts.close()
-        for conn in self._held.values():
-            if self._pool is not None:
-                await self._pool.release(conn)
-        self._held.clear()
+        held, self._held = list(self._held.values()), {}
+        for conn in held:
+            try:
+                await conn.close(timeout=2)
+            except Exception:  # already broken: nothing to close gracefully
+                conn.terminate()
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
 
     # -- progress -----------------------------------------------------------------------
 
-    async def commit(self, run_id: str, epoch: int, progress: Progress) -> bool | None:
-        """Commit progress with the next group; returns cancel_requested, None if fenced."""
+    async def commit(
+        self, run_id: str, epoch: int, progress: Progress, seq: int | None = None
+    ) -> Written | None:
+        """Commit progress with the next group; None if fenced off (epoch or ``seq``)."""
         # The lease end is stamped at flush time (see _flush_commits).
-        return await self._commits.submit(
-            progress_item(run_id, epoch, progress, progress.now + self._lease)
-        )
+        item = progress_item(run_id, epoch, progress, progress.now + self._lease, seq)
+        try:
+            return await self._commits.submit(item)
+        except Exception as error:
+            _unavailable(error, "progress write")
+            raise
 
     async def commit_in(
-        self, conn: AsyncConnection, run_id: str, epoch: int, progress: Progress
-    ) -> bool | None:
+        self,
+        conn: AsyncConnection,
+        run_id: str,
+        epoch: int,
+        progress: Progress,
+        seq: int | None = None,
+    ) -> Written | None:
         """Commit progress inside the caller's transaction (a transactional step)."""
         until = self._clock.now() + self._lease
-        payload = json.dumps([progress_item(run_id, epoch, progress, until)])
+        payload = json.dumps([progress_item(run_id, epoch, progress, until, seq)])
         raw = await conn.get_raw_connection()
         driver = raw.driver_connection
         if isinstance(driver, asyncpg.Connection):
             # Straight to the driver: same connection, so the same transaction (or, when the
             # step wrote nothing and no transaction began, an atomic statement of its own).
-            rows = await driver.fetch(COMMIT_SQL, payload, [run_id])
+            try:
+                rows = await driver.fetch(COMMIT_SQL, payload, [run_id])
+            except Exception as error:
+                if not isinstance(error, asyncpg.PostgresError) or driver_error_unavailable(error):
+                    # SQLAlchemy did not see this error: tell its pool the connection is dead.
+                    await conn.invalidate(error)
+                _unavailable(error, "progress write")
+                raise
         else:
             result = await conn.execute(
                 text(COMMIT_SQL.replace("$1", ":batch").replace("$2", ":ids")),
                 {"batch": payload, "ids": [run_id]},
             )
             rows = [dict(r._mapping) for r in result]
-        return bool(rows[0]["cancel_requested"]) if rows else None
+        return _written(rows[0]) if rows else None
 
-    async def _flush_commits(self, items: Sequence[dict[str, Any]]) -> list[bool | None]:
+    async def _flush_commits(self, items: Sequence[dict[str, Any]]) -> list[Written | None]:
         until = _iso(self._clock.now() + self._lease)
         for item in items:
             if item["keep_lease"]:
                 item["lease_expires_at"] = until
         ids = [item["id"] for item in items]
         rows = await self._fetch_held("commits", COMMIT_SQL, json.dumps(items), ids)
-        held = {(r["id"], r["epoch"]): bool(r["cancel_requested"]) for r in rows}
+        held = {(r["id"], r["epoch"]): _written(r) for r in rows}
         return [held.get((item["id"], item["epoch"])) for item in items]
 
     # -- starts -------------------------------------------------------------------------
 
     async def insert(self, values: Mapping[str, Any], detail: dict[str, Any], notify: bool) -> bool:
         """Insert a run with the next group; False when its idempotency key exists."""
-        return await self._inserts.submit(insert_item(values, detail, notify))
+        try:
+            return await self._inserts.submit(insert_item(values, detail, notify))
+        except Exception as error:
+            _unavailable(error, "start")
+            raise
 
     async def _flush_inserts(self, items: Sequence[dict[str, Any]]) -> list[bool]:
         rows = await self._fetch_held("inserts", INSERT_SQL, json.dumps(items))
@@ -333,24 +311,48 @@ class PgFastPath:
         now: datetime,
         own: str | None,
         exclude: Sequence[str],
+        takeover_before: datetime | None = None,
+        lost_claims: Sequence[datetime] = (),
     ) -> list[tuple[SagaRun, str | None]]:
-        """Lease due runs with ``FOR UPDATE SKIP LOCKED``; records takeovers."""
-        pool = await self.pool()
-        async with pool.acquire() as conn:
-            until = self._clock.now() + self._lease
-            rows = await conn.fetch(
-                CLAIM_SQL, list(saga_types), now, own, limit, worker_id, until, list(exclude)
-            )
+        """Lease due runs with ``FOR UPDATE SKIP LOCKED``; records takeovers.
+
+        Leases that expired before ``takeover_before`` (default ``now``) are taken over; runs
+        this worker claimed at one of ``lost_claims`` (claims whose answer was lost) are
+        claimed again as if fresh.
+        """
+        try:
+            pool = await self.pool()
+            async with pool.acquire() as conn:
+                until = self._clock.now() + self._lease
+                rows = await conn.fetch(
+                    CLAIM_SQL,
+                    list(saga_types),
+                    now,
+                    own,
+                    limit,
+                    worker_id,
+                    until,
+                    list(exclude),
+                    takeover_before or now,
+                    list(lost_claims),
+                )
+        except Exception as error:
+            _unavailable(error, "claim")
+            raise
         return [(run_from_record(r), r["previous_owner"]) for r in rows]
 
     async def heartbeat(
         self, worker_id: str, run_ids: Sequence[str]
     ) -> dict[str, tuple[int, bool]]:
         """Extend leases still held; returns epoch and cancel flag per held run."""
-        pool = await self.pool()
-        async with pool.acquire() as conn:
-            until = self._clock.now() + self._lease
-            rows = await conn.fetch(HEARTBEAT_SQL, worker_id, list(run_ids), until)
+        try:
+            pool = await self.pool()
+            async with pool.acquire() as conn:
+                until = self._clock.now() + self._lease
+                rows = await conn.fetch(HEARTBEAT_SQL, worker_id, list(run_ids), until)
+        except Exception as error:
+            _unavailable(error, "lease renewal")
+            raise
         return {r["id"]: (r["epoch"], bool(r["cancel_requested"])) for r in rows}
 
     async def get(self, run_id: str) -> SagaRun | None:
@@ -362,6 +364,14 @@ class PgFastPath:
         return await self._fetch_run(FIND_SQL, saga_type, idempotency_key)
 
     async def _fetch_run(self, sql: str, *args: Any) -> SagaRun | None:
-        pool = await self.pool()
-        row = await pool.fetchrow(sql, *args)
+        try:
+            pool = await self.pool()
+            row = await pool.fetchrow(sql, *args)
+        except Exception as error:
+            _unavailable(error, "read")
+            raise
         return run_from_record(row) if row is not None else None
+
+
+def _written(row: Mapping[str, Any]) -> Written:
+    return bool(row["cancel_requested"]), int(row["last_seq"])

@@ -70,6 +70,7 @@ def run_from_row(row: Mapping[Any, Any]) -> SagaRun:
         epoch=row["epoch"],
         cancel_requested=bool(row["cancel_requested"]),
         resolution=row["resolution"],
+        last_seq=row["last_seq"],
         trace_context=row["trace_context"],
     )
 

@@ -3,6 +3,10 @@
 Written once with SQLAlchemy Core for both databases. On PostgreSQL the hot writes (start,
 progress, claim) are single statements that chain their UPDATE and event INSERT in CTEs, sent
 on a dedicated asyncpg pool, grouped across runs (see :mod:`.pg`).
+
+Progress writes are fenced by epoch and ``last_seq``; one that matches no row is explained by
+the stored run (see :mod:`.reconcile`), which also makes repeating a write after a lost answer
+safe. Connection trouble leaves every method as DatabaseUnavailableError.
 """
 
 from __future__ import annotations
@@ -13,20 +17,21 @@ from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import case, func, insert, or_, select, text, update
+from sqlalchemy import func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from cloudphone.saga.errors import LeaseLostError, SagaNotFoundError
+from cloudphone.saga.errors import DatabaseUnavailableError, SagaNotFoundError
 from cloudphone.saga.ports import Clock, Committed
 from cloudphone.saga.progress import NewEvent, Progress
 from cloudphone.saga.records import EventKind
-from cloudphone.saga.state import ACTIVE, SagaStatus
-from cloudphone.saga.store import lite, pg
+from cloudphone.saga.state import ACTIVE
+from cloudphone.saga.store import claims, lite, pg, pg_sql, reconcile
 from cloudphone.saga.store.base import Claimed, NewRun
 from cloudphone.saga.store.database import Database
+from cloudphone.saga.store.disconnects import is_database_unavailable, unavailable
 from cloudphone.saga.store.listen import Listener
 from cloudphone.saga.store.queries import RunQueries
-from cloudphone.saga.store.rows import event_rows, new_run_values, run_from_row, start_detail
+from cloudphone.saga.store.rows import event_rows, new_run_values, start_detail
 from cloudphone.saga.store.tables import metadata, saga_events, saga_runs
 
 _ACTIVE = [s.value for s in ACTIVE]
@@ -41,8 +46,10 @@ class _StepTx:
     def session(self) -> AsyncConnection:
         return self._conn
 
-    async def commit(self, run_id: str, epoch: int, progress: Progress) -> Committed:
-        committed = await self._store.commit_txn(self._conn, run_id, epoch, progress)
+    async def commit(
+        self, run_id: str, epoch: int, progress: Progress, seq: int | None = None
+    ) -> Committed:
+        committed = await self._store.commit_txn(self._conn, run_id, epoch, progress, seq)
         await self._conn.commit()
         return committed
 
@@ -66,11 +73,19 @@ class SqlStore(RunQueries):
         """PostgreSQL announces new and resumed runs with NOTIFY; SQLite's workers poll."""
         return self.db.is_postgres
 
-    def subscribe(self, on_notify: Callable[[str], None]) -> Listener | None:
+    def subscribe(
+        self,
+        on_notify: Callable[[str], None],
+        *,
+        on_connect: Callable[[], None] | None = None,
+        on_lost: Callable[[BaseException], None] | None = None,
+    ) -> Listener | None:
         """A LISTEN connection for announced runs (PostgreSQL only)."""
         if not self.db.is_postgres:
             return None
-        return Listener(self.db.url, pg.NOTIFY_CHANNEL, on_notify)
+        return Listener(
+            self.db.url, pg.NOTIFY_CHANNEL, on_notify, on_connect=on_connect, on_lost=on_lost
+        )
 
     async def create_schema(self) -> None:
         """Create the engine's tables if missing (production uses the Alembic migrations)."""
@@ -111,7 +126,7 @@ class SqlStore(RunQueries):
         if self.db.is_postgres:
             item = pg.insert_item(values, detail, notify)
             result = await conn.execute(
-                text(pg.INSERT_SQL.replace("$1", ":batch")), {"batch": json.dumps([item])}
+                text(pg_sql.INSERT_SQL.replace("$1", ":batch")), {"batch": json.dumps([item])}
             )
             inserted = result.first() is not None
         else:
@@ -153,28 +168,73 @@ class SqlStore(RunQueries):
         )
         return True
 
-    async def commit(self, run_id: str, epoch: int, progress: Progress) -> Committed:
-        """Record progress in a transaction of its own (grouped with others on PostgreSQL)."""
-        if self._fast is not None:
-            return _committed(run_id, epoch, await self._fast.commit(run_id, epoch, progress))
-        async with self.db.begin() as conn:
-            return await self.commit_txn(conn, run_id, epoch, progress)
+    async def commit(
+        self, run_id: str, epoch: int, progress: Progress, seq: int | None = None
+    ) -> Committed:
+        """Record progress in a transaction of its own (grouped with others on PostgreSQL).
+
+        Fenced by ``epoch`` and, given ``seq``, the run's ``last_seq``. Safe to repeat after
+        DatabaseUnavailableError: a write that did land is recognised, not written twice.
+        """
+
+        async def write(at: int | None) -> pg.Written | None:
+            if self._fast is not None:
+                return await self._fast.commit(run_id, epoch, progress, at)
+            async with self.db.begin() as conn:
+                return await self._commit_generic(conn, run_id, epoch, progress, at)
+
+        return await reconcile.write_fenced(write, self._looker(None), run_id, epoch, progress, seq)
 
     async def commit_txn(
-        self, conn: AsyncConnection, run_id: str, epoch: int, progress: Progress
+        self,
+        conn: AsyncConnection,
+        run_id: str,
+        epoch: int,
+        progress: Progress,
+        seq: int | None = None,
     ) -> Committed:
-        """Record progress in ``conn``'s transaction, fenced by ``epoch``."""
-        if self._fast is not None:
-            cancel = await self._fast.commit_in(conn, run_id, epoch, progress)
-        else:
-            cancel = await self._commit_generic(conn, run_id, epoch, progress)
-        return _committed(run_id, epoch, cancel)
+        """Record progress in ``conn``'s transaction, fenced by ``epoch`` (and ``seq``)."""
+
+        async def write(at: int | None) -> pg.Written | None:
+            if self._fast is not None:
+                return await self._fast.commit_in(conn, run_id, epoch, progress, at)
+            return await self._commit_generic(conn, run_id, epoch, progress, at)
+
+        return await reconcile.write_fenced(
+            write, self._looker(conn), run_id, epoch, progress, seq, in_transaction=True
+        )
+
+    async def landed(
+        self, run_id: str, epoch: int, seq: int, progress: Progress | None
+    ) -> Committed | None:
+        """Whether a write after ``seq`` landed (see :func:`.reconcile.landed`)."""
+        return reconcile.landed(await self._looker(None)(run_id, seq), run_id, epoch, progress)
+
+    def _looker(self, conn: AsyncConnection | None) -> reconcile.Looker:
+        """Reads a run back in ``conn``'s transaction, or in one of its own."""
+        if conn is not None:
+            return lambda run_id, seq: reconcile.look_txn(conn, run_id, seq)
+
+        async def look(run_id: str, seq: int) -> reconcile.Look | None:
+            try:
+                async with self.db.read() as own:
+                    return await reconcile.look_txn(own, run_id, seq)
+            except Exception as error:
+                _raise_unavailable(error, "reading a run back")
+                raise
+
+        return look
 
     async def _commit_generic(
-        self, conn: AsyncConnection, run_id: str, epoch: int, progress: Progress
-    ) -> bool | None:
+        self,
+        conn: AsyncConnection,
+        run_id: str,
+        epoch: int,
+        progress: Progress,
+        seq: int | None,
+    ) -> pg.Written | None:
         n = len(progress.events)
-        params = lite.commit_params(run_id, epoch, progress, self.clock.now() + self.lease)
+        params = lite.commit_params(run_id, epoch, progress, self.clock.now() + self.lease, seq)
         row = (await conn.execute(lite.COMMIT, params)).first()
         if row is None:
             return None
@@ -182,13 +242,24 @@ class SqlStore(RunQueries):
             await conn.execute(
                 insert(saga_events), event_rows(run_id, row.last_seq - n + 1, progress.events)
             )
-        return bool(row.cancel_requested)
+        return bool(row.cancel_requested), int(row.last_seq)
 
     @asynccontextmanager
     async def step_transaction(self) -> AsyncIterator[_StepTx]:
-        """A transaction shared by a transactional step and its progress record."""
-        async with self.db.begin() as conn:
-            yield _StepTx(self, conn)
+        """A transaction shared by a transactional step and its progress record.
+
+        If the database fails under it (the step's own statements included, or the step
+        raised because of that), DatabaseUnavailableError leaves the block: the transaction
+        did not commit, unless the failure came from its commit (see :meth:`landed`).
+        """
+        try:
+            async with self.db.begin() as conn:
+                yield _StepTx(self, conn)
+        except Exception as error:
+            # Decided by the error's causes, not by the connection being invalidated: a step
+            # timeout that cancels a statement invalidates it too, and is the step's failure.
+            _raise_unavailable(error, "step transaction")
+            raise
 
     # -- claims and leases --------------------------------------------------------------
 
@@ -200,98 +271,38 @@ class SqlStore(RunQueries):
         now: datetime,
         reclaim_own: bool = False,
         exclude: Sequence[str] = (),
+        takeover_before: datetime | None = None,
+        lost_claims: Sequence[datetime] = (),
     ) -> list[Claimed]:
         """Lease up to ``limit`` due runs: unowned, lease expired, or (``reclaim_own``) ours.
 
         Every claim bumps the run's epoch; taking over an expired lease counts the lost attempt
         and records a ``lease_takeover`` event. ``exclude`` lists runs the caller is driving:
         their leases may have lapsed while it waited (for SQLite's writer lock, say), but
-        taking them over from itself would only restart their steps.
+        taking them over from itself would only restart their steps. Only leases that expired
+        before ``takeover_before`` (default ``now``) are taken over. ``lost_claims`` are the
+        times of this worker's claims (or claiming inserts) whose answer was lost: runs they
+        claimed, untouched since, are claimed again without counting an attempt.
         """
         if limit <= 0 or not saga_types:
             return []
+        before = takeover_before or now
         if self._fast is not None:
             own = worker_id if reclaim_own else None
-            rows = await self._fast.claim(worker_id, limit, saga_types, now, own, exclude)
+            rows = await self._fast.claim(
+                worker_id, limit, saga_types, now, own, exclude, before, lost_claims
+            )
             return [Claimed(run, previous) for run, previous in rows]
+        # SQLite runs in this process: a claim's answer is never lost, so lost_claims is moot.
+        own_too = worker_id if reclaim_own else None
         async with self.db.begin() as conn:
-            return await self._claim_generic(
-                conn, worker_id, limit, saga_types, now, reclaim_own, exclude
+            rows = await claims.claim_txn(
+                conn, worker_id, limit, saga_types, now, before, own_too, exclude, self._lease_end
             )
+        return [Claimed(run, previous) for run, previous in rows]
 
-    async def _claim_generic(
-        self,
-        conn: AsyncConnection,
-        worker_id: str,
-        limit: int,
-        saga_types: Sequence[str],
-        now: datetime,
-        reclaim_own: bool,
-        exclude: Sequence[str],
-    ) -> list[Claimed]:
-        r = saga_runs.c
-        free = or_(r.owner.is_(None), r.lease_expires_at < now)
-        if reclaim_own:
-            free = or_(free, r.owner == worker_id)
-        rows = (
-            await conn.execute(
-                select(r.id, r.owner)
-                .where(
-                    r.status.in_(_ACTIVE),
-                    r.saga_type.in_(saga_types),
-                    r.next_run_at <= now,
-                    free,
-                    r.id.not_in(list(exclude)),
-                )
-                .order_by(r.next_run_at)
-                .limit(limit)
-            )
-        ).all()
-        claimed: list[Claimed] = []
-        for run_id, previous in rows:
-            takeover = previous is not None
-            updated = (
-                (
-                    await conn.execute(
-                        update(saga_runs)
-                        .where(r.id == run_id)
-                        .values(
-                            owner=worker_id,
-                            epoch=r.epoch + 1,
-                            lease_expires_at=self.clock.now() + self.lease,
-                            status=case(
-                                (r.status == SagaStatus.PENDING.value, SagaStatus.RUNNING.value),
-                                else_=r.status,
-                            ),
-                            attempt=r.attempt + (1 if takeover else 0),
-                            last_seq=r.last_seq + (1 if takeover else 0),
-                            updated_at=now,
-                        )
-                        .returning(*saga_runs.c)
-                    )
-                )
-                .mappings()
-                .one()
-            )
-            if takeover:
-                await conn.execute(
-                    insert(saga_events),
-                    event_rows(
-                        run_id,
-                        updated["last_seq"],
-                        [
-                            NewEvent(
-                                EventKind.LEASE_TAKEOVER,
-                                at=now,
-                                step=updated["current_step"],
-                                attempt=updated["attempt"],
-                                detail={"previous_owner": previous, "worker": worker_id},
-                            )
-                        ],
-                    ),
-                )
-            claimed.append(Claimed(run_from_row(updated), previous))
-        return claimed
+    def _lease_end(self) -> datetime:
+        return self.clock.now() + self.lease
 
     async def heartbeat(
         self, worker_id: str, run_ids: Sequence[str]
@@ -334,23 +345,31 @@ class SqlStore(RunQueries):
                 updated_at=now,
             )
         )
-        async with self.db.begin() as conn:
-            result = await conn.execute(stmt)
+        try:
+            async with self.db.begin() as conn:
+                result = await conn.execute(stmt)
+        except Exception as error:
+            _raise_unavailable(error, "hand-back")
+            raise
         return int(result.rowcount)
 
     async def next_due(self, saga_types: Sequence[str]) -> datetime | None:
         """Earliest time an unowned active run of these types becomes due."""
         r = saga_runs.c
-        async with self.db.read() as conn:
-            due: datetime | None = await conn.scalar(
-                select(func.min(r.next_run_at)).where(
-                    r.status.in_(_ACTIVE), r.saga_type.in_(list(saga_types)), r.owner.is_(None)
+        try:
+            async with self.db.read() as conn:
+                due: datetime | None = await conn.scalar(
+                    select(func.min(r.next_run_at)).where(
+                        r.status.in_(_ACTIVE), r.saga_type.in_(list(saga_types)), r.owner.is_(None)
+                    )
                 )
-            )
+        except Exception as error:
+            _raise_unavailable(error, "next due run")
+            raise
         return due
 
 
-def _committed(run_id: str, epoch: int, cancel_requested: bool | None) -> Committed:
-    if cancel_requested is None:
-        raise LeaseLostError(f"run {run_id} is no longer held at epoch {epoch}")
-    return Committed(cancel_requested=cancel_requested)
+def _raise_unavailable(error: BaseException, what: str) -> None:
+    """Raise DatabaseUnavailableError from ``error`` if it is connection trouble."""
+    if is_database_unavailable(error) and not isinstance(error, DatabaseUnavailableError):
+        raise unavailable(error, what) from error

@@ -1,0 +1,116 @@
+"""The PostgreSQL fast path's statements (see :mod:`.pg`): each one round trip, one commit.
+
+Parameters are asyncpg's ``$n``. Items travel as one JSON array expanded by
+``jsonb_to_recordset``, so one statement carries many runs (group commit).
+"""
+
+from __future__ import annotations
+
+_RUN_COLUMNS = """id, saga_type, status, current_step, attempt, data::text AS data,
+    error::text AS error, compensation_cause, idempotency_key, started_by, epoch, owner,
+    lease_expires_at, next_run_at, deadline_at, deadline_noted, cancel_requested, last_seq,
+    resolution, created_at, updated_at, finished_at, trace_context::text AS trace_context"""
+
+COMMIT_SQL = """
+WITH x AS (
+    SELECT * FROM jsonb_to_recordset(CAST($1 AS text)::jsonb) AS x(
+        id text, epoch bigint, status text, current_step text, attempt int, set_data bool,
+        data jsonb, error jsonb, compensation_cause text, keep_lease bool,
+        lease_expires_at timestamptz, next_run_at timestamptz, finished_at timestamptz,
+        deadline_noted bool, clear_cancel bool, updated_at timestamptz, n int, seq bigint,
+        events jsonb)
+), u AS (
+    UPDATE saga_runs r SET
+        status = x.status, current_step = x.current_step, attempt = x.attempt,
+        data = CASE WHEN x.set_data THEN x.data ELSE r.data END, error = x.error,
+        compensation_cause = x.compensation_cause,
+        owner = CASE WHEN x.keep_lease THEN r.owner END,
+        lease_expires_at = x.lease_expires_at, next_run_at = x.next_run_at,
+        finished_at = x.finished_at, deadline_noted = x.deadline_noted,
+        cancel_requested = r.cancel_requested AND NOT x.clear_cancel,
+        last_seq = r.last_seq + x.n, updated_at = x.updated_at
+    FROM x WHERE r.id = x.id AND r.epoch = x.epoch
+      AND (x.seq IS NULL OR r.last_seq = x.seq)
+      -- The same ids again as an array: the planner sizes it exactly and walks the primary
+      -- key, where the JSON function's default estimate (100 rows) made it scan the table.
+      AND r.id = ANY(CAST($2 AS text[]))
+    RETURNING r.id, r.epoch, r.last_seq, r.cancel_requested
+), e AS (
+    INSERT INTO saga_events (saga_id, seq, kind, step, attempt, detail, at)
+    SELECT u.id, u.last_seq - x.n + ev.i, ev.kind, ev.step, ev.attempt, ev.detail, ev.at
+    FROM u JOIN x ON x.id = u.id AND x.epoch = u.epoch
+    CROSS JOIN jsonb_to_recordset(x.events)
+        AS ev(i int, kind text, step text, attempt int, detail jsonb, at timestamptz)
+)
+SELECT id, epoch, last_seq, cancel_requested FROM u
+"""
+
+INSERT_SQL = """
+WITH x AS (
+    SELECT * FROM jsonb_to_recordset(CAST($1 AS text)::jsonb) AS x(
+        id text, saga_type text, status text, current_step text, data jsonb,
+        idempotency_key text, started_by text, owner text, lease_expires_at timestamptz,
+        deadline_at timestamptz, now timestamptz, detail jsonb, notify bool, trace_context jsonb)
+), r AS (
+    INSERT INTO saga_runs (id, saga_type, status, current_step, attempt, data, error,
+        compensation_cause, idempotency_key, started_by, epoch, owner, lease_expires_at,
+        next_run_at, deadline_at, deadline_noted, cancel_requested, last_seq, resolution,
+        created_at, updated_at, finished_at, trace_context)
+    SELECT id, saga_type, status, current_step, 1, data, NULL, NULL, idempotency_key,
+        started_by, 1, owner, lease_expires_at, now, deadline_at, false, false, 1, NULL,
+        now, now, NULL, trace_context
+    FROM x
+    ON CONFLICT (saga_type, idempotency_key) DO NOTHING
+    RETURNING id
+), e AS (
+    INSERT INTO saga_events (saga_id, seq, kind, step, attempt, detail, at)
+    SELECT x.id, 1, 'saga_started', NULL, NULL, x.detail, x.now FROM r JOIN x ON x.id = r.id
+)
+SELECT r.id, CASE WHEN x.notify THEN pg_notify('cloudphone_sagas', x.saga_type) END
+FROM r JOIN x ON x.id = r.id
+"""
+
+CLAIM_SQL = f"""
+WITH c AS (
+    SELECT id,
+        -- Claimed by one of this worker's own claims whose answer was lost ($9: their times),
+        -- untouched since: no attempt ran, so taking it is a fresh claim, not a takeover.
+        CASE WHEN owner = $5 AND updated_at = ANY($9::timestamptz[]) THEN NULL ELSE owner END
+            AS previous_owner
+    FROM saga_runs
+    WHERE status IN ('PENDING', 'RUNNING', 'COMPENSATING')
+      AND saga_type = ANY($1::text[]) AND next_run_at <= $2
+      AND (owner IS NULL OR lease_expires_at < $8 OR owner = $3
+           OR (owner = $5 AND updated_at = ANY($9::timestamptz[])))
+      AND NOT (id = ANY($7::text[]))
+    ORDER BY next_run_at
+    LIMIT $4
+    FOR UPDATE SKIP LOCKED
+), u AS (
+    UPDATE saga_runs r SET
+        owner = $5, epoch = r.epoch + 1, lease_expires_at = $6,
+        status = CASE WHEN r.status = 'PENDING' THEN 'RUNNING' ELSE r.status END,
+        attempt = r.attempt + CASE WHEN c.previous_owner IS NULL THEN 0 ELSE 1 END,
+        last_seq = r.last_seq + CASE WHEN c.previous_owner IS NULL THEN 0 ELSE 1 END,
+        updated_at = $2
+    FROM c WHERE r.id = c.id
+    RETURNING r.*, c.previous_owner
+), e AS (
+    INSERT INTO saga_events (saga_id, seq, kind, step, attempt, detail, at)
+    SELECT id, last_seq, 'lease_takeover', current_step, attempt,
+           jsonb_build_object('previous_owner', previous_owner, 'worker', $5::text), $2
+    FROM u WHERE previous_owner IS NOT NULL
+)
+SELECT {_RUN_COLUMNS}, previous_owner FROM u
+"""
+
+GET_SQL = f"SELECT {_RUN_COLUMNS} FROM saga_runs WHERE id = $1"
+
+FIND_SQL = f"SELECT {_RUN_COLUMNS} FROM saga_runs WHERE saga_type = $1 AND idempotency_key = $2"
+
+HEARTBEAT_SQL = """
+UPDATE saga_runs SET lease_expires_at = $3
+WHERE owner = $1 AND id = ANY($2::text[])
+  AND status IN ('PENDING', 'RUNNING', 'COMPENSATING')
+RETURNING id, epoch, cancel_requested
+"""
