@@ -112,7 +112,9 @@ def test_the_wheel_ships_the_migrations_and_only_runtime_dependencies(
     assert "cloudphone/migrations/script.py.mako" in shipped
     runtime = [r for r in metadata.get_all("Requires-Dist", []) if "extra ==" not in r]
     names_only = {r.split(">")[0].split("[")[0].split("<")[0].strip().lower() for r in runtime}
-    assert names_only.isdisjoint({"httpx", "stripe", "aiohttp", "aiobotocore", "aiodocker"})
+    assert names_only.isdisjoint(
+        {"httpx", "stripe", "aiohttp", "aiobotocore", "aiodocker", "asyncpg", "psycopg"}
+    )
     assert set(metadata.get_all("Provides-Extra", [])) >= {
         "postgres", "s3", "stripe", "docker", "otel", "all", "dev",
     }  # fmt: skip

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from cloudphone.saga.progress import Progress
 from cloudphone.saga.records import ErrorInfo
 from cloudphone.saga.state import SagaStatus
-from cloudphone.saga.store import lite, pg
+from cloudphone.saga.store import lite, pg_sql
 from cloudphone.saga.store.rows import progress_values
 
 NOW = datetime(2030, 1, 1, tzinfo=UTC)
@@ -26,6 +26,6 @@ def test_sqlite_statement_binds_every_progress_column() -> None:
 
 
 def test_postgres_item_carries_every_progress_column_as_json() -> None:
-    item = pg.progress_item("r", 1, PROGRESS, NOW)
+    item = pg_sql.progress_item("r", 1, PROGRESS, NOW)
     for name, value in progress_values(PROGRESS, NOW).items():
         assert item[name] == (value.isoformat() if isinstance(value, datetime) else value)

@@ -42,92 +42,18 @@ from cloudphone.saga.store.pg_sql import (
     GET_SQL,
     HEARTBEAT_SQL,
     INSERT_SQL,
+    Written,
+    insert_item,
+    iso,
+    progress_item,
+    run_from_record,
 )
-from cloudphone.saga.store.rows import progress_values, run_from_row
-
-NOTIFY_CHANNEL = "cloudphone_sagas"
-"""Channel on which new and resumed runs are announced to idle workers."""
 
 SERVER_SETTINGS = {
     "application_name": "cloudphone-saga",
     # Our statements are few and simple: plan once per connection, not per call.
     "plan_cache_mode": "force_generic_plan",
 }
-
-Written = tuple[bool, int]
-"""What a progress write that applied returns: cancel_requested and the run's new last_seq."""
-
-
-def progress_item(
-    run_id: str, epoch: int, progress: Progress, lease_until: datetime, seq: int | None = None
-) -> dict[str, Any]:
-    """One element of COMMIT_SQL's JSON array: the progress's column values, as JSON.
-
-    ``seq`` is the run's ``last_seq`` the writer expects (None: fenced by the epoch only).
-    """
-    columns = {
-        name: _iso(value) if isinstance(value, datetime) else value
-        for name, value in progress_values(progress, lease_until).items()
-    }
-    return {
-        **columns,
-        "id": run_id,
-        "epoch": epoch,
-        "set_data": progress.data is not None,
-        "data": progress.data,
-        "keep_lease": progress.keep_lease,
-        "clear_cancel": progress.clear_cancel,
-        "n": len(progress.events),
-        "seq": seq,
-        "events": [
-            {
-                "i": i,
-                "kind": e.kind.value,
-                "step": e.step,
-                "attempt": e.attempt,
-                "detail": e.detail,
-                "at": e.at.isoformat(),
-            }
-            for i, e in enumerate(progress.events, start=1)
-        ],
-    }
-
-
-def insert_item(values: Mapping[str, Any], detail: dict[str, Any], notify: bool) -> dict[str, Any]:
-    """One element of INSERT_SQL's JSON array, from the new run's column values."""
-    return {
-        "id": values["id"],
-        "saga_type": values["saga_type"],
-        "status": values["status"],
-        "current_step": values["current_step"],
-        "data": values["data"],
-        "idempotency_key": values["idempotency_key"],
-        "started_by": values["started_by"],
-        "owner": values["owner"],
-        "lease_expires_at": _iso(values["lease_expires_at"]),
-        "deadline_at": _iso(values["deadline_at"]),
-        "now": _iso(values["created_at"]),
-        "detail": detail,
-        "notify": notify,
-        "trace_context": values["trace_context"],
-    }
-
-
-def _iso(at: datetime | None) -> str | None:
-    return at.isoformat() if at is not None else None
-
-
-def run_from_record(row: Mapping[str, Any]) -> SagaRun:
-    """A SagaRun from a row selected with ``_RUN_COLUMNS`` (JSON columns as text)."""
-    error, trace_context = row["error"], row["trace_context"]
-    return run_from_row(
-        {
-            **row,
-            "data": json.loads(row["data"]),
-            "error": json.loads(error) if error is not None else None,
-            "trace_context": json.loads(trace_context) if trace_context is not None else None,
-        }
-    )
 
 
 def _is_fatal(error: BaseException) -> bool:
@@ -277,7 +203,7 @@ class PgFastPath:
         return _written(rows[0]) if rows else None
 
     async def _flush_commits(self, items: Sequence[dict[str, Any]]) -> list[Written | None]:
-        until = _iso(self._clock.now() + self._lease)
+        until = iso(self._clock.now() + self._lease)
         for item in items:
             if item["keep_lease"]:
                 item["lease_expires_at"] = until

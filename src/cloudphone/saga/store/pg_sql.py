@@ -1,10 +1,21 @@
 """The PostgreSQL fast path's statements (see :mod:`.pg`): each one round trip, one commit.
 
-Parameters are asyncpg's ``$n``. Items travel as one JSON array expanded by
+No driver here (asyncpg is imported by :mod:`.pg` only, when PostgreSQL is used), so the
+statements and their JSON items serve SQLAlchemy connections too. Parameters are asyncpg's
+``$n``. Items travel as one JSON array expanded by
 ``jsonb_to_recordset``, so one statement carries many runs (group commit).
 """
 
 from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from cloudphone.saga.progress import Progress
+from cloudphone.saga.records import SagaRun
+from cloudphone.saga.store.rows import progress_values, run_from_row
 
 _RUN_COLUMNS = """id, saga_type, status, current_step, attempt, data::text AS data,
     error::text AS error, compensation_cause, idempotency_key, started_by, epoch, owner,
@@ -114,3 +125,83 @@ WHERE owner = $1 AND id = ANY($2::text[])
   AND status IN ('PENDING', 'RUNNING', 'COMPENSATING')
 RETURNING id, epoch, cancel_requested
 """
+
+
+NOTIFY_CHANNEL = "cloudphone_sagas"
+"""Channel on which new and resumed runs are announced to idle workers."""
+
+Written = tuple[bool, int]
+"""What a progress write that applied returns: cancel_requested and the run's new last_seq."""
+
+
+def progress_item(
+    run_id: str, epoch: int, progress: Progress, lease_until: datetime, seq: int | None = None
+) -> dict[str, Any]:
+    """One element of COMMIT_SQL's JSON array: the progress's column values, as JSON.
+
+    ``seq`` is the run's ``last_seq`` the writer expects (None: fenced by the epoch only).
+    """
+    columns = {
+        name: iso(value) if isinstance(value, datetime) else value
+        for name, value in progress_values(progress, lease_until).items()
+    }
+    return {
+        **columns,
+        "id": run_id,
+        "epoch": epoch,
+        "set_data": progress.data is not None,
+        "data": progress.data,
+        "keep_lease": progress.keep_lease,
+        "clear_cancel": progress.clear_cancel,
+        "n": len(progress.events),
+        "seq": seq,
+        "events": [
+            {
+                "i": i,
+                "kind": e.kind.value,
+                "step": e.step,
+                "attempt": e.attempt,
+                "detail": e.detail,
+                "at": e.at.isoformat(),
+            }
+            for i, e in enumerate(progress.events, start=1)
+        ],
+    }
+
+
+def insert_item(values: Mapping[str, Any], detail: dict[str, Any], notify: bool) -> dict[str, Any]:
+    """One element of INSERT_SQL's JSON array, from the new run's column values."""
+    return {
+        "id": values["id"],
+        "saga_type": values["saga_type"],
+        "status": values["status"],
+        "current_step": values["current_step"],
+        "data": values["data"],
+        "idempotency_key": values["idempotency_key"],
+        "started_by": values["started_by"],
+        "owner": values["owner"],
+        "lease_expires_at": iso(values["lease_expires_at"]),
+        "deadline_at": iso(values["deadline_at"]),
+        "now": iso(values["created_at"]),
+        "detail": detail,
+        "notify": notify,
+        "trace_context": values["trace_context"],
+    }
+
+
+def iso(at: datetime | None) -> str | None:
+    """A timestamp as ISO 8601 text for a JSON item (None stays None)."""
+    return at.isoformat() if at is not None else None
+
+
+def run_from_record(row: Mapping[str, Any]) -> SagaRun:
+    """A SagaRun from a row selected with ``_RUN_COLUMNS`` (JSON columns as text)."""
+    error, trace_context = row["error"], row["trace_context"]
+    return run_from_row(
+        {
+            **row,
+            "data": json.loads(row["data"]),
+            "error": json.loads(error) if error is not None else None,
+            "trace_context": json.loads(trace_context) if trace_context is not None else None,
+        }
+    )

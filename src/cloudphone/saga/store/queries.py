@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, func, insert, select, update
 
@@ -12,17 +12,20 @@ from cloudphone.saga.errors import SagaNotFoundError
 from cloudphone.saga.progress import OperatorChange
 from cloudphone.saga.records import SagaEvent, SagaRun
 from cloudphone.saga.state import SagaStatus
-from cloudphone.saga.store import pg
+from cloudphone.saga.store import pg_sql
 from cloudphone.saga.store.database import Database
 from cloudphone.saga.store.rows import event_from_row, event_rows, run_from_row
 from cloudphone.saga.store.tables import saga_events, saga_runs
+
+if TYPE_CHECKING:
+    from cloudphone.saga.store.pg import PgFastPath
 
 
 class RunQueries:
     """The read side of the store, plus the locked read-modify-write of operator actions."""
 
     db: Database
-    _fast: pg.PgFastPath | None
+    _fast: PgFastPath | None
 
     # -- operator actions ---------------------------------------------------------------
 
@@ -64,7 +67,7 @@ class RunQueries:
                     event_rows(run_id, updated["last_seq"] - n + 1, change.events),
                 )
             if notify and change.bump_epoch:
-                await conn.execute(select(func.pg_notify(pg.NOTIFY_CHANNEL, row["saga_type"])))
+                await conn.execute(select(func.pg_notify(pg_sql.NOTIFY_CHANNEL, row["saga_type"])))
             return run_from_row(updated)
 
     # -- reads --------------------------------------------------------------------------

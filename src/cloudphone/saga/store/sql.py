@@ -15,7 +15,7 @@ import json
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -25,7 +25,7 @@ from cloudphone.saga.ports import Clock, Committed
 from cloudphone.saga.progress import NewEvent, Progress
 from cloudphone.saga.records import EventKind
 from cloudphone.saga.state import ACTIVE
-from cloudphone.saga.store import claims, lite, pg, pg_sql, reconcile
+from cloudphone.saga.store import claims, lite, pg_sql, reconcile
 from cloudphone.saga.store.base import Claimed, NewRun
 from cloudphone.saga.store.database import Database
 from cloudphone.saga.store.disconnects import is_database_unavailable, unavailable
@@ -33,6 +33,9 @@ from cloudphone.saga.store.listen import Listener
 from cloudphone.saga.store.queries import RunQueries
 from cloudphone.saga.store.rows import event_rows, new_run_values, start_detail
 from cloudphone.saga.store.tables import metadata, saga_events, saga_runs
+
+if TYPE_CHECKING:
+    from cloudphone.saga.store.pg import PgFastPath
 
 _ACTIVE = [s.value for s in ACTIVE]
 
@@ -66,7 +69,12 @@ class SqlStore(RunQueries):
         self.db = db
         self.lease = lease
         self.clock = clock
-        self._fast = pg.PgFastPath(db.url, lease, clock) if db.is_postgres else None
+        self._fast: PgFastPath | None = None
+        if db.is_postgres:
+            # Imported here: asyncpg (the postgres extra) is needed only on PostgreSQL.
+            from cloudphone.saga.store.pg import PgFastPath
+
+            self._fast = PgFastPath(db.url, lease, clock)
 
     @property
     def announces(self) -> bool:
@@ -84,7 +92,7 @@ class SqlStore(RunQueries):
         if not self.db.is_postgres:
             return None
         return Listener(
-            self.db.url, pg.NOTIFY_CHANNEL, on_notify, on_connect=on_connect, on_lost=on_lost
+            self.db.url, pg_sql.NOTIFY_CHANNEL, on_notify, on_connect=on_connect, on_lost=on_lost
         )
 
     async def create_schema(self) -> None:
@@ -124,7 +132,7 @@ class SqlStore(RunQueries):
         values = self._new_values(new)
         detail = start_detail(new)
         if self.db.is_postgres:
-            item = pg.insert_item(values, detail, notify)
+            item = pg_sql.insert_item(values, detail, notify)
             result = await conn.execute(
                 text(pg_sql.INSERT_SQL.replace("$1", ":batch")), {"batch": json.dumps([item])}
             )
@@ -177,7 +185,7 @@ class SqlStore(RunQueries):
         DatabaseUnavailableError: a write that did land is recognised, not written twice.
         """
 
-        async def write(at: int | None) -> pg.Written | None:
+        async def write(at: int | None) -> pg_sql.Written | None:
             if self._fast is not None:
                 return await self._fast.commit(run_id, epoch, progress, at)
             async with self.db.begin() as conn:
@@ -195,7 +203,7 @@ class SqlStore(RunQueries):
     ) -> Committed:
         """Record progress in ``conn``'s transaction, fenced by ``epoch`` (and ``seq``)."""
 
-        async def write(at: int | None) -> pg.Written | None:
+        async def write(at: int | None) -> pg_sql.Written | None:
             if self._fast is not None:
                 return await self._fast.commit_in(conn, run_id, epoch, progress, at)
             return await self._commit_generic(conn, run_id, epoch, progress, at)
@@ -232,7 +240,7 @@ class SqlStore(RunQueries):
         epoch: int,
         progress: Progress,
         seq: int | None,
-    ) -> pg.Written | None:
+    ) -> pg_sql.Written | None:
         n = len(progress.events)
         params = lite.commit_params(run_id, epoch, progress, self.clock.now() + self.lease, seq)
         row = (await conn.execute(lite.COMMIT, params)).first()
