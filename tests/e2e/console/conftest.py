@@ -39,14 +39,19 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.write_line(f"console screenshots: {SCREENSHOTS}")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def playwright() -> Iterator[Playwright]:
-    """The Playwright driver."""
+    """The Playwright driver, for this package's tests only.
+
+    Its sync API keeps an event loop running in the main thread while it lives, which every
+    asyncio test after it would trip over ("Runner.run() cannot be called from a running
+    event loop"): it stops when the last console test is done.
+    """
     with sync_playwright() as driver:
         yield driver
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def chromium(playwright: Playwright) -> Iterator[Browser]:
     """Headless Debian Chromium on a fresh temporary profile."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
