@@ -128,12 +128,12 @@ def test_agent_answers_the_line_protocol() -> None:
     assert agent.answer("REBOOT") == "ERR unknown"
 
 
-def test_agent_shell_understands_the_init_commands_and_reports_exit_status() -> None:
+async def test_agent_shell_understands_the_init_commands_and_reports_exit_status() -> None:
     """Over ADB: getprop, wm size/density set the display, unknown commands exit 127."""
     agent = Agent("dev-1", "13")
-    assert agent.shell("getprop sys.boot_completed") == "1\n"
-    assert agent.shell("getprop ro.boot.serialno") == "dev-1\n"
-    assert agent.shell("wm size 720x1280; echo RC=$?") == "RC=0\n"
-    assert agent.shell("wm density 320") == ""
+    assert await agent.shell.output("getprop sys.boot_completed") == "1\n"
+    assert await agent.shell.output("getprop ro.boot.serialno") == "dev-1\n"
+    assert await agent.shell.output("wm size 720x1280; echo RC=$?") == "RC=0\n"
+    assert await agent.shell.output("wm density 320") == ""
     assert agent.props["persist.cloudphone.display"] == "720x1280@320"
-    assert agent.shell("reboot; echo RC=$?").endswith("RC=127\n")
+    assert (await agent.shell.output("reboot; echo RC=$?")).endswith("RC=127\n")
