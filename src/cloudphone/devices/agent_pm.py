@@ -141,7 +141,9 @@ class PackageManager:
             exception = f"java.lang.IllegalArgumentException: {message}"
             return f"{message}\nException occurred while executing 'install':\n{exception}\n", 255
         try:
-            info = await asyncio.to_thread(parse_apk, source)
+            # In the loop, no thread: the agent runs under an address-space limit in which
+            # every thread's stack and malloc arena count; the parse reads only metadata.
+            info = parse_apk(source)
         except ApkError as error:
             code = (
                 "INSTALL_PARSE_FAILED_MANIFEST_MALFORMED"
@@ -162,7 +164,7 @@ class PackageManager:
             return refusal
         packages = self.packages()
         code_path = f"/data/app/{info.package}-{secrets.token_urlsafe(8)}"
-        await asyncio.to_thread(self.files.install_copy, source, f"{code_path}/base.apk")
+        self.files.install_copy(source, f"{code_path}/base.apk")  # a hard link: instant
         previous = packages.get(info.package)
         packages[info.package] = InstalledPackage(
             package=info.package,
