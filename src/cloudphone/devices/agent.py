@@ -232,7 +232,8 @@ async def run(args: argparse.Namespace) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     print(
-        f"agent {args.serial} listening on {args.host}:{args.adb_port} (stream {args.stream_port})",
+        f"agent {agent.serial} listening on {args.host}:{args.adb_port} "
+        f"(stream {args.stream_port})",
         file=sys.stderr,
         flush=True,
     )
