@@ -1,11 +1,13 @@
-"""Reading what Android's ``pm`` prints, across versions, and sizing transfer deadlines."""
+"""Reading what Android's ``pm`` prints, sizing transfer deadlines, mapping device paths."""
 
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
+from cloudphone.devices.agent_files import DeviceFiles
 from cloudphone.devices.installer import (
     INSTALL_FAILED_INVALID_URI,
     INSTALL_FAILED_OLDER_SDK,
@@ -100,3 +102,19 @@ def test_deadlines_grow_with_the_file() -> None:
     assert timeouts.for_size(200 * 1024 * 1024) == timedelta(seconds=210)
     with pytest.raises(ValueError, match="positive"):
         TransferTimeouts(min_rate=0)
+
+
+def test_device_paths_stay_inside_the_device_and_only_tmp_and_sdcard_are_writable() -> None:
+    files = DeviceFiles(Path("/srv/device/fs"))
+    assert files.host_path("/data/local/tmp/../../../../etc/passwd") == Path(
+        "/srv/device/fs/etc/passwd"
+    )
+    assert files.host_path("//data//local/tmp/a.apk") == Path("/srv/device/fs/data/local/tmp/a.apk")
+    assert files.writable("/data/local/tmp/a.apk")
+    assert files.writable("/sdcard/Download/x")
+    assert not files.writable("/data/local/tmp/../app/x.apk")
+    assert not files.writable("/data/local/tmp")
+    assert not files.writable("/system/app/x.apk")
+    for bad in ("relative/path", "/nul\0byte"):
+        with pytest.raises(OSError, match="Invalid argument"):
+            files.host_path(bad)
