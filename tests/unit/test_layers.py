@@ -34,3 +34,9 @@ def test_a_service_never_imports_the_other(service: str, other: str) -> None:
     """The devices service reads APKs through ``cloudphone.apk``, never through the apps service."""
     strays = {m for m in imported_modules(service) if m.startswith(f"cloudphone.{other}")}
     assert strays == set()
+
+
+@pytest.mark.parametrize("service", ["apps", "devices"])
+def test_both_services_read_apks_through_the_leaf_library(service: str) -> None:
+    """Uploads (apps) and ``pm install`` on the agent (devices) parse with ``cloudphone.apk``."""
+    assert "cloudphone.apk" in imported_modules(service)
