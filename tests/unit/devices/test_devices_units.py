@@ -18,7 +18,8 @@ from cloudphone.devices.spec import DeviceSpec, Resources, cores_to_millis, vali
 from cloudphone.domain import InvalidInputError
 
 EXPORTS = [
-    "Container", "DEVICE_CREATE", "DEVICE_DELETE", "Device", "DeviceCreation", "DeviceDeletion",
+    "AdbError", "AppInstaller", "InstallResult", "PackageManagerError", "PushError",
+    "TransferTimeouts", "UninstallResult", "Container", "DEVICE_CREATE", "DEVICE_DELETE", "Device", "DeviceCreation", "DeviceDeletion",
     "DeviceRuntime", "DeviceService", "DeviceSpec", "DeviceStatus", "DevicesConfig",
     "DockerOptions", "DockerRuntime", "Launch", "LocalRuntime", "Quota", "QuotaLimits",
     "Resources", "SweepReport", "Sweeper", "build_create_saga", "build_delete_saga", "metadata",
