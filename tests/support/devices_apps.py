@@ -6,7 +6,7 @@ import hashlib
 import socket
 from pathlib import Path
 
-from cloudphone.devices.runtimes.base import Container, DeviceRuntime, Launch
+from cloudphone.devices.runtimes.base import Container, DeviceBootError, DeviceRuntime, Launch
 from tests.support.apk_builder import build_apk
 from tests.support.devices_stack import SMALL
 
@@ -42,10 +42,22 @@ def launch(name: str, serial: str) -> Launch:
 
 
 async def start_device(runtime: DeviceRuntime, name: str, serial: str) -> Container:
-    """Create the device and wait until it answers as ``serial``."""
-    container = await runtime.create(launch(name, serial))
-    await runtime.initialize(container, serial, SMALL, timeout=20)
-    return container
+    """Create the device and wait until it answers as ``serial``.
+
+    A port free when chosen may be taken by another process before the device binds it (the
+    machine is shared): then the device exits, and it is made again on two other ports.
+    """
+    for attempt in range(3):
+        container = await runtime.create(launch(name, serial))
+        try:
+            await runtime.initialize(container, serial, SMALL, timeout=20)
+        except DeviceBootError:
+            await runtime.remove(name)
+            if attempt == 2:
+                raise
+        else:
+            return container
+    raise AssertionError("unreachable")
 
 
 def peak_rss(pid: int) -> int:
