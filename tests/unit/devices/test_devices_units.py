@@ -19,7 +19,8 @@ from cloudphone.domain import InvalidInputError
 
 EXPORTS = [
     "AdbError", "AppInstaller", "InstallResult", "PackageManagerError", "PushError",
-    "TransferTimeouts", "UninstallResult", "Container", "DEVICE_CREATE", "DEVICE_DELETE", "Device", "DeviceCreation", "DeviceDeletion",
+    "TransferTimeouts", "UninstallResult", "Container", "DEVICE_CREATE", "DEVICE_DELETE",
+    "Device", "DeviceCreation", "DeviceDeletion",
     "DeviceRuntime", "DeviceService", "DeviceSpec", "DeviceStatus", "DevicesConfig",
     "DockerOptions", "DockerRuntime", "Launch", "LocalRuntime", "Quota", "QuotaLimits",
     "Resources", "SweepReport", "Sweeper", "build_create_saga", "build_delete_saga", "metadata",
