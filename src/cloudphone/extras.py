@@ -14,7 +14,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "postgres": ("asyncpg", "psycopg"),
     "s3": ("aiobotocore",),
     "stripe": ("stripe", "aiohttp"),
-    "docker": ("aiodocker", "adb_shell"),
+    "docker": ("aiodocker",),
     "otel": ("opentelemetry.sdk", "opentelemetry.instrumentation.fastapi"),
 }
 """Extra → the modules it provides (``pyproject.toml`` lists the distributions)."""

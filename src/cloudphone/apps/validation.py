@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from cloudphone.apps.apk import ApkError, ApkInfo, is_valid_package_name, parse_apk
+from cloudphone.apk import ApkError, ApkInfo, is_valid_package_name, parse_apk
 from cloudphone.apps.spool import SpooledUpload
 from cloudphone.apps.upload import UploadInput
 from cloudphone.domain import InvalidInputError

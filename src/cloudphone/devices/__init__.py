@@ -30,6 +30,10 @@ Decisions (details in the modules):
 * **Runtimes**: local device processes end with the process that started them (parent-death
   signal), so nothing leaks, and come back through the sweeper when the platform restarts;
   the docker runtime drives Redroid (or the test suite's busybox agent).
+* **App installs** (:mod:`.installer`): ``DeviceRuntime.adb_session(container)`` opens an
+  ADB session (:class:`AppInstaller`: push, ``pm install``/``uninstall``/``list packages``)
+  with adb-shell, against Redroid's adbd or the local agent's (:mod:`.agent`), which reads
+  the pushed APK with the neutral :mod:`cloudphone.apk` library, never the apps service.
 
 Names are imported lazily: the local runtime's device agents run ``python -m
 cloudphone.devices.agent`` and must not pay for the database and Docker libraries.
@@ -41,6 +45,13 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 _EXPORTS = {
+    "AdbError": "cloudphone.devices.installer",
+    "AppInstaller": "cloudphone.devices.installer",
+    "InstallResult": "cloudphone.devices.installer",
+    "PackageManagerError": "cloudphone.devices.installer",
+    "PushError": "cloudphone.devices.installer",
+    "TransferTimeouts": "cloudphone.devices.installer",
+    "UninstallResult": "cloudphone.devices.installer",
     "DEVICE_CREATE": "cloudphone.devices.create",
     "DEVICE_DELETE": "cloudphone.devices.delete",
     "Container": "cloudphone.devices.runtimes.base",
@@ -69,6 +80,8 @@ _EXPORTS = {
 __all__ = [
     "DEVICE_CREATE",
     "DEVICE_DELETE",
+    "AdbError",
+    "AppInstaller",
     "Container",
     "Device",
     "DeviceCreation",
@@ -80,13 +93,18 @@ __all__ = [
     "DevicesConfig",
     "DockerOptions",
     "DockerRuntime",
+    "InstallResult",
     "Launch",
     "LocalRuntime",
+    "PackageManagerError",
+    "PushError",
     "Quota",
     "QuotaLimits",
     "Resources",
     "SweepReport",
     "Sweeper",
+    "TransferTimeouts",
+    "UninstallResult",
     "build_create_saga",
     "build_delete_saga",
     "metadata",
@@ -104,6 +122,15 @@ if TYPE_CHECKING:
     from cloudphone.devices.config import DevicesConfig
     from cloudphone.devices.create import DEVICE_CREATE, build_create_saga
     from cloudphone.devices.delete import DEVICE_DELETE, build_delete_saga
+    from cloudphone.devices.installer import (
+        AdbError,
+        AppInstaller,
+        InstallResult,
+        PackageManagerError,
+        PushError,
+        TransferTimeouts,
+        UninstallResult,
+    )
     from cloudphone.devices.models import DeviceStatus, metadata
     from cloudphone.devices.quota import Quota
     from cloudphone.devices.records import Device

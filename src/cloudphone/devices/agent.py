@@ -1,20 +1,38 @@
 r"""The device agent: what the local runtime runs as one child process per device.
 
-It stands in for a phone: it listens on the device's ADB port and answers the line protocol
-of :mod:`cloudphone.devices.links` (handshake with its serial, properties) or, when the first
-bytes are an ADB ``CNXN`` message, real ADB framing with a ``shell:`` service
-(:mod:`cloudphone.devices.agent_adb`), so adb-shell can talk to it like to Redroid's adbd. On
-its screen-stream port it greets each client with one ``STREAM`` line. SIGTERM or SIGINT
-stops it.
+It stands in for a phone. On the device's ADB port it answers either the line protocol of
+:mod:`cloudphone.devices.links` (handshake with its serial, properties) or, when the first
+bytes are an ADB ``CNXN`` message, real ADB, so adb-shell drives it as it drives Redroid's
+adbd. The ADB subset it speaks:
+
+- transport (:mod:`.agent_adb`): ``CNXN`` (version 0x01000000, 1 MiB payloads), ``AUTH``
+  when started with ``--adb-keys`` (:mod:`.agent_auth`), any number of concurrent streams
+  (``OPEN``/``OKAY``/``WRTE``/``CLSE``, acknowledged one write at a time);
+- ``sync:`` (:mod:`.agent_sync`): ``SEND`` (streamed to disk; ``DATA`` ≤ 64 KiB), ``STAT``,
+  ``RECV``, ``LIST``, ``QUIT``;
+- ``shell:`` / ``exec:`` commands (:mod:`.agent_shell`): ``getprop``, ``setprop``, ``wm
+  size``, ``wm density``, ``settings put``, ``rm [-f]``, and ``pm`` (or ``cmd package``)
+  ``install``, ``uninstall``, ``list packages``, ``path`` (:mod:`.agent_pm`); anything else
+  answers ``/system/bin/sh: X: inaccessible or not found`` (exit 127).
+
+Files and installed packages live in ``--data-dir`` (``fs/`` and ``packages.json``), so a
+restarted agent keeps them; without it there is no ``sync:`` and no ``pm``. Writable device
+paths are ``/data/local/tmp`` and the shared storage, as for the shell user. On its
+screen-stream port it greets each client with one ``STREAM`` line. SIGTERM or SIGINT stops it.
 
 Usage::
 
-    python -m cloudphone.devices.agent --host 127.0.0.1 --adb-port 20001 --stream-port 25001 \\
-        --serial DEVICE_ID --name CONTAINER_NAME --instance RUNTIME_ID --token TOKEN
+    python -m cloudphone.devices.agent --host 127.0.0.1 --adb-port 20001 --stream-port 25001 \
+        --serial DEVICE_ID --data-dir DIR --name CONTAINER_NAME --instance RUNTIME_ID --token T
 
-``--name``, ``--instance`` and ``--token`` are not used by the agent itself: they sit in its
-command line so the local runtime can find its processes in ``/proc`` after a restart.
-Exit codes: 0 after a signal, 3 when a port cannot be bound.
+In a container the ports, serial, Android version, data directory and keys may come from
+``AGENT_PORT``, ``STREAM_PORT``, ``DEVICE_SERIAL``, ``DEVICE_ANDROID_VERSION``,
+``DEVICE_DATA_DIR`` and ``DEVICE_ADB_KEYS`` instead (what the docker runtime and the agent
+image set), and Redroid's ``androidboot.KEY=VALUE`` arguments are accepted (``serialno`` is
+the serial; each becomes ``ro.boot.KEY``). ``--name``, ``--instance`` and ``--token`` are not
+used by the agent itself: they sit in its command line so the local runtime can find its
+processes in ``/proc`` after a restart. Exit codes: 0 after a signal, 3 when a port cannot be
+bound.
 """
 
 from __future__ import annotations
@@ -27,8 +45,14 @@ import resource
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from cloudphone.devices import agent_adb
+from cloudphone.devices.agent_auth import AdbKeys
+from cloudphone.devices.agent_files import DeviceFiles
+from cloudphone.devices.agent_pm import PackageManager
+from cloudphone.devices.agent_shell import DeviceShell
+from cloudphone.devices.agent_sync import sync_service
 from cloudphone.devices.links import DISPLAY_PROP, PROP_KEY
 
 PR_SET_PDEATHSIG = 1
@@ -41,15 +65,28 @@ SDK_LEVELS = {"11": "30", "12": "32", "13": "33", "14": "34"}
 class Agent:
     """Answers requests on the ADB port and greets stream clients."""
 
-    def __init__(self, serial: str, android_version: str) -> None:
+    def __init__(
+        self,
+        serial: str,
+        android_version: str,
+        data_dir: Path | None = None,
+        adb_keys: AdbKeys | None = None,
+    ) -> None:
         self.serial = serial
+        sdk = SDK_LEVELS.get(android_version, "33")
         self.props: dict[str, str] = {
             "ro.product.model": "cloudphone",
-            "ro.build.version.sdk": SDK_LEVELS.get(android_version, "33"),
+            "ro.build.version.sdk": sdk,
             "ro.serialno": serial,
             "ro.boot.serialno": serial,
             "sys.boot_completed": "1",
         }
+        self.adb_keys = adb_keys
+        self.files = None if data_dir is None else DeviceFiles(data_dir / "fs")
+        packages = None
+        if self.files is not None and data_dir is not None:
+            packages = PackageManager(self.files, data_dir / "packages.json", int(sdk))
+        self.shell = DeviceShell(self.props, self.files, packages)
 
     def answer(self, line: str) -> str:
         """The answer line to one request line."""
@@ -66,10 +103,7 @@ class Agent:
 
     def _setprop(self, rest: str) -> str:
         key, _, value = rest.partition(" ")
-        if not PROP_KEY.match(key) or key.startswith("ro.") or any(c.isspace() for c in value):
-            return "ERR bad property"
-        self.props[key] = value
-        return "OK"
+        return "OK" if self.shell.set_prop(key, value) else "ERR bad property"
 
     def _getprop(self, key: str) -> str:
         if not PROP_KEY.match(key):
@@ -78,44 +112,18 @@ class Agent:
 
     _handlers = {"CNXN?": _cnxn, "PING": _ping, "SETPROP": _setprop, "GETPROP": _getprop}
 
-    def shell(self, command: str) -> str:
-        """Output of a shell command over ADB (``getprop``, ``setprop``, ``wm``, ``settings``).
+    def _route(self, destination: str) -> agent_adb.Service | None:
+        """The service of an ADB ``OPEN``: ``shell:``/``exec:`` commands and ``sync:``."""
+        kind, _, command = destination.partition(":")
+        if kind in ("shell", "exec") and command.strip():
 
-        ``<command>; echo <mark>$?`` (how :class:`~cloudphone.devices.adb.AdbLink` asks for the
-        exit status) gets the status echoed after the output, as sh would.
-        """
-        command, sep, mark = command.partition("; echo ")
-        if sep and mark.endswith("$?"):
-            output = self._run(command)
-            status = 127 if output.startswith("/system/bin/sh:") else 0
-            return f"{output}{mark.removesuffix('$?')}{status}\n"
-        return self._run(command)
+            async def run(stream: agent_adb.AdbStream) -> None:
+                await stream.write((await self.shell.output(command)).encode())
 
-    def _run(self, command: str) -> str:
-        words = command.split()
-        if words[:1] == ["getprop"] and len(words) == 2:
-            return self.props.get(words[1], "") + "\n"
-        if words[:1] == ["setprop"] and len(words) == 3:
-            return (
-                "" if self._setprop(f"{words[1]} {words[2]}") == "OK" else "error: bad property\n"
-            )
-        if words[:2] == ["wm", "size"] and len(words) == 3:
-            self.props["persist.cloudphone.size"] = words[2]
-            return self._display()
-        if words[:2] == ["wm", "density"] and len(words) == 3:
-            self.props["persist.cloudphone.density"] = words[2]
-            return self._display()
-        if words[:2] == ["settings", "put"] and len(words) == 5:
-            self.props[f"settings.{words[2]}.{words[3]}"] = words[4]
-            return ""
-        return f"/system/bin/sh: {words[0] if words else ''}: inaccessible or not found\n"
-
-    def _display(self) -> str:
-        size = self.props.get("persist.cloudphone.size")
-        density = self.props.get("persist.cloudphone.density")
-        if size and density:
-            self.props[DISPLAY_PROP] = f"{size}@{density}"
-        return ""
+            return run
+        if destination == "sync:" and self.files is not None:
+            return sync_service(self.files)
+        return None
 
     async def serve_adb(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """One connection on the ADB port: a line request, or real ADB framing."""
@@ -123,7 +131,11 @@ class Agent:
             head = await asyncio.wait_for(reader.readexactly(5), 5)
             if head[:4] == b"CNXN" and head[4:5] != b"?":
                 banner = ";".join(f"{k}={v}" for k, v in self.props.items() if k.startswith("ro."))
-                await agent_adb.serve_adb(reader, writer, head, banner + ";", self.shell)
+                keys = None if self.adb_keys is None else self.adb_keys.fresh()
+                connection = agent_adb.AdbConnection(
+                    reader, writer, banner + ";", self._route, keys
+                )
+                await connection.serve(head)
                 return
             line = head + await asyncio.wait_for(reader.readline(), 5)
             writer.write(f"{self.answer(line.decode(errors='replace').strip())}\n".encode())
@@ -156,13 +168,27 @@ def _die_with_parent(parent_pid: int) -> bool:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """Parse the command line."""
+    """Parse the command line; unset options fall back to the container's environment."""
+    env = os.environ.get
     parser = argparse.ArgumentParser(description="cloudphone device agent")
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--adb-port", type=int, required=True)
-    parser.add_argument("--stream-port", type=int, required=True)
-    parser.add_argument("--serial", required=True)
-    parser.add_argument("--android-version", default="13")
+    for flag, variable in (("--adb-port", "AGENT_PORT"), ("--stream-port", "STREAM_PORT")):
+        parser.add_argument(flag, type=int, default=env(variable), required=not env(variable))
+    serial = env("DEVICE_SERIAL")
+    parser.add_argument("--serial", default=serial, required=not serial)
+    parser.add_argument("--android-version", default=env("DEVICE_ANDROID_VERSION", "13"))
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=env("DEVICE_DATA_DIR"),
+        help="the device's files and installed packages (none: no sync service, no pm)",
+    )
+    parser.add_argument(
+        "--adb-keys",
+        type=Path,
+        default=env("DEVICE_ADB_KEYS"),
+        help="public keys allowed to connect over ADB (adbd's adb_keys); none: no auth",
+    )
     parser.add_argument("--memory-mb", type=int, default=0, help="address-space limit (0: none)")
     parser.add_argument("--name", default="", help="container name (for the runtime's scan)")
     parser.add_argument("--instance", default="", help="runtime id (for the runtime's scan)")
@@ -170,7 +196,21 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--parent-pid", type=int, default=0, help="exit when this process (the platform) dies"
     )
+    parser.add_argument("boot", nargs="*", help="Redroid's androidboot.KEY=VALUE arguments")
     return parser.parse_args(argv)
+
+
+def build_agent(args: argparse.Namespace) -> Agent:
+    """The agent the arguments describe (boot arguments become ``ro.boot.*`` properties)."""
+    boot = {}
+    for word in args.boot:
+        key, _, value = word.removeprefix("androidboot.").partition("=")
+        if word.startswith("androidboot.") and key:
+            boot[key] = value
+    keys = None if args.adb_keys is None else AdbKeys.load(args.adb_keys)
+    agent = Agent(boot.get("serialno") or args.serial, args.android_version, args.data_dir, keys)
+    agent.props.update({f"ro.boot.{key}": value for key, value in boot.items()})
+    return agent
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -180,7 +220,7 @@ async def run(args: argparse.Namespace) -> int:
     if args.memory_mb > 0:
         limit = args.memory_mb * 1024 * 1024
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    agent = Agent(args.serial, args.android_version)
+    agent = build_agent(args)
     try:
         adb = await asyncio.start_server(agent.serve_adb, args.host, args.adb_port)
         stream = await asyncio.start_server(agent.serve_stream, args.host, args.stream_port)
@@ -192,7 +232,8 @@ async def run(args: argparse.Namespace) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     print(
-        f"agent {args.serial} listening on {args.host}:{args.adb_port} (stream {args.stream_port})",
+        f"agent {agent.serial} listening on {args.host}:{args.adb_port} "
+        f"(stream {args.stream_port})",
         file=sys.stderr,
         flush=True,
     )

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from cloudphone.apps.apk import parse_apk
+from cloudphone.apk import parse_apk
 from tests.support.apk_builder import build_apk
 
 FRAMEWORK_RES = Path("/usr/share/android-framework-res/framework-res.apk")

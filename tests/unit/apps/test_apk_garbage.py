@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cloudphone.apps.apk import (
+from cloudphone.apk import (
     ApkError,
     EntryTooLargeError,
     InvalidZipError,

@@ -10,7 +10,7 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cloudphone.apps.apk import ApkInfo, is_valid_package_name, parse_apk
+from cloudphone.apk import ApkInfo, is_valid_package_name, parse_apk
 from tests.support.apk_builder import LABEL_RESOURCE_ID, build_apk, build_apk_bytes
 
 PERMS = ["android.permission.INTERNET", "android.permission.CAMERA"]

@@ -22,7 +22,7 @@ EXPECTED = {
         "Download", "InvalidObjectKeyError", "LocalFile", "ObjectInfo", "ObjectStorage",
         "PendingUpload", "PresignedUrl", "StorageError", "StorageUnavailableError", "check_key",
     ],
-    "cloudphone.apps.apk": [
+    "cloudphone.apk": [
         "MAX_ARSC_SIZE", "MAX_MANIFEST_SIZE", "ApkError", "ApkInfo", "EntryTooLargeError",
         "InvalidZipError", "ManifestInvalidError", "ManifestMissingError",
         "is_valid_package_name", "parse_apk", "parse_manifest",

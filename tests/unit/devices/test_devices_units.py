@@ -18,7 +18,9 @@ from cloudphone.devices.spec import DeviceSpec, Resources, cores_to_millis, vali
 from cloudphone.domain import InvalidInputError
 
 EXPORTS = [
-    "Container", "DEVICE_CREATE", "DEVICE_DELETE", "Device", "DeviceCreation", "DeviceDeletion",
+    "AdbError", "AppInstaller", "InstallResult", "PackageManagerError", "PushError",
+    "TransferTimeouts", "UninstallResult", "Container", "DEVICE_CREATE", "DEVICE_DELETE",
+    "Device", "DeviceCreation", "DeviceDeletion",
     "DeviceRuntime", "DeviceService", "DeviceSpec", "DeviceStatus", "DevicesConfig",
     "DockerOptions", "DockerRuntime", "Launch", "LocalRuntime", "Quota", "QuotaLimits",
     "Resources", "SweepReport", "Sweeper", "build_create_saga", "build_delete_saga", "metadata",
@@ -128,12 +130,12 @@ def test_agent_answers_the_line_protocol() -> None:
     assert agent.answer("REBOOT") == "ERR unknown"
 
 
-def test_agent_shell_understands_the_init_commands_and_reports_exit_status() -> None:
+async def test_agent_shell_understands_the_init_commands_and_reports_exit_status() -> None:
     """Over ADB: getprop, wm size/density set the display, unknown commands exit 127."""
     agent = Agent("dev-1", "13")
-    assert agent.shell("getprop sys.boot_completed") == "1\n"
-    assert agent.shell("getprop ro.boot.serialno") == "dev-1\n"
-    assert agent.shell("wm size 720x1280; echo RC=$?") == "RC=0\n"
-    assert agent.shell("wm density 320") == ""
+    assert await agent.shell.output("getprop sys.boot_completed") == "1\n"
+    assert await agent.shell.output("getprop ro.boot.serialno") == "dev-1\n"
+    assert await agent.shell.output("wm size 720x1280; echo RC=$?") == "RC=0\n"
+    assert await agent.shell.output("wm density 320") == ""
     assert agent.props["persist.cloudphone.display"] == "720x1280@320"
-    assert agent.shell("reboot; echo RC=$?").endswith("RC=127\n")
+    assert (await agent.shell.output("reboot; echo RC=$?")).endswith("RC=127\n")

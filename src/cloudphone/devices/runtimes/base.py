@@ -9,6 +9,7 @@ container an earlier attempt made instead of making a second one.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -16,6 +17,7 @@ from cloudphone.devices.spec import DeviceSpec
 
 if TYPE_CHECKING:
     from cloudphone.deployment import Deployment
+    from cloudphone.devices.installer import AppInstaller
 
 LABEL_DEVICE = "cloudphone.device"
 """Label holding the device id."""
@@ -139,6 +141,19 @@ class DeviceRuntime(Protocol):
 
         Configuring sets the screen size and density and runs the init commands. Raises
         DeviceBootError or TimeoutError.
+        """
+        ...
+
+    def adb_session(self, container: Container) -> AbstractAsyncContextManager[AppInstaller]:
+        """An ADB session to a running device's files and package manager.
+
+        ``async with runtime.adb_session(container) as device:`` then ``device.push(...)``,
+        ``device.install(...)``, ``device.list_packages()``... (see
+        :class:`~cloudphone.devices.installer.AppInstaller`); one connection for the block.
+
+        Raises:
+            AdbError: (entering the block) the device cannot be reached over ADB.
+            DeviceRuntimeError: The container has no ADB endpoint.
         """
         ...
 

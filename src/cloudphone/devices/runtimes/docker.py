@@ -17,7 +17,8 @@ such label, so no sweep removes them; ``inspect`` by name still finds them).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,6 +28,7 @@ from aiodocker.exceptions import DockerError
 from cloudphone.deployment import LABEL_DEPLOYMENT, Deployment
 from cloudphone.devices.adb import AdbLink
 from cloudphone.devices.config import DevicesConfig
+from cloudphone.devices.installer import AppInstaller, TransferTimeouts
 from cloudphone.devices.links import DeviceLink, LineLink, wait_ready
 from cloudphone.devices.runtimes.base import (
     Container,
@@ -63,6 +65,9 @@ class DockerOptions:
         instance: Value of the ``cloudphone.runtime`` label: which platform owns a container.
         init_commands: Shell commands run on an ADB device after boot.
         adb_key_path: RSA key for ADB auth.
+        binds: Extra bind mounts, ``host:container[:ro]`` (a Redroid ``/data`` volume; the
+            tests' agent image gets its interpreter and code this way).
+        transfer_timeouts: Deadlines of pushes and installs in ``adb_session``.
     """
 
     url: str = "unix:///var/run/docker.sock"
@@ -78,6 +83,8 @@ class DockerOptions:
     instance: str = "cloudphone"
     init_commands: tuple[str, ...] = ()
     adb_key_path: Path | None = None
+    binds: tuple[str, ...] = ()
+    transfer_timeouts: TransferTimeouts = field(default_factory=TransferTimeouts)
 
     @classmethod
     def from_config(cls, config: DevicesConfig, instance: str = "cloudphone") -> DockerOptions:
@@ -178,6 +185,7 @@ class DockerRuntime:
             "Privileged": self.options.privileged,
             "RestartPolicy": {"Name": "no"},
             "LogConfig": {"Type": "json-file", "Config": {"max-size": "1m"}},
+            "Binds": list(self.options.binds),
         }
 
     async def create(self, launch: Launch) -> Container:
@@ -274,6 +282,17 @@ class DockerRuntime:
         banner = await wait_ready(link, serial, alive, timeout, interval=self._interval)
         await link.configure(spec)
         return banner
+
+    def adb_session(self, container: Container) -> AbstractAsyncContextManager[AppInstaller]:
+        """ADB to the container's adbd (adb-shell, with the configured key): push, install."""
+        if container.adb_port is None:
+            raise DeviceRuntimeError(f"container {container.name} has no ADB port label")
+        if self.options.protocol != "adb":
+            raise PermanentRuntimeError(
+                f"container {container.name} speaks the line protocol: it has no adbd"
+            )
+        link = AdbLink(container.adb_host, container.adb_port, key_path=self.options.adb_key_path)
+        return link.apps(self.options.transfer_timeouts)
 
     @property
     def _interval(self) -> float:

@@ -3,7 +3,10 @@
 Its "container table" is a state directory with one JSON record per container (name, token,
 pid, ports, labels). The record is published *before* the process is spawned, and the random
 token is also on the process's command line, so a platform killed between the spawn and the
-pid write still finds the process later (by scanning ``/proc`` for the token).
+pid write still finds the process later (by scanning ``/proc`` for the token). Each device's
+files and installed apps live in ``<state_dir>/<name>.data/`` (the agent's ``--data-dir``):
+they survive a stop, a restart of the agent or of the platform, and go with ``remove``.
+Installs go over real ADB (:meth:`LocalRuntime.adb_session`) whatever ``protocol`` is.
 
 Device processes live as long as the process that started them: they run in their own
 session (a Ctrl-C of the platform does not hit them first), but ask the kernel for SIGTERM
@@ -26,16 +29,19 @@ import hashlib
 import json
 import os
 import secrets
+import shutil
 import signal
 import sys
 import time
 from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
 from cloudphone.deployment import Deployment, claim_directory
 from cloudphone.devices.adb import AdbLink
+from cloudphone.devices.installer import AppInstaller, TransferTimeouts
 from cloudphone.devices.links import DeviceLink, LineLink, wait_ready
 from cloudphone.devices.runtimes.base import (
     Container,
@@ -86,8 +92,9 @@ class LocalRuntime:
         python: Interpreter that runs the agents.
         stop_timeout: Seconds between SIGTERM and SIGKILL when stopping.
         protocol: How :meth:`initialize` talks to the agent: its line protocol, or real ADB
-            through adb-shell (the Redroid code path, against the agent's minimal adbd).
+            through adb-shell (the Redroid code path, against the agent's adbd).
         init_commands: Shell commands run after boot over ADB (``protocol="adb"``).
+        transfer_timeouts: Deadlines of pushes and installs in :meth:`adb_session`.
     """
 
     kind = "local"
@@ -102,6 +109,7 @@ class LocalRuntime:
         stop_timeout: float = 5.0,
         protocol: Literal["line", "adb"] = "line",
         init_commands: Sequence[str] = (),
+        transfer_timeouts: TransferTimeouts | None = None,
     ) -> None:
         self.state_dir = Path(state_dir)
         self.host = host
@@ -112,6 +120,7 @@ class LocalRuntime:
         self._children: set[int] = set()
         self.protocol = protocol
         self.init_commands = tuple(init_commands)
+        self.transfer_timeouts = transfer_timeouts or TransferTimeouts()
 
     # -- the port ----------------------------------------------------------------------
 
@@ -174,6 +183,7 @@ class LocalRuntime:
             await self._terminate(pid, signal.SIGKILL)
         for path in (self._path(name), self._log_path(name)):
             path.unlink(missing_ok=True)
+        await asyncio.to_thread(shutil.rmtree, self._data_path(name), ignore_errors=True)
         return record is not None or bool(pids)
 
     async def list(self) -> builtins.list[Container]:
@@ -220,6 +230,13 @@ class LocalRuntime:
         await link.configure(spec)
         return banner
 
+    def adb_session(self, container: Container) -> AbstractAsyncContextManager[AppInstaller]:
+        """ADB to the agent (it speaks ADB whatever ``protocol`` says): push, install, list."""
+        if container.adb_port is None:
+            raise ContainerNotFoundError(f"container {container.name} has no ADB port")
+        link = AdbLink(container.adb_host, container.adb_port)
+        return link.apps(self.transfer_timeouts)
+
     async def claim(self, deployment: Deployment) -> None:
         """Stamp the state directory: its records and agents are ``deployment``'s alone."""
         place = "device state directory"
@@ -255,6 +272,7 @@ class LocalRuntime:
             "--stream-port", str(record.stream_port),
             "--serial", record.serial,
             "--android-version", record.android_version,
+            "--data-dir", os.fspath(self._data_path(record.name)),
             "--memory-mb", str(record.memory_mb),
             "--name", record.name,
             "--instance", self.instance,
@@ -319,6 +337,10 @@ class LocalRuntime:
 
     def _log_path(self, name: str) -> Path:
         return self.state_dir / f"{name}.log"
+
+    def _data_path(self, name: str) -> Path:
+        """The device's files and installed packages (kept across restarts, not removal)."""
+        return self.state_dir / f"{name}.data"
 
     def _names(self) -> builtins.list[str]:
         return sorted(p.stem for p in self.state_dir.glob("*.json"))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import struct
 from typing import NamedTuple
 
-from cloudphone.apps.apk.chunks import (
+from cloudphone.apk.chunks import (
     NO_INDEX,
     REFERENCES,
     T_STRING_POOL,

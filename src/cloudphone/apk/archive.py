@@ -15,8 +15,8 @@ import zipfile
 import zlib
 from typing import BinaryIO
 
-from cloudphone.apps.apk.manifest import parse_manifest
-from cloudphone.apps.apk.model import (
+from cloudphone.apk.manifest import parse_manifest
+from cloudphone.apk.model import (
     ApkError,
     ApkInfo,
     EntryTooLargeError,
@@ -24,7 +24,7 @@ from cloudphone.apps.apk.model import (
     ManifestMissingError,
 )
 
-log = logging.getLogger("cloudphone.apps.apk")
+log = logging.getLogger("cloudphone.apk")
 
 MANIFEST = "AndroidManifest.xml"
 ARSC = "resources.arsc"

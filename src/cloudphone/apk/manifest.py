@@ -14,8 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from cloudphone.apps.apk.arsc import ResourceTable
-from cloudphone.apps.apk.chunks import (
+from cloudphone.apk.arsc import ResourceTable
+from cloudphone.apk.chunks import (
     NO_INDEX,
     REFERENCES,
     T_STRING_POOL,
@@ -32,9 +32,9 @@ from cloudphone.apps.apk.chunks import (
     children,
     chunk_header,
 )
-from cloudphone.apps.apk.model import ApkInfo, ManifestInvalidError
+from cloudphone.apk.model import ApkInfo, ManifestInvalidError
 
-log = logging.getLogger("cloudphone.apps.apk")
+log = logging.getLogger("cloudphone.apk")
 
 # android.R.attr ids (stable since the API level that introduced each)
 A_LABEL = 0x01010001
