@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from cloudphone.saga import operators
 from cloudphone.saga.definition import Saga
+from cloudphone.saga.engine_versions import VersionActions
 from cloudphone.saga.errors import (
     DatabaseUnavailableError,
     InvalidSagaInputError,
@@ -47,7 +48,7 @@ def default_worker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
-class SagaEngine:
+class SagaEngine(VersionActions):
     """Starts, drives and inspects sagas stored in one database (or another store).
 
     Args:
@@ -334,8 +335,15 @@ class SagaEngine:
         ids: Collection[str] | None = None,
         limit: int = 50,
         offset: int = 0,
+        orphaned: bool = False,
+        forked_from: str | None = None,
     ) -> list[SagaRun]:
-        """Runs matching the filters, newest first (``ids``: only these runs, at most 1000)."""
+        """Runs matching the filters, newest first (``ids``: only these runs, at most 1000).
+
+        ``orphaned``: only active runs whose (type, version) no live worker drives (they would
+        wait until a worker with that version starts, or an operator migrates them).
+        ``forked_from``: only the forks of that run.
+        """
         if not 1 <= limit <= 1000:
             raise ValueError("limit must be between 1 and 1000")
         if ids is not None and len(ids) > 1000:
@@ -350,6 +358,8 @@ class SagaEngine:
             ids=ids,
             limit=limit,
             offset=max(offset, 0),
+            orphaned=orphaned,
+            forked_from=forked_from,
         )
 
     async def stats(
@@ -450,8 +460,14 @@ class SagaEngine:
         """The definition ``run`` is pinned to (UnknownSagaTypeError if not registered)."""
         return self.registry.require(run.saga_type, run.saga_version)
 
-    async def _operate(self, saga_id: str, decide: Callable[[SagaRun], OperatorChange]) -> SagaRun:
-        run = await self.store.operate(saga_id, decide, notify=self.store.announces)
+    async def _operate(
+        self,
+        saga_id: str,
+        decide: Callable[[SagaRun], OperatorChange],
+        spawn: NewRun | None = None,
+    ) -> SagaRun:
+        """Apply an operator decision (and insert ``spawn``, a fork, with it); wake workers."""
+        run = await self.store.operate(saga_id, decide, notify=self.store.announces, spawn=spawn)
         if run.status.is_terminal:
             self._resolve_waiters(run.id)
         if self._worker is not None:

@@ -18,7 +18,8 @@ class EventKind(StrEnum):
     run it was forked from, ``forked_from``, and ``from_step``, ``actor``, ``note``, ``forced``)."""
     STEP_SUCCEEDED = "step_succeeded"
     """An attempt of a step finished; detail: started_at, duration_ms, worker, the step's
-    ``output`` (``{}`` when it returned nothing) and the earlier values it ``replaced``."""
+    ``output`` (``{}`` when it returned nothing), the earlier values it ``replaced``, and
+    ``pivot: true`` when the step is the saga's pivot."""
     STEP_FAILED = "step_failed"
     """An attempt of a step raised or timed out; detail: error type and message."""
     STEP_POSTPONED = "step_postponed"
