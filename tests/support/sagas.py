@@ -44,6 +44,7 @@ def build_saga(
     timeout: timedelta | None = None,
     retry: RetryPolicy = FAST,
     step_timeout: dict[str, timedelta] | None = None,
+    version: int = 1,
 ) -> Saga:
     """A saga whose steps return ``{step: attempt}`` and record their calls.
 
@@ -57,8 +58,9 @@ def build_saga(
         timeout: Saga deadline.
         retry: Default retry policy.
         step_timeout: Per-attempt timeouts by step name.
+        version: The definition's version.
     """
-    saga = Saga(name, timeout=timeout, retry=retry)
+    saga = Saga(name, version=version, timeout=timeout, retry=retry)
     pivot_index = list(steps).index(pivot) if pivot else len(steps)
     with_comp = set(compensated) if compensated is not None else set(steps[: pivot_index + 1])
     for step_name in steps:

@@ -19,6 +19,7 @@ from sqlalchemy import (
     literal_column,
     not_,
     select,
+    true,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -52,7 +53,8 @@ def orphaned(since: datetime, postgres: bool) -> ColumnElement[bool]:
         each = func.json_each(w.sagas).table_valued("value").alias("k")
         knows = exists(
             select(literal_column("1"))
-            .select_from(saga_workers, each)
+            # json_each reads the joined row's column: a lateral join, hence ON true.
+            .select_from(saga_workers.join(each, true()))
             .where(
                 w.heartbeat_at >= since,
                 func.json_extract(each.c.value, "$[0]") == r.saga_type,
