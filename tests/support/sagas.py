@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -86,5 +87,53 @@ def _action(step_name: str, recorder: Recorder) -> Any:
 def _compensation(step_name: str, recorder: Recorder) -> Any:
     async def compensation(ctx: StepContext) -> None:
         recorder.calls.append(f"undo:{step_name}")
+
+    return compensation
+
+
+def build_versioned(
+    name: str,
+    version: int,
+    steps: Sequence[str],
+    *,
+    pivot: str | None = None,
+    calls: list[str] | None = None,
+    retry: RetryPolicy = FAST,
+) -> Saga:
+    """Version ``version`` of saga ``name``: which version ran each step shows everywhere.
+
+    Each step records ``v<version>:<step>`` in ``calls`` (if given), sleeps ``work_ms`` of the
+    saga data (so runs are in flight long enough to stop a worker under them) and returns
+    ``{step: "v<version>", "key:<step>": ctx.idempotency_key}``. Steps before the pivot (all,
+    without one) have a compensation recording ``undo:v<version>:<step>``.
+    """
+    saga = Saga(name, version=version, retry=retry)
+    before_pivot = True
+    for step_name in steps:
+        handle = saga.step(step_name, pivot=step_name == pivot)(
+            _versioned_action(version, step_name, calls)
+        )
+        if before_pivot:
+            handle.compensate(_versioned_undo(version, step_name, calls))
+        before_pivot = before_pivot and step_name != pivot
+    return saga
+
+
+def _versioned_action(version: int, step_name: str, calls: list[str] | None) -> Any:
+    async def action(ctx: StepContext) -> dict[str, Any]:
+        if calls is not None:
+            calls.append(f"v{version}:{step_name}")
+        work_ms = ctx.data.get("work_ms", 0)
+        if work_ms:
+            await asyncio.sleep(work_ms / 1000)
+        return {step_name: f"v{version}", f"key:{step_name}": ctx.idempotency_key}
+
+    return action
+
+
+def _versioned_undo(version: int, step_name: str, calls: list[str] | None) -> Any:
+    async def compensation(ctx: StepContext) -> None:
+        if calls is not None:
+            calls.append(f"undo:v{version}:{step_name}")
 
     return compensation

@@ -46,7 +46,7 @@ class MemoryEngine(SagaEngine):
     with the SQL store's semantics (one contract suite covers both). Every wait of the engine
     is measured on ``clock``, by default a :class:`ManualClock`: retries, deadlines, step
     timeouts and lease expiries happen when the test moves it (:meth:`advance`), never by
-    themselves. Fork is not offered yet.
+    themselves. Operator actions (retry, cancel, resolve, migrate, fork) work as on SQL.
 
     Example::
 
