@@ -282,7 +282,7 @@ def check_fork(run: SagaRun, done: StepsDone, saga: Saga, from_step: str, force:
     if reasons and not force:
         raise OperatorActionError(
             f"cannot fork saga {run.id} from {from_step}: {'; '.join(reasons)} "
-            "(force=True overrides this, and the history says so)"
+            "(forcing the fork overrides this, and the histories then say so)"
         )
     return reasons
 
