@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Path, Query, Response
+from fastapi import APIRouter, Body, Depends, Path, Query, Response
 
-from cloudphone.api.deps import AdminDep, PlatformDep, PrincipalDep
+from cloudphone.api.deps import AdminDep, PlatformDep, PrincipalDep, single_valued_query
 from cloudphone.api.errors import error_responses
 from cloudphone.api.schemas import (
     CreatedAfter,
@@ -28,7 +28,13 @@ SagaId = Annotated[str, Path(min_length=1, max_length=64, description="The saga 
 MAX_PAGE = 200
 
 
-@router.get("", summary="List saga runs", response_model=SagaPage, responses=error_responses(403))
+@router.get(
+    "",
+    summary="List saga runs",
+    response_model=SagaPage,
+    responses=error_responses(403),
+    dependencies=[Depends(single_valued_query)],
+)
 async def list_sagas(
     platform: PlatformDep,
     principal: PrincipalDep,

@@ -121,3 +121,10 @@ async def test_an_unfinished_run_cannot_be_forked(api: httpx.AsyncClient, unique
     answer = await api.post(f"/sagas/{slow}/fork", json={"from_step": "PREPARE"}, headers=admin)
     assert answer.status_code == 409
     assert "only a finished run can be forked" in answer.json()["error"]["message"]
+
+
+async def test_a_list_filter_given_twice_is_refused(api: httpx.AsyncClient, unique: str) -> None:
+    """FastAPI would keep the last value: refused instead, naming the parameter."""
+    answer = await api.get("/sagas?orphaned=true&orphaned=false", headers=auth(f"u-{unique}"))
+    assert answer.status_code == 422
+    assert answer.json()["error"]["message"] == "query.orphaned: given more than once"
