@@ -20,7 +20,6 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from cloudphone.saga.definition import SagaKey
 from cloudphone.saga.errors import LeaseLostError, SagaNotFoundError
 from cloudphone.saga.ports import Clock, Committed, StepTransaction
 from cloudphone.saga.progress import NewEvent, OperatorChange, Progress
@@ -28,7 +27,6 @@ from cloudphone.saga.records import EventKind, SagaEvent, SagaRun
 from cloudphone.saga.state import ACTIVE, SagaStatus
 from cloudphone.saga.store import reconcile
 from cloudphone.saga.store.base import (
-    LIVE_LEASES,
     Claimed,
     NewRun,
     SagaTypes,
@@ -36,6 +34,7 @@ from cloudphone.saga.store.base import (
     type_matcher,
 )
 from cloudphone.saga.store.database import Database
+from cloudphone.saga.store.memory_presence import MemoryPresence
 from cloudphone.saga.store.memory_rows import Row, row_filter, run_of, stored
 from cloudphone.saga.store.memory_txn import DetachedStepTx, MemoryStepTx, on_outcome
 from cloudphone.saga.store.rows import (
@@ -62,7 +61,7 @@ class _Subscription:
             self._store.subscribers.remove(self._on_notify)
 
 
-class MemoryStore:
+class MemoryStore(MemoryPresence):
     """Saga runs and their history in memory: a :class:`~.base.SagaStore` without a database.
 
     Args:
@@ -81,7 +80,7 @@ class MemoryStore:
         self._events: dict[str, list[Row]] = {}
         self._keys: dict[tuple[str, str], str] = {}
         self._pending: set[str] = set()
-        self._workers: dict[str, WorkerPresence] = {}
+        self._workers: dict[str, WorkerPresence] = {}  # see MemoryPresence
         self.lock = asyncio.Lock()
         """Serialises writes; a transactional step's commit holds it across its business commit."""
         self.subscribers: list[Callable[[str], None]] = []
@@ -392,36 +391,6 @@ class MemoryStore:
                 self._insert(spawn)
                 self._announce(spawn.saga_type, notify)
             return run_of(row)
-
-    # -- worker presence ----------------------------------------------------------------
-
-    async def announce_presence(self, presence: WorkerPresence) -> None:
-        """Record (or refresh) a live worker."""
-        self._workers[presence.worker_id] = presence
-
-    async def withdraw_presence(self, worker_id: str) -> None:
-        """Forget a worker."""
-        self._workers.pop(worker_id, None)
-
-    async def live_workers(self) -> list[WorkerPresence]:
-        """Workers refreshed within the last two leases, by worker id."""
-        since = self._clock.now() - LIVE_LEASES * self._lease
-        live = [w for w in self._workers.values() if w.heartbeat_at >= since]
-        return sorted(live, key=lambda w: w.worker_id)
-
-    async def count_orphaned(self) -> dict[SagaKey, int]:
-        """Active runs per (type, version) that no live worker drives."""
-        counts: dict[SagaKey, int] = {}
-        for row in self._orphans(await self.live_workers()):
-            key = (row["saga_type"], row["saga_version"])
-            counts[key] = counts.get(key, 0) + 1
-        return counts
-
-    def _orphans(self, live: Sequence[WorkerPresence]) -> Iterator[Row]:
-        known = {key for worker in live for key in worker.sagas}
-        for row in self._active():
-            if (row["saga_type"], row["saga_version"]) not in known:
-                yield row
 
     # -- reads --------------------------------------------------------------------------
 
