@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from cloudphone.saga import RetryPolicy, Saga, StepContext
+from cloudphone.saga import RetryPolicy, Saga, SagaEngine, StepContext
+from cloudphone.saga.store.base import NewRun
 
 FAST = RetryPolicy(
     max_attempts=3,
@@ -137,3 +139,22 @@ def _versioned_undo(version: int, step_name: str, calls: list[str] | None) -> An
             calls.append(f"undo:v{version}:{step_name}")
 
     return compensation
+
+
+async def insert_pinned(
+    engine: SagaEngine, saga_type: str, first_step: str, version: int, started_by: str | None
+) -> str:
+    """Insert a run pinned to ``version`` (e.g. one no worker has: a deploy that has gone)."""
+    new = NewRun(
+        id=str(uuid.uuid4()),
+        saga_type=saga_type,
+        data={},
+        first_step=first_step,
+        idempotency_key=None,
+        started_by=started_by,
+        deadline_at=None,
+        now=engine.clock.now(),
+        saga_version=version,
+    )
+    run_id, _ = await engine.store.insert_run(new)
+    return run_id

@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-import uuid
-
 from cloudphone.domain import Role
 from cloudphone.platform import Platform
-from cloudphone.saga.store.base import NewRun
 from tests.integration.console.conftest import Browser
 from tests.integration.console.test_saga_pages import demo
 from tests.support.console import elements, saga_rows
+from tests.support.sagas import insert_pinned
 
 
 async def orphan(platform: Platform, user: str, version: int = 9) -> str:
     """A demo run pinned to a version no worker has (a deploy that has gone)."""
-    now = platform.engine.clock.now()
-    new = NewRun(
-        str(uuid.uuid4()), "demo", {}, "PREPARE", None, user, None, now, saga_version=version
-    )
-    run_id, _ = await platform.engine.store.insert_run(new)
-    return run_id
+    return await insert_pinned(platform.engine, "demo", "PREPARE", version, user)
 
 
 def attrs(html: str, attribute: str) -> list[str]:

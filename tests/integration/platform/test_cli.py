@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -21,6 +20,7 @@ from cloudphone.devices.config import DevicesConfig
 from cloudphone.domain import Role
 from cloudphone.platform import build_platform
 from cloudphone.settings import Settings
+from tests.support.sagas import insert_pinned
 from tests.support.server import TEST_SECRET
 
 
@@ -232,15 +232,8 @@ def test_sagas_fork_migrate_and_orphans(
 
 async def _orphan(settings: Settings, user: str) -> str:
     """A demo run on version 4, which nothing registers."""
-    from cloudphone.saga.store.base import NewRun
-
     platform = build_platform(settings, with_worker=False)
     try:
-        now = platform.engine.clock.now()
-        new = NewRun(
-            str(uuid.uuid4()), "demo", {}, "PREPARE", None, user, None, now, saga_version=4
-        )
-        run_id, _ = await platform.engine.store.insert_run(new)
-        return run_id
+        return await insert_pinned(platform.engine, "demo", "PREPARE", 4, user)
     finally:
         await platform.close()
