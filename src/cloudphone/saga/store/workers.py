@@ -1,8 +1,9 @@
 """Worker presence in SQL (``saga_workers``) and the runs no live worker drives (orphans).
 
-A worker's ``sagas`` column is a JSON array of ``[type, version]`` arrays. Whether a live
-worker drives a run is one correlated ``EXISTS``: JSONB containment on PostgreSQL,
-``json_each`` on SQLite, so the orphan count is a single query on either.
+A worker's ``sagas`` column is a JSON array of ``[type, version]`` arrays. The live workers'
+pairs come out of it as a subquery (``jsonb_array_elements`` on PostgreSQL, ``json_each`` on
+SQLite), which the active runs are anti-joined against: the orphan count is a single query on
+either database.
 """
 
 from __future__ import annotations
@@ -12,10 +13,14 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
     ColumnElement,
+    Integer,
+    Subquery,
     and_,
+    cast,
     delete,
     exists,
     func,
+    literal,
     literal_column,
     not_,
     select,
@@ -41,26 +46,41 @@ def live_after(clock: Clock, lease: timedelta) -> datetime:
     return clock.now() - LIVE_LEASES * lease
 
 
-def orphaned(since: datetime, postgres: bool) -> ColumnElement[bool]:
-    """Active ``saga_runs`` rows whose (type, version) no worker refreshed ``since`` drives."""
-    r, w = saga_runs.c, saga_workers.c
+def _known(since: datetime, postgres: bool) -> Subquery:
+    """The (saga_type, saga_version) pairs of the workers refreshed ``since`` (a subquery)."""
+    w = saga_workers.c
+    name: ColumnElement[Any]
+    version: ColumnElement[Any]
     if postgres:
-        pair = func.jsonb_build_array(func.jsonb_build_array(r.saga_type, r.saga_version))
-        knows: ColumnElement[bool] = exists(
-            select(literal_column("1")).where(w.heartbeat_at >= since, w.sagas.op("@>")(pair))
-        )
+        each = func.jsonb_array_elements(w.sagas).table_valued("value").alias("k")
+        name = each.c.value.op("->>")(literal(0, Integer))
+        version = cast(each.c.value.op("->>")(literal(1, Integer)), Integer)
     else:
         each = func.json_each(w.sagas).table_valued("value").alias("k")
-        knows = exists(
-            select(literal_column("1"))
-            # json_each reads the joined row's column: a lateral join, hence ON true.
-            .select_from(saga_workers.join(each, true()))
-            .where(
-                w.heartbeat_at >= since,
-                func.json_extract(each.c.value, "$[0]") == r.saga_type,
-                func.json_extract(each.c.value, "$[1]") == r.saga_version,
-            )
-        )
+        name = func.json_extract(each.c.value, "$[0]")
+        version = func.json_extract(each.c.value, "$[1]")
+    return (
+        select(name.label("saga_type"), version.label("saga_version"))
+        # The function reads the joined row's column: a lateral join, hence ON true.
+        .select_from(saga_workers.join(each, true()))
+        .where(w.heartbeat_at >= since)
+        .subquery("known")
+    )
+
+
+def orphaned(since: datetime, postgres: bool) -> ColumnElement[bool]:
+    """Active ``saga_runs`` rows whose (type, version) no worker refreshed ``since`` drives.
+
+    The live workers' pairs are a handful of rows: the database anti-joins the active runs
+    against them (a hash on PostgreSQL) instead of reading each worker's JSON per run.
+    """
+    r = saga_runs.c
+    known = _known(since, postgres)
+    knows = exists(
+        select(literal_column("1"))
+        .select_from(known)
+        .where(known.c.saga_type == r.saga_type, known.c.saga_version == r.saga_version)
+    )
     return and_(r.status.in_(_ACTIVE), not_(knows))
 
 
