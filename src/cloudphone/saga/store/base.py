@@ -12,7 +12,12 @@ this module only names:
 - events are numbered per run from 1 without gaps; an idempotency key is unique per saga type;
 - a progress write given ``seq`` applies only while the run's ``last_seq`` is still that (past
   an operator's cancel request): a repeat of one that landed answers Committed and writes
-  nothing, a different one of the same epoch raises StaleStateError (see ``store/reconcile``).
+  nothing, a different one of the same epoch raises StaleStateError (see ``store/reconcile``);
+- a run is pinned to its ``saga_version``; claims and ``next_due`` cover only the (type,
+  version) pairs asked for (a bare name: every version of it);
+- a worker's presence counts as live for :data:`LIVE_LEASES` leases after its last refresh; a
+  run is orphaned while it is active and no live worker lists its (type, version)
+  (part 3 of the suite: ``test_store_contract_versions.py``).
 """
 
 from __future__ import annotations
