@@ -24,7 +24,9 @@ from cloudphone.saga.engine_versions import VersionActions
 from cloudphone.saga.errors import (
     DatabaseUnavailableError,
     InvalidSagaInputError,
+    OperatorActionError,
     SagaNotFoundError,
+    UnknownSagaTypeError,
 )
 from cloudphone.saga.metrics import SagaMetrics
 from cloudphone.saga.ports import Clock, StepHooks
@@ -457,8 +459,14 @@ class SagaEngine(VersionActions):
         )
 
     def _saga_of(self, run: SagaRun) -> Saga:
-        """The definition ``run`` is pinned to (UnknownSagaTypeError if not registered)."""
-        return self.registry.require(run.saga_type, run.saga_version)
+        """The definition ``run`` is pinned to (an operator refusal if it is not registered)."""
+        try:
+            return self.registry.require(run.saga_type, run.saga_version)
+        except UnknownSagaTypeError as error:
+            raise OperatorActionError(
+                f"cannot act on saga {run.id}: {error}; migrate it to a registered version, "
+                "or act from a process that has its own"
+            ) from None
 
     async def _operate(
         self,

@@ -153,3 +153,16 @@ async def test_starts_pin_the_newest_version_registered(
 
     async with engine.worker():
         await eventually(pending, lambda s: s is SagaStatus.COMPLETED, what="completed")
+
+
+async def test_cancelling_a_run_of_a_version_not_registered_here_is_refused_clearly(
+    make_engine: Callable[..., SagaEngine], unique: str
+) -> None:
+    name = f"canc_{unique}"
+    starter = make_engine([build_versioned(name, 1, V1_STEPS)])
+    await starter.create_schema()
+    run_id = await starter.start(name, {})
+    newer = make_engine([build_versioned(name, 2, V2_STEPS)])
+    with pytest.raises(OperatorActionError, match=r"version 1 .* not registered here.*migrate"):
+        await newer.cancel(run_id, actor="ops")
+    assert (await newer.get(run_id)).status is SagaStatus.PENDING
