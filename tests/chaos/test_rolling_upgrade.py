@@ -107,14 +107,18 @@ async def test_a_run_of_a_version_no_live_worker_has_is_orphaned_until_one_start
     saga_name: str,
     unique: str,
 ) -> None:
-    api = engine_of(make_engine, saga_name, 3)
+    api, older = engine_of(make_engine, saga_name, 3), engine_of(make_engine, saga_name, 1, 2)
     await api.create_schema()
     await workers.start(f"b-{unique}", versions=["1", "2"])
     waiting = await api.start(saga_name, {})
+    # B claims (and finishes) a v2 run started after the v3 one, and leaves the v3 one alone.
+    passing = await older.start(saga_name, {})
+    assert (await older.wait(passing, timeout=20)).status is SagaStatus.COMPLETED
+    untouched = await api.get(waiting)
+    assert (untouched.status, untouched.owner, untouched.epoch) == (SagaStatus.PENDING, None, 1)
     assert [r.id for r in await api.list(saga_type=saga_name, orphaned=True)] == [waiting]
     counts = await api.store.count_orphaned()
     assert counts.get((saga_name, 3)) == 1
-    assert (await api.get(waiting)).status is SagaStatus.PENDING
 
     c = await workers.start(f"c-{unique}", versions=["3"])
     run = await api.wait(waiting, timeout=20)
