@@ -21,6 +21,8 @@ ROUTES = [
     ("POST", "/sagas/{id}/retry"),
     ("POST", "/sagas/{id}/cancel"),
     ("POST", "/sagas/{id}/resolve"),
+    ("POST", "/sagas/{id}/migrate"),
+    ("POST", "/sagas/{id}/fork"),
     ("POST", "/demo"),
     ("GET", "/metrics"),
     ("GET", "/apps"),
@@ -30,7 +32,9 @@ ROUTES = [
     ("POST", "/apps/{id}/unpublish"),
 ]
 ADMIN_ONLY = [
-    route for route in ROUTES if route[1].endswith(("retry", "cancel", "resolve", "publish"))
+    route
+    for route in ROUTES
+    if route[1].endswith(("retry", "cancel", "resolve", "migrate", "fork", "publish"))
 ]
 ADMIN_ONLY.append(("GET", "/metrics"))
 
@@ -77,11 +81,23 @@ BAD_CREDENTIALS = {
 }
 
 
+_BODIES: dict[str, dict[str, object]] = {
+    "resolve": {"note": "n"},
+    "migrate": {"to_version": 1},
+    "fork": {"from_step": "PREPARE"},
+}
+"""Valid bodies of the operator actions that need one (by the path's last segment)."""
+
+
 async def _call(
     client: httpx.AsyncClient, method: str, path: str, headers: dict[str, str]
 ) -> httpx.Response:
-    body = {"note": "n"} if path.endswith("resolve") else ({} if method == "POST" else None)
-    return await client.request(method, path, headers=headers, json=body)
+    return await client.request(
+        method,
+        path,
+        headers=headers,
+        json=_BODIES.get(path.rsplit("/", 1)[-1], {} if method == "POST" else None),
+    )
 
 
 @pytest.fixture(scope="module")

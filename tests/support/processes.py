@@ -153,6 +153,12 @@ class WorkerProcess:
         """Wait (off the event loop) for the child to exit on its own; returns its code."""
         return await asyncio.to_thread(self.wait_exit, within)
 
+    async def terminate(self, *, within: float = 30.0) -> int:
+        """SIGTERM the child by pid (a graceful stop) and wait off the loop until it exits."""
+        if self.alive:
+            os.kill(self.pid, signal.SIGTERM)
+        return await self.exited(within=within)
+
     def kill(self) -> int:
         """SIGKILL the child by pid (if still running) and reap it; returns its exit code."""
         if self.alive:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from cloudphone.saga import RetryPolicy, Saga, StepContext
+from cloudphone.saga import RetryPolicy, Saga, SagaEngine, StepContext
+from cloudphone.saga.store.base import NewRun
 
 FAST = RetryPolicy(
     max_attempts=3,
@@ -44,6 +47,7 @@ def build_saga(
     timeout: timedelta | None = None,
     retry: RetryPolicy = FAST,
     step_timeout: dict[str, timedelta] | None = None,
+    version: int = 1,
 ) -> Saga:
     """A saga whose steps return ``{step: attempt}`` and record their calls.
 
@@ -57,8 +61,9 @@ def build_saga(
         timeout: Saga deadline.
         retry: Default retry policy.
         step_timeout: Per-attempt timeouts by step name.
+        version: The definition's version.
     """
-    saga = Saga(name, timeout=timeout, retry=retry)
+    saga = Saga(name, version=version, timeout=timeout, retry=retry)
     pivot_index = list(steps).index(pivot) if pivot else len(steps)
     with_comp = set(compensated) if compensated is not None else set(steps[: pivot_index + 1])
     for step_name in steps:
@@ -86,3 +91,70 @@ def _compensation(step_name: str, recorder: Recorder) -> Any:
         recorder.calls.append(f"undo:{step_name}")
 
     return compensation
+
+
+def build_versioned(
+    name: str,
+    version: int,
+    steps: Sequence[str],
+    *,
+    pivot: str | None = None,
+    calls: list[str] | None = None,
+    retry: RetryPolicy = FAST,
+) -> Saga:
+    """Version ``version`` of saga ``name``: which version ran each step shows everywhere.
+
+    Each step records ``v<version>:<step>`` in ``calls`` (if given), sleeps ``work_ms`` of the
+    saga data (so runs are in flight long enough to stop a worker under them) and returns
+    ``{step: "v<version>", "key:<step>": ctx.idempotency_key}``. Steps before the pivot (all,
+    without one) have a compensation recording ``undo:v<version>:<step>``.
+    """
+    saga = Saga(name, version=version, retry=retry)
+    before_pivot = True
+    for step_name in steps:
+        handle = saga.step(step_name, pivot=step_name == pivot)(
+            _versioned_action(version, step_name, calls)
+        )
+        if before_pivot:
+            handle.compensate(_versioned_undo(version, step_name, calls))
+        before_pivot = before_pivot and step_name != pivot
+    return saga
+
+
+def _versioned_action(version: int, step_name: str, calls: list[str] | None) -> Any:
+    async def action(ctx: StepContext) -> dict[str, Any]:
+        if calls is not None:
+            calls.append(f"v{version}:{step_name}")
+        work_ms = ctx.data.get("work_ms", 0)
+        if work_ms:
+            await asyncio.sleep(work_ms / 1000)
+        return {step_name: f"v{version}", f"key:{step_name}": ctx.idempotency_key}
+
+    return action
+
+
+def _versioned_undo(version: int, step_name: str, calls: list[str] | None) -> Any:
+    async def compensation(ctx: StepContext) -> None:
+        if calls is not None:
+            calls.append(f"undo:v{version}:{step_name}")
+
+    return compensation
+
+
+async def insert_pinned(
+    engine: SagaEngine, saga_type: str, first_step: str, version: int, started_by: str | None
+) -> str:
+    """Insert a run pinned to ``version`` (e.g. one no worker has: a deploy that has gone)."""
+    new = NewRun(
+        id=str(uuid.uuid4()),
+        saga_type=saga_type,
+        data={},
+        first_step=first_step,
+        idempotency_key=None,
+        started_by=started_by,
+        deadline_at=None,
+        now=engine.clock.now(),
+        saga_version=version,
+    )
+    run_id, _ = await engine.store.insert_run(new)
+    return run_id

@@ -20,6 +20,10 @@ def test_the_testing_example_is_marked() -> None:
     assert "testing-your-sagas" in examples()
 
 
+def test_the_versions_and_fork_examples_are_marked() -> None:
+    assert {"versions", "fork"} <= set(examples())
+
+
 @pytest.mark.parametrize("name", sorted(examples()))
 def test_example_runs(name: str) -> None:
     code = compile(examples()[name], f"{ENGINE_DOC}#{name}", "exec")

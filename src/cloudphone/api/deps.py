@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.models import HTTPBearer as HTTPBearerModel
 from fastapi.security.base import SecurityBase
 
@@ -134,3 +135,17 @@ async def get_idempotency_key(
 
 IdempotencyKeyDep = Annotated[IdempotencyKey | None, Depends(get_idempotency_key)]
 """The optional ``Idempotency-Key`` header of a route that starts a saga."""
+
+
+async def single_valued_query(request: Request) -> None:
+    """Refuse a query parameter given more than once: FastAPI would keep only the last one.
+
+    Raises:
+        RequestValidationError: Which parameters were repeated (answered 422).
+    """
+    params = request.query_params
+    repeated = sorted({key for key in params if len(params.getlist(key)) > 1})
+    if repeated:
+        raise RequestValidationError(
+            [{"loc": ("query", key), "msg": "given more than once"} for key in repeated]
+        )

@@ -1,16 +1,18 @@
-"""Saga admin API: list and read runs (users: their own), retry / cancel / resolve (admins)."""
+"""Saga admin API: read runs (users: their own); retry, cancel, resolve, migrate, fork (admins)."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Path, Query
+from fastapi import APIRouter, Body, Depends, Path, Query, Response
 
-from cloudphone.api.deps import AdminDep, PlatformDep, PrincipalDep
+from cloudphone.api.deps import AdminDep, PlatformDep, PrincipalDep, single_valued_query
 from cloudphone.api.errors import error_responses
 from cloudphone.api.schemas import (
     CreatedAfter,
     CreatedBefore,
+    ForkRequest,
+    MigrateRequest,
     ResolveRequest,
     RetryRequest,
     SagaDetail,
@@ -26,7 +28,13 @@ SagaId = Annotated[str, Path(min_length=1, max_length=64, description="The saga 
 MAX_PAGE = 200
 
 
-@router.get("", summary="List saga runs", response_model=SagaPage, responses=error_responses(403))
+@router.get(
+    "",
+    summary="List saga runs",
+    response_model=SagaPage,
+    responses=error_responses(403),
+    dependencies=[Depends(single_valued_query)],
+)
 async def list_sagas(
     platform: PlatformDep,
     principal: PrincipalDep,
@@ -39,6 +47,17 @@ async def list_sagas(
     needs_attention: Annotated[
         bool, Query(description="Only FAILED runs no operator has resolved.")
     ] = False,
+    orphaned: Annotated[
+        bool,
+        Query(
+            description="Only active runs whose (type, version) no live worker drives: they "
+            "wait until a worker with that version starts, or an operator migrates them."
+        ),
+    ] = False,
+    forked_from: Annotated[
+        str | None,
+        Query(min_length=1, max_length=64, description="Only the forks of this run."),
+    ] = None,
     started_by: Annotated[
         str | None,
         Query(
@@ -61,6 +80,8 @@ async def list_sagas(
         created_after=created_after,
         created_before=created_before,
         needs_attention=needs_attention,
+        orphaned=orphaned,
+        forked_from=forked_from,
         limit=limit + 1,
         offset=offset,
     )
@@ -128,6 +149,55 @@ async def resolve_saga(
     """Close a FAILED run with a note saying what was done by hand; it stays FAILED."""
     run = await platform.engine.resolve(saga_id, body.note, actor=admin.user_id)
     return SagaSummary.of(run)
+
+
+@router.post(
+    "/{saga_id}/migrate",
+    summary="Move a saga run to another version",
+    response_model=SagaSummary,
+    responses=error_responses(403, 404, 409),
+)
+async def migrate_saga(
+    saga_id: SagaId, body: MigrateRequest, platform: PlatformDep, admin: AdminDep
+) -> SagaSummary:
+    """Move an active or FAILED run to another registered version of its saga.
+
+    Steps are matched by name; 409 when the target lacks the run's current step or a step it
+    did, reorders those, or would move it across a pivot. An active run goes on under the
+    target with any worker that has it; a FAILED one waits for a retry.
+    """
+    run = await platform.engine.migrate(
+        saga_id, body.to_version, note=body.note, actor=admin.user_id
+    )
+    return SagaSummary.of(run)
+
+
+@router.post(
+    "/{saga_id}/fork",
+    summary="Fork a finished saga run from a step",
+    status_code=201,
+    response_model=SagaSummary,
+    responses=error_responses(403, 404, 409),
+)
+async def fork_saga(
+    saga_id: SagaId,
+    body: ForkRequest,
+    response: Response,
+    platform: PlatformDep,
+    admin: AdminDep,
+) -> SagaSummary:
+    """Start a new run of the same version with the original's data before ``from_step``.
+
+    The steps from there run again, with new idempotency keys; both histories link to each
+    other. 409 when the original is not finished or the step unknown, and, unless ``force``,
+    when ``from_step`` is not after a pivot the original completed or comes after a step it
+    undid or never completed. The answer is the new run (``Location`` names it).
+    """
+    fork_id = await platform.engine.fork(
+        saga_id, body.from_step, note=body.note, force=body.force, actor=admin.user_id
+    )
+    response.headers["Location"] = f"/sagas/{fork_id}"
+    return SagaSummary.of(await platform.engine.get(fork_id))
 
 
 async def visible_run(engine: SagaEngine, saga_id: str, principal: Principal) -> SagaRun:

@@ -53,6 +53,10 @@ class SagaSummary(BaseModel):
 
     id: str
     saga_type: str
+    saga_version: int = Field(
+        description="Version of the saga definition the run is pinned to (it finishes on it "
+        "unless an operator migrates it)."
+    )
     status: SagaStatus
     current_step: str | None = Field(description="Step being run, retried or compensated.")
     attempt: int = Field(description="Attempt number of the current step.")
@@ -69,6 +73,7 @@ class SagaSummary(BaseModel):
     finished_at: datetime | None
     deadline_at: datetime | None
     next_run_at: datetime | None = Field(description="When a worker picks it up next.")
+    forked_from: str | None = Field(description="The run this one was forked from, if any.")
 
     @classmethod
     def of(cls, run: SagaRun) -> SagaSummary:
@@ -134,6 +139,27 @@ class RetryRequest(BaseModel):
     note: str | None = Field(default=None, max_length=2000, description="Why, for the history.")
 
 
+class MigrateRequest(BaseModel):
+    """Move a run to another registered version of its saga."""
+
+    to_version: int = Field(ge=1, le=1_000_000, description="The version to move it to.")
+    note: str | None = Field(default=None, max_length=2000, description="Why, for the history.")
+
+
+class ForkRequest(BaseModel):
+    """Start a new run of a finished one from a chosen step."""
+
+    from_step: str = Field(
+        min_length=1, max_length=100, description="The first step the fork runs again."
+    )
+    note: str | None = Field(default=None, max_length=2000, description="Why, for the history.")
+    force: bool = Field(
+        default=False,
+        description="Fork even across a pivot the original completed, or after a step it undid "
+        "or never completed (both histories say so).",
+    )
+
+
 class ResolveRequest(BaseModel):
     """Close a FAILED saga by hand."""
 
@@ -147,6 +173,7 @@ def _summary_fields(run: SagaRun) -> dict[str, Any]:
     return {
         "id": run.id,
         "saga_type": run.saga_type,
+        "saga_version": run.saga_version,
         "status": run.status,
         "current_step": run.current_step,
         "attempt": run.attempt,
@@ -163,4 +190,5 @@ def _summary_fields(run: SagaRun) -> dict[str, Any]:
         "finished_at": run.finished_at,
         "deadline_at": run.deadline_at,
         "next_run_at": run.next_run_at,
+        "forked_from": run.forked_from,
     }

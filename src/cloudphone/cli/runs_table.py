@@ -54,6 +54,7 @@ class _Column:
 _COLUMNS = (
     _Column("id", lambda r: r.id, 0),
     _Column("type", lambda r: r.saga_type, 8),
+    _Column("ver", lambda r: str(r.saga_version), 0),
     _Column(
         "status",
         lambda r: Text.from_markup(
@@ -67,7 +68,7 @@ _COLUMNS = (
     _Column("created (UTC)", lambda r: _time(r.created_at), 10),
     _Column("error", lambda r: Text(str(r.error)) if r.error else "", 10),
 )
-_LEFT_OUT_FIRST = ("error", "by", "created (UTC)", "try", "step", "type")
+_LEFT_OUT_FIRST = ("error", "by", "created (UTC)", "try", "ver", "step", "type")
 """Which columns a narrow terminal loses, in order (never the id or the status)."""
 
 

@@ -1,4 +1,4 @@
-"""``cloudphone sagas``: list, show, retry, cancel and resolve saga runs (straight on the DB)."""
+"""``cloudphone sagas``: list, show, retry, cancel, resolve, migrate, fork (straight on the DB)."""
 
 from __future__ import annotations
 
@@ -82,6 +82,11 @@ def list_runs(
     attention: Annotated[
         bool, typer.Option("--attention", help="Only FAILED runs nobody resolved.")
     ] = False,
+    orphaned: Annotated[
+        bool,
+        typer.Option("--orphaned", help="Only active runs of a version no live worker drives."),
+    ] = False,
+    forked_from: Annotated[str | None, typer.Option(help="Only the forks of this run.")] = None,
     started_by: Annotated[str | None, typer.Option(help="Only runs this user started.")] = None,
     limit: Annotated[int, typer.Option(min=1, max=1000)] = 20,
     offset: Annotated[int, typer.Option(min=0)] = 0,
@@ -105,6 +110,8 @@ def list_runs(
             created_after=parse_when(since),
             created_before=parse_when(until),
             needs_attention=attention,
+            orphaned=orphaned,
+            forked_from=forked_from,
             limit=limit,
             offset=offset,
         ),
@@ -170,6 +177,55 @@ def resolve(
     who = actor or _login()
     run_ = _with_engine(settings, lambda engine: engine.resolve(saga_id, note, actor=who))
     _report("resolved", run_, as_json)
+
+
+@app.command()
+def migrate(
+    saga_id: SagaIdArg,
+    to_version: Annotated[int, typer.Option(min=1, help="The version to move it to.")],
+    note: Annotated[str | None, typer.Option(help="Why, for the history.")] = None,
+    actor: ActorOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Move an active or FAILED run to another version of its saga (steps matched by name).
+
+    Refused when that version lacks the run's current step or a step it did, reorders them,
+    or would move it across a pivot. A FAILED run stays FAILED: retry it afterwards.
+    """
+    settings = load()
+    who = actor or _login()
+    run_ = _with_engine(
+        settings, lambda engine: engine.migrate(saga_id, to_version, note=note, actor=who)
+    )
+    _report(f"moved to version {run_.saga_version}:", run_, as_json)
+
+
+@app.command()
+def fork(
+    saga_id: SagaIdArg,
+    from_step: Annotated[str, typer.Option(help="The first step the new run runs again.")],
+    note: Annotated[str | None, typer.Option(help="Why, for both histories.")] = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Fork even across a pivot the original completed, or after a step it undid "
+            "or never completed (the histories say so).",
+        ),
+    ] = False,
+    actor: ActorOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Start a new run of a finished one, with its data before FROM_STEP; prints the new run."""
+
+    async def forked(engine: SagaEngine) -> SagaRun:
+        fork_id = await engine.fork(saga_id, from_step, note=note, force=force, actor=who)
+        return await engine.get(fork_id)
+
+    settings = load()
+    who = actor or _login()
+    run_ = _with_engine(settings, forked)
+    _report(f"forked {saga_id} as", run_, as_json)
 
 
 def _login() -> str:

@@ -51,26 +51,29 @@ Test contract (stable; for tests and operators' own automation):
   part of a payment's, refund's and app's page (``#payment-live``, ``#refund-live``,
   ``#app-live``) carries them too;
 * each action button: ``data-action`` = ``retry`` | ``retry-forward`` | ``cancel`` |
-  ``resolve`` (saga page), ``reconcile`` (refund page), ``publish`` | ``unpublish`` (app
-  page); it opens a ``<dialog data-confirm-dialog=…>`` whose submit button has
-  ``data-confirm`` = the same name; the outcome is ``[data-result="ok"|"error"]``;
+  ``resolve`` | ``fork`` (saga page), ``reconcile`` (refund page), ``publish`` | ``unpublish``
+  (app page); it opens a ``<dialog data-confirm-dialog=…>`` whose submit button has
+  ``data-confirm`` = the same name; the outcome is ``[data-result="ok"|"error"]``; the fork
+  dialog's step is ``[data-step-choice]`` (a select), its force ``[data-force]``, and its
+  result links to the new run (``[data-result-link]``);
+* versions and forks: a run's version ``data-saga-version`` (list rows, saga page, queue),
+  an active run no live worker can drive ``[data-orphaned]`` (saga page); the run it was
+  forked from ``data-forked-from``, each of its forks ``data-fork`` (both = the run id);
 * each timeline event: ``data-event-kind`` (the engine's event kind) and ``data-seq``;
   operator notes ``[data-note]``;
 * the overview's count per status: ``data-count-status="FAILED"`` (etc.) with the number in
   ``data-count``; per type ``data-count-type`` + ``data-count-type-status``; the queue's
-  blocks ``data-attention="refunds"`` | ``"payments"`` (their counts in
-  ``data-attention-refunds`` / ``data-attention-payments``);
+  blocks ``data-attention="refunds"`` | ``"payments"`` | ``"orphaned"`` (their counts in
+  ``data-attention-refunds`` / ``data-attention-payments`` / ``data-attention-orphaned``);
 * links to a resource's saga ``data-saga-link``, to a payment ``data-payment-link`` (both =
   the id); a download ``data-download`` (= the app id); an app list's package group
   ``data-package``, its latest version ``data-latest``; a search match with a page
   ``data-match-kind``; a payment's reconcile note ``[data-reconcile-note]``; a refund that
   needs an operator ``[data-needs-attention]``;
-* step plan rows: ``data-step`` and ``data-step-state``; device rows: ``data-device-id`` and
+* step plan rows: ``data-step`` and ``data-step-state`` (``inherited``: a fork's step before
+  the one it started from); device rows: ``data-device-id`` and
   ``data-status``; empty states: ``data-empty`` (``sagas``, ``payments``, ``refunds``,
   ``orders``, ``apps``, ``actions``, …).
-
-Seams left for later: runs on an unknown saga version in the needs-attention queue
-(:class:`.overview.Attention`), and ``fork`` (:mod:`.actions`).
 """
 
 from cloudphone.console.app import create_console

@@ -4,8 +4,8 @@ Each action says when it applies, so the page offers only the buttons that make 
 the engine still checks every action under a row lock, and a refusal (someone else acted
 first, the pivot passed meanwhile) is shown in place with the engine's reason.
 
-Seam: ``fork`` (re-run a terminal run from a chosen step) joins :data:`ACTIONS` once the
-engine has it.
+``fork`` starts a new run: its confirmation asks for the step to start from (and offers
+``force``), and the result links to the new run.
 """
 
 from __future__ import annotations
@@ -17,6 +17,23 @@ from cloudphone.saga import Saga, SagaEngine, SagaRun, SagaStatus
 
 
 @dataclass(frozen=True)
+class ActionInput:
+    """What the operator gave in the confirmation.
+
+    Attributes:
+        actor: Who acts (the signed-in admin).
+        note: The note, if any.
+        from_step: The step to fork from (fork only).
+        force: Override the refusals ``force`` may override (fork only).
+    """
+
+    actor: str
+    note: str | None = None
+    from_step: str | None = None
+    force: bool = False
+
+
+@dataclass(frozen=True)
 class Action:
     """One operator action.
 
@@ -25,9 +42,12 @@ class Action:
         label: The button's text.
         explain: What it does, shown in the confirmation.
         note: ``required``, ``optional`` or ``none``: whether the confirmation asks for a note.
-        applies: Whether it makes sense for the run now.
-        perform: Calls the engine: (engine, run id, actor, note) → the run after the action.
+        applies: Whether it makes sense for the run now (``saga``: the definition of the
+            run's version, None when this process does not have it).
+        perform: Calls the engine: (engine, run id, input) → the run after the action (for
+            fork: the new run).
         done: What the result line says on success.
+        step: The confirmation asks for a step to start from, and offers ``force``.
     """
 
     name: str
@@ -35,8 +55,9 @@ class Action:
     explain: str
     note: str
     applies: Callable[[SagaRun, Saga | None], bool]
-    perform: Callable[[SagaEngine, str, str, str | None], Awaitable[SagaRun]]
+    perform: Callable[[SagaEngine, str, ActionInput], Awaitable[SagaRun]]
     done: str
+    step: bool = False
 
 
 def _unresolved_failure(run: SagaRun, saga: Saga | None) -> bool:
@@ -58,20 +79,32 @@ def _cancellable(run: SagaRun, saga: Saga | None) -> bool:
     return names.index(run.current_step) <= saga.pivot_index
 
 
-async def _retry(engine: SagaEngine, run_id: str, actor: str, note: str | None) -> SagaRun:
-    return await engine.retry(run_id, actor=actor, note=note)
+def _forkable(run: SagaRun, saga: Saga | None) -> bool:
+    return run.status.is_terminal and saga is not None
 
 
-async def _retry_forward(engine: SagaEngine, run_id: str, actor: str, note: str | None) -> SagaRun:
-    return await engine.retry(run_id, actor=actor, note=note, forward=True)
+async def _retry(engine: SagaEngine, run_id: str, given: ActionInput) -> SagaRun:
+    return await engine.retry(run_id, actor=given.actor, note=given.note)
 
 
-async def _cancel(engine: SagaEngine, run_id: str, actor: str, note: str | None) -> SagaRun:
-    return await engine.cancel(run_id, actor=actor)
+async def _retry_forward(engine: SagaEngine, run_id: str, given: ActionInput) -> SagaRun:
+    return await engine.retry(run_id, actor=given.actor, note=given.note, forward=True)
 
 
-async def _resolve(engine: SagaEngine, run_id: str, actor: str, note: str | None) -> SagaRun:
-    return await engine.resolve(run_id, note or "", actor=actor)
+async def _cancel(engine: SagaEngine, run_id: str, given: ActionInput) -> SagaRun:
+    return await engine.cancel(run_id, actor=given.actor)
+
+
+async def _resolve(engine: SagaEngine, run_id: str, given: ActionInput) -> SagaRun:
+    return await engine.resolve(run_id, given.note or "", actor=given.actor)
+
+
+async def _fork(engine: SagaEngine, run_id: str, given: ActionInput) -> SagaRun:
+    assert given.from_step is not None
+    fork_id = await engine.fork(
+        run_id, given.from_step, note=given.note, force=given.force, actor=given.actor
+    )
+    return await engine.get(fork_id)
 
 
 ACTIONS: dict[str, Action] = {
@@ -113,6 +146,18 @@ ACTIONS: dict[str, Action] = {
             _unresolved_failure,
             _resolve,
             "Resolved: the note is in the timeline.",
+        ),
+        Action(
+            "fork",
+            "Fork",
+            "Start a new run of this version with the data as it stood before the chosen step; "
+            "the steps from there run again, with new idempotency keys. This run stays as it "
+            "is; both histories link to each other.",
+            "optional",
+            _forkable,
+            _fork,
+            "Forked: a new run starts from the chosen step.",
+            step=True,
         ),
     )
 }

@@ -33,6 +33,7 @@ class SagaFilters:
         before: Created before (custom range, UTC).
         started_by: Only runs this user started (admins).
         needs_attention: Only unresolved FAILED runs.
+        orphaned: Only active runs of a version no live worker drives.
         q: A saga id or business id to search for.
         offset: Rows to skip (pagination).
         problems: Values that could not be used, as messages.
@@ -45,6 +46,7 @@ class SagaFilters:
     before: datetime | None = None
     started_by: str = ""
     needs_attention: bool = False
+    orphaned: bool = False
     q: str = ""
     offset: int = 0
     problems: list[str] = field(default_factory=list)
@@ -63,6 +65,7 @@ class SagaFilters:
             before=parse_time(query.get("before", ""), "to", problems),
             started_by=query.get("started_by", "").strip()[:200] if admin else "",
             needs_attention=query.get("needs_attention", "") in ("1", "on", "true"),
+            orphaned=query.get("orphaned", "") in ("1", "on", "true"),
             q=query.get("q", "").strip()[:200],
             offset=parse_offset(query.get("offset", "0"), problems),
             problems=problems,
@@ -83,6 +86,7 @@ class SagaFilters:
             "before": local_time(self.before),
             "started_by": self.started_by,
             "needs_attention": "1" if self.needs_attention else "",
+            "orphaned": "1" if self.orphaned else "",
             "offset": self.offset or "",
         }
         return encode_query(values, changes)

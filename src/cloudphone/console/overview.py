@@ -52,8 +52,9 @@ class Attention:
             age (its note says what the provider answered).
         more_stale: More such payments exist than are listed.
         reconcile_age: That age.
-
-    Seam: runs waiting on a saga version no worker knows join once the engine has versions.
+        orphaned_runs: The newest active runs of a saga version no live worker has (they
+            wait silently otherwise: start a worker with it, or migrate them).
+        more_orphaned: More such runs exist than are listed.
     """
 
     failed_runs: list[SagaRun]
@@ -64,12 +65,18 @@ class Attention:
     stale_payments: list[Payment] = field(default_factory=list)
     more_stale: bool = False
     reconcile_age: timedelta = timedelta(minutes=10)
+    orphaned_runs: list[SagaRun] = field(default_factory=list)
+    more_orphaned: bool = False
 
     @property
     def empty(self) -> bool:
         """Nothing needs attention."""
         return not (
-            self.failed_total or self.devices_in_error or self.refunds or self.stale_payments
+            self.failed_total
+            or self.devices_in_error
+            or self.refunds
+            or self.stale_payments
+            or self.orphaned_runs
         )
 
 
@@ -105,6 +112,7 @@ async def _attention(platform: Platform, session: Session, stats: SagaStats) -> 
     failed = await platform.engine.list(
         needs_attention=True, started_by=owner, limit=ATTENTION_ROWS
     )
+    orphaned = await platform.engine.list(orphaned=True, started_by=owner, limit=ATTENTION_ROWS + 1)
     devices = await platform.devices.list_devices(
         session.principal, status=DeviceStatus.ERROR, limit=ATTENTION_ROWS
     )
@@ -128,6 +136,8 @@ async def _attention(platform: Platform, session: Session, stats: SagaStats) -> 
         stale_payments=stale[:ATTENTION_ROWS],
         more_stale=len(stale) > ATTENTION_ROWS,
         reconcile_age=age,
+        orphaned_runs=orphaned[:ATTENTION_ROWS],
+        more_orphaned=len(orphaned) > ATTENTION_ROWS,
     )
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cloudphone.saga import EventKind, Saga, SagaEvent, SagaRun, SagaStatus
+from cloudphone.saga.history import undo_output
 
 REDACTED = "••• redacted •••"
 _SECRET_KEY = re.compile(
@@ -44,7 +45,8 @@ class PlanStep:
         kind: ``compensatable``, ``pivot`` or ``retriable`` (``unknown`` without a definition).
         compensable: The step has a compensation.
         state: ``done``, ``running``, ``retrying``, ``waiting``, ``failed``, ``compensating``,
-            ``compensated``, ``compensation failed`` or ``not reached``.
+            ``compensated``, ``compensation failed``, ``inherited`` (a fork's step before the
+            one it started from: done by the original) or ``not reached``.
         attempts: Finished forward attempts (succeeded or failed).
         duration_ms: Time its forward attempts took, or None before any finished.
         current: The run is at this step now.
@@ -81,10 +83,13 @@ def step_plan(saga: Saga | None, run: SagaRun, events: Sequence[SagaEvent]) -> l
             spent[event.step] = spent.get(event.step, 0.0) + float(
                 event.detail.get("duration_ms", 0.0)
             )
+    inherited = _inherited(run, [name for name, _, _ in shape], events)
     plan = []
     for number, (name, kind, compensable) in enumerate(shape, start=1):
         current = run.current_step == name and not _finished_forward(run)
         state = _live_state(run, states.get(name)) if current else states.get(name)
+        if state is None and name in inherited:
+            state = "inherited"
         plan.append(
             PlanStep(
                 number=number,
@@ -98,6 +103,15 @@ def step_plan(saga: Saga | None, run: SagaRun, events: Sequence[SagaEvent]) -> l
             )
         )
     return plan
+
+
+def _inherited(run: SagaRun, names: list[str], events: Sequence[SagaEvent]) -> set[str]:
+    """A fork's steps before the one it started from (their outputs came with its data)."""
+    started = events[0].detail if events and events[0].kind is EventKind.SAGA_STARTED else {}
+    from_step = started.get("from_step")
+    if run.forked_from is None or from_step not in names:
+        return set()
+    return set(names[: names.index(from_step)])
 
 
 def _finished_forward(run: SagaRun) -> bool:
@@ -149,12 +163,7 @@ def data_after_steps(run: SagaRun, events: Sequence[SagaEvent]) -> list[DataSnap
         snapshots.append(
             DataSnapshot(event.step or "?", event.attempt, redact(data), sorted(output))
         )
-        replaced: dict[str, Any] = event.detail.get("replaced", {})
-        for key in output:
-            if key in replaced:
-                data[key] = replaced[key]
-            else:
-                data.pop(key, None)
+        undo_output(data, event)
     snapshots.reverse()
     return snapshots
 

@@ -3,6 +3,8 @@
 ``GET /sagas/{id}`` is the page; ``GET /sagas/{id}/live`` its live part (htmx polls it);
 ``POST /sagas/{id}/{action}`` runs an operator action (admins, CSRF-checked) and answers the
 live part with the result in place: 200 when done, 409 with the engine's reason when refused.
+A fork's result links to the new run; the page shows a run's version, the run it was forked
+from and its forks, and whether a live worker has its version.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Form, Path, Request
 from fastapi.responses import HTMLResponse
 
-from cloudphone.console.actions import ACTIONS, applicable
+from cloudphone.console.actions import ACTIONS, ActionInput, applicable
 from cloudphone.console.links import resource_links
 from cloudphone.console.plan import data_after_steps, redact, step_plan
 from cloudphone.console.rendering import render
@@ -27,6 +29,8 @@ router = APIRouter()
 
 SagaId = Annotated[str, Path(min_length=1, max_length=64)]
 MAX_NOTE = 2000
+MAX_FORKS = 20
+"""Forks listed on a run's page (the newest)."""
 
 
 @router.get("/sagas/{saga_id}", response_class=HTMLResponse)
@@ -50,6 +54,8 @@ async def act(
     action: str,
     session: AdminDep,
     note: Annotated[str, Form(max_length=MAX_NOTE)] = "",
+    from_step: Annotated[str, Form(max_length=100)] = "",
+    force: Annotated[bool, Form()] = False,
 ) -> Any:
     """Run an operator action; the result (or the refusal's reason) shows in place."""
     platform = console_of(request).platform
@@ -57,16 +63,19 @@ async def act(
     if chosen is None:
         raise NotFoundError(f"no action {action!r}")
     await _visible(platform, session, saga_id)
-    text = note.strip() or None
-    status, result = 200, ("ok", chosen.done)
-    if chosen.note == "required" and text is None:
+    given = ActionInput(session.user_id, note.strip() or None, from_step.strip() or None, force)
+    status, result, created = 200, ("ok", chosen.done), None
+    if chosen.note == "required" and given.note is None:
         status, result = 422, ("error", f"{chosen.label} needs a note saying what was done.")
+    elif chosen.step and given.from_step is None:
+        status, result = 422, ("error", f"{chosen.label} needs the step to start from.")
     else:
         try:
-            await chosen.perform(platform.engine, saga_id, session.user_id, text)
+            after = await chosen.perform(platform.engine, saga_id, given)
+            created = after.id if after.id != saga_id else None
         except OperatorActionError as error:
             status, result = 409, ("error", f"{chosen.label} refused: {error}")
-    context = {**await _detail(platform, session, saga_id), "result": result}
+    context = {**await _detail(platform, session, saga_id), "result": result, "created": created}
     return render(request, "_saga_live.html", status_code=status, **context)
 
 
@@ -87,12 +96,17 @@ async def _visible(platform: Platform, session: Session, saga_id: str) -> SagaRu
 
 
 async def _detail(platform: Platform, session: Session, saga_id: str) -> dict[str, Any]:
+    engine = platform.engine
     run = await _visible(platform, session, saga_id)
-    events = await platform.engine.history(saga_id)
-    saga = platform.engine.sagas.get(run.saga_type)
+    events = await engine.history(saga_id)
+    # The definition of the version the run is pinned to (its steps, its pivot).
+    saga = engine.registry.get((run.saga_type, run.saga_version))
     return {
         "run": run,
         "known_definition": saga is not None,
+        "orphaned": run.status.is_active
+        and bool(await engine.list(ids=[run.id], orphaned=True, limit=1)),
+        "forks": await _forks(platform, session, run),
         "plan": step_plan(saga, run, events),
         "entries": timeline(events),
         "snapshots": data_after_steps(run, events),
@@ -100,4 +114,11 @@ async def _detail(platform: Platform, session: Session, saga_id: str) -> dict[st
         "links": resource_links(run.data),
         "offered": applicable(run, saga) if session.is_admin else [],
         "result": None,
+        "created": None,
     }
+
+
+async def _forks(platform: Platform, session: Session, run: SagaRun) -> list[SagaRun]:
+    """The forks of ``run`` the signed-in user may see, newest first."""
+    owner = None if session.is_admin else session.user_id
+    return await platform.engine.list(forked_from=run.id, started_by=owner, limit=MAX_FORKS)

@@ -59,6 +59,7 @@ async def _find(
         created_after=filters.created_after(datetime.now(UTC)),
         created_before=filters.before,
         needs_attention=filters.needs_attention,
+        orphaned=filters.orphaned,
         ids=ids,
         limit=PAGE_SIZE + 1,
         offset=filters.offset,

@@ -25,6 +25,8 @@ _KINDS: dict[EventKind, tuple[str, str]] = {
     EventKind.CANCEL_REJECTED: ("Cancel rejected", "warn"),
     EventKind.OPERATOR_RETRY: ("Operator retry", "info"),
     EventKind.OPERATOR_RESOLVED: ("Resolved by an operator", "info"),
+    EventKind.OPERATOR_MIGRATED: ("Moved to another version", "info"),
+    EventKind.RUN_FORKED: ("Forked", "info"),
     EventKind.SAGA_COMPLETED: ("Completed", "ok"),
     EventKind.SAGA_COMPENSATED: ("Compensated (saga)", "muted"),
     EventKind.SAGA_TIMED_OUT: ("Timed out", "warn"),
@@ -43,6 +45,14 @@ _FACTS: tuple[tuple[str, str], ...] = (
     ("worker", "worker"),
     ("resumes", "resumes as"),
     ("forward", "forward recovery"),
+    ("from_version", "from version"),
+    ("to_version", "to version"),
+    ("skipped", "skips"),
+    ("fork", "new run"),
+    ("forked_from", "forked from"),
+    ("from_step", "from step"),
+    ("forced", "forced"),
+    ("overrode", "overriding"),
     ("duration_ms", "took"),
     ("idempotency_key", "idempotency key"),
 )
@@ -105,6 +115,8 @@ def _entry(event: SagaEvent) -> TimelineEntry:
 
 
 def _fact(key: str, value: Any) -> Any:
+    if isinstance(value, list):  # steps skipped by a move, refusals a forced fork overrode
+        return "; ".join(str(item) for item in value)
     if key in ("delay_ms", "duration_ms") and isinstance(value, int | float):
         return ("ms", float(value))
     if key in ("next_run_at", "deadline_at") and isinstance(value, str):

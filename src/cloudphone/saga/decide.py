@@ -150,6 +150,9 @@ def on_step_success(
     replaced = {key: state.data[key] for key in output or () if key in state.data}
     if replaced:
         done.detail["replaced"] = replaced
+    if step.kind is StepKind.PIVOT:
+        # The history then says the point of no return was passed, whatever the definition.
+        done.detail["pivot"] = True
     events = [done]
     nxt = state.step_index + 1
     forward_after = saga.pivot_index is not None and nxt > saga.pivot_index

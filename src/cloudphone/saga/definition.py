@@ -20,6 +20,9 @@ StepAction = Callable[[StepContext], Awaitable[Mapping[str, Any] | None]]
 Compensation = Callable[[StepContext], Awaitable[object]]
 """Undoes a step; must be idempotent and safe when there is nothing to undo."""
 
+SagaKey = tuple[str, int]
+"""A saga type and one of its versions: what a run is pinned to and a worker can drive."""
+
 A = TypeVar("A", bound=StepAction)
 C = TypeVar("C", bound=Compensation)
 
@@ -129,6 +132,7 @@ class Saga:
         self,
         name: str,
         *,
+        version: int = 1,
         timeout: timedelta | None = None,
         retry: RetryPolicy | None = None,
     ) -> None:
@@ -136,6 +140,9 @@ class Saga:
 
         Args:
             name: Stable name (lowercase letters, digits, ``_.-``); persisted with every run.
+            version: Version of this definition (from 1). A run is pinned to the version it
+                started on; several versions of one name may be registered side by side while
+                old runs drain, and new starts take the highest.
             timeout: Deadline from start; before the pivot the saga is compensated when it
                 passes. None means no deadline.
             retry: Default retry policy of its steps; 4 attempts, 1 s, x2, full jitter if None.
@@ -147,14 +154,25 @@ class Saga:
             )
         if timeout is not None and timeout <= timedelta(0):
             raise SagaDefinitionError(f"saga {name!r}: timeout must be positive, got {timeout}")
+        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+            raise SagaDefinitionError(
+                f"saga {name!r}: version must be an int >= 1, got {version!r}"
+            )
         self.name = name
+        self.version = version
         self.timeout = timeout
         self.retry = retry if retry is not None else RetryPolicy()
         self._steps: list[Step] = []
         self._pivot: int | None = None
 
     def __repr__(self) -> str:
-        return f"Saga({self.name!r}, steps={[s.name for s in self._steps]})"
+        version = f", version={self.version}" if self.version != 1 else ""
+        return f"Saga({self.name!r}{version}, steps={[s.name for s in self._steps]})"
+
+    @property
+    def key(self) -> SagaKey:
+        """``(name, version)``: what runs of this definition are pinned to."""
+        return (self.name, self.version)
 
     @property
     def steps(self) -> tuple[Step, ...]:

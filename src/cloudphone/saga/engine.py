@@ -20,10 +20,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from cloudphone.saga import operators
 from cloudphone.saga.definition import Saga
+from cloudphone.saga.engine_versions import VersionActions
 from cloudphone.saga.errors import (
     DatabaseUnavailableError,
     InvalidSagaInputError,
-    SagaDefinitionError,
+    OperatorActionError,
     SagaNotFoundError,
     UnknownSagaTypeError,
 )
@@ -31,6 +32,7 @@ from cloudphone.saga.metrics import SagaMetrics
 from cloudphone.saga.ports import Clock, StepHooks
 from cloudphone.saga.progress import OperatorChange, Progress, RunState
 from cloudphone.saga.records import SagaEvent, SagaRun, StartedRun
+from cloudphone.saga.registry import SagaRegistry
 from cloudphone.saga.runner import _json_problem
 from cloudphone.saga.state import SagaStatus
 from cloudphone.saga.stats import SagaStats
@@ -48,14 +50,16 @@ def default_worker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
-class SagaEngine:
+class SagaEngine(VersionActions):
     """Starts, drives and inspects sagas stored in one database (or another store).
 
     Args:
         database: URL (``postgresql+asyncpg://…``, ``postgresql+psycopg://…``,
             ``sqlite+aiosqlite:///…``), an AsyncEngine, or a Database to share. Omit it when
             passing ``store``.
-        sagas: The saga definitions this engine knows (and its worker runs).
+        sagas: The saga definitions this engine knows (and its worker runs); several
+            versions of one name may be given (``Saga(name, version=N)``), each (name,
+            version) once.
         store: A :class:`~cloudphone.saga.store.base.SagaStore` to use instead of the SQL
             store built on ``database`` (the test kit's in-memory store, say). Its lease and
             clock are the engine's; the caller closes it.
@@ -89,12 +93,10 @@ class SagaEngine:
         tracer: SagaTracer = NO_TRACER,
     ) -> None:
         self.store, self._owned = choose_store(database, store, lease, clock)
-        self.sagas: dict[str, Saga] = {}
-        for saga in sagas:
-            saga.validate()
-            if saga.name in self.sagas:
-                raise SagaDefinitionError(f"two sagas are named {saga.name!r}")
-            self.sagas[saga.name] = saga
+        self.registry = SagaRegistry(sagas)
+        """Every registered definition by ``(name, version)``."""
+        self.sagas: dict[str, Saga] = self.registry.latest
+        """The newest registered version of each saga type, by name (what starts take)."""
         if self.store.lease < timedelta(milliseconds=300):
             raise ValueError(
                 f"lease {self.store.lease} is too short to renew reliably (minimum 300 ms)"
@@ -178,11 +180,7 @@ class SagaEngine:
         run was inserted a moment ago by a concurrent call. With ``session=`` the run is
         created only if the caller commits; ``saga_started_total`` counts it then.
         """
-        saga = self.sagas.get(saga_type)
-        if saga is None:
-            raise UnknownSagaTypeError(
-                f"unknown saga type {saga_type!r}; known: {', '.join(sorted(self.sagas))}"
-            )
+        saga = self.registry.require(saga_type)  # the newest version: the run is pinned to it
         _check_input(data, idempotency_key, started_by)
         now = self.clock.now()
         worker = self._worker
@@ -193,6 +191,7 @@ class SagaEngine:
         new = NewRun(
             id=str(uuid.uuid4()),
             saga_type=saga_type,
+            saga_version=saga.version,
             data=dict(data),
             first_step=saga.steps[0].name,
             idempotency_key=idempotency_key,
@@ -256,7 +255,7 @@ class SagaEngine:
             raise RuntimeError("this engine already runs a worker")
         worker = Worker(
             store=self.store,
-            sagas=self.sagas,
+            sagas=self.registry,
             worker_id=self.worker_id,
             concurrency=concurrency,
             clock=self.clock,
@@ -338,8 +337,15 @@ class SagaEngine:
         ids: Collection[str] | None = None,
         limit: int = 50,
         offset: int = 0,
+        orphaned: bool = False,
+        forked_from: str | None = None,
     ) -> list[SagaRun]:
-        """Runs matching the filters, newest first (``ids``: only these runs, at most 1000)."""
+        """Runs matching the filters, newest first (``ids``: only these runs, at most 1000).
+
+        ``orphaned``: only active runs whose (type, version) no live worker drives (they would
+        wait until a worker with that version starts, or an operator migrates them).
+        ``forked_from``: only the forks of that run.
+        """
         if not 1 <= limit <= 1000:
             raise ValueError("limit must be between 1 and 1000")
         if ids is not None and len(ids) > 1000:
@@ -354,6 +360,8 @@ class SagaEngine:
             ids=ids,
             limit=limit,
             offset=max(offset, 0),
+            orphaned=orphaned,
+            forked_from=forked_from,
         )
 
     async def stats(
@@ -451,13 +459,23 @@ class SagaEngine:
         )
 
     def _saga_of(self, run: SagaRun) -> Saga:
-        saga = self.sagas.get(run.saga_type)
-        if saga is None:
-            raise UnknownSagaTypeError(f"this engine does not know saga type {run.saga_type!r}")
-        return saga
+        """The definition ``run`` is pinned to (an operator refusal if it is not registered)."""
+        try:
+            return self.registry.require(run.saga_type, run.saga_version)
+        except UnknownSagaTypeError as error:
+            raise OperatorActionError(
+                f"cannot act on saga {run.id}: {error}; migrate it to a registered version, "
+                "or act from a process that has its own"
+            ) from None
 
-    async def _operate(self, saga_id: str, decide: Callable[[SagaRun], OperatorChange]) -> SagaRun:
-        run = await self.store.operate(saga_id, decide, notify=self.store.announces)
+    async def _operate(
+        self,
+        saga_id: str,
+        decide: Callable[[SagaRun], OperatorChange],
+        spawn: NewRun | None = None,
+    ) -> SagaRun:
+        """Apply an operator decision (and insert ``spawn``, a fork, with it); wake workers."""
+        run = await self.store.operate(saga_id, decide, notify=self.store.announces, spawn=spawn)
         if run.status.is_terminal:
             self._resolve_waiters(run.id)
         if self._worker is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -82,8 +83,16 @@ class SagaMetrics:
             ["saga_type"],
             registry=r,
         )
+        self.unknown_version = Gauge(
+            "saga_runs_unknown_version",
+            "Active runs whose (type, version) no live worker drives (refreshed by each live "
+            "worker about once per lease; every worker reports the same count).",
+            ["saga_type", "saga_version"],
+            registry=r,
+        )
 
         self._children: dict[tuple[object, ...], Any] = {}
+        self._unknown: set[tuple[str, int]] = set()
 
     def _child(self, metric: Any, *labels: str) -> Any:
         # labels() re-validates and hashes on every call; runs hit the same few children.
@@ -117,3 +126,11 @@ class SagaMetrics:
     def in_flight_of(self, saga_type: str) -> Any:
         """The in-flight gauge of one saga type."""
         return self._child(self.in_flight, saga_type)
+
+    def set_unknown_versions(self, counts: Mapping[tuple[str, int], int]) -> None:
+        """Orphaned runs per (type, version) now; pairs no longer orphaned drop to 0."""
+        for saga_type, version in self._unknown - set(counts):
+            self.unknown_version.labels(saga_type, str(version)).set(0)
+        for (saga_type, version), count in counts.items():
+            self.unknown_version.labels(saga_type, str(version)).set(count)
+        self._unknown |= set(counts)

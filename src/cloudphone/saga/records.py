@@ -14,10 +14,12 @@ class EventKind(StrEnum):
     """What an entry in a saga's history records."""
 
     SAGA_STARTED = "saga_started"
-    """``start()`` inserted the run; detail holds the idempotency key if any."""
+    """``start()`` inserted the run; detail holds the idempotency key if any (a fork's: the
+    run it was forked from, ``forked_from``, and ``from_step``, ``actor``, ``note``, ``forced``)."""
     STEP_SUCCEEDED = "step_succeeded"
     """An attempt of a step finished; detail: started_at, duration_ms, worker, the step's
-    ``output`` (``{}`` when it returned nothing) and the earlier values it ``replaced``."""
+    ``output`` (``{}`` when it returned nothing), the earlier values it ``replaced``, and
+    ``pivot: true`` when the step is the saga's pivot."""
     STEP_FAILED = "step_failed"
     """An attempt of a step raised or timed out; detail: error type and message."""
     STEP_POSTPONED = "step_postponed"
@@ -44,6 +46,13 @@ class EventKind(StrEnum):
     """An operator resumed a FAILED run at the step that failed."""
     OPERATOR_RESOLVED = "operator_resolved"
     """An operator closed a FAILED run by hand; detail holds the note."""
+    OPERATOR_MIGRATED = "operator_migrated"
+    """An operator moved the run to another version of its saga; detail: ``from_version``,
+    ``to_version``, actor, note, and the target's steps before the current one that this run
+    never ran (``skipped``)."""
+    RUN_FORKED = "run_forked"
+    """An operator forked this run: detail names the new run (``fork``), ``from_step``, actor,
+    note, and ``forced`` (with what the force overrode) when a refusal was overridden."""
     SAGA_COMPLETED = "saga_completed"
     """Every step succeeded."""
     SAGA_COMPENSATED = "saga_compensated"
@@ -124,6 +133,9 @@ class SagaRun:
         last_seq: Sequence number of its latest event (its history has that many).
         trace_context: W3C trace context (``traceparent``, ``tracestate``) of the start, when
             it was traced: the spans of every drive of the run join that trace.
+        saga_version: Version of the saga definition the run is pinned to (it finishes on
+            it unless an operator migrates it).
+        forked_from: The run this one was forked from, or None.
     """
 
     id: str
@@ -149,6 +161,8 @@ class SagaRun:
     resolution: str | None
     last_seq: int = 0
     trace_context: dict[str, str] | None = None
+    saga_version: int = 1
+    forked_from: str | None = None
 
 
 @dataclass(frozen=True)

@@ -17,11 +17,12 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 
 from cloudphone.saga import timers
-from cloudphone.saga.definition import Saga
+from cloudphone.saga.definition import Saga, SagaKey
 from cloudphone.saga.errors import DatabaseUnavailableError
 from cloudphone.saga.metrics import SagaMetrics
 from cloudphone.saga.outage import Backoff, Outage
 from cloudphone.saga.ports import Clock, StepHooks, Timer
+from cloudphone.saga.presence import Presence
 from cloudphone.saga.progress import Progress, RunState, state_of
 from cloudphone.saga.records import SagaRun
 from cloudphone.saga.runner import Runner
@@ -50,7 +51,7 @@ class Worker:
         self,
         *,
         store: SagaStore,
-        sagas: Mapping[str, Saga],
+        sagas: Mapping[SagaKey, Saga],
         worker_id: str,
         concurrency: int,
         clock: Clock,
@@ -67,7 +68,8 @@ class Worker:
         self.concurrency = concurrency
         self._store = store
         self._sagas = sagas
-        self._types = sorted(sagas)
+        # (type, version) pairs: a worker claims only the runs it has the definition of.
+        self._types: list[SagaKey] = sorted(sagas)
         self._clock = clock
         self._metrics = metrics
         self._hooks = hooks
@@ -89,6 +91,7 @@ class Worker:
         self.outage = Outage(clock)
         """What this worker saw of the database being down (shared with its runners)."""
         self._claim_backoff = Backoff(*CLAIM_BACKOFF, rand=rand)
+        self._presence = Presence(store, worker_id, self._types, metrics, self.outage)
         # Times of claims (and claiming inserts) whose answer was lost: they may have landed.
         self._lost_claims: list[datetime] = []
 
@@ -143,8 +146,10 @@ class Worker:
         """Take back this worker id's unfinished runs, then start claiming and heartbeating.
 
         The reclaim finishes before start() returns, so it can never grab a run that start()
-        of the engine hands to this worker directly afterwards.
+        of the engine hands to this worker directly afterwards. First the worker lists itself
+        with the (type, version) pairs it drives (see :mod:`.presence`).
         """
+        await self._presence.start()
         await self._claim_round(self.concurrency, reclaim_own=True)
         self._loop_task = asyncio.create_task(self._claim_loop(), name="saga-claims")
         self._heartbeat_task = asyncio.create_task(self._heartbeat_loop(), name="saga-heartbeat")
@@ -184,6 +189,7 @@ class Worker:
                 log.exception(
                     "could not hand runs back; they will be taken over when their leases expire"
                 )
+        await self._presence.stop()
 
     # -- claiming -----------------------------------------------------------------------
 
@@ -266,7 +272,8 @@ class Worker:
             # Our own lease expired under a stalled runner and we claimed it again: the epoch
             # bump already fences the old runner; stop it.
             stale[1].cancel()
-        saga = self._sagas[run.saga_type]
+        # Driven with the definition of the version it is pinned to (claims ask for no other).
+        saga = self._sagas[(run.saga_type, run.saga_version)]
         state = state_of(run, saga)
         state.worker = self.worker_id
         runner = Runner(

@@ -161,7 +161,7 @@ async def test_the_detail_shows_the_plan_timeline_and_data_after_each_step(
     assert "prepared_at" in after_prepare
     assert "committed_at" not in after_prepare
     offered = {e.attrs["data-action"] for e in elements(page, "data-action") if e.tag == "button"}
-    assert offered == {"retry", "resolve"}
+    assert offered == {"retry", "resolve", "fork"}
 
 
 async def test_an_action_without_the_csrf_token_is_refused(
@@ -211,11 +211,12 @@ async def test_a_refused_action_shows_the_engines_reason(
     saga_id = await demo(platform, "alice")
     admin, csrf = await browser("root", Role.ADMIN)
     page = (await admin.get(f"/ui/sagas/{saga_id}")).text
-    assert elements(page, "data-empty", "actions")
+    offered = {e.attrs["data-action"] for e in elements(page, "data-action") if e.tag == "button"}
+    assert offered == {"fork"}, "a finished run can only be forked"
     refused = await admin.post(f"/ui/sagas/{saga_id}/retry", headers={"X-CSRF-Token": csrf})
     assert refused.status_code == 409
     assert "only FAILED sagas can be retried" in refused.text
-    unknown = await admin.post(f"/ui/sagas/{saga_id}/fork", headers={"X-CSRF-Token": csrf})
+    unknown = await admin.post(f"/ui/sagas/{saga_id}/rewind", headers={"X-CSRF-Token": csrf})
     assert unknown.status_code == 404
 
 

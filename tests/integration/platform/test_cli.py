@@ -20,6 +20,7 @@ from cloudphone.devices.config import DevicesConfig
 from cloudphone.domain import Role
 from cloudphone.platform import build_platform
 from cloudphone.settings import Settings
+from tests.support.sagas import insert_pinned
 from tests.support.server import TEST_SECRET
 
 
@@ -192,3 +193,47 @@ def test_sagas_list_never_wraps_an_id_on_a_narrow_terminal(
     wide = cli({**env, "COLUMNS": "200"}, "sagas", "list", "--started-by", runs["user"])
     assert "created (UTC)" in wide.stdout
     assert "left out" not in wide.stdout
+
+
+def test_sagas_fork_migrate_and_orphans(
+    env: dict[str, str], runs: dict[str, str], settings: Settings
+) -> None:
+    """Fork a finished run (refused across its pivot unless --force), list and move orphans."""
+    forked = cli(env, "sagas", "fork", runs["completed"], "--from-step", "NOTIFY", "--json")
+    assert forked.exit_code == 0, forked.output
+    fork = json.loads(forked.stdout)
+    assert (fork["forked_from"], fork["current_step"]) == (runs["completed"], "NOTIFY")
+    across = cli(env, "sagas", "fork", runs["completed"], "--from-step", "PREPARE")
+    assert across.exit_code == 1
+    assert "not after the pivot COMMIT" in across.stderr
+    forced = cli(env, "sagas", "fork", runs["completed"], "--from-step", "PREPARE", "--force")
+    assert forced.exit_code == 0, forced.output
+    assert f"forked {runs['completed']} as" in forced.stdout
+    forks = cli(env, "sagas", "list", "--forked-from", runs["completed"], "--json")
+    assert len(json.loads(forks.stdout)) == 2
+
+    orphan = asyncio.run(_orphan(settings, runs["user"]))
+    listed = cli(env, "sagas", "list", "--orphaned", "--started-by", runs["user"], "--json")
+    assert [(r["id"], r["saga_version"]) for r in json.loads(listed.stdout)] == [(orphan, 4)]
+    table = cli(
+        {**env, "COLUMNS": "200"}, "sagas", "list", "--orphaned", "--started-by", runs["user"]
+    )
+    assert "ver" in table.stdout
+    unknown = cli(env, "sagas", "migrate", orphan, "--to-version", "3")
+    assert unknown.exit_code == 1
+    assert "version 3 of demo is not registered here" in unknown.stderr
+    moved = cli(env, "sagas", "migrate", orphan, "--to-version", "1", "--note", "4 is gone")
+    assert moved.exit_code == 0, moved.output
+    assert f"moved to version 1: {orphan}" in moved.stdout
+    history = json.loads(cli(env, "sagas", "show", orphan, "--json").stdout)["history"]
+    assert history[-1]["kind"] == "operator_migrated"
+    assert history[-1]["detail"]["note"] == "4 is gone"
+
+
+async def _orphan(settings: Settings, user: str) -> str:
+    """A demo run on version 4, which nothing registers."""
+    platform = build_platform(settings, with_worker=False)
+    try:
+        return await insert_pinned(platform.engine, "demo", "PREPARE", 4, user)
+    finally:
+        await platform.close()

@@ -12,23 +12,65 @@ this module only names:
 - events are numbered per run from 1 without gaps; an idempotency key is unique per saga type;
 - a progress write given ``seq`` applies only while the run's ``last_seq`` is still that (past
   an operator's cancel request): a repeat of one that landed answers Committed and writes
-  nothing, a different one of the same epoch raises StaleStateError (see ``store/reconcile``).
+  nothing, a different one of the same epoch raises StaleStateError (see ``store/reconcile``);
+- a run is pinned to its ``saga_version``; claims and ``next_due`` cover only the (type,
+  version) pairs asked for (a bare name: every version of it);
+- a worker's presence counts as live for :data:`LIVE_LEASES` leases after its last refresh; a
+  run is orphaned while it is active and no live worker lists its (type, version)
+  (part 3 of the suite: ``test_store_contract_versions.py``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from cloudphone.saga.definition import SagaKey
 from cloudphone.saga.ports import Clock, ProgressStore
 from cloudphone.saga.progress import OperatorChange
 from cloudphone.saga.records import SagaEvent, SagaRun
 from cloudphone.saga.state import SagaStatus
 from cloudphone.saga.store.database import Database
+
+SagaTypes = Sequence[str | SagaKey]
+"""What a worker drives: ``(name, version)`` pairs; a bare name stands for every version."""
+
+
+def split_types(saga_types: SagaTypes) -> tuple[list[str], list[SagaKey]]:
+    """The bare names (every version) and the ``(name, version)`` pairs of ``saga_types``."""
+    names = [t for t in saga_types if isinstance(t, str)]
+    pairs = [(t[0], int(t[1])) for t in saga_types if not isinstance(t, str)]
+    return names, pairs
+
+
+def type_matcher(saga_types: SagaTypes) -> Callable[[str, int], bool]:
+    """A predicate on (saga_type, saga_version): whether ``saga_types`` covers it."""
+    names, pairs = split_types(saga_types)
+    any_version, exact = set(names), set(pairs)
+    return lambda name, version: name in any_version or (name, version) in exact
+
+
+@dataclass(frozen=True)
+class WorkerPresence:
+    """A live worker as ``saga_workers`` lists it: who it is and what it can drive."""
+
+    worker_id: str
+    sagas: tuple[SagaKey, ...]
+    """The (saga type, version) pairs it claims."""
+    started_at: datetime
+    heartbeat_at: datetime
+    """Last refresh; it counts as live while this is within :data:`LIVE_LEASES` leases."""
+    host: str
+    pid: int
+
+
+LIVE_LEASES = 2
+"""A worker is live while its presence was refreshed within this many leases (it refreshes
+about once per lease, so one missed refresh is tolerated)."""
 
 
 @dataclass(frozen=True)
@@ -47,6 +89,12 @@ class NewRun:
     """Claim it for this worker in the same insert (the process has a worker with room)."""
     trace_context: dict[str, str] | None = None
     """W3C trace context of the start, stored with the run."""
+    saga_version: int = 1
+    """Version of the definition the run is pinned to."""
+    forked_from: str | None = None
+    """The run this one is a fork of."""
+    detail: Mapping[str, Any] | None = None
+    """More facts for its ``saga_started`` event (a fork's origin)."""
 
 
 @dataclass(frozen=True)
@@ -140,7 +188,7 @@ class SagaStore(ProgressStore, Protocol):
         self,
         worker_id: str,
         limit: int,
-        saga_types: Sequence[str],
+        saga_types: SagaTypes,
         now: datetime,
         reclaim_own: bool = False,
         exclude: Sequence[str] = (),
@@ -149,7 +197,8 @@ class SagaStore(ProgressStore, Protocol):
     ) -> list[Claimed]:
         """Lease up to ``limit`` due runs: unowned, lease expired, or (``reclaim_own``) ours.
 
-        Runs in ``exclude`` (the caller drives them) are never claimed. Only leases that
+        Only runs whose (type, version) ``saga_types`` covers are claimed. Runs in
+        ``exclude`` (the caller drives them) are never claimed. Only leases that
         expired before ``takeover_before`` (default ``now``) are taken over. ``lost_claims``:
         times of this worker's claims whose answer was lost; the runs they took, untouched
         since, are claimed again as fresh (a store whose answers cannot be lost ignores it).
@@ -167,19 +216,44 @@ class SagaStore(ProgressStore, Protocol):
         ...
 
     async def operate(
-        self, run_id: str, decide: Callable[[SagaRun], OperatorChange], notify: bool = False
+        self,
+        run_id: str,
+        decide: Callable[[SagaRun], OperatorChange],
+        notify: bool = False,
+        spawn: NewRun | None = None,
     ) -> SagaRun:
         """Apply an operator action atomically: read the run, decide, write it and its events.
+
+        ``spawn`` (a fork) is inserted in the same transaction once ``decide`` accepted, and
+        announced with ``notify``; nothing is written when ``decide`` raises.
 
         Raises:
             SagaNotFoundError: No such run.
         """
         ...
 
+    # -- worker presence ----------------------------------------------------------------
+
+    async def announce_presence(self, presence: WorkerPresence) -> None:
+        """Record (or refresh) a worker as live with the (type, version) pairs it drives."""
+        ...
+
+    async def withdraw_presence(self, worker_id: str) -> None:
+        """Forget a worker that stopped gracefully (its runs may now be orphaned)."""
+        ...
+
+    async def live_workers(self) -> list[WorkerPresence]:
+        """The workers refreshed within :data:`LIVE_LEASES` leases, by worker id."""
+        ...
+
+    async def count_orphaned(self) -> dict[SagaKey, int]:
+        """Active runs per (type, version) that no live worker drives (one query)."""
+        ...
+
     # -- reads --------------------------------------------------------------------------
 
-    async def next_due(self, saga_types: Sequence[str]) -> datetime | None:
-        """Earliest ``next_run_at`` of an unowned active run of these types."""
+    async def next_due(self, saga_types: SagaTypes) -> datetime | None:
+        """Earliest ``next_run_at`` of an unowned active run of these types (and versions)."""
         ...
 
     async def get(self, run_id: str) -> SagaRun | None:
@@ -206,9 +280,13 @@ class SagaStore(ProgressStore, Protocol):
         ids: Collection[str] | None = None,
         limit: int = 50,
         offset: int = 0,
+        orphaned: bool = False,
+        forked_from: str | None = None,
     ) -> list[SagaRun]:
         """Runs matching every given filter, newest first (``created_at``, then ``id``).
 
-        ``ids`` limits the answer to those runs (a business-id search's hits).
+        ``ids`` limits the answer to those runs (a business-id search's hits). ``orphaned``:
+        only active runs whose (type, version) no live worker drives. ``forked_from``: only
+        the forks of that run.
         """
         ...

@@ -9,23 +9,34 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
-from sqlalchemy import case, insert, or_, select, update
+from sqlalchemy import ColumnElement, and_, case, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from cloudphone.saga.progress import NewEvent
 from cloudphone.saga.records import EventKind, SagaRun
 from cloudphone.saga.state import ACTIVE, SagaStatus
+from cloudphone.saga.store.base import SagaTypes, split_types
 from cloudphone.saga.store.rows import event_rows, run_from_row
 from cloudphone.saga.store.tables import saga_events, saga_runs
 
 _ACTIVE = [s.value for s in ACTIVE]
 
 
+def covered(saga_types: SagaTypes) -> ColumnElement[bool]:
+    """Runs whose (type, version) ``saga_types`` covers (a bare name: every version)."""
+    r = saga_runs.c
+    names, pairs = split_types(saga_types)
+    return or_(
+        r.saga_type.in_(names),
+        *(and_(r.saga_type == name, r.saga_version == version) for name, version in pairs),
+    )
+
+
 async def claim_txn(
     conn: AsyncConnection,
     worker_id: str,
     limit: int,
-    saga_types: Sequence[str],
+    saga_types: SagaTypes,
     now: datetime,
     takeover_before: datetime,
     own: str | None,
@@ -45,7 +56,7 @@ async def claim_txn(
             select(r.id, r.owner)
             .where(
                 r.status.in_(_ACTIVE),
-                r.saga_type.in_(saga_types),
+                covered(saga_types),
                 r.next_run_at <= now,
                 free,
                 r.id.not_in(list(exclude)),

@@ -26,8 +26,15 @@ from cloudphone.saga.progress import NewEvent, OperatorChange, Progress
 from cloudphone.saga.records import EventKind, SagaEvent, SagaRun
 from cloudphone.saga.state import ACTIVE, SagaStatus
 from cloudphone.saga.store import reconcile
-from cloudphone.saga.store.base import Claimed, NewRun
+from cloudphone.saga.store.base import (
+    Claimed,
+    NewRun,
+    SagaTypes,
+    WorkerPresence,
+    type_matcher,
+)
 from cloudphone.saga.store.database import Database
+from cloudphone.saga.store.memory_presence import MemoryPresence
 from cloudphone.saga.store.memory_rows import Row, row_filter, run_of, stored
 from cloudphone.saga.store.memory_txn import DetachedStepTx, MemoryStepTx, on_outcome
 from cloudphone.saga.store.rows import (
@@ -54,7 +61,7 @@ class _Subscription:
             self._store.subscribers.remove(self._on_notify)
 
 
-class MemoryStore:
+class MemoryStore(MemoryPresence):
     """Saga runs and their history in memory: a :class:`~.base.SagaStore` without a database.
 
     Args:
@@ -73,6 +80,7 @@ class MemoryStore:
         self._events: dict[str, list[Row]] = {}
         self._keys: dict[tuple[str, str], str] = {}
         self._pending: set[str] = set()
+        self._workers: dict[str, WorkerPresence] = {}  # see MemoryPresence
         self.lock = asyncio.Lock()
         """Serialises writes; a transactional step's commit holds it across its business commit."""
         self.subscribers: list[Callable[[str], None]] = []
@@ -133,14 +141,18 @@ class MemoryStore:
                     session, lambda: self._committed(new, notify), lambda: self._forget(new.id)
                 )
                 self._pending.add(new.id)
-            self._runs[new.id] = stored(new_run_values(new, self._lease))
-            if new.idempotency_key is not None:
-                self._keys[(new.saga_type, new.idempotency_key)] = new.id
-            started = NewEvent(EventKind.SAGA_STARTED, at=new.now, detail=start_detail(new))
-            self._events[new.id] = stored(event_rows(new.id, 1, [started]))
+            self._insert(new)
             if session is None:
                 self._announce(new.saga_type, notify)
             return new.id, True
+
+    def _insert(self, new: NewRun) -> None:
+        """Write a new run and its start event (call with :attr:`lock` held)."""
+        self._runs[new.id] = stored(new_run_values(new, self._lease))
+        if new.idempotency_key is not None:
+            self._keys[(new.saga_type, new.idempotency_key)] = new.id
+        started = NewEvent(EventKind.SAGA_STARTED, at=new.now, detail=start_detail(new))
+        self._events[new.id] = stored(event_rows(new.id, 1, [started]))
 
     def _committed(self, new: NewRun, notify: bool) -> None:
         """The transaction that inserted ``new`` committed: it is visible now."""
@@ -233,7 +245,7 @@ class MemoryStore:
         self,
         worker_id: str,
         limit: int,
-        saga_types: Sequence[str],
+        saga_types: SagaTypes,
         now: datetime,
         reclaim_own: bool = False,
         exclude: Sequence[str] = (),
@@ -280,21 +292,21 @@ class MemoryStore:
 
     def _claimable(
         self,
-        saga_types: Sequence[str],
+        saga_types: SagaTypes,
         now: datetime,
         own: str | None,
         exclude: Sequence[str],
         takeover_before: datetime | None = None,
     ) -> Iterator[Row]:
-        types, skip, before = set(saga_types), set(exclude), takeover_before or now
-        for row in self._active(types):
+        skip, before = set(exclude), takeover_before or now
+        for row in self._active(saga_types):
             expired = row["lease_expires_at"] is not None and row["lease_expires_at"] < before
             free = row["owner"] is None or expired or (own is not None and row["owner"] == own)
             due = row["next_run_at"] is not None and row["next_run_at"] <= now
             if free and due and row["id"] not in skip:
                 yield row
 
-    def claimable(self, saga_types: Sequence[str], now: datetime, exclude: Sequence[str]) -> bool:
+    def claimable(self, saga_types: SagaTypes, now: datetime, exclude: Sequence[str]) -> bool:
         """Whether a claim at ``now`` would find a run (the test kit's idle check)."""
         return any(True for _ in self._claimable(saga_types, now, None, exclude))
 
@@ -340,11 +352,11 @@ class MemoryStore:
         expires: datetime | None = row["lease_expires_at"]
         return expires
 
-    async def next_due(self, saga_types: Sequence[str]) -> datetime | None:
-        """Earliest time an unowned active run of these types becomes due."""
+    async def next_due(self, saga_types: SagaTypes) -> datetime | None:
+        """Earliest time an unowned active run of these types (and versions) becomes due."""
         times = [
             row["next_run_at"]
-            for row in self._active(set(saga_types))
+            for row in self._active(saga_types)
             if row["owner"] is None and row["next_run_at"] is not None
         ]
         return min(times, default=None)
@@ -352,9 +364,16 @@ class MemoryStore:
     # -- operator actions ---------------------------------------------------------------
 
     async def operate(
-        self, run_id: str, decide: Callable[[SagaRun], OperatorChange], notify: bool = False
+        self,
+        run_id: str,
+        decide: Callable[[SagaRun], OperatorChange],
+        notify: bool = False,
+        spawn: NewRun | None = None,
     ) -> SagaRun:
-        """Apply an operator action atomically: decide on the run, write, append events."""
+        """Apply an operator action atomically: decide on the run, write, append events.
+
+        ``spawn`` (a fork) is inserted with it, once ``decide`` accepted.
+        """
         async with self.lock:
             row = self._visible(run_id)
             if row is None:
@@ -368,6 +387,9 @@ class MemoryStore:
                 row["epoch"] += 1
             self._append(row, change.events)
             self._announce(row["saga_type"], notify and change.bump_epoch)
+            if spawn is not None:
+                self._insert(spawn)
+                self._announce(spawn.saga_type, notify)
             return run_of(row)
 
     # -- reads --------------------------------------------------------------------------
@@ -375,13 +397,13 @@ class MemoryStore:
     def _visible(self, run_id: str) -> Row | None:
         return None if run_id in self._pending else self._runs.get(run_id)
 
-    def _active(self, types: set[str]) -> Iterator[Row]:
+    def _active(self, saga_types: SagaTypes | None = None) -> Iterator[Row]:
+        """Active visible runs (of ``saga_types`` only, when given)."""
+        covers = type_matcher(saga_types) if saga_types is not None else None
         for run_id, row in self._runs.items():
-            if (
-                row["status"] in _ACTIVE
-                and row["saga_type"] in types
-                and run_id not in self._pending
-            ):
+            if row["status"] not in _ACTIVE or run_id in self._pending:
+                continue
+            if covers is None or covers(row["saga_type"], row["saga_version"]):
                 yield row
 
     async def get(self, run_id: str) -> SagaRun | None:
@@ -412,13 +434,21 @@ class MemoryStore:
         ids: Collection[str] | None = None,
         limit: int = 50,
         offset: int = 0,
+        orphaned: bool = False,
+        forked_from: str | None = None,
     ) -> list[SagaRun]:
         """Runs matching every given filter, newest first."""
         check = row_filter(
             status, saga_type, started_by, created_after, created_before, needs_attention, ids
         )
+        orphans = {r["id"] for r in self._orphans(await self.live_workers())} if orphaned else None
         rows = [
-            row for run_id, row in self._runs.items() if run_id not in self._pending and check(row)
+            row
+            for run_id, row in self._runs.items()
+            if run_id not in self._pending
+            and check(row)
+            and (orphans is None or run_id in orphans)
+            and (forked_from is None or row["forked_from"] == forked_from)
         ]
         rows.sort(key=lambda r: (r["created_at"], r["id"]), reverse=True)
         return [run_of(row) for row in rows[offset : offset + limit]]

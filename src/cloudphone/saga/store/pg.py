@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from cloudphone.saga.ports import Clock
 from cloudphone.saga.progress import Progress
 from cloudphone.saga.records import SagaRun
+from cloudphone.saga.store.base import SagaTypes
 from cloudphone.saga.store.batch import Batcher
 from cloudphone.saga.store.disconnects import (
     CONNECT_TIMEOUT,
@@ -47,6 +48,7 @@ from cloudphone.saga.store.pg_sql import (
     iso,
     progress_item,
     run_from_record,
+    type_arrays,
 )
 
 SERVER_SETTINGS = {
@@ -233,7 +235,7 @@ class PgFastPath:
         self,
         worker_id: str,
         limit: int,
-        saga_types: Sequence[str],
+        saga_types: SagaTypes,
         now: datetime,
         own: str | None,
         exclude: Sequence[str],
@@ -246,13 +248,14 @@ class PgFastPath:
         this worker claimed at one of ``lost_claims`` (claims whose answer was lost) are
         claimed again as if fresh.
         """
+        names, versions = type_arrays(saga_types)
         try:
             pool = await self.pool()
             async with pool.acquire() as conn:
                 until = self._clock.now() + self._lease
                 rows = await conn.fetch(
                     CLAIM_SQL,
-                    list(saga_types),
+                    names,
                     now,
                     own,
                     limit,
@@ -261,6 +264,7 @@ class PgFastPath:
                     list(exclude),
                     takeover_before or now,
                     list(lost_claims),
+                    versions,
                 )
         except Exception as error:
             _unavailable(error, "claim")

@@ -15,12 +15,14 @@ from typing import Any
 
 from cloudphone.saga.progress import Progress
 from cloudphone.saga.records import SagaRun
+from cloudphone.saga.store.base import SagaTypes, split_types
 from cloudphone.saga.store.rows import progress_values, run_from_row
 
 _RUN_COLUMNS = """id, saga_type, status, current_step, attempt, data::text AS data,
     error::text AS error, compensation_cause, idempotency_key, started_by, epoch, owner,
     lease_expires_at, next_run_at, deadline_at, deadline_noted, cancel_requested, last_seq,
-    resolution, created_at, updated_at, finished_at, trace_context::text AS trace_context"""
+    resolution, created_at, updated_at, finished_at, trace_context::text AS trace_context,
+    saga_version, forked_from"""
 
 COMMIT_SQL = """
 WITH x AS (
@@ -61,15 +63,16 @@ WITH x AS (
     SELECT * FROM jsonb_to_recordset(CAST($1 AS text)::jsonb) AS x(
         id text, saga_type text, status text, current_step text, data jsonb,
         idempotency_key text, started_by text, owner text, lease_expires_at timestamptz,
-        deadline_at timestamptz, now timestamptz, detail jsonb, notify bool, trace_context jsonb)
+        deadline_at timestamptz, now timestamptz, detail jsonb, notify bool, trace_context jsonb,
+        saga_version int, forked_from text)
 ), r AS (
     INSERT INTO saga_runs (id, saga_type, status, current_step, attempt, data, error,
         compensation_cause, idempotency_key, started_by, epoch, owner, lease_expires_at,
         next_run_at, deadline_at, deadline_noted, cancel_requested, last_seq, resolution,
-        created_at, updated_at, finished_at, trace_context)
+        created_at, updated_at, finished_at, trace_context, saga_version, forked_from)
     SELECT id, saga_type, status, current_step, 1, data, NULL, NULL, idempotency_key,
         started_by, 1, owner, lease_expires_at, now, deadline_at, false, false, 1, NULL,
-        now, now, NULL, trace_context
+        now, now, NULL, trace_context, saga_version, forked_from
     FROM x
     ON CONFLICT (saga_type, idempotency_key) DO NOTHING
     RETURNING id
@@ -91,6 +94,10 @@ WITH c AS (
     FROM saga_runs
     WHERE status IN ('PENDING', 'RUNNING', 'COMPENSATING')
       AND saga_type = ANY($1::text[]) AND next_run_at <= $2
+      -- The versions this worker drives: $10[i] for $1[i] (NULL: every version of it).
+      AND EXISTS (SELECT 1 FROM unnest($1::text[], $10::int[]) AS k(saga_type, saga_version)
+                  WHERE k.saga_type = saga_runs.saga_type
+                    AND (k.saga_version IS NULL OR k.saga_version = saga_runs.saga_version))
       AND (owner IS NULL OR lease_expires_at < $8 OR owner = $3
            OR (owner = $5 AND updated_at = ANY($9::timestamptz[])))
       AND NOT (id = ANY($7::text[]))
@@ -186,7 +193,15 @@ def insert_item(values: Mapping[str, Any], detail: dict[str, Any], notify: bool)
         "detail": detail,
         "notify": notify,
         "trace_context": values["trace_context"],
+        "saga_version": values["saga_version"],
+        "forked_from": values["forked_from"],
     }
+
+
+def type_arrays(saga_types: SagaTypes) -> tuple[list[str], list[int | None]]:
+    """CLAIM_SQL's parallel arrays: saga types ($1) and their versions ($10, NULL for any)."""
+    names, pairs = split_types(saga_types)
+    return [*names, *(n for n, _ in pairs)], [*(None for _ in names), *(v for _, v in pairs)]
 
 
 def iso(at: datetime | None) -> str | None:

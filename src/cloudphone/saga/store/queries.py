@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Collection
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from cloudphone.saga.errors import SagaNotFoundError
+from cloudphone.saga.ports import Clock
 from cloudphone.saga.progress import OperatorChange
 from cloudphone.saga.records import SagaEvent, SagaRun
 from cloudphone.saga.state import SagaStatus
-from cloudphone.saga.store import pg_sql
+from cloudphone.saga.store import pg_sql, workers
+from cloudphone.saga.store.base import NewRun
 from cloudphone.saga.store.database import Database
 from cloudphone.saga.store.rows import event_from_row, event_rows, run_from_row
 from cloudphone.saga.store.tables import saga_events, saga_runs
@@ -25,16 +28,29 @@ class RunQueries:
     """The read side of the store, plus the locked read-modify-write of operator actions."""
 
     db: Database
+    lease: timedelta
+    clock: Clock
     _fast: PgFastPath | None
+
+    if TYPE_CHECKING:
+
+        async def insert_run_txn(  # noqa: D102 - SqlStore's, documented there
+            self, conn: AsyncConnection, new: NewRun, notify: bool
+        ) -> tuple[str, bool]: ...
 
     # -- operator actions ---------------------------------------------------------------
 
     async def operate(
-        self, run_id: str, decide: Callable[[SagaRun], OperatorChange], notify: bool = False
+        self,
+        run_id: str,
+        decide: Callable[[SagaRun], OperatorChange],
+        notify: bool = False,
+        spawn: NewRun | None = None,
     ) -> SagaRun:
         """Apply an operator action atomically: lock the run, decide, write, append events.
 
-        With ``notify`` (PostgreSQL) idle workers are woken when the change commits.
+        ``spawn`` (a fork) is inserted in the same transaction. With ``notify`` (PostgreSQL)
+        idle workers are woken when the change commits.
         """
         async with self.db.begin() as conn:
             stmt = select(saga_runs).where(saga_runs.c.id == run_id)
@@ -68,6 +84,8 @@ class RunQueries:
                 )
             if notify and change.bump_epoch:
                 await conn.execute(select(func.pg_notify(pg_sql.NOTIFY_CHANNEL, row["saga_type"])))
+            if spawn is not None:
+                await self.insert_run_txn(conn, spawn, notify)
             return run_from_row(updated)
 
     # -- reads --------------------------------------------------------------------------
@@ -131,6 +149,8 @@ class RunQueries:
         ids: Collection[str] | None = None,
         limit: int = 50,
         offset: int = 0,
+        orphaned: bool = False,
+        forked_from: str | None = None,
     ) -> list[SagaRun]:
         """Runs matching every given filter, newest first."""
         r = saga_runs.c
@@ -149,6 +169,11 @@ class RunQueries:
             conditions.append(r.id.in_(list(ids)))
         if needs_attention:
             conditions.append(and_(r.status == SagaStatus.FAILED.value, r.resolution.is_(None)))
+        if orphaned:
+            since = workers.live_after(self.clock, self.lease)
+            conditions.append(workers.orphaned(since, self.db.is_postgres))
+        if forked_from is not None:
+            conditions.append(r.forked_from == forked_from)
         stmt = (
             select(saga_runs)
             .where(*conditions)

@@ -38,12 +38,15 @@ def new_run_values(new: NewRun, lease: timedelta) -> dict[str, Any]:
         "updated_at": new.now,
         "finished_at": None,
         "trace_context": new.trace_context,
+        "saga_version": new.saga_version,
+        "forked_from": new.forked_from,
     }
 
 
 def start_detail(new: NewRun) -> dict[str, Any]:
     """Detail of the ``saga_started`` event."""
-    return {"idempotency_key": new.idempotency_key} if new.idempotency_key else {}
+    detail = {"idempotency_key": new.idempotency_key} if new.idempotency_key else {}
+    return {**detail, **new.detail} if new.detail else detail
 
 
 def run_from_row(row: Mapping[Any, Any]) -> SagaRun:
@@ -72,6 +75,8 @@ def run_from_row(row: Mapping[Any, Any]) -> SagaRun:
         resolution=row["resolution"],
         last_seq=row["last_seq"],
         trace_context=row["trace_context"],
+        saga_version=row["saga_version"],
+        forked_from=row["forked_from"],
     )
 
 

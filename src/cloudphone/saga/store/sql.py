@@ -26,13 +26,14 @@ from cloudphone.saga.progress import NewEvent, Progress
 from cloudphone.saga.records import EventKind
 from cloudphone.saga.state import ACTIVE
 from cloudphone.saga.store import claims, lite, pg_sql, reconcile
-from cloudphone.saga.store.base import Claimed, NewRun
+from cloudphone.saga.store.base import Claimed, NewRun, SagaTypes
 from cloudphone.saga.store.database import Database
 from cloudphone.saga.store.disconnects import is_database_unavailable, unavailable
 from cloudphone.saga.store.listen import Listener
 from cloudphone.saga.store.queries import RunQueries
 from cloudphone.saga.store.rows import event_rows, new_run_values, start_detail
 from cloudphone.saga.store.tables import metadata, saga_events, saga_runs
+from cloudphone.saga.store.workers import PresenceQueries
 
 if TYPE_CHECKING:
     from cloudphone.saga.store.pg import PgFastPath
@@ -57,7 +58,7 @@ class _StepTx:
         return committed
 
 
-class SqlStore(RunQueries):
+class SqlStore(RunQueries, PresenceQueries):
     """Reads and writes of ``saga_runs`` and ``saga_events``: the SQL :class:`.base.SagaStore`.
 
     Args:
@@ -275,7 +276,7 @@ class SqlStore(RunQueries):
         self,
         worker_id: str,
         limit: int,
-        saga_types: Sequence[str],
+        saga_types: SagaTypes,
         now: datetime,
         reclaim_own: bool = False,
         exclude: Sequence[str] = (),
@@ -361,14 +362,14 @@ class SqlStore(RunQueries):
             raise
         return int(result.rowcount)
 
-    async def next_due(self, saga_types: Sequence[str]) -> datetime | None:
-        """Earliest time an unowned active run of these types becomes due."""
+    async def next_due(self, saga_types: SagaTypes) -> datetime | None:
+        """Earliest time an unowned active run of these types (and versions) becomes due."""
         r = saga_runs.c
         try:
             async with self.db.read() as conn:
                 due: datetime | None = await conn.scalar(
                     select(func.min(r.next_run_at)).where(
-                        r.status.in_(_ACTIVE), r.saga_type.in_(list(saga_types)), r.owner.is_(None)
+                        r.status.in_(_ACTIVE), claims.covered(saga_types), r.owner.is_(None)
                     )
                 )
         except Exception as error:

@@ -1,4 +1,4 @@
-"""The engine's two tables: ``saga_runs`` (current state) and ``saga_events`` (history)."""
+"""The engine's tables: ``saga_runs`` (state), ``saga_events`` (history), ``saga_workers``."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 
 from cloudphone.saga.state import ACTIVE, SagaStatus
@@ -62,6 +63,10 @@ saga_runs = Table(
     Column("finished_at", UtcDateTime),
     # W3C trace context of the start (traceparent/tracestate only), parent of the run's spans.
     Column("trace_context", JSONType),
+    # The definition's version the run is pinned to; runs from before versions are version 1.
+    Column("saga_version", Integer, nullable=False, server_default=text("1")),
+    # The run this one was forked from (a fork's own history names it too).
+    Column("forked_from", String(36)),
     UniqueConstraint("saga_type", "idempotency_key"),
     CheckConstraint(f"status IN ({_ALL_SQL})", name="status"),
     CheckConstraint("attempt >= 1", name="attempt"),
@@ -91,6 +96,8 @@ Index(
     sqlite_where=saga_runs.c.finished_at.is_not(None),
 )
 
+Index("ix_saga_runs_forked_from", saga_runs.c.forked_from)
+
 saga_events = Table(
     "saga_events",
     metadata,
@@ -107,3 +114,17 @@ saga_events = Table(
     Column("detail", JSONType, nullable=False),
     Column("at", UtcDateTime, nullable=False),
 )
+
+saga_workers = Table(
+    "saga_workers",
+    metadata,
+    Column("worker_id", String(200), primary_key=True),
+    # The (saga type, version) pairs it drives, as a JSON array of [name, version] arrays.
+    Column("sagas", JSONType, nullable=False),
+    Column("started_at", UtcDateTime, nullable=False),
+    # Refreshed about once per lease; a worker is live while this is within two leases.
+    Column("heartbeat_at", UtcDateTime, nullable=False),
+    Column("host", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+)
+"""The live workers and what they can drive: which runs no live worker knows (orphans)."""

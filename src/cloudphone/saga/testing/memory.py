@@ -46,7 +46,7 @@ class MemoryEngine(SagaEngine):
     with the SQL store's semantics (one contract suite covers both). Every wait of the engine
     is measured on ``clock``, by default a :class:`ManualClock`: retries, deadlines, step
     timeouts and lease expiries happen when the test moves it (:meth:`advance`), never by
-    themselves. Fork is not offered yet.
+    themselves. Operator actions (retry, cancel, resolve, migrate, fork) work as on SQL.
 
     Example::
 
@@ -98,7 +98,7 @@ class MemoryEngine(SagaEngine):
             rand=rand or _full_backoff,
         )
         if database is None:
-            _refuse_transactional(self.sagas.values())
+            _refuse_transactional(self.registry.values())
         self._crashes = 0
 
     @asynccontextmanager
@@ -218,7 +218,7 @@ class MemoryEngine(SagaEngine):
         """Runs the worker drives or could claim now; attempts parked by ``hang`` excepted."""
         parked = sum(1 for run_id in self.faults.hanging if worker.drives(run_id))
         running = worker.in_flight - parked
-        return running or int(self.memory.claimable(list(self.sagas), self.clock.now(), ()))
+        return running or int(self.memory.claimable(list(self.registry), self.clock.now(), ()))
 
 
 def _refuse_transactional(sagas: Iterable[Saga]) -> None:
