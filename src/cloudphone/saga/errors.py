@@ -86,3 +86,14 @@ class StaleStateError(SagaError):
     Internal: the runner reloads the run (it still holds the lease) and goes on from what is
     stored.
     """
+
+
+class NestedWriteError(NonRetryableError, SagaError, RuntimeError):
+    """A second write transaction on SQLite while this task holds one (it would wait forever).
+
+    SQLite has one writer: a transactional step holds the write lock until it commits, so a
+    write through another transaction from inside it (``engine.start()`` without
+    ``session=``, an operator action, a service call that opens its own transaction) would
+    wait for the step, which waits for it. Write through the open transaction instead
+    (``session=ctx.session``). Retrying cannot help, so a step that raises it is not retried.
+    """
