@@ -72,8 +72,9 @@ class LeaseLostError(SagaError):
 class DatabaseUnavailableError(SagaError):
     """The database could not be reached, or it dropped the connection mid-statement.
 
-    Raised for refused or reset connections, a server shutting down or starting up, and an
-    exhausted connection pool. A write in flight when it was raised may or may not have
+    Raised for refused or reset connections, a server shutting down or starting up, an
+    exhausted connection pool, and on SQLite a write lock that another process held past the
+    busy timeout. A write in flight when it was raised may or may not have
     committed. The engine's own writes recover from it by themselves (retried with backoff,
     fenced so they apply at most once); a caller of ``start()`` may retry (with the same
     ``idempotency_key`` to be safe). The API answers it with 503 and ``Retry-After``.

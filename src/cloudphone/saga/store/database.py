@@ -29,7 +29,7 @@ from sqlalchemy.engine import URL, Connection, Dialect, ExceptionContext, make_u
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 
-from cloudphone.saga.errors import NestedWriteError
+from cloudphone.saga.errors import DatabaseUnavailableError, NestedWriteError
 from cloudphone.saga.store import sqlite_inline
 from cloudphone.saga.store.disconnects import (
     CONNECT_TIMEOUT,
@@ -109,6 +109,8 @@ class Database:
             NestedWriteError: SQLite, and this task (or the task that started it) is inside
                 a write transaction of the same file already: the new one would wait for it
                 forever. Write through the open transaction's connection instead.
+            DatabaseUnavailableError: SQLite, and another process held the write lock past
+                the busy timeout (the engine waits that out as an outage).
         """
         if self._write_lock is None:
             async with self.engine.begin() as conn:
@@ -128,6 +130,13 @@ class Database:
             try:
                 async with self.engine.begin() as conn:
                     yield conn
+            except Exception as error:
+                if sqlite_inline.sqlite_busy(getattr(error, "orig", None) or error):
+                    raise DatabaseUnavailableError(
+                        f"another process held the write lock of {self._file} past the busy "
+                        f"timeout: {error}"
+                    ) from error
+                raise
             finally:
                 writing.open = False  # tasks started meanwhile keep a copy of the variable
                 _WRITING.reset(token)

@@ -216,6 +216,7 @@ class InlineConnection:
         self._overran = False
         self._conn: sqlite3.Connection | None = None
         self._connection: sqlite3.Connection | None = None  # SQLAlchemy tests it for "open"
+        self._threaded: asyncio.Future[Any] | None = None
         self._tx = _InlineQueue()
 
     def __await__(self) -> Generator[Any, None, InlineConnection]:
@@ -288,7 +289,7 @@ class InlineConnection:
 
     async def _in_thread(self, conn: sqlite3.Connection, call: Callable[[], T]) -> T:
         conn.set_progress_handler(None, 0)
-        future = asyncio.get_running_loop().run_in_executor(None, call)
+        future = self._threaded = asyncio.get_running_loop().run_in_executor(None, call)
         try:
             return await asyncio.shield(future)
         except asyncio.CancelledError:
@@ -298,7 +299,7 @@ class InlineConnection:
             await _settled(future)
             raise
         finally:
-            if future.done():
+            if future.done() and self._conn is conn:  # not closed meanwhile
                 conn.set_progress_handler(self._progress, _PROGRESS_STEP)
 
     @property
@@ -333,9 +334,16 @@ class InlineConnection:
 
     def stop(self) -> None:
         """Close at once (SQLAlchemy's terminate)."""
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = self._connection = None
+        conn, self._conn, self._connection = self._conn, None, None
+        if conn is None:
+            return
+        threaded = self._threaded
+        if threaded is not None and not threaded.done():
+            # Closing under a running statement would crash sqlite3: stop it, close after.
+            conn.interrupt()
+            threaded.add_done_callback(lambda _: conn.close())
+            return
+        conn.close()
 
     async def create_function(self, *args: Any, **kwargs: Any) -> None:
         """Register a SQL function."""
