@@ -110,6 +110,14 @@ class InlineCursor:
         self._cursor = cursor
         self._rows: deque[Any] = deque()
 
+    def __await__(self) -> Generator[Any, None, InlineCursor]:
+        # aiosqlite's cursor() gives an awaitable that is also a context manager: SQLAlchemy
+        # 2.0 awaits it, 2.1 enters it.
+        return self._itself().__await__()
+
+    async def _itself(self) -> InlineCursor:
+        return self
+
     async def __aenter__(self) -> InlineCursor:
         return self
 
