@@ -28,7 +28,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from cloudphone.saga import Saga, SagaEngine, StepContext
-from cloudphone.saga.store.database import Database, create_sqlite_engine
+from cloudphone.saga.store.database import Database
 
 LONG = (
     "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < :n) "
@@ -37,8 +37,12 @@ LONG = (
 
 
 def database(driver: str) -> Database:
-    url = sa.make_url(f"sqlite+aiosqlite:///{tempfile.mkdtemp()}/stall.db")
-    return Database(create_sqlite_engine(url, 30_000, threaded=driver == "aiosqlite"))
+    url = f"sqlite+aiosqlite:///{tempfile.mkdtemp()}/stall.db"
+    if driver == "inline":
+        return Database(url)  # what the engine builds by default
+    from cloudphone.saga.store.database import create_sqlite_engine
+
+    return Database(create_sqlite_engine(sa.make_url(url), 30_000, threaded=True))
 
 
 async def long_read(db: Database, rows: int) -> float:
@@ -113,7 +117,7 @@ async def main() -> None:
             results["timer"].append(await timer_late(db, args.rows, args.due))
             results["step timeout"].append(await step_timeout_late(db, args.rows, args.due))
     finally:
-        await db.dispose()
+        await db.engine.dispose()
     print(
         f"driver={args.driver} rows={args.rows} due={args.due * 1000:.0f} ms rounds={args.rounds}"
     )

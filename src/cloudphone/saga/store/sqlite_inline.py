@@ -23,7 +23,7 @@ Two things could still hold the event loop, and neither does:
 
 SQLAlchemy's adapter reaches into aiosqlite's connection (``_connection``, ``_conn``, ``_tx``),
 so this shape is tested against the SQLAlchemy versions pinned in ``pyproject.toml``
-(``tests/unit/test_sqlite_inline.py``).
+(``tests/integration/saga/test_sqlite_driver.py``).
 """
 
 from __future__ import annotations
