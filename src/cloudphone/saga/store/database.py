@@ -62,7 +62,8 @@ class Database:
             requests beyond it wait for a free connection.
         max_overflow: Extra connections allowed under load (PostgreSQL). They are closed when
             returned, so a busy worker would pay a new connection per step: keep it small.
-        busy_timeout_ms: How long SQLite waits for another process's write lock.
+        busy_timeout_ms: How long SQLite waits for another process's write lock (without
+            blocking the event loop); past it the write raises DatabaseUnavailableError.
     """
 
     def __init__(
