@@ -1,5 +1,7 @@
 """Saga start over HTTP at a fixed request rate, against ``cloudphone serve`` on PostgreSQL.
 
+(``--db sqlite``: on a fresh SQLite file instead, the embedded default.)
+
 Open loop: request i is due at ``start + i / rate`` whether or not earlier ones answered, and
 its latency counts from that due time (no coordinated omission). The server is a real
 ``cloudphone serve`` child process on a fresh PostgreSQL database; each request is
@@ -9,6 +11,7 @@ reach COMPLETED.
     python bench/api.py --rate 200 --duration 30                      # serve + embedded worker
     python bench/api.py --rate 200 --duration 30 --mode separate      # + 1 worker process
     python bench/api.py --rate 200 --duration 30 --mode deferred      # workers start after
+    python bench/api.py --db sqlite --rate 50 --duration 20           # embedded, on SQLite
 
 Target (issue 3): p99 <= 10 ms at 200 req/s on PostgreSQL.
 """
@@ -63,6 +66,7 @@ class Result:
     service_p99_ms: float
     completed: int
     drain_s: float
+    server_cpu_ms_per_saga: float
     command: str
     host: str
     cpus: int
@@ -147,9 +151,21 @@ async def drain(base_url: str, count: int, patience: float = 120) -> tuple[int, 
             await asyncio.sleep(0.5)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run(args: argparse.Namespace) -> Result:
-    url = args.database_url or create_postgres_database("cloudphone_bench")
     workdir = Path(tempfile.mkdtemp(prefix="cloudphone-bench-"))
+    fresh = args.database_url is None and args.db == "postgres"
+    if args.database_url:
+        url = args.database_url
+    elif args.db == "sqlite":
+        url = f"sqlite+aiosqlite:///{workdir / 'bench.db'}"
+    else:
+        url = create_postgres_database("cloudphone_bench")
     env = child_env(
         workdir / "var",
         url,
@@ -174,6 +190,7 @@ def run(args: argparse.Namespace) -> Result:
         if args.mode == "separate":
             start_workers()
         base_url = str(server.base_url)
+        cpu_before = cpu_seconds(server.pid)
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             latencies, service, errors, ids = runner.run(
                 load(base_url, args.rate, args.duration, args.warmup)
@@ -181,10 +198,11 @@ def run(args: argparse.Namespace) -> Result:
             if args.mode == "deferred":
                 start_workers()
             completed, drain_s = runner.run(drain(base_url, len(ids)))
+        server_cpu = cpu_seconds(server.pid) - cpu_before
     finally:
         for process in processes:
             process.stop()
-        if not args.database_url:
+        if fresh:
             drop_postgres_database(url)
     latencies.sort()
     service.sort()
@@ -203,6 +221,7 @@ def run(args: argparse.Namespace) -> Result:
         service_p99_ms=round(percentile(service, 0.99), 2),
         completed=completed,
         drain_s=round(drain_s, 1),
+        server_cpu_ms_per_saga=round(server_cpu / max(len(ids), 1) * 1000, 3),
         command="python " + " ".join(sys.argv),
         host=host.node(),
         cpus=os.cpu_count() or 0,
@@ -229,6 +248,8 @@ def main() -> None:
     )
     parser.add_argument("--workers", type=int, default=1, help="worker processes (not embedded)")
     parser.add_argument("--pool", type=int, default=10, help="PostgreSQL pool per process")
+    parser.add_argument("--db", choices=["postgres", "sqlite"], default="postgres",
+                        help="a fresh PostgreSQL database, or a fresh SQLite file")
     parser.add_argument("--database-url", help="existing PostgreSQL (default: a fresh database)")
     parser.add_argument("--save", type=Path, help="append the result as a JSON line to this file")
     args = parser.parse_args()

@@ -27,6 +27,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 
 from cloudphone.saga import Saga, SagaEngine, StepContext
+from cloudphone.saga.store.database import Database, create_sqlite_engine
 from cloudphone.saga.store.tables import saga_runs
 
 
@@ -151,17 +152,26 @@ async def main() -> None:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--latency-samples", type=int, default=300)
     parser.add_argument("--trace", action="store_true", help="OpenTelemetry spans on")
+    parser.add_argument("--sqlite-driver", choices=["inline", "aiosqlite"], default="inline",
+                        help="SQLite: the engine's inline driver or SQLAlchemy's stock aiosqlite")
     args = parser.parse_args()
     url = database_url(args.db)
     saga = build_saga(f"bench_{uuid.uuid4().hex[:6]}")
-    engine = SagaEngine(url, [saga], worker_id="bench", **tracing(args.trace))
+    database: Any = url
+    if args.db == "sqlite":
+        threaded = args.sqlite_driver == "aiosqlite"
+        database = Database(create_sqlite_engine(sa.make_url(url), 30_000, threaded=threaded))
+    engine = SagaEngine(database, [saga], worker_id="bench", **tracing(args.trace))
     await engine.create_schema()
     try:
         lat = await latency(engine, saga, args.latency_samples)
         thr = await throughput(engine, saga, args.sagas, args.concurrency, url)
     finally:
         await engine.close()
-    print(f"db={args.db} sagas={args.sagas} concurrency={args.concurrency} trace={args.trace}")
+        await engine.db.engine.dispose()
+    driver = f" driver={args.sqlite_driver}" if args.db == "sqlite" else ""
+    print(f"db={args.db}{driver} sagas={args.sagas} concurrency={args.concurrency} "
+          f"trace={args.trace}")
     print(f"  throughput: {thr['sagas_per_s']:.0f} sagas/s ({thr['elapsed_s']:.2f} s), "
           f"CPU {thr['cpu_ms_per_saga']:.3f} ms per saga (this process, all threads)")
     print(f"  latency (one at a time): p50 {lat['p50_ms']:.2f} ms, p99 {lat['p99_ms']:.2f} ms")

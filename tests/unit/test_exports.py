@@ -14,6 +14,7 @@ EXPECTED = [
     "EventKind",
     "InvalidSagaInputError",
     "InvalidTransitionError",
+    "NestedWriteError",
     "NonRetryableError",
     "OperatorActionError",
     "RetryLater",

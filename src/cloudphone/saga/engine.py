@@ -24,6 +24,7 @@ from cloudphone.saga.engine_versions import VersionActions
 from cloudphone.saga.errors import (
     DatabaseUnavailableError,
     InvalidSagaInputError,
+    NestedWriteError,
     OperatorActionError,
     SagaNotFoundError,
     UnknownSagaTypeError,
@@ -154,7 +155,13 @@ class SagaEngine(VersionActions):
                 store them).
             idempotency_key: Same (saga_type, key) returns the first run's id.
             session: The caller's transaction to join: the run exists only if it commits.
+                Inside a transactional step pass ``ctx.session``.
             started_by: Who asked (a user id), for auditing and access checks.
+
+        Raises:
+            NestedWriteError: No ``session=``, and this task is inside a write transaction
+                of the engine's SQLite database (a transactional step): a transaction of
+                its own would wait for that one forever.
         """
         started = await self.start_run(
             saga_type,
@@ -180,6 +187,11 @@ class SagaEngine(VersionActions):
         run was inserted a moment ago by a concurrent call. With ``session=`` the run is
         created only if the caller commits; ``saga_started_total`` counts it then.
         """
+        if session is None:
+            self._refuse_nested_write(
+                "engine.start() without session=",
+                "pass session=ctx.session, so the run starts if the step commits",
+            )
         saga = self.registry.require(saga_type)  # the newest version: the run is pinned to it
         _check_input(data, idempotency_key, started_by)
         now = self.clock.now()
@@ -226,6 +238,20 @@ class SagaEngine(VersionActions):
             # fires on commit instead.
             worker.wake()
         return StartedRun(run_id, inserted)
+
+    def _refuse_nested_write(self, what: str, instead: str) -> None:
+        """Refuse an engine write (or wait) inside a write transaction of its SQLite database.
+
+        SQLite has one writer, and that transaction (a transactional step's) holds it until
+        it commits: what needs a write of its own would wait for it forever (see
+        :meth:`Database.writing`). PostgreSQL and a store without a database never refuse.
+        """
+        db = self.store.db
+        if db is not None and db.writing():
+            raise NestedWriteError(
+                f"{what} inside a write transaction of this engine's SQLite database (a "
+                f"transactional step?) would wait for that transaction forever: {instead}"
+            )
 
     def _count_start(self, saga_type: str, session: AsyncConnection | None) -> None:
         if session is None:
@@ -395,7 +421,15 @@ class SagaEngine(VersionActions):
 
         Raises:
             TimeoutError: Still active after ``timeout`` seconds.
+            NestedWriteError: The run is not terminal, and this task is inside a write
+                transaction of the engine's SQLite database (a transactional step): the
+                run cannot move until that transaction commits.
         """
+        if (db := self.store.db) is not None and db.writing():
+            run = await self.get(saga_id)
+            if run.status.is_terminal:
+                return run
+            self._refuse_nested_write(f"wait() for saga {saga_id}", "wait after the step")
         loop = asyncio.get_running_loop()
         until = loop.time() + timeout
         delay = 0.005
@@ -475,6 +509,7 @@ class SagaEngine(VersionActions):
         spawn: NewRun | None = None,
     ) -> SagaRun:
         """Apply an operator decision (and insert ``spawn``, a fork, with it); wake workers."""
+        self._refuse_nested_write("an operator action", "act from a plain step, or after it")
         run = await self.store.operate(saga_id, decide, notify=self.store.announces, spawn=spawn)
         if run.status.is_terminal:
             self._resolve_waiters(run.id)

@@ -72,8 +72,9 @@ class LeaseLostError(SagaError):
 class DatabaseUnavailableError(SagaError):
     """The database could not be reached, or it dropped the connection mid-statement.
 
-    Raised for refused or reset connections, a server shutting down or starting up, and an
-    exhausted connection pool. A write in flight when it was raised may or may not have
+    Raised for refused or reset connections, a server shutting down or starting up, an
+    exhausted connection pool, and on SQLite a write lock that another process held past the
+    busy timeout. A write in flight when it was raised may or may not have
     committed. The engine's own writes recover from it by themselves (retried with backoff,
     fenced so they apply at most once); a caller of ``start()`` may retry (with the same
     ``idempotency_key`` to be safe). The API answers it with 503 and ``Retry-After``.
@@ -85,4 +86,15 @@ class StaleStateError(SagaError):
 
     Internal: the runner reloads the run (it still holds the lease) and goes on from what is
     stored.
+    """
+
+
+class NestedWriteError(NonRetryableError, SagaError, RuntimeError):
+    """A second write transaction on SQLite while this task holds one (it would wait forever).
+
+    SQLite has one writer: a transactional step holds the write lock until it commits, so a
+    write through another transaction from inside it (``engine.start()`` without
+    ``session=``, an operator action, a service call that opens its own transaction) would
+    wait for the step, which waits for it. Write through the open transaction instead
+    (``session=ctx.session``). Retrying cannot help, so a step that raises it is not retried.
     """

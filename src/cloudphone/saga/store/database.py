@@ -8,23 +8,29 @@ connection that cannot be made raises :class:`~cloudphone.saga.errors.DatabaseUn
 
 SQLite (the embedded default) gets WAL, a busy timeout, ``BEGIN IMMEDIATE`` for writes and an
 in-process lock, so this process is a single writer and never trips over SQLite's
-lock-upgrade deadlock.
+lock-upgrade deadlock. A task that already holds that lock (a transactional step) and opens a
+second write transaction is told so at once (:class:`NestedWriteError`) instead of waiting for
+itself. Statements run inline on the event loop (see :mod:`.sqlite_inline`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.dialects import registry
 from sqlalchemy.engine import URL, Connection, Dialect, ExceptionContext, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 
+from cloudphone.saga.errors import DatabaseUnavailableError, NestedWriteError
+from cloudphone.saga.store import sqlite_inline
 from cloudphone.saga.store.disconnects import (
     CONNECT_TIMEOUT,
     driver_error_unavailable,
@@ -34,9 +40,16 @@ from cloudphone.saga.store.disconnects import (
 
 _READ_ONLY = "cloudphone_read_only"
 
-registry.register(
-    "sqlite.cloudphone_inline", "cloudphone.saga.store.sqlite_inline", "SQLiteDialect_inline"
-)
+
+@dataclass
+class _Writing:
+    """A SQLite write transaction held by the task that set it (and the tasks it starts)."""
+
+    file: str
+    open: bool = True
+
+
+_WRITING: ContextVar[_Writing | None] = ContextVar("cloudphone_sqlite_writing", default=None)
 
 
 class Database:
@@ -49,7 +62,8 @@ class Database:
             requests beyond it wait for a free connection.
         max_overflow: Extra connections allowed under load (PostgreSQL). They are closed when
             returned, so a busy worker would pay a new connection per step: keep it small.
-        busy_timeout_ms: How long SQLite waits for another process's write lock.
+        busy_timeout_ms: How long SQLite waits for another process's write lock (without
+            blocking the event loop); past it the write raises DatabaseUnavailableError.
     """
 
     def __init__(
@@ -72,13 +86,14 @@ class Database:
         if self.dialect not in ("postgresql", "sqlite"):
             raise ValueError(f"unsupported database {self.dialect!r}: use PostgreSQL or SQLite")
         self._write_lock = asyncio.Lock() if self.dialect == "sqlite" else None
+        self._file = os.path.realpath(self._url.database or "") if self._write_lock else ""
 
     @property
     def url(self) -> URL:
         """The URL as given (the password is hidden when rendered as a string).
 
-        For SQLite it keeps the public ``sqlite+aiosqlite`` name; the engine underneath uses
-        the inline driver (see ``sqlite_inline``).
+        For SQLite it keeps the public ``sqlite+aiosqlite`` name; the connections underneath
+        are the inline driver's (see ``sqlite_inline``).
         """
         return self._url
 
@@ -89,13 +104,53 @@ class Database:
 
     @asynccontextmanager
     async def begin(self) -> AsyncIterator[AsyncConnection]:
-        """A write transaction: commits when the block ends, rolls back if it raises."""
+        """A write transaction: commits when the block ends, rolls back if it raises.
+
+        Raises:
+            NestedWriteError: SQLite, and this task (or the task that started it) is inside
+                a write transaction of the same file already: the new one would wait for it
+                forever. Write through the open transaction's connection instead.
+            DatabaseUnavailableError: SQLite, and another process held the write lock past
+                the busy timeout (the engine waits that out as an outage).
+        """
         if self._write_lock is None:
             async with self.engine.begin() as conn:
                 yield conn
             return
-        async with self._write_lock, self.engine.begin() as conn:
-            yield conn
+        if self.writing():
+            raise NestedWriteError(
+                f"this task already holds the write transaction of the SQLite file {self._file} "
+                "(a transactional step's ctx.session, or an outer Database.begin()); SQLite "
+                "has one writer, so a second write transaction would wait for it forever: "
+                "write through the open transaction's connection (engine.start(..., "
+                "session=ctx.session), a service call given that connection)"
+            )
+        async with self._write_lock:
+            writing = _Writing(self._file)
+            token = _WRITING.set(writing)
+            try:
+                async with self.engine.begin() as conn:
+                    yield conn
+            except Exception as error:
+                if sqlite_inline.sqlite_busy(getattr(error, "orig", None) or error):
+                    raise DatabaseUnavailableError(
+                        f"another process held the write lock of {self._file} past the busy "
+                        f"timeout: {error}"
+                    ) from error
+                raise
+            finally:
+                writing.open = False  # tasks started meanwhile keep a copy of the variable
+                _WRITING.reset(token)
+
+    def writing(self) -> bool:
+        """Whether this task is inside a write transaction of this SQLite file.
+
+        True within :meth:`begin` (a transactional step's ``ctx.session`` included), also in
+        tasks started from there while it is open; always False on PostgreSQL, where
+        concurrent write transactions do not wait for each other as a whole.
+        """
+        writing = _WRITING.get()
+        return writing is not None and writing.open and writing.file == self._file
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
@@ -115,7 +170,7 @@ def _create_engine(
     url: URL, pool_size: int, max_overflow: int, busy_timeout_ms: int
 ) -> AsyncEngine:
     if url.get_backend_name() == "sqlite":
-        return _create_sqlite_engine(url, busy_timeout_ms)
+        return create_sqlite_engine(url, busy_timeout_ms)
     asyncpg = url.get_driver_name() == "asyncpg"
     # psycopg learns that the server closed a connection only when it next uses it, so its
     # pool pings on checkout (a round trip); asyncpg's is_closed() check below is free.
@@ -162,20 +217,32 @@ def _survive_restarts(engine: AsyncEngine) -> None:
             context.is_disconnect = True
 
 
-def _create_sqlite_engine(url: URL, busy_timeout_ms: int) -> AsyncEngine:
+def create_sqlite_engine(url: URL, busy_timeout_ms: int, *, threaded: bool = False) -> AsyncEngine:
+    """The engine :class:`Database` builds for a SQLite file.
+
+    Args:
+        url: ``sqlite+aiosqlite:///path.db``.
+        busy_timeout_ms: How long to wait for another process's write lock.
+        threaded: SQLAlchemy's stock aiosqlite driver (a helper thread per connection)
+            instead of the inline one; for comparison (``bench/engine.py --sqlite-driver``).
+    """
     database = url.database or ""
     if database in ("", ":memory:") or "mode=memory" in str(url):
         raise ValueError(
             "SQLite needs a file (sqlite+aiosqlite:///path/to.db): workers, the API and the CLI "
             "share it, which an in-memory database cannot do"
         )
-    # Same SQLite, no helper thread: see sqlite_inline for why.
-    engine = create_async_engine(
-        url.set(drivername="sqlite+cloudphone_inline"),
-        pool_size=5,
-        max_overflow=5,
-        connect_args={"busy_timeout": busy_timeout_ms / 1000},
-    )
+    if threaded:
+        engine = create_async_engine(
+            url, pool_size=5, max_overflow=5, connect_args={"timeout": busy_timeout_ms / 1000}
+        )
+    else:
+        # Same SQLite, no helper thread: see sqlite_inline for why.
+        async def connect() -> sqlite_inline.InlineConnection:
+            return await sqlite_inline.connect(database, busy_timeout=busy_timeout_ms / 1000)
+
+        engine = create_async_engine(url, pool_size=5, max_overflow=5, async_creator=connect)
+    busy_pragma = busy_timeout_ms if threaded else 0
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -186,7 +253,8 @@ def _create_sqlite_engine(url: URL, busy_timeout_ms: int) -> AsyncEngine:
         # WAL + NORMAL: a killed process loses nothing committed; only an OS crash or power
         # loss may drop the last commits (never corrupting). Steps are idempotent by contract.
         cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute("PRAGMA busy_timeout=0")  # the driver retries without blocking the loop
+        # The inline driver retries without blocking the loop; aiosqlite waits on its thread.
+        cursor.execute(f"PRAGMA busy_timeout={busy_pragma}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from sqlalchemy import exc as sa_exc
 
 from cloudphone.saga.errors import DatabaseUnavailableError
+from cloudphone.saga.store.sqlite_inline import sqlite_busy
 
 CONNECT_TIMEOUT = 5.0
 """Seconds a new connection may take: past it the server counts as unreachable (and the caller
@@ -40,9 +41,12 @@ _CLOSED_MESSAGES = ("connection is closed", "underlying connection is closed")
 def driver_error_unavailable(error: BaseException) -> bool:
     """Whether a driver error (asyncpg, psycopg or SQLAlchemy's adapter of one) is trouble.
 
-    Trouble: the connection is gone, or the server cannot serve now. Decided by class names
-    and SQLSTATEs, so no driver needs to be installed to ask.
+    Trouble: the connection is gone, or the server cannot serve now; on SQLite, another
+    process held the write lock past the busy timeout. Decided by class names, SQLSTATEs and
+    SQLite error codes, so no driver needs to be installed to ask.
     """
+    if sqlite_busy(error):
+        return True
     if _asyncpg_class(error, "ConnectionDoesNotExistError"):
         return True
     if _asyncpg_class(error, "InterfaceError"):
