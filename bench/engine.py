@@ -20,6 +20,7 @@ import statistics
 import tempfile
 import time
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import psycopg
@@ -127,7 +128,7 @@ async def latency(engine: SagaEngine, saga: Saga, n: int) -> dict[str, float]:
         for i in range(n):
             t0 = time.perf_counter()
             saga_id = await engine.start(saga.name, {"i": i})
-            await engine.wait(saga_id, timeout=30)
+            await engine.wait(saga_id, timeout=timedelta(seconds=30))
             samples.append((time.perf_counter() - t0) * 1000)
     samples.sort()
     return {"p50_ms": statistics.median(samples),

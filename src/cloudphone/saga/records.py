@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -16,8 +16,8 @@ class EventKind(StrEnum):
     SAGA_STARTED = "saga_started"
     """``start()`` inserted the run; detail holds the idempotency key if any."""
     STEP_SUCCEEDED = "step_succeeded"
-    """An attempt of a step finished; detail: started_at, duration_ms, worker, the step's
-    ``output`` (``{}`` when it returned nothing) and the earlier values it ``replaced``."""
+    """An attempt of a step finished; detail: started_at, duration_ms, worker. (Its output is
+    kept under the step in the run's ``outputs``.)"""
     STEP_FAILED = "step_failed"
     """An attempt of a step raised or timed out; detail: error type and message."""
     STEP_POSTPONED = "step_postponed"
@@ -51,7 +51,8 @@ class EventKind(StrEnum):
     SAGA_TIMED_OUT = "saga_timed_out"
     """Compensated because the deadline passed before the pivot."""
     SAGA_FAILED = "saga_failed"
-    """The run needs an operator; detail holds the reason."""
+    """The run needs an operator; detail holds the reason (and ``budget_exhausted`` with
+    ``failing_since`` when a step's retry budget ran out)."""
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,7 @@ class SagaRun:
         saga_type: Name of its saga definition.
         status: Current status.
         current_step: Step being run, retried or compensated; None once COMPLETED.
-        data: The input plus every completed step's output.
+        data: The merged view: the input, then every completed step's output.
         error: Last failure, if any.
         attempt: Attempt number of the current step.
         compensation_cause: Why it compensates (failed, timed_out, cancelled), or None.
@@ -124,6 +125,11 @@ class SagaRun:
         last_seq: Sequence number of its latest event (its history has that many).
         trace_context: W3C trace context (``traceparent``, ``tracestate``) of the start, when
             it was traced: the spans of every drive of the run join that trace.
+        input: The input given to ``start()``, as stored (for a run started before per-step
+            outputs were kept: its merged data).
+        outputs: Each step's latest output by step name (None: it returned nothing).
+        retry_since: When its current step (or compensation) first failed, if it has: the
+            start of that step's retry budget.
     """
 
     id: str
@@ -149,6 +155,14 @@ class SagaRun:
     resolution: str | None
     last_seq: int = 0
     trace_context: dict[str, str] | None = None
+    input: dict[str, Any] = field(default_factory=dict)
+    outputs: dict[str, Any] = field(default_factory=dict)
+    retry_since: datetime | None = None
+
+    @property
+    def needs_attention(self) -> bool:
+        """FAILED and not resolved by an operator."""
+        return self.status is SagaStatus.FAILED and self.resolution is None
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +68,7 @@ async def test_a_traced_request_and_the_run_it_starts_are_one_trace(make_setting
             response = await http.post("/demo", json={}, headers=headers)
             assert response.status_code == 202, response.text
             saga_id = response.json()["id"]
-            await platform.engine.wait(saga_id, timeout=10)
+            await platform.engine.wait(saga_id, timeout=timedelta(seconds=10))
 
     (server,) = [s for s in log.spans() if s.kind is SpanKind.SERVER]
     assert server.name == "POST /demo"  # probes are not traced
@@ -99,7 +100,7 @@ async def test_spans_reach_an_otlp_http_collector(make_settings: Any) -> None:
         )
         async with build_platform(settings, with_worker=True) as platform:
             saga_id = await platform.engine.start(DEMO_SAGA, {})
-            await platform.engine.wait(saga_id, timeout=10)
+            await platform.engine.wait(saga_id, timeout=timedelta(seconds=10))
 
             def exported() -> bool:
                 names = {s.name for s in receiver.spans() if s.attributes.get("saga.id") == saga_id}
@@ -160,7 +161,7 @@ async def main():
     engine = SagaEngine("sqlite+aiosqlite:///engine.db", [saga])
     await engine.create_schema()
     async with engine.worker(concurrency=1):
-        await engine.wait(await engine.start("plain", {}), timeout=10)
+        await engine.wait(await engine.start("plain", {}), timeout=timedelta(seconds=10))
     await engine.close()
 
 asyncio.run(main())
@@ -181,7 +182,7 @@ async def main():
             headers = {"Authorization": "Bearer " + os.environ["TOKEN"]}
             response = await http.post("/demo", json={}, headers=headers)
             assert response.status_code == 202, response.text
-            run = await platform.engine.wait(response.json()["id"], timeout=10)
+            run = await platform.engine.wait(response.json()["id"], timeout=timedelta(seconds=10))
             assert run.status.value == "COMPLETED", run
 
 asyncio.run(main())

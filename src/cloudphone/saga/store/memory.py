@@ -28,7 +28,7 @@ from cloudphone.saga.state import ACTIVE, SagaStatus
 from cloudphone.saga.store import reconcile
 from cloudphone.saga.store.base import Claimed, NewRun
 from cloudphone.saga.store.database import Database
-from cloudphone.saga.store.memory_rows import Row, row_filter, run_of, stored
+from cloudphone.saga.store.memory_rows import Row, json_copy, row_filter, run_of, stored
 from cloudphone.saga.store.memory_txn import DetachedStepTx, MemoryStepTx, on_outcome
 from cloudphone.saga.store.rows import (
     event_from_row,
@@ -207,6 +207,8 @@ class MemoryStore:
         """Write a Progress and its events (call with :attr:`lock` held)."""
         row = self.check_held(run_id, epoch)
         row.update(stored(progress_values(progress, self._clock.now() + self._lease)))
+        if progress.output_step is not None:
+            row["outputs"][progress.output_step] = json_copy(progress.output)
         if not progress.keep_lease:
             row["owner"] = None
         row["cancel_requested"] = row["cancel_requested"] and not progress.clear_cancel

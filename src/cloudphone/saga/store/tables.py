@@ -15,6 +15,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 
 from cloudphone.saga.state import ACTIVE, SagaStatus
@@ -41,7 +42,12 @@ saga_runs = Table(
     Column("status", String(16), nullable=False),
     Column("current_step", String(100)),
     Column("attempt", Integer, nullable=False),
+    # The input given to start(); never changed afterwards (runs started before outputs were
+    # kept per step hold their merged data here).
     Column("data", JSONType, nullable=False),
+    # Step name -> that step's latest output (JSON null: it returned nothing); each progress
+    # write merges in only the step it records.
+    Column("outputs", JSONType, nullable=False, server_default=text("'{}'")),
     Column("error", JSONType),
     Column("compensation_cause", String(16)),
     Column("idempotency_key", String(255)),
@@ -62,6 +68,8 @@ saga_runs = Table(
     Column("finished_at", UtcDateTime),
     # W3C trace context of the start (traceparent/tracestate only), parent of the run's spans.
     Column("trace_context", JSONType),
+    # First failure of the current step or compensation: the start of its retry budget.
+    Column("retry_since", UtcDateTime),
     UniqueConstraint("saga_type", "idempotency_key"),
     CheckConstraint(f"status IN ({_ALL_SQL})", name="status"),
     CheckConstraint("attempt >= 1", name="attempt"),
