@@ -477,6 +477,7 @@ class SagaEngine:
             self._resolve_waiters(run.id)
         if self._worker is not None:
             self._worker.wake()
+            self._worker.refresh_attention()
         return run
 
     async def close(self) -> None:

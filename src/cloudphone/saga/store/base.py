@@ -186,6 +186,13 @@ class SagaStore(ProgressStore, Protocol):
         """The run, or None."""
         ...
 
+    async def count_needs_attention(self) -> dict[str, int]:
+        """FAILED runs no operator has resolved, per saga type (types with none are left out).
+
+        One grouped count over every type (the ``saga_needs_attention`` gauge).
+        """
+        ...
+
     async def find(self, saga_type: str, idempotency_key: str) -> SagaRun | None:
         """The run of ``saga_type`` holding ``idempotency_key``, or None."""
         ...

@@ -391,6 +391,15 @@ class MemoryStore:
         row = self._visible(run_id)
         return run_of(row) if row is not None else None
 
+    async def count_needs_attention(self) -> dict[str, int]:
+        """FAILED, unresolved runs per saga type."""
+        counts: dict[str, int] = {}
+        for run_id, row in self._runs.items():
+            failed = row["status"] == SagaStatus.FAILED.value and row["resolution"] is None
+            if failed and run_id not in self._pending:
+                counts[row["saga_type"]] = counts.get(row["saga_type"], 0) + 1
+        return counts
+
     async def find(self, saga_type: str, idempotency_key: str) -> SagaRun | None:
         """The run of ``saga_type`` holding ``idempotency_key``, or None."""
         run_id = self._keys.get((saga_type, idempotency_key))
