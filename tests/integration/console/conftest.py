@@ -48,9 +48,9 @@ async def platform(tmp_path: Path, unique: str) -> AsyncIterator[Platform]:
         billing=BillingConfig(
             # Refunds that fail reach NEEDS_ATTENTION within a second, and a PENDING payment
             # counts as stuck after 2 s; the periodic payment reconcile is run by the tests.
-            refund_retry_initial_seconds=0.02,
-            stripe_timeout_seconds=0.5,
-            stripe_connect_timeout_seconds=0.5,
+            refund_retry_initial_interval=timedelta(milliseconds=20),
+            stripe_timeout=timedelta(milliseconds=500),
+            stripe_connect_timeout=timedelta(milliseconds=500),
             payment_reconcile_age=RECONCILE_AGE,
             payment_reconcile_interval=timedelta(0),
         ),
