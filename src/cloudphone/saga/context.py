@@ -15,7 +15,7 @@ from cloudphone.saga.errors import MissingOutputError
 from cloudphone.saga.outputs import RunView
 from cloudphone.saga.records import ErrorInfo
 
-InputT = DefaultTypeVar("InputT", default=dict[str, Any])
+InputT = DefaultTypeVar("InputT", default=Any)
 T = TypeVar("T")
 
 

@@ -29,7 +29,7 @@ JSON form), or None; anything else fails the step.
 Compensation = Callable[[StepContext[Any]], Awaitable[object]]
 """Undoes a step; must be idempotent and safe when there is nothing to undo."""
 
-InputT = TypeVar("InputT", default=dict[str, Any])
+InputT = TypeVar("InputT", default=Any)
 A = TypeVar("A", bound=StepAction)
 C = TypeVar("C", bound=Compensation)
 
