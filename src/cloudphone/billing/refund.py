@@ -178,9 +178,7 @@ def build_refund_saga(
     calls = timing.provider_call_timeout
     hold = saga.step(SET_REFUNDING_STATUS, transactional=True)(steps.set_refunding)
     hold.compensate(transactional=True)(steps.release_hold)
-    pivot = saga.step(CALL_PROVIDER_REFUND, kind=StepKind.PIVOT, timeout=calls)(
-        steps.call_provider
-    )
+    pivot = saga.step(CALL_PROVIDER_REFUND, kind=StepKind.PIVOT, timeout=calls)(steps.call_provider)
     pivot.compensate(transactional=False)(steps.verify_nothing_moved)
     saga.step(AWAIT_PROVIDER_REFUND, timeout=calls)(steps.await_final)
     saga.step(UPDATE_PAYMENT_STATUS, transactional=True)(steps.update_payment)

@@ -149,6 +149,7 @@ def test_tracing_on_without_the_otel_extra_is_refused_naming_it(tmp_path: Path) 
 
 ENGINE_ALONE = """
 import asyncio, json, sys
+from datetime import timedelta
 from cloudphone.saga import Saga, SagaEngine
 
 saga = Saga("plain")
@@ -170,6 +171,7 @@ print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] == "openteleme
 
 PLATFORM_AND_API = """
 import asyncio, json, os, sys
+from datetime import timedelta
 import httpx
 from cloudphone.api.app import create_app
 from cloudphone.platform import build_platform
