@@ -91,7 +91,7 @@ def pg_commits(url: str) -> int:
 
 
 async def throughput(engine: SagaEngine, saga: Saga, n: int, concurrency: int,
-                     url: str) -> dict[str, float]:
+                     url: str, pad: str = "") -> dict[str, float]:
     counter = count_commits(engine)
     async with engine.worker(concurrency=concurrency):
         await asyncio.sleep(0.5)  # let the worker's start-up reclaim and first idle poll pass
@@ -102,7 +102,7 @@ async def throughput(engine: SagaEngine, saga: Saga, n: int, concurrency: int,
 
         async def one(i: int) -> None:
             async with sem:
-                await engine.start(saga.name, {"i": i})
+                await engine.start(saga.name, {"i": i, "pad": pad} if pad else {"i": i})
 
         await asyncio.gather(*(one(i) for i in range(n)))
         done = 0
@@ -152,6 +152,8 @@ async def main() -> None:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--latency-samples", type=int, default=300)
     parser.add_argument("--trace", action="store_true", help="OpenTelemetry spans on")
+    parser.add_argument("--input-kb", type=int, default=0,
+                        help="pad each saga's input with this many KiB (the throughput run)")
     args = parser.parse_args()
     url = database_url(args.db)
     saga = build_saga(f"bench_{uuid.uuid4().hex[:6]}")
@@ -159,10 +161,12 @@ async def main() -> None:
     await engine.create_schema()
     try:
         lat = await latency(engine, saga, args.latency_samples)
-        thr = await throughput(engine, saga, args.sagas, args.concurrency, url)
+        pad = "x" * (args.input_kb * 1024)
+        thr = await throughput(engine, saga, args.sagas, args.concurrency, url, pad)
     finally:
         await engine.close()
-    print(f"db={args.db} sagas={args.sagas} concurrency={args.concurrency} trace={args.trace}")
+    print(f"db={args.db} sagas={args.sagas} concurrency={args.concurrency} trace={args.trace} "
+          f"input_kb={args.input_kb}")
     print(f"  throughput: {thr['sagas_per_s']:.0f} sagas/s ({thr['elapsed_s']:.2f} s), "
           f"CPU {thr['cpu_ms_per_saga']:.3f} ms per saga (this process, all threads)")
     print(f"  latency (one at a time): p50 {lat['p50_ms']:.2f} ms, p99 {lat['p99_ms']:.2f} ms")

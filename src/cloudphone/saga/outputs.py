@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import lru_cache
 from typing import Any, TypeVar, overload
 
@@ -32,13 +32,17 @@ def merged_data(
 ) -> dict[str, Any]:
     """The input, then each step's output (steps in ``order`` first, then the others)."""
     data = dict(input_data)
+    found = 0
     for name in order:
-        output = outputs.get(name)
-        if output:
-            data.update(output)
-    for name, output in outputs.items():
-        if output and name not in order:
-            data.update(output)
+        if name in outputs:
+            found += 1
+            output = outputs[name]
+            if output:
+                data.update(output)
+    if found < len(outputs):  # steps the definition does not name (rare): after the others
+        for name, output in outputs.items():
+            if output and name not in order:
+                data.update(output)
     return data
 
 
@@ -52,11 +56,15 @@ def collision(
     output: Mapping[str, Any],
     input_data: Mapping[str, Any],
     outputs: Mapping[str, Any],
-    legacy: bool,
+    legacy: Callable[[], bool],
 ) -> str | None:
-    """Why ``step`` may not return ``output`` (a key another part of the data has), or None."""
+    """Why ``step`` may not return ``output`` (a key another part of the data has), or None.
+
+    ``legacy`` is asked only when a key is the input's (the input of a legacy run holds its
+    earlier steps' outputs, which its steps may return again).
+    """
     for key in output:
-        if key in input_data and not legacy:
+        if key in input_data and not legacy():
             return f"step {step!r} returned key {key!r}, which the saga input already has"
         for other, earlier in outputs.items():
             if other != step and earlier and key in earlier:
@@ -69,7 +77,7 @@ def check_collision(
     output: Mapping[str, Any] | None,
     input_data: Mapping[str, Any],
     outputs: Mapping[str, Any],
-    legacy: bool,
+    legacy: Callable[[], bool],
 ) -> None:
     """Raise StepOutputError if ``output`` would overwrite the input or another step's key."""
     if not output:
@@ -104,7 +112,9 @@ def _adapter(kind: Any) -> TypeAdapter[Any]:
 class RunView:
     """What a step's context knows of its run: the input and the outputs so far.
 
-    One per context (a private copy): the typed input is parsed once, on first use.
+    One per context. It reads the run's data without copying it up front; what it hands out
+    is a private copy (the input once, parsed into the input type on first use; an output on
+    each read), so a step cannot change the run's data except by returning its output.
 
     Args:
         input_data: The run's input (JSON).
@@ -132,19 +142,26 @@ class RunView:
 
     def input(self) -> Any:
         """The input, parsed into the saga's input type (a dict for untyped sagas)."""
+        if self._parsed_once:
+            return self._parsed
+        copied = copy.deepcopy(self.input_data)
         kind = self._input_type
         if kind is None:
-            return self.input_data
-        if not self._parsed_once:
+            self._parsed = copied
+        else:
             try:
-                self._parsed = adapter(kind).validate_python(self.input_data)
+                self._parsed = adapter(kind).validate_python(copied)
             except ValidationError as error:
                 raise NonRetryableError(
                     f"the run's stored input does not fit {kind.__name__}: "
                     f"{validation_reasons(error)}"
                 ) from None
-            self._parsed_once = True
+        self._parsed_once = True
         return self._parsed
+
+    def legacy(self) -> bool:
+        """Whether the run started before outputs were kept per step (see the module doc)."""
+        return is_legacy(self.outputs, self.order, self.current)
 
     @overload
     def output(self, step: str, kind: None = None) -> dict[str, Any]: ...
@@ -178,7 +195,7 @@ class RunView:
         if index >= self.current:
             at = self.order[self.current] if 0 <= self.current < len(self.order) else None
             raise MissingOutputError(f"step {step!r} has not run yet (the run is at {at!r})")
-        if is_legacy(self.outputs, self.order, self.current):
+        if self.legacy():
             # It ran before outputs were kept per step: the merged data is all there is.
             return merged_data(self.input_data, self.outputs, self.order)
         raise MissingOutputError(f"step {step!r} has no recorded output")

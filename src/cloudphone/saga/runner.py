@@ -37,13 +37,7 @@ from cloudphone.saga.errors import (
 )
 from cloudphone.saga.metrics import SagaMetrics
 from cloudphone.saga.outage import Outage, PatientStore, StoreFailure
-from cloudphone.saga.outputs import (
-    RunView,
-    check_collision,
-    dump_output,
-    is_legacy,
-    merged_data,
-)
+from cloudphone.saga.outputs import RunView, check_collision, dump_output, merged_data
 from cloudphone.saga.ports import Clock, Committed, ProgressStore, StepHooks
 from cloudphone.saga.progress import Progress, RunState, state_of
 from cloudphone.saga.records import EventKind
@@ -210,15 +204,15 @@ class Runner:
 
     def _context(self, step: Step, compensating: bool) -> StepContext[Any]:
         s = self.state
-        # A private copy: a step cannot change the run's data except by returning its output.
-        input_data, outputs = json.loads(json.dumps([s.input, s.outputs]))
-        view = RunView(input_data, outputs, self._order, step.index, self.saga.input_type)
+        # Private copies: a step cannot change the run's data except by returning its output.
+        data = json.loads(json.dumps(merged_data(s.input, s.outputs, self._order)))
+        view = RunView(s.input, s.outputs, self._order, step.index, self.saga.input_type)
         return StepContext(
             saga_id=s.id,
             saga_type=s.saga_type,
             step=step.name,
             attempt=s.attempt,
-            data=MappingProxyType(merged_data(view.input_data, view.outputs, self._order)),
+            data=MappingProxyType(data),
             idempotency_key=idempotency_key(s.id, step.name, compensating=compensating),
             deadline=s.deadline_at,
             compensating=compensating,
@@ -398,8 +392,8 @@ class Runner:
         checked = None
         if not compensating:
             checked = _check_output(step, output)
-            s = self.state
-            legacy = is_legacy(s.outputs, self._order, step.index)
+            s, view = self.state, ctx._run
+            legacy = view.legacy if view is not None else lambda: False
             check_collision(step.name, checked, s.input, s.outputs, legacy)
         if self._hooks is not None:
             await self._hooks.after_action(ctx, checked)

@@ -175,7 +175,11 @@ class StepEnvironment:
 
     def _check(self, step: Step, output: object) -> Mapping[str, Any] | None:
         checked = check_output(step, output)
-        legacy = is_legacy(self.outputs, self._order(), step.index)
+        order = self._order()
+
+        def legacy() -> bool:
+            return is_legacy(self.outputs, order, step.index)
+
         check_collision(step.name, checked, self.input, self.outputs, legacy)
         return checked
 
