@@ -47,8 +47,8 @@ class StepKind(StrEnum):
     """The point of no return: once it succeeds the saga only moves forward."""
 
     RETRIABLE = "retriable"
-    """After the pivot: retried until it succeeds (within its retry budget); never
-    compensated."""
+    """After the pivot (without one: from the first retriable step on): retried until it
+    succeeds, within its retry budget; never compensated."""
 
 
 _KIND_ORDER = {StepKind.COMPENSATABLE: 0, StepKind.PIVOT: 1, StepKind.RETRIABLE: 2}
