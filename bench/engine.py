@@ -20,6 +20,7 @@ import statistics
 import tempfile
 import time
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import psycopg
@@ -91,7 +92,7 @@ def pg_commits(url: str) -> int:
 
 
 async def throughput(engine: SagaEngine, saga: Saga, n: int, concurrency: int,
-                     url: str) -> dict[str, float]:
+                     url: str, pad: str = "") -> dict[str, float]:
     counter = count_commits(engine)
     async with engine.worker(concurrency=concurrency):
         await asyncio.sleep(0.5)  # let the worker's start-up reclaim and first idle poll pass
@@ -102,7 +103,7 @@ async def throughput(engine: SagaEngine, saga: Saga, n: int, concurrency: int,
 
         async def one(i: int) -> None:
             async with sem:
-                await engine.start(saga.name, {"i": i})
+                await engine.start(saga.name, {"i": i, "pad": pad} if pad else {"i": i})
 
         await asyncio.gather(*(one(i) for i in range(n)))
         done = 0
@@ -128,7 +129,7 @@ async def latency(engine: SagaEngine, saga: Saga, n: int) -> dict[str, float]:
         for i in range(n):
             t0 = time.perf_counter()
             saga_id = await engine.start(saga.name, {"i": i})
-            await engine.wait(saga_id, timeout=30)
+            await engine.wait(saga_id, timeout=timedelta(seconds=30))
             samples.append((time.perf_counter() - t0) * 1000)
     samples.sort()
     return {"p50_ms": statistics.median(samples),
@@ -154,6 +155,8 @@ async def main() -> None:
     parser.add_argument("--trace", action="store_true", help="OpenTelemetry spans on")
     parser.add_argument("--sqlite-driver", choices=["inline", "aiosqlite"], default="inline",
                         help="SQLite: the engine's inline driver or SQLAlchemy's stock aiosqlite")
+    parser.add_argument("--input-kb", type=int, default=0,
+                        help="pad each saga's input with this many KiB (the throughput run)")
     args = parser.parse_args()
     url = database_url(args.db)
     saga = build_saga(f"bench_{uuid.uuid4().hex[:6]}")
@@ -165,13 +168,14 @@ async def main() -> None:
     await engine.create_schema()
     try:
         lat = await latency(engine, saga, args.latency_samples)
-        thr = await throughput(engine, saga, args.sagas, args.concurrency, url)
+        pad = "x" * (args.input_kb * 1024)
+        thr = await throughput(engine, saga, args.sagas, args.concurrency, url, pad)
     finally:
         await engine.close()
         await engine.db.engine.dispose()
     driver = f" driver={args.sqlite_driver}" if args.db == "sqlite" else ""
     print(f"db={args.db}{driver} sagas={args.sagas} concurrency={args.concurrency} "
-          f"trace={args.trace}")
+          f"trace={args.trace} input_kb={args.input_kb}")
     print(f"  throughput: {thr['sagas_per_s']:.0f} sagas/s ({thr['elapsed_s']:.2f} s), "
           f"CPU {thr['cpu_ms_per_saga']:.3f} ms per saga (this process, all threads)")
     print(f"  latency (one at a time): p50 {lat['p50_ms']:.2f} ms, p99 {lat['p99_ms']:.2f} ms")

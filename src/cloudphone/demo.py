@@ -11,10 +11,13 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from cloudphone.saga import NonRetryableError, RetryPolicy, Saga, StepContext
+from pydantic import AwareDatetime
+
+from cloudphone.saga import NonRetryableError, RetryPolicy, Saga, StepContext, StepKind
 
 DEMO_SAGA = "demo"
 """Name of the demo saga type."""
@@ -27,48 +30,64 @@ class DemoFault(NonRetryableError):
     """The failure a demo step was asked to raise (skips the remaining attempts)."""
 
 
-def build_demo_saga(*, timeout: timedelta = timedelta(minutes=5)) -> Saga:
-    """The demo saga definition.
+@dataclass(frozen=True)
+class DemoInput:
+    """The demo saga's input (the API validates it first: ``cloudphone.api.demo``)."""
 
-    Its input (see ``cloudphone.api.demo.DemoRequest``) may hold ``work_ms`` (time each step
-    takes), ``fail_step`` and ``fail_until`` (ISO time; the step fails non-retryably until
-    then, so an operator retry after it succeeds).
+    message: str = "hello"
+    """Carried along, nothing more."""
+    work_ms: int = 0
+    """Time each step takes."""
+    fail_step: str | None = None
+    """This step fails non-retryably..."""
+    fail_until: AwareDatetime | None = None
+    """...until then (always when None), so an operator retry after it succeeds."""
+
+
+def build_demo_saga(*, timeout: timedelta = timedelta(minutes=5)) -> Saga[DemoInput]:
+    """The demo saga definition (input :class:`DemoInput`).
 
     Args:
         timeout: Deadline of each run.
     """
-    saga = Saga(DEMO_SAGA, timeout=timeout, retry=RetryPolicy(max_attempts=3, jitter=True))
+    saga = Saga(
+        DEMO_SAGA,
+        input=DemoInput,
+        timeout=timeout,
+        retry=RetryPolicy(max_attempts=3, jitter=True),
+    )
 
     @saga.step("PREPARE", timeout=timedelta(seconds=60))
-    async def prepare(ctx: StepContext) -> dict[str, Any]:
+    async def prepare(ctx: StepContext[DemoInput]) -> dict[str, Any]:
         await _act(ctx)
         return {"prepared_at": _now(), "prepared_by": _process()}
 
     @prepare.compensate
-    async def unprepare(ctx: StepContext) -> None:
+    async def unprepare(ctx: StepContext[DemoInput]) -> None:
         """Nothing outside to undo; the event in the history is the demonstration."""
 
-    @saga.step("COMMIT", pivot=True, timeout=timedelta(seconds=60))
-    async def commit(ctx: StepContext) -> dict[str, Any]:
+    @saga.step("COMMIT", kind=StepKind.PIVOT, timeout=timedelta(seconds=60))
+    async def commit(ctx: StepContext[DemoInput]) -> dict[str, Any]:
         await _act(ctx)
         return {"committed_at": _now(), "committed_by": _process()}
 
     @saga.step("NOTIFY", timeout=timedelta(seconds=60))
-    async def notify(ctx: StepContext) -> dict[str, Any]:
+    async def notify(ctx: StepContext[DemoInput]) -> dict[str, Any]:
         await _act(ctx)
         return {"notified_at": _now(), "notified_by": _process()}
 
     return saga
 
 
-async def _act(ctx: StepContext) -> None:
-    work_ms = ctx.data.get("work_ms", 0)
-    if work_ms:
-        await asyncio.sleep(work_ms / 1000)
-    if ctx.data.get("fail_step") == ctx.step:
-        until = ctx.data.get("fail_until")
-        if until is None or datetime.fromisoformat(until) > datetime.now(UTC):
-            raise DemoFault(f"{ctx.step} was asked to fail (fail_until={until})")
+async def _act(ctx: StepContext[DemoInput]) -> None:
+    demo = ctx.input
+    if demo.work_ms:
+        await asyncio.sleep(demo.work_ms / 1000)
+    if demo.fail_step == ctx.step:
+        until = demo.fail_until
+        if until is None or until > datetime.now(UTC):
+            shown = until.isoformat() if until is not None else None
+            raise DemoFault(f"{ctx.step} was asked to fail (fail_until={shown})")
 
 
 def _now() -> str:

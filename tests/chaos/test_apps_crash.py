@@ -10,6 +10,7 @@ filesystem store and on S3 (SeaweedFS).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -110,7 +111,7 @@ async def test_killed_after_a_step_acted_the_upload_still_completes(
     doomed = await spawn(crash_after=[step])  # type: ignore[operator]
     assert await doomed.exited() == -9
     await spawn()  # type: ignore[operator]
-    run = await apps.engine.wait(accepted.saga_id, timeout=30)
+    run = await apps.engine.wait(accepted.saga_id, timeout=timedelta(seconds=30))
     assert run.status is SagaStatus.COMPLETED, run.error
     await assert_consistent(apps, accepted.application.id, data)
 
@@ -125,7 +126,7 @@ async def test_killed_in_the_middle_of_a_multipart_upload_leaves_no_leftovers(
     assert await doomed.exited() == -9
     assert len(await apps.pending()) == 1  # part 1 stored, parts 2 and 3 never sent
     await spawn()  # type: ignore[operator]
-    run = await apps.engine.wait(accepted.saga_id, timeout=30)
+    run = await apps.engine.wait(accepted.saga_id, timeout=timedelta(seconds=30))
     assert run.status is SagaStatus.COMPLETED, run.error
     await assert_consistent(apps, accepted.application.id, data)
 
@@ -148,6 +149,6 @@ async def test_killed_while_compensating_the_undo_finishes(
     assert await doomed.exited() == -9
     assert (await apps.engine.get(accepted.saga_id)).status is SagaStatus.COMPENSATING
     await spawn()  # type: ignore[operator]
-    run = await apps.engine.wait(accepted.saga_id, timeout=30)
+    run = await apps.engine.wait(accepted.saga_id, timeout=timedelta(seconds=30))
     assert run.status is SagaStatus.COMPENSATED
     await assert_consistent(apps, accepted.application.id, None)

@@ -15,6 +15,7 @@ import asyncio
 import signal
 import sqlite3
 from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -94,7 +95,7 @@ async def test_crash_after_provider_refund_refunds_exactly_once(
     assert len(await refunds_at(starter, provider, charge)) == 1  # the money already moved
 
     survivor = await workers.start(f"survivor-{unique}")
-    run = await starter.engine.wait(requested.saga_id, timeout=30)
+    run = await starter.engine.wait(requested.saga_id, timeout=timedelta(seconds=30))
 
     assert run.status is SagaStatus.COMPLETED, survivor.log()
     events = await starter.history(run.id)

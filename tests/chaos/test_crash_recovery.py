@@ -77,7 +77,7 @@ async def test_killed_worker_is_taken_over_by_another_after_its_lease(
     gate.release()
 
     second = await workers.start(f"b-{unique}")
-    run = await engine.wait(saga_id, timeout=20)
+    run = await engine.wait(saga_id, timeout=timedelta(seconds=20))
 
     assert run.status is SagaStatus.COMPLETED, workers.logs()
     assert run.owner is None
@@ -116,7 +116,7 @@ async def test_restarted_worker_takes_its_own_runs_back_at_once(
     gate.release()
 
     await workers.start(worker_id, lease_ms=lease_ms)
-    run = await engine.wait(saga_id, timeout=15)
+    run = await engine.wait(saga_id, timeout=timedelta(seconds=15))
 
     assert run.status is SagaStatus.COMPLETED, workers.logs()
     assert run.finished_at is not None
@@ -147,7 +147,7 @@ async def test_crash_between_transactional_action_and_commit_writes_the_row_once
     assert await count_effects(engine.db, [saga_id]) == Counter({(saga_id, "RESERVE"): 1})
 
     recovery = await workers.start(f"recover-{unique}")
-    run = await engine.wait(saga_id, timeout=20)
+    run = await engine.wait(saga_id, timeout=timedelta(seconds=20))
 
     assert run.status is SagaStatus.COMPLETED, workers.logs()
     events = await engine.history(saga_id)
@@ -179,7 +179,7 @@ async def test_stalled_worker_is_fenced_when_it_resumes(
     try:
         gate.release()
         survivor = await workers.start(f"survivor-{unique}")
-        run = await engine.wait(saga_id, timeout=20)
+        run = await engine.wait(saga_id, timeout=timedelta(seconds=20))
         assert run.status is SagaStatus.COMPLETED, workers.logs()
         before = await engine.history(saga_id)
     finally:

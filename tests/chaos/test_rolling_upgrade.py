@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -86,7 +87,9 @@ async def test_a_rolling_upgrade_finishes_every_run_on_the_version_it_started_on
     else:
         assert a.kill() == -signal.SIGKILL
 
-    runs = await asyncio.gather(*(new_api.wait(i, timeout=60) for i in v1_runs + v2_runs))
+    runs = await asyncio.gather(
+        *(new_api.wait(i, timeout=timedelta(seconds=60)) for i in v1_runs + v2_runs)
+    )
     assert all(r.status is SagaStatus.COMPLETED for r in runs), workers.logs()
     assert [r.saga_version for r in runs] == [1] * 8 + [2] * 4
     for run in runs:
@@ -113,7 +116,7 @@ async def test_a_run_of_a_version_no_live_worker_has_is_orphaned_until_one_start
     waiting = await api.start(saga_name, {})
     # B claims (and finishes) a v2 run started after the v3 one, and leaves the v3 one alone.
     passing = await older.start(saga_name, {})
-    assert (await older.wait(passing, timeout=20)).status is SagaStatus.COMPLETED
+    assert (await older.wait(passing, timeout=timedelta(seconds=20))).status is SagaStatus.COMPLETED
     untouched = await api.get(waiting)
     assert (untouched.status, untouched.owner, untouched.epoch) == (SagaStatus.PENDING, None, 1)
     assert [r.id for r in await api.list(saga_type=saga_name, orphaned=True)] == [waiting]
@@ -121,7 +124,7 @@ async def test_a_run_of_a_version_no_live_worker_has_is_orphaned_until_one_start
     assert counts.get((saga_name, 3)) == 1
 
     c = await workers.start(f"c-{unique}", versions=["3"])
-    run = await api.wait(waiting, timeout=20)
+    run = await api.wait(waiting, timeout=timedelta(seconds=20))
     assert run.status is SagaStatus.COMPLETED
     assert {w for _, w in done_by(await api.history(waiting))} == {c.worker_id}
     assert await api.list(saga_type=saga_name, orphaned=True) == []

@@ -98,7 +98,7 @@ class Apps:
     ) -> tuple[SagaRun, Application | None]:
         """Upload, wait for the saga to end, return the run and the record."""
         accepted = await self.upload(principal, data, **options)
-        run = await self.engine.wait(accepted.saga_id, timeout=30)
+        run = await self.engine.wait(accepted.saga_id, timeout=timedelta(seconds=30))
         return run, await self.record(accepted.application.id)
 
     async def record(self, app_id: str) -> Application | None:

@@ -59,7 +59,7 @@ class Billing:
     ) -> tuple[SagaRun, str]:
         """Request a refund and wait for its saga to end; returns the run and the refund id."""
         requested = await self.service.request_refund(user, payment_id, amount=amount, **kwargs)
-        run = await self.engine.wait(requested.saga_id, timeout=30)
+        run = await self.engine.wait(requested.saga_id, timeout=timedelta(seconds=30))
         return run, requested.refund.id
 
     async def close(self) -> None:

@@ -112,7 +112,7 @@ class DeviceStack:
 
     async def wait(self, saga_id: str, seconds: float = 30.0) -> SagaRun:
         """Wait until the run is terminal."""
-        return await self.engine.wait(saga_id, timeout=seconds)
+        return await self.engine.wait(saga_id, timeout=timedelta(seconds=seconds))
 
     async def device(self, device_id: str) -> Device:
         """The device row (no access check)."""

@@ -71,7 +71,8 @@ def make_state(saga: Saga, step: str = "A", cause: str | None = None, **changes:
         step_index=saga.step_named(step).index,
         step=step,
         attempt=1,
-        data={"input": 1},
+        input={"input": 1},
+        outputs={},
         error=None,
         compensation_cause=cause,
         epoch=3,
@@ -100,41 +101,38 @@ def assert_continues(progress: Progress) -> None:
 # --- forward success -----------------------------------------------------------------------------
 
 
-def test_success_moves_to_the_next_step_with_merged_data() -> None:
+def test_success_moves_to_the_next_step_keeping_the_output_under_the_step() -> None:
     saga = make_saga()
-    state = make_state(saga, "A", attempt=2, error=ErrorInfo("Boom", "earlier", "A"))
-    progress = decide.on_step_success(state, saga, {"a": True, "input": 2}, STARTED, NOW)
+    state = make_state(
+        saga, "A", attempt=2, error=ErrorInfo("Boom", "earlier", "A"), retry_since=STARTED
+    )
+    progress = decide.on_step_success(state, saga, {"a": True}, STARTED, NOW)
     assert (progress.status, progress.step_index, progress.step, progress.attempt) == (
         S.RUNNING,
         1,
         "B",
         1,
     )
-    assert progress.data == {"input": 2, "a": True}  # outputs override earlier keys
-    assert progress.error is None
+    assert (progress.output_step, progress.output) == ("A", {"a": True})
+    assert (progress.error, progress.retry_since) == (None, None), "the next step starts afresh"
     assert_continues(progress)
     assert kinds(progress) == [(K.STEP_SUCCEEDED, "A", 2)]
-    assert progress.events[0].detail == {
-        "started_at": STARTED.isoformat(),
-        "duration_ms": 2000.0,
-        "output": {"a": True, "input": 2},
-        "replaced": {"input": 1},
-    }
+    # The event stays small: the output lives in the run's outputs, not in the history.
+    assert progress.events[0].detail == {"started_at": STARTED.isoformat(), "duration_ms": 2000.0}
 
 
 @pytest.mark.parametrize("output", [None, {}])
-def test_empty_output_leaves_data_unchanged(output: dict[str, Any] | None) -> None:
+def test_an_empty_output_is_recorded_as_such(output: dict[str, Any] | None) -> None:
     saga = make_saga()
     progress = decide.on_step_success(make_state(saga), saga, output, STARTED, NOW)
-    assert progress.data is None
-    assert progress.events[0].detail["output"] == {}
+    assert (progress.output_step, progress.output) == ("A", output)
 
 
 def test_last_step_success_completes_and_releases() -> None:
     saga = make_saga()
     progress = decide.on_step_success(make_state(saga, "C"), saga, {"c": 1}, STARTED, NOW)
     assert (progress.status, progress.step_index, progress.step) == (S.COMPLETED, None, None)
-    assert progress.data == {"input": 1, "c": 1}
+    assert (progress.output_step, progress.output) == ("C", {"c": 1})
     assert_released_at(progress, None, finished=True)
     assert kinds(progress) == [(K.STEP_SUCCEEDED, "C", 1), (K.SAGA_COMPLETED, None, None)]
 

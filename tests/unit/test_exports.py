@@ -14,6 +14,7 @@ EXPECTED = [
     "EventKind",
     "InvalidSagaInputError",
     "InvalidTransitionError",
+    "MissingOutputError",
     "NestedWriteError",
     "NonRetryableError",
     "OperatorActionError",

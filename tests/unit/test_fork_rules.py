@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from cloudphone.saga import EventKind, OperatorActionError, SagaEvent, SagaStatus, operators
-from cloudphone.saga.history import StepsDone, data_before
+from cloudphone.saga.history import StepsDone, fork_start
 from tests.unit.test_migrate import V1, done
 from tests.unit.test_operators import NOW, make_run
 
@@ -96,13 +96,14 @@ def event(seq: int, kind: EventKind, step: str | None, **detail: Any) -> SagaEve
 
 HISTORY = [
     event(1, K.SAGA_STARTED, None),
-    event(2, K.STEP_SUCCEEDED, "A", output={"hold": "h1", "price": 12}, replaced={"price": 10}),
+    event(2, K.STEP_SUCCEEDED, "A"),
     event(3, K.STEP_FAILED, "B", error={"type": "Boom"}),
-    event(4, K.STEP_SUCCEEDED, "B", output={"quote": 3}),
-    event(5, K.STEP_SUCCEEDED, "P", output={"charge": "c1"}, pivot=True),
-    event(6, K.STEP_SUCCEEDED, "C", output={}),
+    event(4, K.STEP_SUCCEEDED, "B"),
+    event(5, K.STEP_SUCCEEDED, "P", pivot=True),
+    event(6, K.STEP_SUCCEEDED, "C"),
 ]
-DATA_NOW = {"input": 1, "price": 12, "hold": "h1", "quote": 3, "charge": "c1"}
+INPUT = {"input": 1, "price": 10}
+OUTPUTS = {"A": {"hold": "h1"}, "B": {"quote": 3}, "P": {"charge": "c1"}, "C": None}
 
 
 def test_the_history_says_which_steps_were_done_undone_and_the_pivot() -> None:
@@ -112,22 +113,23 @@ def test_the_history_says_which_steps_were_done_undone_and_the_pivot() -> None:
 
 
 @pytest.mark.parametrize(
-    ("rerun", "expected"),
+    ("rerun", "kept"),
     [
-        (["C"], DATA_NOW),
-        (["P", "C"], {"input": 1, "price": 12, "hold": "h1", "quote": 3}),
-        (["B", "P", "C"], {"input": 1, "price": 12, "hold": "h1"}),
-        (["A", "B", "P", "C"], {"input": 1, "price": 10}),
+        (["C"], ["A", "B", "P"]),
+        (["P", "C"], ["A", "B"]),
+        (["B", "P", "C"], ["A"]),
+        (["A", "B", "P", "C"], []),
     ],
 )
-def test_the_data_before_a_step_is_the_input_plus_earlier_outputs(
-    rerun: list[str], expected: dict[str, Any]
+def test_a_fork_starts_with_the_input_and_the_outputs_of_the_steps_before(
+    rerun: list[str], kept: list[str]
 ) -> None:
-    run = completed(data=DATA_NOW)
-    assert data_before(run, HISTORY, rerun) == expected
-    assert run.data == DATA_NOW, "the run's own data is left alone"
+    run = completed(input=INPUT, outputs=OUTPUTS)
+    assert fork_start(run, HISTORY, rerun) == (INPUT, {step: OUTPUTS[step] for step in kept})
+    assert run.outputs == OUTPUTS, "the run's own outputs are left alone"
 
 
-def test_the_data_before_a_step_is_unknown_for_a_history_without_outputs() -> None:
+def test_the_data_before_a_step_is_unknown_for_a_run_from_before_kept_outputs() -> None:
+    """A step that succeeded has no kept output: the run predates per-step outputs."""
     old = [event(1, K.SAGA_STARTED, None), event(2, K.STEP_SUCCEEDED, "A")]
-    assert data_before(completed(data={"a": 1}), old, ["B"]) is None
+    assert fork_start(completed(input={"a": 1}, outputs={}), old, ["B"]) is None

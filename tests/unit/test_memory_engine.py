@@ -81,7 +81,7 @@ async def test_a_saga_runs_to_completion_without_a_database() -> None:
     engine = MemoryEngine([build_saga("plain", recorder)])
     async with engine.worker():
         saga_id = await engine.start("plain", {"n": 1})
-        run = await engine.wait(saga_id, timeout=5)
+        run = await engine.wait(saga_id, timeout=timedelta(seconds=5))
     assert (run.status, run.data) == (SagaStatus.COMPLETED, {"n": 1, "A": 1, "B": 1, "C": 1})
     assert recorder.calls == ["A", "B", "C"]
     kinds = [e.kind for e in await engine.history(saga_id)]
@@ -216,7 +216,7 @@ async def test_start_joins_the_callers_transaction(business: Database, outcome: 
             with pytest.raises(SagaNotFoundError):
                 await engine.get(started[0])
             return
-        run = await engine.wait(started[0], timeout=5)
+        run = await engine.wait(started[0], timeout=timedelta(seconds=5))
     assert run.status is SagaStatus.COMPLETED
 
 
@@ -241,10 +241,10 @@ async def test_operators_retry_and_resolve_failed_runs() -> None:
     engine.faults.fail("R", times=2, error=NonRetryableError("misconfigured"))
     async with engine.worker():
         saga_id = await engine.start("ops", {})
-        failed = await engine.wait(saga_id, timeout=5)
+        failed = await engine.wait(saga_id, timeout=timedelta(seconds=5))
         assert failed.status is SagaStatus.FAILED
         await engine.retry(saga_id, note="fixed", actor="ops")
-        again = await engine.wait(saga_id, timeout=5)
+        again = await engine.wait(saga_id, timeout=timedelta(seconds=5))
         assert again.status is SagaStatus.FAILED
         resolved = await engine.resolve(saga_id, "refunded by hand", actor="ops")
     assert (resolved.status, resolved.resolution) == (SagaStatus.FAILED, "refunded by hand")
@@ -286,7 +286,7 @@ async def test_settle_waits_for_attempts_in_flight_but_not_for_hung_ones() -> No
         busy_id = await engine.start("busy", {})
         hung_id = await engine.start("hangs", {})
         with pytest.raises(TimeoutError, match="1 runs in flight"):
-            await engine.settle(timeout=0.05)
+            await engine.settle(timeout=timedelta(milliseconds=50))
         outside.set()
         await engine.settle()
         assert (await engine.get(busy_id)).status is SagaStatus.COMPLETED

@@ -69,6 +69,9 @@ def make_run(**changes: Any) -> SagaRun:
         epoch=7,
         cancel_requested=False,
         resolution=None,
+        input={"input": 1},
+        outputs={"A": {"a": 2}},
+        retry_since=NOW - timedelta(minutes=2),
     )
     return replace(run, **changes)
 
@@ -92,6 +95,7 @@ def test_retry_resumes_a_failed_forward_run_at_its_step() -> None:
         "finished_at": None,
         "cancel_requested": False,
         "updated_at": NOW,
+        "retry_since": None,
     }
     assert change.bump_epoch is True
     assert events(change) == [(K.OPERATOR_RETRY, "B", 1)]
@@ -293,7 +297,8 @@ def test_state_of_maps_the_stored_step_to_its_index() -> None:
     saga = make_saga()
     state = operators.state_of(running(current_step="P", compensation_cause=None), saga)
     assert (state.status, state.step_index, state.step, state.attempt) == (S.RUNNING, 2, "P", 2)
-    assert (state.id, state.epoch, state.data, state.error) == ("run-1", 7, {"input": 1}, ERROR)
+    assert (state.id, state.epoch, state.input, state.error) == ("run-1", 7, {"input": 1}, ERROR)
+    assert (state.outputs, state.retry_since) == ({"A": {"a": 2}}, NOW - timedelta(minutes=2))
 
 
 def test_state_of_without_a_step_points_past_the_last() -> None:

@@ -56,8 +56,8 @@ def test_non_dicts_are_refused_naming_step_and_type(output: object, type_name: s
     with pytest.raises(StepOutputError) as caught:
         _check_output(STEP, output)
     assert str(caught.value) == (
-        f"step 'UPLOAD_TO_STORAGE' returned {type_name}; it must return a dict of JSON values "
-        "or None"
+        f"step 'UPLOAD_TO_STORAGE' returned {type_name}; it must return a dict of JSON values, "
+        "a pydantic model or dataclass instance, or None"
     )
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import given
@@ -242,3 +242,24 @@ def test_subclasses_of_listed_types_are_not_retried() -> None:
 def test_non_retryable_error_wins_even_when_not_listed() -> None:
     policy = RetryPolicy(non_retryable=(CardDeclined,))
     assert not policy.is_retryable(NonRetryableError())
+
+
+# --- budget ------------------------------------------------------------------------------------
+
+
+def test_the_default_budget_is_a_day() -> None:
+    assert RetryPolicy().budget == timedelta(hours=24)
+
+
+@pytest.mark.parametrize("budget", [timedelta(0), timedelta(seconds=-1)])
+def test_a_budget_must_be_positive(budget: timedelta) -> None:
+    with pytest.raises(ValueError, match="budget must be positive"):
+        RetryPolicy(budget=budget)
+
+
+def test_the_budget_is_spent_once_the_step_has_failed_that_long() -> None:
+    since = datetime(2030, 1, 1, tzinfo=UTC)
+    policy = RetryPolicy(budget=timedelta(hours=1))
+    assert not policy.budget_spent(since, since + timedelta(minutes=59, seconds=59))
+    assert policy.budget_spent(since, since + timedelta(hours=1))
+    assert not RetryPolicy(budget=None).budget_spent(since, since + timedelta(days=365))

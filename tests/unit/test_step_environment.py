@@ -121,3 +121,48 @@ async def test_run_refuses_what_the_engine_refuses(db: Database) -> None:
         await StepEnvironment(saga).run("NOPE")
     with pytest.raises(ValueError, match="needs the saga"):
         await StepEnvironment(data={}).run("SHOUT")
+
+
+async def test_run_keeps_each_output_under_its_step(db: Database) -> None:
+    env = StepEnvironment(note_saga(), {"text": "hi"}, database=db)
+    await env.run("WRITE")
+    ctx = env.context("SHOUT")
+    assert ctx.output("WRITE") == {"written": True}
+    assert (ctx.input, dict(ctx.data)) == ({"text": "hi"}, {"text": "hi", "written": True})
+    await env.run("SHOUT")
+    assert env.outputs == {"WRITE": {"written": True}, "SHOUT": {"shout": "HI", "attempt": 1}}
+    assert env.input == {"text": "hi"}
+
+
+def test_earlier_outputs_can_be_given_up_front() -> None:
+    env = StepEnvironment(note_saga(), {"text": "x"}, outputs={"WRITE": {"written": True}})
+    assert env.context("SHOUT").output("WRITE") == {"written": True}
+    assert env.data == {"text": "x", "written": True}
+
+
+async def test_a_step_may_not_return_a_key_of_the_input() -> None:
+    saga = Saga("clash")
+
+    @saga.step("A")
+    async def a(ctx: StepContext) -> dict[str, Any]:
+        return {"text": "mine"}
+
+    with pytest.raises(StepOutputError, match="'text', which the saga input already has"):
+        await StepEnvironment(saga, {"text": "x"}).run("A")
+
+
+async def test_a_run_from_before_per_step_outputs_reads_its_merged_data() -> None:
+    """No outputs for a step done already: it ran before they were kept (see outputs.py)."""
+    saga = Saga("old")
+
+    @saga.step("A")
+    async def a(ctx: StepContext) -> dict[str, Any]:
+        return {"a": 1}
+
+    @saga.step("B")
+    async def b(ctx: StepContext) -> dict[str, Any]:
+        return {"a": ctx.output("A")["a"] + 1, "b": True}
+
+    env = StepEnvironment(saga, {"x": 1, "a": 1})  # A's output merged into the old data
+    assert await env.run("B") == {"a": 2, "b": True}, "its old data counted as an input clash"
+    assert env.data == {"x": 1, "a": 2, "b": True}

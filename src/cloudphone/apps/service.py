@@ -166,7 +166,7 @@ class AppsService:
             async with self.db.begin() as conn:
                 saga_id = await self.engine.start(
                     self.upload_saga,
-                    upload.to_data(),
+                    upload,
                     idempotency_key=idempotency_key,
                     started_by=principal.user_id,
                     session=conn,

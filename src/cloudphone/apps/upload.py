@@ -15,7 +15,7 @@ points at nothing.
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -27,7 +27,7 @@ from cloudphone.apps.keys import object_key
 from cloudphone.apps.models import AppStatus, applications
 from cloudphone.apps.spool import UploadSpool
 from cloudphone.apps.storage.base import ObjectStorage, StorageError
-from cloudphone.saga import NonRetryableError, RetryPolicy, Saga, StepContext
+from cloudphone.saga import NonRetryableError, RetryPolicy, Saga, StepContext, StepKind
 
 log = logging.getLogger("cloudphone.apps.upload")
 
@@ -48,7 +48,7 @@ class SpoolFileMissingError(NonRetryableError):
 
 @dataclass(frozen=True)
 class UploadInput:
-    """The saga's input: what the service learnt from the upload (JSON in ``ctx.data``)."""
+    """The saga's input (``ctx.input``): what the service learnt from the upload."""
 
     app_id: str
     package_name: str
@@ -64,15 +64,6 @@ class UploadInput:
     uploaded_by: str
     description: str | None
 
-    def to_data(self) -> dict[str, Any]:
-        """The saga data."""
-        return asdict(self)
-
-    @classmethod
-    def from_data(cls, data: Any) -> UploadInput:
-        """Read it back from ``ctx.data``."""
-        return cls(**{name: data[name] for name in cls.__dataclass_fields__})
-
 
 def build_upload_saga(
     storage: ObjectStorage,
@@ -82,7 +73,7 @@ def build_upload_saga(
     store_timeout: timedelta = timedelta(minutes=5),
     retry: RetryPolicy | None = None,
     name: str = APP_UPLOAD,
-) -> Saga:
+) -> Saga[UploadInput]:
     """The ``app_upload`` saga over ``storage``, reading spooled files from ``spool``.
 
     Args:
@@ -93,17 +84,16 @@ def build_upload_saga(
         retry: Default retry policy of the steps (4 attempts, 1 s, x2, jitter if None).
         name: Saga type name (tests give each test its own).
     """
-    saga = Saga(name, timeout=timeout, retry=retry)
+    saga = Saga(name, input=UploadInput, timeout=timeout, retry=retry)
 
     @saga.step("CREATE_APP_RECORD", transactional=True)
-    async def create_record(ctx: StepContext) -> dict[str, Any]:
+    async def create_record(ctx: StepContext[UploadInput]) -> dict[str, Any]:
         """The service inserts the record with the run; this makes sure it exists."""
-        upload = UploadInput.from_data(ctx.data)
-        key = await ensure_record_txn(ctx.session, upload, ctx.saga_id)
+        key = await ensure_record_txn(ctx.session, ctx.input, ctx.saga_id)
         return {"object_key": key}
 
     @create_record.compensate
-    async def fail_record(ctx: StepContext) -> None:
+    async def fail_record(ctx: StepContext[UploadInput]) -> None:
         reason = _failure_reason(ctx)
         await ctx.session.execute(
             update(applications)
@@ -113,11 +103,11 @@ def build_upload_saga(
             )
             .values(status=AppStatus.FAILED.value, failure_reason=reason, updated_at=_now())
         )
-        spool.remove(UploadInput.from_data(ctx.data).spool_file)
+        spool.remove(ctx.input.spool_file)
 
     @saga.step("UPLOAD_TO_STORAGE", timeout=store_timeout)
-    async def store(ctx: StepContext) -> dict[str, Any]:
-        upload = UploadInput.from_data(ctx.data)
+    async def store(ctx: StepContext[UploadInput]) -> dict[str, Any]:
+        upload = ctx.input
         path = spool.path(upload.spool_file)
         if not path.exists():
             raise SpoolFileMissingError(
@@ -133,11 +123,11 @@ def build_upload_saga(
         return {"stored_at": _now().isoformat()}
 
     @store.compensate
-    async def remove_object(ctx: StepContext) -> None:
+    async def remove_object(ctx: StepContext[UploadInput]) -> None:
         await storage.delete(_key(ctx))
 
-    @saga.step("MARK_AVAILABLE", transactional=True, pivot=True)
-    async def mark_available(ctx: StepContext) -> None:
+    @saga.step("MARK_AVAILABLE", transactional=True, kind=StepKind.PIVOT)
+    async def mark_available(ctx: StepContext[UploadInput]) -> None:
         result = await ctx.session.execute(
             update(applications)
             .where(
@@ -150,8 +140,8 @@ def build_upload_saga(
             raise NonRetryableError(f"no UPLOADING application record for saga {ctx.saga_id}")
 
     @saga.step("UPDATE_LATEST_VERSION", transactional=True)
-    async def update_latest(ctx: StepContext) -> dict[str, Any]:
-        upload = UploadInput.from_data(ctx.data)
+    async def update_latest(ctx: StepContext[UploadInput]) -> dict[str, Any]:
+        upload = ctx.input
         latest = await refresh_latest_txn(ctx.session, upload.package_name)
         spool.remove(upload.spool_file)  # the saga is over: the spooled copy is not needed
         return {"latest_app_id": latest}
@@ -179,8 +169,10 @@ async def ensure_record_txn(conn: AsyncConnection, upload: UploadInput, saga_id:
     return key
 
 
-def _key(ctx: StepContext) -> str:
-    return object_key(ctx.data["package_name"], ctx.data["version_code"], ctx.saga_id)
+def _key(ctx: StepContext[UploadInput]) -> str:
+    """The object key CREATE_APP_RECORD gave the run's record (derived from the run)."""
+    key: str = ctx.output("CREATE_APP_RECORD")["object_key"]
+    return key
 
 
 def _record(upload: UploadInput, key: str, saga_id: str) -> dict[str, Any]:
@@ -210,7 +202,7 @@ def _record(upload: UploadInput, key: str, saga_id: str) -> dict[str, Any]:
     }
 
 
-def _failure_reason(ctx: StepContext) -> str:
+def _failure_reason(ctx: StepContext[UploadInput]) -> str:
     """Why the run is compensating, from the engine's compensation context."""
     cause = ctx.compensation_cause or "failed"
     error = ctx.error

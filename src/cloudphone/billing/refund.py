@@ -26,9 +26,11 @@ Steps (``DESIGN.md`` §3):
    If the provider failed the refund: payment back to its status before the hold, refund FAILED.
 5. ``UPDATE_ORDER_STATUS`` — transactional. The order follows the payment.
 
-Deadline 5 minutes (before the pivot); 4 attempts per step before the pivot. The saga input is
-ids only: ``{"refund_id", "payment_id", "order_id"}``; amounts and provider ids are read from
-the rows, secrets never appear.
+Deadline 5 minutes (before the pivot); 4 attempts per step before the pivot, then retries
+within the policy's budget (24 h). The saga input is ids only (:class:`RefundInput`); amounts
+and provider ids are read from the rows, secrets never appear. The pivot's output is a
+:class:`ProviderRefundResult`, the wait's a :class:`FinalRefund`; later steps read them with
+``ctx.output(step, Type)``.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 from cloudphone.billing import store
 from cloudphone.billing.config import BillingConfig
@@ -65,7 +68,15 @@ from cloudphone.billing.settlement import (
     release_hold_txn,
     settle_refund_txn,
 )
-from cloudphone.saga import Database, NonRetryableError, RetryLater, RetryPolicy, Saga, StepContext
+from cloudphone.saga import (
+    Database,
+    NonRetryableError,
+    RetryLater,
+    RetryPolicy,
+    Saga,
+    StepContext,
+    StepKind,
+)
 
 REFUND_SAGA = "payment_refund"
 """Name of the saga type."""
@@ -75,6 +86,41 @@ CALL_PROVIDER_REFUND = "CALL_PROVIDER_REFUND"
 AWAIT_PROVIDER_REFUND = "AWAIT_PROVIDER_REFUND"
 UPDATE_PAYMENT_STATUS = "UPDATE_PAYMENT_STATUS"
 UPDATE_ORDER_STATUS = "UPDATE_ORDER_STATUS"
+
+
+class RefundInput(BaseModel):
+    """The refund saga's input: ids only."""
+
+    model_config = ConfigDict(frozen=True)
+
+    refund_id: str
+    payment_id: str
+    order_id: str
+
+
+class ProviderRefundResult(BaseModel):
+    """What ``CALL_PROVIDER_REFUND`` (the pivot) learnt: the provider's refund."""
+
+    provider: str
+    provider_refund_id: str
+    provider_refund_state: RefundState
+    provider_failure_reason: str | None = None
+
+
+class FinalRefund(BaseModel):
+    """What ``AWAIT_PROVIDER_REFUND`` learnt: the provider's final answer.
+
+    A run started before outputs were kept per step has only its merged data, where this
+    step's answer overwrote the pivot's ``provider_refund_*`` keys: those are read then.
+    """
+
+    final_state: RefundState = Field(
+        validation_alias=AliasChoices("final_state", "provider_refund_state")
+    )
+    final_failure_reason: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("final_failure_reason", "provider_failure_reason"),
+    )
 
 
 class RefundNotSent(Exception):
@@ -117,7 +163,7 @@ def build_refund_saga(
     *,
     timing: RefundTiming | None = None,
     name: str = REFUND_SAGA,
-) -> Saga:
+) -> Saga[RefundInput]:
     """Build the refund saga wired to these ports.
 
     Args:
@@ -128,11 +174,11 @@ def build_refund_saga(
     """
     timing = timing or RefundTiming()
     steps = _RefundSteps(providers, db, timing)
-    saga = Saga(name, timeout=timing.deadline, retry=timing.retry)
+    saga = Saga(name, input=RefundInput, timeout=timing.deadline, retry=timing.retry)
     calls = timing.provider_call_timeout
     hold = saga.step(SET_REFUNDING_STATUS, transactional=True)(steps.set_refunding)
     hold.compensate(transactional=True)(steps.release_hold)
-    pivot = saga.step(CALL_PROVIDER_REFUND, pivot=True, timeout=calls)(steps.call_provider)
+    pivot = saga.step(CALL_PROVIDER_REFUND, kind=StepKind.PIVOT, timeout=calls)(steps.call_provider)
     pivot.compensate(transactional=False)(steps.verify_nothing_moved)
     saga.step(AWAIT_PROVIDER_REFUND, timeout=calls)(steps.await_final)
     saga.step(UPDATE_PAYMENT_STATUS, transactional=True)(steps.update_payment)
@@ -188,12 +234,12 @@ class _RefundSteps:
 
     # -- SET_REFUNDING_STATUS -----------------------------------------------------------
 
-    async def set_refunding(self, ctx: StepContext) -> None:
+    async def set_refunding(self, ctx: StepContext[RefundInput]) -> None:
         """Hold the payment for this refund (row lock; only refundable payments)."""
         conn = ctx.session
-        refund = await store.refund_txn(conn, ctx.data["refund_id"])
+        refund = await store.refund_txn(conn, ctx.input.refund_id)
         if refund is None:
-            raise NonRetryableError(f"refund {ctx.data['refund_id']} does not exist")
+            raise NonRetryableError(f"refund {ctx.input.refund_id} does not exist")
         payment = await store.payment_txn(conn, refund.payment_id, lock=True)
         assert payment is not None  # foreign key
         if payment.held_by_refund == refund.id:
@@ -210,10 +256,10 @@ class _RefundSteps:
             status_before_hold=payment.status,
         )
 
-    async def release_hold(self, ctx: StepContext) -> None:
+    async def release_hold(self, ctx: StepContext[RefundInput]) -> None:
         """Undo the hold (only this refund's) and mark the refund FAILED with the reason."""
         conn = ctx.session
-        row = await store.refund_row_txn(conn, ctx.data["refund_id"])
+        row = await store.refund_row_txn(conn, ctx.input.refund_id)
         if row is None:
             return
         refund = Refund.from_row(row)
@@ -235,9 +281,9 @@ class _RefundSteps:
 
     # -- CALL_PROVIDER_REFUND (pivot) ---------------------------------------------------
 
-    async def call_provider(self, ctx: StepContext) -> dict[str, Any]:
+    async def call_provider(self, ctx: StepContext[RefundInput]) -> ProviderRefundResult:
         """Refund at the provider exactly once (see the module docstring)."""
-        refund_id = ctx.data["refund_id"]
+        refund_id = ctx.input.refund_id
         row, payment = await self._load(refund_id)
         provider = self._provider(payment)
         charge = payment.provider_payment_id or ""
@@ -278,9 +324,9 @@ class _RefundSteps:
                 f"{error.reason}"
             ) from None
 
-    async def verify_nothing_moved(self, ctx: StepContext) -> None:
+    async def verify_nothing_moved(self, ctx: StepContext[RefundInput]) -> None:
         """Compensation of the pivot: let the saga turn back only if no money moved."""
-        refund_id = ctx.data["refund_id"]
+        refund_id = ctx.input.refund_id
         row, payment = await self._load(refund_id)
         if not row["outcome_unknown"]:
             return  # every request was answered "no": nothing to undo
@@ -310,59 +356,61 @@ class _RefundSteps:
 
     # -- after the pivot ----------------------------------------------------------------
 
-    async def await_final(self, ctx: StepContext) -> dict[str, Any] | None:
+    async def await_final(self, ctx: StepContext[RefundInput]) -> FinalRefund:
         """Poll a refund the provider still processes until it is final."""
-        if ctx.data["provider_refund_state"] != RefundState.PENDING:
-            return None
-        provider = self.providers.get(ctx.data["provider"])
+        taken = ctx.output(CALL_PROVIDER_REFUND, ProviderRefundResult)
+        if taken.provider_refund_state is not RefundState.PENDING:
+            return FinalRefund(
+                final_state=taken.provider_refund_state,
+                final_failure_reason=taken.provider_failure_reason,
+            )
+        provider = self.providers.get(taken.provider)
         if provider is None:
-            raise NonRetryableError(f"payment provider {ctx.data['provider']!r} is gone")
+            raise NonRetryableError(f"payment provider {taken.provider!r} is gone")
         try:
-            refund = await provider.get_refund(ctx.data["provider_refund_id"])
+            refund = await provider.get_refund(taken.provider_refund_id)
         except ProviderRejected as error:
             raise NonRetryableError(f"the provider lost the refund: {error.reason}") from None
         if refund.state is RefundState.PENDING:
             async with self.db.begin() as conn:
                 await conn.execute(
                     sa.update(refunds)
-                    .where(refunds.c.id == ctx.data["refund_id"], refunds.c.status == "PENDING")
+                    .where(refunds.c.id == ctx.input.refund_id, refunds.c.status == "PENDING")
                     .values(status=RefundStatus.PROCESSING, provider_refund_id=refund.id)
                 )
             raise RetryLater("the provider is still processing the refund", self.timing.poll)
-        return {
-            "provider_refund_state": refund.state.value,
-            "provider_failure_reason": refund.failure_reason,
-        }
+        return FinalRefund(final_state=refund.state, final_failure_reason=refund.failure_reason)
 
-    async def update_payment(self, ctx: StepContext) -> dict[str, Any] | None:
+    async def update_payment(self, ctx: StepContext[RefundInput]) -> dict[str, Any] | None:
         """Record the provider's final answer on the payment and the refund."""
+        final = ctx.output(AWAIT_PROVIDER_REFUND, FinalRefund)
         return await settle_refund_txn(
             ctx.session,
-            ctx.data["refund_id"],
-            provider_refund_id=ctx.data["provider_refund_id"],
-            succeeded=ctx.data["provider_refund_state"] == RefundState.SUCCEEDED,
-            failure_reason=ctx.data.get("provider_failure_reason"),
+            ctx.input.refund_id,
+            provider_refund_id=ctx.output(CALL_PROVIDER_REFUND)["provider_refund_id"],
+            succeeded=final.final_state is RefundState.SUCCEEDED,
+            failure_reason=final.final_failure_reason,
         )
 
-    async def update_order(self, ctx: StepContext) -> None:
+    async def update_order(self, ctx: StepContext[RefundInput]) -> None:
         """The order follows the payment (PARTIALLY_REFUNDED, REFUNDED)."""
-        await order_follows_payment_txn(ctx.session, ctx.data["payment_id"])
+        await order_follows_payment_txn(ctx.session, ctx.input.payment_id)
 
 
 _CAUSES = {"timed_out": "its deadline passed", "cancelled": "it was cancelled"}
 
 
-def _turned_back(ctx: StepContext) -> str:
+def _turned_back(ctx: StepContext[RefundInput]) -> str:
     """Why the saga stopped before the provider took the refund, from the engine's context."""
     cause = _CAUSES.get(ctx.compensation_cause or "", "a step failed")
     error = f" ({ctx.error})" if ctx.error is not None else ""
     return f"the refund saga stopped before the provider took the refund: {cause}{error}"
 
 
-def _pivot_output(provider: PaymentProvider, refund: ProviderRefund) -> dict[str, Any]:
-    return {
-        "provider": provider.name,
-        "provider_refund_id": refund.id,
-        "provider_refund_state": refund.state.value,
-        "provider_failure_reason": refund.failure_reason,
-    }
+def _pivot_output(provider: PaymentProvider, refund: ProviderRefund) -> ProviderRefundResult:
+    return ProviderRefundResult(
+        provider=provider.name,
+        provider_refund_id=refund.id,
+        provider_refund_state=refund.state,
+        provider_failure_reason=refund.failure_reason,
+    )

@@ -46,7 +46,7 @@ from cloudphone.billing.payments import PaymentDesk
 from cloudphone.billing.pending import PendingPayments, ReconciledPayment
 from cloudphone.billing.providers.base import PaymentProvider
 from cloudphone.billing.reconcile import Reconciler
-from cloudphone.billing.refund import REFUND_SAGA
+from cloudphone.billing.refund import REFUND_SAGA, RefundInput
 from cloudphone.domain import (
     ConflictError,
     ForbiddenError,
@@ -333,7 +333,7 @@ class BillingService:
         refund_id = str(uuid.uuid4())
         saga_id = await self.engine.start(
             self.refund_saga,
-            {"refund_id": refund_id, "payment_id": payment.id, "order_id": payment.order_id},
+            RefundInput(refund_id=refund_id, payment_id=payment.id, order_id=payment.order_id),
             idempotency_key=f"refund:{refund_id}",
             session=conn,
             started_by=principal.user_id,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from datetime import timedelta
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -49,6 +50,7 @@ def demo(
 async def _run(
     settings: Settings, data: dict[str, Any], count: int, worker: bool, wait_s: float
 ) -> Counter[str]:
+
     from cloudphone.demo import DEMO_SAGA
     from cloudphone.platform import build_platform
 
@@ -69,7 +71,9 @@ async def _run(
                 ids.append(await engine.start(DEMO_SAGA, data, started_by="cli-demo"))
                 progress.advance(starting)
             finishing = progress.add_task("finishing", total=count)
-            for waiting in asyncio.as_completed([engine.wait(i, wait_s) for i in ids]):
+            for waiting in asyncio.as_completed(
+                [engine.wait(i, timedelta(seconds=wait_s)) for i in ids]
+            ):
                 run_ = await waiting
                 tally[run_.status.value] += 1
                 progress.advance(finishing)

@@ -2,8 +2,8 @@
 
 * :func:`step_plan`: every step of the definition in order, pivot marked, each with its state
   (done, failed, compensated, not reached, …), attempts and time spent.
-* :func:`data_after_steps`: the data as it stood after each step, walked back from the current
-  data through the outputs the ``step_succeeded`` events record.
+* :func:`data_after_steps`: the data as it stood after each step: the run's input, then each
+  succeeded step's output as the run keeps it (``SagaRun.outputs``).
 * :func:`redact`: secrets hidden by key name before anything reaches the page.
 """
 
@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from cloudphone.saga import EventKind, Saga, SagaEvent, SagaRun, SagaStatus
-from cloudphone.saga.history import undo_output
 
 REDACTED = "••• redacted •••"
 _SECRET_KEY = re.compile(
@@ -149,22 +148,22 @@ class DataSnapshot:
 def data_after_steps(run: SagaRun, events: Sequence[SagaEvent]) -> list[DataSnapshot] | None:
     """The data after each successful step, oldest first (redacted).
 
-    Walks back from the current data: each step's ``output`` is taken off and the values it
-    ``replaced`` put back. Returns None for a history recorded before steps kept their output
-    (nothing can be reconstructed honestly then).
+    The input, then the outputs of the steps that succeeded so far, in the order they did. A
+    step that succeeded twice (run again by an operator) shows its latest output both times.
+    Returns None for a run started before outputs were kept per step (a step that succeeded
+    has none): nothing can be reconstructed honestly then.
     """
-    successes = [e for e in events if e.kind is EventKind.STEP_SUCCEEDED]
-    if any("output" not in e.detail for e in successes):
+    successes = [e for e in events if e.kind is EventKind.STEP_SUCCEEDED and e.step]
+    if any(e.step not in run.outputs for e in successes):
         return None
-    data = dict(run.data)
+    data = dict(run.input)
     snapshots: list[DataSnapshot] = []
-    for event in reversed(successes):
-        output: dict[str, Any] = event.detail.get("output", {})
+    for event in successes:
+        output: dict[str, Any] = run.outputs.get(event.step or "") or {}
+        data.update(output)
         snapshots.append(
             DataSnapshot(event.step or "?", event.attempt, redact(data), sorted(output))
         )
-        undo_output(data, event)
-    snapshots.reverse()
     return snapshots
 
 

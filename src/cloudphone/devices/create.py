@@ -1,9 +1,10 @@
 """The ``device_create`` saga: quota, ports, container, record, boot, activation.
 
-Input data: ``device_id``, ``owner_id``, ``name`` and ``spec`` (see :meth:`DeviceSpec.to_data`).
-The API inserts the CREATING device row and reserves the quota in the request transaction that
-starts the run; every step is nevertheless complete on its own, so a run started any other way
-(CLI, tests) does the same work.
+Input (:class:`CreateInput`): ``device_id``, ``owner_id``, ``name`` and ``spec``. Steps read
+earlier outputs by step: the ports (:class:`AllocatedPorts`) and the container
+(:class:`CreatedContainer`). The API inserts the CREATING device row and reserves the quota in
+the request transaction that starts the run; every step is nevertheless complete on its own,
+so a run started any other way (CLI, tests) does the same work.
 
 =====================  ======================================  ================================
 step                   does                                    compensation
@@ -26,6 +27,7 @@ quota is left behind.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -45,7 +47,7 @@ from cloudphone.devices.runtimes.base import (
 )
 from cloudphone.devices.spec import DeviceSpec
 from cloudphone.domain import DomainError
-from cloudphone.saga import NonRetryableError, RetryPolicy, Saga, StepContext
+from cloudphone.saga import NonRetryableError, RetryPolicy, Saga, StepContext, StepKind
 
 DEVICE_CREATE = "device_create"
 """Saga type name."""
@@ -54,6 +56,36 @@ CREATE_TIMEOUT = timedelta(minutes=10)
 """Deadline of a creation."""
 
 CONTAINER_PREFIX = "cloudphone-"
+
+ALLOCATE_PORTS = "ALLOCATE_PORTS"
+CREATE_CONTAINER = "CREATE_CONTAINER"
+
+
+@dataclass(frozen=True)
+class CreateInput:
+    """The input of ``device_create``: which device, whose, and its resources."""
+
+    device_id: str
+    owner_id: str
+    name: str
+    spec: DeviceSpec
+
+
+@dataclass(frozen=True)
+class AllocatedPorts:
+    """The output of ``ALLOCATE_PORTS``."""
+
+    adb_port: int
+    stream_port: int
+
+
+@dataclass(frozen=True)
+class CreatedContainer:
+    """The output of ``CREATE_CONTAINER``."""
+
+    container_name: str
+    container_id: str
+    adb_host: str
 
 
 def container_name(create_saga_id: str) -> str:
@@ -84,7 +116,7 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _failure_reason(ctx: StepContext) -> str:
+def _failure_reason(ctx: StepContext[CreateInput]) -> str:
     """Why the creation was undone, for the device's ``error``.
 
     For example ``creation failed in INITIALIZE_DEVICE: DeviceBootError: ... (saga <id>)``.
@@ -96,13 +128,9 @@ def _failure_reason(ctx: StepContext) -> str:
     return f"creation {cause}{where}{what} (saga {ctx.saga_id})"[:2000]
 
 
-def _spec(ctx: StepContext) -> DeviceSpec:
-    return DeviceSpec.from_data(ctx.data["spec"])
-
-
 def build_create_saga(
     runtime: DeviceRuntime, config: DevicesConfig, *, retry: RetryPolicy | None = None
-) -> Saga:
+) -> Saga[CreateInput]:
     """The ``device_create`` saga on ``runtime``.
 
     Args:
@@ -110,20 +138,25 @@ def build_create_saga(
         config: Port ranges, quota defaults and timeouts.
         retry: Retry policy of the steps (default from ``config``).
     """
-    saga = Saga(DEVICE_CREATE, timeout=CREATE_TIMEOUT, retry=retry or step_retry_policy(config))
+    saga = Saga(
+        DEVICE_CREATE,
+        input=CreateInput,
+        timeout=CREATE_TIMEOUT,
+        retry=retry or step_retry_policy(config),
+    )
     steps = _CreateSteps(runtime, config)
     calls = config.runtime_call_timeout
     boot = config.boot_timeout + timedelta(seconds=15)
     quota_step = saga.step("RESERVE_QUOTA", transactional=True)(steps.reserve_quota)
     quota_step.compensate(steps.release_quota)
-    ports_step = saga.step("ALLOCATE_PORTS", transactional=True)(steps.allocate_ports)
+    ports_step = saga.step(ALLOCATE_PORTS, transactional=True)(steps.allocate_ports)
     ports_step.compensate(steps.free_ports)
-    container_step = saga.step("CREATE_CONTAINER", timeout=calls)(steps.create_container)
+    container_step = saga.step(CREATE_CONTAINER, timeout=calls)(steps.create_container)
     container_step.compensate(steps.remove_container)
     record_step = saga.step("CREATE_DEVICE_RECORD", transactional=True)(steps.record_device)
     record_step.compensate(steps.unbind_record)
     saga.step("INITIALIZE_DEVICE", timeout=boot)(steps.initialize)
-    saga.step("ACTIVATE", transactional=True, pivot=True)(steps.activate)
+    saga.step("ACTIVATE", transactional=True, kind=StepKind.PIVOT)(steps.activate)
     return saga
 
 
@@ -134,75 +167,76 @@ class _CreateSteps:
         self.runtime = runtime
         self.config = config
 
-    async def reserve_quota(self, ctx: StepContext) -> None:
+    async def reserve_quota(self, ctx: StepContext[CreateInput]) -> None:
         try:
             await quota.reserve_txn(
                 ctx.session,
                 saga_id=ctx.saga_id,
-                user_id=ctx.data["owner_id"],
-                device_id=ctx.data["device_id"],
-                spec=_spec(ctx),
+                user_id=ctx.input.owner_id,
+                device_id=ctx.input.device_id,
+                spec=ctx.input.spec,
                 defaults=self.config.default_quota,
                 now=_now(),
             )
         except DomainError as error:
             raise NonRetryableError(error.message) from error
 
-    async def release_quota(self, ctx: StepContext) -> None:
+    async def release_quota(self, ctx: StepContext[CreateInput]) -> None:
         # Always the last compensation to run: the creation is over, the device says why.
         await quota.release_txn(ctx.session, ctx.saga_id, _now())
         await update_device_txn(
             ctx.session,
-            ctx.data["device_id"],
+            ctx.input.device_id,
             expect={DeviceStatus.CREATING},
             now=_now(),
             status=DeviceStatus.ERROR,
             error=_failure_reason(ctx),
         )
 
-    async def allocate_ports(self, ctx: StepContext) -> dict[str, Any]:
+    async def allocate_ports(self, ctx: StepContext[CreateInput]) -> AllocatedPorts:
         ports = await allocate_txn(
             ctx.session,
             saga_id=ctx.saga_id,
-            device_id=ctx.data["device_id"],
+            device_id=ctx.input.device_id,
             ranges=ranges_from(self.config),
             now=_now(),
         )
-        return {"adb_port": ports.adb, "stream_port": ports.stream}
+        return AllocatedPorts(adb_port=ports.adb, stream_port=ports.stream)
 
-    async def free_ports(self, ctx: StepContext) -> None:
+    async def free_ports(self, ctx: StepContext[CreateInput]) -> None:
         await release_saga_ports_txn(ctx.session, ctx.saga_id)
 
-    async def create_container(self, ctx: StepContext) -> dict[str, Any]:
+    async def create_container(self, ctx: StepContext[CreateInput]) -> CreatedContainer:
+        device, ports = ctx.input, ctx.output(ALLOCATE_PORTS, AllocatedPorts)
         launch = Launch(
             name=container_name(ctx.saga_id),
-            serial=ctx.data["device_id"],
-            adb_port=ctx.data["adb_port"],
-            stream_port=ctx.data["stream_port"],
-            spec=_spec(ctx),
+            serial=device.device_id,
+            adb_port=ports.adb_port,
+            stream_port=ports.stream_port,
+            spec=device.spec,
             labels={
-                LABEL_DEVICE: ctx.data["device_id"],
+                LABEL_DEVICE: device.device_id,
                 LABEL_SAGA: ctx.saga_id,
-                LABEL_OWNER: ctx.data["owner_id"],
+                LABEL_OWNER: device.owner_id,
             },
         )
         try:
             container = await self.runtime.create(launch)
         except PermanentRuntimeError as error:
             raise NonRetryableError(str(error)) from error
-        return {
-            "container_name": container.name,
-            "container_id": container.id,
-            "adb_host": container.adb_host,
-        }
+        return CreatedContainer(
+            container_name=container.name, container_id=container.id, adb_host=container.adb_host
+        )
 
-    async def remove_container(self, ctx: StepContext) -> None:
+    async def remove_container(self, ctx: StepContext[CreateInput]) -> None:
         # By name, not by a returned id: a cancelled create may still have made it.
         await self.runtime.remove(container_name(ctx.saga_id))
 
-    async def record_device(self, ctx: StepContext) -> None:
+    async def record_device(self, ctx: StepContext[CreateInput]) -> None:
         """Bind the container to the device row, inserting the row when the run has none."""
-        device_id = ctx.data["device_id"]
+        device_id = ctx.input.device_id
+        ports = ctx.output(ALLOCATE_PORTS, AllocatedPorts)
+        made = ctx.output(CREATE_CONTAINER, CreatedContainer)
         device = await get_device_txn(ctx.session, device_id)
         if device is None:
             await _insert_device(ctx)
@@ -214,19 +248,19 @@ class _CreateSteps:
             expect={DeviceStatus.CREATING},
             now=_now(),
             runtime=self.runtime.kind,
-            container_name=ctx.data["container_name"],
-            container_id=ctx.data["container_id"],
-            adb_host=ctx.data["adb_host"],
-            adb_port=ctx.data["adb_port"],
-            stream_port=ctx.data["stream_port"],
+            container_name=made.container_name,
+            container_id=made.container_id,
+            adb_host=made.adb_host,
+            adb_port=ports.adb_port,
+            stream_port=ports.stream_port,
         )
         if not bound:
             raise NonRetryableError(f"device {device_id} is no longer CREATING")
 
-    async def unbind_record(self, ctx: StepContext) -> None:
+    async def unbind_record(self, ctx: StepContext[CreateInput]) -> None:
         await update_device_txn(
             ctx.session,
-            ctx.data["device_id"],
+            ctx.input.device_id,
             expect={DeviceStatus.CREATING},
             now=_now(),
             container_id=None,
@@ -234,7 +268,7 @@ class _CreateSteps:
             stream_port=None,
         )
 
-    async def initialize(self, ctx: StepContext) -> dict[str, Any]:
+    async def initialize(self, ctx: StepContext[CreateInput]) -> dict[str, Any]:
         name = container_name(ctx.saga_id)
         container = await self.runtime.inspect(name)
         if container is None:
@@ -246,36 +280,36 @@ class _CreateSteps:
                 raise NonRetryableError(str(error)) from error
         banner = await self.runtime.initialize(
             container,
-            ctx.data["device_id"],
-            _spec(ctx),
+            ctx.input.device_id,
+            ctx.input.spec,
             timeout=self.config.boot_timeout.total_seconds(),
         )
         return {"banner": dict(banner.properties)}
 
-    async def activate(self, ctx: StepContext) -> None:
+    async def activate(self, ctx: StepContext[CreateInput]) -> None:
         now = _now()
         if not await quota.consume_txn(ctx.session, ctx.saga_id, now):
             raise NonRetryableError(f"saga {ctx.saga_id} holds no quota reservation")
         if not await update_device_txn(
             ctx.session,
-            ctx.data["device_id"],
+            ctx.input.device_id,
             expect={DeviceStatus.CREATING},
             now=now,
             status=DeviceStatus.RUNNING,
             error=None,
         ):
-            raise NonRetryableError(f"device {ctx.data['device_id']} is no longer CREATING")
+            raise NonRetryableError(f"device {ctx.input.device_id} is no longer CREATING")
 
 
-async def _insert_device(ctx: StepContext) -> None:
+async def _insert_device(ctx: StepContext[CreateInput]) -> None:
     """The device row of a run started without one (not through the API)."""
     try:
         await insert_device_txn(
             ctx.session,
-            device_id=ctx.data["device_id"],
-            owner_id=ctx.data["owner_id"],
-            name=ctx.data["name"],
-            spec=_spec(ctx),
+            device_id=ctx.input.device_id,
+            owner_id=ctx.input.owner_id,
+            name=ctx.input.name,
+            spec=ctx.input.spec,
             create_saga_id=ctx.saga_id,
             idempotency_key=None,
             now=_now(),

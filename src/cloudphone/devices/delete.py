@@ -1,10 +1,11 @@
 """The ``device_delete`` saga: stop, remove the container, free ports and quota, mark DELETED.
 
-Input data: ``device_id``. The first step, MARK_DELETING, is the pivot: it (re)asserts the
-DELETING status that the API set in the request transaction and records which run deletes the
-device. From there the saga only moves forward: every later step is retried until it
-succeeds (capped backoff) and is idempotent, so running one twice, or deleting a device twice,
-is harmless.
+Input (:class:`DeleteInput`): ``device_id``. The first step, MARK_DELETING, is the pivot: it
+(re)asserts the DELETING status that the API set in the request transaction and records which
+run deletes the device; its output (:class:`DeletionTarget`) names the container and the
+creation the later steps undo. From there the saga only moves forward: every later step is
+retried (capped backoff, within its retry budget) and is idempotent, so running one twice, or
+deleting a device twice, is harmless.
 
 ==========================  =======================================================
 step                        does
@@ -20,8 +21,8 @@ MARK_DELETED (tx)           DELETING -> DELETED, ports cleared on the row
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 from cloudphone.devices import quota
 from cloudphone.devices.config import DevicesConfig
@@ -30,7 +31,7 @@ from cloudphone.devices.models import DeviceStatus
 from cloudphone.devices.ports import release_device_ports_txn, release_saga_ports_txn
 from cloudphone.devices.records import get_device_txn, update_device_txn
 from cloudphone.devices.runtimes.base import DeviceRuntime
-from cloudphone.saga import NonRetryableError, RetryPolicy, Saga, StepContext
+from cloudphone.saga import NonRetryableError, RetryPolicy, Saga, StepContext, StepKind
 
 DEVICE_DELETE = "device_delete"
 """Saga type name."""
@@ -46,6 +47,23 @@ DELETABLE = frozenset(
 )
 """Statuses MARK_DELETING accepts."""
 
+MARK_DELETING = "MARK_DELETING"
+
+
+@dataclass(frozen=True)
+class DeleteInput:
+    """The input of ``device_delete``."""
+
+    device_id: str
+
+
+@dataclass(frozen=True)
+class DeletionTarget:
+    """The output of ``MARK_DELETING``: what the later steps remove and release."""
+
+    container_name: str
+    create_saga_id: str
+
 
 def _now() -> datetime:
     return datetime.now(UTC)
@@ -53,7 +71,7 @@ def _now() -> datetime:
 
 def build_delete_saga(
     runtime: DeviceRuntime, config: DevicesConfig, *, retry: RetryPolicy | None = None
-) -> Saga:
+) -> Saga[DeleteInput]:
     """The ``device_delete`` saga on ``runtime``.
 
     Args:
@@ -61,10 +79,10 @@ def build_delete_saga(
         config: Timeouts and retry settings.
         retry: Retry policy of the steps (default from ``config``).
     """
-    saga = Saga(DEVICE_DELETE, retry=retry or step_retry_policy(config))
+    saga = Saga(DEVICE_DELETE, input=DeleteInput, retry=retry or step_retry_policy(config))
     steps = _DeleteSteps(runtime)
     calls = config.runtime_call_timeout
-    saga.step("MARK_DELETING", transactional=True, pivot=True)(steps.mark_deleting)
+    saga.step(MARK_DELETING, transactional=True, kind=StepKind.PIVOT)(steps.mark_deleting)
     saga.step("STOP_CONTAINER", timeout=calls)(steps.stop_container)
     saga.step("REMOVE_CONTAINER", timeout=calls)(steps.remove_container)
     saga.step("RELEASE_PORTS", transactional=True)(steps.release_ports)
@@ -79,8 +97,8 @@ class _DeleteSteps:
     def __init__(self, runtime: DeviceRuntime) -> None:
         self.runtime = runtime
 
-    async def mark_deleting(self, ctx: StepContext) -> dict[str, Any]:
-        device_id = ctx.data["device_id"]
+    async def mark_deleting(self, ctx: StepContext[DeleteInput]) -> DeletionTarget:
+        device_id = ctx.input.device_id
         device = await get_device_txn(ctx.session, device_id, for_update=True)
         if device is None:
             raise NonRetryableError(f"no device {device_id}")
@@ -97,33 +115,33 @@ class _DeleteSteps:
                 status=DeviceStatus.DELETING,
                 delete_saga_id=ctx.saga_id,
             )
-        return {
-            "container_name": container_name(device.create_saga_id),
-            "create_saga_id": device.create_saga_id,
-        }
+        return DeletionTarget(
+            container_name=container_name(device.create_saga_id),
+            create_saga_id=device.create_saga_id,
+        )
 
-    async def stop_container(self, ctx: StepContext) -> None:
-        await self.runtime.stop(ctx.data["container_name"])
+    async def stop_container(self, ctx: StepContext[DeleteInput]) -> None:
+        await self.runtime.stop(_target(ctx).container_name)
 
-    async def remove_container(self, ctx: StepContext) -> None:
-        await self.runtime.remove(ctx.data["container_name"])
+    async def remove_container(self, ctx: StepContext[DeleteInput]) -> None:
+        await self.runtime.remove(_target(ctx).container_name)
 
-    async def release_ports(self, ctx: StepContext) -> None:
-        await release_device_ports_txn(ctx.session, ctx.data["device_id"])
-        await release_saga_ports_txn(ctx.session, ctx.data["create_saga_id"])
+    async def release_ports(self, ctx: StepContext[DeleteInput]) -> None:
+        await release_device_ports_txn(ctx.session, ctx.input.device_id)
+        await release_saga_ports_txn(ctx.session, _target(ctx).create_saga_id)
 
-    async def release_quota(self, ctx: StepContext) -> None:
-        now = _now()
+    async def release_quota(self, ctx: StepContext[DeleteInput]) -> None:
+        now, creation = _now(), _target(ctx).create_saga_id
         # A device that reached RUNNING gives its usage back; one whose creation never
         # finished may at most hold a reservation. Both moves are conditional: no-op twice.
-        await quota.return_txn(ctx.session, ctx.data["create_saga_id"], now)
-        await quota.release_txn(ctx.session, ctx.data["create_saga_id"], now)
+        await quota.return_txn(ctx.session, creation, now)
+        await quota.release_txn(ctx.session, creation, now)
 
-    async def mark_deleted(self, ctx: StepContext) -> None:
+    async def mark_deleted(self, ctx: StepContext[DeleteInput]) -> None:
         now = _now()
         await update_device_txn(
             ctx.session,
-            ctx.data["device_id"],
+            ctx.input.device_id,
             expect={DeviceStatus.DELETING},
             now=now,
             status=DeviceStatus.DELETED,
@@ -131,3 +149,7 @@ class _DeleteSteps:
             adb_port=None,
             stream_port=None,
         )
+
+
+def _target(ctx: StepContext[DeleteInput]) -> DeletionTarget:
+    return ctx.output(MARK_DELETING, DeletionTarget)

@@ -15,8 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from cloudphone.devices import quota
 from cloudphone.devices.config import DevicesConfig
-from cloudphone.devices.create import DEVICE_CREATE, container_name
-from cloudphone.devices.delete import DELETABLE, DEVICE_DELETE
+from cloudphone.devices.create import DEVICE_CREATE, CreateInput, container_name
+from cloudphone.devices.delete import DELETABLE, DEVICE_DELETE, DeleteInput
 from cloudphone.devices.models import DeviceStatus
 from cloudphone.devices.quota import Quota
 from cloudphone.devices.records import (
@@ -152,7 +152,7 @@ class DeviceService:
         if await find_live_by_name_txn(conn, user, name) is not None:
             raise ConflictError(f"you already have a device named {name!r}", code="duplicate_name")
         device_id = str(uuid.uuid4())
-        data = {"device_id": device_id, "owner_id": user, "name": name, "spec": spec.to_data()}
+        data = CreateInput(device_id=device_id, owner_id=user, name=name, spec=spec)
         saga_id = await self.engine.start(DEVICE_CREATE, data, session=conn, started_by=user)
         now = _now()
         await insert_device_txn(
@@ -249,7 +249,7 @@ class DeviceService:
                 )
             saga_id = await self.engine.start(
                 DEVICE_DELETE,
-                {"device_id": device_id},
+                DeleteInput(device_id=device_id),
                 session=conn,
                 started_by=principal.user_id,
                 idempotency_key=f"delete:{device_id}",

@@ -6,23 +6,33 @@ from collections.abc import Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Generic, TypeVar, cast, overload
 
 from sqlalchemy.ext.asyncio import AsyncConnection
+from typing_extensions import TypeVar as DefaultTypeVar
 
+from cloudphone.saga.errors import MissingOutputError
+from cloudphone.saga.outputs import RunView
 from cloudphone.saga.records import ErrorInfo
+
+InputT = DefaultTypeVar("InputT", default=Any)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
-class StepContext:
+class StepContext(Generic[InputT]):
     """The view a step action or compensation has of its saga run.
+
+    Annotate it with the saga's input type (``ctx: StepContext[RefundInput]``) to have
+    ``ctx.input`` typed.
 
     Attributes:
         saga_id: Id of the run.
         saga_type: Name of the saga definition.
         step: Name of the step being run (or compensated).
         attempt: Attempt number of this step, 1-based; counts attempts lost to crashes too.
-        data: Read-only saga data: the input plus every earlier step's output.
+        data: Read-only merged view of the saga data: the input, then each earlier step's
+            output in step order (see :attr:`input` and :meth:`output` for the parts).
         idempotency_key: Stable across attempts, workers and restarts of this step; pass it to
             the outside system so a repeated call is harmless.
         deadline: When the saga's deadline passes (None when it has none).
@@ -43,6 +53,38 @@ class StepContext:
     compensation_cause: str | None = None
     error: ErrorInfo | None = None
     _session: AsyncConnection | None = field(default=None, repr=False)
+    _run: RunView | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def input(self) -> InputT:
+        """The saga input: the saga's input type (parsed once, on first use), else a dict.
+
+        Raises:
+            NonRetryableError: The stored input no longer fits the saga's input type.
+        """
+        if self._run is None:
+            return cast(InputT, dict(self.data))
+        return cast(InputT, self._run.input())
+
+    @overload
+    def output(self, step: str, type: None = None) -> dict[str, Any]: ...
+
+    @overload
+    def output(self, step: str, type: type[T]) -> T: ...
+
+    def output(self, step: str, type: type[T] | None = None) -> dict[str, Any] | T:
+        """What ``step`` returned (a private copy), validated into ``type`` if given.
+
+        Raises:
+            MissingOutputError: The saga has no such step, it has not run yet, or it returned
+                nothing.
+            StepOutputError: Its output does not fit ``type``.
+        """
+        if self._run is None:
+            raise MissingOutputError(
+                f"this context of step {self.step!r} was built without the run's outputs"
+            )
+        return self._run.output(step, type)
 
     @property
     def session(self) -> AsyncConnection:

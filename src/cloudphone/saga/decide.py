@@ -15,6 +15,7 @@ from cloudphone.saga.definition import Saga, Step, StepKind
 from cloudphone.saga.errors import RetryLater
 from cloudphone.saga.progress import NewEvent, Progress, RunState
 from cloudphone.saga.records import ErrorInfo, EventKind
+from cloudphone.saga.retry import RetryPolicy
 from cloudphone.saga.state import SagaStatus
 
 Rand = Callable[[], float]
@@ -25,12 +26,15 @@ CAUSE_CANCELLED = "cancelled"
 
 
 def past_pivot(state: RunState, saga: Saga) -> bool:
-    """True once the pivot has succeeded (the run can only move forward)."""
-    pivot = saga.pivot_index
+    """True once the pivot has succeeded (the run can only move forward).
+
+    Without a pivot: once it reached its first retriable step, if it has one.
+    """
+    forward = saga.forward_from
     return (
-        pivot is not None
+        forward is not None
         and state.status is not SagaStatus.COMPENSATING
-        and state.step_index > pivot
+        and state.step_index >= forward
     )
 
 
@@ -50,7 +54,8 @@ def _base(state: RunState, now: datetime, events: list[NewEvent], **changes: Any
         "step_index": state.step_index,
         "step": state.step,
         "attempt": state.attempt,
-        "data": None,
+        "output_step": None,
+        "output": None,
         "error": state.error,
         "compensation_cause": state.compensation_cause,
         "keep_lease": True,
@@ -60,6 +65,7 @@ def _base(state: RunState, now: datetime, events: list[NewEvent], **changes: Any
         "clear_cancel": False,
         "events": tuple(events),
         "now": now,
+        "retry_since": state.retry_since,
     }
     fields.update(changes)
     return Progress(**fields)
@@ -141,24 +147,26 @@ def on_step_success(
     started_at: datetime,
     now: datetime,
 ) -> Progress:
-    """A forward step's attempt succeeded: merge its output and move to the next step."""
+    """A forward step's attempt succeeded: keep its output under it, move to the next step."""
     step = saga.steps[state.step_index]
     done = _done_event(EventKind.STEP_SUCCEEDED, step, state, started_at, now)
-    # What the step added, and the values it replaced: the history can then show the data as
-    # it stood after every step (walking back from the current data), at no extra write.
-    done.detail["output"] = dict(output) if output else {}
-    replaced = {key: state.data[key] for key in output or () if key in state.data}
-    if replaced:
-        done.detail["replaced"] = replaced
     if step.kind is StepKind.PIVOT:
         # The history then says the point of no return was passed, whatever the definition.
         done.detail["pivot"] = True
     events = [done]
     nxt = state.step_index + 1
-    forward_after = saga.pivot_index is not None and nxt > saga.pivot_index
+    forward_after = saga.forward_from is not None and nxt >= saga.forward_from
     noted = _with_deadline_note(state, saga, now, events, forward_after)
-    data = {**state.data, **output} if output else None
-    progress = _base(state, now, events, data=data, error=None, deadline_noted=noted)
+    progress = _base(
+        state,
+        now,
+        events,
+        output_step=step.name,
+        output=dict(output) if output is not None else None,
+        error=None,
+        deadline_noted=noted,
+        retry_since=None,
+    )
     if nxt == len(saga.steps):
         return _finish(progress, SagaStatus.COMPLETED, EventKind.SAGA_COMPLETED, now)
     return _but(
@@ -182,6 +190,32 @@ def _failed_event(
         attempt=state.attempt,
         detail={"error": info.to_dict(), **_attempt_detail(state, started_at, now)},
     )
+
+
+def _fail_for_good(
+    state: RunState,
+    step: Step,
+    policy: RetryPolicy,
+    info: ErrorInfo,
+    now: datetime,
+    events: list[NewEvent],
+    retryable: bool,
+    prefix: str = "",
+) -> Progress:
+    """A step after the pivot (or a compensation) cannot go on: FAILED for an operator."""
+    detail: dict[str, Any] = {"reason": f"{prefix}{info}"}
+    if retryable:  # it would have been retried: its budget ran out
+        assert state.retry_since is not None
+        detail = {
+            "reason": (
+                f"{prefix}retry budget of {policy.budget} ran out: {step.name} has failed "
+                f"since {state.retry_since.isoformat()}; last error: {info}"
+            ),
+            "budget_exhausted": True,
+            "failing_since": state.retry_since.isoformat(),
+        }
+    progress = _base(state, now, events, step=step.name, error=info)
+    return _finish(progress, SagaStatus.FAILED, EventKind.SAGA_FAILED, now, detail, keep_step=True)
 
 
 def _schedule_retry(
@@ -265,22 +299,16 @@ def on_step_failure(
     info = ErrorInfo.from_exception(error, step.name)
     events = [_failed_event(step, state, info, started_at, now)]
     retryable = policy.is_retryable(error)
+    since = state.retry_since or now
     if step.kind is StepKind.RETRIABLE:
         noted = _with_deadline_note(state, saga, now, events, True)
-        state_noted = replace(state, deadline_noted=noted)
-        if not retryable:
-            progress = _base(state_noted, now, events, step=step.name, error=info)
-            return _finish(
-                progress,
-                SagaStatus.FAILED,
-                EventKind.SAGA_FAILED,
-                now,
-                {"reason": str(info)},
-                keep_step=True,
-            )
+        state_noted = replace(state, deadline_noted=noted, retry_since=since)
+        if not retryable or policy.budget_spent(since, now):
+            return _fail_for_good(state_noted, step, policy, info, now, events, retryable)
         return _schedule_retry(
             state_noted, step, policy.delay(state.attempt, rand), now, events, info, None
         )
+    state = replace(state, retry_since=since)
     late = deadline_passed(state, now)
     if retryable and state.attempt < policy.max_attempts and not late:
         return _schedule_retry(
@@ -379,6 +407,7 @@ def begin_compensation(
         status=SagaStatus.COMPENSATING,
         compensation_cause=cause,
         error=state.error,
+        retry_since=None,
     )
     if pointer is None:
         status, kind = _final_status(cause)
@@ -393,7 +422,7 @@ def on_compensation_success(
     step = saga.steps[state.step_index]
     events = [_done_event(EventKind.COMPENSATION_SUCCEEDED, step, state, started_at, now)]
     pointer = next_compensation(saga, state.step_index - 1)
-    progress = _base(state, now, events)
+    progress = _base(state, now, events, retry_since=None)
     if pointer is None:
         status, kind = _final_status(state.compensation_cause)
         return _finish(progress, status, kind, now, {"cause": state.compensation_cause})
@@ -408,23 +437,19 @@ def on_compensation_failure(
     now: datetime,
     rand: Rand,
 ) -> Progress:
-    """A compensation failed: retry it (no attempt limit) unless the error is non-retryable."""
+    """A compensation failed: retry it (no attempt limit) unless non-retryable or out of budget."""
     step = saga.steps[state.step_index]
     if isinstance(error, RetryLater):
         return _postpone(state, saga, step, error, started_at, now, rand, None)
     policy = saga.policy_for(step)
     info = ErrorInfo.from_exception(error, step.name)
     events = [_failed_event(step, state, info, started_at, now, compensating=True)]
-    if not policy.is_retryable(error):
-        progress = _base(state, now, events, step=step.name, error=info)
-        return _finish(
-            progress,
-            SagaStatus.FAILED,
-            EventKind.SAGA_FAILED,
-            now,
-            {"reason": f"compensation failed: {info}"},
-            keep_step=True,
-        )
+    since = state.retry_since or now
+    state = replace(state, retry_since=since)
+    retryable = policy.is_retryable(error)
+    if not retryable or policy.budget_spent(since, now):
+        prefix = "compensation failed: "
+        return _fail_for_good(state, step, policy, info, now, events, retryable, prefix)
     return _schedule_retry(state, step, policy.delay(state.attempt, rand), now, events, info, None)
 
 

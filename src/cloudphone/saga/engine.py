@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import socket
 import uuid
-from collections.abc import AsyncIterator, Callable, Collection, Iterable
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from typing import Any
@@ -19,22 +18,21 @@ from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from cloudphone.saga import operators
-from cloudphone.saga.definition import Saga
+from cloudphone.saga.definition import InputT, Saga
 from cloudphone.saga.engine_versions import VersionActions
 from cloudphone.saga.errors import (
     DatabaseUnavailableError,
-    InvalidSagaInputError,
     NestedWriteError,
     OperatorActionError,
     SagaNotFoundError,
     UnknownSagaTypeError,
 )
+from cloudphone.saga.inputs import seconds, stored_input
 from cloudphone.saga.metrics import SagaMetrics
 from cloudphone.saga.ports import Clock, StepHooks
 from cloudphone.saga.progress import OperatorChange, Progress, RunState
 from cloudphone.saga.records import SagaEvent, SagaRun, StartedRun
 from cloudphone.saga.registry import SagaRegistry
-from cloudphone.saga.runner import _json_problem
 from cloudphone.saga.state import SagaStatus
 from cloudphone.saga.stats import SagaStats
 from cloudphone.saga.store.base import NewRun, SagaStore, Subscription
@@ -140,8 +138,8 @@ class SagaEngine(VersionActions):
 
     async def start(
         self,
-        saga_type: str,
-        data: dict[str, Any],
+        saga: Saga[InputT] | str,
+        input: InputT | Mapping[str, Any],
         *,
         idempotency_key: str | None = None,
         session: AsyncConnection | None = None,
@@ -150,22 +148,26 @@ class SagaEngine(VersionActions):
         """Insert a run and return its id at once; a worker drives it.
 
         Args:
-            saga_type: Name of a registered saga.
-            data: The saga input, a JSON object (no NUL characters: PostgreSQL cannot
-                store them).
-            idempotency_key: Same (saga_type, key) returns the first run's id.
+            saga: A registered saga, or its name.
+            input: The saga input: for a saga with an input type, an instance of it or a
+                dict that validates into it; else a JSON object. Stored as JSON (no NUL
+                characters: PostgreSQL cannot store them).
+            idempotency_key: Same (saga type, key) returns the first run's id.
             session: The caller's transaction to join: the run exists only if it commits.
                 Inside a transactional step pass ``ctx.session``.
             started_by: Who asked (a user id), for auditing and access checks.
 
         Raises:
+            UnknownSagaTypeError: The engine knows no saga of that name.
+            InvalidSagaInputError: The input does not validate (``errors`` says why), or is
+                not JSON; nothing was inserted.
             NestedWriteError: No ``session=``, and this task is inside a write transaction
                 of the engine's SQLite database (a transactional step): a transaction of
                 its own would wait for that one forever.
         """
         started = await self.start_run(
-            saga_type,
-            data,
+            saga,
+            input,
             idempotency_key=idempotency_key,
             session=session,
             started_by=started_by,
@@ -174,8 +176,8 @@ class SagaEngine(VersionActions):
 
     async def start_run(
         self,
-        saga_type: str,
-        data: dict[str, Any],
+        saga: Saga[InputT] | str,
+        input: InputT | Mapping[str, Any],
         *,
         idempotency_key: str | None = None,
         session: AsyncConnection | None = None,
@@ -192,8 +194,9 @@ class SagaEngine(VersionActions):
                 "engine.start() without session=",
                 "pass session=ctx.session, so the run starts if the step commits",
             )
-        saga = self.registry.require(saga_type)  # the newest version: the run is pinned to it
-        _check_input(data, idempotency_key, started_by)
+        definition = self._registered(saga)
+        saga_type = definition.name
+        data = stored_input(definition, input, idempotency_key, started_by)
         now = self.clock.now()
         worker = self._worker
         # Claim by insert: a local worker with room drives it without a separate claim, unless
@@ -203,12 +206,12 @@ class SagaEngine(VersionActions):
         new = NewRun(
             id=str(uuid.uuid4()),
             saga_type=saga_type,
-            saga_version=saga.version,
-            data=dict(data),
-            first_step=saga.steps[0].name,
+            saga_version=definition.version,
+            data=data,
+            first_step=definition.steps[0].name,
             idempotency_key=idempotency_key,
             started_by=started_by,
-            deadline_at=now + saga.timeout if saga.timeout else None,
+            deadline_at=now + definition.timeout if definition.timeout else None,
             now=now,
             owner=self.worker_id if claim else None,
             trace_context=span.trace_context,
@@ -252,6 +255,10 @@ class SagaEngine(VersionActions):
                 f"{what} inside a write transaction of this engine's SQLite database (a "
                 f"transactional step?) would wait for that transaction forever: {instead}"
             )
+
+    def _registered(self, saga: Saga[Any] | str) -> Saga[Any]:
+        """The newest registered version of ``saga`` (a name or a definition): new runs pin it."""
+        return self.registry.require(saga if isinstance(saga, str) else saga.name)
 
     def _count_start(self, saga_type: str, session: AsyncConnection | None) -> None:
         if session is None:
@@ -415,23 +422,28 @@ class SagaEngine(VersionActions):
     async def wait(
         self,
         saga_id: str,
-        timeout: float = 30.0,  # noqa: ASYNC109 - a timeout argument is this API's contract
+        timeout: timedelta = timedelta(seconds=30),  # noqa: ASYNC109 - this API's contract
     ) -> SagaRun:
         """Wait until the run is terminal (FAILED included) and return it.
 
+        Args:
+            saga_id: The run.
+            timeout: Longest wait (wall time).
+
         Raises:
-            TimeoutError: Still active after ``timeout`` seconds.
+            TimeoutError: Still active after ``timeout``.
             NestedWriteError: The run is not terminal, and this task is inside a write
                 transaction of the engine's SQLite database (a transactional step): the
                 run cannot move until that transaction commits.
         """
+        limit = seconds(timeout, "timeout")
         if (db := self.store.db) is not None and db.writing():
             run = await self.get(saga_id)
             if run.status.is_terminal:
                 return run
             self._refuse_nested_write(f"wait() for saga {saga_id}", "wait after the step")
         loop = asyncio.get_running_loop()
-        until = loop.time() + timeout
+        until = loop.time() + limit
         delay = 0.005
         while True:
             future = self._waiters.get(saga_id)
@@ -447,7 +459,7 @@ class SagaEngine(VersionActions):
                 status = "driven by this worker"
             remaining = until - loop.time()
             if remaining <= 0:
-                raise TimeoutError(f"saga {saga_id} is still {status} after {timeout}s")
+                raise TimeoutError(f"saga {saga_id} is still {status} after {timeout}")
             # This worker resolves the future whenever it lets go of the run (finished, or
             # waiting for a retry); runs driven elsewhere are polled with a growing delay.
             local = worker is not None and worker.drives(saga_id)
@@ -515,6 +527,7 @@ class SagaEngine(VersionActions):
             self._resolve_waiters(run.id)
         if self._worker is not None:
             self._worker.wake()
+            self._worker.refresh_attention()
         return run
 
     async def close(self) -> None:
@@ -524,21 +537,3 @@ class SagaEngine(VersionActions):
             await self.store.close()
         if owned_db is not None:
             await owned_db.dispose()
-
-
-def _check_input(data: Any, idempotency_key: str | None, started_by: str | None) -> None:
-    if not isinstance(data, dict):
-        raise InvalidSagaInputError(f"saga data must be a dict, got {type(data).__name__}")
-    try:
-        dumped = json.dumps(data, allow_nan=False)
-    except (TypeError, ValueError) as error:
-        raise InvalidSagaInputError(f"saga data must be JSON: {error}") from None
-    # PostgreSQL cannot store NUL; the dump shows any as \u0000, so only then look closer.
-    problem = _json_problem(data, "data") if "\\u0000" in dumped else None
-    if problem is not None:
-        raise InvalidSagaInputError(f"saga data must be JSON: {problem}")
-    if idempotency_key is not None and not 1 <= len(idempotency_key) <= 255:
-        raise InvalidSagaInputError("idempotency_key must be 1-255 characters")
-    for name, text in (("idempotency_key", idempotency_key), ("started_by", started_by)):
-        if text is not None and "\x00" in text:
-            raise InvalidSagaInputError(f"{name} contains a NUL character")

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from cloudphone.saga import operators
 from cloudphone.saga.errors import OperatorActionError, SagaNotFoundError
-from cloudphone.saga.history import StepsDone, data_before
+from cloudphone.saga.history import StepsDone, fork_start
 from cloudphone.saga.metrics import SagaMetrics
 from cloudphone.saga.ports import Clock
 from cloudphone.saga.progress import OperatorChange
@@ -166,8 +166,8 @@ class VersionActions:
         note: str | None,
     ) -> NewRun:
         rerun = [step.name for step in saga.steps[saga.step_named(from_step).index :]]
-        data = data_before(run, events, rerun)
-        if data is None:
+        start = fork_start(run, events, rerun)
+        if start is None:
             raise OperatorActionError(
                 f"cannot fork saga {run.id}: its history predates per-step outputs, so its "
                 f"data before {from_step} is not known"
@@ -177,7 +177,8 @@ class VersionActions:
         return NewRun(
             id=str(uuid.uuid4()),
             saga_type=run.saga_type,
-            data=data,
+            data=start[0],
+            outputs=start[1],
             first_step=from_step,
             idempotency_key=None,
             started_by=actor,

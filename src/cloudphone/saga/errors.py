@@ -39,7 +39,15 @@ class SagaDefinitionError(SagaError, ValueError):
 
 
 class InvalidSagaInputError(SagaError, ValueError):
-    """``start()`` was given data that is not a JSON object, or a bad idempotency key."""
+    """``start()`` was given input that does not fit the saga, or a bad idempotency key.
+
+    Input that is not a JSON object, or (for a saga with an input type) that does not
+    validate into it; ``errors`` then holds pydantic's reasons (``loc``, ``msg``, ``type``).
+    """
+
+    def __init__(self, message: str, errors: list[dict[str, object]] | None = None) -> None:
+        super().__init__(message)
+        self.errors = errors or []
 
 
 class UnknownSagaTypeError(SagaError, LookupError):
@@ -59,7 +67,16 @@ class InvalidTransitionError(SagaError):
 
 
 class StepOutputError(NonRetryableError):
-    """A step returned something that is not a JSON object; retrying would return it again."""
+    """A step's output cannot be kept; retrying would return it again.
+
+    It is not a JSON object (or a pydantic model or dataclass), it sets a key that the saga
+    input or another step's output already has, or it does not fit the type it is read as
+    (``ctx.output(step, Type)``).
+    """
+
+
+class MissingOutputError(NonRetryableError, LookupError):
+    """``ctx.output(step)`` of a step that has not run, returned nothing, or does not exist."""
 
 
 class LeaseLostError(SagaError):

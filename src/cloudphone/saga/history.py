@@ -45,30 +45,17 @@ class StepsDone:
         return cls(tuple(done), frozenset(undone), pivot)
 
 
-def undo_output(data: dict[str, Any], event: SagaEvent) -> None:
-    """Take a ``step_succeeded`` event's output off ``data``, putting back what it replaced."""
-    replaced: dict[str, Any] = event.detail.get("replaced", {})
-    for key in event.detail.get("output", {}):
-        if key in replaced:
-            data[key] = replaced[key]
-        else:
-            data.pop(key, None)
-
-
-def data_before(
+def fork_start(
     run: SagaRun, events: Sequence[SagaEvent], rerun: Collection[str]
-) -> dict[str, Any] | None:
-    """The run's data as it stood before the first success of any step in ``rerun``.
+) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """A fork's input and outputs: the run's input, and the outputs of the steps not re-run.
 
-    That is its input plus the outputs of the steps that succeeded before (a fork's data).
-    Walks back from the current data through the outputs the ``step_succeeded`` events
-    record. None when the history predates per-step outputs (it cannot be known honestly).
+    That is the run's data as it stood before the first of ``rerun`` (each step's output is
+    kept under its name). None when a step succeeded without a kept output: the run started
+    before outputs were kept per step, and its data before a step cannot be known honestly.
     """
-    successes = [e for e in events if e.kind is EventKind.STEP_SUCCEEDED]
-    if any("output" not in e.detail for e in successes):
+    successes = [e.step for e in events if e.kind is EventKind.STEP_SUCCEEDED and e.step]
+    if any(step not in run.outputs for step in successes):
         return None
-    first = next((i for i, e in enumerate(successes) if e.step in rerun), len(successes))
-    data = dict(run.data)
-    for event in reversed(successes[first:]):
-        undo_output(data, event)
-    return data
+    kept = {step: output for step, output in run.outputs.items() if step not in rerun}
+    return dict(run.input), kept

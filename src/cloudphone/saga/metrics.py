@@ -90,9 +90,16 @@ class SagaMetrics:
             ["saga_type", "saga_version"],
             registry=r,
         )
+        self.needs_attention = Gauge(
+            "saga_needs_attention",
+            "FAILED runs no operator has resolved, in the whole database (refreshed by workers).",
+            ["saga_type"],
+            registry=r,
+        )
 
         self._children: dict[tuple[object, ...], Any] = {}
         self._unknown: set[tuple[str, int]] = set()
+        self._attention_types: set[str] = set()
 
     def _child(self, metric: Any, *labels: str) -> Any:
         # labels() re-validates and hashes on every call; runs hit the same few children.
@@ -122,6 +129,14 @@ class SagaMetrics:
         """A run reached a final status (FAILED included)."""
         self._child(self.finished, saga_type, status.value).inc()
         self._child(self.duration, saga_type, status.value).observe(seconds)
+
+    def set_needs_attention(self, counts: dict[str, int]) -> None:
+        """Set the attention gauge from a fresh count (types no longer counted go to 0)."""
+        for saga_type in self._attention_types - counts.keys():
+            self._child(self.needs_attention, saga_type).set(0)
+        for saga_type, count in counts.items():
+            self._child(self.needs_attention, saga_type).set(count)
+        self._attention_types = set(counts)
 
     def in_flight_of(self, saga_type: str) -> Any:
         """The in-flight gauge of one saga type."""

@@ -61,6 +61,7 @@ def retry(
         "finished_at": None,
         "cancel_requested": False,
         "updated_at": now,
+        "retry_since": None,  # a fresh retry budget
     }
     if forward:
         values["compensation_cause"] = None

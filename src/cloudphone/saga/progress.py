@@ -33,7 +33,9 @@ class Progress:
         step_index: Step to run (or compensate) next; None when there is none.
         step: Name of that step, as stored.
         attempt: Attempt number of that step.
-        data: New saga data, or None when unchanged.
+        output_step: The step whose output this progress records (the one that succeeded),
+            or None when no output changes.
+        output: That step's output (None: it returned nothing); stored under its name.
         error: Last failure to show (None clears it).
         compensation_cause: Why the saga compensates, or None.
         keep_lease: True when this worker goes on driving the run; False releases it.
@@ -43,13 +45,16 @@ class Progress:
         clear_cancel: Reset the cancel request (it was acted upon).
         events: Events to append, in order.
         now: When the decision was made.
+        retry_since: When the current step (or compensation) first failed; None once the
+            run moved to another step. Measures its retry budget.
     """
 
     status: SagaStatus
     step_index: int | None
     step: str | None
     attempt: int
-    data: dict[str, Any] | None
+    output_step: str | None
+    output: dict[str, Any] | None
     error: ErrorInfo | None
     compensation_cause: str | None
     keep_lease: bool
@@ -59,6 +64,7 @@ class Progress:
     clear_cancel: bool
     events: tuple[NewEvent, ...]
     now: datetime
+    retry_since: datetime | None = None
 
 
 @dataclass
@@ -71,7 +77,10 @@ class RunState:
     step_index: int
     step: str | None
     attempt: int
-    data: dict[str, Any]
+    input: dict[str, Any]
+    """The run's input (for a run started before per-step outputs: its merged data)."""
+    outputs: dict[str, Any]
+    """Each step's latest output by step name (None: it returned nothing)."""
     error: ErrorInfo | None
     compensation_cause: str | None
     epoch: int
@@ -85,6 +94,8 @@ class RunState:
     """Id of the worker driving the run, recorded on the attempts it runs."""
     trace_context: dict[str, str] | None = None
     """W3C trace context stored with the run at its start (the parent of its drives' spans)."""
+    retry_since: datetime | None = None
+    """When the current step (or compensation) first failed, if it has."""
 
     def apply(self, progress: Progress) -> None:
         """Adopt a committed Progress."""
@@ -93,11 +104,12 @@ class RunState:
             self.step_index = progress.step_index
         self.step = progress.step
         self.attempt = progress.attempt
-        if progress.data is not None:
-            self.data = progress.data
+        if progress.output_step is not None:
+            self.outputs[progress.output_step] = progress.output
         self.error = progress.error
         self.compensation_cause = progress.compensation_cause
         self.deadline_noted = progress.deadline_noted
+        self.retry_since = progress.retry_since
         if progress.clear_cancel:
             self.cancel_requested = False
 
@@ -125,7 +137,8 @@ def state_of(run: SagaRun, saga: Saga) -> RunState:
         step_index=index,
         step=run.current_step,
         attempt=run.attempt,
-        data=run.data,
+        input=run.input,
+        outputs=dict(run.outputs),
         error=run.error,
         compensation_cause=run.compensation_cause,
         epoch=run.epoch,
@@ -135,4 +148,5 @@ def state_of(run: SagaRun, saga: Saga) -> RunState:
         cancel_requested=run.cancel_requested,
         last_seq=run.last_seq,
         trace_context=run.trace_context,
+        retry_since=run.retry_since,
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -17,9 +17,9 @@ class EventKind(StrEnum):
     """``start()`` inserted the run; detail holds the idempotency key if any (a fork's: the
     run it was forked from, ``forked_from``, and ``from_step``, ``actor``, ``note``, ``forced``)."""
     STEP_SUCCEEDED = "step_succeeded"
-    """An attempt of a step finished; detail: started_at, duration_ms, worker, the step's
-    ``output`` (``{}`` when it returned nothing), the earlier values it ``replaced``, and
-    ``pivot: true`` when the step is the saga's pivot."""
+    """An attempt of a step finished; detail: started_at, duration_ms, worker, and ``pivot:
+    true`` when the step is the saga's pivot. (Its output is kept under the step in the run's
+    ``outputs``.)"""
     STEP_FAILED = "step_failed"
     """An attempt of a step raised or timed out; detail: error type and message."""
     STEP_POSTPONED = "step_postponed"
@@ -60,7 +60,8 @@ class EventKind(StrEnum):
     SAGA_TIMED_OUT = "saga_timed_out"
     """Compensated because the deadline passed before the pivot."""
     SAGA_FAILED = "saga_failed"
-    """The run needs an operator; detail holds the reason."""
+    """The run needs an operator; detail holds the reason (and ``budget_exhausted`` with
+    ``failing_since`` when a step's retry budget ran out)."""
 
 
 @dataclass(frozen=True)
@@ -113,7 +114,7 @@ class SagaRun:
         saga_type: Name of its saga definition.
         status: Current status.
         current_step: Step being run, retried or compensated; None once COMPLETED.
-        data: The input plus every completed step's output.
+        data: The merged view: the input, then every completed step's output.
         error: Last failure, if any.
         attempt: Attempt number of the current step.
         compensation_cause: Why it compensates (failed, timed_out, cancelled), or None.
@@ -136,6 +137,11 @@ class SagaRun:
         saga_version: Version of the saga definition the run is pinned to (it finishes on
             it unless an operator migrates it).
         forked_from: The run this one was forked from, or None.
+        input: The input given to ``start()``, as stored (for a run started before per-step
+            outputs were kept: its merged data).
+        outputs: Each step's latest output by step name (None: it returned nothing).
+        retry_since: When its current step (or compensation) first failed, if it has: the
+            start of that step's retry budget.
     """
 
     id: str
@@ -163,6 +169,14 @@ class SagaRun:
     trace_context: dict[str, str] | None = None
     saga_version: int = 1
     forked_from: str | None = None
+    input: dict[str, Any] = field(default_factory=dict)
+    outputs: dict[str, Any] = field(default_factory=dict)
+    retry_since: datetime | None = None
+
+    @property
+    def needs_attention(self) -> bool:
+        """FAILED and not resolved by an operator."""
+        return self.status is SagaStatus.FAILED and self.resolution is None
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from cloudphone.saga.errors import NonRetryableError
 
@@ -22,7 +22,8 @@ class RetryPolicy:
 
     max_attempts: int = 4
     """Attempts in all, the first included (4 = 1 + 3 retries). Steps after the pivot and
-    compensations ignore it: they retry until they succeed or fail non-retryably."""
+    compensations ignore it: they retry until they succeed, fail non-retryably, or run out of
+    ``budget``."""
 
     initial_interval: timedelta = timedelta(seconds=1)
     """Delay before the first retry (before jitter)."""
@@ -31,13 +32,19 @@ class RetryPolicy:
     """Factor by which the delay grows after each failed attempt."""
 
     max_interval: timedelta = timedelta(seconds=60)
-    """Upper bound of any single delay; also the cap for endless (post-pivot) retries."""
+    """Upper bound of any single delay; also the cap for post-pivot and compensation retries."""
 
     jitter: bool = True
     """Draw each delay uniformly from ``[0, computed delay]``."""
 
     non_retryable: tuple[type[BaseException], ...] = field(default=())
     """Exception types that fail the attempt for good, like :class:`NonRetryableError`."""
+
+    budget: timedelta | None = timedelta(hours=24)
+    """How long a step after the pivot, or a compensation, may keep failing, measured from
+    its first failed attempt. A failure past it leaves the run FAILED for an operator (it
+    needs attention and can be retried). None: retry until it succeeds. Steps before the
+    pivot are bounded by ``max_attempts`` instead."""
 
     def __post_init__(self) -> None:
         self._validate()
@@ -51,12 +58,18 @@ class RetryPolicy:
             raise ValueError("max_interval must be at least initial_interval")
         if not math.isfinite(self.backoff_coefficient) or self.backoff_coefficient < 1:
             raise ValueError(f"backoff_coefficient must be >= 1, got {self.backoff_coefficient}")
+        if self.budget is not None and self.budget <= timedelta(0):
+            raise ValueError(f"budget must be positive (or None for no limit), got {self.budget}")
         for exc_type in self.non_retryable:
             if not (isinstance(exc_type, type) and issubclass(exc_type, BaseException)):
                 raise ValueError(f"non_retryable holds {exc_type!r}, not an exception type")
 
     def is_retryable(self, error: BaseException) -> bool:
-        """Whether ``error`` may be retried under this policy."""
+        """Whether ``error`` may be retried under this policy.
+
+        Everything may, except :class:`NonRetryableError` (and its subclasses, such as
+        :class:`~cloudphone.saga.StepOutputError`) and the types in ``non_retryable``.
+        """
         if isinstance(error, NonRetryableError):
             return False
         return not isinstance(error, self.non_retryable)
@@ -82,3 +95,7 @@ class RetryPolicy:
         if reaches_cap:
             return self.max_interval * factor
         return timedelta(seconds=initial * self.backoff_coefficient**exponent * factor)
+
+    def budget_spent(self, failing_since: datetime, now: datetime) -> bool:
+        """Whether a step failing since ``failing_since`` has run out of its budget at ``now``."""
+        return self.budget is not None and now - failing_since >= self.budget

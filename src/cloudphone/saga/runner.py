@@ -37,6 +37,7 @@ from cloudphone.saga.errors import (
 )
 from cloudphone.saga.metrics import SagaMetrics
 from cloudphone.saga.outage import Outage, PatientStore, StoreFailure
+from cloudphone.saga.outputs import RunView, check_collision, dump_output, merged_data
 from cloudphone.saga.ports import Clock, Committed, ProgressStore, StepHooks
 from cloudphone.saga.progress import Progress, RunState, state_of
 from cloudphone.saga.records import EventKind
@@ -112,6 +113,7 @@ class Runner:
         self._rand = rand
         self._on_commit = on_commit
         self._tracer = tracer
+        self._order = tuple(step.name for step in saga.steps)
         self._patient = PatientStore(store, outage or Outage(clock), clock)
         self._task: asyncio.Task[Any] | None = None
         self._interruptible = False
@@ -200,21 +202,23 @@ class Runner:
                 )
         return await self._forward(step)
 
-    def _context(self, step: Step, compensating: bool) -> StepContext:
+    def _context(self, step: Step, compensating: bool) -> StepContext[Any]:
         s = self.state
+        # Private copies: a step cannot change the run's data except by returning its output.
+        data = json.loads(json.dumps(merged_data(s.input, s.outputs, self._order)))
+        view = RunView(s.input, s.outputs, self._order, step.index, self.saga.input_type)
         return StepContext(
             saga_id=s.id,
             saga_type=s.saga_type,
             step=step.name,
             attempt=s.attempt,
-            # A private, read-only copy: a step cannot change the run's data except by
-            # returning its output.
-            data=MappingProxyType(json.loads(json.dumps(s.data))),
+            data=MappingProxyType(data),
             idempotency_key=idempotency_key(s.id, step.name, compensating=compensating),
             deadline=s.deadline_at,
             compensating=compensating,
             compensation_cause=s.compensation_cause if compensating else None,
             error=s.error,
+            _run=view,
         )
 
     async def _forward(self, step: Step) -> Progress:
@@ -383,8 +387,14 @@ class Runner:
         finally:
             self._interruptible = False
             _CURRENT.reset(token)
-        # A compensation's return value is ignored; a step's must be a JSON object.
-        checked = None if compensating else _check_output(step, output)
+        # A compensation's return value is ignored; a step's must be a JSON object that
+        # overwrites nothing of the input's or of another step's.
+        checked = None
+        if not compensating:
+            checked = _check_output(step, output)
+            s, view = self.state, ctx._run
+            legacy = view.legacy if view is not None else lambda: False
+            check_collision(step.name, checked, s.input, s.outputs, legacy)
         if self._hooks is not None:
             await self._hooks.after_action(ctx, checked)
         return checked
@@ -420,13 +430,17 @@ def _drive_outcome(last: Progress | None) -> str:
 
 
 def _check_output(step: Step, output: object) -> Mapping[str, Any] | None:
-    """Refuse outputs that are not JSON objects: retrying would only return them again."""
+    """Refuse outputs that are not JSON objects: retrying would only return them again.
+
+    A pydantic model or dataclass instance counts as its JSON form.
+    """
+    output = dump_output(output)
     if output is None:
         return None
     if not isinstance(output, Mapping):
         raise StepOutputError(
             f"step {step.name!r} returned {type(output).__name__}; it must return a dict of "
-            "JSON values or None"
+            "JSON values, a pydantic model or dataclass instance, or None"
         )
     problem = _json_problem(output, "output")
     if problem is not None:

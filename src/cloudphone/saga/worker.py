@@ -26,6 +26,7 @@ from cloudphone.saga.presence import Presence
 from cloudphone.saga.progress import Progress, RunState, state_of
 from cloudphone.saga.records import SagaRun
 from cloudphone.saga.runner import Runner
+from cloudphone.saga.state import SagaStatus
 from cloudphone.saga.store.base import SagaStore
 from cloudphone.saga.tracing import NO_TRACER, SagaTracer
 
@@ -33,6 +34,9 @@ log = logging.getLogger("cloudphone.saga")
 
 CommitCallback = Callable[[RunState, Progress], None]
 
+ATTENTION_INTERVAL = timedelta(seconds=30)
+"""How often a worker refreshes the ``saga_needs_attention`` gauge (and when a run it drives
+ends, or an operator acts through its engine)."""
 CLAIM_BACKOFF = (0.05, 2.0)
 """First and largest delay (seconds) between claim rounds while the database is down."""
 MAX_LOST_CLAIMS = 1000
@@ -84,6 +88,8 @@ class Worker:
         self._timers: list[Timer] = []
         self._loop_task: asyncio.Task[None] | None = None
         self._heartbeat_task: asyncio.Task[None] | None = None
+        self._attention_task: asyncio.Task[None] | None = None
+        self._attention_due = asyncio.Event()
         self._handback: set[str] = set()
         self._backlog = False  # the last claim filled every free slot: more may be waiting
         self.alive_at: datetime | None = None
@@ -127,6 +133,10 @@ class Worker:
         """Look for due work now."""
         self._wakeup.set()
 
+    def refresh_attention(self) -> None:
+        """Count the runs that need attention again soon (an operator acted, a run ended)."""
+        self._attention_due.set()
+
     def database_lost(self, what: str, error: BaseException) -> None:
         """Another part of the process (the LISTEN connection) saw the database go away."""
         self.outage.failed(what, error)
@@ -153,6 +163,7 @@ class Worker:
         await self._claim_round(self.concurrency, reclaim_own=True)
         self._loop_task = asyncio.create_task(self._claim_loop(), name="saga-claims")
         self._heartbeat_task = asyncio.create_task(self._heartbeat_loop(), name="saga-heartbeat")
+        self._attention_task = asyncio.create_task(self._attention_loop(), name="saga-attention")
 
     async def stop(self, grace: timedelta) -> None:
         """Stop claiming; let attempts in flight finish within ``grace``; hand runs back."""
@@ -160,10 +171,11 @@ class Worker:
         self._wakeup.set()
         for timer in self._timers:
             timer.cancel()
-        if self._loop_task is not None:
-            self._loop_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop_task
+        for task in (self._loop_task, self._attention_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         held = list(self._runners)
         for runner, _task in self._runners.values():
             runner.stop_after_step()
@@ -311,8 +323,25 @@ class Worker:
                 self._handback.discard(runner.run_id)
             if last is not None and not last.keep_lease and not last.finished:
                 self._wake_at(last.next_run_at)
+            if last is not None and last.status is SagaStatus.FAILED:
+                self._attention_due.set()
             if self._backlog:
                 self._wakeup.set()  # a slot freed up while due work was waiting
+
+    # -- the attention gauge ------------------------------------------------------------
+
+    async def _attention_loop(self) -> None:
+        """Keep ``saga_needs_attention`` current: one grouped count per round."""
+        while True:
+            self._attention_due.clear()
+            try:
+                self._metrics.set_needs_attention(await self._store.count_needs_attention())
+            except Exception as error:
+                # The gauge keeps its last value; claims and renewals report outages.
+                log.debug("counting the runs that need attention failed: %s", error)
+            await timers.wait_event(
+                self._clock, self._attention_due, ATTENTION_INTERVAL.total_seconds()
+            )
 
     # -- leases -------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -174,7 +175,7 @@ async def test_only_an_available_app_can_be_published(
             assert record is not None
             states.append((record.status.value, record.published_at))
             async with apps.engine.worker():
-                await apps.engine.wait(accepted.saga_id, timeout=30)
+                await apps.engine.wait(accepted.saga_id, timeout=timedelta(seconds=30))
         assert states == [("UPLOADING", None), ("FAILED", None)]
         deleted = await client.delete(f"/apps/{app_id}", headers=admin.auth)
         assert deleted.status_code == 200, deleted.text

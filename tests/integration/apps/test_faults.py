@@ -84,7 +84,7 @@ async def test_a_missing_spool_file_compensates_with_a_clear_reason(
     for name in apps.spooled():  # a worker on another host would not see the file
         apps.spool.remove(name)
     async with apps.engine.worker():
-        run = await apps.engine.wait(accepted.saga_id, timeout=30)
+        run = await apps.engine.wait(accepted.saga_id, timeout=timedelta(seconds=30))
     assert run.status is SagaStatus.COMPENSATED
     app = await apps.record(accepted.application.id)
     assert app is not None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -126,7 +127,7 @@ async def test_a_server_down_for_good_gets_the_upload_compensated(
         assert record.status is AppStatus.UPLOADING  # never AVAILABLE
         assert isinstance(apps.storage, S3Storage)
         await asyncio.to_thread(outage.server.start)  # back, to see what is left
-        run = await apps.engine.wait(accepted.saga_id, timeout=30)
+        run = await apps.engine.wait(accepted.saga_id, timeout=timedelta(seconds=30))
     assert run.status is SagaStatus.COMPENSATED
     record = await apps.record(accepted.application.id)
     assert record is not None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import os
 import time
+from datetime import timedelta
 from pathlib import Path
 
 from cloudphone.apps.spool import UploadSpool
@@ -53,7 +54,7 @@ async def test_sweep_removes_files_of_finished_or_unknown_sagas_only(
         [kept_for_saga, receiving.name, fresh.name, stranger.name]
     )
     async with apps.engine.worker():
-        await apps.engine.wait(running.saga_id, timeout=30)
+        await apps.engine.wait(running.saga_id, timeout=timedelta(seconds=30))
     assert kept_for_saga not in apps.spooled()  # the saga's last step removed it
 
 
@@ -65,7 +66,7 @@ async def test_sweep_after_a_crash_removes_files_of_finished_sagas(
     (name,) = apps.spooled()
     copy = (apps.spool.directory / name).read_bytes()
     async with apps.engine.worker():
-        await apps.engine.wait(accepted.saga_id, timeout=30)
+        await apps.engine.wait(accepted.saga_id, timeout=timedelta(seconds=30))
     (apps.spool.directory / name).write_bytes(copy)  # as if the removal was lost in a crash
     age(apps.spool.directory / name)
     assert await apps.service.sweep_spool() == [name]

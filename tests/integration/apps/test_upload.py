@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 import pytest
 
@@ -30,7 +31,7 @@ async def test_upload_stores_an_object_that_agrees_with_its_record(
     accepted = await apps.upload(user, data, description="first build")
     assert accepted.created
     assert accepted.application.status is AppStatus.UPLOADING
-    run = await apps.engine.wait(accepted.saga_id, timeout=30)
+    run = await apps.engine.wait(accepted.saga_id, timeout=timedelta(seconds=30))
     assert run.status is SagaStatus.COMPLETED, run.error
     app = await apps.record(accepted.application.id)
     assert app is not None
@@ -67,7 +68,9 @@ async def test_concurrent_publishes_of_one_package_leave_exactly_one_latest(
     apps: Apps, user: Principal, package: str
 ) -> None:
     accepted = await asyncio.gather(*(apps.upload(user, apk(package, v)) for v in range(1, 7)))
-    runs = await asyncio.gather(*(apps.engine.wait(a.saga_id, timeout=30) for a in accepted))
+    runs = await asyncio.gather(
+        *(apps.engine.wait(a.saga_id, timeout=timedelta(seconds=30)) for a in accepted)
+    )
     assert {r.status for r in runs} == {SagaStatus.COMPLETED}
     await asyncio.gather(*(apps.service.publish_app(ADMIN, a.application.id) for a in accepted))
     records = await apps.records(package)
@@ -132,7 +135,7 @@ async def test_idempotency_key_returns_the_first_upload_without_reading_the_body
     apps: Apps, user: Principal, package: str
 ) -> None:
     first = await apps.upload(user, apk(package, 1), idempotency_key=f"{user.user_id}:k1")
-    await apps.engine.wait(first.saga_id, timeout=30)
+    await apps.engine.wait(first.saga_id, timeout=timedelta(seconds=30))
     read: list[bytes] = []
 
     async def body() -> AsyncIterator[bytes]:

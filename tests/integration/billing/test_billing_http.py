@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +68,7 @@ async def test_refund_over_http_202_then_200_for_the_same_key(
         body["refund"]["id"],
     )
     async with billing.engine.worker():
-        await billing.engine.wait(body["saga_id"], timeout=30)
+        await billing.engine.wait(body["saga_id"], timeout=timedelta(seconds=30))
     got = (await client.get(f"/payments/{payment['id']}", headers=alice)).json()
     assert (got["status"], got["refunded_amount"], got["refundable_amount"]) == (
         "REFUNDED",

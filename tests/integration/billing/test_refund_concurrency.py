@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -76,7 +77,9 @@ async def test_fifty_concurrent_refunds_never_overrefund_nor_500(
         sampler = asyncio.create_task(sample())
         outcomes = await asyncio.gather(*(request(a) for a in amounts))
         started = [o.split(":", 1)[1] for o in outcomes if o.startswith("accepted:")]
-        runs = [await billing.engine.wait(saga_id, timeout=30) for saga_id in started]
+        runs = [
+            await billing.engine.wait(saga_id, timeout=timedelta(seconds=30)) for saga_id in started
+        ]
         stop.set()
         await sampler
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from cloudphone.apps.models import Application
 from cloudphone.domain import Principal, Role
 from cloudphone.platform import Platform
@@ -18,7 +20,7 @@ async def uploaded(platform: Platform, user: str, package: str, version_code: in
     accepted = await platform.apps.upload_app(
         Principal(user), chunks_of(apk(package, version_code, version_name=f"{version_code}.0"))
     )
-    run = await platform.engine.wait(accepted.saga_id, timeout=20)
+    run = await platform.engine.wait(accepted.saga_id, timeout=timedelta(seconds=20))
     assert run.status is SagaStatus.COMPLETED
     return await platform.apps.get_app(Principal(user), accepted.application.id)
 

@@ -37,7 +37,7 @@ async def refund(platform: Platform, payment: Payment, amount: int) -> Refund:
     """Refund ``amount`` of the payment as its owner and wait until the saga has ended."""
     who = Principal(payment.user_id)
     requested = await platform.billing.request_refund(who, payment.id, amount=amount)
-    await platform.engine.wait(requested.saga_id, timeout=20)
+    await platform.engine.wait(requested.saga_id, timeout=timedelta(seconds=20))
     return await platform.billing.get_refund(who, requested.refund.id)
 
 

@@ -16,7 +16,7 @@ from tests.support.devices_stack import SMALL
 async def demo(platform: Platform, user: str, **data: object) -> str:
     """Start a demo saga as ``user`` and wait until it ends."""
     saga_id = await platform.engine.start("demo", dict(data), started_by=user)
-    await platform.engine.wait(saga_id, timeout=20)
+    await platform.engine.wait(saga_id, timeout=timedelta(seconds=20))
     return saga_id
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from cloudphone.domain import Role
 from cloudphone.platform import Platform
 from tests.integration.console.conftest import Browser
@@ -44,7 +46,7 @@ async def test_runs_of_a_version_no_worker_has_are_in_the_needs_attention_queue(
     assert elements((await bob.get("/ui/")).text, "data-empty", "attention"), "alice's run"
 
     await platform.engine.migrate(stuck, 1, actor="root")
-    await platform.engine.wait(stuck, timeout=20)
+    await platform.engine.wait(stuck, timeout=timedelta(seconds=20))
     assert elements((await admin.get("/ui/")).text, "data-empty", "attention")
     moved = (await admin.get(f"/ui/sagas/{stuck}")).text
     assert elements(moved, "data-event-kind", "operator_migrated")
@@ -88,7 +90,7 @@ async def test_the_fork_button_asks_for_a_step_and_links_the_runs_both_ways(
     assert link.attrs["href"] == f"/ui/sagas/{fork.id}"
     assert attrs(forked.text, "data-fork") == [fork.id], "the original lists its fork"
     assert elements(forked.text, "data-event-kind", "run_forked")
-    await platform.engine.wait(fork.id, timeout=20)
+    await platform.engine.wait(fork.id, timeout=timedelta(seconds=20))
     fork_page = (await admin.get(f"/ui/sagas/{fork.id}")).text
     assert attrs(fork_page, "data-forked-from") == [original]
     assert "forced" in fork_page

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 
 from cloudphone.deployment import LABEL_DEPLOYMENT, Deployment
@@ -68,7 +69,9 @@ async def test_a_sweep_leaves_another_deployments_containers_alone(
     try:
         async with engine.worker(concurrency=4):
             created = await service.create_device(user, "phone", SMALL)
-            assert (await engine.wait(created.saga_id, 45)).status is SagaStatus.COMPLETED
+            assert (
+                await engine.wait(created.saga_id, timedelta(seconds=45))
+            ).status is SagaStatus.COMPLETED
         name = (await service.get_device(user, created.device.id)).container_name
         assert name is not None
 

@@ -77,7 +77,7 @@ def runs(settings: Settings, unique: str) -> dict[str, str]:
             failed = await engine.start(DEMO_SAGA, failing, started_by=user)
             stuck = await engine.start(DEMO_SAGA, {"fail_step": "NOTIFY"}, started_by=user)
             for saga_id in (done, failed, stuck):
-                await engine.wait(saga_id, 10)
+                await engine.wait(saga_id, timedelta(seconds=10))
         return {"completed": done, "failed": failed, "stuck": stuck, "user": user}
 
     return asyncio.run(seed())

@@ -11,6 +11,7 @@ import asyncio
 import json
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +58,7 @@ def other_database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 async def running_device(platform: Platform, owner: str) -> str:
     """A device of ``owner``, RUNNING on the local runtime; its id."""
     created = await platform.devices.create_device(Principal(owner), "phone", SMALL)
-    run = await platform.engine.wait(created.saga_id, 30)
+    run = await platform.engine.wait(created.saga_id, timedelta(seconds=30))
     assert run.status is SagaStatus.COMPLETED, run.error
     return created.device.id
 

@@ -10,6 +10,7 @@ import io
 import json
 import logging
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -68,7 +69,7 @@ async def _run(engine: SagaEngine, saga: Saga) -> str:
     await engine.create_schema()
     async with engine.worker(concurrency=2):
         saga_id = await engine.start(saga.name, {})
-        run = await engine.wait(saga_id, timeout=10)
+        run = await engine.wait(saga_id, timeout=timedelta(seconds=10))
     assert run.status is SagaStatus.COMPENSATED
     return saga_id
 

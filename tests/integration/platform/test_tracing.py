@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +68,7 @@ async def test_a_traced_request_and_the_run_it_starts_are_one_trace(make_setting
             response = await http.post("/demo", json={}, headers=headers)
             assert response.status_code == 202, response.text
             saga_id = response.json()["id"]
-            await platform.engine.wait(saga_id, timeout=10)
+            await platform.engine.wait(saga_id, timeout=timedelta(seconds=10))
 
     (server,) = [s for s in log.spans() if s.kind is SpanKind.SERVER]
     assert server.name == "POST /demo"  # probes are not traced
@@ -99,7 +100,7 @@ async def test_spans_reach_an_otlp_http_collector(make_settings: Any) -> None:
         )
         async with build_platform(settings, with_worker=True) as platform:
             saga_id = await platform.engine.start(DEMO_SAGA, {})
-            await platform.engine.wait(saga_id, timeout=10)
+            await platform.engine.wait(saga_id, timeout=timedelta(seconds=10))
 
             def exported() -> bool:
                 names = {s.name for s in receiver.spans() if s.attributes.get("saga.id") == saga_id}
@@ -148,6 +149,7 @@ def test_tracing_on_without_the_otel_extra_is_refused_naming_it(tmp_path: Path) 
 
 ENGINE_ALONE = """
 import asyncio, json, sys
+from datetime import timedelta
 from cloudphone.saga import Saga, SagaEngine
 
 saga = Saga("plain")
@@ -160,7 +162,7 @@ async def main():
     engine = SagaEngine("sqlite+aiosqlite:///engine.db", [saga])
     await engine.create_schema()
     async with engine.worker(concurrency=1):
-        await engine.wait(await engine.start("plain", {}), timeout=10)
+        await engine.wait(await engine.start("plain", {}), timeout=timedelta(seconds=10))
     await engine.close()
 
 asyncio.run(main())
@@ -169,6 +171,7 @@ print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] == "openteleme
 
 PLATFORM_AND_API = """
 import asyncio, json, os, sys
+from datetime import timedelta
 import httpx
 from cloudphone.api.app import create_app
 from cloudphone.platform import build_platform
@@ -181,7 +184,7 @@ async def main():
             headers = {"Authorization": "Bearer " + os.environ["TOKEN"]}
             response = await http.post("/demo", json={}, headers=headers)
             assert response.status_code == 202, response.text
-            run = await platform.engine.wait(response.json()["id"], timeout=10)
+            run = await platform.engine.wait(response.json()["id"], timeout=timedelta(seconds=10))
             assert run.status.value == "COMPLETED", run
 
 asyncio.run(main())

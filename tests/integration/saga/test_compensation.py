@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 
 from cloudphone.saga import EventKind, NonRetryableError, SagaEngine, SagaStatus, StepContext
 from cloudphone.saga.testing import FaultInjector
@@ -21,7 +22,7 @@ async def test_compensates_in_reverse_including_failed_step(
     await engine.create_schema()
     async with engine.worker():
         saga_id = await engine.start(saga.name, {})
-        run = await engine.wait(saga_id, timeout=10)
+        run = await engine.wait(saga_id, timeout=timedelta(seconds=10))
 
     assert run.status is SagaStatus.COMPENSATED
     assert recorder.undone() == ["C", "B", "A"]
@@ -45,7 +46,7 @@ async def test_steps_without_compensation_are_skipped(
     engine = make_engine([saga], hooks=faults)
     await engine.create_schema()
     async with engine.worker():
-        run = await engine.wait(await engine.start(saga.name, {}), timeout=10)
+        run = await engine.wait(await engine.start(saga.name, {}), timeout=timedelta(seconds=10))
     assert run.status is SagaStatus.COMPENSATED
     assert recorder.undone() == ["A"]
 
@@ -62,7 +63,7 @@ async def test_compensations_retry_until_they_succeed(
     engine = make_engine([saga], hooks=faults)
     await engine.create_schema()
     async with engine.worker():
-        run = await engine.wait(await engine.start(saga.name, {}), timeout=10)
+        run = await engine.wait(await engine.start(saga.name, {}), timeout=timedelta(seconds=10))
     assert run.status is SagaStatus.COMPENSATED
     assert faults.attempts("B", compensating=True) == 6  # max_attempts is 3: not a limit here
     assert recorder.undone() == ["C", "B", "A"]
@@ -83,7 +84,7 @@ async def test_compensation_failing_for_good_leaves_saga_failed(
     await engine.create_schema()
     async with engine.worker():
         saga_id = await engine.start(saga.name, {})
-        run = await engine.wait(saga_id, timeout=10)
+        run = await engine.wait(saga_id, timeout=timedelta(seconds=10))
     assert run.status is SagaStatus.FAILED
     assert run.current_step == "B"
     assert run.error is not None
@@ -112,6 +113,6 @@ async def test_after_action_hook_runs_for_compensations(
     engine = make_engine([saga], hooks=faults)
     await engine.create_schema()
     async with engine.worker():
-        run = await engine.wait(await engine.start(saga.name, {}), timeout=10)
+        run = await engine.wait(await engine.start(saga.name, {}), timeout=timedelta(seconds=10))
     assert run.status is SagaStatus.COMPENSATED
     assert seen == [("A", False), ("B", True), ("A", True)]

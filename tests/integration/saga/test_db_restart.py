@@ -143,7 +143,9 @@ async def test_a_step_transaction_and_a_progress_write_lost_with_the_server_are_
         await asyncio.to_thread(cluster.start)
 
         for saga_id in (in_record, in_call):
-            assert (await engine.wait(saga_id, timeout=20)).status is SagaStatus.COMPLETED
+            assert (
+                await engine.wait(saga_id, timeout=timedelta(seconds=20))
+            ).status is SagaStatus.COMPLETED
     rerun = await record_gate.wait_started()
     assert rerun["attempt"] == 1, "the lost transaction was counted as a failed attempt"
     await assert_nothing_spent(engine, [in_record, in_call])
@@ -168,19 +170,25 @@ async def test_listen_wakes_an_idle_worker_again_after_a_restart(
         assert listener is not None
         await eventually(lambda: _listening(listener), bool, what="LISTEN connection")
         first = await starter.start(saga.name, {})
-        assert (await idle.wait(first, timeout=10)).status is SagaStatus.COMPLETED
+        assert (
+            await idle.wait(first, timeout=timedelta(seconds=10))
+        ).status is SagaStatus.COMPLETED
 
         await asyncio.to_thread(cluster.restart, "fast", 0.5)
         # Started as soon as the server answers, likely before the listener reconnected.
         around = await starter.start(saga.name, {})
         began = time.monotonic()
-        assert (await idle.wait(around, timeout=10)).status is SagaStatus.COMPLETED
+        assert (
+            await idle.wait(around, timeout=timedelta(seconds=10))
+        ).status is SagaStatus.COMPLETED
         assert time.monotonic() - began < 8, "the run announced around the restart was missed"
 
         await eventually(lambda: _listening(listener), bool, what="LISTEN connection again")
         after = await starter.start(saga.name, {})
         began = time.monotonic()
-        assert (await idle.wait(after, timeout=10)).status is SagaStatus.COMPLETED
+        assert (
+            await idle.wait(after, timeout=timedelta(seconds=10))
+        ).status is SagaStatus.COMPLETED
         assert time.monotonic() - began < 5, "NOTIFY no longer wakes the worker"
 
 

@@ -29,7 +29,7 @@ async def test_hanging_step_is_cancelled_at_deadline(
     await engine.create_schema()
     async with engine.worker():
         saga_id = await engine.start(saga.name, {})
-        run = await engine.wait(saga_id, timeout=10)
+        run = await engine.wait(saga_id, timeout=timedelta(seconds=10))
     assert run.status is SagaStatus.TIMED_OUT
     assert recorder.undone() == ["B", "A"]
     assert run.finished_at is not None
@@ -67,7 +67,7 @@ async def test_deadline_after_pivot_is_recorded_and_saga_goes_on(
     await engine.create_schema()
     async with engine.worker():
         saga_id = await engine.start(saga.name, {})
-        run = await engine.wait(saga_id, timeout=10)
+        run = await engine.wait(saga_id, timeout=timedelta(seconds=10))
     assert run.status is SagaStatus.COMPLETED
     events = await engine.history(saga_id)
     assert [e.kind for e in events].count(EventKind.DEADLINE_PASSED) == 1
@@ -88,7 +88,7 @@ async def test_step_timeout_is_a_retryable_failure(
     await engine.create_schema()
     async with engine.worker():
         saga_id = await engine.start(saga.name, {})
-        run = await engine.wait(saga_id, timeout=10)
+        run = await engine.wait(saga_id, timeout=timedelta(seconds=10))
     assert run.status is SagaStatus.COMPLETED
     failed = [e for e in await engine.history(saga_id) if e.kind is EventKind.STEP_FAILED]
     assert [(e.step, e.detail["error"]["type"]) for e in failed] == [("B", "StepTimeoutError")]

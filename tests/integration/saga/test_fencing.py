@@ -122,7 +122,7 @@ async def test_long_transactional_step_does_not_cost_other_runs_their_lease(
         slow_id = await engine.start(slow.name, {})
         await asyncio.wait_for(call_started.wait(), timeout=10)
         tx_id = await engine.start(long_tx.name, {})
-        tx_run = await engine.wait(tx_id, timeout=15)
+        tx_run = await engine.wait(tx_id, timeout=timedelta(seconds=15))
         assert tx_run.status is SagaStatus.COMPLETED
         assert tx_run.finished_at is not None
         # Keep CALL running until its lease was written again after the long transaction
@@ -134,7 +134,9 @@ async def test_long_transactional_step_does_not_cost_other_runs_their_lease(
             what="CALL's lease written after the long transaction",
         )
         finish_call.set()
-        assert (await engine.wait(slow_id, timeout=15)).status is SagaStatus.COMPLETED
+        assert (
+            await engine.wait(slow_id, timeout=timedelta(seconds=15))
+        ).status is SagaStatus.COMPLETED
 
     events = await engine.history(slow_id)
     assert [e for e in events if e.kind is EventKind.LEASE_TAKEOVER] == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 
 import pytest
 
@@ -15,7 +16,9 @@ STEPS = ("A", "P", "C", "D")
 async def finished_run(engine: SagaEngine, name: str) -> str:
     async with engine.worker():
         run_id = await engine.start(name, {"order": 7})
-        assert (await engine.wait(run_id, timeout=10)).status is SagaStatus.COMPLETED
+        assert (
+            await engine.wait(run_id, timeout=timedelta(seconds=10))
+        ).status is SagaStatus.COMPLETED
     return run_id
 
 
@@ -30,7 +33,7 @@ async def test_a_fork_reruns_from_its_step_on_the_originals_data_with_new_keys(
     calls.clear()
     async with engine.worker():
         fork_id = await engine.fork(original, "C", note="the email bounced", actor="ops")
-        fork = await engine.wait(fork_id, timeout=10)
+        fork = await engine.wait(fork_id, timeout=timedelta(seconds=10))
     before = await engine.get(original)
     assert calls == ["v2:C", "v2:D"], "only the steps from C ran again"
     assert (fork.status, fork.saga_version, fork.forked_from, fork.started_by) == (
@@ -77,7 +80,9 @@ async def test_forking_across_a_completed_pivot_needs_force_and_both_histories_s
     assert await engine.list(forked_from=original) == [], "a refusal starts nothing"
     async with engine.worker():
         fork_id = await engine.fork(original, "A", force=True, actor="ops", note="redo it all")
-        assert (await engine.wait(fork_id, timeout=10)).status is SagaStatus.COMPLETED
+        assert (
+            await engine.wait(fork_id, timeout=timedelta(seconds=10))
+        ).status is SagaStatus.COMPLETED
     (started, *_) = await engine.history(fork_id)
     *_, forked = await engine.history(original)
     for detail in (started.detail, forked.detail):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 
 import sqlalchemy as sa
 
@@ -36,7 +37,7 @@ async def test_steps_run_in_order_and_outputs_merge(
     await engine.create_schema()
     async with engine.worker(concurrency=4):
         saga_id = await engine.start(saga.name, {"amount": 5})
-        run = await engine.wait(saga_id, timeout=10)
+        run = await engine.wait(saga_id, timeout=timedelta(seconds=10))
 
     assert run.status is SagaStatus.COMPLETED
     assert run.data == {"amount": 5, "reserved": 5, "charged": 5, "key": f"{saga_id}:CHARGE"}
@@ -73,7 +74,7 @@ async def test_runs_started_elsewhere_are_claimed(
 
     worker_engine = make_engine([saga])
     async with worker_engine.worker(concurrency=2):
-        runs = [await worker_engine.wait(i, timeout=10) for i in ids]
+        runs = [await worker_engine.wait(i, timeout=timedelta(seconds=10)) for i in ids]
     assert {r.status for r in runs} == {SagaStatus.COMPLETED}
     assert recorder.forward() == ["A", "B", "C"] * 5 or sorted(recorder.forward()) == sorted(
         ["A", "B", "C"] * 5
@@ -87,7 +88,7 @@ async def test_metrics_are_recorded(make_engine: Callable[..., SagaEngine], uniq
     await engine.create_schema()
     async with engine.worker(concurrency=2):
         saga_id = await engine.start(saga.name, {})
-        await engine.wait(saga_id, timeout=10)
+        await engine.wait(saga_id, timeout=timedelta(seconds=10))
     registry = engine.metrics.registry
 
     def sample(name: str, **labels: str) -> float | None:
@@ -109,6 +110,6 @@ async def test_attempts_record_the_worker_that_ran_them(
     await engine.create_schema()
     async with engine.worker(concurrency=2):
         saga_id = await engine.start(saga.name, {})
-        await engine.wait(saga_id, timeout=10)
+        await engine.wait(saga_id, timeout=timedelta(seconds=10))
     attempts = [e for e in await engine.history(saga_id) if e.kind is EventKind.STEP_SUCCEEDED]
     assert [e.detail["worker"] for e in attempts] == [f"auditor-{unique}"] * 3

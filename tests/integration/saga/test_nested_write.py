@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -49,9 +50,9 @@ def parent_saga(engine_of: Callable[[], SagaEngine], *, join: bool) -> Saga:
 async def run_parent(engine: SagaEngine) -> tuple[Any, Any]:
     """Start the parent, wait for it and (if it started one) its child."""
     async with engine.worker():
-        parent = await engine.wait(await engine.start("parent", {}), timeout=10)
+        parent = await engine.wait(await engine.start("parent", {}), timeout=timedelta(seconds=10))
         child_id = parent.data.get("child")
-        child = await engine.wait(child_id, timeout=10) if child_id else None
+        child = await engine.wait(child_id, timeout=timedelta(seconds=10)) if child_id else None
     return parent, child
 
 
@@ -107,10 +108,12 @@ async def test_operator_actions_and_waits_inside_a_transactional_step(
     @meddler.step("MEDDLE", transactional=True)
     async def meddle(ctx: StepContext) -> None:
         engine = engines[0]
-        seen["finished"] = (await engine.wait(ids["done"], timeout=5)).status.value
+        seen["finished"] = (
+            await engine.wait(ids["done"], timeout=timedelta(seconds=5))
+        ).status.value
         actions = [("cancel", lambda: engine.cancel(ids["idle"]))]
         if not engine.db.is_postgres:  # there it would wait for the idle run: it can move
-            actions.append(("wait", lambda: engine.wait(ids["idle"], timeout=5)))
+            actions.append(("wait", lambda: engine.wait(ids["idle"], timeout=timedelta(seconds=5))))
         for name, action in actions:
             try:
                 await action()
@@ -123,11 +126,13 @@ async def test_operator_actions_and_waits_inside_a_transactional_step(
     await engine.create_schema()
     async with engine.worker():
         ids["done"] = await engine.start("done", {})
-        await engine.wait(ids["done"], timeout=10)
+        await engine.wait(ids["done"], timeout=timedelta(seconds=10))
         ids["idle"] = await engine.start("idle", {})
-        meddled = await engine.wait(await engine.start("meddler", {}), timeout=10)
+        meddled = await engine.wait(
+            await engine.start("meddler", {}), timeout=timedelta(seconds=10)
+        )
         release.set()
-        await engine.wait(ids["idle"], timeout=10)
+        await engine.wait(ids["idle"], timeout=timedelta(seconds=10))
     assert meddled.status is SagaStatus.COMPLETED
     assert seen["finished"] == "COMPLETED"
     if engine.db.is_postgres:

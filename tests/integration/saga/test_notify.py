@@ -38,7 +38,7 @@ async def test_new_run_wakes_an_idle_worker(engines: tuple[SagaEngine, SagaEngin
         await eventually(lambda: _connected(listener), bool, what="LISTEN connection")
         began = time.monotonic()
         saga_id = await starter.start(saga_type, {})
-        run = await worker.wait(saga_id, timeout=10)
+        run = await worker.wait(saga_id, timeout=timedelta(seconds=10))
         elapsed = time.monotonic() - began
     assert run.status is SagaStatus.COMPLETED
     assert elapsed < 5, f"took {elapsed:.1f}s: the worker was not woken by NOTIFY"
@@ -61,13 +61,15 @@ async def test_operator_retry_wakes_an_idle_worker(postgres_url: str, unique: st
     try:
         async with worker.worker(concurrency=2):
             saga_id = await worker.start(saga.name, {})
-            assert (await worker.wait(saga_id, timeout=10)).status is SagaStatus.FAILED
+            assert (
+                await worker.wait(saga_id, timeout=timedelta(seconds=10))
+            ).status is SagaStatus.FAILED
             listener = worker._listener
             assert listener is not None
             await eventually(lambda: _connected(listener), bool, what="LISTEN connection")
             began = time.monotonic()
             await operator.retry(saga_id)
-            run = await worker.wait(saga_id, timeout=10)
+            run = await worker.wait(saga_id, timeout=timedelta(seconds=10))
             elapsed = time.monotonic() - began
     finally:
         await operator.close()

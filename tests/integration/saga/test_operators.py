@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from datetime import timedelta
 
 import pytest
 
@@ -33,12 +34,12 @@ async def test_retry_resumes_failed_saga_at_failed_step(
     await engine.create_schema()
     async with engine.worker():
         saga_id = await engine.start(saga.name, {})
-        failed = await engine.wait(saga_id, timeout=10)
+        failed = await engine.wait(saga_id, timeout=timedelta(seconds=10))
         assert failed.status is SagaStatus.FAILED
         retried = await engine.retry(saga_id, actor="ops@example", note="config fixed")
         assert retried.status is SagaStatus.RUNNING
         assert retried.epoch == failed.epoch + 1
-        run = await engine.wait(saga_id, timeout=10)
+        run = await engine.wait(saga_id, timeout=timedelta(seconds=10))
     assert run.status is SagaStatus.COMPLETED
     assert faults.attempts("R") == 2  # the failed attempt and the one after the retry
     assert recorder.forward() == ["A", "P", "R"]
@@ -61,9 +62,11 @@ async def test_retry_resumes_a_failed_compensation(
     await engine.create_schema()
     async with engine.worker():
         saga_id = await engine.start(saga.name, {})
-        assert (await engine.wait(saga_id, timeout=10)).status is SagaStatus.FAILED
+        assert (
+            await engine.wait(saga_id, timeout=timedelta(seconds=10))
+        ).status is SagaStatus.FAILED
         await engine.retry(saga_id)
-        run = await engine.wait(saga_id, timeout=10)
+        run = await engine.wait(saga_id, timeout=timedelta(seconds=10))
     assert run.status is SagaStatus.COMPENSATED
     assert recorder.undone() == ["C", "B", "A"]
 
@@ -84,7 +87,7 @@ async def test_cancel_compensates_a_running_saga(
             lambda: engine.get(saga_id), lambda r: r.current_step == "B", what="B running"
         )
         await engine.cancel(saga_id, actor="ops")
-        run = await engine.wait(saga_id, timeout=10)
+        run = await engine.wait(saga_id, timeout=timedelta(seconds=10))
     assert run.status is SagaStatus.COMPENSATED
     assert run.compensation_cause == "cancelled"
     assert recorder.undone() == ["B", "A"]
@@ -105,7 +108,9 @@ async def test_cancel_of_unclaimed_run_undoes_only_the_first_step(
     run = await engine.cancel(saga_id)
     assert run.status is SagaStatus.COMPENSATING
     async with engine.worker():
-        assert (await engine.wait(saga_id, timeout=5)).status is SagaStatus.COMPENSATED
+        assert (
+            await engine.wait(saga_id, timeout=timedelta(seconds=5))
+        ).status is SagaStatus.COMPENSATED
     assert recorder.calls == ["undo:A"]
 
 
@@ -134,7 +139,7 @@ async def test_cancel_after_pivot_is_refused(
         with pytest.raises(OperatorActionError, match="pivot"):
             await engine.cancel(saga_id)
         gate.set()
-        run = await engine.wait(saga_id, timeout=10)
+        run = await engine.wait(saga_id, timeout=timedelta(seconds=10))
     assert run.status is SagaStatus.COMPLETED
 
 
@@ -149,7 +154,7 @@ async def test_resolve_closes_a_failed_saga_with_a_note(
     await engine.create_schema()
     async with engine.worker():
         saga_id = await engine.start(saga.name, {})
-        await engine.wait(saga_id, timeout=10)
+        await engine.wait(saga_id, timeout=timedelta(seconds=10))
     with pytest.raises(OperatorActionError, match="note"):
         await engine.resolve(saga_id, note="  ")
     run = await engine.resolve(saga_id, note="ledger fixed by hand, ticket 42", actor="ops")
@@ -174,7 +179,7 @@ async def test_operator_actions_refuse_wrong_states(
     await engine.create_schema()
     async with engine.worker():
         saga_id = await engine.start(saga.name, {})
-        await engine.wait(saga_id, timeout=10)
+        await engine.wait(saga_id, timeout=timedelta(seconds=10))
     for action in (
         engine.retry(saga_id),
         engine.resolve(saga_id, note="x"),
@@ -220,11 +225,11 @@ async def test_forward_retry_finishes_a_saga_whose_undo_failed(
     await engine.create_schema()
     async with engine.worker():
         saga_id = await engine.start(saga.name, {})
-        failed = await engine.wait(saga_id, timeout=10)
+        failed = await engine.wait(saga_id, timeout=timedelta(seconds=10))
         assert failed.status is SagaStatus.FAILED
         assert failed.compensation_cause == "failed"
         await engine.retry(saga_id, forward=True, note="provider shows the call went through")
-        run = await engine.wait(saga_id, timeout=10)
+        run = await engine.wait(saga_id, timeout=timedelta(seconds=10))
     assert run.status is SagaStatus.COMPLETED
     assert run.compensation_cause is None
     assert calls == ["HOLD", "CALL", "CALL", "RECORD"]
@@ -245,6 +250,8 @@ async def test_forward_retry_needs_a_failed_compensation(
     await engine.create_schema()
     async with engine.worker():
         saga_id = await engine.start(saga.name, {})
-        assert (await engine.wait(saga_id, timeout=10)).status is SagaStatus.FAILED
+        assert (
+            await engine.wait(saga_id, timeout=timedelta(seconds=10))
+        ).status is SagaStatus.FAILED
         with pytest.raises(OperatorActionError, match="plain retry"):
             await engine.retry(saga_id, forward=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 
 from cloudphone.saga import EventKind, NonRetryableError, SagaEngine, SagaStatus
 from cloudphone.saga.testing import FaultInjector
@@ -21,7 +22,7 @@ async def test_failure_after_pivot_never_compensates(
     await engine.create_schema()
     async with engine.worker():
         saga_id = await engine.start(saga.name, {})
-        run = await engine.wait(saga_id, timeout=15)
+        run = await engine.wait(saga_id, timeout=timedelta(seconds=15))
     assert run.status is SagaStatus.COMPLETED
     assert faults.attempts("R") == 7
     assert recorder.undone() == []
@@ -40,7 +41,7 @@ async def test_non_retryable_after_pivot_fails_for_operator(
     engine = make_engine([saga], hooks=faults)
     await engine.create_schema()
     async with engine.worker():
-        run = await engine.wait(await engine.start(saga.name, {}), timeout=10)
+        run = await engine.wait(await engine.start(saga.name, {}), timeout=timedelta(seconds=10))
     assert run.status is SagaStatus.FAILED
     assert run.current_step == "R"
     assert run.error is not None
@@ -65,7 +66,7 @@ async def test_pivot_failing_for_good_compensates_earlier_steps(
     engine = make_engine([saga], hooks=faults)
     await engine.create_schema()
     async with engine.worker():
-        run = await engine.wait(await engine.start(saga.name, {}), timeout=10)
+        run = await engine.wait(await engine.start(saga.name, {}), timeout=timedelta(seconds=10))
     assert run.status is SagaStatus.COMPENSATED
     assert faults.attempts("P") == 3
     assert recorder.undone() == ["B", "A"]

@@ -69,8 +69,10 @@ async def test_transactional_steps_and_compensation_on_psycopg(engine: SagaEngin
     """Business writes commit with progress; a failure undoes them; history is complete."""
     saga_type = next(iter(engine.sagas))
     async with engine.worker(concurrency=4):
-        ok = await engine.wait(await engine.start(saga_type, {}), timeout=10)
-        failed = await engine.wait(await engine.start(saga_type, {"fail": True}), timeout=10)
+        ok = await engine.wait(await engine.start(saga_type, {}), timeout=timedelta(seconds=10))
+        failed = await engine.wait(
+            await engine.start(saga_type, {"fail": True}), timeout=timedelta(seconds=10)
+        )
     assert ok.status is SagaStatus.COMPLETED
     assert ok.data == {"written": 1}
     assert await _rows(engine, ok.id) == 1
@@ -95,7 +97,7 @@ async def test_start_in_a_psycopg_transaction_wakes_the_listener(engine: SagaEng
         began = time.monotonic()
         async with engine.db.begin() as conn:
             saga_id = await engine.start(saga_type, {}, session=conn)
-        run = await engine.wait(saga_id, timeout=10)
+        run = await engine.wait(saga_id, timeout=timedelta(seconds=10))
     assert run.status is SagaStatus.COMPLETED
     assert time.monotonic() - began < 5
 

@@ -39,7 +39,7 @@ async def test_transient_errors_are_retried_with_backoff(
     await engine.create_schema()
     async with engine.worker():
         saga_id = await engine.start(saga.name, {})
-        run = await engine.wait(saga_id, timeout=10)
+        run = await engine.wait(saga_id, timeout=timedelta(seconds=10))
 
     assert run.status is SagaStatus.COMPLETED
     assert run.data["B"] == 3  # the attempt number that succeeded
@@ -103,7 +103,7 @@ async def test_restarted_worker_retries_on_time(
     # The first worker is gone; a fresh engine (another process in real life) takes over.
     second = make_engine([saga])
     async with second.worker():
-        run = await second.wait(saga_id, timeout=10)
+        run = await second.wait(saga_id, timeout=timedelta(seconds=10))
     assert run.status is SagaStatus.COMPLETED
     retried = next(
         e
@@ -132,8 +132,10 @@ async def test_non_retryable_error_skips_remaining_attempts(
     engine = make_engine([saga, other], hooks=faults)
     await engine.create_schema()
     async with engine.worker():
-        first = await engine.wait(await engine.start(saga.name, {}), timeout=10)
-        second = await engine.wait(await engine.start(other.name, {}), timeout=10)
+        first = await engine.wait(await engine.start(saga.name, {}), timeout=timedelta(seconds=10))
+        second = await engine.wait(
+            await engine.start(other.name, {}), timeout=timedelta(seconds=10)
+        )
     assert first.status is SagaStatus.COMPENSATED
     assert faults.attempts("B", saga=saga.name) == 1
     assert first.error is not None
@@ -154,7 +156,7 @@ async def test_jitter_spreads_retry_delays(
     await engine.create_schema()
     async with engine.worker():
         saga_id = await engine.start(saga.name, {})
-        await engine.wait(saga_id, timeout=10)
+        await engine.wait(saga_id, timeout=timedelta(seconds=10))
     scheduled = [e for e in await engine.history(saga_id) if e.kind is EventKind.RETRY_SCHEDULED]
     assert [e.detail["delay_ms"] for e in scheduled] == [25.0]
 
@@ -177,7 +179,7 @@ async def test_retry_later_polls_without_using_attempts(
     await engine.create_schema()
     async with engine.worker():
         saga_id = await engine.start(saga.name, {})
-        run = await engine.wait(saga_id, timeout=10)
+        run = await engine.wait(saga_id, timeout=timedelta(seconds=10))
     assert run.status is SagaStatus.COMPLETED
     assert polls == [1, 1, 1, 1, 1]
     events = await engine.history(saga_id)

@@ -83,7 +83,7 @@ async def test_runs_wait_for_another_process_holding_the_write_lock(
             assert waiting.status is SagaStatus.RUNNING
             assert waiting.current_step == "PLAIN"
             await holder.release()
-        run = await engine.wait(saga_id, timeout=20)
+        run = await engine.wait(saga_id, timeout=timedelta(seconds=20))
         history = await engine.history(saga_id)
     await engine.close()
     assert run.status is SagaStatus.COMPLETED
@@ -132,7 +132,7 @@ async def test_a_transactional_step_waits_for_the_lock_before_it_runs(
             async with other.begin() as conn:  # no await yields before BEGIN IMMEDIATE
                 await conn.execute(sa.text("INSERT INTO ledger (saga_id) VALUES ('other')"))
                 await eventually(lambda: asyncio.sleep(0, outage_logged(caplog)), bool)
-            run = await engine.wait(saga_id, timeout=20)
+            run = await engine.wait(saga_id, timeout=timedelta(seconds=20))
     finally:
         await other.dispose()
         await engine.close()

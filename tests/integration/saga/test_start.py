@@ -39,8 +39,8 @@ async def test_same_idempotency_key_returns_the_first_run(
         other = await engine.start(saga.name, {"n": 99}, idempotency_key="k2")
         assert len(set(ids)) == 1
         assert other != ids[0]
-        first = await engine.wait(ids[0], timeout=10)
-        await engine.wait(other, timeout=10)
+        first = await engine.wait(ids[0], timeout=timedelta(seconds=10))
+        await engine.wait(other, timeout=timedelta(seconds=10))
         again = await engine.start(saga.name, {"n": 100}, idempotency_key="k1")
     assert again == ids[0]
     found = await engine.find(saga.name, "k1")
@@ -85,7 +85,7 @@ async def test_start_joins_the_callers_transaction(
         async with engine.db.begin() as conn:
             await conn.execute(sa.text(f"INSERT INTO {table} (id) VALUES (2)"))
             committed = await engine.start(saga.name, {}, session=conn)
-        run = await engine.wait(committed, timeout=10)
+        run = await engine.wait(committed, timeout=timedelta(seconds=10))
     assert run.status is SagaStatus.COMPLETED
     async with engine.db.read() as conn:
         rows = (await conn.execute(sa.text(f"SELECT id FROM {table}"))).scalars().all()
@@ -102,7 +102,7 @@ async def test_run_started_in_a_transaction_is_picked_up_at_commit(
     async with engine.worker():
         async with engine.db.begin() as conn:
             saga_id = await engine.start(saga.name, {}, session=conn)
-        run = await engine.wait(saga_id, timeout=5)
+        run = await engine.wait(saga_id, timeout=timedelta(seconds=5))
     assert run.status is SagaStatus.COMPLETED
 
 
@@ -200,7 +200,7 @@ async def test_non_json_step_output_fails_without_retrying(
     await engine.create_schema()
     async with engine.worker():
         saga_id = await engine.start(saga.name, {})
-        run = await engine.wait(saga_id, timeout=10)
+        run = await engine.wait(saga_id, timeout=timedelta(seconds=10))
     assert attempts == [1]
     assert run.status is SagaStatus.COMPENSATED
     assert run.error is not None
@@ -228,8 +228,12 @@ async def test_step_outputs_and_errors_with_nul_are_stored_safely(
     engine = make_engine([saga, other])
     await engine.create_schema()
     async with engine.worker():
-        output_run = await engine.wait(await engine.start(saga.name, {}), timeout=10)
-        error_run = await engine.wait(await engine.start(other.name, {}), timeout=10)
+        output_run = await engine.wait(
+            await engine.start(saga.name, {}), timeout=timedelta(seconds=10)
+        )
+        error_run = await engine.wait(
+            await engine.start(other.name, {}), timeout=timedelta(seconds=10)
+        )
     assert output_run.status is SagaStatus.COMPENSATED
     assert output_run.error is not None
     assert "output['echo'] contains a NUL character" in output_run.error.message

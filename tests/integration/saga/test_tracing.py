@@ -45,7 +45,7 @@ async def _traced_run(
     await engine.create_schema()
     async with engine.worker(concurrency=2):
         saga_id = await engine.start(saga.name, {})
-        return saga_id, await engine.wait(saga_id, timeout=10)
+        return saga_id, await engine.wait(saga_id, timeout=timedelta(seconds=10))
 
 
 async def _start(mode: str, engines: list[SagaEngine], saga: Saga) -> str:
@@ -72,7 +72,7 @@ async def test_a_run_is_one_trace_under_the_span_that_started_it(
     async with driver.worker(concurrency=2):
         with request_tracer.start_as_current_span("POST /things") as request:
             saga_id = await _start(mode, [starter, driver], saga)
-        run = await driver.wait(saga_id, timeout=10)
+        run = await driver.wait(saga_id, timeout=timedelta(seconds=10))
     assert run.status is SagaStatus.COMPLETED
 
     spans = log.of_run(saga_id)
@@ -177,7 +177,7 @@ async def test_without_a_tracer_no_trace_context_is_stored(
     engine = make_engine([saga])
     await engine.create_schema()
     async with engine.worker(concurrency=2):
-        run = await engine.wait(await engine.start(saga.name, {}), timeout=10)
+        run = await engine.wait(await engine.start(saga.name, {}), timeout=timedelta(seconds=10))
     assert run.status is SagaStatus.COMPLETED
     assert run.trace_context is None
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 
 import pytest
 
@@ -45,7 +46,7 @@ async def test_runs_finish_on_the_version_they_started_on(
     assert both.sagas[name] is v2, "by name: the newest version"
     async with both.worker():
         after = [await both.start(name, {"n": i}) for i in range(2)]
-        runs = [await both.wait(i, timeout=15) for i in before + after]
+        runs = [await both.wait(i, timeout=timedelta(seconds=15)) for i in before + after]
     assert [(r.status, r.saga_version) for r in runs] == [(SagaStatus.COMPLETED, 1)] * 3 + [
         (SagaStatus.COMPLETED, 2)
     ] * 2
@@ -71,12 +72,16 @@ async def test_runs_of_a_version_no_live_worker_has_are_orphaned_until_one_start
     newer = make_engine([v2])
     async with newer.worker():
         fresh = await newer.start(name, {})
-        assert (await newer.wait(fresh, timeout=10)).status is SagaStatus.COMPLETED
+        assert (
+            await newer.wait(fresh, timeout=timedelta(seconds=10))
+        ).status is SagaStatus.COMPLETED
         assert [r.id for r in await newer.list(saga_type=name, orphaned=True)] == [stuck]
         assert (await newer.get(stuck)).status is SagaStatus.PENDING, "never claimed"
         assert unknown_gauge(newer, name, 1) == 1.0, "counted when the worker started"
         async with starter.worker():
-            assert (await starter.wait(stuck, timeout=10)).status is SagaStatus.COMPLETED
+            assert (
+                await starter.wait(stuck, timeout=timedelta(seconds=10))
+            ).status is SagaStatus.COMPLETED
         assert await newer.list(saga_type=name, orphaned=True) == []
 
         async def gauge() -> float | None:
@@ -101,7 +106,7 @@ async def test_migrate_moves_an_orphaned_run_to_the_version_the_workers_have(
             await engine.migrate(stuck, 3)
         moved = await engine.migrate(stuck, 2, note="v1 is retired", actor="ops")
         assert moved.saga_version == 2
-        run = await engine.wait(stuck, timeout=10)
+        run = await engine.wait(stuck, timeout=timedelta(seconds=10))
     assert (run.status, run.saga_version) == (SagaStatus.COMPLETED, 2)
     events = await engine.history(stuck)
     assert step_names(events) == list(V2_STEPS)
@@ -127,13 +132,15 @@ async def test_a_failed_run_migrated_then_retried_goes_on_with_the_new_steps(
     old = make_engine([v1])
     run_id = await old.start(name, {})
     async with engine.worker():
-        assert (await engine.wait(run_id, timeout=10)).status is SagaStatus.FAILED
+        assert (
+            await engine.wait(run_id, timeout=timedelta(seconds=10))
+        ).status is SagaStatus.FAILED
         with pytest.raises(OperatorActionError, match="has no step 'C'"):
             await engine.migrate(run_id, 3)
         failed = await engine.migrate(run_id, 2, actor="ops")
         assert (failed.status, failed.saga_version) == (SagaStatus.FAILED, 2)
         await engine.retry(run_id, actor="ops")
-        run = await engine.wait(run_id, timeout=10)
+        run = await engine.wait(run_id, timeout=timedelta(seconds=10))
     assert run.status is SagaStatus.COMPLETED
     # C's first attempt (on v1) failed before its action ran; the retry ran v2's C.
     assert (calls, faults.attempts("C")) == (["v1:A", "v1:P", "v2:C", "v2:D"], 2)

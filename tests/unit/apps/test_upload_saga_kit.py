@@ -57,7 +57,7 @@ async def assert_available(apps: Apps, run: SagaRun, app_id: str) -> None:
 async def test_an_upload_becomes_available(apps: Apps, uploader: Principal) -> None:
     async with kit(apps).worker():
         saga_id, app_id = await upload(apps, uploader)
-        run = await apps.engine.wait(saga_id, timeout=10)
+        run = await apps.engine.wait(saga_id, timeout=timedelta(seconds=10))
     await assert_available(apps, run, app_id)
 
 

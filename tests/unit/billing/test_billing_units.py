@@ -12,9 +12,10 @@ from cloudphone.billing.providers.base import (
     ProviderRefused,
     ProviderRejected,
     ProviderUnknownOutcome,
+    RefundState,
 )
 from cloudphone.billing.providers.stripe import _classify
-from cloudphone.billing.refund import RefundTiming, build_refund_saga
+from cloudphone.billing.refund import FinalRefund, RefundTiming, build_refund_saga
 from cloudphone.domain import InvalidInputError
 from cloudphone.saga import Database, StepKind
 
@@ -132,3 +133,19 @@ def test_stripe_throttling_and_outages_are_retried(status: int) -> None:
     """No 429 or 5xx is ever a rejection: the refund saga must not give up on them."""
     error = stripe.StripeError("try later", http_status=status)
     assert isinstance(_classify(error), ProviderRefused | ProviderUnknownOutcome)
+
+
+def test_the_final_refund_reads_a_run_from_before_per_step_outputs() -> None:
+    """An old run's merged data has the wait's answer under the pivot's keys."""
+    merged = {
+        "refund_id": "r1",
+        "provider_refund_id": "re_1",
+        "provider_refund_state": "failed",
+        "provider_failure_reason": "expired_card",
+    }
+    assert FinalRefund.model_validate(merged) == FinalRefund(
+        final_state=RefundState.FAILED, final_failure_reason="expired_card"
+    )
+    kept = FinalRefund(final_state=RefundState.SUCCEEDED).model_dump(mode="json")
+    assert kept == {"final_state": "succeeded", "final_failure_reason": None}
+    assert FinalRefund.model_validate(kept).final_state is RefundState.SUCCEEDED

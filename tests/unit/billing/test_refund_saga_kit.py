@@ -70,7 +70,7 @@ async def assert_refunded_once(billing: Billing, user: Principal, refund_id: str
 async def test_a_refund_completes(billing: Billing, user: Principal) -> None:
     async with kit(billing).worker():
         saga_id, refund_id = await start_refund(billing, user)
-        run = await billing.engine.wait(saga_id, timeout=10)
+        run = await billing.engine.wait(saga_id, timeout=timedelta(seconds=10))
     assert run.status is SagaStatus.COMPLETED
     await assert_refunded_once(billing, user, refund_id)
 
@@ -117,7 +117,7 @@ async def test_provider_rejecting_the_pivot_compensates_at_once(
     )
     async with engine.worker():
         requested = await billing.service.request_refund(user, payment.id, amount=5000)
-        run = await engine.wait(requested.saga_id, timeout=10)
+        run = await engine.wait(requested.saga_id, timeout=timedelta(seconds=10))
     assert run.status is SagaStatus.COMPENSATED
     assert engine.faults.attempts(CALL_PROVIDER_REFUND) == 1, "a rejection was retried"
     refund = await billing.service.get_refund(user, requested.refund.id)

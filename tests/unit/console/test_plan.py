@@ -68,7 +68,7 @@ def test_the_plan_lists_every_step_with_its_state_attempts_and_time() -> None:
     """Done, failed and not reached steps; the pivot's kind; failed attempts count."""
     events = [
         event(1, K.SAGA_STARTED),
-        event(2, K.STEP_SUCCEEDED, "HOLD", duration_ms=5.0, output={}),
+        event(2, K.STEP_SUCCEEDED, "HOLD", duration_ms=5.0),
         event(3, K.STEP_FAILED, "CHARGE", duration_ms=10.0),
         event(4, K.RETRY_SCHEDULED, "CHARGE"),
         event(5, K.STEP_FAILED, "CHARGE", duration_ms=20.0),
@@ -98,7 +98,7 @@ def test_compensated_steps_read_compensated() -> None:
     """After compensation the undone step says so, and nothing is current once finished."""
     events = [
         event(1, K.SAGA_STARTED),
-        event(2, K.STEP_SUCCEEDED, "HOLD", output={}),
+        event(2, K.STEP_SUCCEEDED, "HOLD"),
         event(3, K.STEP_FAILED, "CHARGE"),
         event(4, K.COMPENSATION_STARTED),
         event(5, K.COMPENSATION_SUCCEEDED, "HOLD"),
@@ -112,35 +112,41 @@ def test_compensated_steps_read_compensated() -> None:
 
 def test_without_a_definition_the_plan_is_the_steps_the_history_names() -> None:
     """An unknown saga type still shows the steps seen, kind unknown."""
-    events = [event(1, K.SAGA_STARTED), event(2, K.STEP_SUCCEEDED, "X", output={})]
+    events = [event(1, K.SAGA_STARTED), event(2, K.STEP_SUCCEEDED, "X")]
     plan = step_plan(None, run(SagaStatus.RUNNING, "Y", {}), events)
     assert [(s.name, s.kind, s.state) for s in plan] == [("X", "unknown", "done")]
 
 
-def test_data_after_each_step_is_walked_back_from_the_current_data() -> None:
-    """Outputs come off in reverse and replaced values go back: each step's data is exact."""
-    now = {"order": 1, "price": 12, "held": True, "charge": "ch_1"}
+def test_data_after_each_step_is_the_input_then_each_output_so_far() -> None:
+    """Each snapshot adds the step's kept output to what came before: exact, no guessing."""
+    outputs = {"HOLD": {"held": True}, "CHARGE": {"charge": "ch_1", "api_key": "k"}}
     events = [
         event(1, K.SAGA_STARTED),
-        event(2, K.STEP_SUCCEEDED, "HOLD", output={"held": True}),
-        event(
-            3,
-            K.STEP_SUCCEEDED,
-            "CHARGE",
-            output={"charge": "ch_1", "price": 12},
-            replaced={"price": 10},
-        ),
+        event(2, K.STEP_SUCCEEDED, "HOLD"),
+        event(3, K.STEP_FAILED, "CHARGE"),
+        event(4, K.STEP_SUCCEEDED, "CHARGE"),
     ]
-    snaps = data_after_steps(run(SagaStatus.RUNNING, "RECORD", now), events)
+    current = run(SagaStatus.RUNNING, "RECORD", {}, input={"order": 1}, outputs=outputs)
+    snaps = data_after_steps(current, events)
     assert snaps is not None
     assert [(s.step, s.data, s.added) for s in snaps] == [
-        ("HOLD", {"order": 1, "price": 10, "held": True}, ["held"]),
-        ("CHARGE", now, ["charge", "price"]),
+        ("HOLD", {"order": 1, "held": True}, ["held"]),
+        (
+            "CHARGE",
+            {"order": 1, "held": True, "charge": "ch_1", "api_key": REDACTED},
+            ["api_key", "charge"],
+        ),
     ]
 
 
-def test_histories_without_outputs_are_not_reconstructed() -> None:
-    """Runs recorded before outputs were kept get None, not made-up data."""
+def test_a_step_that_returned_nothing_adds_nothing() -> None:
+    events = [event(1, K.SAGA_STARTED), event(2, K.STEP_SUCCEEDED, "HOLD")]
+    current = run(SagaStatus.RUNNING, "CHARGE", {}, input={"a": 1}, outputs={"HOLD": None})
+    assert [(s.data, s.added) for s in data_after_steps(current, events) or []] == [({"a": 1}, [])]
+
+
+def test_runs_from_before_per_step_outputs_are_not_reconstructed() -> None:
+    """A run whose succeeded step has no kept output gets None, not made-up data."""
     events = [event(1, K.SAGA_STARTED), event(2, K.STEP_SUCCEEDED, "HOLD")]
     assert data_after_steps(run(SagaStatus.RUNNING, "CHARGE", {"a": 1}), events) is None
 

@@ -95,6 +95,8 @@ class NewRun:
     """The run this one is a fork of."""
     detail: Mapping[str, Any] | None = None
     """More facts for its ``saga_started`` event (a fork's origin)."""
+    outputs: Mapping[str, Any] | None = None
+    """Outputs it starts with, by step (a fork's, of the steps it does not run again)."""
 
 
 @dataclass(frozen=True)
@@ -258,6 +260,13 @@ class SagaStore(ProgressStore, Protocol):
 
     async def get(self, run_id: str) -> SagaRun | None:
         """The run, or None."""
+        ...
+
+    async def count_needs_attention(self) -> dict[str, int]:
+        """FAILED runs no operator has resolved, per saga type (types with none are left out).
+
+        One grouped count over every type (the ``saga_needs_attention`` gauge).
+        """
         ...
 
     async def find(self, saga_type: str, idempotency_key: str) -> SagaRun | None:

@@ -9,7 +9,19 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, Integer, and_, bindparam, case, func, not_, or_, update
+from sqlalchemy import (
+    Boolean,
+    Integer,
+    String,
+    and_,
+    bindparam,
+    case,
+    func,
+    literal,
+    not_,
+    or_,
+    update,
+)
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from cloudphone.saga.progress import Progress
@@ -18,6 +30,7 @@ from cloudphone.saga.store.tables import saga_runs
 from cloudphone.saga.store.types import JSONType
 
 _R = saga_runs.c
+_OUTPUT_STEP = bindparam("c_output_step", type_=String)
 
 _PROGRESS_COLUMNS = (
     "status",
@@ -30,6 +43,7 @@ _PROGRESS_COLUMNS = (
     "finished_at",
     "deadline_noted",
     "updated_at",
+    "retry_since",
 )
 """The columns rows.progress_values sets, bound by column name (``c_<column>``)."""
 
@@ -45,8 +59,17 @@ COMMIT = (
     )
     .values(
         **{name: bindparam(f"c_{name}", type_=_R[name].type) for name in _PROGRESS_COLUMNS},
-        # NULL keeps the data as it is (None is SQL NULL for this column type).
-        data=func.coalesce(bindparam("c_data", type_=JSONType), _R.data),
+        # Only the step this progress records goes over the wire, merged in by SQLite (a NULL
+        # output, bound as SQL NULL, sets JSON null: the step returned nothing).
+        outputs=case(
+            (_OUTPUT_STEP.is_(None), _R.outputs),
+            else_=func.json_set(
+                _R.outputs,
+                literal('$."') + _OUTPUT_STEP + literal('"'),
+                func.json(bindparam("c_output", type_=JSONType)),
+                type_=JSONType,
+            ),
+        ),
         owner=case((bindparam("b_keep", type_=Boolean), _R.owner), else_=None),
         cancel_requested=and_(_R.cancel_requested, not_(bindparam("b_clear", type_=Boolean))),
         last_seq=_R.last_seq + bindparam("b_n", type_=Integer),
@@ -72,7 +95,8 @@ def commit_params(
     columns = progress_values(progress, lease_until)
     return {
         **{f"c_{name}": value for name, value in columns.items()},
-        "c_data": progress.data,
+        "c_output_step": progress.output_step,
+        "c_output": progress.output,
         "b_id": run_id,
         "b_epoch": epoch,
         "b_seq": seq,

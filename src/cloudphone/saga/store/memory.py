@@ -35,7 +35,7 @@ from cloudphone.saga.store.base import (
 )
 from cloudphone.saga.store.database import Database
 from cloudphone.saga.store.memory_presence import MemoryPresence
-from cloudphone.saga.store.memory_rows import Row, row_filter, run_of, stored
+from cloudphone.saga.store.memory_rows import Row, json_copy, row_filter, run_of, stored
 from cloudphone.saga.store.memory_txn import DetachedStepTx, MemoryStepTx, on_outcome
 from cloudphone.saga.store.rows import (
     event_from_row,
@@ -219,6 +219,8 @@ class MemoryStore(MemoryPresence):
         """Write a Progress and its events (call with :attr:`lock` held)."""
         row = self.check_held(run_id, epoch)
         row.update(stored(progress_values(progress, self._clock.now() + self._lease)))
+        if progress.output_step is not None:
+            row["outputs"][progress.output_step] = json_copy(progress.output)
         if not progress.keep_lease:
             row["owner"] = None
         row["cancel_requested"] = row["cancel_requested"] and not progress.clear_cancel
@@ -410,6 +412,15 @@ class MemoryStore(MemoryPresence):
         """The run, or None."""
         row = self._visible(run_id)
         return run_of(row) if row is not None else None
+
+    async def count_needs_attention(self) -> dict[str, int]:
+        """FAILED, unresolved runs per saga type."""
+        counts: dict[str, int] = {}
+        for run_id, row in self._runs.items():
+            failed = row["status"] == SagaStatus.FAILED.value and row["resolution"] is None
+            if failed and run_id not in self._pending:
+                counts[row["saga_type"]] = counts.get(row["saga_type"], 0) + 1
+        return counts
 
     async def find(self, saga_type: str, idempotency_key: str) -> SagaRun | None:
         """The run of ``saga_type`` holding ``idempotency_key``, or None."""

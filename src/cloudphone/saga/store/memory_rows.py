@@ -15,7 +15,7 @@ from cloudphone.saga.store.rows import run_from_row
 Row = dict[str, Any]
 """A ``saga_runs`` or ``saga_events`` row: column name to value, as SQL would hold it."""
 
-_JSON_COLUMNS = frozenset({"data", "error", "detail"})
+_JSON_COLUMNS = frozenset({"data", "outputs", "error", "detail", "trace_context"})
 
 
 def stored(value: Any) -> Any:
@@ -32,9 +32,12 @@ def stored(value: Any) -> Any:
 
 
 def _column(name: str, value: Any) -> Any:
-    if name in _JSON_COLUMNS and value is not None:
-        return json.loads(json.dumps(value, allow_nan=False))
-    return value
+    return json_copy(value) if name in _JSON_COLUMNS else value
+
+
+def json_copy(value: Any) -> Any:
+    """A fresh copy of a JSON value, as a database would return it (None stays None)."""
+    return json.loads(json.dumps(value, allow_nan=False)) if value is not None else None
 
 
 def run_of(row: Row) -> SagaRun:

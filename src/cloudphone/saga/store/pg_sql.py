@@ -19,23 +19,26 @@ from cloudphone.saga.store.base import SagaTypes, split_types
 from cloudphone.saga.store.rows import progress_values, run_from_row
 
 _RUN_COLUMNS = """id, saga_type, status, current_step, attempt, data::text AS data,
-    error::text AS error, compensation_cause, idempotency_key, started_by, epoch, owner,
-    lease_expires_at, next_run_at, deadline_at, deadline_noted, cancel_requested, last_seq,
-    resolution, created_at, updated_at, finished_at, trace_context::text AS trace_context,
-    saga_version, forked_from"""
+    outputs::text AS outputs, error::text AS error, compensation_cause, idempotency_key,
+    started_by, epoch, owner, lease_expires_at, next_run_at, deadline_at, deadline_noted,
+    cancel_requested, last_seq, resolution, created_at, updated_at, finished_at,
+    trace_context::text AS trace_context, retry_since, saga_version, forked_from"""
 
 COMMIT_SQL = """
 WITH x AS (
     SELECT * FROM jsonb_to_recordset(CAST($1 AS text)::jsonb) AS x(
-        id text, epoch bigint, status text, current_step text, attempt int, set_data bool,
-        data jsonb, error jsonb, compensation_cause text, keep_lease bool,
+        id text, epoch bigint, status text, current_step text, attempt int, output_step text,
+        output jsonb, error jsonb, compensation_cause text, keep_lease bool,
         lease_expires_at timestamptz, next_run_at timestamptz, finished_at timestamptz,
-        deadline_noted bool, clear_cancel bool, updated_at timestamptz, n int, seq bigint,
-        events jsonb)
+        deadline_noted bool, clear_cancel bool, updated_at timestamptz, retry_since timestamptz,
+        n int, seq bigint, events jsonb)
 ), u AS (
     UPDATE saga_runs r SET
         status = x.status, current_step = x.current_step, attempt = x.attempt,
-        data = CASE WHEN x.set_data THEN x.data ELSE r.data END, error = x.error,
+        -- Only the recorded step's output travels; a JSON null output stays null.
+        outputs = CASE WHEN x.output_step IS NULL THEN r.outputs
+            ELSE r.outputs || jsonb_build_object(x.output_step, x.output) END,
+        error = x.error, retry_since = x.retry_since,
         compensation_cause = x.compensation_cause,
         owner = CASE WHEN x.keep_lease THEN r.owner END,
         lease_expires_at = x.lease_expires_at, next_run_at = x.next_run_at,
@@ -61,16 +64,16 @@ SELECT id, epoch, last_seq, cancel_requested FROM u
 INSERT_SQL = """
 WITH x AS (
     SELECT * FROM jsonb_to_recordset(CAST($1 AS text)::jsonb) AS x(
-        id text, saga_type text, status text, current_step text, data jsonb,
+        id text, saga_type text, status text, current_step text, data jsonb, outputs jsonb,
         idempotency_key text, started_by text, owner text, lease_expires_at timestamptz,
         deadline_at timestamptz, now timestamptz, detail jsonb, notify bool, trace_context jsonb,
         saga_version int, forked_from text)
 ), r AS (
-    INSERT INTO saga_runs (id, saga_type, status, current_step, attempt, data, error,
+    INSERT INTO saga_runs (id, saga_type, status, current_step, attempt, data, outputs, error,
         compensation_cause, idempotency_key, started_by, epoch, owner, lease_expires_at,
         next_run_at, deadline_at, deadline_noted, cancel_requested, last_seq, resolution,
         created_at, updated_at, finished_at, trace_context, saga_version, forked_from)
-    SELECT id, saga_type, status, current_step, 1, data, NULL, NULL, idempotency_key,
+    SELECT id, saga_type, status, current_step, 1, data, outputs, NULL, NULL, idempotency_key,
         started_by, 1, owner, lease_expires_at, now, deadline_at, false, false, 1, NULL,
         now, now, NULL, trace_context, saga_version, forked_from
     FROM x
@@ -156,8 +159,8 @@ def progress_item(
         **columns,
         "id": run_id,
         "epoch": epoch,
-        "set_data": progress.data is not None,
-        "data": progress.data,
+        "output_step": progress.output_step,
+        "output": progress.output,
         "keep_lease": progress.keep_lease,
         "clear_cancel": progress.clear_cancel,
         "n": len(progress.events),
@@ -184,6 +187,7 @@ def insert_item(values: Mapping[str, Any], detail: dict[str, Any], notify: bool)
         "status": values["status"],
         "current_step": values["current_step"],
         "data": values["data"],
+        "outputs": values["outputs"],
         "idempotency_key": values["idempotency_key"],
         "started_by": values["started_by"],
         "owner": values["owner"],
@@ -216,6 +220,7 @@ def run_from_record(row: Mapping[str, Any]) -> SagaRun:
         {
             **row,
             "data": json.loads(row["data"]),
+            "outputs": json.loads(row["outputs"]),
             "error": json.loads(error) if error is not None else None,
             "trace_context": json.loads(trace_context) if trace_context is not None else None,
         }

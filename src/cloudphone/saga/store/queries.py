@@ -121,6 +121,18 @@ class RunQueries:
             )
         return run_from_row(row) if row is not None else None
 
+    async def count_needs_attention(self) -> dict[str, int]:
+        """FAILED, unresolved runs per saga type (read from ``ix_saga_runs_status_created``)."""
+        r = saga_runs.c
+        stmt = (
+            select(r.saga_type, func.count())
+            .where(r.status == SagaStatus.FAILED.value, r.resolution.is_(None))
+            .group_by(r.saga_type)
+        )
+        async with self.db.read() as conn:
+            rows = (await conn.execute(stmt)).all()
+        return {saga_type: int(count) for saga_type, count in rows}
+
     async def history(self, run_id: str) -> list[SagaEvent]:
         """Every event of the run, in order."""
         async with self.db.read() as conn:

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
+from cloudphone.saga.outputs import merged_data
 from cloudphone.saga.progress import NewEvent, Progress
 from cloudphone.saga.records import ErrorInfo, EventKind, SagaEvent, SagaRun
 from cloudphone.saga.state import SagaStatus
@@ -21,6 +22,7 @@ def new_run_values(new: NewRun, lease: timedelta) -> dict[str, Any]:
         "current_step": new.first_step,
         "attempt": 1,
         "data": new.data,
+        "outputs": dict(new.outputs or {}),
         "error": None,
         "compensation_cause": None,
         "idempotency_key": new.idempotency_key,
@@ -40,6 +42,7 @@ def new_run_values(new: NewRun, lease: timedelta) -> dict[str, Any]:
         "trace_context": new.trace_context,
         "saga_version": new.saga_version,
         "forked_from": new.forked_from,
+        "retry_since": None,
     }
 
 
@@ -50,13 +53,14 @@ def start_detail(new: NewRun) -> dict[str, Any]:
 
 
 def run_from_row(row: Mapping[Any, Any]) -> SagaRun:
-    """Build a SagaRun from a ``saga_runs`` row."""
+    """Build a SagaRun from a ``saga_runs`` row (``data`` merged from input and outputs)."""
+    input_data, outputs = dict(row["data"]), dict(row["outputs"] or {})
     return SagaRun(
         id=row["id"],
         saga_type=row["saga_type"],
         status=SagaStatus(row["status"]),
         current_step=row["current_step"],
-        data=dict(row["data"]),
+        data=merged_data(input_data, outputs) if outputs else dict(input_data),
         error=ErrorInfo.from_dict(row["error"]),
         attempt=row["attempt"],
         compensation_cause=row["compensation_cause"],
@@ -77,6 +81,9 @@ def run_from_row(row: Mapping[Any, Any]) -> SagaRun:
         trace_context=row["trace_context"],
         saga_version=row["saga_version"],
         forked_from=row["forked_from"],
+        input=input_data,
+        outputs=outputs,
+        retry_since=row["retry_since"],
     )
 
 
@@ -116,7 +123,7 @@ def progress_values(progress: Progress, lease_until: datetime | None) -> dict[st
     ``lease_until`` is the lease end to write when the progress keeps the lease; callers take
     it from the clock once they hold the lock or connection, so it is never born expired.
     """
-    values: dict[str, Any] = {
+    return {
         "status": progress.status.value,
         "current_step": progress.step,
         "attempt": progress.attempt,
@@ -127,10 +134,8 @@ def progress_values(progress: Progress, lease_until: datetime | None) -> dict[st
         "finished_at": progress.now if progress.finished else None,
         "deadline_noted": progress.deadline_noted,
         "updated_at": progress.now,
+        "retry_since": progress.retry_since,
     }
-    if progress.data is not None:
-        values["data"] = progress.data
-    return values
 
 
 def isoformat(at: datetime) -> str:

@@ -42,7 +42,12 @@ saga_runs = Table(
     Column("status", String(16), nullable=False),
     Column("current_step", String(100)),
     Column("attempt", Integer, nullable=False),
+    # The input given to start(); never changed afterwards (runs started before outputs were
+    # kept per step hold their merged data here).
     Column("data", JSONType, nullable=False),
+    # Step name -> that step's latest output (JSON null: it returned nothing); each progress
+    # write merges in only the step it records.
+    Column("outputs", JSONType, nullable=False, server_default=text("'{}'")),
     Column("error", JSONType),
     Column("compensation_cause", String(16)),
     Column("idempotency_key", String(255)),
@@ -67,6 +72,8 @@ saga_runs = Table(
     Column("saga_version", Integer, nullable=False, server_default=text("1")),
     # The run this one was forked from (a fork's own history names it too).
     Column("forked_from", String(36)),
+    # First failure of the current step or compensation: the start of its retry budget.
+    Column("retry_since", UtcDateTime),
     UniqueConstraint("saga_type", "idempotency_key"),
     CheckConstraint(f"status IN ({_ALL_SQL})", name="status"),
     CheckConstraint("attempt >= 1", name="attempt"),

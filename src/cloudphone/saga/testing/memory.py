@@ -13,6 +13,7 @@ from cloudphone.saga.context import StepContext
 from cloudphone.saga.definition import Saga
 from cloudphone.saga.engine import SagaEngine
 from cloudphone.saga.errors import SagaDefinitionError
+from cloudphone.saga.inputs import seconds
 from cloudphone.saga.ports import Clock
 from cloudphone.saga.store.database import Database
 from cloudphone.saga.store.memory import MemoryStore
@@ -180,7 +181,10 @@ class MemoryEngine(SagaEngine):
         clock.advance(target - clock.now())
         await self.settle()
 
-    async def settle(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109 - wall-time bound
+    async def settle(
+        self,
+        timeout: timedelta = timedelta(seconds=10),  # noqa: ASYNC109 - a wall-time bound
+    ) -> None:
         """Wait until the worker can do nothing more without the clock moving.
 
         That is: no attempt in flight (but those blocked by ``faults.hang``, which wait for the
@@ -189,14 +193,14 @@ class MemoryEngine(SagaEngine):
 
         Raises:
             RuntimeError: No worker runs (``async with engine.worker(): ...``).
-            TimeoutError: Still busy after ``timeout`` seconds of wall time, e.g. an attempt
-                that waits for its step timeout or the deadline: advance the clock instead.
+            TimeoutError: Still busy after ``timeout`` of wall time, e.g. an attempt that
+                waits for its step timeout or the deadline: advance the clock instead.
         """
         worker = self._worker
         if worker is None:
             raise RuntimeError("settle() needs a running worker: async with engine.worker()")
         loop = asyncio.get_running_loop()
-        until = loop.time() + timeout
+        until = loop.time() + seconds(timeout, "timeout")
         quiet = 0
         # Idle for a few loop turns in a row: a timer the clock just fired has had the turns
         # it takes to cancel an attempt and for that attempt to get going again.
@@ -209,7 +213,7 @@ class MemoryEngine(SagaEngine):
             quiet = 0
             if loop.time() >= until:
                 raise TimeoutError(
-                    f"the engine is still busy after {timeout}s ({busy} runs in flight); an "
+                    f"the engine is still busy after {timeout} ({busy} runs in flight); an "
                     "attempt waiting for its step timeout or the deadline needs the clock moved"
                 )
             await asyncio.sleep(0.001)

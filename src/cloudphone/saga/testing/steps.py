@@ -12,7 +12,9 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from cloudphone.saga.context import StepContext, idempotency_key
-from cloudphone.saga.definition import Saga
+from cloudphone.saga.definition import Saga, Step
+from cloudphone.saga.inputs import input_json
+from cloudphone.saga.outputs import RunView, check_collision, is_legacy, merged_data
 from cloudphone.saga.records import ErrorInfo
 from cloudphone.saga.runner import _check_output as check_output
 from cloudphone.saga.store.database import Database
@@ -23,13 +25,14 @@ class StepEnvironment:
 
     Call a step function with :meth:`context`, or let :meth:`run` call a step of ``saga`` as
     the engine would: in a transaction of ``database`` when it is transactional (committed when
-    it returns, rolled back when it raises), its output checked and merged into :attr:`data`
-    so the next step sees it. No retries, timeouts or deadlines: that is the engine's part
-    (see :class:`~cloudphone.saga.testing.MemoryEngine`).
+    it returns, rolled back when it raises), its output checked (JSON, no key of the input's or
+    another step's) and kept under the step in :attr:`outputs`, so the next step sees it as
+    ``ctx.output(step)`` and in ``ctx.data``. No retries, timeouts or deadlines: that is the
+    engine's part (see :class:`~cloudphone.saga.testing.MemoryEngine`).
 
     Example::
 
-        env = StepEnvironment(refund_saga, {"refund_id": refund_id}, database=db)
+        env = StepEnvironment(refund_saga, RefundInput(refund_id=refund_id), database=db)
         await env.run("SET_REFUNDING_STATUS")
         await env.run("SET_REFUNDING_STATUS", compensating=True)
         ctx = env.context("CALL_PROVIDER_REFUND", attempt=2)
@@ -37,7 +40,9 @@ class StepEnvironment:
 
     Args:
         saga: The saga whose steps :meth:`run` calls (optional for :meth:`context`).
-        data: The saga data so far (input plus earlier outputs); JSON.
+        data: The saga input: an instance of the saga's input type or a JSON object (validated
+            as ``start()`` would when the saga has an input type).
+        outputs: Earlier steps' outputs by step name, as if they had run.
         saga_id: Run id (a fresh UUID by default); idempotency keys derive from it.
         saga_type: Saga name (default: ``saga``'s, else ``test_saga``).
         deadline: What ``ctx.deadline`` says.
@@ -46,9 +51,10 @@ class StepEnvironment:
 
     def __init__(
         self,
-        saga: Saga | None = None,
-        data: Mapping[str, Any] | None = None,
+        saga: Saga[Any] | None = None,
+        data: object = None,
         *,
+        outputs: Mapping[str, Mapping[str, Any] | None] | None = None,
         saga_id: str | None = None,
         saga_type: str | None = None,
         deadline: datetime | None = None,
@@ -57,10 +63,23 @@ class StepEnvironment:
         self.saga = saga
         self.saga_id = saga_id or str(uuid.uuid4())
         self.saga_type = saga_type or (saga.name if saga is not None else "test_saga")
-        self.data: dict[str, Any] = _copy(dict(data or {}))
-        """The saga data; :meth:`run` merges each step's output into it."""
+        self.input: dict[str, Any] = _copy(_stored_input(saga, {} if data is None else data))
+        """The saga input, as stored (JSON)."""
+        self.outputs: dict[str, Any] = _copy(dict(outputs or {}))
+        """Each step's output by step name; :meth:`run` records the steps it runs."""
         self.deadline = deadline
         self.database = database
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """The merged view a step sees as ``ctx.data``: the input, then each output."""
+        return merged_data(self.input, self.outputs, self._order())
+
+    def _order(self, step: str | None = None) -> tuple[str, ...]:
+        if self.saga is not None:
+            return tuple(s.name for s in self.saga.steps)
+        names = [*self.outputs, *([step] if step is not None else [])]
+        return tuple(dict.fromkeys(names))
 
     def context(
         self,
@@ -71,7 +90,7 @@ class StepEnvironment:
         compensation_cause: str | None = None,
         error: ErrorInfo | None = None,
         session: AsyncConnection | None = None,
-    ) -> StepContext:
+    ) -> StepContext[Any]:
         """The context of one attempt of ``step`` (or of its compensation).
 
         Args:
@@ -85,18 +104,23 @@ class StepEnvironment:
         """
         if attempt < 1:
             raise ValueError(f"attempt numbers start at 1, got {attempt}")
+        order = self._order(step)
+        current = order.index(step) if step in order else len(order)
+        kind = self.saga.input_type if self.saga is not None else None
+        view = RunView(_copy(self.input), _copy(self.outputs), order, current, kind)
         return StepContext(
             saga_id=self.saga_id,
             saga_type=self.saga_type,
             step=step,
             attempt=attempt,
-            data=MappingProxyType(_copy(self.data)),
+            data=MappingProxyType(merged_data(view.input_data, view.outputs, order)),
             idempotency_key=idempotency_key(self.saga_id, step, compensating=compensating),
             deadline=self.deadline,
             compensating=compensating,
             compensation_cause=(compensation_cause or "failed") if compensating else None,
             error=error,
             _session=session,
+            _run=view,
         )
 
     async def run(
@@ -113,7 +137,8 @@ class StepEnvironment:
         Raises:
             ValueError: No saga, no such step, or it has no compensation to run.
             RuntimeError: The step is transactional and there is no ``database``.
-            StepOutputError: The step returned something that is not a JSON object.
+            StepOutputError: The step returned something that is not a JSON object, or a key
+                the input or another step's output has.
         """
         if self.saga is None:
             raise ValueError("run() needs the saga: StepEnvironment(saga, data, ...)")
@@ -135,7 +160,7 @@ class StepEnvironment:
         }
         if not transactional:
             output = await fn(self.context(step, **options))
-            checked = None if compensating else check_output(definition, output)
+            checked = None if compensating else self._check(definition, output)
         else:
             if self.database is None:
                 raise RuntimeError(
@@ -143,10 +168,28 @@ class StepEnvironment:
                 )
             async with self.database.begin() as conn:
                 output = await fn(self.context(step, session=conn, **options))
-                checked = None if compensating else check_output(definition, output)
-        if checked:
-            self.data.update(_copy(dict(checked)))
+                checked = None if compensating else self._check(definition, output)
+        if not compensating:
+            self.outputs[step] = _copy(dict(checked)) if checked is not None else None
         return checked
+
+    def _check(self, step: Step, output: object) -> Mapping[str, Any] | None:
+        checked = check_output(step, output)
+        order = self._order()
+
+        def legacy() -> bool:
+            return is_legacy(self.outputs, order, step.index)
+
+        check_collision(step.name, checked, self.input, self.outputs, legacy)
+        return checked
+
+
+def _stored_input(saga: Saga[Any] | None, data: object) -> dict[str, Any]:
+    if saga is not None:
+        return input_json(saga, data)
+    if not isinstance(data, Mapping):
+        raise TypeError(f"data must be a dict without a saga, got {type(data).__name__}")
+    return dict(data)
 
 
 def _copy(data: dict[str, Any]) -> dict[str, Any]:
