@@ -228,6 +228,15 @@ class PgProbe:
     def __init__(self, admin_url: str, database: str) -> None:
         self.database = database
         self._conn = psycopg.connect(libpq(admin_url), autocommit=True)
+        # A temporary replication slot (dropped with this session) keeps the WAL from here on,
+        # so a checkpoint during the window cannot recycle segments pg_waldump must read.
+        try:
+            self._conn.execute(
+                "SELECT pg_create_physical_replication_slot(%s, true, true)",
+                (f"peers_{os.getpid()}_{id(self):x}",),
+            )
+        except psycopg.Error:
+            pass  # no slot (no privilege, none free): the WAL count may then come out NaN
 
     def close(self) -> None:
         self._conn.close()
