@@ -3,7 +3,7 @@
 Two shapes of 4-step sagas (T1 transactional → S2 plain → T3 transactional → S4 plain):
 ``noop`` (no-op steps) and ``write`` (T1 and T3 each INSERT one business row). Each system gets
 one fresh PostgreSQL database for the run (created here, dropped at the end, also on failure)
-and runs each cell — shape × concurrency × round — in a child process of its own, alternating
+and runs each cell — shape x concurrency x round — in a child process of its own, alternating
 systems in ABBA order so that machine noise falls on both. A cell is a closed loop: C clients
 each start a saga and wait for its completion, N sagas in all, after a warm-up.
 
@@ -57,24 +57,40 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--shapes", nargs="+", choices=SHAPES, default=list(SHAPES))
     parser.add_argument("--concurrency", nargs="+", type=int, default=[1, 8, 64])
     parser.add_argument("--sagas", type=int, default=None, help="per cell (default 1000)")
-    parser.add_argument("--warmup", type=int, default=None,
-                        help="sagas before each timed window (default: max(C, sagas/20))")
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=None,
+        help="sagas before each timed window (default: max(C, sagas/20))",
+    )
     parser.add_argument("--rounds", type=int, default=None, help="default 3")
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke run: 100 sagas, 1 round, one child per system")
-    parser.add_argument("--admin-url", default=os.environ.get(
-        "CLOUDPHONE_TEST_POSTGRES_URL", DEFAULT_ADMIN),
-        help="PostgreSQL server to create the databases on (asyncpg URL)")
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run: 100 sagas, 1 round, one child per system"
+    )
+    parser.add_argument(
+        "--admin-url",
+        default=os.environ.get("CLOUDPHONE_TEST_POSTGRES_URL", DEFAULT_ADMIN),
+        help="PostgreSQL server to create the databases on (asyncpg URL)",
+    )
     parser.add_argument("--out", type=Path, default=HERE / "results")
     parser.add_argument("--tag", default=None, help="file name stem (default peers-<UTC time>)")
     parser.add_argument("--no-plot", action="store_true")
     parser.add_argument("--db-prefix", default="peers", help="name prefix of the databases")
-    parser.add_argument("--worker-slack", type=int, default=0,
-                        help="cloudphone: worker slots beyond the clients")
-    parser.add_argument("--dbos-mode", choices=("threads", "async"), default="threads",
-                        help="DBOS clients: threads calling the workflow, or asyncio tasks")
-    parser.add_argument("--dbos-pool", type=int, default=None,
-                        help="DBOS sys_db_pool_size (default: DBOS's own, 20)")
+    parser.add_argument(
+        "--worker-slack", type=int, default=0, help="cloudphone: worker slots beyond the clients"
+    )
+    parser.add_argument(
+        "--dbos-mode",
+        choices=("threads", "async"),
+        default="threads",
+        help="DBOS clients: threads calling the workflow, or asyncio tasks",
+    )
+    parser.add_argument(
+        "--dbos-pool",
+        type=int,
+        default=None,
+        help="DBOS sys_db_pool_size (default: DBOS's own, 20)",
+    )
     parser.add_argument("--child-timeout", type=float, default=900.0, help="seconds per child")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -133,8 +149,9 @@ def databases(admin_url: str, prefix: str, systems: list[str]) -> Iterator[dict[
             drop_database(admin_url, url)
 
 
-def plan(args: argparse.Namespace, urls: dict[str, str], extra: dict[str, Any]) -> list[
-        tuple[str, list[Cell]]]:
+def plan(
+    args: argparse.Namespace, urls: dict[str, str], extra: dict[str, Any]
+) -> list[tuple[str, list[Cell]]]:
     """Jobs (system, cells) in run order: systems alternate ABBA from cell to cell."""
     jobs: list[tuple[str, list[Cell]]] = []
     k = 0
@@ -148,9 +165,15 @@ def plan(args: argparse.Namespace, urls: dict[str, str], extra: dict[str, Any]) 
                 k += 1
                 for system in order:
                     cell = Cell(
-                        system=system, shape=shape, concurrency=concurrency, sagas=args.sagas,
-                        warmup=warmup(args, concurrency), round=round_, url=urls[system],
-                        admin_url=args.admin_url, options=options(args, system, extra),
+                        system=system,
+                        shape=shape,
+                        concurrency=concurrency,
+                        sagas=args.sagas,
+                        warmup=warmup(args, concurrency),
+                        round=round_,
+                        url=urls[system],
+                        admin_url=args.admin_url,
+                        options=options(args, system, extra),
                     )
                     if args.quick:
                         per_system[system].append(cell)
@@ -183,10 +206,13 @@ def run_job(system: str, cells: list[Cell], log_dir: Path, timeout: float) -> li
     with open(log, "wb") as stderr:
         done = subprocess.run(
             [sys.executable, str(HERE / "peers.py"), "--child", json.dumps(job)],
-            stdout=subprocess.PIPE, stderr=stderr, timeout=timeout, check=False,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            timeout=timeout,
+            check=False,
         )
     lines = done.stdout.decode().splitlines()
-    results = [json.loads(line[len(RESULT):]) for line in lines if line.startswith(RESULT)]
+    results = [json.loads(line[len(RESULT) :]) for line in lines if line.startswith(RESULT)]
     if done.returncode != 0 or len(results) != len(cells):
         raise RuntimeError(
             f"{system} child exited with {done.returncode} after {len(results)} of "
@@ -232,8 +258,11 @@ def main(argv: list[str] | None = None) -> int:
             extra = stack.enter_context(dev_server(log_dir))
         urls = stack.enter_context(databases(args.admin_url, args.db_prefix, args.systems))
         jobs = plan(args, urls, extra)
-        print(f"{len(jobs)} children, {args.sagas} sagas per cell, {args.rounds} round(s); "
-              f"load average {env_before['loadavg']}", flush=True)
+        print(
+            f"{len(jobs)} children, {args.sagas} sagas per cell, {args.rounds} round(s); "
+            f"load average {env_before['loadavg']}",
+            flush=True,
+        )
         for system, cells in jobs:
             for result in run_job(system, cells, log_dir, args.child_timeout):
                 progress(result)

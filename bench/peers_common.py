@@ -12,6 +12,7 @@ the *admin* database, so its own queries never count as the bench database's tra
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import re
@@ -230,13 +231,12 @@ class PgProbe:
         self._conn = psycopg.connect(libpq(admin_url), autocommit=True)
         # A temporary replication slot (dropped with this session) keeps the WAL from here on,
         # so a checkpoint during the window cannot recycle segments pg_waldump must read.
-        try:
+        # Without one (no privilege, none free) the WAL count may come out NaN.
+        with contextlib.suppress(psycopg.Error):
             self._conn.execute(
                 "SELECT pg_create_physical_replication_slot(%s, true, true)",
                 (f"peers_{os.getpid()}_{id(self):x}",),
             )
-        except psycopg.Error:
-            pass  # no slot (no privilege, none free): the WAL count may then come out NaN
 
     def close(self) -> None:
         self._conn.close()
@@ -302,8 +302,13 @@ class PgProbe:
         pg_cpu = sum(value - window.backends.get(pid, 0.0) for pid, value in now.items())
         server = process_cpu(server_pid) - window.server_cpu if server_pid else float("nan")
         commits, wal = self.wal_of_database(window.wal_lsn, self.wal_lsn())
-        return {"cpu": cpu, "pg_cpu": pg_cpu, "server_cpu": server,
-                "write_commits": commits, "wal": wal}
+        return {
+            "cpu": cpu,
+            "pg_cpu": pg_cpu,
+            "server_cpu": server,
+            "write_commits": commits,
+            "wal": wal,
+        }
 
     def wal_of_database(self, start: str, end: str) -> tuple[float, float]:
         """(committed write transactions, WAL bytes) of this database between two LSNs.
@@ -322,7 +327,10 @@ class PgProbe:
         try:
             done = subprocess.run(
                 [waldump, "-p", f"{data_dir}/pg_wal", "-s", start, "-e", end],
-                capture_output=True, text=True, check=False, timeout=120,
+                capture_output=True,
+                text=True,
+                check=False,
+                timeout=120,
             )
         except (FileNotFoundError, PermissionError, subprocess.TimeoutExpired):
             return float("nan"), float("nan")
@@ -412,10 +420,17 @@ class Meter:
         n, all_sagas = cell.sagas, cell.sagas + cell.warmup
         lat = timing.latencies_ms
         result = CellResult(
-            system=cell.system, shape=cell.shape, concurrency=cell.concurrency,
-            round=cell.round, sagas=n, warmup=cell.warmup, elapsed_s=timing.elapsed_s,
-            throughput=n / timing.elapsed_s, p50_ms=percentile(lat, 0.50),
-            p99_ms=percentile(lat, 0.99), mean_ms=sum(lat) / len(lat),
+            system=cell.system,
+            shape=cell.shape,
+            concurrency=cell.concurrency,
+            round=cell.round,
+            sagas=n,
+            warmup=cell.warmup,
+            elapsed_s=timing.elapsed_s,
+            throughput=n / timing.elapsed_s,
+            p50_ms=percentile(lat, 0.50),
+            p99_ms=percentile(lat, 0.99),
+            mean_ms=sum(lat) / len(lat),
             cpu_ms_per_saga=numbers["cpu"] / n * 1000,
             pg_cpu_ms_per_saga=numbers["pg_cpu"] / n * 1000,
             server_cpu_ms_per_saga=numbers["server_cpu"] / n * 1000,
@@ -423,7 +438,8 @@ class Meter:
             rollbacks_per_saga=(rollbacks1 - self._tx0[1]) / all_sagas,
             write_commits_per_saga=numbers["write_commits"] / n,
             wal_bytes_per_saga=numbers["wal"] / n,
-            business_rows=rows, options=cell.options,
+            business_rows=rows,
+            options=cell.options,
         )
         if rows != expected_rows(cell):
             raise RuntimeError(

@@ -205,9 +205,7 @@ def run_cell(cell: Cell) -> CellResult:
         raise SystemExit("dbos-ds runs with thread clients only (--dbos-mode threads)")
     pool = min(cell.concurrency, 20)
     with measured(cell) as meter:
-        workflow = (
-            datasource_saga(cell.url, pool) if cell.system == "dbos-ds" else saga
-        )
+        workflow = datasource_saga(cell.url, pool) if cell.system == "dbos-ds" else saga
         Business.engine = sa.create_engine(
             with_driver(cell.url, "postgresql+psycopg"), pool_size=pool, max_overflow=0
         )
@@ -238,7 +236,8 @@ async def _run_async_clients(cell: Cell, meter: Any, write: bool) -> Any:
 
     Business.async_engine = create_async_engine(
         with_driver(cell.url, "postgresql+psycopg_async"),
-        pool_size=min(cell.concurrency, 20), max_overflow=0,
+        pool_size=min(cell.concurrency, 20),
+        max_overflow=0,
     )
 
     async def one(i: int) -> None:

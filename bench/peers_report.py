@@ -16,8 +16,15 @@ import psycopg
 from peers_common import libpq
 
 METRICS = (
-    "throughput", "p50_ms", "p99_ms", "cpu_ms_per_saga", "pg_cpu_ms_per_saga",
-    "server_cpu_ms_per_saga", "commits_per_saga", "write_commits_per_saga", "rollbacks_per_saga",
+    "throughput",
+    "p50_ms",
+    "p99_ms",
+    "cpu_ms_per_saga",
+    "pg_cpu_ms_per_saga",
+    "server_cpu_ms_per_saga",
+    "commits_per_saga",
+    "write_commits_per_saga",
+    "rollbacks_per_saga",
     "wal_bytes_per_saga",
 )
 RATIOS = ("throughput", "p50_ms", "p99_ms", "cpu_ms_per_saga", "write_commits_per_saga")
@@ -33,10 +40,12 @@ def environment(args: argparse.Namespace) -> dict[str, Any]:
         except metadata.PackageNotFoundError:
             continue
     with psycopg.connect(libpq(args.admin_url), autocommit=True) as conn:
-        settings = dict(conn.execute(
-            "SELECT name, setting FROM pg_settings WHERE name IN ('server_version', 'fsync',"
-            " 'synchronous_commit', 'max_connections', 'shared_buffers', 'wal_sync_method')"
-        ).fetchall())
+        settings = dict(
+            conn.execute(
+                "SELECT name, setting FROM pg_settings WHERE name IN ('server_version', 'fsync',"
+                " 'synchronous_commit', 'max_connections', 'shared_buffers', 'wal_sync_method')"
+            ).fetchall()
+        )
     return {
         "host": platform.node(),
         "kernel": platform.release(),
@@ -51,8 +60,9 @@ def environment(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _git(*args: str) -> str:
-    done = subprocess.run(["git", *args], capture_output=True, text=True, check=False,
-                          cwd=Path(__file__).parent)
+    done = subprocess.run(
+        ["git", *args], capture_output=True, text=True, check=False, cwd=Path(__file__).parent
+    )
     return done.stdout.strip()
 
 
@@ -65,8 +75,12 @@ def summarise(cells: list[dict[str, Any]], systems: list[str]) -> list[dict[str,
     for (shape, concurrency, system), members in sorted(
         groups.items(), key=lambda item: (item[0][0], item[0][1], systems.index(item[0][2]))
     ):
-        row: dict[str, Any] = {"shape": shape, "concurrency": concurrency, "system": system,
-                               "rounds": len(members)}
+        row: dict[str, Any] = {
+            "shape": shape,
+            "concurrency": concurrency,
+            "system": system,
+            "rounds": len(members),
+        }
         for metric in METRICS:
             values = [m[metric] for m in members]
             row[metric] = statistics.median(values)
@@ -85,15 +99,14 @@ def _ratios(rows: list[dict[str, Any]], systems: list[str]) -> None:
         if base is None or row["system"] == "cloudphone":
             continue
         row["cloudphone_over"] = {
-            metric: base[metric] / row[metric] if row[metric] else float("nan")
-            for metric in RATIOS
+            metric: base[metric] / row[metric] if row[metric] else float("nan") for metric in RATIOS
         }
 
 
 def table(rows: list[dict[str, Any]], systems: list[str]) -> str:
-    """A Markdown table: medians with the min–max over rounds, and the ratios."""
+    """A Markdown table: medians with the min-max over rounds, and the ratios."""
     lines = [
-        "| shape | C | system | sagas/s (min–max) | p50 ms | p99 ms | client CPU ms/saga "
+        "| shape | C | system | sagas/s (min-max) | p50 ms | p99 ms | client CPU ms/saga "
         "| PG backends CPU ms/saga | transactions/saga (writes) | WAL KiB/saga "
         "| cloudphone ÷ it: sagas/s, p50, CPU |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
@@ -101,12 +114,13 @@ def table(rows: list[dict[str, Any]], systems: list[str]) -> str:
     for r in rows:
         ratio = r.get("cloudphone_over")
         ratios = (
-            f"{ratio['throughput']:.1f}×, {ratio['p50_ms']:.2f}, {ratio['cpu_ms_per_saga']:.2f}"
-            if ratio else ""
+            f"{ratio['throughput']:.1f}x, {ratio['p50_ms']:.2f}, {ratio['cpu_ms_per_saga']:.2f}"
+            if ratio
+            else ""
         )
         lines.append(
             f"| {r['shape']} | {r['concurrency']} | {r['system']} "
-            f"| {r['throughput']:.0f} ({r['throughput_min']:.0f}–{r['throughput_max']:.0f}) "
+            f"| {r['throughput']:.0f} ({r['throughput_min']:.0f}-{r['throughput_max']:.0f}) "
             f"| {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['cpu_ms_per_saga']:.2f} "
             f"| {r['pg_cpu_ms_per_saga']:.2f} | {r['commits_per_saga']:.2f} "
             f"({r['write_commits_per_saga']:.2f}) | {r['wal_bytes_per_saga'] / 1024:.1f} "
@@ -115,8 +129,9 @@ def table(rows: list[dict[str, Any]], systems: list[str]) -> str:
     return "\n".join(lines)
 
 
-def plot(rows: list[dict[str, Any]], systems: list[str], path: Path,
-         report: dict[str, Any]) -> Path | None:
+def plot(
+    rows: list[dict[str, Any]], systems: list[str], path: Path, report: dict[str, Any]
+) -> Path | None:
     """Throughput and p50 per concurrency, a line per system and shape (needs matplotlib)."""
     try:
         import matplotlib
@@ -128,8 +143,9 @@ def plot(rows: list[dict[str, Any]], systems: list[str], path: Path,
         return None
     figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8))
     styles = {"noop": "-", "write": "--"}
-    colours = dict(zip(systems, ("tab:blue", "tab:orange", "tab:green", "tab:purple"),
-                       strict=False))
+    colours = dict(
+        zip(systems, ("tab:blue", "tab:orange", "tab:green", "tab:purple"), strict=False)
+    )
     for system in systems:
         for shape in styles:
             mine = [r for r in rows if r["system"] == system and r["shape"] == shape]
@@ -139,16 +155,31 @@ def plot(rows: list[dict[str, Any]], systems: list[str], path: Path,
             label = f"{system}, {shape}"
             for axis, metric in ((left, "throughput"), (right, "p50_ms")):
                 axis.errorbar(
-                    xs, [r[metric] for r in mine],
-                    yerr=[[r[metric] - r[f"{metric}_min"] for r in mine],
-                          [r[f"{metric}_max"] - r[metric] for r in mine]],
-                    linestyle=styles[shape], marker="o", color=colours[system], label=label,
+                    xs,
+                    [r[metric] for r in mine],
+                    yerr=[
+                        [r[metric] - r[f"{metric}_min"] for r in mine],
+                        [r[f"{metric}_max"] - r[metric] for r in mine],
+                    ],
+                    linestyle=styles[shape],
+                    marker="o",
+                    color=colours[system],
+                    label=label,
                     capsize=3,
                 )
-    left.set(title="throughput (median, min–max over rounds)", xlabel="concurrency",
-             ylabel="sagas / s", xscale="log")
-    right.set(title="start → completion p50", xlabel="concurrency", ylabel="ms",
-              xscale="log", yscale="log")
+    left.set(
+        title="throughput (median, min-max over rounds)",
+        xlabel="concurrency",
+        ylabel="sagas / s",
+        xscale="log",
+    )
+    right.set(
+        title="start → completion p50",
+        xlabel="concurrency",
+        ylabel="ms",
+        xscale="log",
+        yscale="log",
+    )
     for axis in (left, right):
         axis.grid(True, which="both", alpha=0.3)
         axis.legend(fontsize=8)
@@ -156,7 +187,8 @@ def plot(rows: list[dict[str, Any]], systems: list[str], path: Path,
     figure.suptitle(
         f"bench/peers.py — {report['started_at']}, {env['cpus']} CPUs, load average "
         f"{env['loadavg'][0]} → {env['loadavg_after'][0]:.2f}, PostgreSQL "
-        f"{env['postgres'].get('server_version', '?')}", fontsize=10,
+        f"{env['postgres'].get('server_version', '?')}",
+        fontsize=10,
     )
     figure.tight_layout()
     figure.savefig(path, dpi=110)
