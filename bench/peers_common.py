@@ -317,6 +317,8 @@ class PgProbe:
         other databases' records on a shared server are told apart by the database OID in
         each block reference. (NaN, NaN) when the WAL cannot be read.
         """
+        if start == end:
+            return 0.0, 0.0
         try:
             data_dir = self._one("SHOW data_directory")[0]
             oid = self._one("SELECT oid FROM pg_database WHERE datname = %s", self.database)[0]
