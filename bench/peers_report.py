@@ -180,7 +180,10 @@ def plot(
         xscale="log",
         yscale="log",
     )
+    ticks = sorted({r["concurrency"] for r in rows})
     for axis in (left, right):
+        axis.set_xticks(ticks, [str(t) for t in ticks])
+        axis.minorticks_off()
         axis.grid(True, which="both", alpha=0.3)
         axis.legend(fontsize=8)
     env = report["environment"]
