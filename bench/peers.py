@@ -92,6 +92,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         help="DBOS sys_db_pool_size (default: DBOS's own, 20)",
     )
     parser.add_argument("--child-timeout", type=float, default=900.0, help="seconds per child")
+    parser.add_argument("--replot", type=Path, help="draw the PNG of a recorded JSON again")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.sagas = args.sagas or (100 if args.quick else 1000)
@@ -244,6 +245,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     if args.child:
         child_main(json.loads(args.child))
+        return 0
+    if args.replot:
+        report = json.loads(args.replot.read_text())
+        systems = list(dict.fromkeys(row["system"] for row in report["summary"]))
+        print(plot(report["summary"], systems, args.replot.with_suffix(".png"), report))
         return 0
     terminate_on_sigterm()
     started_at = datetime.now(UTC)

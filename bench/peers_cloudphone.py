@@ -13,7 +13,7 @@ import os
 from typing import Any
 
 import sqlalchemy as sa
-from peers_common import BUSINESS_DDL, BUSINESS_TABLE, Cell, CellResult, measured, run_async
+from peers_common import BUSINESS_DDL, BUSINESS_TABLE, Cell, CellResult, measured, timed_async
 from peers_common import wait_timeout as engine_wait_timeout
 
 from cloudphone.saga import Saga, SagaEngine, SagaStatus, StepContext
@@ -80,11 +80,7 @@ async def run_cell(cell: Cell) -> CellResult:
 
         try:
             async with engine.worker(concurrency=slots):
-                if cell.warmup:
-                    await run_async(cell.warmup, cell.concurrency, one)
-                meter.open_window()
-                timing = await run_async(cell.sagas, cell.concurrency, one)
-                meter.close_window()
+                timing = await timed_async(cell, meter, one)
         finally:
             await engine.close()
         return meter.result(timing)

@@ -451,6 +451,28 @@ class Meter:
         return result
 
 
+async def timed_async(
+    cell: Cell, meter: Meter, one: Callable[[int], Awaitable[None]], server_pid: int | None = None
+) -> Timing:
+    """Warm up (sagas -1, -2, …), then time ``cell.sagas`` sagas with asyncio clients."""
+    if cell.warmup:
+        await run_async(cell.warmup, cell.concurrency, lambda i: one(-1 - i))
+    meter.open_window(server_pid)
+    timing = await run_async(cell.sagas, cell.concurrency, one)
+    meter.close_window()
+    return timing
+
+
+def timed_threads(cell: Cell, meter: Meter, one: Callable[[int], None]) -> Timing:
+    """Warm up (sagas -1, -2, …), then time ``cell.sagas`` sagas with thread clients."""
+    if cell.warmup:
+        run_threads(cell.warmup, cell.concurrency, lambda i: one(-1 - i))
+    meter.open_window()
+    timing = run_threads(cell.sagas, cell.concurrency, one)
+    meter.close_window()
+    return timing
+
+
 def expected_rows(cell: Cell) -> int:
     """Business rows a cell must leave: two per saga (warm-up included) for ``write``."""
     return 2 * (cell.sagas + cell.warmup) if cell.shape == "write" else 0

@@ -36,8 +36,8 @@ from peers_common import (
     CellResult,
     libpq,
     measured,
-    run_async,
-    run_threads,
+    timed_async,
+    timed_threads,
     with_driver,
 )
 
@@ -219,11 +219,7 @@ def run_cell(cell: Cell) -> CellResult:
                     if workflow(i, write)["i"] != i:
                         raise RuntimeError("workflow returned another saga's data")
 
-                if cell.warmup:
-                    run_threads(cell.warmup, cell.concurrency, one)
-                meter.open_window()
-                timing = run_threads(cell.sagas, cell.concurrency, one)
-                meter.close_window()
+                timing = timed_threads(cell, meter, one)
         finally:
             DBOS.destroy()
             Business.engine.dispose()
@@ -245,14 +241,9 @@ async def _run_async_clients(cell: Cell, meter: Any, write: bool) -> Any:
             raise RuntimeError("workflow returned another saga's data")
 
     try:
-        if cell.warmup:
-            await run_async(cell.warmup, cell.concurrency, one)
-        meter.open_window()
-        timing = await run_async(cell.sagas, cell.concurrency, one)
-        meter.close_window()
+        return await timed_async(cell, meter, one)
     finally:
         await Business.async_engine.dispose()
-    return timing
 
 
 def _dispose_datasources() -> None:

@@ -27,21 +27,25 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from peers_common import BUSINESS_DDL, BUSINESS_TABLE, Cell, CellResult, libpq, measured, run_async
+from peers_common import (
+    BUSINESS_DDL,
+    BUSINESS_TABLE,
+    Cell,
+    CellResult,
+    libpq,
+    measured,
+    timed_async,
+)
 from temporalio import activity, workflow
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.support.server import free_port
 
 INSERT = f"INSERT INTO {BUSINESS_TABLE} (run_id, step) VALUES ($1, $2)"
 ACTIVITY = {"start_to_close_timeout": timedelta(seconds=30)}
 
 
 # -- the server (parent side) ---------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def temporal_binary() -> str:
@@ -164,11 +168,7 @@ async def run_cell(cell: Cell) -> CellResult:
                     raise RuntimeError("workflow returned another saga's data")
 
             async with worker:
-                if cell.warmup:
-                    await run_async(cell.warmup, cell.concurrency, lambda i: one(-1 - i))
-                meter.open_window(server_pid)
-                timing = await run_async(cell.sagas, cell.concurrency, one)
-                meter.close_window()
+                timing = await timed_async(cell, meter, one, server_pid)
         finally:
             await pool.close()
         return meter.result(timing)

@@ -8,7 +8,7 @@ from 1 and from 32 clients, ``--duration`` seconds each:
   written only by its owner, so writers meet no row lock);
 - ``hot_row``: the same row UPDATEd by everyone (what a shared counter would cost: one
   row lock, held through each commit's WAL flush);
-- ``notify``: an INSERT and a ``pg_notify`` in one transaction (a start announced to
+- ``notify``: an INSERT and a ``pg_notify`` in one statement (a start announced to
   workers: PostgreSQL serialises notifying commits on one lock, held through the flush).
 
     python bench/pg_limits.py --duration 10
@@ -44,8 +44,9 @@ SCRIPTS = {
     "insert": "INSERT INTO pgb_insert (v) VALUES (1);",
     "update": "\\set id random(1, 100000)\nUPDATE pgb_rows SET v = v + 1 WHERE id = :id;",
     "hot_row": "UPDATE pgb_hot SET v = v + 1 WHERE id = 1;",
-    "notify": "BEGIN;\nINSERT INTO pgb_insert (v) VALUES (1);\n"
-    "SELECT pg_notify('pgb_channel', 'x');\nCOMMIT;",
+    # One statement, as the engine's insert sends it (a CTE whose SELECT calls pg_notify).
+    "notify": "WITH i AS (INSERT INTO pgb_insert (v) VALUES (1) RETURNING id)"
+    " SELECT pg_notify('pgb_channel', 'x') FROM i;",
 }
 
 
