@@ -52,22 +52,35 @@ def run_checks(stack: SoakStack) -> list[Check]:
     return found
 
 
-def saga_counts(stack: SoakStack) -> dict[str, dict[str, int]]:
-    """Saga runs per type and status."""
+OBSERVED = {
+    "saga runs": "SELECT saga_type, status, count(*) FROM saga_runs GROUP BY 1, 2",
+    "saga events": "SELECT 'all', kind, count(*) FROM saga_events GROUP BY 1, 2",
+    "payments": "SELECT provider, status, count(*) FROM payments GROUP BY 1, 2",
+    "refunds": "SELECT 'all', status, count(*) FROM refunds GROUP BY 1, 2",
+    "applications": "SELECT 'all', status, count(*) FROM applications GROUP BY 1, 2",
+    "devices": "SELECT 'all', status, count(*) FROM devices GROUP BY 1, 2",
+}
+"""What the run did, counted (evidence that the faults bit: takeovers, failures, retries)."""
+
+
+def observed(stack: SoakStack) -> dict[str, dict[str, dict[str, int]]]:
+    """Each of :data:`OBSERVED`: group → status or kind → count."""
+    found: dict[str, dict[str, dict[str, int]]] = {}
     with psycopg.connect(stack.postgres.libpq_url(DATABASE)) as conn:
-        rows = conn.execute(
-            "SELECT saga_type, status, count(*) FROM saga_runs GROUP BY 1, 2 ORDER BY 1, 2"
-        ).fetchall()
-    counts: dict[str, dict[str, int]] = {}
-    for saga_type, status, n in rows:
-        counts.setdefault(saga_type, {})[status] = n
-    return counts
+        for name, sql in OBSERVED.items():
+            counts: dict[str, dict[str, int]] = {}
+            for group, status, n in conn.execute(sql + " ORDER BY 1, 2").fetchall():
+                counts.setdefault(group, {})[status] = n
+            found[name] = counts
+    return found
 
 
 def unsettled(stack: SoakStack) -> dict[str, int]:
     """What the drain waits for: active sagas, devices in flux, payments still PENDING."""
     with psycopg.connect(stack.postgres.libpq_url(DATABASE)) as conn:
-        sagas = _scalar(conn, "SELECT count(*) FROM saga_runs WHERE status <> ALL(%s)", list(TERMINAL))
+        sagas = _scalar(
+            conn, "SELECT count(*) FROM saga_runs WHERE status <> ALL(%s)", list(TERMINAL)
+        )
         devices = _scalar(
             conn,
             "SELECT count(*) FROM devices WHERE status IN ('CREATING', 'DELETING', 'RESTARTING')",

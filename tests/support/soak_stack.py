@@ -90,6 +90,9 @@ class SoakStack:
     closed: bool = False
     """Set when the stack stops: a fault still running in its thread starts nothing more."""
     lock: threading.Lock = field(default_factory=threading.Lock)
+    database_outage: threading.Lock = field(default_factory=threading.Lock)
+    """Held while PostgreSQL is down: a killed process is not started again meanwhile (its
+    start-up migrates; a supervisor would just try again, this harness restarts only once)."""
 
     @property
     def base_url(self) -> str:
@@ -131,26 +134,29 @@ class SoakStack:
 
     def kill_worker(self, name: str) -> None:
         """SIGKILL one worker by pid, then start it again and wait until it claims work."""
-        self.workers[name].kill()
-        self.start_worker(name)
+        with self.database_outage:
+            self.workers[name].kill()
+            self.start_worker(name)
 
     def kill_api(self) -> None:
         """SIGKILL the API by pid, then start it again on the same port, waited until healthy."""
         old = self.api
-        old.kill()
-        api = self._spawn(old.args, "api")
-        api.base_url = old.base_url
-        self.api = api
-        api.wait_healthy(timeout=60)
+        with self.database_outage:
+            old.kill()
+            api = self._spawn(old.args, "api")
+            api.base_url = old.base_url
+            self.api = api
+            api.wait_healthy(timeout=60)
 
     # -- outside systems ------------------------------------------------------------------
 
     def restart_postgres(self, down_for: float) -> float:
         """Fast shutdown, down ``down_for`` s, start; returns seconds until ``/readyz`` is 200."""
-        self.postgres.stop("fast")
-        # The outage itself: nothing to wait for, the database is down on purpose.
-        time.sleep(down_for)
-        self.postgres.start()
+        with self.database_outage:
+            self.postgres.stop("fast")
+            # The outage itself: nothing to wait for, the database is down on purpose.
+            time.sleep(down_for)
+            self.postgres.start()
         back = time.monotonic()
         deadline = back + 30
         while True:
