@@ -76,7 +76,7 @@ def observed(stack: SoakStack) -> dict[str, dict[str, dict[str, int]]]:
 
 
 def unsettled(stack: SoakStack) -> dict[str, int]:
-    """What the drain waits for: active sagas, devices in flux, payments still PENDING."""
+    """What the drain waits for: active sagas, devices in flux (or down), payments PENDING."""
     with psycopg.connect(stack.postgres.libpq_url(DATABASE)) as conn:
         sagas = _scalar(
             conn, "SELECT count(*) FROM saga_runs WHERE status <> ALL(%s)", list(TERMINAL)
@@ -86,6 +86,10 @@ def unsettled(stack: SoakStack) -> dict[str, int]:
             "SELECT count(*) FROM devices WHERE status IN ('CREATING', 'DELETING', 'RESTARTING')",
         )
         pending = _scalar(conn, "SELECT count(*) FROM payments WHERE status = 'PENDING'")
+        running = _ids(conn, "SELECT container_id FROM devices WHERE status = 'RUNNING'")
+    # A device whose process just died with its worker still says RUNNING until the watch sees.
+    alive = {agent.token for agent in stack.runtime.scan()}
+    devices += sum(token not in alive for token in running)
     return {"active sagas": sagas, "devices in flux": devices, "payments pending": pending}
 
 
