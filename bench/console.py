@@ -34,14 +34,15 @@ import sqlalchemy as sa
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tests.support.console import signed_in  # noqa: E402
+from tests.support.databases import create_postgres_database, drop_postgres_database  # noqa: E402
+from tests.support.server import TEST_SECRET, token  # noqa: E402
+
 from cloudphone.api.app import create_app  # noqa: E402
 from cloudphone.domain import Role  # noqa: E402
 from cloudphone.platform import Platform, build_platform  # noqa: E402
 from cloudphone.saga.store.tables import saga_runs  # noqa: E402
 from cloudphone.settings import load_settings  # noqa: E402
-from tests.support.console import signed_in  # noqa: E402
-from tests.support.databases import create_postgres_database, drop_postgres_database  # noqa: E402
-from tests.support.server import TEST_SECRET, token  # noqa: E402
 
 TYPES = ["payment_refund", "device_create", "app_upload", "device_delete", "demo"]
 MIX = [
