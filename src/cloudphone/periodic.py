@@ -2,7 +2,9 @@
 
 Services own their rounds (a device liveness check, a payment reconcile); this is only the
 loop around them, shared so each behaves the same: the first round runs at once, a failed round
-is logged and the next one runs on time, and :meth:`Periodic.stop` cancels cleanly.
+is logged and the next one runs on time, and :meth:`Periodic.stop` cancels cleanly. A round that
+fails because the database is unreachable is one warning per outage (no traceback every round),
+and one line when a round succeeds again.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
+
+from cloudphone.saga.store.disconnects import is_database_unavailable
 
 log = logging.getLogger("cloudphone.periodic")
 
@@ -40,6 +44,7 @@ class Periodic:
         self.interval = interval
         self.delay_first = delay_first
         self._task: asyncio.Task[None] | None = None
+        self._database_down = False
 
     @property
     def running(self) -> bool:
@@ -64,8 +69,21 @@ class Periodic:
         if self.delay_first:
             await asyncio.sleep(seconds)
         while True:
-            try:
-                await self._work()
-            except Exception:  # a failed round must not end the loop; the next one retries
-                log.exception("%s round failed", self.name)
+            await self._round()
             await asyncio.sleep(seconds)
+
+    async def _round(self) -> None:
+        try:
+            await self._work()
+        except Exception as error:  # a failed round must not end the loop; the next one retries
+            if not is_database_unavailable(error):
+                log.exception("%s round failed", self.name)
+            elif not self._database_down:
+                self._database_down = True
+                log.warning(
+                    "%s rounds skipped while the database is unavailable: %s", self.name, error
+                )
+        else:
+            if self._database_down:
+                self._database_down = False
+                log.info("%s rounds resumed: the database is back", self.name)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from datetime import timedelta
 
 import pytest
 
 from cloudphone.periodic import Periodic
+from cloudphone.saga.errors import DatabaseUnavailableError
 
 
 async def test_rounds_run_at_once_then_every_interval_and_survive_failures(
@@ -50,3 +52,30 @@ async def test_a_zero_interval_starts_nothing() -> None:
     assert not loop.running
     await loop.stop()
     assert called == []
+
+
+async def test_a_database_outage_is_one_warning_and_one_line_when_it_is_back(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Rounds failing on an unreachable database log once (no traceback), then once on recovery."""
+    rounds: list[int] = []
+    recovered = asyncio.Event()
+
+    async def work() -> None:
+        rounds.append(len(rounds))
+        if len(rounds) <= 3:
+            raise DatabaseUnavailableError("connect: ConnectionRefusedError")
+        recovered.set()
+
+    caplog.set_level(logging.INFO, logger="cloudphone.periodic")
+    loop = Periodic("watch", work, timedelta(milliseconds=1))
+    loop.start()
+    await asyncio.wait_for(recovered.wait(), timeout=5)
+    await loop.stop()
+
+    lines = [(r.levelno, r.getMessage()) for r in caplog.records]
+    skipped = [line for line in lines if "skipped while the database is unavailable" in line[1]]
+    assert [level for level, _ in skipped] == [logging.WARNING]
+    assert [m for _, m in lines if "resumed" in m] == ["watch rounds resumed: the database is back"]
+    assert not any(r.exc_info for r in caplog.records)
+    assert "round failed" not in caplog.text
