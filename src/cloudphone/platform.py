@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime
@@ -42,6 +43,7 @@ from cloudphone.devices.runtimes.local import LocalRuntime
 from cloudphone.devices.service import DeviceService
 from cloudphone.extras import require_extra
 from cloudphone.saga import Database, Saga, SagaEngine
+from cloudphone.saga.store.disconnects import is_database_unavailable
 from cloudphone.saga.tracing import NO_TRACER
 from cloudphone.saga.worker import Worker
 from cloudphone.settings import Settings
@@ -144,10 +146,8 @@ class Platform:
             raise RuntimeError("platform already started")
         stack = AsyncExitStack()
         try:
-            if self.settings.auto_migrate:
-                await asyncio.to_thread(schema.upgrade, self.settings.database_url)
             stack.push_async_callback(self._release)
-            await self.claim_deployment()
+            await self._prepare_database()
             for hook in self._on_start:
                 await hook()
             for hook in self._on_close:
@@ -170,6 +170,35 @@ class Platform:
             raise
         self._stack = stack
         self.started_at = datetime.now(UTC)
+
+    async def _prepare_database(self) -> None:
+        """Migrate (if ``auto_migrate``) and claim, waiting up to ``startup_wait`` for the database.
+
+        A process started while the database restarts (a supervisor bringing a worker back
+        during an outage) waits for it instead of exiting; other errors are raised at once.
+        """
+        deadline = time.monotonic() + self.settings.startup_wait.total_seconds()
+        delay, waited = 0.1, False
+        while True:
+            try:
+                if self.settings.auto_migrate:
+                    await asyncio.to_thread(schema.upgrade, self.settings.database_url)
+                await self.claim_deployment()
+            except Exception as error:
+                if not is_database_unavailable(error) or time.monotonic() + delay > deadline:
+                    raise
+                if not waited:
+                    waited = True
+                    log.warning(
+                        "database unavailable at start-up; waiting for it",
+                        extra={"error": f"{type(error).__name__}: {error}"[:300]},
+                    )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                continue
+            if waited:
+                log.info("database reachable; starting")
+            return
 
     async def close(self) -> None:
         """Stop the worker gracefully (see ``shutdown_grace``), run shut-down hooks, disconnect."""

@@ -134,6 +134,10 @@ class Settings(BaseSettings):
     """Apply pending migrations when ``serve`` or ``worker`` starts (``db upgrade`` by hand
     otherwise)."""
 
+    startup_wait: Duration = Field(default=timedelta(seconds=60), ge=timedelta(0))
+    """How long a starting ``serve`` or ``worker`` waits for an unreachable database (retrying
+    with backoff) before it gives up; 0 gives up at once."""
+
     jwt_secret: SecretStr | None = None
     """HS256 signing secret of bearer tokens. Default: generated once and kept in
     ``<data_dir>/jwt_secret`` (mode 0600). Never logged."""

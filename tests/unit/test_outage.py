@@ -42,6 +42,12 @@ def wrapped(driver_error: Exception, *, invalidated: bool = False) -> sa_exc.DBA
         wrapped(asyncpg.exceptions.AdminShutdownError("terminating connection")),
         wrapped(ValueError("anything"), invalidated=True),
         wrapped(psycopg.OperationalError("connection failed: Connection refused")),
+        wrapped(
+            psycopg.OperationalError(
+                'connection failed: connection to server at "127.0.0.1", port 5432 failed: '
+                "FATAL:  the database system is starting up"
+            )
+        ),
         wrapped(psycopg.errors.AdminShutdown("terminating connection")),
         sa_exc.TimeoutError("QueuePool limit of size 20 overflow 0 reached"),
     ],
@@ -59,6 +65,12 @@ def test_connection_trouble_is_unavailable(error: Exception) -> None:
         asyncpg.InterfaceError("cannot perform operation: another operation is in progress"),
         wrapped(asyncpg.exceptions.UntranslatableCharacterError("0x00")),
         wrapped(psycopg.errors.LockNotAvailable("could not obtain lock")),
+        wrapped(
+            psycopg.OperationalError(
+                'connection failed: connection to server at "127.0.0.1", port 5432 failed: '
+                'FATAL:  password authentication failed for user "app"'
+            )
+        ),
         ConnectionRefusedError("an HTTP call, not the database"),
         StepTimeoutError("attempt exceeded the step timeout"),
         ValueError("a bug"),

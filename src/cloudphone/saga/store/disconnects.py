@@ -34,6 +34,16 @@ UNAVAILABLE_SQLSTATES = frozenset(
 )
 """SQLSTATEs of a server that cannot serve now, besides class 08 (connection exception)."""
 
+_NOT_NOW_PHRASES = (
+    "the database system is starting up",
+    "the database system is shutting down",
+    "the database system is in recovery mode",
+    "the database system is not yet accepting connections",
+    "too many clients already",
+    "remaining connection slots are reserved",
+)
+"""What PostgreSQL's FATAL refusals of a connection say when it cannot serve *now*."""
+
 _CLOSED_MESSAGES = ("connection is closed", "underlying connection is closed")
 """asyncpg InterfaceError messages of a connection that died under the caller."""
 
@@ -59,10 +69,15 @@ def driver_error_unavailable(error: BaseException) -> bool:
     if isinstance(sqlstate, str):
         return sqlstate.startswith("08") or sqlstate in UNAVAILABLE_SQLSTATES
     # psycopg reports a failed connect (refused, reset, timed out) as an OperationalError
-    # without a SQLSTATE: no server ever answered.
-    return type(error).__name__ == "OperationalError" and type(error).__module__.startswith(
+    # without a SQLSTATE: no server ever answered -- unless the server's FATAL refusal is in the
+    # text: then it answered, and only its starting up or shutting down is worth waiting for
+    # (a wrong role, password or database name is not).
+    if type(error).__name__ != "OperationalError" or not type(error).__module__.startswith(
         "psycopg"
-    )
+    ):
+        return False
+    text = str(error)
+    return "FATAL:" not in text or any(phrase in text for phrase in _NOT_NOW_PHRASES)
 
 
 def _asyncpg_class(error: BaseException, name: str) -> bool:
