@@ -54,6 +54,7 @@ from cloudphone.saga.worker import Worker
 from cloudphone.settings import Settings
 
 if TYPE_CHECKING:
+    from cloudphone.saga.ports import StepHooks
     from cloudphone.telemetry import Telemetry
 
 log = logging.getLogger("cloudphone.platform")
@@ -232,7 +233,11 @@ def build_registry() -> CollectorRegistry:
 
 
 def build_platform(
-    settings: Settings, *, with_worker: bool, telemetry: Telemetry | None = None
+    settings: Settings,
+    *,
+    with_worker: bool,
+    telemetry: Telemetry | None = None,
+    hooks: StepHooks | None = None,
 ) -> Platform:
     """Wire the platform from ``settings`` (no I/O; call :meth:`Platform.start` next).
 
@@ -242,6 +247,8 @@ def build_platform(
             CLI's read and operator commands and ``serve --no-worker`` do not.
         telemetry: Tracing to use (the API's, or a test's); default: built from
             ``settings.otel`` (see :func:`build_telemetry`). The platform closes it.
+        hooks: Called around each step attempt (fault injection in tests and chaos workers:
+            :class:`cloudphone.saga.testing.FaultInjector`); None in production.
     """
     registry = build_registry()
     telemetry = telemetry or build_telemetry(settings)
@@ -294,6 +301,7 @@ def build_platform(
         poll_interval=settings.worker_poll_interval,
         registry=registry,
         tracer=telemetry.saga_tracer if telemetry is not None else NO_TRACER,
+        hooks=hooks,
     )
     platform = Platform(
         settings, db, engine, registry, with_worker=with_worker, telemetry=telemetry

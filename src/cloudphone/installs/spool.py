@@ -97,10 +97,11 @@ class ApkSpool:
         await asyncio.to_thread(remove)
 
     def files(self) -> list[str]:
-        """Names in the directory, partial files included (for tests and operators)."""
+        """The fetched and partial files in the directory (for tests and operators)."""
         if not self.directory.is_dir():
             return []
-        return sorted(entry.name for entry in os.scandir(self.directory))
+        names = (entry.name for entry in os.scandir(self.directory))
+        return sorted(name for name in names if name.endswith((".apk", _PARTIAL)))
 
     @staticmethod
     def _remove_partials(target: Path) -> None:
