@@ -106,7 +106,7 @@ class Installs:
         assert posted.status_code == 202, posted.text
         run = await self.saga(who, posted.json()["saga_id"])
         assert run["status"] == "COMPLETED", run
-        device = (await self.http.get(f"/devices/{posted.json()['device']['id']}", headers=who))
+        device = await self.http.get(f"/devices/{posted.json()['device']['id']}", headers=who)
         assert device.json()["status"] == "RUNNING", device.text
         return device.json()
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from cloudphone.saga.testing import FaultInjector
 from tests.support.databases import create_postgres_database, drop_postgres_database
 from tests.support.installs_stack import Installs, install_settings, started
 
@@ -29,8 +30,16 @@ def installs_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @pytest.fixture
-async def installs(installs_url: str, tmp_path: Path, unique: str) -> AsyncIterator[Installs]:
+def faults() -> FaultInjector:
+    """Fault injection hooks of the test's platform."""
+    return FaultInjector()
+
+
+@pytest.fixture
+async def installs(
+    installs_url: str, tmp_path: Path, unique: str, faults: FaultInjector
+) -> AsyncIterator[Installs]:
     """A started platform with a worker, filesystem storage and local devices."""
     settings = install_settings(installs_url, tmp_path / "var", f"w-{unique}")
-    async with started(settings) as built:
+    async with started(settings, hooks=faults) as built:
         yield built

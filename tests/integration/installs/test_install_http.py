@@ -30,7 +30,8 @@ async def test_installed_app_is_listed_by_the_device_and_the_platform(
         3,
         "3.0",
     )
-    assert row["app_id"] == app["id"] and row["installed_at"] is not None
+    assert row["app_id"] == app["id"]
+    assert row["installed_at"] is not None
     assert installs.spool_files() == []
 
 
@@ -56,7 +57,8 @@ async def test_upgrade_then_a_lower_version_is_refused_unless_asked_for(
     assert refused.status_code == 409, refused.text
     error = refused.json()["error"]
     assert error["code"] == "downgrade"
-    assert "5 is installed" in error["message"] and "allow_downgrade" in error["message"]
+    assert "5 is installed" in error["message"]
+    assert "allow_downgrade" in error["message"]
     assert await installs.listing(ann, device) == [row]
     assert len(await installs.runs("app_install", f"ann-{unique}")) == runs_before
 
@@ -105,13 +107,13 @@ async def test_the_same_idempotency_key_answers_the_first_run(
     other = await installs.install(ann, device, v2, key=f"k-{unique}")
     assert other.status_code == 409, other.text
     assert other.json()["error"]["code"] == "idempotency_key_reused"
-    assert [r.id for r in await installs.runs("app_install", f"ann-{unique}")] == [first.json()["saga_id"]]
+    assert [r.id for r in await installs.runs("app_install", f"ann-{unique}")] == [
+        first.json()["saga_id"]
+    ]
     assert await packages(device, package) == f"package:{package} versionCode:1\n"
 
 
-async def test_deleting_the_device_drops_its_installations(
-    installs: Installs, unique: str
-) -> None:
+async def test_deleting_the_device_drops_its_installations(installs: Installs, unique: str) -> None:
     """After ``device_delete`` the device lists no applications (its rows went with it)."""
     ann = user(f"ann-{unique}")
     device = await installs.device(ann)
