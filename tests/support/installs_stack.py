@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from fastapi import FastAPI
 from adb_shell.adb_device_async import AdbDeviceTcpAsync
 from pydantic import SecretStr
 
@@ -91,6 +92,13 @@ class Installs:
 
     platform: Platform
     http: httpx.AsyncClient
+    asgi: FastAPI
+    """The app (API and console) the client talks to: more clients may share it."""
+
+    def client(self) -> httpx.AsyncClient:
+        """Another client of the same app (a cookie jar of its own, for the console)."""
+        transport = httpx.ASGITransport(app=self.asgi)
+        return httpx.AsyncClient(transport=transport, base_url="http://installs.test")
 
     async def saga(self, who: dict[str, str], saga_id: str, seconds: float = 45) -> Any:
         """Wait until the run is over; returns it."""
@@ -182,8 +190,9 @@ async def started(
     platform = build_platform(settings, with_worker=with_worker, hooks=hooks)
     await platform.start()
     try:
-        transport = httpx.ASGITransport(app=create_app(platform))
+        app = create_app(platform)
+        transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://installs.test") as http:
-            yield Installs(platform, http)
+            yield Installs(platform, http, app)
     finally:
         await platform.close()
