@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from fastapi import FastAPI
 from adb_shell.adb_device_async import AdbDeviceTcpAsync
+from fastapi import FastAPI
 from pydantic import SecretStr
 
 from cloudphone.api.app import create_app
