@@ -46,8 +46,9 @@ class InstallStatus(StrEnum):
     UNINSTALLING = "UNINSTALLING"
     """``app_uninstall`` is removing it; the row goes once the device no longer has it."""
     FAILED = "FAILED"
-    """Never stored: how a listing shows a row whose run FAILED and waits for an operator
-    (what the device has is not known until the run is retried or resolved)."""
+    """Never stored: how a listing shows a row whose run FAILED (or was resolved by hand)
+    while holding it: what the device has is not known until an operator retries the run or
+    another install or uninstall takes the row over."""
 
 
 STORED = (InstallStatus.INSTALLING, InstallStatus.INSTALLED, InstallStatus.UNINSTALLING)

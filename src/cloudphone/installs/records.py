@@ -64,19 +64,25 @@ async def list_txn(conn: AsyncConnection, device_id: str) -> list[Installation]:
     return [Installation.from_row(row) for row in await conn.execute(stmt)]
 
 
-async def holder_txn(conn: AsyncConnection, row: Installation) -> SagaStatus | None:
-    """The status of the run still holding ``row`` (active, or FAILED and unresolved), or None."""
-    if row.status not in HELD:
-        return None
+async def run_of_txn(conn: AsyncConnection, row: Installation) -> tuple[SagaStatus, bool] | None:
+    """The status of the run named by ``row`` and whether an operator resolved it, or None."""
     run = (
         await conn.execute(
             select(saga_runs.c.status, saga_runs.c.resolution).where(saga_runs.c.id == row.saga_id)
         )
     ).first()
+    return None if run is None else (SagaStatus(run.status), run.resolution is not None)
+
+
+async def holder_txn(conn: AsyncConnection, row: Installation) -> SagaStatus | None:
+    """The status of the run still holding ``row`` (active, or FAILED and unresolved), or None."""
+    if row.status not in HELD:
+        return None
+    run = await run_of_txn(conn, row)
     if run is None:
         return None
-    status = SagaStatus(run.status)
-    holds = status in ACTIVE or (status is SagaStatus.FAILED and run.resolution is None)
+    status, resolved = run
+    holds = status in ACTIVE or (status is SagaStatus.FAILED and not resolved)
     return status if holds else None
 
 

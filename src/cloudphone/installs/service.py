@@ -19,7 +19,7 @@ from cloudphone.devices.models import DeviceStatus
 from cloudphone.devices.records import Device, get_device_txn
 from cloudphone.domain import ConflictError, InvalidInputError, NotFoundError, Principal
 from cloudphone.installs.install import APP_INSTALL, InstallInput
-from cloudphone.installs.models import Installation, InstallStatus
+from cloudphone.installs.models import HELD, Installation, InstallStatus
 from cloudphone.installs.ports import ApkSource
 from cloudphone.installs.records import (
     by_saga_txn,
@@ -28,9 +28,11 @@ from cloudphone.installs.records import (
     list_txn,
     mark_uninstalling_txn,
     reserve_txn,
+    run_of_txn,
 )
 from cloudphone.installs.uninstall import APP_UNINSTALL, UninstallInput
-from cloudphone.saga import SagaEngine, SagaRun, SagaStatus
+from cloudphone.saga import SagaEngine, SagaRun
+from cloudphone.saga.state import ACTIVE
 
 
 @dataclass(frozen=True)
@@ -145,7 +147,9 @@ class InstallService:
         return InstallAccepted(earlier.id, row, created=False)
 
     async def list_installations(self, principal: Principal, device_id: str) -> list[Installation]:
-        """The device's applications, by package; a row whose run FAILED shows as FAILED.
+        """The device's applications, by package name.
+
+        A row left held by a run that is over (FAILED, resolved or not) shows FAILED.
 
         Raises:
             NotFoundError: No such device of the caller's.
@@ -211,6 +215,14 @@ class InstallService:
 
 
 async def _as_listed(conn: AsyncConnection, row: Installation) -> Installation:
-    if await holder_txn(conn, row) is SagaStatus.FAILED:
+    """A held row whose run is over shows FAILED: what the device has is not known.
+
+    It is known again once an operator retries the run, or another install or uninstall
+    takes the row over.
+    """
+    if row.status not in HELD:
+        return row
+    run = await run_of_txn(conn, row)
+    if run is not None and run[0] not in ACTIVE:
         return dataclasses.replace(row, status=InstallStatus.FAILED)
     return row
