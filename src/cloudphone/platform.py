@@ -308,11 +308,9 @@ def build_platform(
     )
     if telemetry is not None:
         platform.on_close(telemetry.close)  # added first, so it runs last: flushes every span
-    for place, directory in (
-        ("data directory", settings.data_dir),
-        ("upload spool", upload_spool.directory),
-        ("install spool", install_spool.directory),
-    ):
+    # The install spool lives inside the data directory, claimed with it.
+    spool_dir = upload_spool.directory
+    for place, directory in (("data directory", settings.data_dir), ("upload spool", spool_dir)):
         platform.on_claim(functools.partial(_claim_directory, directory, place))
     platform.on_claim(object_storage.claim)
     platform.on_claim(device_runtime.claim)

@@ -22,11 +22,13 @@ from typing import Any
 import pytest
 
 from cloudphone.saga import EventKind, SagaStatus
-from tests.support.databases import create_postgres_database, drop_postgres_database
 from tests.support.installs_stack import (
+    DATABASES,
     Installs,
     adb_shell,
+    chosen_database,
     install_settings,
+    migrated_database,
     packages,
     started,
     user,
@@ -39,18 +41,13 @@ pytestmark = pytest.mark.chaos
 @pytest.fixture(scope="module")
 def chaos_postgres_url() -> Iterator[str]:
     """A PostgreSQL database of its own, migrated by the platforms."""
-    url = create_postgres_database("cloudphone_install_chaos")
-    yield url
-    drop_postgres_database(url)
+    yield from migrated_database("cloudphone_install_chaos")
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.fixture(params=DATABASES)
 def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A fresh SQLite file, or the module's PostgreSQL database."""
-    if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path / 'installs.db'}"
-    chaos: str = request.getfixturevalue("chaos_postgres_url")
-    return chaos
+    return chosen_database(request, tmp_path, "chaos_postgres_url")
 
 
 @pytest.fixture

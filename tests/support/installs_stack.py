@@ -6,7 +6,7 @@ user would, and checks the device over ADB as a user would (``pm list packages``
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from adb_shell.adb_device_async import AdbDeviceTcpAsync
 from fastapi import FastAPI
 from pydantic import SecretStr
@@ -28,10 +29,13 @@ from tests.support.apk_builder import build_apk_bytes
 from tests.support.apps_http import post_apk
 from tests.support.apps_s3 import ACCESS_KEY, REGION, SECRET_KEY, TEST_BUCKET
 from tests.support.asgi import SECRET, headers
+from tests.support.databases import create_postgres_database, drop_postgres_database
 from tests.support.devices_stack import make_config
 from tests.support.waiting import eventually
 
 TERMINAL = {"COMPLETED", "COMPENSATED", "TIMED_OUT", "FAILED"}
+DATABASES = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+"""Parameters of a fixture choosing the database: a fresh SQLite file or PostgreSQL."""
 SMALL_DEVICE = {"cpu": 0.5, "memory_mb": 256, "storage_mb": 1024, "resolution": "720x1280"}
 
 
@@ -79,6 +83,21 @@ def install_settings(
         **overrides,
     }
     return load_settings(**values)
+
+
+def migrated_database(prefix: str) -> Iterator[str]:
+    """Body of a fixture: a PostgreSQL database of its own (the platforms migrate it)."""
+    url = create_postgres_database(prefix)
+    yield url
+    drop_postgres_database(url)
+
+
+def chosen_database(request: pytest.FixtureRequest, tmp_path: Path, postgres_fixture: str) -> str:
+    """The URL a :data:`DATABASES` parameter names (PostgreSQL: ``postgres_fixture``'s)."""
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'installs.db'}"
+    url: str = request.getfixturevalue(postgres_fixture)
+    return url
 
 
 def user(name: str, role: Role = Role.USER) -> dict[str, str]:

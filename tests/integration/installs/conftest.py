@@ -8,25 +8,26 @@ from pathlib import Path
 import pytest
 
 from cloudphone.saga.testing import FaultInjector
-from tests.support.databases import create_postgres_database, drop_postgres_database
-from tests.support.installs_stack import Installs, install_settings, started
+from tests.support.installs_stack import (
+    DATABASES,
+    Installs,
+    chosen_database,
+    install_settings,
+    migrated_database,
+    started,
+)
 
 
 @pytest.fixture(scope="session")
 def installs_postgres_url() -> Iterator[str]:
     """A PostgreSQL database of its own, which the platform migrates with Alembic."""
-    url = create_postgres_database("cloudphone_installs")
-    yield url
-    drop_postgres_database(url)
+    yield from migrated_database("cloudphone_installs")
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.fixture(params=DATABASES)
 def installs_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """Each test runs on a fresh SQLite file and on PostgreSQL."""
-    if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path / 'installs.db'}"
-    url: str = request.getfixturevalue("installs_postgres_url")
-    return url
+    return chosen_database(request, tmp_path, "installs_postgres_url")
 
 
 @pytest.fixture
