@@ -15,8 +15,8 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -36,12 +36,19 @@ from cloudphone.billing.refund import RefundTiming, build_refund_saga
 from cloudphone.billing.service import BillingService
 from cloudphone.demo import build_demo_saga
 from cloudphone.deployment import Deployment, claim_directory, load_deployment
-from cloudphone.devices.create import build_create_saga
+from cloudphone.devices.create import build_create_saga, step_retry_policy
 from cloudphone.devices.delete import build_delete_saga
 from cloudphone.devices.runtimes.base import DeviceRuntime
 from cloudphone.devices.runtimes.local import LocalRuntime
 from cloudphone.devices.service import DeviceService
+from cloudphone.domain import Principal
 from cloudphone.extras import require_extra
+from cloudphone.installs.install import build_install_saga
+from cloudphone.installs.ports import ApkInfo
+from cloudphone.installs.records import drop_device_txn
+from cloudphone.installs.service import InstallService
+from cloudphone.installs.spool import ApkSpool
+from cloudphone.installs.uninstall import build_uninstall_saga
 from cloudphone.saga import Database, Saga, SagaEngine
 from cloudphone.saga.store.disconnects import is_database_unavailable
 from cloudphone.saga.tracing import NO_TRACER
@@ -49,6 +56,7 @@ from cloudphone.saga.worker import Worker
 from cloudphone.settings import Settings
 
 if TYPE_CHECKING:
+    from cloudphone.saga.ports import StepHooks
     from cloudphone.telemetry import Telemetry
 
 log = logging.getLogger("cloudphone.platform")
@@ -76,6 +84,7 @@ class Platform:
     billing: BillingService
     devices: DeviceService
     apps: AppsService
+    installs: InstallService
 
     def __init__(
         self,
@@ -253,7 +262,11 @@ def build_registry() -> CollectorRegistry:
 
 
 def build_platform(
-    settings: Settings, *, with_worker: bool, telemetry: Telemetry | None = None
+    settings: Settings,
+    *,
+    with_worker: bool,
+    telemetry: Telemetry | None = None,
+    hooks: StepHooks | None = None,
 ) -> Platform:
     """Wire the platform from ``settings`` (no I/O; call :meth:`Platform.start` next).
 
@@ -263,6 +276,8 @@ def build_platform(
             CLI's read and operator commands and ``serve --no-worker`` do not.
         telemetry: Tracing to use (the API's, or a test's); default: built from
             ``settings.otel`` (see :func:`build_telemetry`). The platform closes it.
+        hooks: Called around each step attempt (fault injection in tests and chaos workers:
+            :class:`cloudphone.saga.testing.FaultInjector`); None in production.
     """
     registry = build_registry()
     telemetry = telemetry or build_telemetry(settings)
@@ -275,6 +290,8 @@ def build_platform(
     device_runtime = build_device_runtime(settings)
     object_storage = build_object_storage(settings)
     upload_spool = UploadSpool(settings.apps.temp_dir or settings.data_dir / "uploads")
+    install_spool = ApkSpool(settings.data_dir / "installs")
+    apk_source = AppsApkSource()  # installs read APKs through the apps service, set below
 
     sagas: list[Saga] = []
     if settings.demo:
@@ -284,7 +301,7 @@ def build_platform(
         build_refund_saga(payment_providers, db, timing=RefundTiming.from_config(settings.billing))
     )
     sagas.append(build_create_saga(device_runtime, settings.devices))
-    sagas.append(build_delete_saga(device_runtime, settings.devices))
+    sagas.append(build_delete_saga(device_runtime, settings.devices, cleanups=[drop_device_txn]))
     sagas.append(
         build_upload_saga(
             object_storage,
@@ -293,6 +310,17 @@ def build_platform(
             store_timeout=settings.apps.store_attempt_timeout,
         )
     )
+    device_steps = step_retry_policy(settings.devices)
+    sagas.append(
+        build_install_saga(
+            device_runtime,
+            apk_source,
+            install_spool,
+            retry=device_steps,
+            max_apk_bytes=settings.apps.max_upload_bytes,
+        )
+    )
+    sagas.append(build_uninstall_saga(device_runtime, retry=device_steps))
 
     engine = SagaEngine(
         db,
@@ -302,12 +330,14 @@ def build_platform(
         poll_interval=settings.worker_poll_interval,
         registry=registry,
         tracer=telemetry.saga_tracer if telemetry is not None else NO_TRACER,
+        hooks=hooks,
     )
     platform = Platform(
         settings, db, engine, registry, with_worker=with_worker, telemetry=telemetry
     )
     if telemetry is not None:
         platform.on_close(telemetry.close)  # added first, so it runs last: flushes every span
+    # The install spool lives inside the data directory, claimed with it.
     spool_dir = upload_spool.directory
     for place, directory in (("data directory", settings.data_dir), ("upload spool", spool_dir)):
         platform.on_claim(functools.partial(_claim_directory, directory, place))
@@ -343,9 +373,36 @@ def build_platform(
         # Spooled uploads of finished (or unknown) sagas go on start, then periodically.
         platform.on_start(platform.apps.start_housekeeping)
         platform.on_close(platform.apps.stop_housekeeping)
+    apk_source.apps = platform.apps
+    platform.installs = InstallService(engine, apk_source)
     # services: platform.billing = BillingService(db, engine, provider), and register any
     # async set-up / tear-down with platform.on_start(...) / platform.on_close(...).
     return platform
+
+
+class AppsApkSource:
+    """Installs' :class:`~cloudphone.installs.ports.ApkSource` over the apps service.
+
+    The install saga is built before the services (the engine needs it, the services need
+    the engine), so the service is given once it exists.
+    """
+
+    apps: AppsService | None = None
+
+    def _service(self) -> AppsService:
+        if self.apps is None:
+            raise RuntimeError("the apps service is not wired yet")
+        return self.apps
+
+    async def describe(self, app_id: str, principal: Principal) -> ApkInfo:
+        """The application, if ``principal`` may read it and it is AVAILABLE."""
+        return await self._service().installable_app(principal, app_id)
+
+    def open(
+        self, app_id: str, principal: Principal
+    ) -> AbstractAsyncContextManager[tuple[ApkInfo, AsyncIterator[bytes]]]:
+        """Its record and its bytes from object storage."""
+        return self._service().open_apk(principal, app_id)
 
 
 def build_telemetry(settings: Settings) -> Telemetry | None:

@@ -54,9 +54,17 @@ def all_metadata() -> list[MetaData]:
     from cloudphone.billing.models import metadata as billing_metadata
     from cloudphone.deployment import metadata as deployment_metadata
     from cloudphone.devices.models import metadata as devices_metadata
+    from cloudphone.installs.models import metadata as installs_metadata
     from cloudphone.saga.store.tables import metadata as saga_metadata
 
-    return [saga_metadata, billing_metadata, apps_metadata, devices_metadata, deployment_metadata]
+    return [
+        saga_metadata,
+        billing_metadata,
+        apps_metadata,
+        devices_metadata,
+        deployment_metadata,
+        installs_metadata,
+    ]
 
 
 def sync_url(url: str | URL) -> URL:

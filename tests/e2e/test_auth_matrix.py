@@ -30,6 +30,9 @@ ROUTES = [
     ("DELETE", "/apps/{id}"),
     ("POST", "/apps/{id}/publish"),
     ("POST", "/apps/{id}/unpublish"),
+    ("GET", "/devices/{id}/apps"),
+    ("POST", "/devices/{id}/apps"),
+    ("DELETE", "/devices/{id}/apps/com.example.notes"),
 ]
 ADMIN_ONLY = [
     route
@@ -150,6 +153,22 @@ async def test_a_user_cannot_see_another_users_saga(
     assert spoofed.json()["error"]["code"] == "forbidden"
     own = await client.get(f"/sagas/{bobs_saga}", headers=bob)
     assert own.status_code == 200
+
+
+async def test_a_user_cannot_see_or_change_another_users_device_apps(
+    client: httpx.AsyncClient, alice: dict[str, str]
+) -> None:
+    """A device id that is not yours: 404 on its applications, whatever the method."""
+    device = "00000000-0000-0000-0000-00000000d0e5"
+    for method, path in [
+        ("GET", f"/devices/{device}/apps"),
+        ("POST", f"/devices/{device}/apps"),
+        ("DELETE", f"/devices/{device}/apps/com.example.notes"),
+    ]:
+        body = {"app_id": "x"} if method == "POST" else None
+        response = await client.request(method, path, headers=alice, json=body)
+        assert response.status_code == 404, (method, response.text)
+        assert response.json()["error"]["code"] == "not_found"
 
 
 async def test_admins_see_everyones_sagas(

@@ -40,3 +40,17 @@ def test_a_service_never_imports_the_other(service: str, other: str) -> None:
 def test_both_services_read_apks_through_the_leaf_library(service: str) -> None:
     """Uploads (apps) and ``pm install`` on the agent (devices) parse with ``cloudphone.apk``."""
     assert "cloudphone.apk" in imported_modules(service)
+
+
+def test_installs_sit_on_the_devices_side_and_never_import_apps() -> None:
+    """``cloudphone.installs`` uses devices (its table is about them), reads APKs by a port."""
+    found = imported_modules("installs")
+    assert {m for m in found if m.startswith("cloudphone.apps")} == set()
+    assert any(m.startswith("cloudphone.devices") for m in found)
+    assert {m.split(".")[1] for m in found} <= {"devices", "domain", "installs", "saga"}
+
+
+@pytest.mark.parametrize("service", ["apps", "devices", "saga"])
+def test_nothing_below_imports_installs(service: str) -> None:
+    """Arrows point down: neither service (nor the engine) knows installs exist."""
+    assert {m for m in imported_modules(service) if m.startswith("cloudphone.installs")} == set()

@@ -13,7 +13,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from fastapi import APIRouter, FastAPI
 
-from cloudphone.api import apps, billing, demo, devices, health, sagas
+from cloudphone.api import apps, billing, demo, devices, health, installs, sagas
 from cloudphone.api.deps import token_verifier
 from cloudphone.api.docs import install_docs
 from cloudphone.api.errors import install_error_handlers
@@ -29,6 +29,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     billing.router,
     devices.router,
     apps.router,
+    installs.router,
     # services: add your router here, one line each, e.g. `billing.router` (import
     # `cloudphone.api.billing` above with the others).
 )

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -259,9 +259,7 @@ class AppsService:
             ConflictError: The application is not AVAILABLE.
             UnavailableError: The store cannot be reached.
         """
-        app = await self.get_app(principal, app_id)
-        if app.status is not AppStatus.AVAILABLE:
-            raise ConflictError(f"application {app_id} is {app.status}", code="not_available")
+        app = await self.installable_app(principal, app_id)
         try:
             target = await self.storage.download(
                 app.object_key, filename=app.download_name, ttl=self.config.download_url_ttl
@@ -271,6 +269,37 @@ class AppsService:
         except StorageError as error:
             raise NotFoundError(str(error), code="object_missing") from error
         return app, target
+
+    async def installable_app(self, principal: Principal, app_id: str) -> Application:
+        """An application the caller may put on a device: readable by them and AVAILABLE.
+
+        Raises:
+            NotFoundError: No such record, or the caller may not see it.
+            ConflictError: It is not AVAILABLE (``not_available``).
+        """
+        app = await self.get_app(principal, app_id)
+        if app.status is not AppStatus.AVAILABLE:
+            raise ConflictError(f"application {app_id} is {app.status}", code="not_available")
+        return app
+
+    @contextlib.asynccontextmanager
+    async def open_apk(
+        self, principal: Principal, app_id: str
+    ) -> AsyncIterator[tuple[Application, AsyncIterator[bytes]]]:
+        """The APK's record and its bytes, streamed from object storage (installs read it).
+
+        Raises:
+            NotFoundError: As :meth:`installable_app`; or the object is missing
+                (``object_missing``, also while iterating).
+            ConflictError: As :meth:`installable_app`.
+            UnavailableError: The store cannot be reached (also while iterating).
+        """
+        app = await self.installable_app(principal, app_id)
+        chunks = _domain_errors(self.storage.read(app.object_key))
+        try:
+            yield app, chunks
+        finally:
+            await chunks.aclose()
 
     # -- deleting -----------------------------------------------------------------------
 
@@ -436,6 +465,17 @@ def _audit(app: Application, principal: Principal) -> dict[str, object]:
         "by": principal.user_id,
         "role": principal.role.value,
     }
+
+
+async def _domain_errors(chunks: AsyncIterator[bytes]) -> AsyncGenerator[bytes, None]:
+    """The store's errors while streaming an object, as the domain's."""
+    try:
+        async for chunk in chunks:
+            yield chunk
+    except StorageUnavailableError as error:
+        raise UnavailableError(f"object storage is unavailable: {error}") from error
+    except StorageError as error:
+        raise NotFoundError(str(error), code="object_missing") from error
 
 
 def _duplicate(upload: UploadInput) -> ConflictError:

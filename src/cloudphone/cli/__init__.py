@@ -1,4 +1,4 @@
-"""The ``cloudphone`` command: serve, worker, db, sagas, token, demo, config.
+"""The ``cloudphone`` command: serve, worker, db, sagas, token, demo, config, apps, devices.
 
 Thin: each command loads the settings, builds what it needs through
 :mod:`cloudphone.platform` and prints the result (tables on a terminal, ``--json`` for
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from cloudphone.cli import apps, config, db, sagas, tokens
+from cloudphone.cli import apps, config, db, devices, sagas, tokens
 from cloudphone.cli.demo import demo
 from cloudphone.cli.server import serve, worker
 
@@ -27,6 +27,7 @@ app.add_typer(sagas.app, name="sagas")
 app.add_typer(tokens.app, name="token")
 app.add_typer(config.app, name="config")
 app.add_typer(apps.app, name="apps")
+app.add_typer(devices.app, name="devices")
 
 
 def main() -> None:

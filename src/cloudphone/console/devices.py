@@ -104,12 +104,21 @@ async def devices_page(
 async def device_page(
     request: Request, session: SessionDep, device_id: Annotated[str, Path(max_length=64)]
 ) -> Any:
-    """One device with its sagas and its owner's quota."""
+    """One device with its sagas, its applications (and theirs) and its owner's quota."""
     platform = console_of(request).platform
     device = await platform.devices.get_device(session.principal, device_id)
     quota = await platform.devices.get_quota(session.principal, device.owner_id)
+    installations = await platform.installs.list_installations(session.principal, device_id)
+    runs = await platform.engine.list(ids=[i.saga_id for i in installations], limit=PAGE)
     return render(
-        request, "device.html", device=device, quota=quota, usage=usage(quota), nav="devices"
+        request,
+        "device.html",
+        device=device,
+        quota=quota,
+        usage=usage(quota),
+        installations=installations,
+        run_status={run.id: run.status.value for run in runs},
+        nav="devices",
     )
 
 

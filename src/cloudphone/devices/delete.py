@@ -15,14 +15,19 @@ STOP_CONTAINER              stop it gracefully (nothing if it is gone)
 REMOVE_CONTAINER            force-remove it by name (nothing if it is gone)
 RELEASE_PORTS (tx)          free the device's ports
 RELEASE_QUOTA (tx)          its reservation CONSUMED -> RETURNED (usage goes down)
-MARK_DELETED (tx)           DELETING -> DELETED, ports cleared on the row
+MARK_DELETED (tx)           DELETING -> DELETED, ports cleared on the row; the
+                            clean-ups given to the factory (installs drops the
+                            device's installations), in the same transaction
 ==========================  =======================================================
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from cloudphone.devices import quota
 from cloudphone.devices.config import DevicesConfig
@@ -49,6 +54,10 @@ DELETABLE = frozenset(
 
 MARK_DELETING = "MARK_DELETING"
 
+DeviceCleanup = Callable[[AsyncConnection, str], Awaitable[None]]
+"""Forgets what another part of the platform keeps about a device: ``cleanup(conn, device_id)``
+runs in MARK_DELETED's transaction (so it must be idempotent, like the step)."""
+
 
 @dataclass(frozen=True)
 class DeleteInput:
@@ -70,7 +79,11 @@ def _now() -> datetime:
 
 
 def build_delete_saga(
-    runtime: DeviceRuntime, config: DevicesConfig, *, retry: RetryPolicy | None = None
+    runtime: DeviceRuntime,
+    config: DevicesConfig,
+    *,
+    retry: RetryPolicy | None = None,
+    cleanups: Sequence[DeviceCleanup] = (),
 ) -> Saga[DeleteInput]:
     """The ``device_delete`` saga on ``runtime``.
 
@@ -78,9 +91,10 @@ def build_delete_saga(
         runtime: Where the device's container runs.
         config: Timeouts and retry settings.
         retry: Retry policy of the steps (default from ``config``).
+        cleanups: Run by MARK_DELETED in its transaction (the platform gives installs').
     """
     saga = Saga(DEVICE_DELETE, input=DeleteInput, retry=retry or step_retry_policy(config))
-    steps = _DeleteSteps(runtime)
+    steps = _DeleteSteps(runtime, tuple(cleanups))
     calls = config.runtime_call_timeout
     saga.step(MARK_DELETING, transactional=True, kind=StepKind.PIVOT)(steps.mark_deleting)
     saga.step("STOP_CONTAINER", timeout=calls)(steps.stop_container)
@@ -94,8 +108,9 @@ def build_delete_saga(
 class _DeleteSteps:
     """The actions of ``device_delete``, over one runtime."""
 
-    def __init__(self, runtime: DeviceRuntime) -> None:
+    def __init__(self, runtime: DeviceRuntime, cleanups: tuple[DeviceCleanup, ...]) -> None:
         self.runtime = runtime
+        self.cleanups = cleanups
 
     async def mark_deleting(self, ctx: StepContext[DeleteInput]) -> DeletionTarget:
         device_id = ctx.input.device_id
@@ -149,6 +164,8 @@ class _DeleteSteps:
             adb_port=None,
             stream_port=None,
         )
+        for cleanup in self.cleanups:
+            await cleanup(ctx.session, ctx.input.device_id)
 
 
 def _target(ctx: StepContext[DeleteInput]) -> DeletionTarget:

@@ -14,6 +14,8 @@ from cloudphone.apps.storage.base import (
     LocalFile,
     ObjectStorage,
     PresignedUrl,
+    StorageError,
+    StorageUnavailableError,
 )
 from tests.support.apps_harness import fetch_bytes, sha256
 
@@ -72,6 +74,21 @@ async def test_download_gives_the_bytes(storage: ObjectStorage, source: Path, un
         assert isinstance(target, PresignedUrl)
         data = await fetch_bytes(target.url)
     assert sha256(data) == sha256(CONTENT)
+
+
+async def test_read_streams_the_bytes_in_chunks(
+    storage: ObjectStorage, source: Path, unique: str
+) -> None:
+    """``read`` gives the object back in chunks of at most the size asked; missing: an error."""
+    key = f"apps/c{unique}/1/r.apk"
+    await storage.put_file(key, source, size=SIZE)
+    chunks = [chunk async for chunk in storage.read(key, chunk_size=64 * 1024)]
+    assert b"".join(chunks) == CONTENT
+    assert len(chunks) >= SIZE // (64 * 1024)
+    assert all(len(chunk) <= 64 * 1024 for chunk in chunks)
+    with pytest.raises(StorageError, match="no object") as raised:
+        [chunk async for chunk in storage.read(f"apps/c{unique}/1/missing.apk")]
+    assert not isinstance(raised.value, StorageUnavailableError)
 
 
 @pytest.mark.parametrize(

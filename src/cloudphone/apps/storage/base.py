@@ -143,6 +143,15 @@ class ObjectStorage(Protocol):
         """Remove the object under ``key`` and any unfinished write of it (idempotent)."""
         ...
 
+    def read(self, key: str, *, chunk_size: int = 1024 * 1024) -> AsyncIterator[bytes]:
+        """The bytes of the object under ``key``, streamed in chunks (never held whole).
+
+        Raises (while iterating):
+            StorageError: There is no object under ``key``.
+            StorageUnavailableError: The store cannot be reached, or the stream broke.
+        """
+        ...
+
     def list_objects(self, prefix: str) -> AsyncIterator[ObjectInfo]:
         """Every object whose key starts with ``prefix``."""
         ...

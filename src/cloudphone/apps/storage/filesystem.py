@@ -105,6 +105,19 @@ class FilesystemStorage:
 
         await asyncio.to_thread(remove)
 
+    async def read(self, key: str, *, chunk_size: int = 1024 * 1024) -> AsyncIterator[bytes]:
+        """The object's file in chunks, each read off the event loop."""
+        path = self.path_of(key)
+        try:
+            file = await asyncio.to_thread(path.open, "rb")
+        except FileNotFoundError:
+            raise StorageError(f"no object {key!r}") from None
+        try:
+            while chunk := await asyncio.to_thread(file.read, chunk_size):
+                yield chunk
+        finally:
+            file.close()
+
     async def list_objects(self, prefix: str) -> AsyncIterator[ObjectInfo]:
         """Objects under ``prefix`` (partial files excluded), in key order."""
         for key, path in await asyncio.to_thread(self._files, prefix, partial=False):

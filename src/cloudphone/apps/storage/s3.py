@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, cast
 
+import aiohttp
 from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession, get_session
 from botocore.exceptions import BotoCoreError, ClientError
@@ -31,6 +32,7 @@ from cloudphone.apps.storage.base import (
     ObjectInfo,
     PendingUpload,
     PresignedUrl,
+    StorageError,
     StorageUnavailableError,
     check_key,
 )
@@ -324,6 +326,29 @@ class S3Storage:
                     return None
                 raise
         return ObjectInfo(key, int(head["ContentLength"]), head.get("LastModified"))
+
+    async def read(self, key: str, *, chunk_size: int = 1024 * 1024) -> AsyncIterator[bytes]:
+        """GET the object and stream its body (a 404 is :class:`StorageError`)."""
+        full = self._full(key)
+        async with translated("read", full):
+            try:
+                got = await self.client.get_object(Bucket=self.bucket, Key=full)
+            except ClientError as error:
+                if http_status(error) == 404 or error_code(error) == "NoSuchKey":
+                    raise StorageError(f"no object {key!r}") from None
+                raise
+        body = got["Body"]
+        try:
+            while True:
+                try:
+                    chunk = await body.read(chunk_size)
+                except (OSError, TimeoutError, aiohttp.ClientError, BotoCoreError) as error:
+                    raise StorageUnavailableError(f"read {full}: {error!r}") from error
+                if not chunk:
+                    return
+                yield chunk
+        finally:
+            body.close()
 
     async def list_objects(self, prefix: str) -> AsyncIterator[ObjectInfo]:
         """Objects whose key starts with ``prefix`` (``list_objects_v2``, paginated)."""
