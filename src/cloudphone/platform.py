@@ -1,6 +1,7 @@
 """The composition root: settings → database → adapters → sagas → engine → services.
 
-Nothing else chooses adapters or builds the engine. :func:`build_platform` only constructs
+Nothing else chooses adapters or builds the engine (the adapter builders live in
+:mod:`cloudphone.adapters`, called from here only). :func:`build_platform` only constructs
 objects (no I/O); :meth:`Platform.start` migrates, runs start-up hooks and starts the worker;
 :meth:`Platform.close` stops the worker gracefully and releases everything, in reverse order.
 
@@ -15,8 +16,8 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -25,26 +26,25 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
 from cloudphone import schema
+from cloudphone.adapters import (
+    AppsApkSource,
+    build_device_runtime,
+    build_object_storage,
+    build_payment_providers,
+    build_telemetry,
+)
 from cloudphone.apps.service import AppsService
 from cloudphone.apps.spool import UploadSpool
-from cloudphone.apps.storage.base import ObjectStorage
-from cloudphone.apps.storage.filesystem import FilesystemStorage
 from cloudphone.apps.upload import build_upload_saga
-from cloudphone.billing.providers.base import PaymentProvider
-from cloudphone.billing.providers.sandbox import SandboxProvider
 from cloudphone.billing.refund import RefundTiming, build_refund_saga
 from cloudphone.billing.service import BillingService
 from cloudphone.demo import build_demo_saga
 from cloudphone.deployment import Deployment, claim_directory, load_deployment
 from cloudphone.devices.create import build_create_saga, step_retry_policy
 from cloudphone.devices.delete import build_delete_saga
-from cloudphone.devices.runtimes.base import DeviceRuntime
-from cloudphone.devices.runtimes.local import LocalRuntime
 from cloudphone.devices.service import DeviceService
-from cloudphone.domain import Principal
 from cloudphone.extras import require_extra
 from cloudphone.installs.install import build_install_saga
-from cloudphone.installs.ports import ApkInfo
 from cloudphone.installs.records import drop_device_txn
 from cloudphone.installs.service import InstallService
 from cloudphone.installs.spool import ApkSpool
@@ -380,83 +380,5 @@ def build_platform(
     return platform
 
 
-class AppsApkSource:
-    """Installs' :class:`~cloudphone.installs.ports.ApkSource` over the apps service.
-
-    The install saga is built before the services (the engine needs it, the services need
-    the engine), so the service is given once it exists.
-    """
-
-    apps: AppsService | None = None
-
-    def _service(self) -> AppsService:
-        if self.apps is None:
-            raise RuntimeError("the apps service is not wired yet")
-        return self.apps
-
-    async def describe(self, app_id: str, principal: Principal) -> ApkInfo:
-        """The application, if ``principal`` may read it and it is AVAILABLE."""
-        return await self._service().installable_app(principal, app_id)
-
-    def open(
-        self, app_id: str, principal: Principal
-    ) -> AbstractAsyncContextManager[tuple[ApkInfo, AsyncIterator[bytes]]]:
-        """Its record and its bytes from object storage."""
-        return self._service().open_apk(principal, app_id)
-
-
-def build_telemetry(settings: Settings) -> Telemetry | None:
-    """OpenTelemetry from ``settings.otel``, or None when it is off (then nothing of it loads)."""
-    if not settings.otel.enabled:
-        return None
-    # Imported only when on: the otel extra may be absent (settings checked that it is not).
-    from cloudphone.telemetry import Telemetry
-
-    return Telemetry(settings.otel)
-
-
 async def _claim_directory(directory: Path, place: str, deployment: Deployment) -> None:
     await asyncio.to_thread(claim_directory, directory, deployment, place=place)
-
-
-def build_payment_providers(settings: Settings, db: Database) -> dict[str, PaymentProvider]:
-    """Billing's payment providers: the sandbox always, Stripe when a key is configured."""
-    billing = settings.billing
-    providers: dict[str, PaymentProvider] = {"sandbox": SandboxProvider(db, billing.sandbox)}
-    if billing.provider == "stripe" or billing.stripe_api_key is not None:
-        require_extra("stripe", needed_for="CLOUDPHONE_BILLING__PROVIDER=stripe (or a Stripe key)")
-    if billing.stripe_api_key is not None:
-        # Imported only when used: the real adapters' SDKs cost seconds of start-up.
-        from cloudphone.billing.providers.stripe import StripeProvider
-
-        providers["stripe"] = StripeProvider(billing)
-    return providers
-
-
-def build_object_storage(settings: Settings) -> ObjectStorage:
-    """The apps service's object store: the filesystem (default) or S3."""
-    if settings.apps.storage == "s3":
-        require_extra("s3", needed_for="CLOUDPHONE_APPS__STORAGE=s3")
-        from cloudphone.apps.storage.s3 import S3Storage
-
-        return S3Storage.from_config(settings.apps)
-    return FilesystemStorage(settings.apps.storage_root or settings.data_dir / "objects")
-
-
-def build_device_runtime(settings: Settings) -> DeviceRuntime:
-    """The devices service's runtime: local child processes (default) or Docker."""
-    devices = settings.devices
-    if devices.runtime == "docker":
-        require_extra("docker", needed_for="CLOUDPHONE_DEVICES__RUNTIME=docker")
-        from cloudphone.devices.runtimes.docker import DockerOptions, DockerRuntime
-
-        return DockerRuntime(DockerOptions.from_config(devices))
-    if devices.local_protocol == "adb":  # adb-shell comes with the docker extra
-        require_extra("docker", needed_for="CLOUDPHONE_DEVICES__LOCAL_PROTOCOL=adb")
-    state_dir = devices.local_state_dir or settings.data_dir / "devices"
-    return LocalRuntime(
-        state_dir,
-        host=devices.adb_host,
-        protocol=devices.local_protocol,
-        init_commands=devices.init_commands,
-    )

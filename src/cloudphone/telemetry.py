@@ -1,7 +1,7 @@
 """OpenTelemetry for one process: a tracer provider and its exporter, from ``settings.otel``.
 
 Imported only when ``CLOUDPHONE_OTEL__ENABLED`` is on (by
-:func:`cloudphone.platform.build_telemetry`): it needs the ``otel`` extra. The provider is the
+:func:`cloudphone.adapters.build_telemetry`): it needs the ``otel`` extra. The provider is the
 process's own, passed explicitly to the saga engine's tracer and to FastAPI's
 instrumentation, never installed as the global one.
 """

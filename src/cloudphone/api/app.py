@@ -13,6 +13,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from fastapi import APIRouter, FastAPI
 
+from cloudphone.adapters import build_telemetry
 from cloudphone.api import apps, billing, demo, devices, health, installs, sagas
 from cloudphone.api.deps import token_verifier
 from cloudphone.api.docs import install_docs
@@ -20,7 +21,7 @@ from cloudphone.api.errors import install_error_handlers
 from cloudphone.api.nul_guard import NulGuardMiddleware
 from cloudphone.api.observability import HttpMetrics, MetricsMiddleware
 from cloudphone.console import create_console
-from cloudphone.platform import Platform, build_platform, build_telemetry
+from cloudphone.platform import Platform, build_platform
 from cloudphone.settings import Settings
 
 ROUTERS: tuple[APIRouter, ...] = (

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from cloudphone.adapters import AppsApkSource
 from cloudphone.apps.config import AppsConfig
 from cloudphone.apps.models import create_apps_schema
 from cloudphone.apps.service import AppsService
@@ -29,7 +30,6 @@ from cloudphone.installs import (
     build_uninstall_saga,
 )
 from cloudphone.installs.models import create_installs_schema
-from cloudphone.platform import AppsApkSource
 from cloudphone.saga import SagaEngine, SagaStatus
 from tests.support.apps_harness import apk, chunks_of
 from tests.support.devices_agent_image import agent_binds, build_agent_image
