@@ -58,6 +58,16 @@ SERVER_SETTINGS = {
 }
 
 
+async def _keep_session(_conn: asyncpg.Connection) -> None:
+    """Release a connection to the pool without asyncpg's reset query.
+
+    The pool runs only this module's statements, which change no session state, so the reset
+    (advisory unlocks, ``CLOSE ALL``, ``UNLISTEN *``, ``RESET ALL``) was one more round trip and
+    transaction per claim, renewal and read. asyncpg still rolls back an open transaction
+    before calling this.
+    """
+
+
 def _is_fatal(error: BaseException) -> bool:
     """Connection trouble fails a whole batch; a data error is retried item by item."""
     return not isinstance(error, asyncpg.PostgresError) or driver_error_unavailable(error)
@@ -118,6 +128,7 @@ class PgFastPath:
                     max_size=self._max_size,
                     timeout=CONNECT_TIMEOUT,
                     server_settings=SERVER_SETTINGS,
+                    reset=_keep_session,
                 )
         return self._pool
 
