@@ -194,7 +194,11 @@ class PgFastPath:
         """Commit progress inside the caller's transaction (a transactional step)."""
         until = self._clock.now() + self._lease
         payload = json.dumps([progress_item(run_id, epoch, progress, until, seq)])
-        raw = await conn.get_raw_connection()
+        sync = conn.sync_connection
+        if sync is not None and not sync.closed and not sync.invalidated:
+            raw = sync.connection  # checked out and live: no I/O, so no greenlet hop
+        else:
+            raw = await conn.get_raw_connection()
         driver = raw.driver_connection
         if isinstance(driver, asyncpg.Connection):
             # Straight to the driver: same connection, so the same transaction (or, when the
