@@ -38,6 +38,7 @@ from cloudphone.saga.store.disconnects import (
 )
 from cloudphone.saga.store.pg_sql import (
     CLAIM_SQL,
+    COMMIT_ONE_SQL,
     COMMIT_SQL,
     FIND_SQL,
     GET_SQL,
@@ -45,7 +46,7 @@ from cloudphone.saga.store.pg_sql import (
     INSERT_SQL,
     Written,
     insert_item,
-    iso,
+    progress_args,
     progress_item,
     run_from_record,
     type_arrays,
@@ -66,6 +67,10 @@ async def _keep_session(_conn: asyncpg.Connection) -> None:
     transaction per claim, renewal and read. asyncpg still rolls back an open transaction
     before calling this.
     """
+
+
+_Commit = tuple[str, int, Progress, "int | None"]
+"""A queued progress write: run id, epoch, progress, the ``last_seq`` it is fenced by."""
 
 
 def _is_fatal(error: BaseException) -> bool:
@@ -107,7 +112,7 @@ class PgFastPath:
         # pool takes a proxy back by itself when its connection dies, and a proxy used after
         # that raises "connection has been released back to the pool" forever.
         self._held: dict[str, asyncpg.Connection] = {}
-        self._commits: Batcher[dict[str, Any], Written | None] = Batcher(
+        self._commits: Batcher[_Commit, Written | None] = Batcher(
             self._flush_commits, is_fatal=_is_fatal
         )
         self._inserts: Batcher[dict[str, Any], bool] = Batcher(
@@ -176,9 +181,8 @@ class PgFastPath:
     ) -> Written | None:
         """Commit progress with the next group; None if fenced off (epoch or ``seq``)."""
         # The lease end is stamped at flush time (see _flush_commits).
-        item = progress_item(run_id, epoch, progress, progress.now + self._lease, seq)
         try:
-            return await self._commits.submit(item)
+            return await self._commits.submit((run_id, epoch, progress, seq))
         except Exception as error:
             _unavailable(error, "progress write")
             raise
@@ -193,7 +197,6 @@ class PgFastPath:
     ) -> Written | None:
         """Commit progress inside the caller's transaction (a transactional step)."""
         until = self._clock.now() + self._lease
-        payload = json.dumps([progress_item(run_id, epoch, progress, until, seq)])
         sync = conn.sync_connection
         if sync is not None and not sync.closed and not sync.invalidated:
             raw = sync.connection  # checked out and live: no I/O, so no greenlet hop
@@ -203,8 +206,9 @@ class PgFastPath:
         if isinstance(driver, asyncpg.Connection):
             # Straight to the driver: same connection, so the same transaction (or, when the
             # step wrote nothing and no transaction began, an atomic statement of its own).
+            args = progress_args(run_id, epoch, progress, until, seq)
             try:
-                rows = await driver.fetch(COMMIT_SQL, payload, [run_id])
+                rows = await driver.fetch(COMMIT_ONE_SQL, *args)
             except Exception as error:
                 if not isinstance(error, asyncpg.PostgresError) or driver_error_unavailable(error):
                     # SQLAlchemy did not see this error: tell its pool the connection is dead.
@@ -212,6 +216,7 @@ class PgFastPath:
                 _unavailable(error, "progress write")
                 raise
         else:
+            payload = json.dumps([progress_item(run_id, epoch, progress, until, seq)])
             result = await conn.execute(
                 text(COMMIT_SQL.replace("$1", ":batch").replace("$2", ":ids")),
                 {"batch": payload, "ids": [run_id]},
@@ -219,15 +224,18 @@ class PgFastPath:
             rows = [dict(r._mapping) for r in result]
         return _written(rows[0]) if rows else None
 
-    async def _flush_commits(self, items: Sequence[dict[str, Any]]) -> list[Written | None]:
-        until = iso(self._clock.now() + self._lease)
-        for item in items:
-            if item["keep_lease"]:
-                item["lease_expires_at"] = until
-        ids = [item["id"] for item in items]
-        rows = await self._fetch_held("commits", COMMIT_SQL, json.dumps(items), ids)
+    async def _flush_commits(self, items: Sequence[_Commit]) -> list[Written | None]:
+        until = self._clock.now() + self._lease
+        if len(items) == 1:
+            run_id, epoch, progress, seq = items[0]
+            args = progress_args(run_id, epoch, progress, until, seq)
+            rows = await self._fetch_held("commits", COMMIT_ONE_SQL, *args)
+        else:
+            batch = [progress_item(r, e, p, until, seq) for r, e, p, seq in items]
+            ids = [run_id for run_id, *_rest in items]
+            rows = await self._fetch_held("commits", COMMIT_SQL, json.dumps(batch), ids)
         held = {(r["id"], r["epoch"]): _written(r) for r in rows}
-        return [held.get((item["id"], item["epoch"])) for item in items]
+        return [held.get((run_id, epoch)) for run_id, epoch, *_rest in items]
 
     # -- starts -------------------------------------------------------------------------
 
