@@ -43,8 +43,10 @@ from cloudphone.saga.store.pg_sql import (
     FIND_SQL,
     GET_SQL,
     HEARTBEAT_SQL,
+    INSERT_ONE_SQL,
     INSERT_SQL,
     Written,
+    insert_args,
     insert_item,
     progress_args,
     progress_item,
@@ -71,6 +73,8 @@ async def _keep_session(_conn: asyncpg.Connection) -> None:
 
 _Commit = tuple[str, int, Progress, "int | None"]
 """A queued progress write: run id, epoch, progress, the ``last_seq`` it is fenced by."""
+_Insert = tuple[Mapping[str, Any], dict[str, Any], bool]
+"""A queued start: the new run's column values, its start event's detail, whether to NOTIFY."""
 
 
 def _is_fatal(error: BaseException) -> bool:
@@ -115,9 +119,7 @@ class PgFastPath:
         self._commits: Batcher[_Commit, Written | None] = Batcher(
             self._flush_commits, is_fatal=_is_fatal
         )
-        self._inserts: Batcher[dict[str, Any], bool] = Batcher(
-            self._flush_inserts, is_fatal=_is_fatal
-        )
+        self._inserts: Batcher[_Insert, bool] = Batcher(self._flush_inserts, is_fatal=_is_fatal)
 
     async def pool(self) -> asyncpg.Pool:
         """The pool, created on first use (and again after a failed creation)."""
@@ -242,15 +244,19 @@ class PgFastPath:
     async def insert(self, values: Mapping[str, Any], detail: dict[str, Any], notify: bool) -> bool:
         """Insert a run with the next group; False when its idempotency key exists."""
         try:
-            return await self._inserts.submit(insert_item(values, detail, notify))
+            return await self._inserts.submit((values, detail, notify))
         except Exception as error:
             _unavailable(error, "start")
             raise
 
-    async def _flush_inserts(self, items: Sequence[dict[str, Any]]) -> list[bool]:
-        rows = await self._fetch_held("inserts", INSERT_SQL, json.dumps(items))
+    async def _flush_inserts(self, items: Sequence[_Insert]) -> list[bool]:
+        if len(items) == 1:
+            rows = await self._fetch_held("inserts", INSERT_ONE_SQL, *insert_args(*items[0]))
+        else:
+            batch = json.dumps([insert_item(*item) for item in items])
+            rows = await self._fetch_held("inserts", INSERT_SQL, batch)
         inserted = {r["id"] for r in rows}
-        return [item["id"] in inserted for item in items]
+        return [values["id"] in inserted for values, _detail, _notify in items]
 
     # -- claims, leases, reads ----------------------------------------------------------
 

@@ -111,6 +111,24 @@ SELECT r.id, CASE WHEN x.notify THEN pg_notify('cloudphone_sagas', x.saga_type) 
 FROM r JOIN x ON x.id = r.id
 """
 
+INSERT_ONE_SQL = """
+WITH r AS (
+    INSERT INTO saga_runs (id, saga_type, status, current_step, attempt, data, outputs, error,
+        compensation_cause, idempotency_key, started_by, epoch, owner, lease_expires_at,
+        next_run_at, deadline_at, deadline_noted, cancel_requested, last_seq, resolution,
+        created_at, updated_at, finished_at, trace_context, saga_version, forked_from)
+    VALUES ($1, $2, $3, $4, 1, $5::jsonb, $6::jsonb, NULL, NULL, $7, $8, 1, $9, $10, $11, $12,
+        false, false, 1, NULL, $11, $11, NULL, $13::jsonb, $14, $15)
+    ON CONFLICT (saga_type, idempotency_key) DO NOTHING
+    RETURNING id
+), e AS (
+    INSERT INTO saga_events (saga_id, seq, kind, step, attempt, detail, at)
+    SELECT r.id, 1, 'saga_started', NULL, NULL, $16::jsonb, $11 FROM r
+)
+SELECT r.id, CASE WHEN $17 THEN pg_notify('cloudphone_sagas', $2::text) END FROM r
+"""
+"""INSERT_SQL for one run, its values as typed parameters (see :func:`insert_args`)."""
+
 CLAIM_SQL = f"""
 WITH c AS (
     SELECT id,
@@ -257,6 +275,30 @@ def insert_item(values: Mapping[str, Any], detail: dict[str, Any], notify: bool)
         "saga_version": values["saga_version"],
         "forked_from": values["forked_from"],
     }
+
+
+def insert_args(values: Mapping[str, Any], detail: dict[str, Any], notify: bool) -> tuple[Any, ...]:
+    """INSERT_ONE_SQL's parameters: the same insert as :func:`insert_item`'s."""
+    trace_context = values["trace_context"]
+    return (
+        values["id"],
+        values["saga_type"],
+        values["status"],
+        values["current_step"],
+        json.dumps(values["data"]),
+        json.dumps(values["outputs"]),
+        values["idempotency_key"],
+        values["started_by"],
+        values["owner"],
+        values["lease_expires_at"],
+        values["created_at"],
+        values["deadline_at"],
+        json.dumps(trace_context) if trace_context is not None else None,
+        values["saga_version"],
+        values["forked_from"],
+        json.dumps(detail),
+        notify,
+    )
 
 
 def type_arrays(saga_types: SagaTypes) -> tuple[list[str], list[int | None]]:
