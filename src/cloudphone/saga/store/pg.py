@@ -206,8 +206,11 @@ class PgFastPath:
             raw = await conn.get_raw_connection()
         driver = raw.driver_connection
         if isinstance(driver, asyncpg.Connection):
-            # Straight to the driver: same connection, so the same transaction (or, when the
-            # step wrote nothing and no transaction began, an atomic statement of its own).
+            if not driver.is_in_transaction():
+                # The step sent nothing (no transaction began): its record is an atomic
+                # statement of its own either way, so it may share the next group commit.
+                return await self.commit(run_id, epoch, progress, seq)
+            # Straight to the driver: same connection, so the same transaction.
             args = progress_args(run_id, epoch, progress, until, seq)
             try:
                 rows = await driver.fetch(COMMIT_ONE_SQL, *args)
