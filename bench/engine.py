@@ -136,14 +136,23 @@ async def latency(engine: SagaEngine, saga: Saga, n: int) -> dict[str, float]:
             "p99_ms": samples[min(len(samples) - 1, int(len(samples) * 0.99))]}
 
 
+ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
 def database_url(kind: str) -> str:
     if kind == "sqlite":
         return f"sqlite+aiosqlite:///{tempfile.mkdtemp()}/bench.db"
-    admin = "postgresql://postgres@127.0.0.1:5432/postgres"
     name = f"bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(admin, autocommit=True) as conn:
+    with psycopg.connect(ADMIN, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     return f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
+
+
+def drop_database(url: str) -> None:
+    """Drop the benchmark's own PostgreSQL database (created by database_url)."""
+    name = sa.make_url(url).database
+    with psycopg.connect(ADMIN, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 async def main() -> None:
@@ -173,6 +182,8 @@ async def main() -> None:
     finally:
         await engine.close()
         await engine.db.engine.dispose()
+        if args.db == "postgres":
+            drop_database(url)
     driver = f" driver={args.sqlite_driver}" if args.db == "sqlite" else ""
     print(f"db={args.db}{driver} sagas={args.sagas} concurrency={args.concurrency} "
           f"trace={args.trace} input_kb={args.input_kb}")

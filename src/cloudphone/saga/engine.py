@@ -30,7 +30,7 @@ from cloudphone.saga.errors import (
 from cloudphone.saga.inputs import seconds, stored_input
 from cloudphone.saga.metrics import SagaMetrics
 from cloudphone.saga.ports import Clock, StepHooks
-from cloudphone.saga.progress import OperatorChange, Progress, RunState
+from cloudphone.saga.progress import OperatorChange, Progress, RunState, finished_run
 from cloudphone.saga.records import SagaEvent, SagaRun, StartedRun
 from cloudphone.saga.registry import SagaRegistry
 from cloudphone.saga.state import SagaStatus
@@ -110,7 +110,7 @@ class SagaEngine(VersionActions):
         self._tracer = tracer
         self._worker: Worker | None = None
         self._listener: Subscription | None = None
-        self._waiters: dict[str, asyncio.Future[None]] = {}
+        self._waiters: dict[str, asyncio.Future[SagaRun | None]] = {}
 
     @property
     def db(self) -> Database:
@@ -330,13 +330,14 @@ class SagaEngine(VersionActions):
             self._worker.wake()
 
     def _committed(self, state: RunState, progress: Progress) -> None:
-        if not progress.keep_lease:
-            self._resolve_waiters(state.id)
+        if not progress.keep_lease and state.id in self._waiters:
+            self._resolve_waiters(state.id, finished_run(state, progress))
 
-    def _resolve_waiters(self, run_id: str) -> None:
+    def _resolve_waiters(self, run_id: str, run: SagaRun | None = None) -> None:
+        """Wake the waiters of ``run_id``, handing them ``run`` when it is the final state."""
         future = self._waiters.pop(run_id, None)
         if future is not None and not future.done():
-            future.set_result(None)
+            future.set_result(run)
 
     # -- reading ------------------------------------------------------------------------
 
@@ -460,13 +461,17 @@ class SagaEngine(VersionActions):
             remaining = until - loop.time()
             if remaining <= 0:
                 raise TimeoutError(f"saga {saga_id} is still {status} after {timeout}")
-            # This worker resolves the future whenever it lets go of the run (finished, or
-            # waiting for a retry); runs driven elsewhere are polled with a growing delay.
+            # This worker resolves the future whenever it lets go of the run (finished, with
+            # the run as its last write stored it; or waiting for a retry); runs driven
+            # elsewhere are polled with a growing delay.
             local = worker is not None and worker.drives(saga_id)
+            finished: SagaRun | None = None
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
+                finished = await asyncio.wait_for(
                     asyncio.shield(future), min(1.0 if local else delay, remaining)
                 )
+            if finished is not None and finished.status.is_terminal:
+                return finished
             delay = min(delay * 2, 0.25)
 
     # -- operator actions ---------------------------------------------------------------
@@ -524,7 +529,7 @@ class SagaEngine(VersionActions):
         self._refuse_nested_write("an operator action", "act from a plain step, or after it")
         run = await self.store.operate(saga_id, decide, notify=self.store.announces, spawn=spawn)
         if run.status.is_terminal:
-            self._resolve_waiters(run.id)
+            self._resolve_waiters(run.id, run)
         if self._worker is not None:
             self._worker.wake()
             self._worker.refresh_attention()

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
 from cloudphone.saga.definition import Saga
+from cloudphone.saga.outputs import merged_data
 from cloudphone.saga.records import ErrorInfo, EventKind, SagaRun
 from cloudphone.saga.state import SagaStatus
 
@@ -96,6 +97,8 @@ class RunState:
     """W3C trace context stored with the run at its start (the parent of its drives' spans)."""
     retry_since: datetime | None = None
     """When the current step (or compensation) first failed, if it has."""
+    claimed: SagaRun | None = None
+    """The run as stored when it was claimed: the columns the runner never changes."""
 
     def apply(self, progress: Progress) -> None:
         """Adopt a committed Progress."""
@@ -149,4 +152,38 @@ def state_of(run: SagaRun, saga: Saga) -> RunState:
         last_seq=run.last_seq,
         trace_context=run.trace_context,
         retry_since=run.retry_since,
+        claimed=run,
+    )
+
+
+def finished_run(state: RunState, progress: Progress) -> SagaRun | None:
+    """The run as stored by ``progress``, the final write of its drive, once it committed.
+
+    What :meth:`SagaEngine.wait` returns for a run this process finished, without reading it
+    back: every column is the claimed run's or one the runner wrote. None when ``progress``
+    did not finish the run or the state was not built from a stored run.
+    """
+    claimed = state.claimed
+    if claimed is None or not progress.finished:
+        return None
+    outputs = dict(state.outputs)
+    return replace(
+        claimed,
+        status=progress.status,
+        current_step=progress.step,
+        data=merged_data(state.input, outputs) if outputs else dict(state.input),
+        error=progress.error,
+        attempt=progress.attempt,
+        compensation_cause=progress.compensation_cause,
+        updated_at=progress.now,
+        finished_at=progress.now,
+        deadline_noted=progress.deadline_noted,
+        next_run_at=progress.next_run_at,
+        owner=None,
+        lease_expires_at=None,
+        epoch=state.epoch,
+        cancel_requested=state.cancel_requested,
+        last_seq=state.last_seq,
+        outputs=outputs,
+        retry_since=progress.retry_since,
     )

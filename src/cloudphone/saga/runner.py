@@ -18,7 +18,6 @@ import logging
 import math
 import random
 from collections.abc import Callable, Mapping
-from dataclasses import replace
 from datetime import datetime
 from types import MappingProxyType
 from typing import Any
@@ -202,10 +201,12 @@ class Runner:
                 )
         return await self._forward(step)
 
-    def _context(self, step: Step, compensating: bool) -> StepContext[Any]:
+    def _context(
+        self, step: Step, compensating: bool, session: AsyncConnection | None = None
+    ) -> StepContext[Any]:
         s = self.state
         # Private copies: a step cannot change the run's data except by returning its output.
-        data = json.loads(json.dumps(merged_data(s.input, s.outputs, self._order)))
+        data = _private(merged_data(s.input, s.outputs, self._order))
         view = RunView(s.input, s.outputs, self._order, step.index, self.saga.input_type)
         return StepContext(
             saga_id=s.id,
@@ -218,6 +219,7 @@ class Runner:
             compensating=compensating,
             compensation_cause=s.compensation_cause if compensating else None,
             error=s.error,
+            _session=session,
             _run=view,
         )
 
@@ -284,19 +286,19 @@ class Runner:
         interruptible: bool,
         deadline: datetime | None,
     ) -> Progress:
-        ctx = self._context(step, compensating)
         call = (step, started, compensating, interruptible, deadline)
         span = self._tracer.attempt(self.state, step.name, compensating)
         try:
             if transactional:
 
                 async def attempt(session: AsyncConnection) -> Progress:
-                    output = await self._call(fn, replace(ctx, _session=session), *call)
+                    ctx = self._context(step, compensating, session)
+                    output = await self._call(fn, ctx, *call)
                     return ok(output, self._clock.now())
 
                 progress, committed = await self._patient.transaction(self.state, attempt)
             else:
-                output = await self._call(fn, ctx, *call)
+                output = await self._call(fn, self._context(step, compensating), *call)
                 progress = ok(output, self._clock.now())
                 committed = await self._patient.commit(self.state, progress)
         except (LeaseLostError, StaleStateError, asyncio.CancelledError, StoreFailure) as cut:
@@ -367,13 +369,15 @@ class Runner:
                 limit, deadline_first = remaining, True
         self._interruptible = interruptible
         token = _CURRENT.set(ctx)
+        scope: asyncio.Timeout | None = None
         try:
-            async with timers.timeout(self._clock, limit) as scope:
-                if self._hooks is not None:
-                    await self._hooks.before_attempt(ctx)
-                output = await fn(ctx)
+            if limit is None:
+                output = await self._run_action(fn, ctx)
+            else:
+                async with timers.timeout(self._clock, limit) as scope:
+                    output = await self._run_action(fn, ctx)
         except TimeoutError:
-            if not scope.expired():
+            if scope is None or not scope.expired():
                 raise
             if deadline_first:
                 raise _DeadlineHit() from None
@@ -398,6 +402,11 @@ class Runner:
         if self._hooks is not None:
             await self._hooks.after_action(ctx, checked)
         return checked
+
+    async def _run_action(self, fn: Callable[[StepContext], Any], ctx: StepContext) -> Any:
+        if self._hooks is not None:
+            await self._hooks.before_attempt(ctx)
+        return await fn(ctx)
 
     async def _commit(self, progress: Progress) -> Progress:
         self._applied(progress, await self._patient.commit(self.state, progress))
@@ -449,6 +458,19 @@ def _check_output(step: Step, output: object) -> Mapping[str, Any] | None:
 
 
 _SCALARS = (int, bool, type(None))
+_IMMUTABLE = (str, int, float, bool, type(None))
+
+
+def _private(data: dict[str, Any]) -> dict[str, Any]:
+    """A copy of the merged data no step can change the run's data through.
+
+    ``data`` is a new dict already: only nested lists and objects need copying (JSON, the
+    fastest deep copy of JSON values here); most runs' data is flat and is used as it is.
+    """
+    for value in data.values():
+        if type(value) not in _IMMUTABLE:
+            return json.loads(json.dumps(data))  # type: ignore[no-any-return]
+    return data
 
 
 def _json_problem(value: object, path: str) -> str | None:

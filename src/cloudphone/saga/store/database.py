@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -25,9 +25,18 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import URL, Connection, Dialect, ExceptionContext, make_url
+from sqlalchemy.engine import (
+    URL,
+    Connection,
+    Dialect,
+    Engine,
+    ExceptionContext,
+    Transaction,
+    make_url,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
+from sqlalchemy.util.concurrency import greenlet_spawn
 
 from cloudphone.saga.errors import DatabaseUnavailableError, NestedWriteError
 from cloudphone.saga.store import sqlite_inline
@@ -114,7 +123,7 @@ class Database:
                 the busy timeout (the engine waits that out as an outage).
         """
         if self._write_lock is None:
-            async with self.engine.begin() as conn:
+            async with _transaction(self.engine) as conn:
                 yield conn
             return
         if self.writing():
@@ -129,7 +138,7 @@ class Database:
             writing = _Writing(self._file)
             token = _WRITING.set(writing)
             try:
-                async with self.engine.begin() as conn:
+                async with _transaction(self.engine) as conn:
                     yield conn
             except Exception as error:
                 if sqlite_inline.sqlite_busy(getattr(error, "orig", None) or error):
@@ -155,15 +164,70 @@ class Database:
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
         """A read-only transaction (on SQLite it does not take the write lock)."""
-        async with self.engine.connect() as conn:
-            await conn.execution_options(**{_READ_ONLY: True})
-            async with conn.begin():
-                yield conn
+        async with _transaction(self.engine, read_only=True) as conn:
+            yield conn
 
     async def dispose(self) -> None:
         """Close pooled connections (only if this object created the engine)."""
         if self._owns_engine:
             await self.engine.dispose()
+
+
+@asynccontextmanager
+async def _transaction(
+    engine: AsyncEngine, read_only: bool = False
+) -> AsyncIterator[AsyncConnection]:
+    """``engine.begin()`` in two greenlet hops: checkout and BEGIN, then COMMIT and checkin.
+
+    SQLAlchemy's own takes five (connect, begin, the transaction's exit, close) and a task to
+    run the close in; a transactional step pays them all. The block's end is the same: the
+    transaction begun here commits (rolls back if the block raised), then the connection goes
+    back to the pool, which rolls back anything begun after that commit.
+    """
+    sync, transaction = await greenlet_spawn(_open, engine.sync_engine, read_only)
+    conn = AsyncConnection(engine, sync)
+    try:
+        yield conn
+    except BaseException:
+        await _to_completion(greenlet_spawn(_end, sync, transaction, False))
+        raise
+    await greenlet_spawn(_end, sync, transaction, True)
+
+
+def _open(engine: Engine, read_only: bool) -> tuple[Connection, Transaction]:
+    conn = engine.connect()
+    try:
+        if read_only:
+            conn.execution_options(**{_READ_ONLY: True})
+        return conn, conn.begin()
+    except BaseException:
+        conn.close()
+        raise
+
+
+def _end(conn: Connection, transaction: Transaction, commit: bool) -> None:
+    try:
+        if transaction.is_active:
+            if commit:
+                transaction.commit()
+            else:
+                transaction.rollback()
+    finally:
+        conn.close()
+
+
+async def _to_completion(cleanup: Coroutine[Any, Any, None]) -> None:
+    """Run ``cleanup`` to its end even if this task is cancelled meanwhile (then re-raise)."""
+    task = asyncio.ensure_future(cleanup)
+    cancelled: asyncio.CancelledError | None = None
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError as error:
+            cancelled = error
+    if cancelled is not None:
+        raise cancelled
+    task.result()
 
 
 def _create_engine(

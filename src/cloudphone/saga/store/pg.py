@@ -38,14 +38,17 @@ from cloudphone.saga.store.disconnects import (
 )
 from cloudphone.saga.store.pg_sql import (
     CLAIM_SQL,
+    COMMIT_ONE_SQL,
     COMMIT_SQL,
     FIND_SQL,
     GET_SQL,
     HEARTBEAT_SQL,
+    INSERT_ONE_SQL,
     INSERT_SQL,
     Written,
+    insert_args,
     insert_item,
-    iso,
+    progress_args,
     progress_item,
     run_from_record,
     type_arrays,
@@ -56,6 +59,22 @@ SERVER_SETTINGS = {
     # Our statements are few and simple: plan once per connection, not per call.
     "plan_cache_mode": "force_generic_plan",
 }
+
+
+async def _keep_session(_conn: asyncpg.Connection) -> None:
+    """Release a connection to the pool without asyncpg's reset query.
+
+    The pool runs only this module's statements, which change no session state, so the reset
+    (advisory unlocks, ``CLOSE ALL``, ``UNLISTEN *``, ``RESET ALL``) was one more round trip and
+    transaction per claim, renewal and read. asyncpg still rolls back an open transaction
+    before calling this.
+    """
+
+
+_Commit = tuple[str, int, Progress, "int | None"]
+"""A queued progress write: run id, epoch, progress, the ``last_seq`` it is fenced by."""
+_Insert = tuple[Mapping[str, Any], dict[str, Any], bool]
+"""A queued start: the new run's column values, its start event's detail, whether to NOTIFY."""
 
 
 def _is_fatal(error: BaseException) -> bool:
@@ -97,12 +116,10 @@ class PgFastPath:
         # pool takes a proxy back by itself when its connection dies, and a proxy used after
         # that raises "connection has been released back to the pool" forever.
         self._held: dict[str, asyncpg.Connection] = {}
-        self._commits: Batcher[dict[str, Any], Written | None] = Batcher(
+        self._commits: Batcher[_Commit, Written | None] = Batcher(
             self._flush_commits, is_fatal=_is_fatal
         )
-        self._inserts: Batcher[dict[str, Any], bool] = Batcher(
-            self._flush_inserts, is_fatal=_is_fatal
-        )
+        self._inserts: Batcher[_Insert, bool] = Batcher(self._flush_inserts, is_fatal=_is_fatal)
 
     async def pool(self) -> asyncpg.Pool:
         """The pool, created on first use (and again after a failed creation)."""
@@ -118,6 +135,7 @@ class PgFastPath:
                     max_size=self._max_size,
                     timeout=CONNECT_TIMEOUT,
                     server_settings=SERVER_SETTINGS,
+                    reset=_keep_session,
                 )
         return self._pool
 
@@ -165,9 +183,8 @@ class PgFastPath:
     ) -> Written | None:
         """Commit progress with the next group; None if fenced off (epoch or ``seq``)."""
         # The lease end is stamped at flush time (see _flush_commits).
-        item = progress_item(run_id, epoch, progress, progress.now + self._lease, seq)
         try:
-            return await self._commits.submit(item)
+            return await self._commits.submit((run_id, epoch, progress, seq))
         except Exception as error:
             _unavailable(error, "progress write")
             raise
@@ -182,14 +199,21 @@ class PgFastPath:
     ) -> Written | None:
         """Commit progress inside the caller's transaction (a transactional step)."""
         until = self._clock.now() + self._lease
-        payload = json.dumps([progress_item(run_id, epoch, progress, until, seq)])
-        raw = await conn.get_raw_connection()
+        sync = conn.sync_connection
+        if sync is not None and not sync.closed and not sync.invalidated:
+            raw = sync.connection  # checked out and live: no I/O, so no greenlet hop
+        else:
+            raw = await conn.get_raw_connection()
         driver = raw.driver_connection
         if isinstance(driver, asyncpg.Connection):
-            # Straight to the driver: same connection, so the same transaction (or, when the
-            # step wrote nothing and no transaction began, an atomic statement of its own).
+            if not driver.is_in_transaction():
+                # The step sent nothing (no transaction began): its record is an atomic
+                # statement of its own either way, so it may share the next group commit.
+                return await self.commit(run_id, epoch, progress, seq)
+            # Straight to the driver: same connection, so the same transaction.
+            args = progress_args(run_id, epoch, progress, until, seq)
             try:
-                rows = await driver.fetch(COMMIT_SQL, payload, [run_id])
+                rows = await driver.fetch(COMMIT_ONE_SQL, *args)
             except Exception as error:
                 if not isinstance(error, asyncpg.PostgresError) or driver_error_unavailable(error):
                     # SQLAlchemy did not see this error: tell its pool the connection is dead.
@@ -197,6 +221,7 @@ class PgFastPath:
                 _unavailable(error, "progress write")
                 raise
         else:
+            payload = json.dumps([progress_item(run_id, epoch, progress, until, seq)])
             result = await conn.execute(
                 text(COMMIT_SQL.replace("$1", ":batch").replace("$2", ":ids")),
                 {"batch": payload, "ids": [run_id]},
@@ -204,30 +229,37 @@ class PgFastPath:
             rows = [dict(r._mapping) for r in result]
         return _written(rows[0]) if rows else None
 
-    async def _flush_commits(self, items: Sequence[dict[str, Any]]) -> list[Written | None]:
-        until = iso(self._clock.now() + self._lease)
-        for item in items:
-            if item["keep_lease"]:
-                item["lease_expires_at"] = until
-        ids = [item["id"] for item in items]
-        rows = await self._fetch_held("commits", COMMIT_SQL, json.dumps(items), ids)
+    async def _flush_commits(self, items: Sequence[_Commit]) -> list[Written | None]:
+        until = self._clock.now() + self._lease
+        if len(items) == 1:
+            run_id, epoch, progress, seq = items[0]
+            args = progress_args(run_id, epoch, progress, until, seq)
+            rows = await self._fetch_held("commits", COMMIT_ONE_SQL, *args)
+        else:
+            batch = [progress_item(r, e, p, until, seq) for r, e, p, seq in items]
+            ids = [run_id for run_id, *_rest in items]
+            rows = await self._fetch_held("commits", COMMIT_SQL, json.dumps(batch), ids)
         held = {(r["id"], r["epoch"]): _written(r) for r in rows}
-        return [held.get((item["id"], item["epoch"])) for item in items]
+        return [held.get((run_id, epoch)) for run_id, epoch, *_rest in items]
 
     # -- starts -------------------------------------------------------------------------
 
     async def insert(self, values: Mapping[str, Any], detail: dict[str, Any], notify: bool) -> bool:
         """Insert a run with the next group; False when its idempotency key exists."""
         try:
-            return await self._inserts.submit(insert_item(values, detail, notify))
+            return await self._inserts.submit((values, detail, notify))
         except Exception as error:
             _unavailable(error, "start")
             raise
 
-    async def _flush_inserts(self, items: Sequence[dict[str, Any]]) -> list[bool]:
-        rows = await self._fetch_held("inserts", INSERT_SQL, json.dumps(items))
+    async def _flush_inserts(self, items: Sequence[_Insert]) -> list[bool]:
+        if len(items) == 1:
+            rows = await self._fetch_held("inserts", INSERT_ONE_SQL, *insert_args(*items[0]))
+        else:
+            batch = json.dumps([insert_item(*item) for item in items])
+            rows = await self._fetch_held("inserts", INSERT_SQL, batch)
         inserted = {r["id"] for r in rows}
-        return [item["id"] in inserted for item in items]
+        return [values["id"] in inserted for values, _detail, _notify in items]
 
     # -- claims, leases, reads ----------------------------------------------------------
 
