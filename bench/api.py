@@ -248,8 +248,12 @@ def main() -> None:
     )
     parser.add_argument("--workers", type=int, default=1, help="worker processes (not embedded)")
     parser.add_argument("--pool", type=int, default=10, help="PostgreSQL pool per process")
-    parser.add_argument("--db", choices=["postgres", "sqlite"], default="postgres",
-                        help="a fresh PostgreSQL database, or a fresh SQLite file")
+    parser.add_argument(
+        "--db",
+        choices=["postgres", "sqlite"],
+        default="postgres",
+        help="a fresh PostgreSQL database, or a fresh SQLite file",
+    )
     parser.add_argument("--database-url", help="existing PostgreSQL (default: a fresh database)")
     parser.add_argument("--save", type=Path, help="append the result as a JSON line to this file")
     args = parser.parse_args()

@@ -118,9 +118,7 @@ class Recorder:
             self.statements.append((statement, params))
 
 
-async def measure(
-    client: httpx.AsyncClient, path: str, repeat: int
-) -> tuple[float, float, float]:
+async def measure(client: httpx.AsyncClient, path: str, repeat: int) -> tuple[float, float, float]:
     times = []
     for _ in range(repeat):
         answer = await client.get(path)

@@ -91,8 +91,9 @@ def pg_commits(url: str) -> int:
         return int(row[0])
 
 
-async def throughput(engine: SagaEngine, saga: Saga, n: int, concurrency: int,
-                     url: str, pad: str = "") -> dict[str, float]:
+async def throughput(
+    engine: SagaEngine, saga: Saga, n: int, concurrency: int, url: str, pad: str = ""
+) -> dict[str, float]:
     counter = count_commits(engine)
     async with engine.worker(concurrency=concurrency):
         await asyncio.sleep(0.5)  # let the worker's start-up reclaim and first idle poll pass
@@ -111,15 +112,21 @@ async def throughput(engine: SagaEngine, saga: Saga, n: int, concurrency: int,
             await asyncio.sleep(0.05)
             async with engine.db.read() as conn:
                 done = await conn.scalar(
-                    sa.select(sa.func.count()).select_from(saga_runs).where(
-                        saga_runs.c.saga_type == saga.name, saga_runs.c.status == "COMPLETED"))
+                    sa.select(sa.func.count())
+                    .select_from(saga_runs)
+                    .where(saga_runs.c.saga_type == saga.name, saga_runs.c.status == "COMPLETED")
+                )
         elapsed = time.perf_counter() - started
         cpu = time.process_time() - cpu_started
         counted = counter[0] - counted_before
         pg_delta = pg_commits(url) - pg_before - 2 if engine.db.is_postgres else 0
-    return {"sagas_per_s": n / elapsed, "elapsed_s": elapsed, "cpu_ms_per_saga": cpu / n * 1000,
-            "commits_per_saga_counted": counted / n,
-            "xact_commit_per_saga": pg_delta / n if engine.db.is_postgres else float("nan")}
+    return {
+        "sagas_per_s": n / elapsed,
+        "elapsed_s": elapsed,
+        "cpu_ms_per_saga": cpu / n * 1000,
+        "commits_per_saga_counted": counted / n,
+        "xact_commit_per_saga": pg_delta / n if engine.db.is_postgres else float("nan"),
+    }
 
 
 async def latency(engine: SagaEngine, saga: Saga, n: int) -> dict[str, float]:
@@ -132,8 +139,10 @@ async def latency(engine: SagaEngine, saga: Saga, n: int) -> dict[str, float]:
             await engine.wait(saga_id, timeout=timedelta(seconds=30))
             samples.append((time.perf_counter() - t0) * 1000)
     samples.sort()
-    return {"p50_ms": statistics.median(samples),
-            "p99_ms": samples[min(len(samples) - 1, int(len(samples) * 0.99))]}
+    return {
+        "p50_ms": statistics.median(samples),
+        "p99_ms": samples[min(len(samples) - 1, int(len(samples) * 0.99))],
+    }
 
 
 ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -162,10 +171,18 @@ async def main() -> None:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--latency-samples", type=int, default=300)
     parser.add_argument("--trace", action="store_true", help="OpenTelemetry spans on")
-    parser.add_argument("--sqlite-driver", choices=["inline", "aiosqlite"], default="inline",
-                        help="SQLite: the engine's inline driver or SQLAlchemy's stock aiosqlite")
-    parser.add_argument("--input-kb", type=int, default=0,
-                        help="pad each saga's input with this many KiB (the throughput run)")
+    parser.add_argument(
+        "--sqlite-driver",
+        choices=["inline", "aiosqlite"],
+        default="inline",
+        help="SQLite: the engine's inline driver or SQLAlchemy's stock aiosqlite",
+    )
+    parser.add_argument(
+        "--input-kb",
+        type=int,
+        default=0,
+        help="pad each saga's input with this many KiB (the throughput run)",
+    )
     args = parser.parse_args()
     url = database_url(args.db)
     saga = build_saga(f"bench_{uuid.uuid4().hex[:6]}")
@@ -185,13 +202,19 @@ async def main() -> None:
         if args.db == "postgres":
             drop_database(url)
     driver = f" driver={args.sqlite_driver}" if args.db == "sqlite" else ""
-    print(f"db={args.db}{driver} sagas={args.sagas} concurrency={args.concurrency} "
-          f"trace={args.trace} input_kb={args.input_kb}")
-    print(f"  throughput: {thr['sagas_per_s']:.0f} sagas/s ({thr['elapsed_s']:.2f} s), "
-          f"CPU {thr['cpu_ms_per_saga']:.3f} ms per saga (this process, all threads)")
+    print(
+        f"db={args.db}{driver} sagas={args.sagas} concurrency={args.concurrency} "
+        f"trace={args.trace} input_kb={args.input_kb}"
+    )
+    print(
+        f"  throughput: {thr['sagas_per_s']:.0f} sagas/s ({thr['elapsed_s']:.2f} s), "
+        f"CPU {thr['cpu_ms_per_saga']:.3f} ms per saga (this process, all threads)"
+    )
     print(f"  latency (one at a time): p50 {lat['p50_ms']:.2f} ms, p99 {lat['p99_ms']:.2f} ms")
-    print(f"  write commits per saga (counted on engine connections): "
-          f"{thr['commits_per_saga_counted']:.2f}")
+    print(
+        f"  write commits per saga (counted on engine connections): "
+        f"{thr['commits_per_saga_counted']:.2f}"
+    )
     if args.db == "postgres":
         print(f"  pg_stat_database.xact_commit per saga: {thr['xact_commit_per_saga']:.2f}")
 

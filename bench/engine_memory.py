@@ -56,8 +56,9 @@ async def main() -> None:
         cpu = time.process_time() - started
     done = [await engine.get(saga_id) for saga_id in ids]
     assert all(run.status.value == "COMPLETED" for run in done)
-    print(f"sagas={args.sagas} input_kb={args.input_kb}: "
-          f"CPU {cpu / args.sagas * 1e6:.0f} us per saga")
+    print(
+        f"sagas={args.sagas} input_kb={args.input_kb}: CPU {cpu / args.sagas * 1e6:.0f} us per saga"
+    )
 
 
 if __name__ == "__main__":
