@@ -14,8 +14,9 @@ One ``install`` operation is one user's story over HTTP, driven by its own seede
    (202 or 409 ``device_not_running``), unless it is one of the last: those stay, and the
    checks ask them over ADB what they have.
 
-The story's users are ``<user>-apps`` (the plan's user with a suffix), so their devices do not
-compete with the ``device`` stories for the quota of two. A device being restarted (its agent
+The story's users are ``<user>-apps0`` and ``<user>-apps1`` (two per user of the plan), so their
+devices do not compete with the ``device`` stories for the quota of two, and seldom with
+each other. A device being restarted (its agent
 SIGKILLed) or deleted answers 409 ``device_not_running``: the user waits until it runs again
 and asks again. Any other refusal is unexpected.
 """
@@ -44,13 +45,13 @@ INSTALL = "POST /devices/{id}/apps"
 UNINSTALL = "DELETE /devices/{id}/apps/{package}"
 BUSY = "installation_busy"
 NOT_RUNNING = "device_not_running"
-QUOTA_WAIT = 60.0
+QUOTA_WAIT = 30.0
 """Longest a user waits for the quota to let one more device in."""
 
 
 def owner(op: Operation) -> str:
-    """The story's user (the plan's, suffixed: its quota is its own)."""
-    return f"{op.user}-apps"
+    """The story's user: one of two per plan's user, with quotas of their own."""
+    return f"{op.user}-apps{op.number % 2}"
 
 
 async def install(client: Client, op: Operation, rng: random.Random, ctx: Context) -> None:
