@@ -167,8 +167,8 @@ async def _lane(
 def _apply(stack: SoakStack, fault: Fault, workers: list[str]) -> str:
     """One fault, blocking (run in a thread)."""
     if fault.kind == "kill_worker":
-        # Every other kill waits (a little) for a worker in the middle of an install.
-        installing = installing_worker(stack, within=5.0) if fault.pick % 2 == 0 else None
+        # A kill waits (2.5 s at most) for a worker in the middle of an install, and hits it.
+        installing = installing_worker(stack, within=2.5)
         name, during = installing or (workers[fault.pick % len(workers)], "")
         pid = stack.workers[name].pid
         stack.kill_worker(name)
