@@ -32,6 +32,7 @@ import httpx
 
 from tests.chaos.soak_checks import Check, observed, run_checks, unsettled
 from tests.chaos.soak_client import Client
+from tests.chaos.soak_install_checks import DURING_INSTALL, install_checks, installing_worker
 from tests.chaos.soak_load import run_load
 from tests.chaos.soak_plan import PROFILES, Fault, Plan, Profile, plan
 from tests.support.soak_stack import SoakStack, soak_stack
@@ -119,7 +120,8 @@ def _fault_summary(faults: list[dict[str, Any]]) -> str:
 def _client_summary(clients: dict[str, Any]) -> str:
     keys = ("unavailable_retried", "connection_errors_retried", "idempotent_replays")
     shown = ", ".join(f"{key} {clients.get(key, 0)}" for key in keys)
-    return f"{shown}, unexpected answers {len(clients.get('unexpected', []))}"
+    seen = "".join(f"; {what} {n}" for what, n in clients.get("seen", {}).items())
+    return f"{shown}, unexpected answers {len(clients.get('unexpected', []))}{seen}"
 
 
 LANES = {"restart_postgres": "outages", "kill_api": "outages", "s3_outage": "outages",
@@ -165,10 +167,12 @@ async def _lane(
 def _apply(stack: SoakStack, fault: Fault, workers: list[str]) -> str:
     """One fault, blocking (run in a thread)."""
     if fault.kind == "kill_worker":
-        name = workers[fault.pick % len(workers)]
+        # A kill waits (2.5 s at most) for a worker in the middle of an install, and hits it.
+        installing = installing_worker(stack, within=2.5)
+        name, during = installing or (workers[fault.pick % len(workers)], "")
         pid = stack.workers[name].pid
         stack.kill_worker(name)
-        return f"{name} pid {pid} -> {stack.workers[name].pid}"
+        return f"{name} pid {pid} -> {stack.workers[name].pid}{during}"
     if fault.kind == "kill_api":
         pid = stack.api.pid
         stack.kill_api()
@@ -226,6 +230,7 @@ async def soak(profile: Profile, seed: int, workdir: Path) -> Report:
         report.observed = await asyncio.to_thread(observed, stack)
         report.sagas = report.observed["saga runs"]
         report.checks = await asyncio.to_thread(run_checks, stack)
+        report.checks += await asyncio.to_thread(install_checks, stack)
         report.checks[:0] = [
             Check(
                 "active sagas / devices in flux / payments PENDING after the drain",
@@ -236,6 +241,7 @@ async def soak(profile: Profile, seed: int, workdir: Path) -> Report:
             Check("unexpected HTTP answers", len(client.tally.unexpected), "0",
                   not client.tally.unexpected, "; ".join(client.tally.unexpected[:5])),
             _fault_floor(report.faults, profile),
+            _kills_during_installs(report.faults, profile),
         ]  # fmt: skip
     report.seconds["total"] = time.monotonic() - t0
     return report
@@ -249,6 +255,15 @@ def _fault_floor(done: list[dict[str, Any]], profile: Profile) -> Check:
     return Check("faults injected as planned (and recovered from)", sum(counts.values()),
                  str(sum(profile.faults.values())), not short and not failed,
                  f"missing {short}; " + "; ".join(failed))  # fmt: skip
+
+
+def _kills_during_installs(done: list[dict[str, Any]], profile: Profile) -> Check:
+    """A worker SIGKILL landed while that worker ran an install (if installs and 4+ kills)."""
+    landed = sum(DURING_INSTALL in f["detail"] for f in done if f["kind"] == "kill_worker")
+    planned = profile.operations.get("install", 0) and profile.faults.get("kill_worker", 0) >= 4
+    wanted = 1 if planned else 0
+    return Check("worker kills while that worker ran an install or uninstall", landed,
+                 f">= {wanted}", landed >= wanted)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

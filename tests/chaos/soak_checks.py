@@ -59,6 +59,10 @@ OBSERVED = {
     "refunds": "SELECT 'all', status, count(*) FROM refunds GROUP BY 1, 2",
     "applications": "SELECT 'all', status, count(*) FROM applications GROUP BY 1, 2",
     "devices": "SELECT 'all', status, count(*) FROM devices GROUP BY 1, 2",
+    "installations": "SELECT 'all', status, count(*) FROM device_apps GROUP BY 1, 2",
+    "install saga events": "SELECT r.saga_type, e.kind, count(*) FROM saga_events e "
+    "JOIN saga_runs r ON r.id = e.saga_id WHERE r.saga_type IN ('app_install', 'app_uninstall') "
+    "GROUP BY 1, 2",
 }
 """What the run did, counted (evidence that the faults bit: takeovers, failures, retries)."""
 

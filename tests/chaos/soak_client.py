@@ -41,6 +41,8 @@ class Tally:
     """Answers no route should give (5xx but 503, or a status outside the route's)."""
     saga_ids: set[str] = field(default_factory=set)
     """Every saga started over HTTP."""
+    seen: Counter[str] = field(default_factory=Counter)
+    """Outcomes of the stories worth counting (install races, uploads undone...)."""
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready."""
@@ -51,6 +53,7 @@ class Tally:
             "idempotent_replays": self.replays,
             "unexpected": self.unexpected[:50],
             "sagas_started_over_http": len(self.saga_ids),
+            "seen": dict(sorted(self.seen.items())),
         }
 
 
@@ -169,6 +172,38 @@ class Client:
             if status in statuses or time.monotonic() > deadline:
                 return status
             await asyncio.sleep(0.3)  # polling the device's status: a user has no event either
+
+    async def new_device(self, user: str, name: str, *, replay: bool = False) -> str | None:
+        """``POST /devices`` (a small device); its id, or None when the quota refused it (409)."""
+        response = await self.started(
+            "POST", "/devices", user, route="POST /devices", replay=replay, allowed=(202, 409),
+            json={"name": name, "cpu": 0.5, "memory_mb": 256},
+        )  # fmt: skip
+        if response.status_code != 202:
+            return None  # 409 quota_exceeded: refused synchronously, nothing created
+        return str(response.json()["device"]["id"])
+
+    async def delete_device(self, user: str, device_id: str) -> None:
+        """``DELETE /devices/{id}``, asked again while 409 (being created or restarted)."""
+        for _ in range(20):
+            deleted = await self.send(
+                "DELETE", f"/devices/{device_id}", user, route="DELETE /devices/{id}",
+                allowed=(202, 409),
+            )  # fmt: skip
+            if deleted.status_code == 202:
+                self.tally.saga_ids.add(deleted.json()["saga_id"])
+                return
+            # 409: still being created or restarted; ask again once it settles.
+            await self.device_until(user, device_id, {"RUNNING", "STOPPED", "ERROR"}, within=30)
+        self.tally.unexpected.append(f"device {device_id}: DELETE refused 20 times")
+
+
+def refusal(response: httpx.Response) -> str:
+    """The ``code`` of an error answer (empty when the body is not one)."""
+    try:
+        return str(response.json()["error"]["code"])
+    except (ValueError, KeyError, TypeError):
+        return ""
 
 
 def saga_of(body: dict[str, Any]) -> str:

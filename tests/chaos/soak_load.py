@@ -10,7 +10,9 @@ Each operation is one user's story over HTTP, driven by its own seeded generator
 * ``upload`` — an APK (a few of them large: multipart), sometimes a second version, sometimes
   the same version again (refused), sometimes the same request twice;
 * ``device`` — a device created (two at once now and then, against a quota of two) and, unless
-  it is one of the last, deleted once it runs.
+  it is one of the last, deleted once it runs;
+* ``install`` — applications put on a user's running device, upgraded, raced, uninstalled,
+  and the device deleted with them (:mod:`tests.chaos.soak_installs`).
 
 A repeated Idempotency-Key must answer the first request's saga (:meth:`Client.started`).
 """
@@ -23,6 +25,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 
 from tests.chaos.soak_client import Client
+from tests.chaos.soak_installs import install
 from tests.chaos.soak_plan import Operation, Plan
 from tests.support.apk_builder import build_apk_bytes
 from tests.support.apps_http import multipart
@@ -144,30 +147,19 @@ async def device(client: Client, op: Operation, rng: random.Random, ctx: Context
 
 
 async def _device(client: Client, op: Operation, i: int, rng: random.Random, ctx: Context) -> None:
-    response = await client.started(
-        "POST", "/devices", op.user, route="POST /devices", replay=rng.random() < 0.1,
-        allowed=(202, 409), json={"name": f"d{op.number}-{i}", "cpu": 0.5, "memory_mb": 256},
-    )  # fmt: skip
-    if response.status_code != 202:
-        return  # 409 quota_exceeded: refused synchronously, nothing created
-    device_id = response.json()["device"]["id"]
+    name = f"d{op.number}-{i}"
+    device_id = await client.new_device(op.user, name, replay=rng.random() < 0.1)
+    if device_id is None:
+        return
     status = await client.device_until(op.user, device_id, {"RUNNING", "ERROR", "STOPPED"})
     if status == "ERROR" or (op.at > ctx.last_quarter and rng.random() < 0.5):
         return  # creation undone, or kept: the checks compare live devices with the quota
-    for _ in range(20):
-        deleted = await client.send(
-            "DELETE", f"/devices/{device_id}", op.user, route="DELETE /devices/{id}",
-            allowed=(202, 409),
-        )  # fmt: skip
-        if deleted.status_code == 202:
-            client.tally.saga_ids.add(deleted.json()["saga_id"])
-            return
-        # 409: still being created or restarted; ask again once it settles.
-        await client.device_until(op.user, device_id, {"RUNNING", "STOPPED", "ERROR"}, within=30)
-    client.tally.unexpected.append(f"device {device_id}: DELETE refused 20 times")
+    await client.delete_device(op.user, device_id)
 
 
-STORIES: dict[str, Story] = {"demo": demo, "payment": payment, "upload": upload, "device": device}
+STORIES: dict[str, Story] = {
+    "demo": demo, "payment": payment, "upload": upload, "device": device, "install": install,
+}  # fmt: skip
 
 
 async def run_load(client: Client, schedule: Plan, started: float) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-OPERATIONS = ("demo", "payment", "upload", "device")
+OPERATIONS = ("demo", "payment", "upload", "device", "install")
 """Kinds of user operation (see ``soak_load``)."""
 
 
@@ -40,7 +40,7 @@ class Profile:
 CI = Profile(
     name="ci",
     window=75.0,
-    operations={"demo": 190, "payment": 45, "upload": 45, "device": 20},
+    operations={"demo": 190, "payment": 45, "upload": 45, "device": 20, "install": 24},
     faults={
         "kill_worker": 10,
         "kill_api": 1,
@@ -57,7 +57,7 @@ CI = Profile(
 LONG = Profile(
     name="long",
     window=540.0,
-    operations={"demo": 1150, "payment": 300, "upload": 300, "device": 130},
+    operations={"demo": 1150, "payment": 300, "upload": 300, "device": 130, "install": 150},
     faults={
         "kill_worker": 40,
         "kill_api": 1,
@@ -76,7 +76,7 @@ LONG = Profile(
 SMOKE = Profile(
     name="smoke",
     window=20.0,
-    operations={"demo": 30, "payment": 8, "upload": 8, "device": 4},
+    operations={"demo": 30, "payment": 8, "upload": 8, "device": 4, "install": 4},
     faults={"kill_worker": 2, "kill_api": 1, "restart_postgres": 1, "s3_outage": 1,
             "kill_device": 1, "stripe_error": 1, "stripe_lost_answer": 1},
     min_sagas=40,
