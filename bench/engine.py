@@ -146,6 +146,12 @@ def database_url(kind: str) -> str:
     return f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
 
 
+def drop_database(url: str) -> None:
+    name = sa.make_url(url).database
+    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--db", choices=["sqlite", "postgres"], default="postgres")
@@ -173,6 +179,8 @@ async def main() -> None:
     finally:
         await engine.close()
         await engine.db.engine.dispose()
+        if args.db == "postgres":
+            drop_database(url)
     driver = f" driver={args.sqlite_driver}" if args.db == "sqlite" else ""
     print(f"db={args.db}{driver} sagas={args.sagas} concurrency={args.concurrency} "
           f"trace={args.trace} input_kb={args.input_kb}")
