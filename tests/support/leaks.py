@@ -5,7 +5,10 @@ COMPENSATING is claimed by the next test that starts a worker there: its steps t
 that test's runtime, store or provider (an extra container, object or refund). After each test
 that used a shared database, ``check_shared`` finds the runs still active there and retires
 them (FAILED and resolved, epoch bumped so a worker still holding one cannot write to it); the
-test fails, naming them, if any is of a saga type another test's worker may have.
+test fails, naming them, if any is of a saga type another test's worker may have (a type
+without the test's ``unique`` suffix, unless the test is marked ``leaves_runs(why)``: rows no
+worker can claim, such as orphans of a version nobody registers). Fixtures that own a worker
+``drain`` before they stop it.
 """
 
 from __future__ import annotations
