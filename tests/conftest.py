@@ -12,6 +12,7 @@ import pytest
 
 from cloudphone.saga import Saga, SagaEngine
 from tests.support.databases import create_postgres_database, drop_postgres_database
+from tests.support.leaks import SHARED_DATABASE_FIXTURES, check_shared
 
 ENGINE_DEFAULTS: dict[str, Any] = {
     "lease": timedelta(seconds=2),
@@ -25,6 +26,44 @@ def postgres_url() -> Iterator[str]:
     url = create_postgres_database()
     yield url
     drop_postgres_database(url)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "leaves_runs(why): the test leaves active runs no worker can claim (retired quietly)",
+    )
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Keep each phase's report on the item (the leak check spares tests that failed)."""
+    report = yield
+    item.stash.setdefault(_REPORTS, {})[report.when] = report
+    return report
+
+
+_REPORTS = pytest.StashKey[dict[str, pytest.TestReport]]()
+
+
+@pytest.fixture(autouse=True)
+def no_active_runs_left(request: pytest.FixtureRequest, unique: str) -> Iterator[None]:
+    """Retire the runs a test leaves active on a shared database; fail it if others could run them.
+
+    Set up before the test's own fixtures, so this runs after its engines, workers and
+    servers have stopped; ``unique`` is the test's own (saga types named with it are private).
+    See tests/support/leaks.py.
+    """
+    yield
+    for name in SHARED_DATABASE_FIXTURES:
+        if name not in request.fixturenames:
+            continue
+        left = check_shared(request.getfixturevalue(name), request.node.nodeid, unique)
+        reports = request.node.stash.get(_REPORTS, {})
+        expected = request.node.get_closest_marker("leaves_runs") is not None
+        if left and not expected and all(r.passed for r in reports.values()):
+            listed = "\n  ".join(str(run) for run in left)
+            pytest.fail(f"runs left active on the shared database {name}:\n  {listed}")
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -11,13 +11,14 @@ import json
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
 from sqlalchemy.engine import make_url
 
-from tests.support.databases import postgres_admin_url
+from tests.support.databases import drop_postgres_database, postgres_admin_url
 
 pytestmark = pytest.mark.postgres
 
@@ -31,6 +32,16 @@ def databases_named(prefix: str) -> list[str]:
             "SELECT datname FROM pg_database WHERE datname LIKE %s", (f"{prefix}%",)
         ).fetchall()
     return [row[0] for row in rows]
+
+
+@pytest.fixture
+def prefix() -> Iterator[str]:
+    """The run's database prefix; what a killed bench left is dropped after the test."""
+    name = f"peers_t{uuid.uuid4().hex[:6]}"
+    yield name
+    admin = make_url(postgres_admin_url())
+    for database in databases_named(name):
+        drop_postgres_database(admin.set(database=database).render_as_string(False))
 
 
 def bench(tmp_path: Path, prefix: str, *extra: str) -> subprocess.CompletedProcess[str]:
@@ -54,13 +65,12 @@ def bench(tmp_path: Path, prefix: str, *extra: str) -> subprocess.CompletedProce
         ],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=50,  # below the test's timeout, so the prefix fixture still drops what is left
         check=False,
     )
 
 
-def test_quick_run_measures_every_cell_and_drops_its_database(tmp_path: Path) -> None:
-    prefix = f"peers_t{uuid.uuid4().hex[:6]}"
+def test_quick_run_measures_every_cell_and_drops_its_database(tmp_path: Path, prefix: str) -> None:
     done = bench(tmp_path, prefix)
     assert done.returncode == 0, done.stdout + done.stderr
     report = json.loads((tmp_path / "run.json").read_text())
@@ -79,8 +89,7 @@ def test_quick_run_measures_every_cell_and_drops_its_database(tmp_path: Path) ->
     assert databases_named(prefix) == []
 
 
-def test_a_failed_child_still_drops_the_database(tmp_path: Path) -> None:
-    prefix = f"peers_t{uuid.uuid4().hex[:6]}"
+def test_a_failed_child_still_drops_the_database(tmp_path: Path, prefix: str) -> None:
     done = bench(tmp_path, prefix, "--child-timeout", "0.05")
     assert done.returncode != 0
     assert "TimeoutExpired" in done.stderr

@@ -9,6 +9,7 @@ to see what an interrupted upload left behind.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
@@ -17,6 +18,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +33,15 @@ from cloudphone.apps.storage.s3 import S3Storage
 ACCESS_KEY = "cloudphone-test"
 SECRET_KEY = "cloudphone-test-secret"
 REGION = "us-east-1"
-_ADMIN_GRPC_OFFSET = 10_008  # mini's maintenance worker dials admin port + 10000 regardless
+# weed's ports stay in 5000-19999: below the devices' port ranges (20000-29999: the defaults
+# and every test's) and the kernel's ephemeral range (32768-60999), where every outgoing
+# connection and each bind-to-port-0 helper takes its ports, so nothing else takes one while
+# weed is stopped and started again on the same ports. Eight ports base..base+7, base in
+# 10000-14990; the admin port base - 5000 (mini's maintenance worker dials admin port + 10000
+# for its gRPC, whatever the flag says), so admin gRPC is base + 5000.
+_BLOCKS = range(10_000, 15_000, 10)
+_ADMIN_BELOW = 5_000
+_ADMIN_GRPC_OFFSET = 10_000
 
 TEST_BUCKET = "cloudphone-test"
 PART_SIZE = 5 * 1024 * 1024
@@ -49,7 +59,8 @@ def weed_binary() -> str:
 
 
 def _ports(base: int) -> list[int]:
-    return [*range(base, base + 9), base + _ADMIN_GRPC_OFFSET]
+    admin = base - _ADMIN_BELOW
+    return [*range(base, base + 8), admin, admin + _ADMIN_GRPC_OFFSET]
 
 
 def _free(port: int) -> bool:
@@ -63,9 +74,9 @@ def _free(port: int) -> bool:
 
 
 def free_port_block() -> int:
-    """A base port whose block of 9 ports (and base + 10008) is free on 127.0.0.1."""
+    """A base port whose 8 ports, admin port and admin gRPC port are free on 127.0.0.1."""
     for _ in range(200):
-        base = random.randrange(20_000, 55_520, 10)
+        base = random.choice(_BLOCKS)
         if all(_free(p) for p in _ports(base)):
             return base
     raise RuntimeError("no free block of ports for weed")
@@ -113,8 +124,8 @@ class WeedServer:
             f"-volume.port.grpc={p + 5}",
             f"-filer.port={p + 6}",
             f"-filer.port.grpc={p + 7}",
-            f"-admin.port={p + 8}",
-            f"-admin.port.grpc={p + _ADMIN_GRPC_OFFSET}",
+            f"-admin.port={p - _ADMIN_BELOW}",
+            f"-admin.port.grpc={p - _ADMIN_BELOW + _ADMIN_GRPC_OFFSET}",
         ]
 
     def start(self, timeout: float = 30.0) -> None:
@@ -142,12 +153,31 @@ class WeedServer:
                 raise RuntimeError(f"weed exited during start:\n{self.log()}")
             try:
                 client.list_buckets()
-                return
+                if self._volumes_registered():
+                    return
+                raise RuntimeError("volumes not registered yet")
             except Exception:  # not listening or not ready yet
                 if time.monotonic() >= deadline:
                     self.stop(kill=True)
                     raise RuntimeError(f"weed not ready in {timeout}s:\n{self.log()}") from None
                 time.sleep(0.05)
+
+    def _volumes_registered(self) -> bool:
+        """Every volume on disk is known to the master again.
+
+        After a restart S3 answers before the volume server has registered its volumes, and
+        reading an object of a volume not registered yet is an InternalError.
+        """
+        for dat in self.directory.glob("*.dat"):
+            volume = dat.stem.rsplit("_", 1)[-1]
+            url = f"http://127.0.0.1:{self.port + 2}/dir/lookup?volumeId={volume}"
+            try:
+                with urllib.request.urlopen(url, timeout=2) as answer:
+                    if not json.load(answer).get("locations"):
+                        return False
+            except (OSError, ValueError):
+                return False
+        return True
 
     def stop(self, *, kill: bool = False, grace: float = 20.0) -> None:
         """Stop by pid: SIGKILL at once (``kill``, a crash) or SIGINT, then SIGKILL."""

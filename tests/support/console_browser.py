@@ -13,13 +13,18 @@ from tests.support.waiting import wait_sync
 
 
 def sign_in(page: Page, token: str, path: str = "/ui/") -> None:
-    """Open ``path``, land on the sign-in form, type the token and press Enter (no mouse)."""
+    """Open ``path``, land on the sign-in form, type the token and press Enter (no mouse).
+
+    Returns once the page has loaded: its deferred scripts (htmx, console.js) have run, so a
+    key pressed on a button opens its dialog (the URL alone changes before they run).
+    """
     page.goto(path)
     expect(page).to_have_url(re.compile(r"/ui/login\?next="))
     expect(page.locator("#token")).to_be_focused()
     page.keyboard.type(token)
     page.keyboard.press("Enter")
     expect(page).to_have_url(re.compile(re.escape(path) + "$"))
+    page.wait_for_load_state("load")
 
 
 def start_demo(api: httpx.Client, headers: dict[str, str], **body: Any) -> str:

@@ -19,7 +19,8 @@ Why these parts:
   magnitude smaller than Chart.js, canvas-based, and it styles through the CSSOM (no inline
   ``style`` attributes), which the CSP allows.
 * One ``console.js`` (no framework) for what htmx does not do: confirmation ``<dialog>`` s,
-  copy buttons, relative times, charts, and pausing polls while the tab is hidden.
+  copy buttons, relative times, charts, pausing polls while the tab is hidden, and holding
+  them while a confirmation is open or a field of the region has the focus.
 
 Every asset is a file under ``static/``; ``static/vendor/VENDORED.md`` lists each vendored
 file with its package, version, licence and checksum. Nothing loads from another origin.

@@ -241,6 +241,35 @@ def test_live_refresh_pauses_while_the_tab_is_hidden(page: Page, api: httpx.Clie
     expect(page.locator("body")).not_to_have_attribute("data-poll-paused", "true")
 
 
+def test_live_refresh_waits_while_a_confirmation_is_open(page: Page, api: httpx.Client) -> None:
+    """A poll during an open dialog is held; Escape gives the focus back, then it catches up."""
+    alice = bearer("alice")
+    saga_id = open_failed_saga(page, api, alice)
+    live = page.locator("#saga-live")
+    page.locator('[data-action="retry"]').focus()
+    page.keyboard.press("Enter")
+    expect(page.locator('[data-confirm-dialog="retry"]')).to_be_visible()
+    resolved = api.post(f"/sagas/{saga_id}/resolve", json={"note": "by API"}, headers=ADMIN)
+    assert resolved.status_code == 200
+    page.evaluate("htmx.trigger('#saga-live', 'refresh')")
+    expect(live).to_have_attribute("data-poll-held", "true")
+    expect(page.locator("[data-resolution]")).to_have_count(0)
+    page.keyboard.press("Escape")
+    expect(page.locator("[data-resolution]")).to_contain_text("by API")
+    expect(live).not_to_have_attribute("data-poll-held", "true")
+
+
+def test_a_refresh_keeps_the_focus_on_its_action_button(page: Page, api: httpx.Client) -> None:
+    """Keyboard users do not lose their place when the page refreshes under them."""
+    open_failed_saga(page, api, bearer("alice"))
+    live = page.locator("#saga-live")
+    page.locator('[data-action="resolve"]').focus()
+    page.evaluate("document.getElementById('saga-live').dataset.before = 'refresh'")
+    page.evaluate("htmx.trigger('#saga-live', 'refresh')")
+    expect(live).not_to_have_attribute("data-before", "refresh")
+    expect(page.locator('[data-action="resolve"]')).to_be_focused()
+
+
 def test_devices_and_quotas_pages(page: Page, api: httpx.Client, context: BrowserContext) -> None:
     """A device with its ADB endpoint and sagas; usage against limits per user."""
     alice = bearer("alice")

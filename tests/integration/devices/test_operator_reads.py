@@ -9,15 +9,16 @@ import pytest
 from cloudphone.devices.models import DeviceStatus
 from cloudphone.devices.records import update_device_txn
 from cloudphone.domain import ForbiddenError, Principal, Role
-from tests.support.devices_stack import SMALL, DeviceStack, limits
+from cloudphone.saga import SagaStatus
+from tests.support.devices_stack import SMALL, DeviceStack, limits, wait_all
 
 ADMIN = Principal("ops", Role.ADMIN)
 
 
 async def test_devices_can_be_listed_by_status(stack: DeviceStack, user: Principal) -> None:
-    """``status=ERROR`` lists only the devices in ERROR."""
+    """``status=ERROR`` lists only the devices in ERROR (then their runs are driven to the end)."""
     broken = await stack.service.create_device(user, "broken", SMALL)
-    await stack.service.create_device(user, "fine", SMALL)
+    fine = await stack.service.create_device(user, "fine", SMALL)
     async with stack.db.begin() as conn:
         await update_device_txn(
             conn,
@@ -33,6 +34,9 @@ async def test_devices_can_be_listed_by_status(stack: DeviceStack, user: Princip
     assert [d.id for d in errors] == [broken.device.id]
     mine = await stack.service.list_devices(user, status=DeviceStatus.CREATING)
     assert [d.name for d in mine] == ["fine"]
+    async with stack.engine.worker():
+        runs = await wait_all(stack, [broken.saga_id, fine.saga_id])
+    assert [r.status for r in runs] == [SagaStatus.COMPENSATED, SagaStatus.COMPLETED]
 
 
 async def test_admins_list_every_users_quota(stack: DeviceStack, unique: str) -> None:

@@ -14,6 +14,7 @@ from cloudphone.api.app import create_app
 from cloudphone.platform import Platform, build_platform
 from cloudphone.settings import Settings, load_settings
 from tests.support.databases import create_postgres_database, drop_postgres_database
+from tests.support.leaks import drain
 from tests.support.server import TEST_SECRET
 
 
@@ -59,10 +60,11 @@ def make_settings(platform_url: str, tmp_path: Path, unique: str) -> Any:
 
 @pytest.fixture
 async def platform(make_settings: Any) -> AsyncIterator[Platform]:
-    """A started platform with a worker."""
+    """A started platform with a worker; it stops once the runs it can drive have ended."""
     started = build_platform(make_settings(), with_worker=True)
     await started.start()
     yield started
+    await drain(started.engine)
     await started.close()
 
 

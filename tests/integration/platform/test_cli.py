@@ -20,6 +20,7 @@ from cloudphone.devices.config import DevicesConfig
 from cloudphone.domain import Role
 from cloudphone.platform import build_platform
 from cloudphone.settings import Settings
+from tests.support.leaks import drain
 from tests.support.sagas import insert_pinned
 from tests.support.server import TEST_SECRET
 
@@ -61,8 +62,12 @@ def cli(env: dict[str, str], *args: str) -> Result:
 
 
 @pytest.fixture
-def runs(settings: Settings, unique: str) -> dict[str, str]:
-    """Sagas of user ``cli-<unique>``: one COMPLETED and two FAILED after the pivot."""
+def runs(settings: Settings, unique: str) -> Iterator[dict[str, str]]:
+    """Sagas of user ``cli-<unique>``: one COMPLETED and two FAILED after the pivot.
+
+    The runs the test's commands set going (retries, forks, migrations) are driven to their
+    end afterwards: the CLI has no worker.
+    """
 
     async def seed() -> dict[str, str]:
         platform = build_platform(settings, with_worker=True)
@@ -80,7 +85,12 @@ def runs(settings: Settings, unique: str) -> dict[str, str]:
                 await engine.wait(saga_id, timedelta(seconds=10))
         return {"completed": done, "failed": failed, "stuck": stuck, "user": user}
 
-    return asyncio.run(seed())
+    async def finish() -> None:
+        async with build_platform(settings, with_worker=True) as platform:
+            await drain(platform.engine)
+
+    yield asyncio.run(seed())
+    asyncio.run(finish())
 
 
 def test_token_create_prints_a_token_the_api_accepts(env: dict[str, str]) -> None:

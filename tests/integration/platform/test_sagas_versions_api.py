@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import httpx
+import pytest
 
 from cloudphone.domain import Role
 from cloudphone.platform import Platform
@@ -16,6 +17,7 @@ async def orphan_of_demo(platform: Platform, version: int, started_by: str) -> s
     return await insert_pinned(platform.engine, "demo", "PREPARE", version, started_by)
 
 
+@pytest.mark.leaves_runs("its orphan: demo version 9, which no worker registers")
 async def test_runs_show_their_version_and_orphans_are_listed(
     api: httpx.AsyncClient, platform: Platform, unique: str
 ) -> None:

@@ -13,10 +13,65 @@
   document.addEventListener("visibilitychange", function () {
     if (document.hidden) return;
     delete document.body.dataset.pollPaused;
+    refreshAll();
+  });
+  function refreshAll() {
     document.querySelectorAll("[data-poll]").forEach(function (elt) {
       htmx.trigger(elt, "refresh");
     });
+  }
+
+  /* Live refresh never replaces a region from under someone working in it: while a
+     confirmation is open, or a field of the region has the focus, its polls are held (the
+     region says so with data-poll-held) and it catches up once the dialog closes or the field
+     loses the focus. A refresh keeps the focus on the action button that had it. */
+  function inUse(region) {
+    if (document.querySelector("dialog[open]")) return true;
+    var active = document.activeElement;
+    return !!active && region.contains(active) && active.matches("input, select, textarea");
+  }
+  function polled(event) {
+    var config = event.detail.requestConfig;
+    var elt = (config && config.elt) || event.detail.elt;
+    return elt && elt.hasAttribute && elt.hasAttribute("data-poll") ? elt : null;
+  }
+  function hold(region) {
+    if (!inUse(region)) return false;
+    region.dataset.pollHeld = "true";
+    return true;
+  }
+  document.addEventListener("htmx:beforeRequest", function (event) {
+    var region = polled(event);
+    if (region && !document.hidden && hold(region)) event.preventDefault();
   });
+  var focusedAction = null;
+  document.addEventListener("htmx:beforeSwap", function (event) {
+    var region = polled(event);
+    if (!region) return;
+    if (hold(region)) {
+      event.detail.shouldSwap = false;
+      return;
+    }
+    var active = document.activeElement;
+    focusedAction = active && region.contains(active) && active.dataset.action
+      ? active.dataset.action : null;
+  });
+  document.addEventListener("htmx:afterSwap", function () {
+    if (!focusedAction) return;
+    var button = document.querySelector('[data-action="' + focusedAction + '"]');
+    focusedAction = null;
+    if (button) button.focus();
+  });
+  function catchUp() {
+    if (document.querySelector("dialog[open]")) return;
+    document.querySelectorAll("[data-poll-held]").forEach(function (region) {
+      if (inUse(region)) return;
+      delete region.dataset.pollHeld;
+      htmx.trigger(region, "refresh");
+    });
+  }
+  document.addEventListener("close", function () { setTimeout(catchUp, 0); }, true);
+  document.addEventListener("focusout", function () { setTimeout(catchUp, 0); });
 
   /* Confirmation dialogs: a button names its <dialog>; the dialog's form posts with htmx. */
   document.addEventListener("click", function (event) {
