@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import timedelta
@@ -95,3 +96,18 @@ async def make_engine(database_url: str, unique: str) -> AsyncIterator[Callable[
     yield make
     for engine in engines:
         await engine.close()
+
+
+@pytest.fixture
+def restore_cli_logging() -> Iterator[None]:
+    """The CLI configures logging on the (swapped) stderr; undo it after each test.
+
+    Modules that run the CLI in process use it: ``pytest.mark.usefixtures("restore_cli_logging")``.
+    """
+    root = logging.getLogger()
+    level = root.level
+    yield
+    root.setLevel(level)
+    for handler in list(root.handlers):
+        if handler.get_name() == "cloudphone":
+            root.removeHandler(handler)

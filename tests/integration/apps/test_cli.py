@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,17 +18,7 @@ from cloudphone.domain import Principal
 from tests.support.apps_harness import apk, build_apps, package_for
 from tests.support.server import TEST_SECRET
 
-
-@pytest.fixture(autouse=True)
-def restore_logging() -> Iterator[None]:
-    """The CLI configures logging on the (swapped) stderr; undo it after each test."""
-    root = logging.getLogger()
-    level = root.level
-    yield
-    root.setLevel(level)
-    for handler in list(root.handlers):
-        if handler.get_name() == "cloudphone":
-            root.removeHandler(handler)
+pytestmark = pytest.mark.usefixtures("restore_cli_logging")
 
 
 async def drifted(database_url: str, unique: str, data_dir: Path) -> tuple[str, str]:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,17 +13,7 @@ from cloudphone.cli import app
 from tests.support.asgi import SECRET
 from tests.support.installs_stack import install_settings, started, user
 
-
-@pytest.fixture(autouse=True)
-def restore_logging() -> Iterator[None]:
-    """The CLI configures logging on the (swapped) stderr; undo it after each test."""
-    root = logging.getLogger()
-    level = root.level
-    yield
-    root.setLevel(level)
-    for handler in list(root.handlers):
-        if handler.get_name() == "cloudphone":
-            root.removeHandler(handler)
+pytestmark = pytest.mark.usefixtures("restore_cli_logging")
 
 
 async def installed(url: str, data_dir: Path, unique: str) -> tuple[str, str]:

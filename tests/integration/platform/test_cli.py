@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -24,17 +23,7 @@ from tests.support.leaks import drain
 from tests.support.sagas import insert_pinned
 from tests.support.server import TEST_SECRET
 
-
-@pytest.fixture(autouse=True)
-def restore_logging() -> Iterator[None]:
-    """The CLI configures logging on the (swapped) stderr; undo it after each test."""
-    root = logging.getLogger()
-    level = root.level
-    yield
-    root.setLevel(level)
-    for handler in list(root.handlers):
-        if handler.get_name() == "cloudphone":
-            root.removeHandler(handler)
+pytestmark = pytest.mark.usefixtures("restore_cli_logging")
 
 
 @pytest.fixture
