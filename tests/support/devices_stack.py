@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -216,6 +217,16 @@ async def impostor(port: int = 0) -> AsyncIterator[int]:
         await writer.drain()
         writer.close()
 
-    server = await asyncio.start_server(answer, "127.0.0.1", port)
+    # A killed agent's listening socket can outlive its pid for a moment on a loaded machine:
+    # retry the bind (a port still taken past the deadline fails the test with the OSError).
+    deadline = asyncio.get_running_loop().time() + 10.0
+    while True:
+        try:
+            server = await asyncio.start_server(answer, "127.0.0.1", port)
+            break
+        except OSError as error:
+            if error.errno != errno.EADDRINUSE or asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.05)
     async with server:
         yield server.sockets[0].getsockname()[1]
