@@ -93,7 +93,7 @@ async def start_saga(
 
 
 def _repeat(existing: SagaRun, data: dict[str, Any]) -> Started:
-    if any(existing.input.get(name) != value for name, value in data.items()):
+    if not existing.started_with(data):
         raise ConflictError(
             "this Idempotency-Key was used with a different request",
             code="idempotency_key_reused",

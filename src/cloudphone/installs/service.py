@@ -135,7 +135,7 @@ class InstallService:
         return await self._replay(await self.engine.get(started.id), wanted)
 
     async def _replay(self, earlier: SagaRun, wanted: dict[str, object]) -> InstallAccepted:
-        if any(earlier.input.get(name) != value for name, value in wanted.items()):
+        if not earlier.started_with(wanted):
             raise ConflictError(
                 "this Idempotency-Key was used for a different install request",
                 code="idempotency_key_reused",

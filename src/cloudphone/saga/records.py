@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -172,6 +173,13 @@ class SagaRun:
     input: dict[str, Any] = field(default_factory=dict)
     outputs: dict[str, Any] = field(default_factory=dict)
     retry_since: datetime | None = None
+
+    def started_with(self, fields: Mapping[str, Any]) -> bool:
+        """Whether its input holds each of ``fields`` at that value.
+
+        An Idempotency-Key's repeat is the same request only then.
+        """
+        return all(self.input.get(name) == value for name, value in fields.items())
 
     @property
     def needs_attention(self) -> bool:
