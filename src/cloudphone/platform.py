@@ -42,6 +42,7 @@ from cloudphone.demo import build_demo_saga
 from cloudphone.deployment import Deployment, claim_directory, load_deployment
 from cloudphone.devices.create import build_create_saga, step_retry_policy
 from cloudphone.devices.delete import build_delete_saga
+from cloudphone.devices.runtimes.base import DeviceRuntime
 from cloudphone.devices.service import DeviceService
 from cloudphone.extras import require_extra
 from cloudphone.installs.install import build_install_saga
@@ -267,6 +268,7 @@ def build_platform(
     with_worker: bool,
     telemetry: Telemetry | None = None,
     hooks: StepHooks | None = None,
+    device_runtime: DeviceRuntime | None = None,
 ) -> Platform:
     """Wire the platform from ``settings`` (no I/O; call :meth:`Platform.start` next).
 
@@ -278,6 +280,8 @@ def build_platform(
             ``settings.otel`` (see :func:`build_telemetry`). The platform closes it.
         hooks: Called around each step attempt (fault injection in tests and chaos workers:
             :class:`cloudphone.saga.testing.FaultInjector`); None in production.
+        device_runtime: The devices' runtime, instead of the one ``settings.devices`` chooses
+            (a test's runtime on its private Docker daemon); the platform closes it.
     """
     registry = build_registry()
     telemetry = telemetry or build_telemetry(settings)
@@ -287,7 +291,7 @@ def build_platform(
 
     # adapters (ports): services build theirs from settings.billing / .apps / .devices here.
     payment_providers = build_payment_providers(settings, db)
-    device_runtime = build_device_runtime(settings)
+    device_runtime = device_runtime or build_device_runtime(settings)
     object_storage = build_object_storage(settings)
     upload_spool = UploadSpool(settings.apps.temp_dir or settings.data_dir / "uploads")
     install_spool = ApkSpool(settings.data_dir / "installs")

@@ -20,6 +20,7 @@ from fastapi import FastAPI
 from pydantic import SecretStr
 
 from cloudphone.api.app import create_app
+from cloudphone.devices.runtimes.base import DeviceRuntime
 from cloudphone.domain import Role
 from cloudphone.installs.spool import ApkSpool
 from cloudphone.platform import Platform, build_platform
@@ -203,10 +204,16 @@ async def packages(device: Any, contains: str) -> str:
 
 @asynccontextmanager
 async def started(
-    settings: Settings, *, with_worker: bool = True, hooks: StepHooks | None = None
+    settings: Settings,
+    *,
+    with_worker: bool = True,
+    hooks: StepHooks | None = None,
+    device_runtime: DeviceRuntime | None = None,
 ) -> AsyncIterator[Installs]:
     """The platform of ``settings``, started, with an in-process client on its API."""
-    platform = build_platform(settings, with_worker=with_worker, hooks=hooks)
+    platform = build_platform(
+        settings, with_worker=with_worker, hooks=hooks, device_runtime=device_runtime
+    )
     await platform.start()
     try:
         app = create_app(platform)
