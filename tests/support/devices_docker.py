@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from cloudphone.devices.runtimes.docker import DockerOptions, DockerRuntime
+from tests.support.devices_agent_image import agent_binds, build_agent_image
 from tests.support.devices_stack import remove_all
 
 HERE = Path(__file__).resolve().parent
@@ -128,6 +129,26 @@ def dockerd() -> Iterator[PrivateDockerd]:
 async def docker_runtime(dockerd: PrivateDockerd, unique: str) -> AsyncIterator[DockerRuntime]:
     """A docker runtime whose containers carry this test's instance label; removed at the end."""
     runtime = DockerRuntime(dockerd.options(f"test-{unique}"))
+    yield runtime
+    await remove_all(runtime)
+    await runtime.close()
+
+
+@pytest.fixture(scope="session")
+def agent_image(dockerd: PrivateDockerd) -> str:
+    """The image running the project's device agent (imported once per session)."""
+    return build_agent_image(dockerd.url)
+
+
+@pytest.fixture
+async def adb_runtime(
+    dockerd: PrivateDockerd, agent_image: str, unique: str
+) -> AsyncIterator[DockerRuntime]:
+    """A docker runtime that speaks ADB to its containers (the agent image), as to Redroid."""
+    options = dockerd.options(
+        f"adb-{unique}", image=agent_image, protocol="adb", binds=agent_binds()
+    )
+    runtime = DockerRuntime(options)
     yield runtime
     await remove_all(runtime)
     await runtime.close()

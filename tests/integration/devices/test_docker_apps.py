@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiodocker
@@ -16,34 +15,13 @@ from cloudphone.devices.installer import (
 )
 from cloudphone.devices.runtimes.base import Container, PermanentRuntimeError
 from cloudphone.devices.runtimes.docker import DockerRuntime
-from tests.support.devices_agent_image import agent_binds, build_agent_image
 from tests.support.devices_apps import PACKAGE, REMOTE_APK, make_apk, peak_rss, start_device
-from tests.support.devices_docker import PrivateDockerd, dockerd
-from tests.support.devices_stack import SMALL, remove_all
+from tests.support.devices_docker import PrivateDockerd, adb_runtime, agent_image, dockerd
+from tests.support.devices_stack import SMALL
 
-__all__ = ["dockerd"]  # a fixture used below
+__all__ = ["adb_runtime", "agent_image", "dockerd"]  # fixtures used below
 
 BIG = 105 * 1024 * 1024
-
-
-@pytest.fixture(scope="session")
-def agent_image(dockerd: PrivateDockerd) -> str:
-    """The image running the project's device agent (imported once per session)."""
-    return build_agent_image(dockerd.url)
-
-
-@pytest.fixture
-async def adb_runtime(
-    dockerd: PrivateDockerd, agent_image: str, unique: str
-) -> AsyncIterator[DockerRuntime]:
-    """A docker runtime that speaks ADB to its containers, as to Redroid."""
-    options = dockerd.options(
-        f"apps-{unique}", image=agent_image, protocol="adb", binds=agent_binds()
-    )
-    runtime = DockerRuntime(options)
-    yield runtime
-    await remove_all(runtime)
-    await runtime.close()
 
 
 @pytest.fixture
