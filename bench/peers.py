@@ -80,6 +80,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         "--worker-slack", type=int, default=0, help="cloudphone: worker slots beyond the clients"
     )
     parser.add_argument(
+        "--step-group",
+        type=int,
+        default=None,
+        help="cloudphone: most transactional steps sharing a transaction (1: each alone)",
+    )
+    parser.add_argument(
         "--dbos-mode",
         choices=("threads", "async"),
         default="threads",
@@ -194,7 +200,7 @@ def warmup(args: argparse.Namespace, concurrency: int) -> int:
 
 def options(args: argparse.Namespace, system: str, extra: dict[str, Any]) -> dict[str, Any]:
     if system == "cloudphone":
-        return {"worker_slack": args.worker_slack}
+        return {"worker_slack": args.worker_slack, "step_group": args.step_group}
     if system.startswith("dbos"):
         return {"mode": args.dbos_mode, "pool": args.dbos_pool}
     return dict(extra)

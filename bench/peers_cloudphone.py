@@ -69,7 +69,12 @@ async def run_cell(cell: Cell) -> CellResult:
     # client starts the next one (that start would miss the claim by insert).
     slots = cell.concurrency + int(cell.options.get("worker_slack", 0))
     with measured(cell) as meter:
-        engine = SagaEngine(cell.url, [saga], worker_id=f"peers-{os.getpid()}")
+        engine = SagaEngine(
+            cell.url,
+            [saga],
+            worker_id=f"peers-{os.getpid()}",
+            step_group=cell.options.get("step_group"),
+        )
         timeout = engine_wait_timeout(engine.wait, WAIT_SECONDS)
 
         async def one(i: int) -> None:

@@ -74,6 +74,9 @@ class SagaEngine(VersionActions):
         rand: Uniform random source for retry jitter.
         tracer: Opens spans around starts, drives, attempts and compensations (none by
             default; :class:`cloudphone.saga.otel.OpenTelemetryTracer` for OpenTelemetry).
+        step_group: On PostgreSQL, most transactional steps of different runs that may share
+            one transaction (default 32; 1: each its own; see
+            :mod:`cloudphone.saga.store.step_group`).
     """
 
     def __init__(
@@ -90,8 +93,9 @@ class SagaEngine(VersionActions):
         poll_interval: timedelta = timedelta(seconds=1),
         rand: Callable[[], float] | None = None,
         tracer: SagaTracer = NO_TRACER,
+        step_group: int | None = None,
     ) -> None:
-        self.store, self._owned = choose_store(database, store, lease, clock)
+        self.store, self._owned = choose_store(database, store, lease, clock, step_group)
         self.registry = SagaRegistry(sagas)
         """Every registered definition by ``(name, version)``."""
         self.sagas: dict[str, Saga] = self.registry.latest

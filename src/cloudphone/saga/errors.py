@@ -106,6 +106,17 @@ class StaleStateError(SagaError):
     """
 
 
+class StepGroupAborted(BaseException):
+    """The transaction this step shared with other runs' steps cannot commit it.
+
+    Internal: one of them failed (or this step opened a write transaction of its own, which
+    could wait for a lock another member holds), so the shared transaction rolled back and
+    the runner runs the same attempt again in a transaction of its own (see
+    :mod:`cloudphone.saga.store.step_group`). A BaseException, so that a step's ``except
+    Exception`` cannot swallow it.
+    """
+
+
 class NestedWriteError(NonRetryableError, SagaError, RuntimeError):
     """A second write transaction on SQLite while this task holds one (it would wait forever).
 

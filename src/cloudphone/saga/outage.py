@@ -17,7 +17,12 @@ from datetime import datetime, timedelta
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from cloudphone.saga import timers
-from cloudphone.saga.errors import DatabaseUnavailableError, LeaseLostError, StaleStateError
+from cloudphone.saga.errors import (
+    DatabaseUnavailableError,
+    LeaseLostError,
+    StaleStateError,
+    StepGroupAborted,
+)
 from cloudphone.saga.ports import Clock, Committed, ProgressStore
 from cloudphone.saga.progress import Progress, RunState
 from cloudphone.saga.records import SagaRun
@@ -155,7 +160,7 @@ async def guarded(write: Awaitable[Committed]) -> Committed:
     """``write``'s result; a store error the runner cannot handle becomes StoreFailure."""
     try:
         return await write
-    except (LeaseLostError, StaleStateError, DatabaseUnavailableError):
+    except (LeaseLostError, StaleStateError, DatabaseUnavailableError, StepGroupAborted):
         raise
     except Exception as error:
         raise StoreFailure(f"{type(error).__name__}: {error}") from error
@@ -191,14 +196,20 @@ class PatientStore:
 
     async def transaction(self, state: RunState, attempt: Attempt) -> tuple[Progress, Committed]:
         """Run a transactional attempt and commit it; again, if the database lost it."""
+        alone = False
         while True:
             progress: Progress | None = None
             try:
-                async with self._store.step_transaction() as tx:
+                async with self._store.step_transaction(alone) as tx:
                     progress = await attempt(tx.session)
                     committed = await guarded(
                         tx.commit(state.id, state.epoch, progress, state.last_seq)
                     )
+            except StepGroupAborted:
+                # Another run's step in the shared transaction failed: it rolled back, and
+                # this attempt runs again in a transaction of its own.
+                alone = True
+                continue
             except DatabaseUnavailableError as error:
                 landed = await self._landed(state, progress, error)
                 if landed is not None and progress is not None:

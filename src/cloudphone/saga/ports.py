@@ -79,8 +79,13 @@ class ProgressStore(Protocol):
         """The run as stored."""
         ...
 
-    def step_transaction(self) -> AbstractAsyncContextManager[StepTransaction]:
-        """Open a transaction for a transactional step."""
+    def step_transaction(self, alone: bool = False) -> AbstractAsyncContextManager[StepTransaction]:
+        """Open a transaction for a transactional step.
+
+        It may be shared with other runs' steps (PostgreSQL's step groups) unless ``alone``;
+        a shared one that rolls back for another step raises StepGroupAborted from the
+        block, and the attempt runs again alone.
+        """
         ...
 
 

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Coroutine
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Coroutine, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
@@ -38,7 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 from sqlalchemy.util.concurrency import greenlet_spawn
 
-from cloudphone.saga.errors import DatabaseUnavailableError, NestedWriteError
+from cloudphone.saga.errors import DatabaseUnavailableError, NestedWriteError, StepGroupAborted
 from cloudphone.saga.store import sqlite_inline
 from cloudphone.saga.store.disconnects import (
     CONNECT_TIMEOUT,
@@ -48,6 +48,34 @@ from cloudphone.saga.store.disconnects import (
 )
 
 _READ_ONLY = "cloudphone_read_only"
+
+
+@dataclass
+class _Sharing:
+    """A transactional step running in a shared transaction (a PostgreSQL step group)."""
+
+    open: bool = True
+
+
+_SHARING: ContextVar[_Sharing | None] = ContextVar("cloudphone_step_group", default=None)
+
+
+@contextmanager
+def sharing_transaction() -> Iterator[None]:
+    """Mark this task (and the tasks it starts) as running a step in a shared transaction.
+
+    Inside, :meth:`Database.begin` on PostgreSQL raises StepGroupAborted: a write
+    transaction of the step's own could wait for a row lock that another member of the
+    group holds, which waits for this step; the step runs again in a transaction of its own,
+    where opening another one means what it always did.
+    """
+    sharing = _Sharing()
+    token = _SHARING.set(sharing)
+    try:
+        yield
+    finally:
+        sharing.open = False  # tasks started meanwhile keep a copy of the variable
+        _SHARING.reset(token)
 
 
 @dataclass
@@ -121,8 +149,14 @@ class Database:
                 forever. Write through the open transaction's connection instead.
             DatabaseUnavailableError: SQLite, and another process held the write lock past
                 the busy timeout (the engine waits that out as an outage).
+            StepGroupAborted: PostgreSQL, inside a transactional step that shares its
+                transaction with other runs' steps: the engine catches it and runs the step
+                again in a transaction of its own, where this call goes through.
         """
         if self._write_lock is None:
+            sharing = _SHARING.get()
+            if sharing is not None and sharing.open:
+                raise StepGroupAborted()
             async with _transaction(self.engine) as conn:
                 yield conn
             return

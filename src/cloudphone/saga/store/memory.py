@@ -233,8 +233,11 @@ class MemoryStore(MemoryPresence):
         row["last_seq"] += len(events)
 
     @asynccontextmanager
-    async def step_transaction(self) -> AsyncIterator[StepTransaction]:
-        """A business transaction for a transactional step (see :mod:`.memory_txn`)."""
+    async def step_transaction(self, alone: bool = False) -> AsyncIterator[StepTransaction]:
+        """A business transaction for a transactional step (see :mod:`.memory_txn`).
+
+        Never shared with another run's step (``alone`` or not).
+        """
         if self._db is None:
             yield DetachedStepTx(self)
             return

@@ -25,6 +25,7 @@ import asyncpg
 from sqlalchemy import text
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.pool import PoolProxiedConnection
 
 from cloudphone.saga.ports import Clock
 from cloudphone.saga.progress import Progress
@@ -75,6 +76,14 @@ _Commit = tuple[str, int, Progress, "int | None"]
 """A queued progress write: run id, epoch, progress, the ``last_seq`` it is fenced by."""
 _Insert = tuple[Mapping[str, Any], dict[str, Any], bool]
 """A queued start: the new run's column values, its start event's detail, whether to NOTIFY."""
+
+
+async def _raw(conn: AsyncConnection) -> PoolProxiedConnection:
+    """The DBAPI connection under ``conn``, without a greenlet hop when it is checked out."""
+    sync = conn.sync_connection
+    if sync is not None and not sync.closed and not sync.invalidated:
+        return sync.connection  # checked out and live: no I/O, so no greenlet hop
+    return await conn.get_raw_connection()
 
 
 def _is_fatal(error: BaseException) -> bool:
@@ -199,12 +208,7 @@ class PgFastPath:
     ) -> Written | None:
         """Commit progress inside the caller's transaction (a transactional step)."""
         until = self._clock.now() + self._lease
-        sync = conn.sync_connection
-        if sync is not None and not sync.closed and not sync.invalidated:
-            raw = sync.connection  # checked out and live: no I/O, so no greenlet hop
-        else:
-            raw = await conn.get_raw_connection()
-        driver = raw.driver_connection
+        driver = (await _raw(conn)).driver_connection
         if isinstance(driver, asyncpg.Connection):
             if not driver.is_in_transaction():
                 # The step sent nothing (no transaction began): its record is an atomic
@@ -228,6 +232,41 @@ class PgFastPath:
             )
             rows = [dict(r._mapping) for r in result]
         return _written(rows[0]) if rows else None
+
+    async def commit_group_in(
+        self, conn: AsyncConnection, items: Sequence[_Commit]
+    ) -> tuple[list[Written | None], bool]:
+        """Commit several runs' progress in the caller's transaction (a step group).
+
+        One statement for all of them, on the group's connection. A group whose steps sent
+        nothing has no transaction open: its records are atomic statements of their own
+        either way, so they join the next group commit, each committed (or fenced) alone.
+
+        Returns:
+            Each item's write (None: fenced off), and whether they share the transaction.
+        """
+        driver = (await _raw(conn)).driver_connection
+        assert isinstance(driver, asyncpg.Connection)
+        if not driver.is_in_transaction():
+            alone = await asyncio.gather(*(self.commit(r, e, p, seq) for r, e, p, seq in items))
+            return list(alone), False
+        until = self._clock.now() + self._lease
+        try:
+            if len(items) == 1:
+                run_id, epoch, progress, seq = items[0]
+                args = progress_args(run_id, epoch, progress, until, seq)
+                rows = await driver.fetch(COMMIT_ONE_SQL, *args)
+            else:
+                batch = [progress_item(r, e, p, until, seq) for r, e, p, seq in items]
+                ids = [run_id for run_id, *_rest in items]
+                rows = await driver.fetch(COMMIT_SQL, json.dumps(batch), ids)
+        except Exception as error:
+            if not isinstance(error, asyncpg.PostgresError) or driver_error_unavailable(error):
+                await conn.invalidate(error)
+            _unavailable(error, "progress write")
+            raise
+        held = {(r["id"], r["epoch"]): _written(r) for r in rows}
+        return [held.get((run_id, epoch)) for run_id, epoch, *_rest in items], True
 
     async def _flush_commits(self, items: Sequence[_Commit]) -> list[Written | None]:
         until = self._clock.now() + self._lease

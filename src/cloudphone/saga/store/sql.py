@@ -21,7 +21,7 @@ from sqlalchemy import func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from cloudphone.saga.errors import DatabaseUnavailableError, SagaNotFoundError
-from cloudphone.saga.ports import Clock, Committed
+from cloudphone.saga.ports import Clock, Committed, StepTransaction
 from cloudphone.saga.progress import NewEvent, Progress
 from cloudphone.saga.records import EventKind
 from cloudphone.saga.state import ACTIVE
@@ -32,6 +32,7 @@ from cloudphone.saga.store.disconnects import is_database_unavailable, unavailab
 from cloudphone.saga.store.listen import Listener
 from cloudphone.saga.store.queries import RunQueries
 from cloudphone.saga.store.rows import event_rows, new_run_values, start_detail
+from cloudphone.saga.store.step_group import StepGroups
 from cloudphone.saga.store.tables import metadata, saga_events, saga_runs
 from cloudphone.saga.store.workers import PresenceQueries
 
@@ -39,6 +40,8 @@ if TYPE_CHECKING:
     from cloudphone.saga.store.pg import PgFastPath
 
 _ACTIVE = [s.value for s in ACTIVE]
+STEP_GROUP = 32
+"""Most transactional steps that share one PostgreSQL transaction by default."""
 
 
 class _StepTx:
@@ -64,18 +67,30 @@ class SqlStore(RunQueries, PresenceQueries):
     Args:
         db: The database.
         lease: How long a claim or progress write keeps a run leased.
+        clock: Time source.
+        step_group: On PostgreSQL, most transactional steps of different runs that share
+            one transaction (see :mod:`.step_group`); 1 gives every step its own.
     """
 
-    def __init__(self, db: Database, lease: timedelta, clock: Clock) -> None:
+    def __init__(
+        self, db: Database, lease: timedelta, clock: Clock, step_group: int = STEP_GROUP
+    ) -> None:
         self.db = db
         self.lease = lease
         self.clock = clock
         self._fast: PgFastPath | None = None
+        self._groups: StepGroups | None = None
         if db.is_postgres:
             # Imported here: asyncpg (the postgres extra) is needed only on PostgreSQL.
             from cloudphone.saga.store.pg import PgFastPath
 
             self._fast = PgFastPath(db.url, lease, clock)
+            self._groups = StepGroups(self._fast, db.begin, self.commit_txn, step_group)
+
+    @property
+    def step_groups(self) -> StepGroups | None:
+        """Where transactional steps share transactions (PostgreSQL only)."""
+        return self._groups
 
     @property
     def announces(self) -> bool:
@@ -254,16 +269,22 @@ class SqlStore(RunQueries, PresenceQueries):
         return bool(row.cancel_requested), int(row.last_seq)
 
     @asynccontextmanager
-    async def step_transaction(self) -> AsyncIterator[_StepTx]:
+    async def step_transaction(self, alone: bool = False) -> AsyncIterator[StepTransaction]:
         """A transaction shared by a transactional step and its progress record.
 
-        If the database fails under it (the step's own statements included, or the step
-        raised because of that), DatabaseUnavailableError leaves the block: the transaction
-        did not commit, unless the failure came from its commit (see :meth:`landed`).
+        On PostgreSQL the steps of several runs may share one (see :mod:`.step_group`)
+        unless ``alone``. If the database fails under it (the step's own statements
+        included, or the step raised because of that), DatabaseUnavailableError leaves the
+        block: the transaction did not commit, unless the failure came from its commit (see
+        :meth:`landed`).
         """
         try:
-            async with self.db.begin() as conn:
-                yield _StepTx(self, conn)
+            if self._groups is not None and self._groups.size > 1 and not alone:
+                async with self._groups.transaction() as member:
+                    yield member
+            else:
+                async with self.db.begin() as conn:
+                    yield _StepTx(self, conn)
         except Exception as error:
             # Decided by the error's causes, not by the connection being invalidated: a step
             # timeout that cancels a statement invalidates it too, and is the step's failure.

@@ -1,0 +1,272 @@
+"""Group commit for transactional steps: several runs' steps in one PostgreSQL transaction.
+
+A transactional step costs a transaction of its own: BEGIN, the step's statements, its
+progress write and COMMIT, each a round trip, and a WAL flush. Under load the steps of many
+runs are due at the same moment, so they share one: a *group* holds one connection and one
+transaction; its members run their step bodies on it **one after another**, each hands over
+its progress, and when the last member is done one statement records every member's progress
+(fenced by each run's epoch and ``last_seq``, as always) and one COMMIT ends the group.
+
+What a member sees is what it would see if the members before it had committed just before
+it started: its own writes and theirs, in order. The guarantee is unchanged: a step's business
+writes commit if and only if its progress record does, because they are in the same
+transaction. What is shared is the fate of that transaction, so a group never commits a
+member that failed:
+
+- a member's body raises (or is cancelled, or its progress write is fenced, or the progress
+  statement fails): the group rolls back as a whole; the failed member's error goes on to the
+  runner as usual, once the rollback is done, and every other member runs its attempt again
+  (:class:`~cloudphone.saga.errors.StepGroupAborted`): the same attempt, in a transaction of
+  its own;
+- the connection is lost: every member gets DatabaseUnavailableError and asks the database
+  whether its run's write landed, as a lone step does (the group committed or not, as one).
+
+A group takes members while it is young (:data:`WINDOW`) and small (``size``); one member
+alone costs what a lone step costs. A body that waits (for a row lock, say) makes the members
+after it wait too, which is why the window is short, and why a transactional step must write
+only through ``ctx.session`` and never wait on another transaction of the same database (it
+might be this group's).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import TYPE_CHECKING, TypeAlias
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from cloudphone.saga.errors import DatabaseUnavailableError, StepGroupAborted
+from cloudphone.saga.ports import Committed
+from cloudphone.saga.progress import Progress
+from cloudphone.saga.store.database import sharing_transaction
+from cloudphone.saga.store.disconnects import is_database_unavailable, unavailable
+from cloudphone.saga.store.pg_sql import Written
+
+if TYPE_CHECKING:
+    from cloudphone.saga.store.pg import PgFastPath, _Commit
+
+log = logging.getLogger(__name__)
+
+WINDOW = 0.02
+"""Seconds after its first member arrived during which a group takes more members."""
+
+
+class _Abort(Exception):
+    """Thrown into the group's transaction to roll it back."""
+
+
+Opener = Callable[[], AbstractAsyncContextManager[AsyncConnection]]
+"""Opens a write transaction (``Database.begin``)."""
+Alone = Callable[[AsyncConnection, str, int, Progress, "int | None"], Awaitable[Committed]]
+"""Records one step's progress in a transaction, fenced and explained (``commit_txn``)."""
+Outcome: TypeAlias = "list[Written | None] | Committed | BaseException"
+"""How a group ended: each member's write (None: fenced), a lone member's, or an error."""
+
+
+class _Group:
+    def __init__(self, fast: PgFastPath, opener: Opener, alone: Alone, size: int) -> None:
+        self.fast = fast
+        self._opener = opener
+        self._alone = alone
+        self.size = size
+        self.born = asyncio.get_running_loop().time()
+        self.members = 0
+        self.active = 0
+        """Members that joined and have neither handed over their progress nor left."""
+        self.turn = asyncio.Lock()
+        """Held by the member whose body runs on the connection."""
+        self.items: list[_Commit] = []
+        self.failed = False
+        self.conn: AsyncConnection | None = None
+        self._txn: AbstractAsyncContextManager[AsyncConnection] | None = None
+        self.outcome: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        self._end: asyncio.Task[None] | None = None
+
+    def joinable(self) -> bool:
+        return (
+            not self.failed
+            and self._end is None
+            and self.members < self.size
+            and asyncio.get_running_loop().time() - self.born < WINDOW
+        )
+
+    async def open(self) -> AsyncConnection:
+        if self.conn is None:
+            txn = self._opener()
+            self.conn = await txn.__aenter__()
+            self._txn = txn
+        return self.conn
+
+    def leave(self) -> None:
+        self.active -= 1
+        if self.active == 0 and self._end is None:
+            # Nobody is left to run: no one can join any more (joinable() says so) and the
+            # group ends in a task of its own, which no member's cancellation can interrupt.
+            self._end = asyncio.create_task(self._finish(), name="saga-step-group")
+
+    async def _finish(self) -> None:
+        try:
+            outcome = await self._settle()
+        except BaseException as error:  # cancelled at shutdown: the outcome is unknown
+            outcome = DatabaseUnavailableError(f"the step group was interrupted: {error!r}")
+        if not self.outcome.done():
+            self.outcome.set_result(outcome)
+
+    async def _settle(self) -> Outcome:
+        if self.failed or not self.items:
+            await self._rollback()
+            return StepGroupAborted()
+        assert self.conn is not None
+        if len(self.items) == 1 and self.members == 1:
+            return await self._settle_alone()
+        try:
+            written, shared = await self.fast.commit_group_in(self.conn, self.items)
+        except DatabaseUnavailableError as error:
+            await self._rollback()
+            return error
+        except Exception:
+            await self._rollback()
+            return StepGroupAborted()
+        if not shared:
+            # Nothing was sent on the connection: each record committed (or was fenced) on
+            # its own, and a fenced member finds out why alone.
+            await self._rollback()
+            return written
+        if any(w is None for w in written):
+            # A member was fenced off: commit no one; each learns its fate alone.
+            await self._rollback()
+            return StepGroupAborted()
+        try:
+            await self._close(None)
+        except Exception as error:
+            if is_database_unavailable(error):
+                # The COMMIT's answer was lost: it may have committed.
+                return unavailable(error, "step group commit")
+            return StepGroupAborted()  # refused at COMMIT: nothing committed
+        return written
+
+    async def _settle_alone(self) -> Outcome:
+        """A group of one commits as a lone step does: a fenced write is explained."""
+        assert self.conn is not None
+        try:
+            committed = await self._alone(self.conn, *self.items[0])
+            await self._close(None)
+        except Exception as error:
+            await self._rollback()
+            if is_database_unavailable(error) and not isinstance(error, DatabaseUnavailableError):
+                return unavailable(error, "step transaction")
+            return error
+        return committed
+
+    async def _rollback(self) -> None:
+        try:
+            await self._close(_Abort())
+        except _Abort:
+            pass
+        except Exception as error:  # a dead connection: the server rolled it back
+            log.debug("rolling back a step group failed: %r", error)
+
+    async def _close(self, abort: _Abort | None) -> None:
+        txn, self._txn = self._txn, None
+        if txn is None:
+            return
+        if abort is None:
+            await txn.__aexit__(None, None, None)
+        elif not await txn.__aexit__(_Abort, abort, None):
+            raise abort
+
+
+class _Member:
+    def __init__(self, group: _Group, conn: AsyncConnection) -> None:
+        self._group = group
+        self._conn = conn
+        self.done = False
+        """Handed its progress over, or left the group."""
+
+    @property
+    def session(self) -> AsyncConnection:
+        return self._conn
+
+    def hand_over(self) -> None:
+        if not self.done:
+            self.done = True
+            self._group.turn.release()
+            self._group.leave()
+
+    async def commit(
+        self, run_id: str, epoch: int, progress: Progress, seq: int | None = None
+    ) -> Committed:
+        group = self._group
+        index = len(group.items)
+        group.items.append((run_id, epoch, progress, seq))
+        self.hand_over()
+        outcome = await asyncio.shield(group.outcome)
+        if isinstance(outcome, BaseException):
+            raise outcome
+        if isinstance(outcome, Committed):
+            return outcome
+        written = outcome[index]
+        if written is None:
+            raise StepGroupAborted()
+        return Committed(cancel_requested=written[0], last_seq=written[1])
+
+
+class StepGroups:
+    """Hands transactional steps a place in a shared transaction (see the module doc).
+
+    Args:
+        fast: The fast path that writes the group's progress on its connection.
+        opener: Opens the group's write transaction.
+        alone: Records a group of one the way a lone step's is.
+        size: Most members per group (1: every step alone).
+    """
+
+    def __init__(self, fast: PgFastPath, opener: Opener, alone: Alone, size: int) -> None:
+        self._fast = fast
+        self._opener = opener
+        self._alone = alone
+        self.size = size
+        self._open: _Group | None = None
+
+    @property
+    def gathering(self) -> int:
+        """Members of the group that still takes more (0 if none does)."""
+        group = self._open
+        return group.members if group is not None and group.joinable() else 0
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[_Member]:
+        """A member's turn on a group's connection, until it hands over its progress."""
+        group = self._open
+        if group is None or not group.joinable():
+            group = self._open = _Group(self._fast, self._opener, self._alone, self.size)
+        group.members += 1
+        group.active += 1
+        try:
+            await group.turn.acquire()
+        except BaseException:
+            group.leave()
+            raise
+        member: _Member | None = None
+        try:
+            if group.failed:
+                raise StepGroupAborted()
+            member = _Member(group, await group.open())
+            with sharing_transaction():
+                yield member
+        except BaseException as error:
+            if member is None or not member.done:
+                if member is not None or not isinstance(error, StepGroupAborted):
+                    group.failed = True  # its body ran (or the group could not open)
+                group.turn.release()
+                group.leave()
+                if member is not None and not isinstance(error, asyncio.CancelledError):
+                    # The runner records this attempt's failure once its writes are undone.
+                    await asyncio.shield(group.outcome)
+            raise
+        if not member.done:  # the block ended without a commit: nothing of it may commit
+            group.failed = True
+            member.hand_over()
