@@ -86,6 +86,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         help="cloudphone: most transactional steps sharing a transaction (1: each alone)",
     )
     parser.add_argument(
+        "--loop",
+        choices=("uvloop", "asyncio"),
+        default="uvloop",
+        help="cloudphone's event loop (uvloop: what its CLI runs on when installed)",
+    )
+    parser.add_argument(
         "--dbos-mode",
         choices=("threads", "async"),
         default="threads",
@@ -115,7 +121,14 @@ def child_main(job: dict[str, Any]) -> None:
     if system == "cloudphone":
         from peers_cloudphone import run_cells
 
-        results = asyncio.run(run_cells(cells))
+        # The loop `cloudphone serve` and `cloudphone worker` run on (uvloop when installed).
+        factory = None
+        if cells[0].options.get("loop", "uvloop") == "uvloop":
+            import uvloop
+
+            factory = uvloop.new_event_loop
+        with asyncio.Runner(loop_factory=factory) as runner:
+            results = runner.run(run_cells(cells))
     elif system in ("dbos", "dbos-ds"):
         from peers_dbos import run_cells as run_dbos
 
@@ -200,7 +213,7 @@ def warmup(args: argparse.Namespace, concurrency: int) -> int:
 
 def options(args: argparse.Namespace, system: str, extra: dict[str, Any]) -> dict[str, Any]:
     if system == "cloudphone":
-        return {"worker_slack": args.worker_slack, "step_group": args.step_group}
+        return {"worker_slack": args.worker_slack, "step_group": args.step_group, "loop": args.loop}
     if system.startswith("dbos"):
         return {"mode": args.dbos_mode, "pool": args.dbos_pool}
     return dict(extra)

@@ -118,6 +118,8 @@ class SqlStore(RunQueries, PresenceQueries):
 
     async def close(self) -> None:
         """Finish queued writes and close the fast path's connections."""
+        if self._groups is not None:
+            await self._groups.close()
         if self._fast is not None:
             await self._fast.close()
 

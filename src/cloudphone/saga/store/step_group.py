@@ -67,8 +67,16 @@ Outcome: TypeAlias = "list[Written | None] | Committed | BaseException"
 
 
 class _Group:
-    def __init__(self, fast: PgFastPath, opener: Opener, alone: Alone, size: int) -> None:
+    def __init__(
+        self,
+        fast: PgFastPath,
+        opener: Opener,
+        alone: Alone,
+        size: int,
+        ending: set[asyncio.Task[None]],
+    ) -> None:
         self.fast = fast
+        self._ending = ending
         self._opener = opener
         self._alone = alone
         self.size = size
@@ -106,6 +114,8 @@ class _Group:
             # Nobody is left to run: no one can join any more (joinable() says so) and the
             # group ends in a task of its own, which no member's cancellation can interrupt.
             self._end = asyncio.create_task(self._finish(), name="saga-step-group")
+            self._ending.add(self._end)
+            self._end.add_done_callback(self._ending.discard)
 
     async def _finish(self) -> None:
         try:
@@ -230,6 +240,12 @@ class StepGroups:
         self._alone = alone
         self.size = size
         self._open: _Group | None = None
+        self._ending: set[asyncio.Task[None]] = set()
+
+    async def close(self) -> None:
+        """Wait for the groups that are ending (their commit or rollback) to end."""
+        if self._ending:
+            await asyncio.gather(*self._ending, return_exceptions=True)
 
     @property
     def gathering(self) -> int:
@@ -242,7 +258,9 @@ class StepGroups:
         """A member's turn on a group's connection, until it hands over its progress."""
         group = self._open
         if group is None or not group.joinable():
-            group = self._open = _Group(self._fast, self._opener, self._alone, self.size)
+            group = self._open = _Group(
+                self._fast, self._opener, self._alone, self.size, self._ending
+            )
         group.members += 1
         group.active += 1
         try:
