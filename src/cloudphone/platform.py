@@ -332,6 +332,7 @@ def build_platform(
         worker_id=settings.worker_id,
         lease=settings.worker_lease,
         poll_interval=settings.worker_poll_interval,
+        step_group=settings.worker_step_group,
         registry=registry,
         tracer=telemetry.saga_tracer if telemetry is not None else NO_TRACER,
         hooks=hooks,

@@ -174,6 +174,11 @@ class Settings(BaseSettings):
     worker_poll_interval: Duration = Field(default=timedelta(seconds=1), gt=timedelta(0))
     """Longest an idle worker waits before looking for due runs again."""
 
+    worker_step_group: int = Field(default=32, ge=1, le=1_000)
+    """On PostgreSQL, most transactional steps of different runs that share one transaction
+    under load (1: every step its own; see docs/engine.md, "Transactional steps share
+    transactions under load")."""
+
     shutdown_grace: Duration = Field(default=timedelta(seconds=30), ge=timedelta(0))
     """On SIGTERM, how long running steps may take to finish before they are interrupted."""
 
