@@ -45,6 +45,8 @@ class Plan:
     hang: set[int] = field(default_factory=set)
     kill_connection: set[int] = field(default_factory=set)
     own_transaction: set[int] = field(default_factory=set)
+    claim_then_fail_alone: set[int] = field(default_factory=set)
+    refuse_if_claimed: set[int] = field(default_factory=set)
     bodies: list[int] = field(default_factory=list)
 
 
@@ -107,6 +109,18 @@ async def stage(
         if i in plan.kill_connection:
             plan.kill_connection.discard(i)
             await ctx.session.execute(sa.text("SELECT pg_terminate_backend(pg_backend_pid())"))
+        if i in plan.claim_then_fail_alone:
+            if plan.bodies.count(i) > 1:
+                raise NonRetryableError(f"member {i} fails alone before claiming")
+            await ctx.session.execute(
+                sa.text(f"INSERT INTO {table} (run_id, step) VALUES ('claim', 'X')")
+            )
+        if i in plan.refuse_if_claimed:
+            claims = await ctx.session.scalar(
+                sa.text(f"SELECT count(*) FROM {table} WHERE run_id = 'claim'")
+            )
+            if claims:
+                raise NonRetryableError(f"member {i}: already claimed")
         if i in plan.own_transaction:
             # A write transaction of the step's own (a service call that opens one).
             async with engine.db.begin() as own:
@@ -178,6 +192,7 @@ async def test_a_failing_member_takes_no_one_else_with_it(stage: Stage) -> None:
     assert runs[3].status is SagaStatus.COMPENSATED
     assert {runs[i].status for i in range(RUNS) if i != 3} == {SagaStatus.COMPLETED}
     assert stage.plan.bodies.count(0) == 2, "member 0 ran in the group, then again alone"
+    assert stage.plan.bodies.count(3) == 2, "member 3 failed in the group, then again alone"
     rows = await stage.rows()
     assert ids[3] not in rows
     assert rows == {ids[i]: 2 for i in range(RUNS) if i != 3}
@@ -191,7 +206,7 @@ async def test_a_failing_member_takes_no_one_else_with_it(stage: Stage) -> None:
 
 
 async def test_a_member_that_times_out_rolls_back_alone(stage: Stage) -> None:
-    """Member 5 hangs until its step timeout: it retries; the others complete once each."""
+    """Member 5 hangs until its step timeout: the group rolls back, everyone runs alone."""
     stage.plan.hang.add(5)
     ids = await stage.start_group()
     runs = await stage.finished(ids)
@@ -199,9 +214,30 @@ async def test_a_member_that_times_out_rolls_back_alone(stage: Stage) -> None:
     assert {run.status for run in runs.values()} == {SagaStatus.COMPLETED}
     assert await stage.rows() == dict.fromkeys(ids, 2)
     assert stage.plan.bodies.count(0) == 2, "member 0 ran in the group, then again alone"
-    kinds = [kind for kind, _ in attempts_of(await stage.engine.history(ids[5]), "RESERVE")]
-    assert kinds[-1] is EventKind.STEP_SUCCEEDED
-    assert EventKind.STEP_FAILED in kinds or EventKind.RETRY_SCHEDULED in kinds
+    assert stage.plan.bodies.count(5) == 2, "member 5 timed out in the group, then ran alone"
+    for run_id in ids:
+        events = await stage.engine.history(run_id)
+        assert attempts_of(events, "RESERVE") == [(EventKind.STEP_SUCCEEDED, 1)]
+
+
+async def test_a_member_never_fails_on_writes_that_did_not_commit(stage: Stage) -> None:
+    """Member 2 refuses when it sees member 1's claim, which member 1 never commits.
+
+    In the group member 2 sees member 1's uncommitted claim and refuses; the group rolls
+    back, and both run again alone: member 1 fails there before claiming, so the claim never
+    existed, and member 2, deciding on committed data only, completes.
+    """
+    stage.plan.claim_then_fail_alone.add(1)
+    stage.plan.refuse_if_claimed.add(2)
+    ids = await stage.start_group()
+    runs = await stage.finished(ids)
+
+    assert runs[1].status is SagaStatus.COMPENSATED
+    assert runs[2].status is SagaStatus.COMPLETED
+    assert "claim" not in await stage.rows()
+    assert stage.plan.bodies.count(2) == 2, "member 2 refused in the group, then ran alone"
+    events = await stage.engine.history(ids[2])
+    assert attempts_of(events, "RESERVE") == [(EventKind.STEP_SUCCEEDED, 1)]
 
 
 async def test_a_member_cancelled_by_an_operator_mid_group(stage: Stage) -> None:

@@ -13,11 +13,13 @@ writes commit if and only if its progress record does, because they are in the s
 transaction. What is shared is the fate of that transaction, so a group never commits a
 member that failed:
 
-- a member's body raises (or is cancelled, or its progress write is fenced, or the progress
-  statement fails): the group rolls back as a whole; the failed member's error goes on to the
-  runner as usual, once the rollback is done, and every other member runs its attempt again
+- a member's body raises (or times out, or its progress write is fenced, or the progress
+  statement fails): the group rolls back as a whole, and every member runs its attempt again
   (:class:`~cloudphone.saga.errors.StepGroupAborted`): the same attempt, in a transaction of
-  its own;
+  its own. That includes the member that failed, unless its body ran first on the
+  connection: the others' writes it saw are undone, so whether it fails is decided on
+  committed data alone (the first one saw nothing else, and its error goes to the runner
+  as usual, once the rollback is done);
 - the connection is lost: every member gets DatabaseUnavailableError and asks the database
   whether its run's write landed, as a lone step does (the group committed or not, as one).
 
@@ -80,13 +82,16 @@ class _Group:
         self._opener = opener
         self._alone = alone
         self.size = size
-        self.born = asyncio.get_running_loop().time()
+        self.loop = asyncio.get_running_loop()
+        self.born = self.loop.time()
         self.members = 0
         self.active = 0
         """Members that joined and have neither handed over their progress nor left."""
         self.turn = asyncio.Lock()
         """Held by the member whose body runs on the connection."""
         self.items: list[_Commit] = []
+        self.ran = 0
+        """Members whose bodies began on the connection."""
         self.failed = False
         self.conn: AsyncConnection | None = None
         self._txn: AbstractAsyncContextManager[AsyncConnection] | None = None
@@ -95,10 +100,11 @@ class _Group:
 
     def joinable(self) -> bool:
         return (
-            not self.failed
+            asyncio.get_running_loop() is self.loop
+            and not self.failed
             and self._end is None
             and self.members < self.size
-            and asyncio.get_running_loop().time() - self.born < WINDOW
+            and self.loop.time() - self.born < WINDOW
         )
 
     async def open(self) -> AsyncConnection:
@@ -269,9 +275,11 @@ class StepGroups:
             group.leave()
             raise
         member: _Member | None = None
+        first = group.ran == 0
         try:
             if group.failed:
                 raise StepGroupAborted()
+            group.ran += 1
             member = _Member(group, await group.open())
             with sharing_transaction():
                 yield member
@@ -282,8 +290,11 @@ class StepGroups:
                 group.turn.release()
                 group.leave()
                 if member is not None and not isinstance(error, asyncio.CancelledError):
-                    # The runner records this attempt's failure once its writes are undone.
-                    await asyncio.shield(group.outcome)
+                    await asyncio.shield(group.outcome)  # its writes are undone first
+                    if not first and isinstance(error, Exception):
+                        # It saw the writes of the members before it, which are undone now:
+                        # whether it fails is decided alone, on committed data only.
+                        raise StepGroupAborted() from error
             raise
         if not member.done:  # the block ended without a commit: nothing of it may commit
             group.failed = True
