@@ -108,6 +108,9 @@ class SagaEngine(VersionActions):
         self.lease = self.store.lease
         self.clock: Clock = self.store.clock
         self.metrics = SagaMetrics(registry)
+        groups = getattr(self.store, "step_groups", None)
+        if groups is not None:
+            groups.watch = self.metrics
         self._hooks = hooks
         self._poll = poll_interval
         self._rand = rand

@@ -97,6 +97,19 @@ class SagaMetrics:
             registry=r,
         )
 
+        self.group_members = Histogram(
+            "saga_step_group_members",
+            "Transactional steps of different runs that shared one PostgreSQL transaction, "
+            "per step group.",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+            registry=r,
+        )
+        self.group_reruns = Counter(
+            "saga_step_group_reruns_total",
+            "Transactional step attempts run again alone after their step group rolled back.",
+            registry=r,
+        )
+
         self._children: dict[tuple[object, ...], Any] = {}
         self._unknown: set[tuple[str, int]] = set()
         self._attention_types: set[str] = set()
@@ -149,3 +162,11 @@ class SagaMetrics:
         for (saga_type, version), count in counts.items():
             self.unknown_version.labels(saga_type, str(version)).set(count)
         self._unknown |= set(counts)
+
+    def record_group(self, members: int) -> None:
+        """A step group of ``members`` steps ended (see :mod:`.store.step_group`)."""
+        self.group_members.observe(members)
+
+    def record_group_rerun(self) -> None:
+        """A transactional step's attempt runs again alone after its group rolled back."""
+        self.group_reruns.inc()

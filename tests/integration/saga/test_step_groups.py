@@ -64,6 +64,9 @@ class Stage:
             )
             return {str(run): int(n) for run, n in result}
 
+    def metric(self, name: str) -> float:
+        return self.engine.metrics.registry.get_sample_value(name) or 0.0
+
     async def start_group(self) -> list[str]:
         """Start RUNS runs; once all of them wait in one group, let its first member go."""
         ids = [await self.engine.start(self.saga.name, {"i": i}) for i in range(RUNS)]
@@ -178,6 +181,8 @@ async def test_steps_of_many_runs_share_one_transaction(stage: Stage) -> None:
         )
     assert reserve_txns == 1
     assert sorted(stage.plan.bodies) == list(range(RUNS)), "no body ran twice"
+    assert stage.metric("saga_step_group_reruns_total") == 0
+    assert stage.metric("saga_step_group_members_sum") >= RUNS * 2
     for run_id in ids:
         events = await stage.engine.history(run_id)
         assert attempts_of(events, "RESERVE") == [(EventKind.STEP_SUCCEEDED, 1)]
@@ -193,6 +198,7 @@ async def test_a_failing_member_takes_no_one_else_with_it(stage: Stage) -> None:
     assert {runs[i].status for i in range(RUNS) if i != 3} == {SagaStatus.COMPLETED}
     assert stage.plan.bodies.count(0) == 2, "member 0 ran in the group, then again alone"
     assert stage.plan.bodies.count(3) == 2, "member 3 failed in the group, then again alone"
+    assert stage.metric("saga_step_group_reruns_total") == RUNS, "each RESERVE ran again"
     rows = await stage.rows()
     assert ids[3] not in rows
     assert rows == {ids[i]: 2 for i in range(RUNS) if i != 3}

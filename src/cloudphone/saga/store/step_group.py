@@ -68,6 +68,16 @@ Outcome: TypeAlias = "list[Written | None] | Committed | BaseException"
 """How a group ended: each member's write (None: fenced), a lone member's, or an error."""
 
 
+class GroupWatch:
+    """Told how big each group was and how often a step ran again alone (no-op here)."""
+
+    def record_group(self, members: int) -> None:
+        """A group of ``members`` steps ended (committed or rolled back)."""
+
+    def record_group_rerun(self) -> None:
+        """A step's attempt runs again alone after its group rolled back."""
+
+
 class _Group:
     def __init__(
         self,
@@ -76,9 +86,11 @@ class _Group:
         alone: Alone,
         size: int,
         ending: set[asyncio.Task[None]],
+        watch: GroupWatch,
     ) -> None:
         self.fast = fast
         self._ending = ending
+        self._watch = watch
         self._opener = opener
         self._alone = alone
         self.size = size
@@ -124,6 +136,7 @@ class _Group:
             self._end.add_done_callback(self._ending.discard)
 
     async def _finish(self) -> None:
+        self._watch.record_group(self.members)
         try:
             outcome = await self._settle()
         except BaseException as error:  # cancelled at shutdown: the outcome is unknown
@@ -247,6 +260,8 @@ class StepGroups:
         self.size = size
         self._open: _Group | None = None
         self._ending: set[asyncio.Task[None]] = set()
+        self.watch: GroupWatch = GroupWatch()
+        """What the groups report (the engine's metrics replace it)."""
 
     async def close(self) -> None:
         """Wait for the groups that are ending (their commit or rollback) to end."""
@@ -265,7 +280,7 @@ class StepGroups:
         group = self._open
         if group is None or not group.joinable():
             group = self._open = _Group(
-                self._fast, self._opener, self._alone, self.size, self._ending
+                self._fast, self._opener, self._alone, self.size, self._ending, self.watch
             )
         group.members += 1
         group.active += 1
@@ -294,7 +309,10 @@ class StepGroups:
                     if not first and isinstance(error, Exception):
                         # It saw the writes of the members before it, which are undone now:
                         # whether it fails is decided alone, on committed data only.
+                        self.watch.record_group_rerun()
                         raise StepGroupAborted() from error
+            if isinstance(error, StepGroupAborted):
+                self.watch.record_group_rerun()
             raise
         if not member.done:  # the block ended without a commit: nothing of it may commit
             group.failed = True
