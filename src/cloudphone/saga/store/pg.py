@@ -39,6 +39,7 @@ from cloudphone.saga.store.disconnects import (
 )
 from cloudphone.saga.store.pg_sql import (
     CLAIM_SQL,
+    COMMIT_MANY_SQL,
     COMMIT_ONE_SQL,
     COMMIT_SQL,
     FIND_SQL,
@@ -50,6 +51,7 @@ from cloudphone.saga.store.pg_sql import (
     insert_args,
     insert_item,
     progress_args,
+    progress_columns,
     progress_item,
     run_from_record,
     type_arrays,
@@ -257,9 +259,7 @@ class PgFastPath:
                 args = progress_args(run_id, epoch, progress, until, seq)
                 rows = await driver.fetch(COMMIT_ONE_SQL, *args)
             else:
-                batch = [progress_item(r, e, p, until, seq) for r, e, p, seq in items]
-                ids = [run_id for run_id, *_rest in items]
-                rows = await driver.fetch(COMMIT_SQL, json.dumps(batch), ids)
+                rows = await driver.fetch(COMMIT_MANY_SQL, *progress_columns(items, until))
         except Exception as error:
             if not isinstance(error, asyncpg.PostgresError) or driver_error_unavailable(error):
                 await conn.invalidate(error)
@@ -275,9 +275,8 @@ class PgFastPath:
             args = progress_args(run_id, epoch, progress, until, seq)
             rows = await self._fetch_held("commits", COMMIT_ONE_SQL, *args)
         else:
-            batch = [progress_item(r, e, p, until, seq) for r, e, p, seq in items]
-            ids = [run_id for run_id, *_rest in items]
-            rows = await self._fetch_held("commits", COMMIT_SQL, json.dumps(batch), ids)
+            columns = progress_columns(items, until)
+            rows = await self._fetch_held("commits", COMMIT_MANY_SQL, *columns)
         held = {(r["id"], r["epoch"]): _written(r) for r in rows}
         return [held.get((run_id, epoch)) for run_id, epoch, *_rest in items]
 
