@@ -104,3 +104,8 @@ async def test_start_in_a_psycopg_transaction_wakes_the_listener(engine: SagaEng
 
 async def _connected(listener: object) -> bool:
     return bool(getattr(listener, "connected").is_set())  # noqa: B009 - typed as object here
+
+
+async def test_psycopg_steps_never_share_a_transaction(engine: SagaEngine) -> None:
+    """Step groups send their progress through asyncpg: on psycopg every step is alone."""
+    assert getattr(engine.store, "step_groups", "missing") is None

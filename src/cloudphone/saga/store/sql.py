@@ -68,8 +68,8 @@ class SqlStore(RunQueries, PresenceQueries):
         db: The database.
         lease: How long a claim or progress write keeps a run leased.
         clock: Time source.
-        step_group: On PostgreSQL, most transactional steps of different runs that share
-            one transaction (see :mod:`.step_group`); 1 gives every step its own.
+        step_group: On PostgreSQL (asyncpg), most transactional steps of different runs that
+            share one transaction (see :mod:`.step_group`); 1 gives every step its own.
     """
 
     def __init__(
@@ -85,11 +85,13 @@ class SqlStore(RunQueries, PresenceQueries):
             from cloudphone.saga.store.pg import PgFastPath
 
             self._fast = PgFastPath(db.url, lease, clock)
-            self._groups = StepGroups(self._fast, db.begin, self.commit_txn, step_group)
+            if db.url.get_driver_name() == "asyncpg":
+                # A group's progress goes straight to the driver under SQLAlchemy (asyncpg).
+                self._groups = StepGroups(self._fast, db.begin, self.commit_txn, step_group)
 
     @property
     def step_groups(self) -> StepGroups | None:
-        """Where transactional steps share transactions (PostgreSQL only)."""
+        """Where transactional steps share transactions (PostgreSQL on asyncpg only)."""
         return self._groups
 
     @property
