@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import weakref
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
@@ -87,6 +88,9 @@ class _Writing:
 
 
 _WRITING: ContextVar[_Writing | None] = ContextVar("cloudphone_sqlite_writing", default=None)
+
+_INLINE_ENGINES: weakref.WeakKeyDictionary[Engine, float] = weakref.WeakKeyDictionary()
+"""SQLite engines on the inline driver (connections are ``InlineConnection``): busy timeouts."""
 
 
 class Database:
@@ -160,6 +164,39 @@ class Database:
             async with _transaction(self.engine) as conn:
                 yield conn
             return
+        async with self.writer():
+            try:
+                async with _transaction(self.engine) as conn:
+                    yield conn
+            except Exception as error:
+                busy = self.busy_error(getattr(error, "orig", None) or error)
+                if busy is not None:
+                    raise busy from error
+                raise
+
+    @asynccontextmanager
+    async def writer(self) -> AsyncIterator[None]:
+        """SQLite: hold this process's writer lock (the task is then :meth:`writing`).
+
+        :meth:`begin` holds it around its transaction; the engine's own group commit (see
+        :mod:`.lite_fast`) holds it around the transactions it sends itself.
+
+        Raises:
+            NestedWriteError: This task holds it already (see :meth:`begin`).
+        """
+        assert self._write_lock is not None, "SQLite only"
+        self.refuse_nested()
+        async with self._write_lock:
+            writing = _Writing(self._file)
+            token = _WRITING.set(writing)
+            try:
+                yield
+            finally:
+                writing.open = False  # tasks started meanwhile keep a copy of the variable
+                _WRITING.reset(token)
+
+    def refuse_nested(self) -> None:
+        """Raise NestedWriteError if this task is inside a write transaction of this file."""
         if self.writing():
             raise NestedWriteError(
                 f"this task already holds the write transaction of the SQLite file {self._file} "
@@ -168,22 +205,20 @@ class Database:
                 "write through the open transaction's connection (engine.start(..., "
                 "session=ctx.session), a service call given that connection)"
             )
-        async with self._write_lock:
-            writing = _Writing(self._file)
-            token = _WRITING.set(writing)
-            try:
-                async with _transaction(self.engine) as conn:
-                    yield conn
-            except Exception as error:
-                if sqlite_inline.sqlite_busy(getattr(error, "orig", None) or error):
-                    raise DatabaseUnavailableError(
-                        f"another process held the write lock of {self._file} past the busy "
-                        f"timeout: {error}"
-                    ) from error
-                raise
-            finally:
-                writing.open = False  # tasks started meanwhile keep a copy of the variable
-                _WRITING.reset(token)
+
+    def busy_error(self, error: BaseException) -> DatabaseUnavailableError | None:
+        """The error to raise for a sqlite3 ``error`` that says another process held the lock."""
+        if not sqlite_inline.sqlite_busy(error):
+            return None
+        return DatabaseUnavailableError(
+            f"another process held the write lock of {self._file} past the busy timeout: {error}"
+        )
+
+    @property
+    def inline_sqlite(self) -> tuple[str, float] | None:
+        """SQLite on the inline driver: the file's path and the busy timeout (s); else None."""
+        patience = _INLINE_ENGINES.get(self.engine.sync_engine)
+        return None if patience is None else (self._file, patience)
 
     def writing(self) -> bool:
         """Whether this task is inside a write transaction of this SQLite file.
@@ -340,6 +375,7 @@ def create_sqlite_engine(url: URL, busy_timeout_ms: int, *, threaded: bool = Fal
             return await sqlite_inline.connect(database, busy_timeout=busy_timeout_ms / 1000)
 
         engine = create_async_engine(url, pool_size=5, max_overflow=5, async_creator=connect)
+        _INLINE_ENGINES[engine.sync_engine] = busy_timeout_ms / 1000
     busy_pragma = busy_timeout_ms if threaded else 0
 
     @event.listens_for(engine.sync_engine, "connect")
@@ -347,13 +383,8 @@ def create_sqlite_engine(url: URL, busy_timeout_ms: int, *, threaded: bool = Fal
         # Take transaction control from the sqlite3 module so BEGIN IMMEDIATE is ours to send.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        # WAL + NORMAL: a killed process loses nothing committed; only an OS crash or power
-        # loss may drop the last commits (never corrupting). Steps are idempotent by contract.
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        # The inline driver retries without blocking the loop; aiosqlite waits on its thread.
-        cursor.execute(f"PRAGMA busy_timeout={busy_pragma}")
-        cursor.execute("PRAGMA foreign_keys=ON")
+        for pragma in sqlite_pragmas(busy_pragma):
+            cursor.execute(pragma)
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")
@@ -364,3 +395,16 @@ def create_sqlite_engine(url: URL, busy_timeout_ms: int, *, threaded: bool = Fal
         conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
     return engine
+
+
+def sqlite_pragmas(busy_timeout_ms: int = 0) -> tuple[str, ...]:
+    """What every connection to an engine's SQLite file runs first."""
+    return (
+        "PRAGMA journal_mode=WAL",
+        # WAL + NORMAL: a killed process loses nothing committed; only an OS crash or power
+        # loss may drop the last commits (never corrupting). Steps are idempotent by contract.
+        "PRAGMA synchronous=NORMAL",
+        # The inline driver retries without blocking the loop; aiosqlite waits on its thread.
+        f"PRAGMA busy_timeout={busy_timeout_ms}",
+        "PRAGMA foreign_keys=ON",
+    )
