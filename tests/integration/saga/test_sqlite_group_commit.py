@@ -154,11 +154,15 @@ async def test_a_write_inside_this_tasks_write_transaction_is_refused_at_once(
     assert (await lite.read(run.id)).last_seq == 1
 
 
-async def _write_the_same(store: SqlStore, clock: ManualClock, ids: list[str]) -> None:
-    """Starts and progress (success, failure with retry, a transactional step) on ``store``."""
+async def _write_the_same(store: SqlStore, clock: ManualClock, ids: list[str]) -> list[Any]:
+    """Starts, progress (success, failure, a transactional step) and claims on ``store``.
+
+    Returns:
+        The claimed runs, each with its previous owner and the run as read afterwards.
+    """
     backend = Backend("sqlite", store, clock, store.db, "same_values")
     data = {"n": 1.5, "s": "é\u2603", "nested": {"xs": [1, None, True]}, "none": None}
-    for i, run_id in enumerate(ids):
+    for i, run_id in enumerate(ids[:3]):
         run = await backend.insert(id=run_id, owner="w1", data=data, idempotency_key=f"k{i}")
         clock.advance(timedelta(microseconds=123_457))
         if i == 0:
@@ -168,12 +172,18 @@ async def _write_the_same(store: SqlStore, clock: ManualClock, ids: list[str]) -
         else:
             async with store.step_transaction() as tx:
                 await tx.commit(run.id, run.epoch, succeeded(backend, run, None), 1)
+    await backend.insert(id=ids[3], owner="w0")  # its lease runs out: taken over below
+    await backend.insert(id=ids[4])  # pending: claimed fresh
+    clock.advance(LEASE * 2)
+    now = clock.now()
+    claimed = await store.claim("w2", 10, [backend.saga_type], now, exclude=[ids[0]])
+    return [(c.run, c.previous_owner, await backend.read(c.run.id)) for c in claimed]
 
 
-async def test_the_fast_path_stores_what_sqlalchemy_stores(tmp_path: Path) -> None:
-    """Every column of both tables, byte for byte, against SQLAlchemy's own writes."""
-    ids = [str(uuid.uuid4()) for _ in range(3)]
-    dumps = []
+async def test_the_fast_path_stores_and_reads_what_sqlalchemy_does(tmp_path: Path) -> None:
+    """Every column of both tables, byte for byte, and the claimed runs, as SQLAlchemy's."""
+    ids = [str(uuid.uuid4()) for _ in range(5)]
+    dumps, claims = [], []
     for name, threaded in (("fast", False), ("core", True)):
         url = sa.make_url(f"sqlite+aiosqlite:///{tmp_path / name}.db")
         db = Database(create_sqlite_engine(url, 30_000, threaded=threaded))
@@ -181,7 +191,7 @@ async def test_the_fast_path_stores_what_sqlalchemy_stores(tmp_path: Path) -> No
         store = SqlStore(db, LEASE, clock)
         await store.create_schema()
         try:
-            await _write_the_same(store, clock, ids)
+            claims.append(await _write_the_same(store, clock, ids))
             assert (store.own_transactions > 0) is not threaded
         finally:
             await store.close()
@@ -196,9 +206,16 @@ async def test_the_fast_path_stores_what_sqlalchemy_stores(tmp_path: Path) -> No
                     )
                 ]
             )
-    assert len(dumps[0][0]) == 3
-    assert len(dumps[0][1]) > 3
+    assert len(dumps[0][0]) == 5
+    assert len(dumps[0][1]) > 5
     assert dumps[0] == dumps[1]
+    # All but the excluded first: the failed one (released), two expired leases, a pending one.
+    assert sorted((run.id, previous) for run, previous, _ in claims[0]) == sorted(
+        [(ids[1], None), (ids[2], "w1"), (ids[3], "w0"), (ids[4], None)]
+    )
+    assert claims[0] == claims[1]
+    for run, _previous, read in claims[0]:
+        assert run == read
 
 
 def short_saga(name: str) -> Saga:

@@ -2,10 +2,13 @@
 
 Building a Core statement per call costs more than SQLite takes to run it, so these are
 constructed at import and executed with parameters only (one compiled form each, cached).
+On the inline driver the engine runs them on sqlite3 itself (see :mod:`.lite_fast`), compiled
+once more by :class:`Prepared`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -23,6 +26,9 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Dialect
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.expression import ClauseElement
 
 from cloudphone.saga.progress import Progress
 from cloudphone.saga.store.rows import progress_values
@@ -109,3 +115,31 @@ def commit_params(
 def insert_params(values: dict[str, Any]) -> dict[str, Any]:
     """Parameters of INSERT_RUN from the new run's column values."""
     return {f"v_{name}": value for name, value in values.items()}
+
+
+class Prepared:
+    """A Core statement compiled once for a dialect, with its parameters' order and converters.
+
+    Args:
+        statement: The statement (named bind parameters; literals keep their values).
+        dialect: The engine's dialect, whose bind processors convert the values.
+    """
+
+    def __init__(self, statement: ClauseElement, dialect: Dialect) -> None:
+        compiled = statement.compile(dialect=dialect)
+        assert isinstance(compiled, SQLCompiler)
+        assert compiled.positiontup is not None, "SQLite binds by position"
+        self.sql = compiled.string
+        self._slots: list[tuple[str, bool, Any, Callable[[Any], Any] | None]] = []
+        for name in compiled.positiontup:
+            bind = compiled.binds[name]
+            process = bind.type.dialect_impl(dialect).bind_processor(dialect)
+            self._slots.append((name, bind.required, bind.effective_value, process))
+
+    def args(self, values: Mapping[str, Any]) -> tuple[Any, ...]:
+        """The positional parameters for ``values`` (by bind name), converted for sqlite3."""
+        out = []
+        for name, required, fixed, process in self._slots:
+            value = values[name] if required else fixed
+            out.append(value if process is None else process(value))
+        return tuple(out)

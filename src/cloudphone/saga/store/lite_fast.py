@@ -30,16 +30,17 @@ from typing import Any, cast
 from sqlalchemy import insert
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
-from sqlalchemy.sql.compiler import SQLCompiler
-from sqlalchemy.sql.expression import ClauseElement
 
 from cloudphone.saga.ports import Clock
 from cloudphone.saga.progress import NewEvent, Progress
-from cloudphone.saga.records import EventKind
+from cloudphone.saga.records import EventKind, SagaRun
 from cloudphone.saga.store import lite, sqlite_inline
+from cloudphone.saga.store.base import SagaTypes
 from cloudphone.saga.store.batch import Batcher
 from cloudphone.saga.store.database import Database, sqlite_pragmas
 from cloudphone.saga.store.disconnects import is_database_unavailable, unavailable
+from cloudphone.saga.store.lite import Prepared
+from cloudphone.saga.store.lite_claims import Claims
 from cloudphone.saga.store.rows import event_rows
 from cloudphone.saga.store.tables import saga_events
 
@@ -49,34 +50,6 @@ Write = Callable[[sqlite3.Connection, datetime], object]
 """One queued item: runs its statements in the group's transaction, given the lease end."""
 
 
-class Prepared:
-    """A Core statement compiled once for a dialect, with its parameters' order and converters.
-
-    Args:
-        statement: The statement (named bind parameters; literals keep their values).
-        dialect: The engine's dialect, whose bind processors convert the values.
-    """
-
-    def __init__(self, statement: ClauseElement, dialect: Dialect) -> None:
-        compiled = statement.compile(dialect=dialect)
-        assert isinstance(compiled, SQLCompiler)
-        assert compiled.positiontup is not None, "SQLite binds by position"
-        self.sql = compiled.string
-        self._slots: list[tuple[str, bool, Any, Callable[[Any], Any] | None]] = []
-        for name in compiled.positiontup:
-            bind = compiled.binds[name]
-            process = bind.type.dialect_impl(dialect).bind_processor(dialect)
-            self._slots.append((name, bind.required, bind.effective_value, process))
-
-    def args(self, values: Mapping[str, Any]) -> tuple[Any, ...]:
-        """The positional parameters for ``values`` (by bind name), converted for sqlite3."""
-        out = []
-        for name, required, fixed, process in self._slots:
-            value = values[name] if required else fixed
-            out.append(value if process is None else process(value))
-        return tuple(out)
-
-
 class Statements:
     """The hot path's statements for one dialect."""
 
@@ -84,6 +57,7 @@ class Statements:
         self.commit = Prepared(lite.COMMIT, dialect)
         self.insert_run = Prepared(lite.INSERT_RUN, dialect)
         self.insert_events = Prepared(insert(saga_events), dialect)
+        self.claims = Claims(dialect)
 
     def write_commit(
         self,
@@ -102,7 +76,7 @@ class Statements:
         last_seq, cancel_requested = rows[0]
         n = len(progress.events)
         if n:
-            self._events(sq, event_rows(run_id, last_seq - n + 1, progress.events))
+            self.events(sq, event_rows(run_id, last_seq - n + 1, progress.events))
         return bool(cancel_requested), int(last_seq)
 
     def write_insert(
@@ -113,10 +87,11 @@ class Statements:
         if not sq.execute(self.insert_run.sql, args).fetchall():
             return False
         started = NewEvent(EventKind.SAGA_STARTED, at=values["created_at"], detail=detail)
-        self._events(sq, event_rows(values["id"], 1, [started]))
+        self.events(sq, event_rows(values["id"], 1, [started]))
         return True
 
-    def _events(self, sq: sqlite3.Connection, rows: list[dict[str, Any]]) -> None:
+    def events(self, sq: sqlite3.Connection, rows: list[dict[str, Any]]) -> None:
+        """Insert ``saga_events`` rows in ``sq``'s transaction."""
         prepared = self.insert_events
         if len(rows) == 1:
             sq.execute(prepared.sql, prepared.args(rows[0]))
@@ -185,6 +160,34 @@ class LiteFastPath:
             return self.statements.write_insert(sq, values, detail)
 
         return bool(await self._submit(write, "start"))
+
+    async def claim(
+        self,
+        worker_id: str,
+        limit: int,
+        saga_types: SagaTypes,
+        now: datetime,
+        takeover_before: datetime,
+        own: str | None,
+        exclude: Sequence[str],
+    ) -> list[tuple[SagaRun, str | None]]:
+        """Lease due runs with the next group (see ``SqlStore.claim``)."""
+
+        def write(sq: sqlite3.Connection, until: datetime) -> list[tuple[SagaRun, str | None]]:
+            return self.statements.claims.claim(
+                sq,
+                self.statements.events,
+                until,
+                worker_id,
+                limit,
+                saga_types,
+                now,
+                takeover_before,
+                own,
+                exclude,
+            )
+
+        return cast("list[tuple[SagaRun, str | None]]", await self._submit(write, "claim"))
 
     async def commit_in(
         self,

@@ -345,6 +345,11 @@ class SqlStore(RunQueries, PresenceQueries):
             return [Claimed(run, previous) for run, previous in rows]
         # SQLite runs in this process: a claim's answer is never lost, so lost_claims is moot.
         own_too = worker_id if reclaim_own else None
+        if self._lite is not None:
+            rows = await self._lite.claim(
+                worker_id, limit, saga_types, now, before, own_too, exclude
+            )
+            return [Claimed(run, previous) for run, previous in rows]
         async with self.db.begin() as conn:
             rows = await claims.claim_txn(
                 conn, worker_id, limit, saga_types, now, before, own_too, exclude, self._lease_end
