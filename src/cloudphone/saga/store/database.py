@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 import weakref
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from sqlalchemy import event
@@ -37,6 +39,7 @@ from sqlalchemy.engine import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
+from sqlalchemy.util import await_only
 from sqlalchemy.util.concurrency import greenlet_spawn
 
 from cloudphone.saga.errors import DatabaseUnavailableError, NestedWriteError, StepGroupAborted
@@ -392,7 +395,18 @@ def create_sqlite_engine(url: URL, busy_timeout_ms: int, *, threaded: bool = Fal
         # Writers take the lock up front: a deferred transaction that later writes can fail
         # with SQLITE_BUSY without waiting, when another connection wrote in between.
         read_only = conn.get_execution_options().get(_READ_ONLY, False)
-        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+        begin = "BEGIN" if read_only else "BEGIN IMMEDIATE"
+        driver = conn.connection.driver_connection
+        if isinstance(driver, sqlite_inline.InlineConnection):
+            # Straight to sqlite3 (busy retried by the driver): a statement through
+            # SQLAlchemy's execution costs more than the BEGIN itself.
+            try:
+                await_only(driver.run(partial(driver.sqlite.execute, begin), read=False))
+            except sqlite3.Error as error:
+                # Wrapped as SQLAlchemy wraps a statement's error (callers look for that).
+                raise sa_exc.DBAPIError.instance(begin, None, error, sqlite3.Error) from error
+        else:
+            conn.exec_driver_sql(begin)
 
     return engine
 
