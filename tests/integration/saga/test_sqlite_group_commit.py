@@ -12,7 +12,7 @@ import logging
 import sqlite3
 import uuid
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,9 @@ import sqlalchemy as sa
 from cloudphone.saga import Database, EventKind, Saga, SagaEngine, SagaStatus, StepContext
 from cloudphone.saga.errors import DatabaseUnavailableError, LeaseLostError, NestedWriteError
 from cloudphone.saga.store.database import create_sqlite_engine
+from cloudphone.saga.store.lite import bind_processor
 from cloudphone.saga.store.sql import SqlStore
+from cloudphone.saga.store.tables import saga_runs
 from cloudphone.saga.testing import ManualClock
 from tests.integration.saga.test_store_contract import failed, succeeded
 from tests.support.sqlite_lock import write_lock_held
@@ -250,3 +252,19 @@ async def test_lease_renewals_never_see_a_run_move_before_its_runner_does(
     finally:
         await engine.close()
     assert not [r.getMessage() for r in caplog.records if "lease lost" in r.getMessage()]
+
+
+def test_timestamps_convert_as_utcdatetime_does_and_naive_ones_are_refused(tmp_path: Path) -> None:
+    """The fast path's short conversion of UtcDateTime gives SQLAlchemy's text, refuses naive."""
+    engine = create_sqlite_engine(sa.make_url(f"sqlite+aiosqlite:///{tmp_path}/t.db"), 1000)
+    column = saga_runs.c.updated_at.type
+    fast = bind_processor(column, engine.dialect)
+    core = column.dialect_impl(engine.dialect).bind_processor(engine.dialect)
+    assert fast is not None
+    assert core is not None
+    assert fast is not core
+    aware = datetime(2026, 3, 4, 5, 6, 7, 89, tzinfo=timezone(timedelta(hours=-3)))
+    assert fast(aware) == core(aware) == "2026-03-04 08:06:07.000089"
+    assert fast(None) is None
+    with pytest.raises(ValueError, match="naive"):
+        fast(datetime(2026, 1, 1))  # naive

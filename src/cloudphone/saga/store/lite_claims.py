@@ -21,7 +21,7 @@ from cloudphone.saga.progress import NewEvent
 from cloudphone.saga.records import EventKind, SagaRun
 from cloudphone.saga.state import ACTIVE, SagaStatus
 from cloudphone.saga.store.base import SagaTypes, split_types
-from cloudphone.saga.store.lite import Prepared
+from cloudphone.saga.store.lite import Prepared, bind_processor
 from cloudphone.saga.store.rows import event_rows, run_from_row
 from cloudphone.saga.store.tables import saga_runs
 
@@ -71,7 +71,7 @@ class Claims:
 
     def __init__(self, dialect: Dialect) -> None:
         self.lease_one = Prepared(LEASE_ONE, dialect)
-        self._time = _R.next_run_at.type.dialect_impl(dialect).bind_processor(dialect)
+        self._time = bind_processor(_R.next_run_at.type, dialect)
         self._columns: list[tuple[str, Callable[[Any], Any] | None]] = [
             (c.name, c.type.dialect_impl(dialect).result_processor(dialect, None))
             for c in saga_runs.c
