@@ -240,7 +240,7 @@ async def test_lease_renewals_never_see_a_run_move_before_its_runner_does(
     """A renewal between a group's COMMIT and its runners resuming would call leases lost."""
     saga = short_saga(f"renew_{unique}")
     url = f"sqlite+aiosqlite:///{tmp_path / 'renew.db'}"
-    engine = SagaEngine(url, [saga], worker_id="w1", lease=timedelta(milliseconds=300))
+    engine = SagaEngine(url, [saga], worker_id="w1", lease=timedelta(seconds=1))
     await engine.create_schema()
     caplog.set_level(logging.WARNING, logger="cloudphone")
     try:
