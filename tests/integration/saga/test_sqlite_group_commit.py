@@ -21,9 +21,9 @@ import sqlalchemy as sa
 
 from cloudphone.saga import Database, EventKind, Saga, SagaEngine, SagaStatus, StepContext
 from cloudphone.saga.errors import DatabaseUnavailableError, LeaseLostError, NestedWriteError
-from cloudphone.saga.store.database import create_sqlite_engine
 from cloudphone.saga.store.lite import bind_processor
 from cloudphone.saga.store.sql import SqlStore
+from cloudphone.saga.store.sqlite_engine import create_sqlite_engine
 from cloudphone.saga.store.tables import saga_runs
 from cloudphone.saga.testing import ManualClock
 from tests.integration.saga.test_store_contract import failed, succeeded

@@ -17,13 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sqlite3
-import weakref
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 from sqlalchemy import event
@@ -39,7 +36,6 @@ from sqlalchemy.engine import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
-from sqlalchemy.util import await_only
 from sqlalchemy.util.concurrency import greenlet_spawn
 
 from cloudphone.saga.errors import DatabaseUnavailableError, NestedWriteError, StepGroupAborted
@@ -50,8 +46,11 @@ from cloudphone.saga.store.disconnects import (
     is_database_unavailable,
     unavailable,
 )
-
-_READ_ONLY = "cloudphone_read_only"
+from cloudphone.saga.store.sqlite_engine import (
+    INLINE_ENGINES,
+    READ_ONLY,
+    create_sqlite_engine,
+)
 
 
 @dataclass
@@ -91,9 +90,6 @@ class _Writing:
 
 
 _WRITING: ContextVar[_Writing | None] = ContextVar("cloudphone_sqlite_writing", default=None)
-
-_INLINE_ENGINES: weakref.WeakKeyDictionary[Engine, float] = weakref.WeakKeyDictionary()
-"""SQLite engines on the inline driver (connections are ``InlineConnection``): busy timeouts."""
 
 
 class Database:
@@ -220,7 +216,7 @@ class Database:
     @property
     def inline_sqlite(self) -> tuple[str, float] | None:
         """SQLite on the inline driver: the file's path and the busy timeout (s); else None."""
-        patience = _INLINE_ENGINES.get(self.engine.sync_engine)
+        patience = INLINE_ENGINES.get(self.engine.sync_engine)
         return None if patience is None else (self._file, patience)
 
     def writing(self) -> bool:
@@ -270,7 +266,7 @@ def _open(engine: Engine, read_only: bool) -> tuple[Connection, Transaction]:
     conn = engine.connect()
     try:
         if read_only:
-            conn.execution_options(**{_READ_ONLY: True})
+            conn.execution_options(**{READ_ONLY: True})
         return conn, conn.begin()
     except BaseException:
         conn.close()
@@ -351,74 +347,3 @@ def _survive_restarts(engine: AsyncEngine) -> None:
         if not context.is_disconnect and is_database_unavailable(context.original_exception):
             # Invalidate this connection and every older one in the pool (they died with it).
             context.is_disconnect = True
-
-
-def create_sqlite_engine(url: URL, busy_timeout_ms: int, *, threaded: bool = False) -> AsyncEngine:
-    """The engine :class:`Database` builds for a SQLite file.
-
-    Args:
-        url: ``sqlite+aiosqlite:///path.db``.
-        busy_timeout_ms: How long to wait for another process's write lock.
-        threaded: SQLAlchemy's stock aiosqlite driver (a helper thread per connection)
-            instead of the inline one; for comparison (``bench/engine.py --sqlite-driver``).
-    """
-    database = url.database or ""
-    if database in ("", ":memory:") or "mode=memory" in str(url):
-        raise ValueError(
-            "SQLite needs a file (sqlite+aiosqlite:///path/to.db): workers, the API and the CLI "
-            "share it, which an in-memory database cannot do"
-        )
-    if threaded:
-        engine = create_async_engine(
-            url, pool_size=5, max_overflow=5, connect_args={"timeout": busy_timeout_ms / 1000}
-        )
-    else:
-        # Same SQLite, no helper thread: see sqlite_inline for why.
-        async def connect() -> sqlite_inline.InlineConnection:
-            return await sqlite_inline.connect(database, busy_timeout=busy_timeout_ms / 1000)
-
-        engine = create_async_engine(url, pool_size=5, max_overflow=5, async_creator=connect)
-        _INLINE_ENGINES[engine.sync_engine] = busy_timeout_ms / 1000
-    busy_pragma = busy_timeout_ms if threaded else 0
-
-    @event.listens_for(engine.sync_engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        # Take transaction control from the sqlite3 module so BEGIN IMMEDIATE is ours to send.
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        for pragma in sqlite_pragmas(busy_pragma):
-            cursor.execute(pragma)
-        cursor.close()
-
-    @event.listens_for(engine.sync_engine, "begin")
-    def _on_begin(conn: Connection) -> None:
-        # Writers take the lock up front: a deferred transaction that later writes can fail
-        # with SQLITE_BUSY without waiting, when another connection wrote in between.
-        read_only = conn.get_execution_options().get(_READ_ONLY, False)
-        begin = "BEGIN" if read_only else "BEGIN IMMEDIATE"
-        driver = conn.connection.driver_connection
-        if isinstance(driver, sqlite_inline.InlineConnection):
-            # Straight to sqlite3 (busy retried by the driver): a statement through
-            # SQLAlchemy's execution costs more than the BEGIN itself.
-            try:
-                await_only(driver.run(partial(driver.sqlite.execute, begin), read=False))
-            except sqlite3.Error as error:
-                # Wrapped as SQLAlchemy wraps a statement's error (callers look for that).
-                raise sa_exc.DBAPIError.instance(begin, None, error, sqlite3.Error) from error
-        else:
-            conn.exec_driver_sql(begin)
-
-    return engine
-
-
-def sqlite_pragmas(busy_timeout_ms: int = 0) -> tuple[str, ...]:
-    """What every connection to an engine's SQLite file runs first."""
-    return (
-        "PRAGMA journal_mode=WAL",
-        # WAL + NORMAL: a killed process loses nothing committed; only an OS crash or power
-        # loss may drop the last commits (never corrupting). Steps are idempotent by contract.
-        "PRAGMA synchronous=NORMAL",
-        # The inline driver retries without blocking the loop; aiosqlite waits on its thread.
-        f"PRAGMA busy_timeout={busy_timeout_ms}",
-        "PRAGMA foreign_keys=ON",
-    )

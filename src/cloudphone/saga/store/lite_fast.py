@@ -37,11 +37,12 @@ from cloudphone.saga.records import EventKind, SagaRun
 from cloudphone.saga.store import lite, sqlite_inline
 from cloudphone.saga.store.base import SagaTypes
 from cloudphone.saga.store.batch import Batcher
-from cloudphone.saga.store.database import Database, sqlite_pragmas
+from cloudphone.saga.store.database import Database
 from cloudphone.saga.store.disconnects import is_database_unavailable, unavailable
 from cloudphone.saga.store.lite import Prepared
 from cloudphone.saga.store.lite_claims import Claims
 from cloudphone.saga.store.rows import event_rows
+from cloudphone.saga.store.sqlite_engine import sqlite_pragmas
 from cloudphone.saga.store.tables import saga_events
 
 Written = tuple[bool, int]
