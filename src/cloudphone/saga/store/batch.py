@@ -2,13 +2,16 @@
 
 The first writer to arrive while no flush is running flushes at once, inline (alone it pays no
 extra hop); writers arriving during a flush queue up and go out together in the next one, which
-a background task sends, so under load each round trip carries many items.
+a background task sends, so under load each round trip carries many items. With a ``gate``
+(SQLite's writer lock) a batch is taken once the gate is open, so the writers that queued
+while it was shut go out together.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -24,6 +27,8 @@ class Batcher(Generic[T, R]):
             (unless ``is_fatal`` says the error concerns the connection, not the data).
         is_fatal: Errors that fail the whole batch without retrying items one by one.
         max_batch: Largest batch sent in one call.
+        gate: Entered around taking and writing each batch (a single-item retry included),
+            so what queued while it was shut goes out together.
     """
 
     def __init__(
@@ -32,8 +37,10 @@ class Batcher(Generic[T, R]):
         *,
         is_fatal: Callable[[BaseException], bool] = lambda _error: True,
         max_batch: int = 500,
+        gate: Callable[[], AbstractAsyncContextManager[object]] | None = None,
     ) -> None:
         self._flush = flush
+        self._gate = gate
         self._is_fatal = is_fatal
         self._max = max_batch
         self._queue: list[tuple[T, asyncio.Future[R]]] = []
@@ -48,7 +55,7 @@ class Batcher(Generic[T, R]):
             # Nobody is flushing: send this item (and anything queued) now, from this task.
             self._busy = True
             try:
-                await self._write(self._take())
+                await self._send()
             finally:
                 self._busy = False
                 if self._queue:
@@ -56,6 +63,16 @@ class Batcher(Generic[T, R]):
         # A writer cancelled while waiting cancels only its future: the batch still writes
         # the item (it may already be on the wire) and its result is dropped.
         return await future
+
+    async def _send(self) -> None:
+        """Take the next batch (once the gate is open) and write it."""
+        if self._gate is None:
+            await self._write(self._take())
+            return
+        async with self._gate():
+            batch = self._take()
+            if batch:
+                await self._write(batch)
 
     def _take(self) -> list[tuple[T, asyncio.Future[R]]]:
         batch, self._queue = self._queue[: self._max], self._queue[self._max :]
@@ -69,7 +86,7 @@ class Batcher(Generic[T, R]):
     async def _drain(self) -> None:
         try:
             while self._queue:
-                await self._write(self._take())
+                await self._send()
         finally:
             self._busy = False
             if self._queue:  # pragma: no cover - items added while the last write finished

@@ -46,8 +46,11 @@ from cloudphone.saga.store.disconnects import (
     is_database_unavailable,
     unavailable,
 )
-
-_READ_ONLY = "cloudphone_read_only"
+from cloudphone.saga.store.sqlite_engine import (
+    INLINE_ENGINES,
+    READ_ONLY,
+    create_sqlite_engine,
+)
 
 
 @dataclass
@@ -160,6 +163,39 @@ class Database:
             async with _transaction(self.engine) as conn:
                 yield conn
             return
+        async with self.writer():
+            try:
+                async with _transaction(self.engine) as conn:
+                    yield conn
+            except Exception as error:
+                busy = self.busy_error(getattr(error, "orig", None) or error)
+                if busy is not None:
+                    raise busy from error
+                raise
+
+    @asynccontextmanager
+    async def writer(self) -> AsyncIterator[None]:
+        """SQLite: hold this process's writer lock (the task is then :meth:`writing`).
+
+        :meth:`begin` holds it around its transaction; the engine's own group commit (see
+        :mod:`.lite_fast`) holds it around the transactions it sends itself.
+
+        Raises:
+            NestedWriteError: This task holds it already (see :meth:`begin`).
+        """
+        assert self._write_lock is not None, "SQLite only"
+        self.refuse_nested()
+        async with self._write_lock:
+            writing = _Writing(self._file)
+            token = _WRITING.set(writing)
+            try:
+                yield
+            finally:
+                writing.open = False  # tasks started meanwhile keep a copy of the variable
+                _WRITING.reset(token)
+
+    def refuse_nested(self) -> None:
+        """Raise NestedWriteError if this task is inside a write transaction of this file."""
         if self.writing():
             raise NestedWriteError(
                 f"this task already holds the write transaction of the SQLite file {self._file} "
@@ -168,22 +204,20 @@ class Database:
                 "write through the open transaction's connection (engine.start(..., "
                 "session=ctx.session), a service call given that connection)"
             )
-        async with self._write_lock:
-            writing = _Writing(self._file)
-            token = _WRITING.set(writing)
-            try:
-                async with _transaction(self.engine) as conn:
-                    yield conn
-            except Exception as error:
-                if sqlite_inline.sqlite_busy(getattr(error, "orig", None) or error):
-                    raise DatabaseUnavailableError(
-                        f"another process held the write lock of {self._file} past the busy "
-                        f"timeout: {error}"
-                    ) from error
-                raise
-            finally:
-                writing.open = False  # tasks started meanwhile keep a copy of the variable
-                _WRITING.reset(token)
+
+    def busy_error(self, error: BaseException) -> DatabaseUnavailableError | None:
+        """The error to raise for a sqlite3 ``error`` that says another process held the lock."""
+        if not sqlite_inline.sqlite_busy(error):
+            return None
+        return DatabaseUnavailableError(
+            f"another process held the write lock of {self._file} past the busy timeout: {error}"
+        )
+
+    @property
+    def inline_sqlite(self) -> tuple[str, float] | None:
+        """SQLite on the inline driver: the file's path and the busy timeout (s); else None."""
+        patience = INLINE_ENGINES.get(self.engine.sync_engine)
+        return None if patience is None else (self._file, patience)
 
     def writing(self) -> bool:
         """Whether this task is inside a write transaction of this SQLite file.
@@ -232,7 +266,7 @@ def _open(engine: Engine, read_only: bool) -> tuple[Connection, Transaction]:
     conn = engine.connect()
     try:
         if read_only:
-            conn.execution_options(**{_READ_ONLY: True})
+            conn.execution_options(**{READ_ONLY: True})
         return conn, conn.begin()
     except BaseException:
         conn.close()
@@ -313,54 +347,3 @@ def _survive_restarts(engine: AsyncEngine) -> None:
         if not context.is_disconnect and is_database_unavailable(context.original_exception):
             # Invalidate this connection and every older one in the pool (they died with it).
             context.is_disconnect = True
-
-
-def create_sqlite_engine(url: URL, busy_timeout_ms: int, *, threaded: bool = False) -> AsyncEngine:
-    """The engine :class:`Database` builds for a SQLite file.
-
-    Args:
-        url: ``sqlite+aiosqlite:///path.db``.
-        busy_timeout_ms: How long to wait for another process's write lock.
-        threaded: SQLAlchemy's stock aiosqlite driver (a helper thread per connection)
-            instead of the inline one; for comparison (``bench/engine.py --sqlite-driver``).
-    """
-    database = url.database or ""
-    if database in ("", ":memory:") or "mode=memory" in str(url):
-        raise ValueError(
-            "SQLite needs a file (sqlite+aiosqlite:///path/to.db): workers, the API and the CLI "
-            "share it, which an in-memory database cannot do"
-        )
-    if threaded:
-        engine = create_async_engine(
-            url, pool_size=5, max_overflow=5, connect_args={"timeout": busy_timeout_ms / 1000}
-        )
-    else:
-        # Same SQLite, no helper thread: see sqlite_inline for why.
-        async def connect() -> sqlite_inline.InlineConnection:
-            return await sqlite_inline.connect(database, busy_timeout=busy_timeout_ms / 1000)
-
-        engine = create_async_engine(url, pool_size=5, max_overflow=5, async_creator=connect)
-    busy_pragma = busy_timeout_ms if threaded else 0
-
-    @event.listens_for(engine.sync_engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        # Take transaction control from the sqlite3 module so BEGIN IMMEDIATE is ours to send.
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        # WAL + NORMAL: a killed process loses nothing committed; only an OS crash or power
-        # loss may drop the last commits (never corrupting). Steps are idempotent by contract.
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        # The inline driver retries without blocking the loop; aiosqlite waits on its thread.
-        cursor.execute(f"PRAGMA busy_timeout={busy_pragma}")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.close()
-
-    @event.listens_for(engine.sync_engine, "begin")
-    def _on_begin(conn: Connection) -> None:
-        # Writers take the lock up front: a deferred transaction that later writes can fail
-        # with SQLITE_BUSY without waiting, when another connection wrote in between.
-        read_only = conn.get_execution_options().get(_READ_ONLY, False)
-        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
-
-    return engine

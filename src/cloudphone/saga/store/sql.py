@@ -30,6 +30,7 @@ from cloudphone.saga.store.base import Claimed, NewRun, SagaTypes
 from cloudphone.saga.store.database import Database
 from cloudphone.saga.store.disconnects import is_database_unavailable, unavailable
 from cloudphone.saga.store.listen import Listener
+from cloudphone.saga.store.lite_fast import LiteFastPath
 from cloudphone.saga.store.queries import RunQueries
 from cloudphone.saga.store.rows import event_rows, new_run_values, start_detail
 from cloudphone.saga.store.step_group import StepGroups
@@ -80,6 +81,8 @@ class SqlStore(RunQueries, PresenceQueries):
         self.clock = clock
         self._fast: PgFastPath | None = None
         self._groups: StepGroups | None = None
+        # SQLite on the inline driver: hot writes on sqlite3, grouped (see lite_fast).
+        self._lite = LiteFastPath(db, lease, clock) if db.inline_sqlite else None
         if db.is_postgres:
             # Imported here: asyncpg (the postgres extra) is needed only on PostgreSQL.
             from cloudphone.saga.store.pg import PgFastPath
@@ -124,6 +127,13 @@ class SqlStore(RunQueries, PresenceQueries):
             await self._groups.close()
         if self._fast is not None:
             await self._fast.close()
+        if self._lite is not None:
+            await self._lite.close()
+
+    @property
+    def own_transactions(self) -> int:
+        """Write transactions SQLite's fast path committed on its own connection."""
+        return self._lite.transactions if self._lite is not None else 0
 
     # -- writes on the hot path ---------------------------------------------------------
 
@@ -142,6 +152,10 @@ class SqlStore(RunQueries, PresenceQueries):
             if await self._fast.insert(values, start_detail(new), notify):
                 return new.id, True
             return await self._existing(new), False
+        if self._lite is not None:
+            if await self._lite.insert(self._new_values(new), start_detail(new)):
+                return new.id, True
+            return await self._existing(new), False
         async with self.db.begin() as own:
             return await self.insert_run_txn(own, new, notify)
 
@@ -157,6 +171,8 @@ class SqlStore(RunQueries, PresenceQueries):
                 text(pg_sql.INSERT_SQL.replace("$1", ":batch")), {"batch": json.dumps([item])}
             )
             inserted = result.first() is not None
+        elif self._lite is not None and self._lite.holds(conn):
+            inserted = await self._lite.insert_in(conn, values, detail)
         else:
             inserted = await self._insert_generic(conn, values, detail)
         if inserted:
@@ -208,6 +224,8 @@ class SqlStore(RunQueries, PresenceQueries):
         async def write(at: int | None) -> pg_sql.Written | None:
             if self._fast is not None:
                 return await self._fast.commit(run_id, epoch, progress, at)
+            if self._lite is not None:
+                return await self._lite.commit(run_id, epoch, progress, at)
             async with self.db.begin() as conn:
                 return await self._commit_generic(conn, run_id, epoch, progress, at)
 
@@ -226,6 +244,8 @@ class SqlStore(RunQueries, PresenceQueries):
         async def write(at: int | None) -> pg_sql.Written | None:
             if self._fast is not None:
                 return await self._fast.commit_in(conn, run_id, epoch, progress, at)
+            if self._lite is not None and self._lite.holds(conn):
+                return await self._lite.commit_in(conn, run_id, epoch, progress, at)
             return await self._commit_generic(conn, run_id, epoch, progress, at)
 
         return await reconcile.write_fenced(
@@ -329,6 +349,11 @@ class SqlStore(RunQueries, PresenceQueries):
             return [Claimed(run, previous) for run, previous in rows]
         # SQLite runs in this process: a claim's answer is never lost, so lost_claims is moot.
         own_too = worker_id if reclaim_own else None
+        if self._lite is not None:
+            rows = await self._lite.claim(
+                worker_id, limit, saga_types, now, before, own_too, exclude
+            )
+            return [Claimed(run, previous) for run, previous in rows]
         async with self.db.begin() as conn:
             rows = await claims.claim_txn(
                 conn, worker_id, limit, saga_types, now, before, own_too, exclude, self._lease_end

@@ -311,6 +311,11 @@ class InlineConnection:
                 conn.set_progress_handler(self._progress, _PROGRESS_STEP)
 
     @property
+    def sqlite(self) -> sqlite3.Connection:
+        """The sqlite3 connection itself: for calls given to :meth:`run`."""
+        return self._live()
+
+    @property
     def isolation_level(self) -> str | None:
         """sqlite3's transaction control (None: the caller sends BEGIN itself)."""
         return self._live().isolation_level

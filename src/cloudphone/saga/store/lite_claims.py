@@ -1,0 +1,127 @@
+"""Claims on SQLite's fast path: :func:`.claims.claim_txn`'s statements on sqlite3 itself.
+
+The same two steps (select the due runs, then lease each one, recording takeovers), run as an
+item of the fast path's group transaction. The lease UPDATE is a Core statement compiled once
+(see :class:`.lite.Prepared`) and its rows are read back through the column types' own
+result processors, so a claimed run equals the one SQLAlchemy would have read.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from functools import lru_cache
+from typing import Any
+
+from sqlalchemy import Integer, String, bindparam, case, update
+from sqlalchemy.engine import Dialect
+
+from cloudphone.saga.progress import NewEvent
+from cloudphone.saga.records import EventKind, SagaRun
+from cloudphone.saga.state import ACTIVE, SagaStatus
+from cloudphone.saga.store.base import SagaTypes, split_types
+from cloudphone.saga.store.lite import Prepared, bind_processor
+from cloudphone.saga.store.rows import event_rows, run_from_row
+from cloudphone.saga.store.tables import saga_runs
+
+_R = saga_runs.c
+_LOST = bindparam("b_lost", type_=Integer)
+
+LEASE_ONE = (
+    update(saga_runs)
+    .where(_R.id == bindparam("b_id", type_=String))
+    .values(
+        owner=bindparam("b_owner", type_=String),
+        epoch=_R.epoch + 1,
+        lease_expires_at=bindparam("b_until", type_=_R.lease_expires_at.type),
+        status=case(
+            (_R.status == SagaStatus.PENDING.value, SagaStatus.RUNNING.value), else_=_R.status
+        ),
+        # A takeover counts the lost attempt and makes room for its event.
+        attempt=_R.attempt + _LOST,
+        last_seq=_R.last_seq + _LOST,
+        updated_at=bindparam("b_now", type_=_R.updated_at.type),
+    )
+    .returning(*saga_runs.c)
+)
+"""Lease one run to ``b_owner``, bumping its epoch; returns the whole row."""
+
+_ACTIVE = [s.value for s in ACTIVE]
+
+
+@lru_cache(maxsize=64)
+def due_sql(names: int, pairs: int, excluded: int, own: bool) -> str:
+    """The SELECT of due runs for that many bare names, (name, version) pairs and exclusions."""
+    covered = []
+    if names:
+        covered.append(f"saga_type IN ({', '.join('?' * names)})")
+    covered += ["(saga_type = ? AND saga_version = ?)"] * pairs
+    free = "owner IS NULL OR lease_expires_at < ?" + (" OR owner = ?" if own else "")
+    not_excluded = f" AND id NOT IN ({', '.join('?' * excluded)})" if excluded else ""
+    return (
+        f"SELECT id, owner FROM saga_runs WHERE status IN ({', '.join('?' * len(_ACTIVE))}) "
+        f"AND ({' OR '.join(covered)}) AND next_run_at <= ? AND ({free}){not_excluded} "
+        "ORDER BY next_run_at LIMIT ?"
+    )
+
+
+class Claims:
+    """Claims for one dialect: its converters, and the lease UPDATE compiled for it."""
+
+    def __init__(self, dialect: Dialect) -> None:
+        self.lease_one = Prepared(LEASE_ONE, dialect)
+        self._time = bind_processor(_R.next_run_at.type, dialect)
+        self._columns: list[tuple[str, Callable[[Any], Any] | None]] = [
+            (c.name, c.type.dialect_impl(dialect).result_processor(dialect, None))
+            for c in saga_runs.c
+        ]
+
+    def claim(
+        self,
+        sq: sqlite3.Connection,
+        events: Callable[[sqlite3.Connection, list[dict[str, Any]]], None],
+        until: datetime,
+        worker_id: str,
+        limit: int,
+        saga_types: SagaTypes,
+        now: datetime,
+        takeover_before: datetime,
+        own: str | None,
+        exclude: Sequence[str],
+    ) -> list[tuple[SagaRun, str | None]]:
+        """Lease up to ``limit`` due runs in ``sq``'s transaction (see ``SqlStore.claim``)."""
+        names, pairs = split_types(saga_types)
+        if not names and not pairs:
+            return []
+        time = self._time
+        args: list[Any] = [*_ACTIVE, *names, *(v for pair in pairs for v in pair)]
+        args += [time(now) if time else now, time(takeover_before) if time else takeover_before]
+        args += [own] if own is not None else []
+        args += [*exclude, limit]
+        due = sq.execute(due_sql(len(names), len(pairs), len(exclude), own is not None), args)
+        claimed = []
+        for run_id, previous in due.fetchall():
+            lost = 1 if previous is not None else 0
+            params = {"b_id": run_id, "b_owner": worker_id, "b_until": until, "b_now": now}
+            (row,) = sq.execute(
+                self.lease_one.sql, self.lease_one.args({**params, "b_lost": lost})
+            ).fetchall()
+            run = run_from_row(self._mapping(row))
+            if lost:
+                takeover = NewEvent(
+                    EventKind.LEASE_TAKEOVER,
+                    at=now,
+                    step=run.current_step,
+                    attempt=run.attempt,
+                    detail={"previous_owner": previous, "worker": worker_id},
+                )
+                events(sq, event_rows(run_id, run.last_seq, [takeover]))
+            claimed.append((run, previous))
+        return claimed
+
+    def _mapping(self, row: Sequence[Any]) -> dict[str, Any]:
+        return {
+            name: value if process is None else process(value)
+            for (name, process), value in zip(self._columns, row, strict=True)
+        }
