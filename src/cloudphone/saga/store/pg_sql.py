@@ -24,16 +24,7 @@ _RUN_COLUMNS = """id, saga_type, status, current_step, attempt, data::text AS da
     cancel_requested, last_seq, resolution, created_at, updated_at, finished_at,
     trace_context::text AS trace_context, retry_since, saga_version, forked_from"""
 
-COMMIT_SQL = """
-WITH x AS (
-    SELECT * FROM jsonb_to_recordset(CAST($1 AS text)::jsonb) AS x(
-        id text, epoch bigint, status text, current_step text, attempt int, output_step text,
-        output jsonb, error jsonb, compensation_cause text, keep_lease bool,
-        lease_expires_at timestamptz, next_run_at timestamptz, finished_at timestamptz,
-        deadline_noted bool, clear_cancel bool, updated_at timestamptz, retry_since timestamptz,
-        n int, seq bigint, events jsonb)
-), u AS (
-    UPDATE saga_runs r SET
+_UPDATE_FROM_X = """    UPDATE saga_runs r SET
         status = x.status, current_step = x.current_step, attempt = x.attempt,
         -- Only the recorded step's output travels; a JSON null output stays null.
         outputs = CASE WHEN x.output_step IS NULL THEN r.outputs
@@ -46,7 +37,19 @@ WITH x AS (
         cancel_requested = r.cancel_requested AND NOT x.clear_cancel,
         last_seq = r.last_seq + x.n, updated_at = x.updated_at
     FROM x WHERE r.id = x.id AND r.epoch = x.epoch
-      AND (x.seq IS NULL OR r.last_seq = x.seq)
+      AND (x.seq IS NULL OR r.last_seq = x.seq)"""
+"""A batch's progress (the items ``x``) applied to its runs, each fenced by epoch and seq."""
+
+COMMIT_SQL = """
+WITH x AS (
+    SELECT * FROM jsonb_to_recordset(CAST($1 AS text)::jsonb) AS x(
+        id text, epoch bigint, status text, current_step text, attempt int, output_step text,
+        output jsonb, error jsonb, compensation_cause text, keep_lease bool,
+        lease_expires_at timestamptz, next_run_at timestamptz, finished_at timestamptz,
+        deadline_noted bool, clear_cancel bool, updated_at timestamptz, retry_since timestamptz,
+        n int, seq bigint, events jsonb)
+), u AS (
+{update}
       -- The same ids again as an array: the planner sizes it exactly and walks the primary
       -- key, where the JSON function's default estimate (100 rows) made it scan the table.
       AND r.id = ANY(CAST($2 AS text[]))
@@ -59,7 +62,7 @@ WITH x AS (
         AS ev(i int, kind text, step text, attempt int, detail jsonb, at timestamptz)
 )
 SELECT id, epoch, last_seq, cancel_requested FROM u
-"""
+""".replace("{update}", _UPDATE_FROM_X)
 
 COMMIT_ONE_SQL = """
 WITH u AS (
@@ -95,19 +98,7 @@ WITH x AS (
         compensation_cause, keep_lease, lease_expires_at, next_run_at, finished_at,
         deadline_noted, clear_cancel, n, updated_at, seq, item)
 ), u AS (
-    UPDATE saga_runs r SET
-        status = x.status, current_step = x.current_step, attempt = x.attempt,
-        outputs = CASE WHEN x.output_step IS NULL THEN r.outputs
-            ELSE r.outputs || jsonb_build_object(x.output_step, x.output) END,
-        error = x.error, retry_since = x.retry_since,
-        compensation_cause = x.compensation_cause,
-        owner = CASE WHEN x.keep_lease THEN r.owner END,
-        lease_expires_at = x.lease_expires_at, next_run_at = x.next_run_at,
-        finished_at = x.finished_at, deadline_noted = x.deadline_noted,
-        cancel_requested = r.cancel_requested AND NOT x.clear_cancel,
-        last_seq = r.last_seq + x.n, updated_at = x.updated_at
-    FROM x WHERE r.id = x.id AND r.epoch = x.epoch
-      AND (x.seq IS NULL OR r.last_seq = x.seq)
+{update}
       AND r.id = ANY($1::text[])
     RETURNING r.id, r.epoch, r.last_seq, r.cancel_requested
 ), e AS (
@@ -119,7 +110,7 @@ WITH x AS (
       ON ev.item = x.item
 )
 SELECT id, epoch, last_seq, cancel_requested FROM u
-"""
+""".replace("{update}", _UPDATE_FROM_X)
 """COMMIT_SQL with typed parallel arrays instead of a JSON batch (see :func:`progress_columns`):
 PostgreSQL parses no JSON, Python formats no timestamps. Events name their item by its place
 in the arrays (1-based), as each item's run appears once per batch."""
