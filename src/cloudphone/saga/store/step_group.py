@@ -20,8 +20,10 @@ member that failed:
   connection: the others' writes it saw are undone, so whether it fails is decided on
   committed data alone (the first one saw nothing else, and its error goes to the runner
   as usual, once the rollback is done);
-- the connection is lost: every member gets DatabaseUnavailableError and asks the database
-  whether its run's write landed, as a lone step does (the group committed or not, as one).
+- the connection is lost while the group records its progress or commits: every member
+  that handed its progress over gets DatabaseUnavailableError and asks the database whether
+  its run's write landed, as a lone step does (the group committed or not, as one); lost
+  during a body, it is that body's failure (above).
 
 A group takes members while it is young (:data:`WINDOW`) and small (``size``); one member
 alone costs what a lone step costs. A body that waits (for a row lock, say) makes the members
