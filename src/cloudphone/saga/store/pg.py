@@ -88,6 +88,20 @@ async def _raw(conn: AsyncConnection) -> PoolProxiedConnection:
     return await conn.get_raw_connection()
 
 
+def _progress_statement(items: Sequence[_Commit], until: datetime) -> tuple[Any, ...]:
+    """The statement recording ``items`` and its parameters (typed, one run or many)."""
+    if len(items) == 1:
+        run_id, epoch, progress, seq = items[0]
+        return (COMMIT_ONE_SQL, *progress_args(run_id, epoch, progress, until, seq))
+    return (COMMIT_MANY_SQL, *progress_columns(items, until))
+
+
+def _in_order(rows: Sequence[asyncpg.Record], items: Sequence[_Commit]) -> list[Written | None]:
+    """Each item's write, from the rows the statement returned (None: fenced off)."""
+    held = {(r["id"], r["epoch"]): _written(r) for r in rows}
+    return [held.get((run_id, epoch)) for run_id, epoch, *_rest in items]
+
+
 def _is_fatal(error: BaseException) -> bool:
     """Connection trouble fails a whole batch; a data error is retried item by item."""
     return not isinstance(error, asyncpg.PostgresError) or driver_error_unavailable(error)
@@ -209,40 +223,28 @@ class PgFastPath:
         seq: int | None = None,
     ) -> Written | None:
         """Commit progress inside the caller's transaction (a transactional step)."""
-        until = self._clock.now() + self._lease
         driver = (await _raw(conn)).driver_connection
         if isinstance(driver, asyncpg.Connection):
-            if not driver.is_in_transaction():
-                # The step sent nothing (no transaction began): its record is an atomic
-                # statement of its own either way, so it may share the next group commit.
-                return await self.commit(run_id, epoch, progress, seq)
-            # Straight to the driver: same connection, so the same transaction.
-            args = progress_args(run_id, epoch, progress, until, seq)
-            try:
-                rows = await driver.fetch(COMMIT_ONE_SQL, *args)
-            except Exception as error:
-                if not isinstance(error, asyncpg.PostgresError) or driver_error_unavailable(error):
-                    # SQLAlchemy did not see this error: tell its pool the connection is dead.
-                    await conn.invalidate(error)
-                _unavailable(error, "progress write")
-                raise
-        else:
-            payload = json.dumps([progress_item(run_id, epoch, progress, until, seq)])
-            result = await conn.execute(
-                text(COMMIT_SQL.replace("$1", ":batch").replace("$2", ":ids")),
-                {"batch": payload, "ids": [run_id]},
-            )
-            rows = [dict(r._mapping) for r in result]
+            (written,), _shared = await self.commit_group_in(conn, [(run_id, epoch, progress, seq)])
+            return written
+        until = self._clock.now() + self._lease
+        payload = json.dumps([progress_item(run_id, epoch, progress, until, seq)])
+        result = await conn.execute(
+            text(COMMIT_SQL.replace("$1", ":batch").replace("$2", ":ids")),
+            {"batch": payload, "ids": [run_id]},
+        )
+        rows = [dict(r._mapping) for r in result]
         return _written(rows[0]) if rows else None
 
     async def commit_group_in(
         self, conn: AsyncConnection, items: Sequence[_Commit]
     ) -> tuple[list[Written | None], bool]:
-        """Commit several runs' progress in the caller's transaction (a step group).
+        """Commit runs' progress in the caller's transaction (a step, or a group of steps).
 
-        One statement for all of them, on the group's connection. A group whose steps sent
-        nothing has no transaction open: its records are atomic statements of their own
-        either way, so they join the next group commit, each committed (or fenced) alone.
+        One statement for all of them, straight to the driver on the caller's connection: the
+        same transaction. Steps that sent nothing have no transaction open: their records are
+        atomic statements of their own either way, so they join the next group commit, each
+        committed (or fenced) alone.
 
         Returns:
             Each item's write (None: fenced off), and whether they share the transaction.
@@ -252,33 +254,19 @@ class PgFastPath:
         if not driver.is_in_transaction():
             alone = await asyncio.gather(*(self.commit(r, e, p, seq) for r, e, p, seq in items))
             return list(alone), False
-        until = self._clock.now() + self._lease
         try:
-            if len(items) == 1:
-                run_id, epoch, progress, seq = items[0]
-                args = progress_args(run_id, epoch, progress, until, seq)
-                rows = await driver.fetch(COMMIT_ONE_SQL, *args)
-            else:
-                rows = await driver.fetch(COMMIT_MANY_SQL, *progress_columns(items, until))
+            rows = await driver.fetch(*_progress_statement(items, self._clock.now() + self._lease))
         except Exception as error:
             if not isinstance(error, asyncpg.PostgresError) or driver_error_unavailable(error):
+                # SQLAlchemy did not see this error: tell its pool the connection is dead.
                 await conn.invalidate(error)
             _unavailable(error, "progress write")
             raise
-        held = {(r["id"], r["epoch"]): _written(r) for r in rows}
-        return [held.get((run_id, epoch)) for run_id, epoch, *_rest in items], True
+        return _in_order(rows, items), True
 
     async def _flush_commits(self, items: Sequence[_Commit]) -> list[Written | None]:
-        until = self._clock.now() + self._lease
-        if len(items) == 1:
-            run_id, epoch, progress, seq = items[0]
-            args = progress_args(run_id, epoch, progress, until, seq)
-            rows = await self._fetch_held("commits", COMMIT_ONE_SQL, *args)
-        else:
-            columns = progress_columns(items, until)
-            rows = await self._fetch_held("commits", COMMIT_MANY_SQL, *columns)
-        held = {(r["id"], r["epoch"]): _written(r) for r in rows}
-        return [held.get((run_id, epoch)) for run_id, epoch, *_rest in items]
+        statement = _progress_statement(items, self._clock.now() + self._lease)
+        return _in_order(await self._fetch_held("commits", *statement), items)
 
     # -- starts -------------------------------------------------------------------------
 
