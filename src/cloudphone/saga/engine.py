@@ -39,6 +39,7 @@ from cloudphone.saga.store.base import NewRun, SagaStore, Subscription
 from cloudphone.saga.store.choose import choose_store
 from cloudphone.saga.store.database import Database
 from cloudphone.saga.store.rows import new_run_values, run_from_row
+from cloudphone.saga.store.sql import SqlStore
 from cloudphone.saga.store.stats import read_stats_txn
 from cloudphone.saga.tracing import NO_TRACER, SagaTracer
 from cloudphone.saga.worker import Worker
@@ -108,9 +109,8 @@ class SagaEngine(VersionActions):
         self.lease = self.store.lease
         self.clock: Clock = self.store.clock
         self.metrics = SagaMetrics(registry)
-        groups = getattr(self.store, "step_groups", None)
-        if groups is not None:
-            groups.watch = self.metrics
+        if isinstance(self.store, SqlStore) and self.store.step_groups is not None:
+            self.store.step_groups.watch = self.metrics
         self._hooks = hooks
         self._poll = poll_interval
         self._rand = rand

@@ -302,3 +302,15 @@ async def test_a_member_opening_its_own_transaction_runs_alone(stage: Stage) -> 
     for run_id in ids:
         events = await stage.engine.history(run_id)
         assert attempts_of(events, "RESERVE") == [(EventKind.STEP_SUCCEEDED, 1)]
+
+
+async def test_step_group_sizes(postgres_url: str) -> None:
+    """1 turns the groups off; less than 1 is refused, not taken for the default."""
+    off = SagaEngine(postgres_url, [], step_group=1)
+    try:
+        assert isinstance(off.store, SqlStore)
+        assert off.store.step_groups is None
+    finally:
+        await off.close()
+    with pytest.raises(ValueError, match="step_group must be 1"):
+        SagaEngine(postgres_url, [], step_group=0)

@@ -41,7 +41,6 @@ def choose_store(
     if database is None:
         raise ValueError("SagaEngine needs a database (URL, AsyncEngine or Database) or a store")
     db = database if isinstance(database, Database) else Database(database)
-    made = SqlStore(
-        db, lease or DEFAULT_LEASE, clock or SystemClock(), step_group=step_group or STEP_GROUP
-    )
+    group = STEP_GROUP if step_group is None else step_group
+    made = SqlStore(db, lease or DEFAULT_LEASE, clock or SystemClock(), step_group=group)
     return made, (True, None if isinstance(database, Database) else db)

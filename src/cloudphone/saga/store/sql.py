@@ -76,6 +76,8 @@ class SqlStore(RunQueries, PresenceQueries):
     def __init__(
         self, db: Database, lease: timedelta, clock: Clock, step_group: int = STEP_GROUP
     ) -> None:
+        if step_group < 1:
+            raise ValueError(f"step_group must be 1 (every step alone) or more, not {step_group}")
         self.db = db
         self.lease = lease
         self.clock = clock
@@ -88,13 +90,13 @@ class SqlStore(RunQueries, PresenceQueries):
             from cloudphone.saga.store.pg import PgFastPath
 
             self._fast = PgFastPath(db.url, lease, clock)
-            if db.url.get_driver_name() == "asyncpg":
+            if step_group > 1 and db.url.get_driver_name() == "asyncpg":
                 # A group's progress goes straight to the driver under SQLAlchemy (asyncpg).
                 self._groups = StepGroups(self._fast, db.begin, self.commit_txn, step_group)
 
     @property
     def step_groups(self) -> StepGroups | None:
-        """Where transactional steps share transactions (PostgreSQL on asyncpg only)."""
+        """Where transactional steps share transactions (PostgreSQL on asyncpg, groups on)."""
         return self._groups
 
     @property
@@ -303,7 +305,7 @@ class SqlStore(RunQueries, PresenceQueries):
         :meth:`landed`).
         """
         try:
-            if self._groups is not None and self._groups.size > 1 and not alone:
+            if self._groups is not None and not alone:
                 async with self._groups.transaction() as member:
                     yield member
             else:

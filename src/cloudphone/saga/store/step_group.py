@@ -38,7 +38,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TYPE_CHECKING, Protocol, TypeAlias
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -70,8 +70,8 @@ Outcome: TypeAlias = "list[Written | None] | Committed | BaseException"
 """How a group ended: each member's write (None: fenced), a lone member's, or an error."""
 
 
-class GroupWatch:
-    """Told how big each group was and how often a step ran again alone (no-op here)."""
+class GroupWatch(Protocol):
+    """Told how big each group was and how often a step ran again alone (the metrics)."""
 
     def record_group(self, members: int) -> None:
         """A group of ``members`` steps ended (committed or rolled back)."""
@@ -80,22 +80,19 @@ class GroupWatch:
         """A step's attempt runs again alone after its group rolled back."""
 
 
+class _Unwatched:
+    """Nobody watches: the groups of a store that no engine's metrics were given."""
+
+    def record_group(self, members: int) -> None:
+        pass
+
+    def record_group_rerun(self) -> None:
+        pass
+
+
 class _Group:
-    def __init__(
-        self,
-        fast: PgFastPath,
-        opener: Opener,
-        alone: Alone,
-        size: int,
-        ending: set[asyncio.Task[None]],
-        watch: GroupWatch,
-    ) -> None:
-        self.fast = fast
-        self._ending = ending
-        self._watch = watch
-        self._opener = opener
-        self._alone = alone
-        self.size = size
+    def __init__(self, groups: StepGroups) -> None:
+        self.groups = groups
         self.loop = asyncio.get_running_loop()
         self.born = self.loop.time()
         self.members = 0
@@ -117,13 +114,13 @@ class _Group:
             asyncio.get_running_loop() is self.loop
             and not self.failed
             and self._end is None
-            and self.members < self.size
+            and self.members < self.groups.size
             and self.loop.time() - self.born < WINDOW
         )
 
     async def open(self) -> AsyncConnection:
         if self.conn is None:
-            txn = self._opener()
+            txn = self.groups.opener()
             self.conn = await txn.__aenter__()
             self._txn = txn
         return self.conn
@@ -134,11 +131,11 @@ class _Group:
             # Nobody is left to run: no one can join any more (joinable() says so) and the
             # group ends in a task of its own, which no member's cancellation can interrupt.
             self._end = asyncio.create_task(self._finish(), name="saga-step-group")
-            self._ending.add(self._end)
-            self._end.add_done_callback(self._ending.discard)
+            self.groups.ending.add(self._end)
+            self._end.add_done_callback(self.groups.ending.discard)
 
     async def _finish(self) -> None:
-        self._watch.record_group(self.members)
+        self.groups.watch.record_group(self.members)
         try:
             outcome = await self._settle()
         except BaseException as error:  # cancelled at shutdown: the outcome is unknown
@@ -154,7 +151,7 @@ class _Group:
         if len(self.items) == 1 and self.members == 1:
             return await self._settle_alone()
         try:
-            written, shared = await self.fast.commit_group_in(self.conn, self.items)
+            written, shared = await self.groups.fast.commit_group_in(self.conn, self.items)
         except DatabaseUnavailableError as error:
             await self._rollback()
             return error
@@ -183,7 +180,7 @@ class _Group:
         """A group of one commits as a lone step does: a fenced write is explained."""
         assert self.conn is not None
         try:
-            committed = await self._alone(self.conn, *self.items[0])
+            committed = await self.groups.alone(self.conn, *self.items[0])
             await self._close(None)
         except Exception as error:
             await self._rollback()
@@ -252,23 +249,26 @@ class StepGroups:
         fast: The fast path that writes the group's progress on its connection.
         opener: Opens the group's write transaction.
         alone: Records a group of one the way a lone step's is.
-        size: Most members per group (1: every step alone).
+        size: Most members per group (at least 2).
     """
 
     def __init__(self, fast: PgFastPath, opener: Opener, alone: Alone, size: int) -> None:
-        self._fast = fast
-        self._opener = opener
-        self._alone = alone
+        if size < 2:
+            raise ValueError(f"a step group needs room for 2 steps at least, not {size}")
+        self.fast = fast
+        self.opener = opener
+        self.alone = alone
         self.size = size
         self._open: _Group | None = None
-        self._ending: set[asyncio.Task[None]] = set()
-        self.watch: GroupWatch = GroupWatch()
+        self.ending: set[asyncio.Task[None]] = set()
+        """Groups committing or rolling back now."""
+        self.watch: GroupWatch = _Unwatched()
         """What the groups report (the engine's metrics replace it)."""
 
     async def close(self) -> None:
         """Wait for the groups that are ending (their commit or rollback) to end."""
-        if self._ending:
-            await asyncio.gather(*self._ending, return_exceptions=True)
+        if self.ending:
+            await asyncio.gather(*self.ending, return_exceptions=True)
 
     @property
     def gathering(self) -> int:
@@ -281,9 +281,7 @@ class StepGroups:
         """A member's turn on a group's connection, until it hands over its progress."""
         group = self._open
         if group is None or not group.joinable():
-            group = self._open = _Group(
-                self._fast, self._opener, self._alone, self.size, self._ending, self.watch
-            )
+            group = self._open = _Group(self)
         group.members += 1
         group.active += 1
         try:
