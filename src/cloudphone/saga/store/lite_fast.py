@@ -192,14 +192,13 @@ class LiteFastPath:
 
     async def commit_in(
         self,
-        conn: AsyncConnection,
+        driver: sqlite_inline.InlineConnection,
         run_id: str,
         epoch: int,
         progress: Progress,
         seq: int | None = None,
     ) -> Written | None:
-        """Commit progress in the transaction of ``conn`` (a transactional step's)."""
-        driver = self._driver(conn)
+        """Commit progress in ``driver``'s open transaction (a step's, see :func:`inline_of`)."""
         until = self._clock.now() + self._lease
         return await driver.run(
             lambda: self.statements.write_commit(
@@ -209,25 +208,15 @@ class LiteFastPath:
         )
 
     async def insert_in(
-        self, conn: AsyncConnection, values: Mapping[str, Any], detail: dict[str, Any]
+        self,
+        driver: sqlite_inline.InlineConnection,
+        values: Mapping[str, Any],
+        detail: dict[str, Any],
     ) -> bool:
-        """Insert a run in the transaction of ``conn`` (a caller's, ``start(session=…)``)."""
-        driver = self._driver(conn)
+        """Insert a run in ``driver``'s open transaction (a caller's, ``start(session=…)``)."""
         return await driver.run(
             lambda: self.statements.write_insert(driver.sqlite, values, detail), read=False
         )
-
-    @staticmethod
-    def holds(conn: AsyncConnection) -> bool:
-        """Whether ``conn`` is an inline driver's connection in a transaction (see inline_of)."""
-        return inline_of(conn) is not None
-
-    @staticmethod
-    def _driver(conn: AsyncConnection) -> sqlite_inline.InlineConnection:
-        driver = inline_of(conn)
-        if driver is None:
-            raise ValueError("not an inline SQLite driver's connection in a transaction")
-        return driver
 
     async def _submit(self, write: Write, what: str) -> object:
         # The group waits for the writer lock this task holds: it would wait for itself.

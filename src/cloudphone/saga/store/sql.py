@@ -30,7 +30,7 @@ from cloudphone.saga.store.base import Claimed, NewRun, SagaTypes
 from cloudphone.saga.store.database import Database
 from cloudphone.saga.store.disconnects import is_database_unavailable, unavailable
 from cloudphone.saga.store.listen import Listener
-from cloudphone.saga.store.lite_fast import LiteFastPath
+from cloudphone.saga.store.lite_fast import LiteFastPath, inline_of
 from cloudphone.saga.store.queries import RunQueries
 from cloudphone.saga.store.rows import event_rows, new_run_values, start_detail
 from cloudphone.saga.store.step_group import StepGroups
@@ -173,8 +173,8 @@ class SqlStore(RunQueries, PresenceQueries):
                 text(pg_sql.INSERT_SQL.replace("$1", ":batch")), {"batch": json.dumps([item])}
             )
             inserted = result.first() is not None
-        elif self._lite is not None and self._lite.holds(conn):
-            inserted = await self._lite.insert_in(conn, values, detail)
+        elif self._lite is not None and (inline := inline_of(conn)) is not None:
+            inserted = await self._lite.insert_in(inline, values, detail)
         else:
             inserted = await self._insert_generic(conn, values, detail)
         if inserted:
@@ -246,8 +246,8 @@ class SqlStore(RunQueries, PresenceQueries):
         async def write(at: int | None) -> pg_sql.Written | None:
             if self._fast is not None:
                 return await self._fast.commit_in(conn, run_id, epoch, progress, at)
-            if self._lite is not None and self._lite.holds(conn):
-                return await self._lite.commit_in(conn, run_id, epoch, progress, at)
+            if self._lite is not None and (inline := inline_of(conn)) is not None:
+                return await self._lite.commit_in(inline, run_id, epoch, progress, at)
             return await self._commit_generic(conn, run_id, epoch, progress, at)
 
         return await reconcile.write_fenced(
