@@ -8,8 +8,20 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import ColumnElement, and_, case, insert, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Integer,
+    String,
+    and_,
+    bindparam,
+    case,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from cloudphone.saga.progress import NewEvent
@@ -30,6 +42,52 @@ def covered(saga_types: SagaTypes) -> ColumnElement[bool]:
         r.saga_type.in_(names),
         *(and_(r.saga_type == name, r.saga_version == version) for name, version in pairs),
     )
+
+
+_LOST = bindparam("b_lost", type_=Integer)
+
+LEASE_ONE = (
+    update(saga_runs)
+    .where(saga_runs.c.id == bindparam("b_id", type_=String))
+    .values(
+        owner=bindparam("b_owner", type_=String),
+        epoch=saga_runs.c.epoch + 1,
+        lease_expires_at=bindparam("b_until", type_=saga_runs.c.lease_expires_at.type),
+        status=case(
+            (saga_runs.c.status == SagaStatus.PENDING.value, SagaStatus.RUNNING.value),
+            else_=saga_runs.c.status,
+        ),
+        # A takeover counts the lost attempt and makes room for its event.
+        attempt=saga_runs.c.attempt + _LOST,
+        last_seq=saga_runs.c.last_seq + _LOST,
+        updated_at=bindparam("b_now", type_=saga_runs.c.updated_at.type),
+    )
+    .returning(*saga_runs.c)
+)
+"""Lease one run to ``b_owner``, bumping its epoch (``b_lost``: 1 for a takeover, which
+counts the lost attempt); returns the whole row."""
+
+
+def lease_params(
+    run_id: str, worker_id: str, until: datetime, now: datetime, previous: str | None
+) -> dict[str, Any]:
+    """LEASE_ONE's parameters for ``run_id``, taken over from ``previous`` (if any)."""
+    lost = 1 if previous is not None else 0
+    return {"b_id": run_id, "b_owner": worker_id, "b_until": until, "b_now": now, "b_lost": lost}
+
+
+def takeover_rows(
+    run: SagaRun, previous: str, worker_id: str, now: datetime
+) -> list[dict[str, Any]]:
+    """The ``lease_takeover`` event of a run just leased from ``previous``, as its row."""
+    event = NewEvent(
+        EventKind.LEASE_TAKEOVER,
+        at=now,
+        step=run.current_step,
+        attempt=run.attempt,
+        detail={"previous_owner": previous, "worker": worker_id},
+    )
+    return event_rows(run.id, run.last_seq, [event])
 
 
 async def claim_txn(
@@ -67,46 +125,9 @@ async def claim_txn(
     ).all()
     claimed: list[tuple[SagaRun, str | None]] = []
     for run_id, previous in rows:
-        takeover = previous is not None
-        updated = (
-            (
-                await conn.execute(
-                    update(saga_runs)
-                    .where(r.id == run_id)
-                    .values(
-                        owner=worker_id,
-                        epoch=r.epoch + 1,
-                        lease_expires_at=lease_end(),
-                        status=case(
-                            (r.status == SagaStatus.PENDING.value, SagaStatus.RUNNING.value),
-                            else_=r.status,
-                        ),
-                        attempt=r.attempt + (1 if takeover else 0),
-                        last_seq=r.last_seq + (1 if takeover else 0),
-                        updated_at=now,
-                    )
-                    .returning(*saga_runs.c)
-                )
-            )
-            .mappings()
-            .one()
-        )
-        if takeover:
-            await conn.execute(
-                insert(saga_events),
-                event_rows(
-                    run_id,
-                    updated["last_seq"],
-                    [
-                        NewEvent(
-                            EventKind.LEASE_TAKEOVER,
-                            at=now,
-                            step=updated["current_step"],
-                            attempt=updated["attempt"],
-                            detail={"previous_owner": previous, "worker": worker_id},
-                        )
-                    ],
-                ),
-            )
-        claimed.append((run_from_row(updated), previous))
+        params = lease_params(run_id, worker_id, lease_end(), now, previous)
+        run = run_from_row((await conn.execute(LEASE_ONE, params)).mappings().one())
+        if previous is not None:
+            await conn.execute(insert(saga_events), takeover_rows(run, previous, worker_id, now))
+        claimed.append((run, previous))
     return claimed

@@ -1,4 +1,4 @@
-"""Claims on SQLite's fast path: :func:`.claims.claim_txn`'s statements on sqlite3 itself.
+"""Claims on SQLite's fast path: :func:`.claims.claim_txn`'s steps on sqlite3 itself.
 
 The same two steps (select the due runs, then lease each one, recording takeovers), run as an
 item of the fast path's group transaction. The lease UPDATE is a Core statement compiled once
@@ -14,38 +14,17 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Integer, String, bindparam, case, update
 from sqlalchemy.engine import Dialect
 
-from cloudphone.saga.progress import NewEvent
-from cloudphone.saga.records import EventKind, SagaRun
-from cloudphone.saga.state import ACTIVE, SagaStatus
+from cloudphone.saga.records import SagaRun
+from cloudphone.saga.state import ACTIVE
 from cloudphone.saga.store.base import SagaTypes, split_types
+from cloudphone.saga.store.claims import LEASE_ONE, lease_params, takeover_rows
 from cloudphone.saga.store.lite import Prepared, bind_processor
-from cloudphone.saga.store.rows import event_rows, run_from_row
+from cloudphone.saga.store.rows import run_from_row
 from cloudphone.saga.store.tables import saga_runs
 
 _R = saga_runs.c
-_LOST = bindparam("b_lost", type_=Integer)
-
-LEASE_ONE = (
-    update(saga_runs)
-    .where(_R.id == bindparam("b_id", type_=String))
-    .values(
-        owner=bindparam("b_owner", type_=String),
-        epoch=_R.epoch + 1,
-        lease_expires_at=bindparam("b_until", type_=_R.lease_expires_at.type),
-        status=case(
-            (_R.status == SagaStatus.PENDING.value, SagaStatus.RUNNING.value), else_=_R.status
-        ),
-        # A takeover counts the lost attempt and makes room for its event.
-        attempt=_R.attempt + _LOST,
-        last_seq=_R.last_seq + _LOST,
-        updated_at=bindparam("b_now", type_=_R.updated_at.type),
-    )
-    .returning(*saga_runs.c)
-)
-"""Lease one run to ``b_owner``, bumping its epoch; returns the whole row."""
 
 _ACTIVE = [s.value for s in ACTIVE]
 
@@ -101,22 +80,13 @@ class Claims:
         args += [*exclude, limit]
         due = sq.execute(due_sql(len(names), len(pairs), len(exclude), own is not None), args)
         claimed = []
+        lease = self.lease_one
         for run_id, previous in due.fetchall():
-            lost = 1 if previous is not None else 0
-            params = {"b_id": run_id, "b_owner": worker_id, "b_until": until, "b_now": now}
-            (row,) = sq.execute(
-                self.lease_one.sql, self.lease_one.args({**params, "b_lost": lost})
-            ).fetchall()
+            params = lease_params(run_id, worker_id, until, now, previous)
+            (row,) = sq.execute(lease.sql, lease.args(params)).fetchall()
             run = run_from_row(self._mapping(row))
-            if lost:
-                takeover = NewEvent(
-                    EventKind.LEASE_TAKEOVER,
-                    at=now,
-                    step=run.current_step,
-                    attempt=run.attempt,
-                    detail={"previous_owner": previous, "worker": worker_id},
-                )
-                events(sq, event_rows(run_id, run.last_seq, [takeover]))
+            if previous is not None:
+                events(sq, takeover_rows(run, previous, worker_id, now))
             claimed.append((run, previous))
         return claimed
 
