@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import AsyncIterator, Coroutine, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import AbstractContextManager, asynccontextmanager, contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
@@ -54,17 +54,38 @@ from cloudphone.saga.store.sqlite_engine import (
 
 
 @dataclass
-class _Sharing:
-    """A transactional step running in a shared transaction (a PostgreSQL step group)."""
+class _Mark:
+    """Set in a ContextVar while a block runs.
 
+    Tasks started inside keep a copy of the variable, so ``open`` tells them whether the
+    block is still running.
+    """
+
+    file: str | None = None
     open: bool = True
 
 
-_SHARING: ContextVar[_Sharing | None] = ContextVar("cloudphone_step_group", default=None)
-
-
 @contextmanager
-def sharing_transaction() -> Iterator[None]:
+def _marking(var: ContextVar[_Mark | None], mark: _Mark) -> Iterator[None]:
+    token = var.set(mark)
+    try:
+        yield
+    finally:
+        mark.open = False
+        var.reset(token)
+
+
+def _marked(var: ContextVar[_Mark | None]) -> _Mark | None:
+    """The mark of the block this task runs in (or was started from), while it runs."""
+    mark = var.get()
+    return mark if mark is not None and mark.open else None
+
+
+_SHARING: ContextVar[_Mark | None] = ContextVar("cloudphone_step_group", default=None)
+"""Set while a transactional step runs in a shared transaction (a PostgreSQL step group)."""
+
+
+def sharing_transaction() -> AbstractContextManager[None]:
     """Mark this task (and the tasks it starts) as running a step in a shared transaction.
 
     Inside, :meth:`Database.begin` on PostgreSQL raises StepGroupAborted: a write
@@ -72,24 +93,11 @@ def sharing_transaction() -> Iterator[None]:
     group holds, which waits for this step; the step runs again in a transaction of its own,
     where opening another one means what it always did.
     """
-    sharing = _Sharing()
-    token = _SHARING.set(sharing)
-    try:
-        yield
-    finally:
-        sharing.open = False  # tasks started meanwhile keep a copy of the variable
-        _SHARING.reset(token)
+    return _marking(_SHARING, _Mark())
 
 
-@dataclass
-class _Writing:
-    """A SQLite write transaction held by the task that set it (and the tasks it starts)."""
-
-    file: str
-    open: bool = True
-
-
-_WRITING: ContextVar[_Writing | None] = ContextVar("cloudphone_sqlite_writing", default=None)
+_WRITING: ContextVar[_Mark | None] = ContextVar("cloudphone_sqlite_writing", default=None)
+"""Set while this task holds a SQLite file's write transaction (``file``: which one)."""
 
 
 class Database:
@@ -157,8 +165,7 @@ class Database:
                 again in a transaction of its own, where this call goes through.
         """
         if self._write_lock is None:
-            sharing = _SHARING.get()
-            if sharing is not None and sharing.open:
+            if _marked(_SHARING) is not None:
                 raise StepGroupAborted()
             async with _transaction(self.engine) as conn:
                 yield conn
@@ -186,13 +193,8 @@ class Database:
         assert self._write_lock is not None, "SQLite only"
         self.refuse_nested()
         async with self._write_lock:
-            writing = _Writing(self._file)
-            token = _WRITING.set(writing)
-            try:
+            with _marking(_WRITING, _Mark(self._file)):
                 yield
-            finally:
-                writing.open = False  # tasks started meanwhile keep a copy of the variable
-                _WRITING.reset(token)
 
     def refuse_nested(self) -> None:
         """Raise NestedWriteError if this task is inside a write transaction of this file."""
@@ -226,8 +228,8 @@ class Database:
         tasks started from there while it is open; always False on PostgreSQL, where
         concurrent write transactions do not wait for each other as a whole.
         """
-        writing = _WRITING.get()
-        return writing is not None and writing.open and writing.file == self._file
+        writing = _marked(_WRITING)
+        return writing is not None and writing.file == self._file
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
