@@ -7,9 +7,9 @@ import contextlib
 import os
 import socket
 import uuid
-from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -17,30 +17,24 @@ from sqlalchemy import event
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from cloudphone.saga import operators
 from cloudphone.saga.definition import InputT, Saga
-from cloudphone.saga.engine_versions import VersionActions
+from cloudphone.saga.engine_actions import OperatorActions
+from cloudphone.saga.engine_reads import RunReads
 from cloudphone.saga.errors import (
     DatabaseUnavailableError,
     NestedWriteError,
-    OperatorActionError,
-    SagaNotFoundError,
-    UnknownSagaTypeError,
 )
 from cloudphone.saga.inputs import seconds, stored_input
 from cloudphone.saga.metrics import SagaMetrics
 from cloudphone.saga.ports import Clock, StepHooks
 from cloudphone.saga.progress import OperatorChange, Progress, RunState, finished_run
-from cloudphone.saga.records import SagaEvent, SagaRun, StartedRun
+from cloudphone.saga.records import SagaRun, StartedRun
 from cloudphone.saga.registry import SagaRegistry
-from cloudphone.saga.state import SagaStatus
-from cloudphone.saga.stats import SagaStats
 from cloudphone.saga.store.base import NewRun, SagaStore, Subscription
 from cloudphone.saga.store.choose import choose_store
 from cloudphone.saga.store.database import Database
 from cloudphone.saga.store.rows import new_run_values, run_from_row
 from cloudphone.saga.store.sql import SqlStore
-from cloudphone.saga.store.stats import read_stats_txn
 from cloudphone.saga.tracing import NO_TRACER, SagaTracer
 from cloudphone.saga.worker import Worker
 
@@ -50,7 +44,7 @@ def default_worker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
-class SagaEngine(VersionActions):
+class SagaEngine(RunReads, OperatorActions):
     """Starts, drives and inspects sagas stored in one database (or another store).
 
     Args:
@@ -346,86 +340,7 @@ class SagaEngine(VersionActions):
         if future is not None and not future.done():
             future.set_result(run)
 
-    # -- reading ------------------------------------------------------------------------
-
-    async def get(self, saga_id: str) -> SagaRun:
-        """The run's current state; raises SagaNotFoundError."""
-        run = await self.store.get(saga_id)
-        if run is None:
-            raise SagaNotFoundError(f"no saga run {saga_id!r}")
-        return run
-
-    async def find(self, saga_type: str, idempotency_key: str) -> SagaRun | None:
-        """The run of ``saga_type`` started with ``idempotency_key``, or None."""
-        return await self.store.find(saga_type, idempotency_key)
-
-    async def history(self, saga_id: str) -> list[SagaEvent]:
-        """The run's events in order; raises SagaNotFoundError for an unknown id."""
-        events = await self.store.history(saga_id)
-        if not events:
-            await self.get(saga_id)
-        return events
-
-    async def list(
-        self,
-        *,
-        status: SagaStatus | None = None,
-        saga_type: str | None = None,
-        started_by: str | None = None,
-        created_after: datetime | None = None,
-        created_before: datetime | None = None,
-        needs_attention: bool = False,
-        ids: Collection[str] | None = None,
-        limit: int = 50,
-        offset: int = 0,
-        orphaned: bool = False,
-        forked_from: str | None = None,
-    ) -> list[SagaRun]:
-        """Runs matching the filters, newest first (``ids``: only these runs, at most 1000).
-
-        ``orphaned``: only active runs whose (type, version) no live worker drives (they would
-        wait until a worker with that version starts, or an operator migrates them).
-        ``forked_from``: only the forks of that run.
-        """
-        if not 1 <= limit <= 1000:
-            raise ValueError("limit must be between 1 and 1000")
-        if ids is not None and len(ids) > 1000:
-            raise ValueError("at most 1000 ids")
-        return await self.store.list_runs(
-            status=status,
-            saga_type=saga_type,
-            started_by=started_by,
-            created_after=created_after,
-            created_before=created_before,
-            needs_attention=needs_attention,
-            ids=ids,
-            limit=limit,
-            offset=max(offset, 0),
-            orphaned=orphaned,
-            forked_from=forked_from,
-        )
-
-    async def stats(
-        self,
-        *,
-        since: datetime | None = None,
-        minutes: int = 60,
-        started_by: str | None = None,
-    ) -> SagaStats:
-        """Counts per type and status, activity per minute and durations per type.
-
-        Args:
-            since: Count the runs created at or after this time; None counts every run.
-            minutes: Minutes of per-minute activity, ending with the current one; durations
-                are measured over the runs that finished in them.
-            started_by: Only the runs this user started.
-        """
-        if not 1 <= minutes <= 24 * 60:
-            raise ValueError("minutes must be between 1 and 1440")
-        async with self.db.read() as conn:
-            return await read_stats_txn(
-                conn, since=since, minutes=minutes, now=self.clock.now(), started_by=started_by
-            )
+    # -- waiting ------------------------------------------------------------------------
 
     async def wait(
         self,
@@ -481,50 +396,7 @@ class SagaEngine(VersionActions):
                 return finished
             delay = min(delay * 2, 0.25)
 
-    # -- operator actions ---------------------------------------------------------------
-
-    async def retry(
-        self,
-        saga_id: str,
-        *,
-        note: str | None = None,
-        actor: str | None = None,
-        forward: bool = False,
-    ) -> SagaRun:
-        """Resume a FAILED run at the step that failed.
-
-        Args:
-            saga_id: The run.
-            note: Why (kept in the history).
-            actor: Who (kept in the history).
-            forward: For a run that failed while compensating: go forward again from the step
-                whose compensation failed, instead of retrying the compensation.
-        """
-        return await self._operate(
-            saga_id, lambda run: operators.retry(run, self.clock.now(), actor, note, forward)
-        )
-
-    async def cancel(self, saga_id: str, *, actor: str | None = None) -> SagaRun:
-        """Cancel a run before its pivot; its started steps are compensated."""
-        return await self._operate(
-            saga_id, lambda run: operators.cancel(run, self._saga_of(run), self.clock.now(), actor)
-        )
-
-    async def resolve(self, saga_id: str, note: str, *, actor: str | None = None) -> SagaRun:
-        """Close a FAILED run by hand with a note; it stays FAILED, marked resolved."""
-        return await self._operate(
-            saga_id, lambda run: operators.resolve(run, self.clock.now(), actor, note)
-        )
-
-    def _saga_of(self, run: SagaRun) -> Saga:
-        """The definition ``run`` is pinned to (an operator refusal if it is not registered)."""
-        try:
-            return self.registry.require(run.saga_type, run.saga_version)
-        except UnknownSagaTypeError as error:
-            raise OperatorActionError(
-                f"cannot act on saga {run.id}: {error}; migrate it to a registered version, "
-                "or act from a process that has its own"
-            ) from None
+    # -- operator actions (retry, cancel, resolve, migrate, fork: engine_actions) ---------
 
     async def _operate(
         self,

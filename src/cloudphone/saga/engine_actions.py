@@ -1,8 +1,10 @@
-"""The engine's operator actions across versions and runs: ``migrate`` and ``fork``.
+"""The engine's operator actions: ``retry``, ``cancel``, ``resolve``, ``migrate`` and ``fork``.
 
-Both decide from the run's history, read just before the run is locked; the decision checks
-that nothing was appended in between (``last_seq``), and the read is repeated if it was, so
-the rules always see the history of the run they change.
+Each is a decision of :mod:`cloudphone.saga.operators` that the store applies to the locked
+run (``_operate``). ``migrate`` and ``fork`` decide from the run's history, read just before
+the run is locked; the decision checks that nothing was appended in between (``last_seq``),
+and the read is repeated if it was, so the rules always see the history of the run they
+change.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from cloudphone.saga import operators
-from cloudphone.saga.errors import OperatorActionError, SagaNotFoundError
+from cloudphone.saga.errors import OperatorActionError, SagaNotFoundError, UnknownSagaTypeError
 from cloudphone.saga.history import StepsDone, fork_start
 from cloudphone.saga.metrics import SagaMetrics
 from cloudphone.saga.ports import Clock
@@ -41,8 +43,8 @@ def _unmoved(run: SagaRun, seen: int) -> None:
         raise _RunMoved(f"saga {run.id} kept moving while the action was decided; try again")
 
 
-class VersionActions:
-    """``migrate`` and ``fork``, mixed into :class:`~cloudphone.saga.SagaEngine`."""
+class OperatorActions:
+    """The operator actions, mixed into :class:`~cloudphone.saga.SagaEngine`."""
 
     store: SagaStore
     registry: SagaRegistry
@@ -54,6 +56,49 @@ class VersionActions:
         async def _operate(
             self, saga_id: str, decide: Decide, spawn: NewRun | None = None
         ) -> SagaRun: ...
+
+    async def retry(
+        self,
+        saga_id: str,
+        *,
+        note: str | None = None,
+        actor: str | None = None,
+        forward: bool = False,
+    ) -> SagaRun:
+        """Resume a FAILED run at the step that failed.
+
+        Args:
+            saga_id: The run.
+            note: Why (kept in the history).
+            actor: Who (kept in the history).
+            forward: For a run that failed while compensating: go forward again from the step
+                whose compensation failed, instead of retrying the compensation.
+        """
+        return await self._operate(
+            saga_id, lambda run: operators.retry(run, self.clock.now(), actor, note, forward)
+        )
+
+    async def cancel(self, saga_id: str, *, actor: str | None = None) -> SagaRun:
+        """Cancel a run before its pivot; its started steps are compensated."""
+        return await self._operate(
+            saga_id, lambda run: operators.cancel(run, self._saga_of(run), self.clock.now(), actor)
+        )
+
+    async def resolve(self, saga_id: str, note: str, *, actor: str | None = None) -> SagaRun:
+        """Close a FAILED run by hand with a note; it stays FAILED, marked resolved."""
+        return await self._operate(
+            saga_id, lambda run: operators.resolve(run, self.clock.now(), actor, note)
+        )
+
+    def _saga_of(self, run: SagaRun) -> Saga:
+        """The definition ``run`` is pinned to (an operator refusal if it is not registered)."""
+        try:
+            return self.registry.require(run.saga_type, run.saga_version)
+        except UnknownSagaTypeError as error:
+            raise OperatorActionError(
+                f"cannot act on saga {run.id}: {error}; migrate it to a registered version, "
+                "or act from a process that has its own"
+            ) from None
 
     async def migrate(
         self,
