@@ -7,6 +7,7 @@ and an old variable name keeps working (with a warning) after a rename.
 
 from __future__ import annotations
 
+import math
 import re
 import warnings
 from collections.abc import Callable, Mapping
@@ -41,7 +42,7 @@ def parse_duration(text: str) -> timedelta:
     """
     match = _HUMAN.match(text)
     if match is not None:
-        return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+        return _seconds(float(match.group(1)) * _UNITS[match.group(2)], text)
     try:
         return _PYDANTIC_TIMEDELTA.validate_python(text.strip())
     except ValidationError:
@@ -65,8 +66,18 @@ def _to_timedelta(value: object) -> object:
     if isinstance(value, bool):  # a bool is an int to Python, never a duration to a user
         raise ValueError(f"{value!r} is not a duration: use {DURATION_FORMS}")
     if isinstance(value, int | float):
-        return timedelta(seconds=value)
+        return _seconds(value, value)
     return value
+
+
+def _seconds(seconds: float, given: object) -> timedelta:
+    """``seconds`` as a duration; one past what a duration holds is refused, not a crash."""
+    if math.isnan(seconds):
+        raise ValueError(f"{given!r} is not a duration: use {DURATION_FORMS}")
+    try:
+        return timedelta(seconds=seconds)
+    except OverflowError:
+        raise ValueError(f"{given!r} is longer than any duration can be") from None
 
 
 Duration = Annotated[timedelta, BeforeValidator(_to_timedelta)]

@@ -49,6 +49,7 @@ from cloudphone.installs.install import build_install_saga
 from cloudphone.installs.records import drop_device_txn
 from cloudphone.installs.service import InstallService
 from cloudphone.installs.spool import ApkSpool
+from cloudphone.installs.sweep import SpoolSweeper
 from cloudphone.installs.uninstall import build_uninstall_saga
 from cloudphone.saga import Database, Saga, SagaEngine
 from cloudphone.saga.store.disconnects import is_database_unavailable
@@ -379,7 +380,19 @@ def build_platform(
         platform.on_start(platform.apps.start_housekeeping)
         platform.on_close(platform.apps.stop_housekeeping)
     apk_source.apps = platform.apps
-    platform.installs = InstallService(engine, apk_source)
+    spool_sweeper = None
+    if with_worker:
+        # Spooled APKs of finished (or unknown) installs go on start, then periodically.
+        spool_sweeper = SpoolSweeper(
+            engine,
+            install_spool,
+            grace=settings.devices.install_spool_grace,
+            interval=settings.devices.install_spool_sweep_interval,
+            registry=registry,
+        )
+        platform.on_start(spool_sweeper.start)
+        platform.on_close(spool_sweeper.stop)
+    platform.installs = InstallService(engine, apk_source, spool_sweeper=spool_sweeper)
     # services: platform.billing = BillingService(db, engine, provider), and register any
     # async set-up / tear-down with platform.on_start(...) / platform.on_close(...).
     return platform

@@ -7,8 +7,9 @@ user would, like tests/integration/installs) and must have exactly its INSTALLED
 versions: no package without a row, no INSTALLED row without its package (a FAILED row's
 package may be there or not: that is what "not known" means). No row outlives its device. The
 install spool (``<data_dir>/installs``) keeps no file of a terminal run, except a FAILED one
-(its compensation stopped before FETCH_APK's, which deletes the file: the operator's retry
-uses it).
+(its compensation stopped before FETCH_APK's, which deletes the file; the workers' spool
+sweeper removes it too once untouched for ``install_spool_grace``, as an operator's retry
+fetches the APK again, so it may be there or not).
 """
 
 from __future__ import annotations

@@ -97,6 +97,18 @@ class DevicesConfig(Section):
     """How often worker processes check that every RUNNING device's process or container is
     alive (one runtime listing per round) and restart the dead ones; 0 turns it off."""
 
+    install_spool_sweep_interval: Duration = Field(
+        default=timedelta(minutes=5), ge=timedelta(0), le=timedelta(days=1)
+    )
+    """How often worker processes remove install spool files (``<data_dir>/installs``) whose
+    ``app_install`` run is over or unknown, after the sweep at start; 0 sweeps at start only."""
+
+    install_spool_grace: Duration = Field(
+        default=timedelta(minutes=10), ge=timedelta(seconds=1), le=timedelta(days=7)
+    )
+    """How long an install spool file must have been left untouched before a sweep may
+    remove it (a file being written is never older)."""
+
     local_protocol: Literal["line", "adb"] = "line"
     """How the local runtime initialises its agents: their line protocol, or real ADB (the
     Redroid code path: adb-shell, ``wm size``/``wm density`` and ``init_commands``)."""

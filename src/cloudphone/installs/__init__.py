@@ -10,6 +10,8 @@ device's installations through a clean-up hook the platform gives it).
 * :class:`InstallService`: ``install_app``, ``list_installations``, ``uninstall_app``.
 * :func:`build_install_saga` (:mod:`.install`) and :func:`build_uninstall_saga`
   (:mod:`.uninstall`), from a runtime, the APK source and the worker's :class:`ApkSpool`.
+* :class:`SpoolSweeper` (:mod:`.sweep`): in worker processes, removes the spool files of
+  ``app_install`` runs that are over (FAILED included) or unknown, at start and periodically.
 * Deleting or unpublishing an application leaves its installed copies alone: they are the
   device owner's, and the row keeps naming the application record it came from.
 """
@@ -20,6 +22,7 @@ from cloudphone.installs.ports import ApkInfo, ApkSource
 from cloudphone.installs.records import drop_device_txn
 from cloudphone.installs.service import InstallAccepted, InstallService, UninstallAccepted
 from cloudphone.installs.spool import ApkSpool
+from cloudphone.installs.sweep import SpoolSweeper
 from cloudphone.installs.uninstall import APP_UNINSTALL, UninstallInput, build_uninstall_saga
 
 __all__ = [
@@ -34,6 +37,7 @@ __all__ = [
     "InstallService",
     "InstallStatus",
     "Installation",
+    "SpoolSweeper",
     "UninstallAccepted",
     "UninstallInput",
     "build_install_saga",

@@ -213,8 +213,10 @@ class _InstallSteps:
         wanted = ctx.input
         container = await self._running(ctx)
         path = self.spool.path(ctx.saga_id)
+        # Taken over on a host without the file, or retried by an operator after the sweeper
+        # removed a FAILED run's file: the sweep rule (see .sweep) relies on this fetch.
         if not await self.spool.holds(ctx.saga_id, size=wanted.size, sha256=wanted.sha256):
-            await self._fetch(ctx.saga_id, wanted)  # taken over on a host without the file
+            await self._fetch(ctx.saga_id, wanted)
         deadline = (self.timeouts.for_size(wanted.size) * 2).total_seconds()
         async with asyncio.timeout(deadline), self.runtime.adb_session(container) as phone:
             if ctx.attempt > 1 and await _has_version(phone, wanted):

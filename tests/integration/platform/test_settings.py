@@ -221,6 +221,13 @@ def test_a_bad_nested_duration_names_its_variable_and_the_forms(
         load_settings()
 
 
+@pytest.mark.parametrize("value", ["99999999999d", 1e300, float("inf")])
+def test_a_duration_past_any_timedelta_is_refused_not_a_crash(value: object) -> None:
+    """Too long for a duration, written or as a number: a settings error, not an OverflowError."""
+    with pytest.raises(SettingsError, match=r"SWEEP_INTERVAL.*longer than any duration"):
+        load_settings(devices={"sweep_interval": value})
+
+
 def test_no_setting_counts_seconds_or_milliseconds_in_a_number() -> None:
     """Durations are Duration fields, not floats named ``*_seconds`` or ints named ``*_ms``."""
 
