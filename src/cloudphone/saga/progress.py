@@ -48,6 +48,9 @@ class Progress:
         now: When the decision was made.
         retry_since: When the current step (or compensation) first failed; None once the
             run moved to another step. Measures its retry budget.
+        carried_step: A plain step whose success this write also records (see
+            :func:`carrying`), or None.
+        carried_output: That step's output.
     """
 
     status: SagaStatus
@@ -66,6 +69,36 @@ class Progress:
     events: tuple[NewEvent, ...]
     now: datetime
     retry_since: datetime | None = None
+    carried_step: str | None = None
+    carried_output: dict[str, Any] | None = None
+
+    def outputs_patch(self) -> dict[str, Any] | None:
+        """The step outputs this write stores, by step name (None: it stores none)."""
+        if self.output_step is None and self.carried_step is None:
+            return None
+        patch: dict[str, Any] = {}
+        if self.carried_step is not None:
+            patch[self.carried_step] = self.carried_output
+        if self.output_step is not None:
+            patch[self.output_step] = self.output
+        return patch
+
+
+def carrying(later: Progress, carried: Progress) -> Progress:
+    """``later``, written together with ``carried``: a plain step's success whose write waited.
+
+    The result stores both steps' outputs and appends ``carried``'s events before
+    ``later``'s (their seqs follow the order they happened in); every other column is
+    ``later``'s, which was decided from the run with ``carried`` applied.
+    """
+    assert carried.carried_step is None
+    assert later.carried_step is None
+    return replace(
+        later,
+        events=(*carried.events, *later.events),
+        carried_step=carried.output_step,
+        carried_output=carried.output,
+    )
 
 
 @dataclass

@@ -38,7 +38,7 @@ from cloudphone.saga.metrics import SagaMetrics
 from cloudphone.saga.outage import Outage, PatientStore, StoreFailure
 from cloudphone.saga.outputs import RunView, check_collision, dump_output, merged_data
 from cloudphone.saga.ports import Clock, Committed, ProgressStore, StepHooks
-from cloudphone.saga.progress import Progress, RunState, state_of
+from cloudphone.saga.progress import Progress, RunState, carrying, state_of
 from cloudphone.saga.records import EventKind
 from cloudphone.saga.state import SagaStatus
 from cloudphone.saga.tracing import NO_TRACER, SagaTracer
@@ -102,6 +102,7 @@ class Runner:
         on_commit: Callable[[RunState, Progress], None] | None = None,
         tracer: SagaTracer = NO_TRACER,
         outage: Outage | None = None,
+        carry_plain_steps: bool = True,
     ) -> None:
         self.saga = saga
         self.state = state
@@ -118,6 +119,10 @@ class Runner:
         self._interruptible = False
         self._interrupted = False
         self._stop_after_step = False
+        self._carry = carry_plain_steps
+        self._carried: Progress | None = None
+        """A plain step's success not written yet: it rides with the next write (see
+        :meth:`_may_carry`). Applied to :attr:`state`, but for ``last_seq``."""
 
     @property
     def run_id(self) -> str:
@@ -151,6 +156,8 @@ class Runner:
                         return None
                     continue
                 if last is None or not last.keep_lease or self._stop_after_step:
+                    if self._carried is not None:
+                        last = await self._commit(self._carried)
                     outcome = _drive_outcome(last)
                     return last
         except LeaseLostError:
@@ -195,6 +202,7 @@ class Runner:
             if s.attempt > saga.policy_for(step).max_attempts:
                 lost = WorkerLostError(
                     f"{s.attempt - 1} attempts of {step.name} were lost with their workers"
+                    + _riding_note(saga, step)
                 )
                 return await self._commit(
                     decide.on_step_failure(s, saga, lost, now, now, self._rand)
@@ -294,12 +302,24 @@ class Runner:
                 async def attempt(session: AsyncConnection) -> Progress:
                     ctx = self._context(step, compensating, session)
                     output = await self._call(fn, ctx, *call)
-                    return ok(output, self._clock.now())
+                    return self._with_carried(ok(output, self._clock.now()))
 
                 progress, committed = await self._patient.transaction(self.state, attempt)
             else:
                 output = await self._call(fn, self._context(step, compensating), *call)
                 progress = ok(output, self._clock.now())
+                if self._may_carry(step, progress, compensating):
+                    span.end("success")
+                    self._metrics.record_step(
+                        self.saga.name,
+                        step.name,
+                        "success",
+                        (progress.now - started).total_seconds(),
+                    )
+                    self._carried = progress
+                    self.state.apply(progress)
+                    return progress
+                progress = self._with_carried(progress)
                 committed = await self._patient.commit(self.state, progress)
         except (LeaseLostError, StaleStateError, asyncio.CancelledError, StoreFailure) as cut:
             cancelled = isinstance(cut, asyncio.CancelledError)
@@ -332,6 +352,7 @@ class Runner:
         )
         self.state = state_of(run, self.saga)
         self.state.worker = worker
+        self._carried = None
         return True
 
     def _failed(
@@ -409,10 +430,38 @@ class Runner:
         return await fn(ctx)
 
     async def _commit(self, progress: Progress) -> Progress:
+        if progress is not self._carried:
+            progress = self._with_carried(progress)
         self._applied(progress, await self._patient.commit(self.state, progress))
         return progress
 
+    def _may_carry(self, step: Step, progress: Progress, compensating: bool) -> bool:
+        """Whether a plain step's success may wait to be written with the next step's write.
+
+        Only when the next step is transactional and runs at once: its transaction then
+        commits both, or neither (a crash in between loses the plain step's success, as a
+        crash before its write would: plain steps run at least once, and it runs again).
+        Never for the pivot (passing it must be on record first), while a cancel or a
+        graceful stop is pending, or for a write that ends the drive.
+        """
+        if not self._carry or compensating or self._carried is not None:
+            return False
+        if _rides_with(self.saga, step) is None:
+            return False
+        if self.state.cancel_requested or self._stop_after_step:
+            return False
+        if not progress.keep_lease or progress.status is not SagaStatus.RUNNING:
+            return False
+        due = progress.next_run_at
+        return progress.step_index == step.index + 1 and due is not None and due <= progress.now
+
+    def _with_carried(self, progress: Progress) -> Progress:
+        """``progress`` with the waiting plain step's success, if one waits."""
+        carried = self._carried
+        return progress if carried is None else carrying(progress, carried)
+
     def _applied(self, progress: Progress, committed: Committed) -> None:
+        self._carried = None
         self.state.apply(progress)
         self.state.last_seq = committed.last_seq
         if committed.cancel_requested and not progress.clear_cancel:
@@ -422,6 +471,29 @@ class Runner:
             self._metrics.record_finished(self.saga.name, progress.status, seconds)
         if self._on_commit is not None:
             self._on_commit(self.state, progress)
+
+
+def _rides_with(saga: Saga, step: Step) -> Step | None:
+    """The transactional step a plain step's success may be written with (None: alone).
+
+    The step right after it, if transactional; never for the pivot, whose success must be on
+    record before anything else runs.
+    """
+    if step.transactional or step.kind is StepKind.PIVOT or step.index + 1 >= len(saga.steps):
+        return None
+    after = saga.steps[step.index + 1]
+    return after if after.transactional else None
+
+
+def _riding_note(saga: Saga, step: Step) -> str:
+    """Why lost attempts of ``step`` may have been lost in the step after it."""
+    after = _rides_with(saga, step)
+    if after is None:
+        return ""
+    return (
+        f" (or in {after.name}: {step.name}'s success is written with {after.name}'s"
+        " transaction, so a worker lost in it counts as an attempt of this step)"
+    )
 
 
 def _outcome_of(error: BaseException, compensating: bool) -> str:
