@@ -6,7 +6,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from cloudphone.saga.definition import Saga
+from cloudphone.saga.definition import Saga, Step, StepKind
 from cloudphone.saga.outputs import merged_data
 from cloudphone.saga.records import ErrorInfo, EventKind, SagaRun
 from cloudphone.saga.state import SagaStatus
@@ -219,4 +219,27 @@ def finished_run(state: RunState, progress: Progress) -> SagaRun | None:
         last_seq=state.last_seq,
         outputs=outputs,
         retry_since=progress.retry_since,
+    )
+
+
+def rides_with(saga: Saga, step: Step) -> Step | None:
+    """The transactional step a plain step's success may be written with (None: alone).
+
+    The step right after it, if transactional; never for the pivot, whose success must be on
+    record before anything else runs.
+    """
+    if step.transactional or step.kind is StepKind.PIVOT or step.index + 1 >= len(saga.steps):
+        return None
+    after = saga.steps[step.index + 1]
+    return after if after.transactional else None
+
+
+def riding_note(saga: Saga, step: Step) -> str:
+    """Why lost attempts of ``step`` may have been lost in the step after it."""
+    after = rides_with(saga, step)
+    if after is None:
+        return ""
+    return (
+        f" (or in {after.name}: {step.name}'s success is written with {after.name}'s"
+        " transaction, so a worker lost in it counts as an attempt of this step)"
     )

@@ -13,9 +13,7 @@ again, with the same attempt number, once the stored run shows it did not commit
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import math
 import random
 from collections.abc import Callable, Mapping
 from datetime import datetime
@@ -32,13 +30,25 @@ from cloudphone.saga.errors import (
     RetryLater,
     SagaError,
     StaleStateError,
-    StepOutputError,
 )
 from cloudphone.saga.metrics import SagaMetrics
 from cloudphone.saga.outage import Outage, PatientStore, StoreFailure
-from cloudphone.saga.outputs import RunView, check_collision, dump_output, merged_data
+from cloudphone.saga.outputs import (
+    RunView,
+    check_collision,
+    check_output,
+    merged_data,
+    private_copy,
+)
 from cloudphone.saga.ports import Clock, Committed, ProgressStore, StepHooks
-from cloudphone.saga.progress import Progress, RunState, carrying, state_of
+from cloudphone.saga.progress import (
+    Progress,
+    RunState,
+    carrying,
+    rides_with,
+    riding_note,
+    state_of,
+)
 from cloudphone.saga.records import EventKind
 from cloudphone.saga.state import SagaStatus
 from cloudphone.saga.tracing import NO_TRACER, SagaTracer
@@ -202,7 +212,7 @@ class Runner:
             if s.attempt > saga.policy_for(step).max_attempts:
                 lost = WorkerLostError(
                     f"{s.attempt - 1} attempts of {step.name} were lost with their workers"
-                    + _riding_note(saga, step)
+                    + riding_note(saga, step)
                 )
                 return await self._commit(
                     decide.on_step_failure(s, saga, lost, now, now, self._rand)
@@ -214,7 +224,7 @@ class Runner:
     ) -> StepContext[Any]:
         s = self.state
         # Private copies: a step cannot change the run's data except by returning its output.
-        data = _private(merged_data(s.input, s.outputs, self._order))
+        data = private_copy(merged_data(s.input, s.outputs, self._order))
         view = RunView(s.input, s.outputs, self._order, step.index, self.saga.input_type)
         return StepContext(
             saga_id=s.id,
@@ -416,7 +426,7 @@ class Runner:
         # overwrites nothing of the input's or of another step's.
         checked = None
         if not compensating:
-            checked = _check_output(step, output)
+            checked = check_output(step, output)
             s, view = self.state, ctx._run
             legacy = view.legacy if view is not None else lambda: False
             check_collision(step.name, checked, s.input, s.outputs, legacy)
@@ -446,7 +456,7 @@ class Runner:
         """
         if not self._carry or compensating or self._carried is not None:
             return False
-        if _rides_with(self.saga, step) is None:
+        if rides_with(self.saga, step) is None:
             return False
         if self.state.cancel_requested or self._stop_after_step:
             return False
@@ -473,29 +483,6 @@ class Runner:
             self._on_commit(self.state, progress)
 
 
-def _rides_with(saga: Saga, step: Step) -> Step | None:
-    """The transactional step a plain step's success may be written with (None: alone).
-
-    The step right after it, if transactional; never for the pivot, whose success must be on
-    record before anything else runs.
-    """
-    if step.transactional or step.kind is StepKind.PIVOT or step.index + 1 >= len(saga.steps):
-        return None
-    after = saga.steps[step.index + 1]
-    return after if after.transactional else None
-
-
-def _riding_note(saga: Saga, step: Step) -> str:
-    """Why lost attempts of ``step`` may have been lost in the step after it."""
-    after = _rides_with(saga, step)
-    if after is None:
-        return ""
-    return (
-        f" (or in {after.name}: {step.name}'s success is written with {after.name}'s"
-        " transaction, so a worker lost in it counts as an attempt of this step)"
-    )
-
-
 def _outcome_of(error: BaseException, compensating: bool) -> str:
     """The metric (and span) outcome of an attempt that raised ``error``."""
     return _OUTCOMES.get(type(error), "compensation_failure" if compensating else "failure")
@@ -508,69 +495,3 @@ def _drive_outcome(last: Progress | None) -> str:
     if last.finished:
         return "finished"
     return "handed_back" if last.keep_lease else "released"
-
-
-def _check_output(step: Step, output: object) -> Mapping[str, Any] | None:
-    """Refuse outputs that are not JSON objects: retrying would only return them again.
-
-    A pydantic model or dataclass instance counts as its JSON form.
-    """
-    output = dump_output(output)
-    if output is None:
-        return None
-    if not isinstance(output, Mapping):
-        raise StepOutputError(
-            f"step {step.name!r} returned {type(output).__name__}; it must return a dict of "
-            "JSON values, a pydantic model or dataclass instance, or None"
-        )
-    problem = _json_problem(output, "output")
-    if problem is not None:
-        raise StepOutputError(f"step {step.name!r} returned data that is not JSON: {problem}")
-    return output
-
-
-_SCALARS = (int, bool, type(None))
-_IMMUTABLE = (str, int, float, bool, type(None))
-
-
-def _private(data: dict[str, Any]) -> dict[str, Any]:
-    """A copy of the merged data no step can change the run's data through.
-
-    ``data`` is a new dict already: only nested lists and objects need copying (JSON, the
-    fastest deep copy of JSON values here); most runs' data is flat and is used as it is.
-    """
-    for value in data.values():
-        if type(value) not in _IMMUTABLE:
-            return json.loads(json.dumps(data))  # type: ignore[no-any-return]
-    return data
-
-
-def _json_problem(value: object, path: str) -> str | None:
-    """Where ``value`` stops being plain JSON (string keys, finite numbers, no NUL), or None.
-
-    PostgreSQL text and JSONB cannot hold NUL (U+0000), so a string or key with one is
-    refused on every database alike.
-    """
-    if isinstance(value, str):
-        return f"{path} contains a NUL character" if "\x00" in value else None
-    if isinstance(value, _SCALARS):
-        return None
-    if isinstance(value, float):
-        return None if math.isfinite(value) else f"{path} is {value}"
-    if isinstance(value, Mapping):
-        for key, item in value.items():
-            if not isinstance(key, str):
-                return f"{path} has a non-string key {key!r}"
-            if "\x00" in key:
-                return f"{path} has a key with a NUL character {key!r}"
-            problem = _json_problem(item, f"{path}[{key!r}]")
-            if problem is not None:
-                return problem
-        return None
-    if isinstance(value, (list, tuple)):
-        for index, item in enumerate(value):
-            problem = _json_problem(item, f"{path}[{index}]")
-            if problem is not None:
-                return problem
-        return None
-    return f"{path} is a {type(value).__name__}"
