@@ -334,6 +334,7 @@ def build_platform(
         lease=settings.worker_lease,
         poll_interval=settings.worker_poll_interval,
         step_group=settings.worker_step_group,
+        carry_plain_steps=settings.worker_carry_plain_steps,
         registry=registry,
         tracer=telemetry.saga_tracer if telemetry is not None else NO_TRACER,
         hooks=hooks,

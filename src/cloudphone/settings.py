@@ -179,6 +179,11 @@ class Settings(BaseSettings):
     under load (1: every step its own; see docs/engine.md, "Transactional steps share
     transactions under load")."""
 
+    worker_carry_plain_steps: bool = True
+    """Write a plain step's success in the transaction of the transactional step right after
+    it instead of on its own (one write fewer; see docs/engine.md, "A plain step's success
+    rides with the next transaction"). False: every step's success is its own write."""
+
     shutdown_grace: Duration = Field(default=timedelta(seconds=30), ge=timedelta(0))
     """On SIGTERM, how long running steps may take to finish before they are interrupted."""
 

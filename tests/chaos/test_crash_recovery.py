@@ -63,14 +63,19 @@ def takeovers(events: list[SagaEvent]) -> list[SagaEvent]:
 async def test_killed_worker_is_taken_over_by_another_after_its_lease(
     engine: SagaEngine, workers: WorkerPool, unique: str, tmp_path: Path
 ) -> None:
-    """A worker SIGKILLed mid-transaction is taken over after its lease; each effect once."""
+    """A worker SIGKILLed mid-transaction is taken over after its lease; each effect once.
+
+    CALL's success rides with RECORD's transaction, so the kill loses both: the run is still
+    at CALL, which the next owner runs again (as attempt 2, the same idempotency key), then
+    RECORD as attempt 1 (its first attempt left nothing behind).
+    """
     gate = Gate.in_dir(tmp_path, "RECORD")
     first = await workers.start(f"a-{unique}")
     saga_id = await engine.start(workers.saga_name, gate.data())
 
     assert await gate.wait_started() == {"worker_id": first.worker_id, "attempt": 1}
     held = await engine.get(saga_id)
-    assert (held.owner, held.current_step) == (first.worker_id, "RECORD")
+    assert (held.owner, held.current_step) == (first.worker_id, "CALL")
     assert held.lease_expires_at is not None
     # Killed with RECORD's row inserted but not committed.
     assert first.kill() == -signal.SIGKILL
@@ -84,10 +89,11 @@ async def test_killed_worker_is_taken_over_by_another_after_its_lease(
     events = await engine.history(saga_id)
     assert_contiguous(events)
     (takeover,) = takeovers(events)
-    assert (takeover.step, takeover.attempt) == ("RECORD", 2)
+    assert (takeover.step, takeover.attempt) == ("CALL", 2)
     assert takeover.detail == {"previous_owner": first.worker_id, "worker": second.worker_id}
     assert takeover.at >= held.lease_expires_at, "taken over before the lease expired"
-    assert succeeded(events) == [("RESERVE", 1), ("CALL", 1), ("RECORD", 2), ("NOTIFY", 1)]
+    assert succeeded(events) == [("RESERVE", 1), ("CALL", 2), ("RECORD", 1), ("NOTIFY", 1)]
+    assert run.data["call_key"] == f"{saga_id}:CALL", "CALL ran again with its own key"
     assert await count_effects(engine.db, [saga_id]) == Counter(
         {(saga_id, "RESERVE"): 1, (saga_id, "RECORD"): 1}
     )
@@ -136,13 +142,16 @@ async def test_restarted_worker_takes_its_own_runs_back_at_once(
 async def test_crash_between_transactional_action_and_commit_writes_the_row_once(
     engine: SagaEngine, workers: WorkerPool, unique: str
 ) -> None:
-    """Killed after a transactional step's action, before its commit: on recovery one row."""
+    """Killed after a transactional step's action, before its commit: on recovery one row.
+
+    The commit would have carried CALL's success too: CALL runs again, then RECORD.
+    """
     crasher = await workers.start(f"crash-{unique}", crash_after=["RECORD"])
     saga_id = await engine.start(workers.saga_name, {})
 
     assert await asyncio.to_thread(crasher.wait_exit, 20) == -signal.SIGKILL
     crashed = await engine.get(saga_id)
-    assert (crashed.status, crashed.current_step) == (SagaStatus.RUNNING, "RECORD")
+    assert (crashed.status, crashed.current_step) == (SagaStatus.RUNNING, "CALL")
     assert crashed.owner == crasher.worker_id
     assert await count_effects(engine.db, [saga_id]) == Counter({(saga_id, "RESERVE"): 1})
 
@@ -152,8 +161,8 @@ async def test_crash_between_transactional_action_and_commit_writes_the_row_once
     assert run.status is SagaStatus.COMPLETED, workers.logs()
     events = await engine.history(saga_id)
     assert_contiguous(events)
-    assert [(e.step, e.attempt) for e in takeovers(events)] == [("RECORD", 2)]
-    assert succeeded(events) == [("RESERVE", 1), ("CALL", 1), ("RECORD", 2), ("NOTIFY", 1)]
+    assert [(e.step, e.attempt) for e in takeovers(events)] == [("CALL", 2)]
+    assert succeeded(events) == [("RESERVE", 1), ("CALL", 2), ("RECORD", 1), ("NOTIFY", 1)]
     assert await count_effects(engine.db, [saga_id]) == Counter(
         {(saga_id, "RESERVE"): 1, (saga_id, "RECORD"): 1}
     )

@@ -178,6 +178,11 @@ async def test_crash_at_a_step_boundary_is_taken_over_after_the_lease(when: Boun
 
 
 async def test_crash_after_a_transactional_step_rolls_its_write_back(business: Database) -> None:
+    """The crash loses B's transaction, and with it A's success, which rode with it.
+
+    A (plain) runs again, as the attempt the takeover names; B runs again as attempt 1: its
+    first attempt left nothing behind, as when a transaction is lost with the database.
+    """
     keys: list[tuple[str, int, str]] = []
     engine = MemoryEngine([keyed_saga(keys, transactional=True)], database=business)
     engine.crash_at("B", "after")
@@ -188,8 +193,16 @@ async def test_crash_after_a_transactional_step_rolls_its_write_back(business: D
         await engine.advance(engine.lease + timedelta(seconds=1))
         run = await engine.get(saga_id)
     assert run.status is SagaStatus.COMPLETED
-    assert [attempt for step, attempt, _ in keys if step == "B"] == [1, 2]
+    assert [(step, attempt) for step, attempt, _ in keys] == [
+        ("A", 1),
+        ("B", 1),
+        ("A", 2),
+        ("B", 1),
+        ("C", 1),
+    ]
     assert await count_effects(business, saga_id) == 1
+    takeover = next(e for e in await engine.history(saga_id) if e.kind is EventKind.LEASE_TAKEOVER)
+    assert (takeover.step, takeover.attempt) == ("A", 2)
 
 
 async def test_transactional_steps_need_a_business_database() -> None:

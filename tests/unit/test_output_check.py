@@ -1,4 +1,4 @@
-"""runner._check_output: a step must return None or a dict of JSON values with string keys."""
+"""outputs.check_output: a step must return None or a dict of JSON values with string keys."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 
 from cloudphone.saga import NonRetryableError, RetryPolicy, StepKind, StepOutputError
 from cloudphone.saga.definition import Step
-from cloudphone.saga.runner import _check_output
+from cloudphone.saga.outputs import check_output
 
 
 async def act(ctx: Any) -> None:
@@ -24,7 +24,7 @@ NOT_JSON = r"^step 'UPLOAD_TO_STORAGE' returned data that is not JSON: "
 
 
 def test_none_means_no_output() -> None:
-    assert _check_output(STEP, None) is None
+    assert check_output(STEP, None) is None
 
 
 @pytest.mark.parametrize(
@@ -38,7 +38,7 @@ def test_none_means_no_output() -> None:
     ],
 )
 def test_json_objects_are_returned_unchanged(output: dict[str, Any]) -> None:
-    assert _check_output(STEP, output) is output
+    assert check_output(STEP, output) is output
 
 
 @pytest.mark.parametrize(
@@ -54,7 +54,7 @@ def test_json_objects_are_returned_unchanged(output: dict[str, Any]) -> None:
 )
 def test_non_dicts_are_refused_naming_step_and_type(output: object, type_name: str) -> None:
     with pytest.raises(StepOutputError) as caught:
-        _check_output(STEP, output)
+        check_output(STEP, output)
     assert str(caught.value) == (
         f"step 'UPLOAD_TO_STORAGE' returned {type_name}; it must return a dict of JSON values, "
         "a pydantic model or dataclass instance, or None"
@@ -68,7 +68,7 @@ def test_non_dicts_are_refused_naming_step_and_type(output: object, type_name: s
 )
 def test_nan_and_infinity_are_refused(output: dict[str, Any]) -> None:
     with pytest.raises(StepOutputError, match=NOT_JSON):
-        _check_output(STEP, output)
+        check_output(STEP, output)
 
 
 @pytest.mark.parametrize(
@@ -78,7 +78,7 @@ def test_nan_and_infinity_are_refused(output: dict[str, Any]) -> None:
 )
 def test_non_json_values_are_refused(value: object) -> None:
     with pytest.raises(StepOutputError, match=NOT_JSON):
-        _check_output(STEP, {"value": value})
+        check_output(STEP, {"value": value})
 
 
 @pytest.mark.parametrize(
@@ -91,7 +91,7 @@ def test_non_string_keys_are_refused(output: dict[Any, Any]) -> None:
         StepOutputError,
         match=r"^step 'UPLOAD_TO_STORAGE' returned data that is not JSON: .*non-string key",
     ):
-        _check_output(STEP, output)
+        check_output(STEP, output)
 
 
 @pytest.mark.parametrize(
@@ -106,7 +106,7 @@ def test_non_string_keys_are_refused(output: dict[Any, Any]) -> None:
 def test_nul_characters_are_refused(output: dict[str, Any], where: str) -> None:
     """PostgreSQL cannot store NUL: the output is refused on every database, naming where."""
     with pytest.raises(StepOutputError) as caught:
-        _check_output(STEP, output)
+        check_output(STEP, output)
     assert str(caught.value).startswith(
         f"step 'UPLOAD_TO_STORAGE' returned data that is not JSON: {where}"
     )
@@ -114,18 +114,18 @@ def test_nul_characters_are_refused(output: dict[str, Any], where: str) -> None:
 
 def test_unserialisable_keys_are_refused() -> None:
     with pytest.raises(StepOutputError, match=NOT_JSON):
-        _check_output(STEP, {(1, 2): "tuple key"})
+        check_output(STEP, {(1, 2): "tuple key"})
 
 
 def test_nested_non_string_keys_are_refused() -> None:
     """JSON would turn the nested key 5555 into "5555": the data would change once stored."""
     with pytest.raises(StepOutputError, match="UPLOAD_TO_STORAGE"):
-        _check_output(STEP, {"ports": {5555: "adb"}})
+        check_output(STEP, {"ports": {5555: "adb"}})
 
 
 def test_output_error_is_never_retried() -> None:
     """Retrying would only return the same bad value again."""
     with pytest.raises(StepOutputError) as caught:
-        _check_output(STEP, [])
+        check_output(STEP, [])
     assert isinstance(caught.value, NonRetryableError)
     assert not RetryPolicy().is_retryable(caught.value)

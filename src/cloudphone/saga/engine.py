@@ -72,6 +72,9 @@ class SagaEngine(RunReads, OperatorActions):
         step_group: On PostgreSQL, most transactional steps of different runs that may share
             one transaction (default 32; 1: each its own; see
             :mod:`cloudphone.saga.store.step_group`).
+        carry_plain_steps: A plain step's success followed at once by a transactional step
+            is written in that step's transaction instead of a write of its own (default;
+            see docs/engine.md, "A plain step's success rides with the next transaction").
     """
 
     def __init__(
@@ -89,6 +92,7 @@ class SagaEngine(RunReads, OperatorActions):
         rand: Callable[[], float] | None = None,
         tracer: SagaTracer = NO_TRACER,
         step_group: int | None = None,
+        carry_plain_steps: bool = True,
     ) -> None:
         self.store, self._owned = choose_store(database, store, lease, clock, step_group)
         self.registry = SagaRegistry(sagas)
@@ -109,6 +113,8 @@ class SagaEngine(RunReads, OperatorActions):
         self._poll = poll_interval
         self._rand = rand
         self._tracer = tracer
+        self.carry_plain_steps = carry_plain_steps
+        """Whether a plain step's success rides with the next transactional step's commit."""
         self._worker: Worker | None = None
         self._listener: Subscription | None = None
         self._waiters: dict[str, asyncio.Future[SagaRun | None]] = {}
@@ -298,6 +304,7 @@ class SagaEngine(RunReads, OperatorActions):
             poll_interval=self._poll,
             on_commit=self._committed,
             tracer=self._tracer,
+            carry_plain_steps=self.carry_plain_steps,
             **({"rand": self._rand} if self._rand else {}),
         )
         await worker.start()

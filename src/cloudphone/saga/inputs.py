@@ -10,8 +10,7 @@ from pydantic import ValidationError
 
 from cloudphone.saga.definition import Saga
 from cloudphone.saga.errors import InvalidSagaInputError
-from cloudphone.saga.outputs import validation_reasons
-from cloudphone.saga.runner import _json_problem
+from cloudphone.saga.outputs import json_problem, validation_reasons
 
 
 def stored_input(
@@ -77,7 +76,7 @@ def check_input(data: Any, idempotency_key: str | None, started_by: str | None) 
     except (TypeError, ValueError) as error:
         raise InvalidSagaInputError(f"saga data must be JSON: {error}") from None
     # PostgreSQL cannot store NUL; the dump shows any as \u0000, so only then look closer.
-    problem = _json_problem(data, "data") if "\\u0000" in dumped else None
+    problem = json_problem(data, "data") if "\\u0000" in dumped else None
     if problem is not None:
         raise InvalidSagaInputError(f"saga data must be JSON: {problem}")
     if idempotency_key is not None and not 1 <= len(idempotency_key) <= 255:

@@ -16,13 +16,18 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
+import math
 from collections.abc import Callable, Mapping, Sequence
 from functools import lru_cache
-from typing import Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from cloudphone.saga.errors import MissingOutputError, NonRetryableError, StepOutputError
+
+if TYPE_CHECKING:
+    from cloudphone.saga.definition import Step
 
 T = TypeVar("T")
 
@@ -208,3 +213,69 @@ def validation_reasons(error: ValidationError) -> str:
         where = ".".join(str(part) for part in item["loc"]) or "(root)"
         parts.append(f"{where}: {item['msg']}")
     return "; ".join(parts)
+
+
+def check_output(step: Step, output: object) -> Mapping[str, Any] | None:
+    """Refuse outputs that are not JSON objects: retrying would only return them again.
+
+    A pydantic model or dataclass instance counts as its JSON form.
+    """
+    output = dump_output(output)
+    if output is None:
+        return None
+    if not isinstance(output, Mapping):
+        raise StepOutputError(
+            f"step {step.name!r} returned {type(output).__name__}; it must return a dict of "
+            "JSON values, a pydantic model or dataclass instance, or None"
+        )
+    problem = json_problem(output, "output")
+    if problem is not None:
+        raise StepOutputError(f"step {step.name!r} returned data that is not JSON: {problem}")
+    return output
+
+
+_SCALARS = (int, bool, type(None))
+_IMMUTABLE = (str, int, float, bool, type(None))
+
+
+def private_copy(data: dict[str, Any]) -> dict[str, Any]:
+    """A copy of the merged data no step can change the run's data through.
+
+    ``data`` is a new dict already: only nested lists and objects need copying (JSON, the
+    fastest deep copy of JSON values here); most runs' data is flat and is used as it is.
+    """
+    for value in data.values():
+        if type(value) not in _IMMUTABLE:
+            return json.loads(json.dumps(data))  # type: ignore[no-any-return]
+    return data
+
+
+def json_problem(value: object, path: str) -> str | None:
+    """Where ``value`` stops being plain JSON (string keys, finite numbers, no NUL), or None.
+
+    PostgreSQL text and JSONB cannot hold NUL (U+0000), so a string or key with one is
+    refused on every database alike.
+    """
+    if isinstance(value, str):
+        return f"{path} contains a NUL character" if "\x00" in value else None
+    if isinstance(value, _SCALARS):
+        return None
+    if isinstance(value, float):
+        return None if math.isfinite(value) else f"{path} is {value}"
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return f"{path} has a non-string key {key!r}"
+            if "\x00" in key:
+                return f"{path} has a key with a NUL character {key!r}"
+            problem = json_problem(item, f"{path}[{key!r}]")
+            if problem is not None:
+                return problem
+        return None
+    if isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            problem = json_problem(item, f"{path}[{index}]")
+            if problem is not None:
+                return problem
+        return None
+    return f"{path} is a {type(value).__name__}"

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from cloudphone.saga.definition import Saga
+from cloudphone.saga.definition import Saga, Step, StepKind
 from cloudphone.saga.outputs import merged_data
 from cloudphone.saga.records import ErrorInfo, EventKind, SagaRun
 from cloudphone.saga.state import SagaStatus
@@ -48,6 +48,9 @@ class Progress:
         now: When the decision was made.
         retry_since: When the current step (or compensation) first failed; None once the
             run moved to another step. Measures its retry budget.
+        carried_step: A plain step whose success this write also records (see
+            :func:`carrying`), or None.
+        carried_output: That step's output.
     """
 
     status: SagaStatus
@@ -66,6 +69,36 @@ class Progress:
     events: tuple[NewEvent, ...]
     now: datetime
     retry_since: datetime | None = None
+    carried_step: str | None = None
+    carried_output: dict[str, Any] | None = None
+
+    def outputs_patch(self) -> dict[str, Any] | None:
+        """The step outputs this write stores, by step name (None: it stores none)."""
+        if self.output_step is None and self.carried_step is None:
+            return None
+        patch: dict[str, Any] = {}
+        if self.carried_step is not None:
+            patch[self.carried_step] = self.carried_output
+        if self.output_step is not None:
+            patch[self.output_step] = self.output
+        return patch
+
+
+def carrying(later: Progress, carried: Progress) -> Progress:
+    """``later``, written together with ``carried``: a plain step's success whose write waited.
+
+    The result stores both steps' outputs and appends ``carried``'s events before
+    ``later``'s (their seqs follow the order they happened in); every other column is
+    ``later``'s, which was decided from the run with ``carried`` applied.
+    """
+    assert carried.carried_step is None
+    assert later.carried_step is None
+    return replace(
+        later,
+        events=(*carried.events, *later.events),
+        carried_step=carried.output_step,
+        carried_output=carried.output,
+    )
 
 
 @dataclass
@@ -186,4 +219,27 @@ def finished_run(state: RunState, progress: Progress) -> SagaRun | None:
         last_seq=state.last_seq,
         outputs=outputs,
         retry_since=progress.retry_since,
+    )
+
+
+def rides_with(saga: Saga, step: Step) -> Step | None:
+    """The transactional step a plain step's success may be written with (None: alone).
+
+    The step right after it, if transactional; never for the pivot, whose success must be on
+    record before anything else runs.
+    """
+    if step.transactional or step.kind is StepKind.PIVOT or step.index + 1 >= len(saga.steps):
+        return None
+    after = saga.steps[step.index + 1]
+    return after if after.transactional else None
+
+
+def riding_note(saga: Saga, step: Step) -> str:
+    """Why lost attempts of ``step`` may have been lost in the step after it."""
+    after = rides_with(saga, step)
+    if after is None:
+        return ""
+    return (
+        f" (or in {after.name}: {step.name}'s success is written with {after.name}'s"
+        " transaction, so a worker lost in it counts as an attempt of this step)"
     )

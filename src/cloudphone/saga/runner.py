@@ -13,9 +13,7 @@ again, with the same attempt number, once the stored run shows it did not commit
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import math
 import random
 from collections.abc import Callable, Mapping
 from datetime import datetime
@@ -32,13 +30,25 @@ from cloudphone.saga.errors import (
     RetryLater,
     SagaError,
     StaleStateError,
-    StepOutputError,
 )
 from cloudphone.saga.metrics import SagaMetrics
 from cloudphone.saga.outage import Outage, PatientStore, StoreFailure
-from cloudphone.saga.outputs import RunView, check_collision, dump_output, merged_data
+from cloudphone.saga.outputs import (
+    RunView,
+    check_collision,
+    check_output,
+    merged_data,
+    private_copy,
+)
 from cloudphone.saga.ports import Clock, Committed, ProgressStore, StepHooks
-from cloudphone.saga.progress import Progress, RunState, state_of
+from cloudphone.saga.progress import (
+    Progress,
+    RunState,
+    carrying,
+    rides_with,
+    riding_note,
+    state_of,
+)
 from cloudphone.saga.records import EventKind
 from cloudphone.saga.state import SagaStatus
 from cloudphone.saga.tracing import NO_TRACER, SagaTracer
@@ -102,6 +112,7 @@ class Runner:
         on_commit: Callable[[RunState, Progress], None] | None = None,
         tracer: SagaTracer = NO_TRACER,
         outage: Outage | None = None,
+        carry_plain_steps: bool = True,
     ) -> None:
         self.saga = saga
         self.state = state
@@ -118,6 +129,10 @@ class Runner:
         self._interruptible = False
         self._interrupted = False
         self._stop_after_step = False
+        self._carry = carry_plain_steps
+        self._carried: Progress | None = None
+        """A plain step's success not written yet: it rides with the next write (see
+        :meth:`_may_carry`). Applied to :attr:`state`, but for ``last_seq``."""
 
     @property
     def run_id(self) -> str:
@@ -151,6 +166,8 @@ class Runner:
                         return None
                     continue
                 if last is None or not last.keep_lease or self._stop_after_step:
+                    if self._carried is not None:
+                        last = await self._commit(self._carried)
                     outcome = _drive_outcome(last)
                     return last
         except LeaseLostError:
@@ -195,6 +212,7 @@ class Runner:
             if s.attempt > saga.policy_for(step).max_attempts:
                 lost = WorkerLostError(
                     f"{s.attempt - 1} attempts of {step.name} were lost with their workers"
+                    + riding_note(saga, step)
                 )
                 return await self._commit(
                     decide.on_step_failure(s, saga, lost, now, now, self._rand)
@@ -206,7 +224,7 @@ class Runner:
     ) -> StepContext[Any]:
         s = self.state
         # Private copies: a step cannot change the run's data except by returning its output.
-        data = _private(merged_data(s.input, s.outputs, self._order))
+        data = private_copy(merged_data(s.input, s.outputs, self._order))
         view = RunView(s.input, s.outputs, self._order, step.index, self.saga.input_type)
         return StepContext(
             saga_id=s.id,
@@ -294,12 +312,24 @@ class Runner:
                 async def attempt(session: AsyncConnection) -> Progress:
                     ctx = self._context(step, compensating, session)
                     output = await self._call(fn, ctx, *call)
-                    return ok(output, self._clock.now())
+                    return self._with_carried(ok(output, self._clock.now()))
 
                 progress, committed = await self._patient.transaction(self.state, attempt)
             else:
                 output = await self._call(fn, self._context(step, compensating), *call)
                 progress = ok(output, self._clock.now())
+                if self._may_carry(step, progress, compensating):
+                    span.end("success")
+                    self._metrics.record_step(
+                        self.saga.name,
+                        step.name,
+                        "success",
+                        (progress.now - started).total_seconds(),
+                    )
+                    self._carried = progress
+                    self.state.apply(progress)
+                    return progress
+                progress = self._with_carried(progress)
                 committed = await self._patient.commit(self.state, progress)
         except (LeaseLostError, StaleStateError, asyncio.CancelledError, StoreFailure) as cut:
             cancelled = isinstance(cut, asyncio.CancelledError)
@@ -332,6 +362,7 @@ class Runner:
         )
         self.state = state_of(run, self.saga)
         self.state.worker = worker
+        self._carried = None
         return True
 
     def _failed(
@@ -395,7 +426,7 @@ class Runner:
         # overwrites nothing of the input's or of another step's.
         checked = None
         if not compensating:
-            checked = _check_output(step, output)
+            checked = check_output(step, output)
             s, view = self.state, ctx._run
             legacy = view.legacy if view is not None else lambda: False
             check_collision(step.name, checked, s.input, s.outputs, legacy)
@@ -409,10 +440,38 @@ class Runner:
         return await fn(ctx)
 
     async def _commit(self, progress: Progress) -> Progress:
+        if progress is not self._carried:
+            progress = self._with_carried(progress)
         self._applied(progress, await self._patient.commit(self.state, progress))
         return progress
 
+    def _may_carry(self, step: Step, progress: Progress, compensating: bool) -> bool:
+        """Whether a plain step's success may wait to be written with the next step's write.
+
+        Only when the next step is transactional and runs at once: its transaction then
+        commits both, or neither (a crash in between loses the plain step's success, as a
+        crash before its write would: plain steps run at least once, and it runs again).
+        Never for the pivot (passing it must be on record first), while a cancel or a
+        graceful stop is pending, or for a write that ends the drive.
+        """
+        if not self._carry or compensating or self._carried is not None:
+            return False
+        if rides_with(self.saga, step) is None:
+            return False
+        if self.state.cancel_requested or self._stop_after_step:
+            return False
+        if not progress.keep_lease or progress.status is not SagaStatus.RUNNING:
+            return False
+        due = progress.next_run_at
+        return progress.step_index == step.index + 1 and due is not None and due <= progress.now
+
+    def _with_carried(self, progress: Progress) -> Progress:
+        """``progress`` with the waiting plain step's success, if one waits."""
+        carried = self._carried
+        return progress if carried is None else carrying(progress, carried)
+
     def _applied(self, progress: Progress, committed: Committed) -> None:
+        self._carried = None
         self.state.apply(progress)
         self.state.last_seq = committed.last_seq
         if committed.cancel_requested and not progress.clear_cancel:
@@ -436,69 +495,3 @@ def _drive_outcome(last: Progress | None) -> str:
     if last.finished:
         return "finished"
     return "handed_back" if last.keep_lease else "released"
-
-
-def _check_output(step: Step, output: object) -> Mapping[str, Any] | None:
-    """Refuse outputs that are not JSON objects: retrying would only return them again.
-
-    A pydantic model or dataclass instance counts as its JSON form.
-    """
-    output = dump_output(output)
-    if output is None:
-        return None
-    if not isinstance(output, Mapping):
-        raise StepOutputError(
-            f"step {step.name!r} returned {type(output).__name__}; it must return a dict of "
-            "JSON values, a pydantic model or dataclass instance, or None"
-        )
-    problem = _json_problem(output, "output")
-    if problem is not None:
-        raise StepOutputError(f"step {step.name!r} returned data that is not JSON: {problem}")
-    return output
-
-
-_SCALARS = (int, bool, type(None))
-_IMMUTABLE = (str, int, float, bool, type(None))
-
-
-def _private(data: dict[str, Any]) -> dict[str, Any]:
-    """A copy of the merged data no step can change the run's data through.
-
-    ``data`` is a new dict already: only nested lists and objects need copying (JSON, the
-    fastest deep copy of JSON values here); most runs' data is flat and is used as it is.
-    """
-    for value in data.values():
-        if type(value) not in _IMMUTABLE:
-            return json.loads(json.dumps(data))  # type: ignore[no-any-return]
-    return data
-
-
-def _json_problem(value: object, path: str) -> str | None:
-    """Where ``value`` stops being plain JSON (string keys, finite numbers, no NUL), or None.
-
-    PostgreSQL text and JSONB cannot hold NUL (U+0000), so a string or key with one is
-    refused on every database alike.
-    """
-    if isinstance(value, str):
-        return f"{path} contains a NUL character" if "\x00" in value else None
-    if isinstance(value, _SCALARS):
-        return None
-    if isinstance(value, float):
-        return None if math.isfinite(value) else f"{path} is {value}"
-    if isinstance(value, Mapping):
-        for key, item in value.items():
-            if not isinstance(key, str):
-                return f"{path} has a non-string key {key!r}"
-            if "\x00" in key:
-                return f"{path} has a key with a NUL character {key!r}"
-            problem = _json_problem(item, f"{path}[{key!r}]")
-            if problem is not None:
-                return problem
-        return None
-    if isinstance(value, (list, tuple)):
-        for index, item in enumerate(value):
-            problem = _json_problem(item, f"{path}[{index}]")
-            if problem is not None:
-                return problem
-        return None
-    return f"{path} is a {type(value).__name__}"

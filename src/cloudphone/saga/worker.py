@@ -65,6 +65,7 @@ class Worker:
         on_commit: CommitCallback,
         rand: Callable[[], float] = random.random,
         tracer: SagaTracer = NO_TRACER,
+        carry_plain_steps: bool = True,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {concurrency}")
@@ -81,6 +82,7 @@ class Worker:
         self._on_commit = on_commit
         self._rand = rand
         self._tracer = tracer
+        self._carry = carry_plain_steps
         self._runners: dict[str, tuple[Runner, asyncio.Task[None]]] = {}
         self._reserved = 0
         self._wakeup = asyncio.Event()
@@ -299,6 +301,7 @@ class Worker:
             on_commit=self._on_commit,
             outage=self.outage,
             tracer=self._tracer,
+            carry_plain_steps=self._carry,
         )
         task = asyncio.create_task(self._drive(runner), name=f"saga-{run.id}")
         self._runners[run.id] = (runner, task)

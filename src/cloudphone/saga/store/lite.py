@@ -38,6 +38,21 @@ from cloudphone.saga.store.types import JSONType, UtcDateTime
 
 _R = saga_runs.c
 _OUTPUT_STEP = bindparam("c_output_step", type_=String)
+_CARRIED_STEP = bindparam("c_carried_step", type_=String)
+
+
+def _with_output(outputs: Any, step: Any, value: str) -> Any:
+    """``outputs`` with the bound ``value`` set under the bound ``step`` (unless it is NULL)."""
+    return case(
+        (step.is_(None), outputs),
+        else_=func.json_set(
+            outputs,
+            literal('$."') + step + literal('"'),
+            func.json(bindparam(value, type_=JSONType)),
+            type_=JSONType,
+        ),
+    )
+
 
 _PROGRESS_COLUMNS = (
     "status",
@@ -66,16 +81,11 @@ COMMIT = (
     )
     .values(
         **{name: bindparam(f"c_{name}", type_=_R[name].type) for name in _PROGRESS_COLUMNS},
-        # Only the step this progress records goes over the wire, merged in by SQLite (a NULL
-        # output, bound as SQL NULL, sets JSON null: the step returned nothing).
-        outputs=case(
-            (_OUTPUT_STEP.is_(None), _R.outputs),
-            else_=func.json_set(
-                _R.outputs,
-                literal('$."') + _OUTPUT_STEP + literal('"'),
-                func.json(bindparam("c_output", type_=JSONType)),
-                type_=JSONType,
-            ),
+        # Only the steps this progress records go over the wire, merged in by SQLite (a NULL
+        # output, bound as SQL NULL, sets JSON null: the step returned nothing): the carried
+        # plain step's first, then the step's own.
+        outputs=_with_output(
+            _with_output(_R.outputs, _CARRIED_STEP, "c_carried"), _OUTPUT_STEP, "c_output"
         ),
         owner=case((bindparam("b_keep", type_=Boolean), _R.owner), else_=None),
         cancel_requested=and_(_R.cancel_requested, not_(bindparam("b_clear", type_=Boolean))),
@@ -104,6 +114,8 @@ def commit_params(
         **{f"c_{name}": value for name, value in columns.items()},
         "c_output_step": progress.output_step,
         "c_output": progress.output,
+        "c_carried_step": progress.carried_step,
+        "c_carried": progress.carried_output,
         "b_id": run_id,
         "b_epoch": epoch,
         "b_seq": seq,

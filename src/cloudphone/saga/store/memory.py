@@ -219,8 +219,8 @@ class MemoryStore(MemoryPresence):
         """Write a Progress and its events (call with :attr:`lock` held)."""
         row = self.check_held(run_id, epoch)
         row.update(stored(progress_values(progress, self._clock.now() + self._lease)))
-        if progress.output_step is not None:
-            row["outputs"][progress.output_step] = json_copy(progress.output)
+        for step, output in (progress.outputs_patch() or {}).items():
+            row["outputs"][step] = json_copy(output)
         if not progress.keep_lease:
             row["owner"] = None
         row["cancel_requested"] = row["cancel_requested"] and not progress.clear_cancel

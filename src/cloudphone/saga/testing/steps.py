@@ -14,9 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from cloudphone.saga.context import StepContext, idempotency_key
 from cloudphone.saga.definition import Saga, Step
 from cloudphone.saga.inputs import input_json
-from cloudphone.saga.outputs import RunView, check_collision, is_legacy, merged_data
+from cloudphone.saga.outputs import RunView, check_collision, check_output, is_legacy, merged_data
 from cloudphone.saga.records import ErrorInfo
-from cloudphone.saga.runner import _check_output as check_output
 from cloudphone.saga.store.database import Database
 
 
