@@ -50,6 +50,7 @@ def test_reconcile_lists_then_fixes_then_is_clean(
         "CLOUDPHONE_DATABASE_URL": database_url,
         "CLOUDPHONE_JWT_SECRET": TEST_SECRET,
         "CLOUDPHONE_LOG_LEVEL": "warning",
+        "COLUMNS": "200",  # Rich wraps at 80 columns off a terminal: the key must fit whole
     }
 
     def cli(*args: str) -> Result:

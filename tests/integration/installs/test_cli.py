@@ -35,6 +35,7 @@ def test_devices_apps_lists_any_device(installs_url: str, tmp_path: Path, unique
         "CLOUDPHONE_JWT_SECRET": SECRET,
         "CLOUDPHONE_LOG_LEVEL": "warning",
         "CLOUDPHONE_AUTO_MIGRATE": "false",
+        "COLUMNS": "200",  # Rich wraps at 80 columns off a terminal: the names must fit whole
     }
     listed = CliRunner().invoke(app, ["devices", "apps", device_id, "--json"], env=env)
     assert listed.exit_code == 0, listed.output
