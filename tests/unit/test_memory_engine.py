@@ -205,6 +205,32 @@ async def test_crash_after_a_transactional_step_rolls_its_write_back(business: D
     assert (takeover.step, takeover.attempt) == ("A", 2)
 
 
+async def test_a_step_that_keeps_killing_its_worker_is_named_with_the_plain_step_before_it(
+    business: Database,
+) -> None:
+    """Each crash in B loses A's success too: A runs out of attempts, and says it may be B."""
+    keys: list[tuple[str, int, str]] = []
+    engine = MemoryEngine([keyed_saga(keys, transactional=True)], database=business)
+    engine.crash_at("B", "after", times=None)
+    async with engine.worker():
+        saga_id = await engine.start("keyed", {})
+        await engine.settle()
+        for _ in range(10):
+            if (await engine.get(saga_id)).status.is_terminal:
+                break
+            await engine.advance(engine.lease + timedelta(seconds=1))
+        run = await engine.get(saga_id)
+    assert run.status is SagaStatus.COMPENSATED
+    assert [step for step, _, _ in keys].count("A") == 3, "A ran its three attempts"
+    assert await count_effects(business, saga_id) == 0
+    failed = next(e for e in await engine.history(saga_id) if e.kind is EventKind.STEP_FAILED)
+    assert (failed.step, failed.detail["error"]["type"]) == ("A", "WorkerLostError")
+    assert failed.detail["error"]["message"] == (
+        "3 attempts of A were lost with their workers (or in B: A's success is written with"
+        " B's transaction, so a worker lost in it counts as an attempt of this step)"
+    )
+
+
 async def test_transactional_steps_need_a_business_database() -> None:
     with pytest.raises(SagaDefinitionError, match=r"keyed\.B.*database="):
         MemoryEngine([keyed_saga([], transactional=True)])

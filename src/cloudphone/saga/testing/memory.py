@@ -133,8 +133,10 @@ class MemoryEngine(SagaEngine):
         and the run stays leased by the dead worker (``<worker_id>/crashed-<n>``). Once the
         clock passes that lease (``await engine.advance(engine.lease + timedelta(seconds=1))``)
         the engine's worker takes it over, as another worker would: a ``lease_takeover`` event,
-        and the step runs again with the next attempt number and the same idempotency key.
-        Other runs are not affected.
+        and the step runs again with the next attempt number and the same idempotency key
+        (a transactional step whose commit would also have written the plain step before it
+        loses that step's success too: that step runs again first, see docs/engine.md, "A
+        plain step's success rides with the next transaction"). Other runs are not affected.
         """
         self.faults.add(
             step,
