@@ -11,6 +11,17 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from cloudphone.saga.decide_parts import (
+    attempt_detail,
+    base,
+    but,
+    done_event,
+    failed_event,
+    finish,
+    ms,
+    with_deadline_note,
+)
+from cloudphone.saga.decide_parts import deadline_passed as deadline_passed  # part of this API
 from cloudphone.saga.definition import Saga, Step, StepKind
 from cloudphone.saga.errors import RetryLater
 from cloudphone.saga.progress import NewEvent, Progress, RunState
@@ -38,108 +49,6 @@ def past_pivot(state: RunState, saga: Saga) -> bool:
     )
 
 
-def deadline_passed(state: RunState, now: datetime) -> bool:
-    """True when the run has a deadline and ``now`` is past it."""
-    return state.deadline_at is not None and now >= state.deadline_at
-
-
-def _ms(start: datetime, end: datetime) -> float:
-    return round((end - start).total_seconds() * 1000, 3)
-
-
-def _base(state: RunState, now: datetime, events: list[NewEvent], **changes: Any) -> Progress:
-    """A Progress that keeps everything as it is and holds the lease, but for ``changes``."""
-    fields: dict[str, Any] = {
-        "status": state.status,
-        "step_index": state.step_index,
-        "step": state.step,
-        "attempt": state.attempt,
-        "output_step": None,
-        "output": None,
-        "error": state.error,
-        "compensation_cause": state.compensation_cause,
-        "keep_lease": True,
-        "next_run_at": now,
-        "finished": False,
-        "deadline_noted": state.deadline_noted,
-        "clear_cancel": False,
-        "events": tuple(events),
-        "now": now,
-        "retry_since": state.retry_since,
-    }
-    fields.update(changes)
-    return Progress(**fields)
-
-
-def _but(progress: Progress, **changes: Any) -> Progress:
-    """``progress`` with ``changes`` (a cheaper dataclasses.replace for this hot path)."""
-    return Progress(**{**progress.__dict__, **changes})
-
-
-def _with_deadline_note(
-    state: RunState, saga: Saga, now: datetime, events: list[NewEvent], forward_after: bool
-) -> bool:
-    """Append the post-pivot deadline event once; returns the new ``deadline_noted``."""
-    if state.deadline_noted or not forward_after or not deadline_passed(state, now):
-        return state.deadline_noted
-    assert state.deadline_at is not None
-    events.append(
-        NewEvent(
-            EventKind.DEADLINE_PASSED,
-            at=now,
-            detail={
-                "deadline_at": state.deadline_at.isoformat(),
-                "note": "past the pivot: the saga keeps moving forward",
-            },
-        )
-    )
-    return True
-
-
-def _finish(
-    progress: Progress,
-    status: SagaStatus,
-    kind: EventKind,
-    now: datetime,
-    detail: dict[str, Any] | None = None,
-    keep_step: bool = False,
-) -> Progress:
-    events = (*progress.events, NewEvent(kind, at=now, detail=detail or {}))
-    return _but(
-        progress,
-        status=status,
-        step_index=progress.step_index if keep_step else None,
-        step=progress.step if keep_step else None,
-        keep_lease=False,
-        next_run_at=None,
-        finished=True,
-        events=events,
-    )
-
-
-def _done_event(
-    kind: EventKind, step: Step, state: RunState, started_at: datetime, now: datetime
-) -> NewEvent:
-    return NewEvent(
-        kind,
-        at=now,
-        step=step.name,
-        attempt=state.attempt,
-        detail=_attempt_detail(state, started_at, now),
-    )
-
-
-def _attempt_detail(state: RunState, started_at: datetime, now: datetime) -> dict[str, Any]:
-    """When an attempt ran, for how long, and on which worker."""
-    detail: dict[str, Any] = {
-        "started_at": started_at.isoformat(),
-        "duration_ms": _ms(started_at, now),
-    }
-    if state.worker is not None:
-        detail["worker"] = state.worker
-    return detail
-
-
 def on_step_success(
     state: RunState,
     saga: Saga,
@@ -149,15 +58,15 @@ def on_step_success(
 ) -> Progress:
     """A forward step's attempt succeeded: keep its output under it, move to the next step."""
     step = saga.steps[state.step_index]
-    done = _done_event(EventKind.STEP_SUCCEEDED, step, state, started_at, now)
+    done = done_event(EventKind.STEP_SUCCEEDED, step, state, started_at, now)
     if step.kind is StepKind.PIVOT:
         # The history then says the point of no return was passed, whatever the definition.
         done.detail["pivot"] = True
     events = [done]
     nxt = state.step_index + 1
     forward_after = saga.forward_from is not None and nxt >= saga.forward_from
-    noted = _with_deadline_note(state, saga, now, events, forward_after)
-    progress = _base(
+    noted = with_deadline_note(state, saga, now, events, forward_after)
+    progress = base(
         state,
         now,
         events,
@@ -168,27 +77,9 @@ def on_step_success(
         retry_since=None,
     )
     if nxt == len(saga.steps):
-        return _finish(progress, SagaStatus.COMPLETED, EventKind.SAGA_COMPLETED, now)
-    return _but(
+        return finish(progress, SagaStatus.COMPLETED, EventKind.SAGA_COMPLETED, now)
+    return but(
         progress, status=SagaStatus.RUNNING, step_index=nxt, step=saga.steps[nxt].name, attempt=1
-    )
-
-
-def _failed_event(
-    step: Step,
-    state: RunState,
-    info: ErrorInfo,
-    started_at: datetime,
-    now: datetime,
-    compensating: bool = False,
-) -> NewEvent:
-    kind = EventKind.COMPENSATION_FAILED if compensating else EventKind.STEP_FAILED
-    return NewEvent(
-        kind,
-        at=now,
-        step=step.name,
-        attempt=state.attempt,
-        detail={"error": info.to_dict(), **_attempt_detail(state, started_at, now)},
     )
 
 
@@ -214,8 +105,8 @@ def _fail_for_good(
             "budget_exhausted": True,
             "failing_since": state.retry_since.isoformat(),
         }
-    progress = _base(state, now, events, step=step.name, error=info)
-    return _finish(progress, SagaStatus.FAILED, EventKind.SAGA_FAILED, now, detail, keep_step=True)
+    progress = base(state, now, events, step=step.name, error=info)
+    return finish(progress, SagaStatus.FAILED, EventKind.SAGA_FAILED, now, detail, keep_step=True)
 
 
 def _schedule_retry(
@@ -236,10 +127,10 @@ def _schedule_retry(
             at=now,
             step=step.name,
             attempt=state.attempt + 1,
-            detail={"next_run_at": at.isoformat(), "delay_ms": _ms(now, at)},
+            detail={"next_run_at": at.isoformat(), "delay_ms": ms(now, at)},
         )
     )
-    return _base(
+    return base(
         state,
         now,
         events,
@@ -276,10 +167,10 @@ def _postpone(
         detail={
             "reason": str(error),
             "next_run_at": at.isoformat(),
-            **_attempt_detail(state, started_at, now),
+            **attempt_detail(state, started_at, now),
         },
     )
-    return _base(state, now, [event], step=step.name, keep_lease=False, next_run_at=at)
+    return base(state, now, [event], step=step.name, keep_lease=False, next_run_at=at)
 
 
 def on_step_failure(
@@ -297,11 +188,11 @@ def on_step_failure(
         return _postpone(state, saga, step, error, started_at, now, rand, cap)
     policy = saga.policy_for(step)
     info = ErrorInfo.from_exception(error, step.name)
-    events = [_failed_event(step, state, info, started_at, now)]
+    events = [failed_event(step, state, info, started_at, now)]
     retryable = policy.is_retryable(error)
     since = state.retry_since or now
     if step.kind is StepKind.RETRIABLE:
-        noted = _with_deadline_note(state, saga, now, events, True)
+        noted = with_deadline_note(state, saga, now, events, True)
         state_noted = replace(state, deadline_noted=noted, retry_since=since)
         if not retryable or policy.budget_spent(since, now):
             return _fail_for_good(state_noted, step, policy, info, now, events, retryable)
@@ -339,7 +230,7 @@ def on_deadline_exceeded(
         "DeadlineExceeded", f"saga deadline {state.deadline_at.isoformat()} passed", step.name
     )
     if interrupted_at is not None:
-        events.append(_failed_event(step, state, info, interrupted_at, now))
+        events.append(failed_event(step, state, info, interrupted_at, now))
     events.append(
         NewEvent(
             EventKind.DEADLINE_EXCEEDED,
@@ -363,14 +254,14 @@ def on_cancel(
                 detail={"reason": "the pivot has succeeded; the saga only moves forward"},
             )
         ]
-        return _base(state, now, events, step=saga.steps[state.step_index].name, clear_cancel=True)
+        return base(state, now, events, step=saga.steps[state.step_index].name, clear_cancel=True)
     step = saga.steps[state.step_index]
     events = []
     info = ErrorInfo("Cancelled", "cancelled by an operator", step.name)
     if interrupted_at is not None:
-        events.append(_failed_event(step, state, info, interrupted_at, now))
+        events.append(failed_event(step, state, info, interrupted_at, now))
     progress = begin_compensation(replace(state, error=info), saga, CAUSE_CANCELLED, now, events)
-    return _but(progress, clear_cancel=True)
+    return but(progress, clear_cancel=True)
 
 
 def next_compensation(saga: Saga, start: int) -> int | None:
@@ -400,7 +291,7 @@ def begin_compensation(
         )
     )
     pointer = next_compensation(saga, state.step_index)
-    progress = _base(
+    progress = base(
         state,
         now,
         events,
@@ -411,8 +302,8 @@ def begin_compensation(
     )
     if pointer is None:
         status, kind = _final_status(cause)
-        return _finish(progress, status, kind, now, {"cause": cause})
-    return _but(progress, step_index=pointer, step=saga.steps[pointer].name, attempt=1)
+        return finish(progress, status, kind, now, {"cause": cause})
+    return but(progress, step_index=pointer, step=saga.steps[pointer].name, attempt=1)
 
 
 def on_compensation_success(
@@ -420,13 +311,13 @@ def on_compensation_success(
 ) -> Progress:
     """A compensation succeeded: go on with the next one down, or finish."""
     step = saga.steps[state.step_index]
-    events = [_done_event(EventKind.COMPENSATION_SUCCEEDED, step, state, started_at, now)]
+    events = [done_event(EventKind.COMPENSATION_SUCCEEDED, step, state, started_at, now)]
     pointer = next_compensation(saga, state.step_index - 1)
-    progress = _base(state, now, events, retry_since=None)
+    progress = base(state, now, events, retry_since=None)
     if pointer is None:
         status, kind = _final_status(state.compensation_cause)
-        return _finish(progress, status, kind, now, {"cause": state.compensation_cause})
-    return _but(progress, step_index=pointer, step=saga.steps[pointer].name, attempt=1)
+        return finish(progress, status, kind, now, {"cause": state.compensation_cause})
+    return but(progress, step_index=pointer, step=saga.steps[pointer].name, attempt=1)
 
 
 def on_compensation_failure(
@@ -443,7 +334,7 @@ def on_compensation_failure(
         return _postpone(state, saga, step, error, started_at, now, rand, None)
     policy = saga.policy_for(step)
     info = ErrorInfo.from_exception(error, step.name)
-    events = [_failed_event(step, state, info, started_at, now, compensating=True)]
+    events = [failed_event(step, state, info, started_at, now, compensating=True)]
     since = state.retry_since or now
     state = replace(state, retry_since=since)
     retryable = policy.is_retryable(error)
@@ -456,8 +347,8 @@ def on_compensation_failure(
 def on_unknown_step(state: RunState, step_name: str | None, now: datetime) -> Progress:
     """The stored step does not exist in this definition (renamed?): needs an operator."""
     info = ErrorInfo("UnknownStep", f"the saga definition has no step {step_name!r}", step_name)
-    progress = _base(state, now, [], error=info)
-    return _finish(
+    progress = base(state, now, [], error=info)
+    return finish(
         progress,
         SagaStatus.FAILED,
         EventKind.SAGA_FAILED,
