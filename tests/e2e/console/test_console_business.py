@@ -316,3 +316,26 @@ def test_a_context_without_a_session_cannot_download(context: BrowserContext) ->
     answer = context.request.get("/ui/apps/anything/download", max_redirects=0)
     assert answer.status == 303
     assert "/ui/login" in answer.headers["location"]
+
+
+def test_a_device_page_lists_its_installed_app(page: Page, api: httpx.Client) -> None:
+    """Install an upload on a running device: its page shows the app INSTALLED, with its saga."""
+    erin = bearer("erin")
+    app, _ = uploaded(api, erin, "maps")
+    created = api.post(
+        "/devices", json={"name": "phone-apps", "cpu": 1, "memory_mb": 1024}, headers=erin
+    )
+    assert created.status_code == 202, created.text
+    device_id = created.json()["device"]["id"]
+    wait_status(api, erin, created.json()["saga_id"], {"COMPLETED"})
+    install = api.post(f"/devices/{device_id}/apps", json={"app_id": app["id"]}, headers=erin)
+    assert install.status_code == 202, install.text
+    saga_id = install.json()["saga_id"]
+    wait_status(api, erin, saga_id, {"COMPLETED"})
+
+    sign_in(page, token("erin"), f"/ui/devices/{device_id}")
+    row = page.locator(f'tr[data-package="{app["package_name"]}"]')
+    expect(row).to_have_attribute("data-status", "INSTALLED")
+    expect(row.locator(f'[data-saga-link="{saga_id}"]')).to_be_visible()
+    expect(page.locator('[data-empty="installations"]')).to_have_count(0)
+    shot(page, "device-with-apps")
