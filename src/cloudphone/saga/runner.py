@@ -166,8 +166,9 @@ class Runner:
                         return None
                     continue
                 if last is None or not last.keep_lease or self._stop_after_step:
-                    if self._carried is not None:
-                        last = await self._commit(self._carried)
+                    # Never with a success waiting: it waits only for a step that runs next,
+                    # and not once a stop is asked (_may_carry).
+                    assert self._carried is None
                     outcome = _drive_outcome(last)
                     return last
         except LeaseLostError:
@@ -318,19 +319,10 @@ class Runner:
             else:
                 output = await self._call(fn, self._context(step, compensating), *call)
                 progress = ok(output, self._clock.now())
-                if self._may_carry(step, progress, compensating):
-                    span.end("success")
-                    self._metrics.record_step(
-                        self.saga.name,
-                        step.name,
-                        "success",
-                        (progress.now - started).total_seconds(),
-                    )
-                    self._carried = progress
-                    self.state.apply(progress)
-                    return progress
-                progress = self._with_carried(progress)
-                committed = await self._patient.commit(self.state, progress)
+                committed = None  # written with the next step's transaction (_may_carry)
+                if not self._may_carry(step, compensating):
+                    progress = self._with_carried(progress)
+                    committed = await self._patient.commit(self.state, progress)
         except (LeaseLostError, StaleStateError, asyncio.CancelledError, StoreFailure) as cut:
             cancelled = isinstance(cut, asyncio.CancelledError)
             span.end(_CUT_SHORT.get(type(cut), "interrupted"), None if cancelled else cut)
@@ -347,7 +339,11 @@ class Runner:
             self._metrics.record_compensation(self.saga.name, step.name)
         else:
             self._metrics.record_step(self.saga.name, step.name, "success", seconds)
-        self._applied(progress, committed)
+        if committed is None:
+            self._carried = progress
+            self.state.apply(progress)  # last_seq stays: nothing was written
+        else:
+            self._applied(progress, committed)
         return progress
 
     async def _reload(self) -> bool:
@@ -440,30 +436,24 @@ class Runner:
         return await fn(ctx)
 
     async def _commit(self, progress: Progress) -> Progress:
-        if progress is not self._carried:
-            progress = self._with_carried(progress)
+        progress = self._with_carried(progress)
         self._applied(progress, await self._patient.commit(self.state, progress))
         return progress
 
-    def _may_carry(self, step: Step, progress: Progress, compensating: bool) -> bool:
+    def _may_carry(self, step: Step, compensating: bool) -> bool:
         """Whether a plain step's success may wait to be written with the next step's write.
 
-        Only when the next step is transactional and runs at once: its transaction then
-        commits both, or neither (a crash in between loses the plain step's success, as a
-        crash before its write would: plain steps run at least once, and it runs again).
-        Never for the pivot (passing it must be on record first), while a cancel or a
-        graceful stop is pending, or for a write that ends the drive.
+        Only when the next step is transactional (:func:`rides_with`; a forward success
+        moves to it at once): its transaction then commits both, or neither (a crash in
+        between loses the plain step's success, as a crash before its write would: plain
+        steps run at least once, and it runs again). Never for the pivot (passing it must be
+        on record first), nor while a cancel or a graceful stop is pending.
         """
         if not self._carry or compensating or self._carried is not None:
             return False
-        if rides_with(self.saga, step) is None:
-            return False
         if self.state.cancel_requested or self._stop_after_step:
             return False
-        if not progress.keep_lease or progress.status is not SagaStatus.RUNNING:
-            return False
-        due = progress.next_run_at
-        return progress.step_index == step.index + 1 and due is not None and due <= progress.now
+        return rides_with(self.saga, step) is not None
 
     def _with_carried(self, progress: Progress) -> Progress:
         """``progress`` with the waiting plain step's success, if one waits."""
