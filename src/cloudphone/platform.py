@@ -80,6 +80,8 @@ class Platform:
         with_worker: Whether :meth:`start` runs a worker in this process.
         telemetry: OpenTelemetry tracing, or None when it is off.
         deployment: The database's deployment, known once started.
+        install_spool_sweeper: The sweeper of this worker's install spool (None without a
+            worker); started and stopped with the platform.
     """
 
     # services: each service adds one typed attribute here, set in build_platform, e.g.
@@ -87,6 +89,7 @@ class Platform:
     devices: DeviceService
     apps: AppsService
     installs: InstallService
+    install_spool_sweeper: SpoolSweeper | None = None
 
     def __init__(
         self,
@@ -381,10 +384,10 @@ def build_platform(
         platform.on_start(platform.apps.start_housekeeping)
         platform.on_close(platform.apps.stop_housekeeping)
     apk_source.apps = platform.apps
-    spool_sweeper = None
+    platform.installs = InstallService(engine, apk_source)
     if with_worker:
         # Spooled APKs of finished (or unknown) installs go on start, then periodically.
-        spool_sweeper = SpoolSweeper(
+        platform.install_spool_sweeper = spool_sweeper = SpoolSweeper(
             engine,
             install_spool,
             grace=settings.devices.install_spool_grace,
@@ -393,7 +396,6 @@ def build_platform(
         )
         platform.on_start(spool_sweeper.start)
         platform.on_close(spool_sweeper.stop)
-    platform.installs = InstallService(engine, apk_source, spool_sweeper=spool_sweeper)
     # services: platform.billing = BillingService(db, engine, provider), and register any
     # async set-up / tear-down with platform.on_start(...) / platform.on_close(...).
     return platform

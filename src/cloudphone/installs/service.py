@@ -30,7 +30,6 @@ from cloudphone.installs.records import (
     reserve_txn,
     run_of_txn,
 )
-from cloudphone.installs.sweep import SpoolSweeper
 from cloudphone.installs.uninstall import APP_UNINSTALL, UninstallInput
 from cloudphone.saga import SagaEngine, SagaRun
 from cloudphone.saga.state import ACTIVE
@@ -66,17 +65,12 @@ class InstallService:
     Args:
         engine: The saga engine (its database holds the devices and installs tables).
         source: Readable APKs (the apps service, wired by the platform).
-        spool_sweeper: The sweeper of this worker's install spool; None in a process that
-            runs no worker (the platform starts and stops it).
     """
 
-    def __init__(
-        self, engine: SagaEngine, source: ApkSource, *, spool_sweeper: SpoolSweeper | None = None
-    ) -> None:
+    def __init__(self, engine: SagaEngine, source: ApkSource) -> None:
         self.engine = engine
         self.db = engine.db
         self.source = source
-        self.spool_sweeper = spool_sweeper
 
     async def install_app(
         self,

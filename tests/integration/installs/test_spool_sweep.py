@@ -44,7 +44,7 @@ def _age(path: Path, seconds: float = 3600) -> None:
 
 
 def _sweeper(installs: Installs) -> SpoolSweeper:
-    sweeper = installs.platform.installs.spool_sweeper
+    sweeper = installs.platform.install_spool_sweeper
     assert sweeper is not None, "a platform with a worker sweeps its install spool"
     return sweeper
 
@@ -181,7 +181,7 @@ async def test_a_process_without_a_worker_leaves_the_spool_alone(
     spool.directory.mkdir(parents=True)
     left = _plant(spool, f"{uuid.uuid4()}.apk")
     async with started(settings, with_worker=False) as installs:
-        assert installs.platform.installs.spool_sweeper is None
+        assert installs.platform.install_spool_sweeper is None
     assert left.exists()
 
 
