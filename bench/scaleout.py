@@ -41,7 +41,11 @@ from tests.support.databases import (  # noqa: E402 - after the path tweak above
 from tests.support.server import WORKER_READY, CloudphoneProcess, child_env, spawn_worker  # noqa: E402
 
 COMPLETED = "SELECT count(*) FROM saga_runs WHERE saga_type = 'demo' AND status = 'COMPLETED'"
-SPREAD = "SELECT data->>'prepared_by', count(*) FROM saga_runs WHERE saga_type = 'demo' GROUP BY 1"
+SPREAD = (
+    "SELECT outputs->'PREPARE'->>'prepared_by', count(*) FROM saga_runs"
+    " WHERE saga_type = 'demo' GROUP BY 1"
+)
+"""Runs per worker: the demo's first step records the process that ran it (in ``outputs``)."""
 
 
 def parse() -> argparse.Namespace:
