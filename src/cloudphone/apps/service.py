@@ -9,7 +9,6 @@ admin publishes it to the catalog.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import uuid
@@ -52,6 +51,7 @@ from cloudphone.domain import (
     Principal,
     UnavailableError,
 )
+from cloudphone.periodic import Periodic
 from cloudphone.saga import Database, SagaEngine, SagaNotFoundError
 from cloudphone.saga.state import ACTIVE
 from cloudphone.saga.store.tables import saga_runs
@@ -106,7 +106,9 @@ class AppsService:
         self.storage = storage
         self.spool = spool
         self.config = config
-        self._housekeeping: asyncio.Task[None] | None = None
+        self._sweeping = Periodic(
+            "apps-spool-sweep", self.sweep_spool, config.temp_sweep_interval, delay_first=True
+        )
 
     # -- upload -------------------------------------------------------------------------
 
@@ -435,25 +437,11 @@ class AppsService:
     async def start_housekeeping(self) -> None:
         """Sweep the spool now, then every ``temp_sweep_interval`` in the background."""
         await self.sweep_spool()
-        if self._housekeeping is None:
-            self._housekeeping = asyncio.create_task(self._sweep_forever(), name="apps-sweeper")
+        self._sweeping.start()
 
     async def stop_housekeeping(self) -> None:
         """Stop the background sweeper."""
-        task, self._housekeeping = self._housekeeping, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    async def _sweep_forever(self) -> None:
-        interval = self.config.temp_sweep_interval.total_seconds()
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await self.sweep_spool()
-            except Exception:  # a failed round must not end the loop
-                log.exception("sweeping the upload spool failed")
+        await self._sweeping.stop()
 
 
 def _audit(app: Application, principal: Principal) -> dict[str, object]:
