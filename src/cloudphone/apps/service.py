@@ -4,47 +4,32 @@ Plain async functions over the database, the saga engine, the object store and t
 spool; they take a :class:`~cloudphone.domain.Principal` and raise domain errors. Nothing here
 knows about HTTP: an upload is any async iterator of byte chunks. Who may see and delete what
 is :mod:`cloudphone.apps.access`: an upload is private to its uploader (and admins) until an
-admin publishes it to the catalog.
+admin publishes it to the catalog; how an upload is taken in is :mod:`cloudphone.apps.intake`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
-import uuid
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Sequence
 from datetime import UTC, datetime
 
 from sqlalchemy import select, update
-from sqlalchemy.exc import IntegrityError
 
 from cloudphone.apps.access import AppScope, can_see, deletable, list_query
-from cloudphone.apps.catalog import (
-    find_by_saga_txn,
-    find_live_version_txn,
-    get_txn,
-    refresh_latest_txn,
-    set_published_txn,
-)
+from cloudphone.apps.catalog import get_txn, refresh_latest_txn, set_published_txn
 from cloudphone.apps.config import AppsConfig
+from cloudphone.apps.intake import Description, UploadAccepted, UploadIntake
 from cloudphone.apps.models import Application, AppStatus, applications
 from cloudphone.apps.reconcile import Reconciler, ReconcileReport
-from cloudphone.apps.spool import SpooledUpload, UploadSpool
+from cloudphone.apps.spool import UploadSpool
 from cloudphone.apps.storage.base import (
     Download,
     ObjectStorage,
     StorageError,
     StorageUnavailableError,
 )
-from cloudphone.apps.upload import (
-    APP_UPLOAD,
-    DuplicateVersionError,
-    UploadInput,
-    ensure_record_txn,
-)
-from cloudphone.apps.validation import describe_upload
+from cloudphone.apps.upload import APP_UPLOAD
 from cloudphone.domain import (
     ConflictError,
     ForbiddenError,
@@ -52,30 +37,14 @@ from cloudphone.domain import (
     Principal,
     UnavailableError,
 )
+from cloudphone.periodic import Periodic
 from cloudphone.saga import Database, SagaEngine, SagaNotFoundError
 from cloudphone.saga.state import ACTIVE
 from cloudphone.saga.store.tables import saga_runs
 
+__all__ = ["AppsService", "Description", "UploadAccepted"]
+
 log = logging.getLogger("cloudphone.apps")
-
-Description = str | Callable[[], str | None] | None
-"""The upload's description, or a function giving it once the body has been read (a form
-field may come after the file)."""
-
-
-@dataclass(frozen=True)
-class UploadAccepted:
-    """The outcome of :meth:`AppsService.upload_app`.
-
-    Attributes:
-        saga_id: The ``app_upload`` run that stores the APK.
-        application: The record (or, before the saga wrote it, what it will hold).
-        created: False when an Idempotency-Key found an earlier upload.
-    """
-
-    saga_id: str
-    application: Application
-    created: bool
 
 
 class AppsService:
@@ -106,7 +75,10 @@ class AppsService:
         self.storage = storage
         self.spool = spool
         self.config = config
-        self._housekeeping: asyncio.Task[None] | None = None
+        self._intake = UploadIntake(db, engine, spool, config, upload_saga)
+        self._sweeping = Periodic(
+            "apps-spool-sweep", self.sweep_spool, config.temp_sweep_interval, delay_first=True
+        )
 
     # -- upload -------------------------------------------------------------------------
 
@@ -128,81 +100,9 @@ class AppsService:
             InvalidInputError: Not an APK, a corrupt zip, a missing or broken manifest.
             ConflictError: A live record already holds this package and version code.
         """
-        if idempotency_key is not None:
-            earlier = await self._started_with(idempotency_key)
-            if earlier is not None:
-                return earlier
-        spooled = await self.spool.receive(chunks, max_bytes=self.config.max_upload_bytes)
-        try:
-            upload = await self._accept(principal, spooled, description)
-            accepted = await self._start(principal, upload, idempotency_key)
-        except BaseException:
-            spooled.discard()
-            raise
-        if not accepted.created:  # a concurrent request with this key won
-            spooled.discard()
-            return accepted
-        spooled.release()
-        log.info(
-            "upload accepted",
-            extra={
-                "saga_id": accepted.saga_id,
-                "package": upload.package_name,
-                "size": upload.size,
-            },
+        return await self._intake.receive(
+            principal, chunks, description=description, idempotency_key=idempotency_key
         )
-        return accepted
-
-    async def _start(
-        self, principal: Principal, upload: UploadInput, idempotency_key: str | None
-    ) -> UploadAccepted:
-        """Start the run and insert its UPLOADING record in one transaction.
-
-        The record exists as soon as the 202 names it, and the partial unique index turns a
-        duplicate that raced past :meth:`_accept`'s check into a 409 here, before any byte
-        reaches object storage.
-        """
-        try:
-            async with self.db.begin() as conn:
-                saga_id = await self.engine.start(
-                    self.upload_saga,
-                    upload,
-                    idempotency_key=idempotency_key,
-                    started_by=principal.user_id,
-                    session=conn,
-                )
-                earlier = await find_by_saga_txn(conn, saga_id)
-                if earlier is not None:  # the key's first request inserted run and record
-                    return UploadAccepted(saga_id, earlier, created=False)
-                await ensure_record_txn(conn, upload, saga_id)
-                app = await get_txn(conn, upload.app_id)
-        except (DuplicateVersionError, IntegrityError) as error:
-            raise _duplicate(upload) from error
-        assert app is not None
-        return UploadAccepted(saga_id, app, created=True)
-
-    async def _accept(
-        self, principal: Principal, spooled: SpooledUpload, description: Description
-    ) -> UploadInput:
-        text = description() if callable(description) else description
-        upload = await describe_upload(
-            spooled, uploaded_by=principal.user_id, app_id=str(uuid.uuid4()), description=text
-        )
-        async with self.db.read() as conn:
-            holder = await find_live_version_txn(conn, upload.package_name, upload.version_code)
-        if holder is not None:
-            raise _duplicate(upload)
-        return upload
-
-    async def _started_with(self, idempotency_key: str) -> UploadAccepted | None:
-        run = await self.engine.find(self.upload_saga, idempotency_key)
-        if run is None:
-            return None
-        async with self.db.read() as conn:
-            app = await find_by_saga_txn(conn, run.id)
-        if app is None:
-            return None
-        return UploadAccepted(run.id, app, created=False)
 
     # -- reading ------------------------------------------------------------------------
 
@@ -435,25 +335,11 @@ class AppsService:
     async def start_housekeeping(self) -> None:
         """Sweep the spool now, then every ``temp_sweep_interval`` in the background."""
         await self.sweep_spool()
-        if self._housekeeping is None:
-            self._housekeeping = asyncio.create_task(self._sweep_forever(), name="apps-sweeper")
+        self._sweeping.start()
 
     async def stop_housekeeping(self) -> None:
         """Stop the background sweeper."""
-        task, self._housekeeping = self._housekeeping, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    async def _sweep_forever(self) -> None:
-        interval = self.config.temp_sweep_interval.total_seconds()
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await self.sweep_spool()
-            except Exception:  # a failed round must not end the loop
-                log.exception("sweeping the upload spool failed")
+        await self._sweeping.stop()
 
 
 def _audit(app: Application, principal: Principal) -> dict[str, object]:
@@ -476,10 +362,3 @@ async def _domain_errors(chunks: AsyncIterator[bytes]) -> AsyncGenerator[bytes, 
         raise UnavailableError(f"object storage is unavailable: {error}") from error
     except StorageError as error:
         raise NotFoundError(str(error), code="object_missing") from error
-
-
-def _duplicate(upload: UploadInput) -> ConflictError:
-    return ConflictError(
-        f"{upload.package_name} version code {upload.version_code} already exists",
-        code="duplicate_version",
-    )

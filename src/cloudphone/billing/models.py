@@ -313,3 +313,8 @@ class Refund:
 
 def _pick(row: Mapping[Any, Any], cls: Any) -> dict[str, Any]:
     return {f.name: row[f.name] for f in fields(cls)}
+
+
+def row_values(item: Order | Refund) -> dict[str, object]:
+    """The columns of ``item``'s row, by name (``from_row`` the other way)."""
+    return {k: getattr(item, k) for k in item.__dataclass_fields__}

@@ -4,31 +4,22 @@ Users act only on their own orders, payments and refunds; anyone else's are "not
 admin sees all). Every use case validates before writing and writes in one transaction, so a
 refused request leaves nothing behind.
 
-Refunds: at most one refund is *in flight* per payment. A request while another refund of the
-same payment is PENDING or PROCESSING is rejected with 409 ``refund_in_progress`` (the client
-retries once it finished), or, while that refund is NEEDS_ATTENTION, with 409
-``refund_needs_attention`` (it finishes only when an operator reconciles it) rather than
-queued: a queue would
-hide a stuck refund behind a growing backlog, and the refundable balance a client sees would be
-a guess. The row lock on the payment serialises concurrent requests; a partial unique index
-backs the rule in the database.
+Refunds: at most one refund is *in flight* per payment; a request while another is in flight
+is a 409, not queued (see :mod:`cloudphone.billing.refund_requests`).
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from cloudphone.billing import store
+from cloudphone.billing.checks import checked_text, visible
 from cloudphone.billing.models import (
-    REFUNDABLE,
     Listing,
     Order,
     OrderStatus,
@@ -40,39 +31,22 @@ from cloudphone.billing.models import (
     orders,
     payments,
     refunds,
+    row_values,
 )
 from cloudphone.billing.money import check_amount, normalize_currency
 from cloudphone.billing.payments import PaymentDesk
 from cloudphone.billing.pending import PendingPayments, ReconciledPayment
 from cloudphone.billing.providers.base import PaymentProvider
 from cloudphone.billing.reconcile import Reconciler
-from cloudphone.billing.refund import REFUND_SAGA, RefundInput
-from cloudphone.domain import (
-    ConflictError,
-    ForbiddenError,
-    InvalidInputError,
-    NotFoundError,
-    Principal,
-)
+from cloudphone.billing.refund import REFUND_SAGA
+from cloudphone.billing.refund_requests import RefundDesk, RefundRequested
+from cloudphone.domain import ConflictError, ForbiddenError, InvalidInputError, Principal
 from cloudphone.periodic import Periodic
 from cloudphone.saga import Database, SagaEngine
 
-T = TypeVar("T", Order, Payment, Refund)
+__all__ = ["BillingService", "RefundRequested", "create_billing_schema"]
 
-MAX_REASON = 500
 MAX_DESCRIPTION = 500
-MAX_IDEMPOTENCY_KEY = 255
-
-
-@dataclass(frozen=True)
-class RefundRequested:
-    """What ``request_refund`` did: the refund, its saga, and the payment as it stood."""
-
-    saga_id: str
-    refund: Refund
-    payment: Payment
-    created: bool
-    """False when the Idempotency-Key found an earlier request (nothing new was written)."""
 
 
 async def create_billing_schema(db: Database) -> None:
@@ -113,6 +87,7 @@ class BillingService:
         self.providers = dict(providers)
         self.refund_saga = refund_saga
         self._payments = PaymentDesk(self.db, self.providers, default_provider)
+        self._refunds = RefundDesk(engine, refund_saga)
         self._reconciler = Reconciler(engine, self.providers)
         self._pending = PendingPayments(self.db, self.providers, age=reconcile_age)
         self._reconciling = Periodic(
@@ -127,7 +102,7 @@ class BillingService:
         """Create a PENDING order of ``amount`` minor units of ``currency``."""
         amount = check_amount(amount)
         currency = normalize_currency(currency)
-        description = _text(description, "description", MAX_DESCRIPTION, required=True)
+        description = checked_text(description, "description", MAX_DESCRIPTION, required=True)
         now = store.utcnow()
         order = Order(
             id=str(uuid.uuid4()),
@@ -140,18 +115,18 @@ class BillingService:
             updated_at=now,
         )
         async with self.db.begin() as conn:
-            await conn.execute(sa.insert(orders).values(**_values(order)))
+            await conn.execute(sa.insert(orders).values(**row_values(order)))
         return order
 
     async def get_order(self, principal: Principal, order_id: str) -> Order:
         """The order; NotFoundError if it does not exist or is someone else's."""
         async with self.db.read() as conn:
-            return _visible(principal, await store.order_txn(conn, order_id), "order", order_id)
+            return visible(principal, await store.order_txn(conn, order_id), "order", order_id)
 
     async def cancel_order(self, principal: Principal, order_id: str) -> Order:
         """Cancel a PENDING order with no payment in progress."""
         async with self.db.begin() as conn:
-            order = _visible(
+            order = visible(
                 principal, await store.order_txn(conn, order_id, lock=True), "order", order_id
             )
             if order.status is not OrderStatus.PENDING:
@@ -205,14 +180,14 @@ class BillingService:
     ) -> Payment:
         """Pay a PENDING order at a provider (see :class:`~.payments.PaymentDesk`)."""
         async with self.db.read() as conn:
-            _visible(principal, await store.order_txn(conn, order_id), "order", order_id)
+            visible(principal, await store.order_txn(conn, order_id), "order", order_id)
         return await self._payments.pay(order_id, provider, payment_method)
 
     async def get_payment(self, principal: Principal, payment_id: str) -> Payment:
         """The payment; NotFoundError if it does not exist or is someone else's."""
         async with self.db.read() as conn:
             payment = await store.payment_txn(conn, payment_id)
-        return _visible(principal, payment, "payment", payment_id)
+        return visible(principal, payment, "payment", payment_id)
 
     # -- refunds ------------------------------------------------------------------------
 
@@ -220,7 +195,7 @@ class BillingService:
         """The refund; NotFoundError if it does not exist or is someone else's."""
         async with self.db.read() as conn:
             refund = await store.refund_txn(conn, refund_id)
-        return _visible(principal, refund, "refund", refund_id)
+        return visible(principal, refund, "refund", refund_id)
 
     async def list_all_refunds(
         self,
@@ -260,7 +235,7 @@ class BillingService:
     async def list_refunds(self, principal: Principal, payment_id: str) -> list[Refund]:
         """Every refund of one of the caller's payments, oldest first."""
         async with self.db.read() as conn:
-            _visible(principal, await store.payment_txn(conn, payment_id), "payment", payment_id)
+            visible(principal, await store.payment_txn(conn, payment_id), "payment", payment_id)
             return await store.refunds_of_payment_txn(conn, payment_id)
 
     async def request_refund(
@@ -289,58 +264,14 @@ class BillingService:
             ConflictError: Another refund is in flight, the payment cannot be refunded, or the
                 key was used with different parameters.
         """
-        amount = check_amount(amount)
-        currency = normalize_currency(currency) if currency is not None else None
-        reason = _text(reason, "reason", MAX_REASON) if reason is not None else None
-        if idempotency_key is not None:
-            idempotency_key = _text(idempotency_key, "Idempotency-Key", MAX_IDEMPOTENCY_KEY)
-        try:
-            async with self.db.begin() as conn:
-                return await self._request_refund_txn(
-                    conn, principal, payment_id, amount, reason, currency, idempotency_key
-                )
-        except IntegrityError:
-            # Only a race the row lock cannot prevent gets here (e.g. the payment was created
-            # in the same instant); the constraints kept the data right.
-            raise ConflictError(
-                f"another refund of payment {payment_id} was requested at the same time; try again",
-                code="refund_in_progress",
-            ) from None
-
-    async def _request_refund_txn(
-        self,
-        conn: AsyncConnection,
-        principal: Principal,
-        payment_id: str,
-        amount: int,
-        reason: str | None,
-        currency: str | None,
-        key: str | None,
-    ) -> RefundRequested:
-        payment = await store.payment_txn(conn, payment_id, lock=True)
-        payment = _visible(principal, payment, "payment", payment_id)
-        if key is not None:
-            earlier = await store.refund_by_key_txn(conn, payment.id, key)
-            if earlier is not None:
-                _same_request(earlier, amount, currency)
-                return RefundRequested(earlier.saga_id, earlier, payment, created=False)
-        if currency is not None and currency != payment.currency:
-            raise InvalidInputError(
-                f"refund currency {currency} differs from the payment's {payment.currency}",
-                code="currency_mismatch",
-            )
-        await _check_refundable(conn, payment, amount)
-        refund_id = str(uuid.uuid4())
-        saga_id = await self.engine.start(
-            self.refund_saga,
-            RefundInput(refund_id=refund_id, payment_id=payment.id, order_id=payment.order_id),
-            idempotency_key=f"refund:{refund_id}",
-            session=conn,
-            started_by=principal.user_id,
+        return await self._refunds.request(
+            principal,
+            payment_id,
+            amount=amount,
+            reason=reason,
+            currency=currency,
+            idempotency_key=idempotency_key,
         )
-        refund = _new_refund(refund_id, payment, amount, reason, saga_id)
-        await conn.execute(sa.insert(refunds).values(**_refund_values(refund, key)))
-        return RefundRequested(saga_id, refund, payment, created=True)
 
     async def reconcile_refund(self, principal: Principal, refund_id: str) -> Refund:
         """Operator: settle a refund whose saga FAILED, from what the provider says now."""
@@ -363,93 +294,3 @@ class BillingService:
     async def stop_reconciling(self) -> None:
         """Platform shut-down hook: stop the periodic payment reconcile."""
         await self._reconciling.stop()
-
-
-async def _check_refundable(conn: AsyncConnection, payment: Payment, amount: int) -> None:
-    in_flight = await store.refunds_in_flight_txn(conn, payment.id)
-    stuck = next((r for r in in_flight if r.status is RefundStatus.NEEDS_ATTENTION), None)
-    if stuck is not None:
-        raise ConflictError(
-            f"refund {stuck.id} of payment {payment.id} needs attention (its outcome is "
-            "unknown): an operator must reconcile it before another refund can start",
-            code="refund_needs_attention",
-        )
-    if in_flight or payment.status is PaymentStatus.REFUNDING:
-        busy = in_flight[0].id if in_flight else payment.held_by_refund
-        raise ConflictError(
-            f"refund {busy} of payment {payment.id} is still in progress; one refund at a time, "
-            "try again when it has finished",
-            code="refund_in_progress",
-        )
-    if payment.status not in REFUNDABLE:
-        raise ConflictError(
-            f"payment {payment.id} is {payment.status}; only SUCCESS or PARTIALLY_REFUNDED "
-            "payments can be refunded",
-            code="payment_not_refundable",
-        )
-    left = payment.amount - payment.refunded_amount - sum(r.amount for r in in_flight)
-    if amount > left:
-        raise InvalidInputError(
-            f"refund of {amount} exceeds the refundable balance of {left} {payment.currency} "
-            f"(paid {payment.amount}, refunded {payment.refunded_amount})",
-            code="amount_exceeds_refundable",
-        )
-
-
-def _same_request(earlier: Refund, amount: int, currency: str | None) -> None:
-    if earlier.amount != amount or currency not in (None, earlier.currency):
-        raise ConflictError(
-            "this Idempotency-Key was already used for a different refund request "
-            f"(amount {earlier.amount} {earlier.currency})",
-            code="idempotency_key_reused",
-        )
-
-
-def _new_refund(
-    refund_id: str, payment: Payment, amount: int, reason: str | None, saga_id: str
-) -> Refund:
-    now = store.utcnow()
-    return Refund(
-        id=refund_id,
-        payment_id=payment.id,
-        user_id=payment.user_id,
-        amount=amount,
-        currency=payment.currency,
-        reason=reason,
-        status=RefundStatus.PENDING,
-        saga_id=saga_id,
-        provider_refund_id=None,
-        failure_reason=None,
-        created_at=now,
-        updated_at=now,
-    )
-
-
-def _refund_values(refund: Refund, key: str | None) -> dict[str, object]:
-    return {
-        **_values(refund),
-        "idempotency_key": key,
-        "provider_requests": 0,
-        "outcome_unknown": False,
-    }
-
-
-def _values(item: Order | Refund) -> dict[str, object]:
-    return {k: getattr(item, k) for k in item.__dataclass_fields__}
-
-
-def _visible(principal: Principal, item: T | None, kind: str, item_id: str) -> T:
-    if item is None or not principal.can_see(item.user_id):
-        raise NotFoundError(f"no {kind} {item_id}", code=f"{kind}_not_found")
-    return item
-
-
-def _text(value: str, what: str, limit: int, *, required: bool = False) -> str:
-    if not isinstance(value, str):
-        raise InvalidInputError(f"{what} must be text")
-    value = value.strip()
-    if required and not value:
-        raise InvalidInputError(f"{what} must not be empty")
-    if len(value) > limit:
-        raise InvalidInputError(f"{what} must be at most {limit} characters")
-    return value

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import os
 import time
 from datetime import timedelta
 from pathlib import Path
 
+from cloudphone.apps.config import AppsConfig
 from cloudphone.apps.spool import UploadSpool
 from cloudphone.domain import Principal
 from tests.support.apps_harness import MakeApps, apk, chunks_of, sha256
+from tests.support.waiting import eventually
 
 
 def age(path: Path, seconds: float = 600) -> None:
@@ -71,6 +74,31 @@ async def test_sweep_after_a_crash_removes_files_of_finished_sagas(
     age(apps.spool.directory / name)
     assert await apps.service.sweep_spool() == [name]
     assert apps.spooled() == []
+
+
+async def test_housekeeping_sweeps_on_start_then_every_interval_until_stopped(
+    make_apps: MakeApps,
+) -> None:
+    """One sweep before start returns, then one every interval; stop leaves no task behind."""
+    apps = await make_apps(config=AppsConfig(temp_sweep_interval=timedelta(milliseconds=50)))
+    apps.spool.directory.mkdir(parents=True, exist_ok=True)
+    first, later = (apps.spool.directory / (c * 32 + ".apk") for c in "de")
+    first.write_bytes(b"x")
+    age(first)
+    before = asyncio.all_tasks()
+    await apps.service.start_housekeeping()
+    try:
+        assert first.name not in apps.spooled()
+        later.write_bytes(b"x")
+        age(later)
+
+        async def spooled() -> list[str]:
+            return list(apps.spooled())
+
+        await eventually(spooled, lambda names: later.name not in names, what="a later sweep")
+    finally:
+        await apps.service.stop_housekeeping()
+    assert asyncio.all_tasks() <= before  # stopped: the sweeper's task is gone
 
 
 def test_spool_names_cannot_point_outside(tmp_path: Path) -> None:
