@@ -96,6 +96,7 @@ def table_of(name: str) -> sa.Table:
         sa.Column("run_id", sa.Text),
         sa.Column("step", sa.Text),
         sa.Column("note", sa.Text),
+        sa.Column("doc", sa.JSON),
     )
 
 
@@ -363,6 +364,38 @@ async def test_in_a_step_group_the_next_member_reads_what_the_one_before_queued(
         for run_id in ids:
             events = await engine.history(run_id)
             assert steps_of(events, "COUNT") == [(EventKind.STEP_SUCCEEDED, 1)]
+
+
+@pytest.mark.postgres
+async def test_an_in_list_and_typed_values_go_in_one_statement(
+    postgres_url: str, unique: str, plan: Plan, log: QueryLog
+) -> None:
+    """An expanding IN, a JSON value and a Core UPDATE: compiled for asyncpg, sent combined."""
+    saga = Saga(f"queued_typed_{unique}")
+    table = table_of(plan.table)
+
+    @saga.step("MARK", transactional=True)
+    async def mark(ctx: StepContext) -> None:
+        ids = ctx.data["ids"]
+        doc = {"k": [1, "é"], "by": ctx.saga_id}
+        ctx.write(sa.update(table).where(table.c.id.in_(ids)).values(note="marked", doc=doc))
+
+    async with on_postgres(postgres_url, saga, plan, log, unique) as engine:
+        async with engine.db.begin() as conn:
+            await conn.execute(sa.insert(table), [{"note": f"n{i}"} for i in range(4)])
+            ids = list((await conn.scalars(sa.select(table.c.id).order_by(table.c.id))).all())
+        log.queries.clear()
+        async with engine.worker():
+            run_id = await engine.start(saga.name, {"ids": ids[1:3]})
+            run = await engine.wait(run_id, timeout=WAIT)
+        assert run.status is SagaStatus.COMPLETED
+        assert log.in_transaction(plan.table, "fenced off") == [False]
+        async with engine.db.read() as conn:
+            stored = (await conn.execute(sa.select(table.c.note, table.c.doc))).all()
+        doc = {"k": [1, "é"], "by": run_id}
+        assert sorted(map(tuple, stored), key=str) == sorted(
+            [("n0", None), ("marked", doc), ("marked", doc), ("n3", None)], key=str
+        )
 
 
 async def test_ctx_write_outside_a_transactional_step_is_refused() -> None:

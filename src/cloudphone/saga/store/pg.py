@@ -58,7 +58,7 @@ from cloudphone.saga.store.pg_sql import (
     run_from_record,
     type_arrays,
 )
-from cloudphone.saga.store.pg_write import combined_sql, is_fenced, one_statement
+from cloudphone.saga.store.pg_write import combined, is_fenced
 
 SERVER_SETTINGS = {
     "application_name": "cloudphone-saga",
@@ -289,7 +289,7 @@ class PgFastPath:
         driver = (await _raw(conn)).driver_connection
         if not isinstance(driver, asyncpg.Connection) or driver.is_in_transaction():
             return None
-        one = one_statement(write, conn.dialect)
+        one = combined(write, conn.dialect)
         if one is None:
             return None
         sql, args = one
@@ -297,10 +297,9 @@ class PgFastPath:
 
         async def send(at: int | None) -> Written | None:
             until = self._clock.now() + self._lease
-            statement = combined_sql(sql, len(args))
             try:
                 rows = await driver.fetch(
-                    statement, *args, *progress_args(run_id, epoch, progress, until, at)
+                    sql, *args, *progress_args(run_id, epoch, progress, until, at)
                 )
             except Exception as error:
                 if is_fenced(error):

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,6 +60,9 @@ Processor = Callable[[Any], Any]
 class _Compiled:
     compiled: SQLCompiler
     processors: dict[str, Processor]
+    fixed: tuple[str, Sequence[str]] | None
+    """The combined statement and the order of the write's parameters, when no value
+    changes the write's SQL (no IN to expand, no value rendered into it)."""
 
 
 _cache: dict[tuple[int, int, tuple[str, ...]], tuple[object, object, _Compiled | None]] = {}
@@ -67,27 +70,35 @@ _cache: dict[tuple[int, int, tuple[str, ...]], tuple[object, object, _Compiled |
 and dialect, so that their ids cannot be reused while it lives."""
 
 
-def one_statement(write: QueuedWrite, dialect: Dialect) -> tuple[str, list[Any]] | None:
-    """The write's SQL (``$1..$k``) and its k parameters, or None if it cannot be a CTE."""
+def combined(write: QueuedWrite, dialect: Dialect) -> tuple[str, list[Any]] | None:
+    """The combined statement and the write's k parameters (the progress's follow them).
+
+    None if the write cannot be a CTE as it is.
+    """
     params = write.params
     if isinstance(params, list):
         return None  # executemany
     found = _compiled(write.statement, dialect, tuple(params or ()))
     if found is None:
         return None
+    values: Mapping[str, Any]
     try:
-        state = found.compiled.construct_expanded_state(params)
+        if found.fixed is not None:
+            sql, order = found.fixed
+            values = found.compiled.construct_params(params)
+            processors = found.processors
+        else:
+            state = found.compiled.construct_expanded_state(params)
+            if state.positiontup is None:
+                return None
+            order = state.positiontup
+            sql = combined_sql(state.statement, len(order))
+            values = state.parameters
+            processors = {**found.processors, **state.processors}
     except Exception:  # a missing value, say: executed the ordinary way, it raises there
         return None
-    if state.positiontup is None:
-        return None
-    processors = {**found.processors, **state.processors}
-    values = state.parameters
-    args = [
-        processors[name](values[name]) if name in processors else values[name]
-        for name in state.positiontup
-    ]
-    return state.statement, args
+    args = [processors[n](values[n]) if n in processors else values[n] for n in order]
+    return sql, args
 
 
 def combined_sql(write_sql: str, k: int) -> str:
@@ -140,7 +151,11 @@ def _compile(statement: object, dialect: Dialect, keys: tuple[str, ...]) -> _Com
         processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
         if processor is not None:
             processors[name] = processor
-    return _Compiled(compiled, processors)
+    fixed = None
+    if not compiled.post_compile_params and not compiled.literal_execute_params:
+        order = compiled.positiontup or ()
+        fixed = (combined_sql(compiled.string, len(order)), tuple(order))
+    return _Compiled(compiled, processors, fixed)
 
 
 def _plain(compiled: SQLCompiler) -> bool:
