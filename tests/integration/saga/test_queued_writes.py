@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from sqlalchemy import event
+from sqlalchemy.engine import make_url
 
 from cloudphone.saga import EventKind, RetryPolicy, Saga, SagaEngine, SagaStatus, StepContext
 from cloudphone.saga.store import step_group
@@ -298,6 +299,27 @@ async def test_a_failing_write_fails_the_attempt_and_leaves_nothing(
     assert "unique" in message.lower() or "UNIQUE" in message
     for leaked in (SECRET, "INSERT", "VALUES", "DETAIL", "1000000"):
         assert leaked not in message, message
+
+
+@pytest.mark.postgres
+async def test_on_psycopg_queued_writes_go_the_ordinary_way(
+    postgres_url: str, unique: str, plan: Plan
+) -> None:
+    """Not asyncpg: no combined statement, the same outcome."""
+    url = make_url(postgres_url).set(drivername="postgresql+psycopg").render_as_string(False)
+    saga = four_steps(f"queued_{unique}", plan)
+    engine = SagaEngine(url, [saga], worker_id=f"w-{unique}", lease=WAIT)
+    try:
+        await engine.create_schema()
+        async with engine.db.begin() as conn:
+            await conn.run_sync(table_of(plan.table).metadata.create_all)
+        run_id, run = await run_once(engine, saga)
+        assert run.status is SagaStatus.COMPLETED
+        assert await rows(engine, plan) == [(run_id, "T1", f"0:{SECRET}"), (run_id, "T3", "t")]
+    finally:
+        async with engine.db.begin() as conn:
+            await conn.execute(sa.text(f"DROP TABLE IF EXISTS {plan.table}"))
+        await engine.close()
 
 
 @pytest.mark.postgres

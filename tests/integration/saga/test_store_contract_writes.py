@@ -54,6 +54,19 @@ async def test_a_queued_write_commits_with_the_progress_or_not_at_all(
     assert (after.current_step, after.data) == ("B", {"n": 1, "wrote": True})
 
 
+async def test_a_queued_write_that_landed_is_recognised_after_a_lost_answer(
+    backend: Backend,
+) -> None:
+    """What a runner asks after a lost connection: the write and its progress are one."""
+    run = await backend.insert(owner="w1")
+    progress = succeeded(backend, run, {"wrote": True})
+    assert await backend.store.landed(run.id, run.epoch, run.last_seq, progress) is None
+    async with backend.store.step_transaction() as tx:
+        committed = await tx.commit(run.id, run.epoch, progress, run.last_seq, [effect(run.id)])
+    landed = await backend.store.landed(run.id, run.epoch, run.last_seq, progress)
+    assert (landed, await backend.effects(run.id)) == (committed, 1)
+
+
 async def test_queued_writes_run_in_order_after_the_sessions_statements(backend: Backend) -> None:
     """Each statement renames the row the one before it wrote: only in order does it arrive."""
     run = await backend.insert(owner="w1")

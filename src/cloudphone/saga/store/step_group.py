@@ -25,11 +25,15 @@ member that failed:
   its run's write landed, as a lone step does (the group committed or not, as one); lost
   during a body, it is that body's failure (above).
 
+A member's writes queued with ``ctx.write`` run on the connection before it hands over its
+turn (the next member must see them); only a member that is alone, in a group of one that
+nobody can join any more, leaves them for its progress write (one statement for both).
+
 A group takes members while it is young (:data:`WINDOW`) and small (``size``); one member
 alone costs what a lone step costs. A body that waits (for a row lock, say) makes the members
 after it wait too, which is why the window is short, and why a transactional step must write
-only through ``ctx.session`` and never wait on another transaction of the same database (it
-might be this group's).
+only through ``ctx.session`` (or ``ctx.write``) and never wait on another transaction of the
+same database (it might be this group's).
 """
 
 from __future__ import annotations
