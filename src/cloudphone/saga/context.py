@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, TypeVar, cast, overload
 
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql import Executable
 from typing_extensions import TypeVar as DefaultTypeVar
 
 from cloudphone.saga.errors import MissingOutputError
@@ -17,6 +18,18 @@ from cloudphone.saga.records import ErrorInfo
 
 InputT = DefaultTypeVar("InputT", default=Any)
 T = TypeVar("T")
+
+WriteParams = Mapping[str, Any] | Sequence[Mapping[str, Any]] | None
+"""A queued write's parameters: one set, a list of sets (executemany), or none."""
+
+
+@dataclass(frozen=True)
+class QueuedWrite:
+    """A statement a transactional step queued with :meth:`StepContext.write`."""
+
+    statement: Executable
+    params: dict[str, Any] | list[dict[str, Any]] | None = field(default=None, repr=False)
+    """A private copy of what the step gave (never logged: it may hold secrets)."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +66,7 @@ class StepContext(Generic[InputT]):
     compensation_cause: str | None = None
     error: ErrorInfo | None = None
     _session: AsyncConnection | None = field(default=None, repr=False)
+    _writes: list[QueuedWrite] | None = field(default=None, repr=False, compare=False)
     _run: RunView | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -94,11 +108,63 @@ class StepContext(Generic[InputT]):
         happen exactly once. Do not commit or roll it back yourself.
         """
         if self._session is None:
-            raise RuntimeError(
-                f"step {self.step!r} of saga {self.saga_type!r} is not transactional; "
-                "declare it with transactional=True to get ctx.session"
-            )
+            raise self._not_transactional("ctx.session")
         return self._session
+
+    def write(self, statement: Executable, params: WriteParams = None) -> None:
+        """Queue a business write to run when this attempt's body has returned.
+
+        For writes whose result the step does not need (transactional steps and
+        compensations only). The statements run in order, after the statements sent on
+        :attr:`session` during the body, in the step's transaction, with the engine's record
+        of the step: they commit if and only if that record does (exactly once, like
+        ``ctx.session``). None runs if the body raises, and their results are not returned.
+        A queued statement that fails fails the attempt, as if the body had raised its error
+        (retry policy, ``step_failed`` event), with nothing of it committed; that error
+        carries neither the statement nor its parameters.
+
+        On PostgreSQL (asyncpg) a step that sent nothing else and queued one INSERT, UPDATE
+        or DELETE has it sent in the same statement as its record: one round trip.
+
+        Args:
+            statement: An INSERT, UPDATE or DELETE (``sqlalchemy.insert(table).values(...)``,
+                ``text("INSERT ...")``); any executable statement is accepted.
+            params: Its parameters: a mapping, or a list of mappings (executemany).
+
+        Raises:
+            RuntimeError: The step is not transactional.
+            TypeError: ``statement`` is not an executable statement, or ``params`` is
+                neither a mapping nor a list of mappings.
+        """
+        if self._session is None:
+            raise self._not_transactional("ctx.write")
+        if self._writes is None:
+            raise RuntimeError(
+                "this context runs no queued writes (StepEnvironment.context): call the step "
+                "through StepEnvironment.run, or write through ctx.session"
+            )
+        self._writes.append(QueuedWrite(statement, _copied(statement, params)))
+
+    def _not_transactional(self, what: str) -> RuntimeError:
+        return RuntimeError(
+            f"step {self.step!r} of saga {self.saga_type!r} is not transactional; "
+            f"declare it with transactional=True to get {what}"
+        )
+
+
+def _copied(statement: object, params: WriteParams) -> dict[str, Any] | list[dict[str, Any]] | None:
+    """A private copy of a write's parameters, checked with its statement."""
+    if not isinstance(statement, Executable):
+        raise TypeError(f"ctx.write takes a SQLAlchemy statement, not {type(statement).__name__}")
+    if params is None:
+        return None
+    if isinstance(params, Mapping):
+        return dict(params)
+    if isinstance(params, list | tuple) and all(isinstance(p, Mapping) for p in params):
+        return [dict(p) for p in params]
+    raise TypeError(
+        f"ctx.write's params must be a mapping or a list of mappings, not {type(params).__name__}"
+    )
 
 
 def idempotency_key(saga_id: str, step: str, *, compensating: bool = False) -> str:

@@ -117,6 +117,18 @@ class StepGroupAborted(BaseException):
     """
 
 
+class QueuedWriteError(SagaError):
+    """A statement a step queued with ``ctx.write`` failed (``error``, without its SQL).
+
+    Internal: it carries the failure through the store's commit, which the runner then
+    handles as the attempt's failure, as if the body had raised ``error``.
+    """
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(f"a queued write failed: {type(error).__name__}")
+        self.error = error
+
+
 class NestedWriteError(NonRetryableError, SagaError, RuntimeError):
     """A second write transaction on SQLite while this task holds one (it would wait forever).
 

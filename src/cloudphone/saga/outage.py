@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from cloudphone.saga import timers
+from cloudphone.saga.context import QueuedWrite
 from cloudphone.saga.errors import (
     DatabaseUnavailableError,
     LeaseLostError,
+    QueuedWriteError,
     StaleStateError,
     StepGroupAborted,
 )
@@ -148,8 +150,9 @@ WRITE_BACKOFF = (0.05, 2.0)
 """First and largest delay (seconds) between tries of a runner's call while the database is
 down: the cap bounds how long after the database is back a waiting runner notices."""
 
-Attempt = Callable[[AsyncConnection], Awaitable[Progress]]
-"""A transactional attempt: runs the action on the session, returns the progress to commit."""
+Attempt = Callable[[AsyncConnection], Awaitable[tuple[Progress, Sequence[QueuedWrite]]]]
+"""A transactional attempt: runs the action on the session, returns the progress to commit
+and the writes the action queued (``ctx.write``), which commit with it."""
 
 
 class StoreFailure(Exception):
@@ -160,7 +163,13 @@ async def guarded(write: Awaitable[Committed]) -> Committed:
     """``write``'s result; a store error the runner cannot handle becomes StoreFailure."""
     try:
         return await write
-    except (LeaseLostError, StaleStateError, DatabaseUnavailableError, StepGroupAborted):
+    except (
+        LeaseLostError,
+        StaleStateError,
+        DatabaseUnavailableError,
+        StepGroupAborted,
+        QueuedWriteError,
+    ):
         raise
     except Exception as error:
         raise StoreFailure(f"{type(error).__name__}: {error}") from error
@@ -201,10 +210,13 @@ class PatientStore:
             progress: Progress | None = None
             try:
                 async with self._store.step_transaction(alone) as tx:
-                    progress = await attempt(tx.session)
+                    progress, writes = await attempt(tx.session)
                     committed = await guarded(
-                        tx.commit(state.id, state.epoch, progress, state.last_seq)
+                        tx.commit(state.id, state.epoch, progress, state.last_seq, writes)
                     )
+            except QueuedWriteError as failed:
+                # Rolled back: the attempt failed as if its action had raised the error.
+                raise failed.error from None
             except StepGroupAborted:
                 # Another run's step in the shared transaction failed: it rolled back, and
                 # this attempt runs again in a transaction of its own.

@@ -8,7 +8,7 @@ The whole store protocol the worker and the engine use is
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from cloudphone.saga.context import StepContext
+from cloudphone.saga.context import QueuedWrite, StepContext
 from cloudphone.saga.progress import Progress
 from cloudphone.saga.records import SagaRun
 
@@ -40,9 +40,20 @@ class StepTransaction(Protocol):
         ...
 
     async def commit(
-        self, run_id: str, epoch: int, progress: Progress, seq: int | None = None
+        self,
+        run_id: str,
+        epoch: int,
+        progress: Progress,
+        seq: int | None = None,
+        writes: Sequence[QueuedWrite] = (),
     ) -> Committed:
-        """Record progress in this transaction, then commit; LeaseLostError rolls back."""
+        """Run the step's queued writes, record progress in this transaction, then commit.
+
+        LeaseLostError rolls back (the writes too). A store runs the writes, in order, or
+        refuses them (:class:`~cloudphone.saga.errors.QueuedWriteError`); never drops them.
+        A write that fails raises QueuedWriteError (with nothing committed), or
+        DatabaseUnavailableError if the connection failed under it.
+        """
         ...
 
 

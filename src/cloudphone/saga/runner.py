@@ -23,7 +23,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from cloudphone.saga import decide, timers
-from cloudphone.saga.context import _CURRENT, StepContext, idempotency_key
+from cloudphone.saga.context import _CURRENT, QueuedWrite, StepContext, idempotency_key
 from cloudphone.saga.definition import Saga, Step, StepKind
 from cloudphone.saga.errors import (
     LeaseLostError,
@@ -221,7 +221,11 @@ class Runner:
         return await self._forward(step)
 
     def _context(
-        self, step: Step, compensating: bool, session: AsyncConnection | None = None
+        self,
+        step: Step,
+        compensating: bool,
+        session: AsyncConnection | None = None,
+        writes: list[QueuedWrite] | None = None,
     ) -> StepContext[Any]:
         s = self.state
         # Private copies: a step cannot change the run's data except by returning its output.
@@ -239,6 +243,7 @@ class Runner:
             compensation_cause=s.compensation_cause if compensating else None,
             error=s.error,
             _session=session,
+            _writes=writes,
             _run=view,
         )
 
@@ -310,10 +315,11 @@ class Runner:
         try:
             if transactional:
 
-                async def attempt(session: AsyncConnection) -> Progress:
-                    ctx = self._context(step, compensating, session)
+                async def attempt(session: AsyncConnection) -> tuple[Progress, list[QueuedWrite]]:
+                    writes: list[QueuedWrite] = []
+                    ctx = self._context(step, compensating, session, writes)
                     output = await self._call(fn, ctx, *call)
-                    return self._with_carried(ok(output, self._clock.now()))
+                    return self._with_carried(ok(output, self._clock.now())), writes
 
                 progress, committed = await self._patient.transaction(self.state, attempt)
             else:

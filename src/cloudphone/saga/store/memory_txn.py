@@ -14,16 +14,18 @@ until that transaction commits and disappears if it rolls back, as in SQL.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from sqlalchemy import event
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from cloudphone.saga.errors import NonRetryableError
+from cloudphone.saga.context import QueuedWrite
+from cloudphone.saga.errors import NonRetryableError, QueuedWriteError
 from cloudphone.saga.ports import Committed
 from cloudphone.saga.progress import Progress
+from cloudphone.saga.store.writes import run_writes
 
 if TYPE_CHECKING:
     from cloudphone.saga.store.memory import MemoryStore
@@ -79,9 +81,18 @@ class MemoryStepTx:
         return self._conn
 
     async def commit(
-        self, run_id: str, epoch: int, progress: Progress, seq: int | None = None
+        self,
+        run_id: str,
+        epoch: int,
+        progress: Progress,
+        seq: int | None = None,
+        writes: Sequence[QueuedWrite] = (),
     ) -> Committed:
-        """Commit the business transaction, then the progress (fenced first: stale rolls back)."""
+        """Run the queued writes and commit the business transaction, then the progress.
+
+        Fenced first: a stale epoch or seq rolls the transaction back, writes included.
+        """
+        await run_writes(self._conn, writes)
         async with self._store.lock:
             self._store.check_held(run_id, epoch, seq)
             await self._conn.commit()
@@ -97,14 +108,25 @@ class DetachedStepTx:
     @property
     def session(self) -> AsyncConnection:
         """Refuses: there is no database."""
-        raise NonRetryableError(
-            "this transactional step needs a database for ctx.session, and the in-memory "
-            "store has none: pass database= (e.g. a SQLite file with the service's tables) "
-            "to MemoryEngine"
-        )
+        raise _no_database()
 
     async def commit(
-        self, run_id: str, epoch: int, progress: Progress, seq: int | None = None
+        self,
+        run_id: str,
+        epoch: int,
+        progress: Progress,
+        seq: int | None = None,
+        writes: Sequence[QueuedWrite] = (),
     ) -> Committed:
-        """Record the progress alone."""
+        """Record the progress alone; refuses queued writes (there is no database)."""
+        if writes:
+            raise QueuedWriteError(_no_database())
         return await self._store.commit(run_id, epoch, progress, seq)
+
+
+def _no_database() -> NonRetryableError:
+    return NonRetryableError(
+        "this transactional step needs a database for ctx.session and ctx.write, and the "
+        "in-memory store has none: pass database= (e.g. a SQLite file with the service's "
+        "tables) to MemoryEngine"
+    )

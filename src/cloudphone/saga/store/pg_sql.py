@@ -63,8 +63,7 @@ WITH x AS (
 SELECT id, epoch, last_seq, cancel_requested FROM u
 """.replace("{update}", _UPDATE_FROM_X)
 
-COMMIT_ONE_SQL = """
-WITH u AS (
+COMMIT_ONE_CTES = """u AS (
     UPDATE saga_runs r SET
         status = $3, current_step = $4, attempt = $5,
         outputs = CASE WHEN $6::jsonb IS NULL THEN r.outputs ELSE r.outputs || $6::jsonb END,
@@ -81,7 +80,11 @@ WITH u AS (
     FROM u CROSS JOIN unnest($19::text[], $20::text[], $21::int[], $22::jsonb[],
         $23::timestamptz[]) WITH ORDINALITY AS ev(kind, step, attempt, detail, at, i)
 )
-SELECT id, epoch, last_seq, cancel_requested FROM u
+"""
+"""The CTEs of COMMIT_ONE_SQL: ``u`` applies the progress (fenced), ``e`` adds its events."""
+
+COMMIT_ONE_SQL = f"""
+WITH {COMMIT_ONE_CTES}SELECT id, epoch, last_seq, cancel_requested FROM u
 """
 """COMMIT_SQL for one run, its values as typed parameters (see :func:`progress_args`): no JSON
 for PostgreSQL to parse, no timestamps to format; a third less server CPU per statement."""

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from cloudphone.saga.context import QueuedWrite
 from cloudphone.saga.errors import DatabaseUnavailableError, SagaNotFoundError
 from cloudphone.saga.ports import Clock, Committed, StepTransaction
 from cloudphone.saga.progress import NewEvent, Progress
@@ -36,6 +37,7 @@ from cloudphone.saga.store.rows import event_rows, new_run_values, start_detail
 from cloudphone.saga.store.step_group import StepGroups
 from cloudphone.saga.store.tables import metadata, saga_events, saga_runs
 from cloudphone.saga.store.workers import PresenceQueries
+from cloudphone.saga.store.writes import run_writes
 
 if TYPE_CHECKING:
     from cloudphone.saga.store.pg import PgFastPath
@@ -55,9 +57,14 @@ class _StepTx:
         return self._conn
 
     async def commit(
-        self, run_id: str, epoch: int, progress: Progress, seq: int | None = None
+        self,
+        run_id: str,
+        epoch: int,
+        progress: Progress,
+        seq: int | None = None,
+        writes: Sequence[QueuedWrite] = (),
     ) -> Committed:
-        committed = await self._store.commit_txn(self._conn, run_id, epoch, progress, seq)
+        committed = await self._store.commit_step(self._conn, run_id, epoch, progress, seq, writes)
         await self._conn.commit()
         return committed
 
@@ -92,7 +99,7 @@ class SqlStore(RunQueries, PresenceQueries):
             self._fast = PgFastPath(db.url, lease, clock)
             if step_group > 1 and db.url.get_driver_name() == "asyncpg":
                 # A group's progress goes straight to the driver under SQLAlchemy (asyncpg).
-                self._groups = StepGroups(self._fast, db.begin, self.commit_txn, step_group)
+                self._groups = StepGroups(self._fast, db.begin, self.commit_step, step_group)
 
     @property
     def step_groups(self) -> StepGroups | None:
@@ -253,6 +260,27 @@ class SqlStore(RunQueries, PresenceQueries):
         return await reconcile.write_fenced(
             write, self._looker(conn), run_id, epoch, progress, seq, in_transaction=True
         )
+
+    async def commit_step(
+        self,
+        conn: AsyncConnection,
+        run_id: str,
+        epoch: int,
+        progress: Progress,
+        seq: int | None,
+        writes: Sequence[QueuedWrite],
+    ) -> Committed:
+        """A lone step's queued writes, then its progress, in ``conn``'s transaction.
+
+        One statement for both on PostgreSQL when it can (see :meth:`.PgFastPath.commit_writing`).
+        """
+        if len(writes) == 1 and self._fast is not None:
+            item = (run_id, epoch, progress, seq)
+            one = await self._fast.commit_writing(conn, writes[0], item, self._looker(None))
+            if one is not None:
+                return one
+        await run_writes(conn, writes)
+        return await self.commit_txn(conn, run_id, epoch, progress, seq)
 
     async def landed(
         self, run_id: str, epoch: int, seq: int, progress: Progress | None

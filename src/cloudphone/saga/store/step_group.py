@@ -25,29 +25,35 @@ member that failed:
   its run's write landed, as a lone step does (the group committed or not, as one); lost
   during a body, it is that body's failure (above).
 
+A member's writes queued with ``ctx.write`` run on the connection before it hands over its
+turn (the next member must see them); only a member that is alone, in a group of one that
+nobody can join any more, leaves them for its progress write (one statement for both).
+
 A group takes members while it is young (:data:`WINDOW`) and small (``size``); one member
 alone costs what a lone step costs. A body that waits (for a row lock, say) makes the members
 after it wait too, which is why the window is short, and why a transactional step must write
-only through ``ctx.session`` and never wait on another transaction of the same database (it
-might be this group's).
+only through ``ctx.session`` (or ``ctx.write``) and never wait on another transaction of the
+same database (it might be this group's).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import TYPE_CHECKING, Protocol, TypeAlias
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from cloudphone.saga.context import QueuedWrite
 from cloudphone.saga.errors import DatabaseUnavailableError, StepGroupAborted
 from cloudphone.saga.ports import Committed
 from cloudphone.saga.progress import Progress
 from cloudphone.saga.store.database import sharing_transaction
 from cloudphone.saga.store.disconnects import is_database_unavailable, unavailable
 from cloudphone.saga.store.pg_sql import Written
+from cloudphone.saga.store.writes import run_writes
 
 if TYPE_CHECKING:
     from cloudphone.saga.store.pg import PgFastPath, _Commit
@@ -64,8 +70,12 @@ class _Abort(Exception):
 
 Opener = Callable[[], AbstractAsyncContextManager[AsyncConnection]]
 """Opens a write transaction (``Database.begin``)."""
-Alone = Callable[[AsyncConnection, str, int, Progress, "int | None"], Awaitable[Committed]]
-"""Records one step's progress in a transaction, fenced and explained (``commit_txn``)."""
+Alone = Callable[
+    [AsyncConnection, str, int, Progress, "int | None", Sequence[QueuedWrite]],
+    Awaitable[Committed],
+]
+"""Runs a lone step's queued writes and records its progress in a transaction, fenced and
+explained (``commit_step``: one statement for both when it can)."""
 Outcome: TypeAlias = "list[Written | None] | Committed | BaseException"
 """How a group ended: each member's write (None: fenced), a lone member's, or an error."""
 
@@ -101,6 +111,8 @@ class _Group:
         self.turn = asyncio.Lock()
         """Held by the member whose body runs on the connection."""
         self.items: list[_Commit] = []
+        self.writes: Sequence[QueuedWrite] = ()
+        """A lone member's queued writes, left for its progress write (see _Member.commit)."""
         self.ran = 0
         """Members whose bodies began on the connection."""
         self.failed = False
@@ -180,7 +192,7 @@ class _Group:
         """A group of one commits as a lone step does: a fenced write is explained."""
         assert self.conn is not None
         try:
-            committed = await self.groups.alone(self.conn, *self.items[0])
+            committed = await self.groups.alone(self.conn, *self.items[0], self.writes)
             await self._close(None)
         except Exception as error:
             await self._rollback()
@@ -225,9 +237,22 @@ class _Member:
             self._group.leave()
 
     async def commit(
-        self, run_id: str, epoch: int, progress: Progress, seq: int | None = None
+        self,
+        run_id: str,
+        epoch: int,
+        progress: Progress,
+        seq: int | None = None,
+        writes: Sequence[QueuedWrite] = (),
     ) -> Committed:
         group = self._group
+        if writes and not (group.members == 1 and group.active == 1):
+            # Before the next member's body runs: it must see them (else a write queued here
+            # would overwrite what it read: a lost update).
+            await run_writes(self._conn, writes)
+        elif writes:
+            # Alone, and once it leaves nobody can join (no await from here to hand_over):
+            # its writes may go with its progress, in one statement where they can.
+            group.writes = writes
         index = len(group.items)
         group.items.append((run_id, epoch, progress, seq))
         self.hand_over()

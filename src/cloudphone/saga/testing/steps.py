@@ -5,18 +5,21 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import datetime
 from types import MappingProxyType
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from cloudphone.saga.context import StepContext, idempotency_key
+from cloudphone.saga.context import QueuedWrite, StepContext, idempotency_key
 from cloudphone.saga.definition import Saga, Step
+from cloudphone.saga.errors import QueuedWriteError
 from cloudphone.saga.inputs import input_json
 from cloudphone.saga.outputs import RunView, check_collision, check_output, is_legacy, merged_data
 from cloudphone.saga.records import ErrorInfo
 from cloudphone.saga.store.database import Database
+from cloudphone.saga.store.writes import run_writes
 
 
 class StepEnvironment:
@@ -24,10 +27,11 @@ class StepEnvironment:
 
     Call a step function with :meth:`context`, or let :meth:`run` call a step of ``saga`` as
     the engine would: in a transaction of ``database`` when it is transactional (committed when
-    it returns, rolled back when it raises), its output checked (JSON, no key of the input's or
-    another step's) and kept under the step in :attr:`outputs`, so the next step sees it as
-    ``ctx.output(step)`` and in ``ctx.data``. No retries, timeouts or deadlines: that is the
-    engine's part (see :class:`~cloudphone.saga.testing.MemoryEngine`).
+    it returns, with the writes it queued with ``ctx.write``; rolled back when it raises), its
+    output checked (JSON, no key of the input's or another step's) and kept under the step in
+    :attr:`outputs`, so the next step sees it as ``ctx.output(step)`` and in ``ctx.data``. No
+    retries, timeouts or deadlines: that is the engine's part (see
+    :class:`~cloudphone.saga.testing.MemoryEngine`).
 
     Example::
 
@@ -99,7 +103,8 @@ class StepEnvironment:
             compensation_cause: Why the saga turned back (``failed`` by default when
                 compensating, as the engine says; ignored otherwise).
             error: What ``ctx.error`` says (the failure that made the saga turn back).
-            session: What ``ctx.session`` gives (a connection in an open transaction).
+            session: What ``ctx.session`` gives (a connection in an open transaction). Its
+                ``ctx.write`` refuses: queued writes run only through :meth:`run`.
         """
         if attempt < 1:
             raise ValueError(f"attempt numbers start at 1, got {attempt}")
@@ -166,8 +171,14 @@ class StepEnvironment:
                     f"step {step!r} is transactional: give StepEnvironment a database="
                 )
             async with self.database.begin() as conn:
-                output = await fn(self.context(step, session=conn, **options))
+                ctx = self.context(step, session=conn, **options)
+                writes: list[QueuedWrite] = []
+                output = await fn(replace(ctx, _writes=writes))
                 checked = None if compensating else self._check(definition, output)
+                try:
+                    await run_writes(conn, writes)
+                except QueuedWriteError as failed:
+                    raise failed.error from None
         if not compensating:
             self.outputs[step] = _copy(dict(checked)) if checked is not None else None
         return checked

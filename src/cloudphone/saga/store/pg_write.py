@@ -1,0 +1,173 @@
+"""One queued write and its step's progress in one PostgreSQL statement (asyncpg).
+
+A transactional step that sent nothing on ``ctx.session`` and queued one INSERT, UPDATE or
+DELETE with ``ctx.write`` needs no explicit transaction: its write becomes a data-modifying
+CTE ``w`` chained with the progress UPDATE ``u`` and events INSERT ``e`` of
+:data:`~.pg_sql.COMMIT_ONE_SQL`, sent outside a transaction (an implicit one, atomic):
+
+    WITH w AS (<the write, $1..$k>), u AS (<progress, $k+1...>), e AS (<events>)
+    SELECT fence.ok, u.id, ... FROM (SELECT CASE WHEN EXISTS (SELECT 1 FROM u) THEN 1
+        ELSE CAST('cloudphone: progress fenced off ' || ... AS int) END) AS fence(ok)
+    LEFT JOIN u ON true
+
+Every CTE runs to completion whether or not the others match rows, so without the fence the
+business write would commit while its progress was refused (epoch or ``last_seq``): the fence
+reads ``u``, so it is evaluated at run time, and when ``u`` matched nothing the cast fails
+(``invalid_text_representation`` with :data:`FENCED` in its text) and the whole statement,
+the write included, is undone. It is selected, so it cannot be planned away.
+
+Only our SQL is renumbered (it has no ``$n`` in literals); the write is compiled by
+SQLAlchemy for the connection's dialect (``$n`` parameters), its values passed through each
+bind type's processor, and expanding parameters (``IN``) expanded per call
+(``construct_expanded_state``). Anything this cannot do safely goes the ordinary way.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Delete, Insert, TupleType, Update
+from sqlalchemy.engine import Dialect
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.elements import TextClause
+
+from cloudphone.saga.context import QueuedWrite
+from cloudphone.saga.store.pg_sql import COMMIT_ONE_CTES
+
+FENCED = "cloudphone: progress fenced off"
+"""The marker of the fence's error: the progress matched no row, nothing was written."""
+
+FENCED_SQLSTATE = "22P02"
+"""invalid_text_representation: what the fence's failing cast raises."""
+
+_FENCED_SELECT = f"""SELECT fence.ok, u.id, u.epoch, u.last_seq, u.cancel_requested
+FROM (SELECT CASE WHEN EXISTS (SELECT 1 FROM u) THEN 1
+      ELSE CAST('{FENCED} ' || (SELECT count(*) FROM u) AS int) END) AS fence(ok)
+LEFT JOIN u ON true
+"""
+
+_DML = ("INSERT", "UPDATE", "DELETE")
+_CACHE_SIZE = 256
+
+Processor = Callable[[Any], Any]
+
+
+@dataclass(frozen=True)
+class _Compiled:
+    compiled: SQLCompiler
+    processors: dict[str, Processor]
+    fixed: tuple[str, Sequence[str]] | None
+    """The combined statement and the order of the write's parameters, when no value
+    changes the write's SQL (no IN to expand, no value rendered into it)."""
+
+
+_cache: dict[tuple[int, int, tuple[str, ...]], tuple[object, object, _Compiled | None]] = {}
+"""Compiled writes by (statement, dialect, parameter names); each entry holds its statement
+and dialect, so that their ids cannot be reused while it lives."""
+
+
+def combined(write: QueuedWrite, dialect: Dialect) -> tuple[str, list[Any]] | None:
+    """The combined statement and the write's k parameters (the progress's follow them).
+
+    None if the write cannot be a CTE as it is.
+    """
+    params = write.params
+    if isinstance(params, list):
+        return None  # executemany
+    found = _compiled(write.statement, dialect, tuple(params or ()))
+    if found is None:
+        return None
+    values: Mapping[str, Any]
+    try:
+        if found.fixed is not None:
+            sql, order = found.fixed
+            values = found.compiled.construct_params(params)
+            processors = found.processors
+        else:
+            state = found.compiled.construct_expanded_state(params)
+            if state.positiontup is None:
+                return None
+            order = state.positiontup
+            sql = combined_sql(state.statement, len(order))
+            values = state.parameters
+            processors = {**found.processors, **state.processors}
+    except Exception:  # a missing value, say: executed the ordinary way, it raises there
+        return None
+    args = [processors[n](values[n]) if n in processors else values[n] for n in order]
+    return sql, args
+
+
+def combined_sql(write_sql: str, k: int) -> str:
+    """The write as CTE ``w`` before the progress CTEs, whose parameters start at ``$k+1``."""
+    return f"WITH w AS (\n{write_sql}\n), {_progress_from(k)}"
+
+
+def is_fenced(error: BaseException) -> bool:
+    """Whether the combined statement failed on its fence (nothing of it was written)."""
+    return getattr(error, "sqlstate", None) == FENCED_SQLSTATE and FENCED in str(error)
+
+
+@functools.lru_cache(maxsize=64)
+def _progress_from(k: int) -> str:
+    ctes = re.sub(r"\$(\d+)", lambda m: f"${int(m.group(1)) + k}", COMMIT_ONE_CTES)
+    return ctes + _FENCED_SELECT
+
+
+def _compiled(statement: object, dialect: Dialect, keys: tuple[str, ...]) -> _Compiled | None:
+    key = (id(statement), id(dialect), keys)
+    cached = _cache.get(key)
+    if cached is not None and cached[0] is statement and cached[1] is dialect:
+        return cached[2]
+    found = _compile(statement, dialect, keys)
+    if len(_cache) >= _CACHE_SIZE:
+        _cache.clear()  # statements built per call: nothing to keep
+    _cache[key] = (statement, dialect, found)
+    return found
+
+
+def _compile(statement: object, dialect: Dialect, keys: tuple[str, ...]) -> _Compiled | None:
+    """Compile ``statement`` if it can be a CTE as it is (a plain INSERT, UPDATE or DELETE)."""
+    if isinstance(statement, Insert | Update | Delete):
+        if statement.entity_description.get("entity") is not None:
+            return None  # an ORM entity's: its execution may do more than the SQL says
+    elif not isinstance(statement, TextClause):
+        return None
+    if statement.get_execution_options():
+        return None
+    try:
+        compiled = statement.compile(dialect=dialect, column_keys=list(keys))
+    except Exception:
+        return None
+    if not isinstance(compiled, SQLCompiler) or not _plain(compiled):
+        return None
+    processors: dict[str, Processor] = {}
+    for name, bind in compiled.binds.items():
+        if isinstance(bind.type, TupleType):
+            return None
+        processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
+        if processor is not None:
+            processors[name] = processor
+    fixed = None
+    if not compiled.post_compile_params and not compiled.literal_execute_params:
+        order = compiled.positiontup or ()
+        fixed = (combined_sql(compiled.string, len(order)), tuple(order))
+    return _Compiled(compiled, processors, fixed)
+
+
+def _plain(compiled: SQLCompiler) -> bool:
+    """A positional statement that starts with INSERT, UPDATE or DELETE and is only that."""
+    sql = compiled.string.lstrip()
+    return (
+        compiled.positional
+        and sql[:6].upper() in _DML
+        and sql[6:7].isspace()
+        and ";" not in sql
+        # Python-side column defaults are computed by an execution, not by the SQL.
+        and not compiled.insert_prefetch
+        and not compiled.update_prefetch
+        and not compiled.escaped_bind_names
+    )
