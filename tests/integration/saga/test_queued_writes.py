@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+import asyncpg
 import pytest
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -301,6 +302,82 @@ async def test_a_failing_write_fails_the_attempt_and_leaves_nothing(
     assert "unique" in message.lower() or "UNIQUE" in message
     for leaked in (SECRET, "INSERT", "VALUES", "DETAIL", "1000000"):
         assert leaked not in message, message
+
+
+@pytest.mark.postgres
+async def test_while_other_writes_are_in_flight_a_lone_steps_write_opens_a_shareable_transaction(
+    postgres_url: str, unique: str, plan: Plan, log: QueryLog
+) -> None:
+    """Under load a queued write runs in the step's transaction, where others can join it.
+
+    Another run's progress write is held by a row lock, so the group commit is busy: run B's
+    T1 and T3 are each a group of one, yet their writes go in a transaction (BEGIN before
+    their progress), not combined. Once nothing is in flight a third run's writes are combined again.
+    """
+    entered, gate = asyncio.Event(), asyncio.Event()
+    blocker = Saga(f"queued_blocker_{unique}")
+
+    @blocker.step("B1")
+    async def b1(ctx: StepContext) -> None:
+        entered.set()
+        await gate.wait()
+
+    saga = four_steps(f"queued_{unique}", plan)
+    engine = SagaEngine(postgres_url, [saga, blocker], worker_id=f"w-{unique}", lease=WAIT)
+    raw = await asyncpg.connect(
+        make_url(postgres_url).set(drivername="postgresql").render_as_string(False)
+    )
+    try:
+        log.attach(engine)
+        await engine.create_schema()
+        async with engine.db.begin() as conn:
+            await conn.run_sync(table_of(plan.table).metadata.create_all)
+        async with engine.worker(concurrency=4):
+            held = await engine.start(blocker.name, {})
+            await asyncio.wait_for(entered.wait(), timeout=WAIT.total_seconds())
+            lock = raw.transaction()
+            await lock.start()
+            await raw.execute("SELECT 1 FROM saga_runs WHERE id = $1 FOR UPDATE", held)
+            gate.set()  # B1's success now waits for the lock, inside a group commit
+
+            async def lock_waits() -> int:
+                return await raw.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                )
+
+            await eventually(lock_waits, lambda n: n >= 1, what="B1's write waiting")
+            log.queries.clear()
+            run_id = await engine.start(saga.name, {})
+
+            async def written() -> list[tuple[Any, ...]]:
+                return await rows(engine, plan)
+
+            await eventually(written, lambda r: len(r) == 2, what="T1's and T3's rows")
+            # The writes went through SQLAlchemy (not logged); the progress statements show
+            # where: after BEGIN on their connection, and none was a combined statement.
+            assert log.matching("fenced off") == [], log.queries
+            assert log.in_transaction("WITH u AS (") == [True, True], log.queries
+            await lock.rollback()
+            run = await engine.wait(run_id, timeout=WAIT)
+            assert run.status is SagaStatus.COMPLETED
+            assert (await engine.wait(held, timeout=WAIT)).status is SagaStatus.COMPLETED
+
+            log.queries.clear()
+            quiet_id = await engine.start(saga.name, {})
+            assert (await engine.wait(quiet_id, timeout=WAIT)).status is SagaStatus.COMPLETED
+        assert log.in_transaction(plan.table, "fenced off") == [False, False], "quiet: combined"
+        assert await rows(engine, plan) == [
+            (run_id, "T1", f"0:{SECRET}"),
+            (run_id, "T3", "t"),
+            (quiet_id, "T1", f"0:{SECRET}"),
+            (quiet_id, "T3", "t"),
+        ]
+    finally:
+        await raw.close()
+        async with engine.db.begin() as conn:
+            await conn.execute(sa.text(f"DROP TABLE IF EXISTS {plan.table}"))
+        await engine.close()
 
 
 @pytest.mark.postgres

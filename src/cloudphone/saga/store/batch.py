@@ -47,6 +47,11 @@ class Batcher(Generic[T, R]):
         self._busy = False
         self._task: asyncio.Task[None] | None = None
 
+    @property
+    def idle(self) -> bool:
+        """Whether nothing is being flushed or waiting to be."""
+        return not self._busy and not self._queue
+
     async def submit(self, item: T) -> R:
         """Write ``item`` with the next batch and return its result."""
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()

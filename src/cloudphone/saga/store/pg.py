@@ -208,6 +208,10 @@ class PgFastPath:
             await self._pool.close()
             self._pool = None
 
+    def idle(self) -> bool:
+        """Whether no progress write or start is being sent or waiting to be."""
+        return self._commits.idle and self._inserts.idle
+
     # -- progress -----------------------------------------------------------------------
 
     async def commit(

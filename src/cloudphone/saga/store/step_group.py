@@ -27,7 +27,8 @@ member that failed:
 
 A member's writes queued with ``ctx.write`` run on the connection before it hands over its
 turn (the next member must see them); only a member that is alone, in a group of one that
-nobody can join any more, leaves them for its progress write (one statement for both).
+nobody can join any more, while no other group ends and no progress write or start is in
+flight (:meth:`StepGroups.quiet`), leaves them for its progress write (one statement for both).
 
 A group takes members while it is young (:data:`WINDOW`) and small (``size``); one member
 alone costs what a lone step costs. A body that waits (for a row lock, say) makes the members
@@ -245,13 +246,14 @@ class _Member:
         writes: Sequence[QueuedWrite] = (),
     ) -> Committed:
         group = self._group
-        if writes and not (group.members == 1 and group.active == 1):
+        if writes and not (group.members == 1 and group.active == 1 and group.groups.quiet()):
             # Before the next member's body runs: it must see them (else a write queued here
-            # would overwrite what it read: a lost update).
+            # would overwrite what it read: a lost update). Under load this also keeps the
+            # group open while they run, so the steps due meanwhile share its commit.
             await run_writes(self._conn, writes)
         elif writes:
-            # Alone, and once it leaves nobody can join (no await from here to hand_over):
-            # its writes may go with its progress, in one statement where they can.
+            # Alone, nothing else in flight, and once it leaves nobody can join (no await
+            # from here to hand_over): its writes may go with its progress, one statement.
             group.writes = writes
         index = len(group.items)
         group.items.append((run_id, epoch, progress, seq))
@@ -294,6 +296,16 @@ class StepGroups:
         """Wait for the groups that are ending (their commit or rollback) to end."""
         if self.ending:
             await asyncio.gather(*self.ending, return_exceptions=True)
+
+    def quiet(self) -> bool:
+        """Whether no group is ending and no progress write or start is in flight.
+
+        A lone step's queued write goes with its progress in a statement of its own (one
+        round trip, one commit), which is the cheapest for a run alone; when other runs are
+        writing it is cheaper to run it in the group's transaction and let the steps due
+        meanwhile join (one commit for all of them).
+        """
+        return not self.ending and self.fast.idle()
 
     @property
     def gathering(self) -> int:
