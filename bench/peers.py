@@ -86,6 +86,13 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         help="cloudphone: most transactional steps sharing a transaction (1: each alone)",
     )
     parser.add_argument(
+        "--write-via",
+        choices=("session", "write"),
+        default="session",
+        help="cloudphone's business INSERT in `write`: ctx.session.execute (sent at once) or"
+        " ctx.write (queued, sent with the step's progress record)",
+    )
+    parser.add_argument(
         "--loop",
         choices=("uvloop", "asyncio"),
         default="uvloop",
@@ -213,7 +220,12 @@ def warmup(args: argparse.Namespace, concurrency: int) -> int:
 
 def options(args: argparse.Namespace, system: str, extra: dict[str, Any]) -> dict[str, Any]:
     if system == "cloudphone":
-        return {"worker_slack": args.worker_slack, "step_group": args.step_group, "loop": args.loop}
+        return {
+            "worker_slack": args.worker_slack,
+            "step_group": args.step_group,
+            "loop": args.loop,
+            "write_via": args.write_via,
+        }
     if system.startswith("dbos"):
         return {"mode": args.dbos_mode, "pool": args.dbos_pool}
     return dict(extra)

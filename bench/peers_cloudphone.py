@@ -22,13 +22,19 @@ INSERT = sa.text(f"INSERT INTO {BUSINESS_TABLE} (run_id, step) VALUES (:run, :st
 WAIT_SECONDS = 120.0
 
 
-def build_saga(shape: str) -> Saga:
-    """T1 (transactional) → S2 → T3 (transactional) → S4."""
+def build_saga(shape: str, via: str = "session") -> Saga:
+    """T1 (transactional) → S2 → T3 (transactional) → S4.
+
+    In ``write`` the INSERT goes through ``ctx.session`` (``via="session"``: sent at once) or
+    ``ctx.write`` (``via="write"``: sent with the step's progress record).
+    """
     write = shape == "write"
     saga = Saga(f"peers_{shape}")
 
     async def business_write(ctx: StepContext) -> None:
-        if write:
+        if write and via == "write":
+            ctx.write(INSERT, {"run": ctx.saga_id, "step": ctx.step})
+        elif write:
             await ctx.session.execute(INSERT, {"run": ctx.saga_id, "step": ctx.step})
 
     @saga.step("T1", transactional=True)
@@ -64,7 +70,7 @@ async def prepare(url: str) -> None:
 
 async def run_cell(cell: Cell) -> CellResult:
     """Warm up, then time ``cell.sagas`` sagas at ``cell.concurrency`` in flight."""
-    saga = build_saga(cell.shape)
+    saga = build_saga(cell.shape, cell.options.get("write_via", "session"))
     # A slot per client, plus room for a run whose slot is still being released when its
     # client starts the next one (that start would miss the claim by insert).
     slots = cell.concurrency + int(cell.options.get("worker_slack", 0))
