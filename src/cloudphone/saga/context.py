@@ -32,6 +32,32 @@ class QueuedWrite:
     """A private copy of what the step gave (never logged: it may hold secrets)."""
 
 
+class WriteQueue:
+    """The writes one attempt queued with :meth:`StepContext.write`, until they are taken.
+
+    Taken once the body returned; a write queued after that (from a task the body left
+    running, say) would never run, so it is refused instead of dropped.
+    """
+
+    def __init__(self) -> None:
+        self._items: list[QueuedWrite] = []
+        self._taken = False
+
+    def add(self, write: QueuedWrite) -> None:
+        """Queue ``write`` (refused once the writes were taken)."""
+        if self._taken:
+            raise RuntimeError(
+                "ctx.write after the step's body returned: its writes were already taken "
+                "to commit with the step; queue them before the body returns"
+            )
+        self._items.append(write)
+
+    def take(self) -> tuple[QueuedWrite, ...]:
+        """The queued writes, in order; later ones are refused."""
+        self._taken = True
+        return tuple(self._items)
+
+
 @dataclass(frozen=True)
 class StepContext(Generic[InputT]):
     """The view a step action or compensation has of its saga run.
@@ -66,7 +92,7 @@ class StepContext(Generic[InputT]):
     compensation_cause: str | None = None
     error: ErrorInfo | None = None
     _session: AsyncConnection | None = field(default=None, repr=False)
-    _writes: list[QueuedWrite] | None = field(default=None, repr=False, compare=False)
+    _writes: WriteQueue | None = field(default=None, repr=False, compare=False)
     _run: RunView | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -143,7 +169,7 @@ class StepContext(Generic[InputT]):
                 "this context runs no queued writes (StepEnvironment.context): call the step "
                 "through StepEnvironment.run, or write through ctx.session"
             )
-        self._writes.append(QueuedWrite(statement, _copied(statement, params)))
+        self._writes.add(QueuedWrite(statement, _copied(statement, params)))
 
     def _not_transactional(self, what: str) -> RuntimeError:
         return RuntimeError(

@@ -23,7 +23,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from cloudphone.saga import decide, timers
-from cloudphone.saga.context import _CURRENT, QueuedWrite, StepContext, idempotency_key
+from cloudphone.saga.context import _CURRENT, QueuedWrite, StepContext, WriteQueue, idempotency_key
 from cloudphone.saga.definition import Saga, Step, StepKind
 from cloudphone.saga.errors import (
     LeaseLostError,
@@ -54,6 +54,8 @@ from cloudphone.saga.state import SagaStatus
 from cloudphone.saga.tracing import NO_TRACER, SagaTracer
 
 log = logging.getLogger("cloudphone.saga")
+Queued = tuple[QueuedWrite, ...]
+"""The writes a transactional attempt queued (``ctx.write``), in order."""
 
 
 class StepTimeoutError(SagaError, TimeoutError):
@@ -225,7 +227,7 @@ class Runner:
         step: Step,
         compensating: bool,
         session: AsyncConnection | None = None,
-        writes: list[QueuedWrite] | None = None,
+        writes: WriteQueue | None = None,
     ) -> StepContext[Any]:
         s = self.state
         # Private copies: a step cannot change the run's data except by returning its output.
@@ -315,11 +317,11 @@ class Runner:
         try:
             if transactional:
 
-                async def attempt(session: AsyncConnection) -> tuple[Progress, list[QueuedWrite]]:
-                    writes: list[QueuedWrite] = []
+                async def attempt(session: AsyncConnection) -> tuple[Progress, Queued]:
+                    writes = WriteQueue()
                     ctx = self._context(step, compensating, session, writes)
                     output = await self._call(fn, ctx, *call)
-                    return self._with_carried(ok(output, self._clock.now())), writes
+                    return self._with_carried(ok(output, self._clock.now())), writes.take()
 
                 progress, committed = await self._patient.transaction(self.state, attempt)
             else:

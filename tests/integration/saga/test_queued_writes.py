@@ -23,6 +23,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import make_url
 
 from cloudphone.saga import EventKind, RetryPolicy, Saga, SagaEngine, SagaStatus, StepContext
+from cloudphone.saga.context import WriteQueue
 from cloudphone.saga.store import step_group
 from cloudphone.saga.store.sql import SqlStore
 from tests.support.waiting import eventually
@@ -312,7 +313,7 @@ async def test_while_other_writes_are_in_flight_a_lone_steps_write_opens_a_share
 
     Another run's progress write is held by a row lock, so the group commit is busy: run B's
     T1 and T3 are each a group of one, yet their writes go in a transaction (BEGIN before
-    their progress), not combined. Once nothing is in flight a third run's writes are combined again.
+    their progress), not combined. Once nothing is in flight a third run's are combined again.
     """
     entered, gate = asyncio.Event(), asyncio.Event()
     blocker = Saga(f"queued_blocker_{unique}")
@@ -486,7 +487,7 @@ async def test_ctx_write_outside_a_transactional_step_is_refused() -> None:
         plain.write(sa.text("DELETE FROM t"))
     with pytest.raises(RuntimeError, match=r"StepEnvironment\.run"):
         env.context("T", session=object()).write(sa.text("DELETE FROM t"))  # type: ignore[arg-type]
-    writes: list[Any] = []
+    writes = WriteQueue()
     ctx = dataclasses.replace(env.context("T", session=object()), _writes=writes)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="SQLAlchemy statement"):
         ctx.write("DELETE FROM t")  # type: ignore[arg-type]
@@ -495,4 +496,29 @@ async def test_ctx_write_outside_a_transactional_step_is_refused() -> None:
     params = {"a": 1}
     ctx.write(sa.text("DELETE FROM t WHERE a = :a"), params)
     params["a"] = 2
-    assert [w.params for w in writes] == [{"a": 1}], "a private copy, taken when queued"
+    assert [w.params for w in writes.take()] == [{"a": 1}], "a private copy, taken when queued"
+    with pytest.raises(RuntimeError, match="after the step's body returned"):
+        ctx.write(sa.text("DELETE FROM t"))  # it would never run: refused, not dropped
+
+
+async def test_a_write_queued_after_the_body_returned_is_refused(
+    make_engine: Callable[..., SagaEngine], unique: str, plan: Plan
+) -> None:
+    """A context kept past its body cannot queue more: that write would never run."""
+    kept: list[StepContext] = []
+    saga = Saga(f"queued_late_{unique}")
+
+    @saga.step("T", transactional=True)
+    async def t(ctx: StepContext) -> None:
+        kept.append(ctx)
+        ctx.write(sa.insert(table_of(plan.table)).values(run_id=ctx.saga_id, step="T"))
+
+    engine = make_engine([saga])
+    await engine.create_schema()
+    async with engine.db.begin() as conn:
+        await conn.run_sync(table_of(plan.table).metadata.create_all)
+    run_id, run = await run_once(engine, saga)
+    assert run.status is SagaStatus.COMPLETED
+    with pytest.raises(RuntimeError, match="after the step's body returned"):
+        kept[0].write(sa.insert(table_of(plan.table)).values(run_id=run_id, step="late"))
+    assert await rows(engine, plan) == [(run_id, "T", None)]

@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from cloudphone.saga.context import QueuedWrite, StepContext, idempotency_key
+from cloudphone.saga.context import StepContext, WriteQueue, idempotency_key
 from cloudphone.saga.definition import Saga, Step
 from cloudphone.saga.errors import QueuedWriteError
 from cloudphone.saga.inputs import input_json
@@ -172,11 +172,11 @@ class StepEnvironment:
                 )
             async with self.database.begin() as conn:
                 ctx = self.context(step, session=conn, **options)
-                writes: list[QueuedWrite] = []
+                writes = WriteQueue()
                 output = await fn(replace(ctx, _writes=writes))
                 checked = None if compensating else self._check(definition, output)
                 try:
-                    await run_writes(conn, writes)
+                    await run_writes(conn, writes.take())
                 except QueuedWriteError as failed:
                     raise failed.error from None
         if not compensating:
