@@ -166,3 +166,23 @@ async def test_a_run_from_before_per_step_outputs_reads_its_merged_data() -> Non
     env = StepEnvironment(saga, {"x": 1, "a": 1})  # A's output merged into the old data
     assert await env.run("B") == {"a": 2, "b": True}, "its old data counted as an input clash"
     assert env.data == {"x": 1, "a": 2, "b": True}
+
+
+async def test_run_runs_queued_writes_after_the_body_in_its_transaction(db: Database) -> None:
+    """ctx.write in the test kit: committed with the step; a failing one fails it, none kept."""
+    saga = Saga("queued_notes")
+
+    @saga.step("QUEUE", transactional=True)
+    async def queue(ctx: StepContext) -> dict[str, Any]:
+        ctx.write(sa.insert(notes).values(saga_id=ctx.saga_id, text="first"))
+        if ctx.data.get("clash"):  # the same key again: the second write fails
+            ctx.write(sa.insert(notes).values(saga_id=ctx.saga_id, text="again"))
+        return {"queued": True}
+
+    assert await StepEnvironment(saga, {}, saga_id="a", database=db).run("QUEUE") == {
+        "queued": True
+    }
+    assert await stored(db) == ["first"]
+    with pytest.raises(sa.exc.IntegrityError):
+        await StepEnvironment(saga, {"clash": True}, saga_id="b", database=db).run("QUEUE")
+    assert await stored(db) == ["first"], "the failed step's first write rolled back with it"
