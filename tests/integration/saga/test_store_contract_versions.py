@@ -13,7 +13,7 @@ import pytest
 from cloudphone.saga import EventKind, OperatorActionError, SagaRun, SagaStatus, operators
 from cloudphone.saga.history import StepsDone
 from cloudphone.saga.progress import OperatorChange
-from cloudphone.saga.store.base import WorkerPresence
+from cloudphone.saga.store.base import RunFilter, WorkerPresence
 from tests.integration.saga.test_store_contract_reads import _failed
 from tests.support.sagas import Recorder, build_saga
 from tests.support.stores import LEASE, Backend
@@ -33,7 +33,7 @@ async def orphans(backend: Backend) -> dict[int, int]:
 
 
 async def orphan_ids(backend: Backend) -> list[str]:
-    runs = await backend.store.list_runs(saga_type=backend.saga_type, orphaned=True)
+    runs = await backend.store.list_runs(RunFilter(saga_type=backend.saga_type, orphaned=True))
     return [r.id for r in runs]
 
 
@@ -44,8 +44,10 @@ async def test_a_run_stores_its_version_and_origin(backend: Backend) -> None:
     assert (fork.saga_version, fork.forked_from) == (3, plain.id)
     (started,) = await backend.store.history(fork.id)
     assert started.detail == {"from_step": "B"}
-    assert [r.id for r in await backend.store.list_runs(forked_from=plain.id)] == [fork.id]
-    assert await backend.store.list_runs(forked_from=fork.id) == []
+    assert [r.id for r in await backend.store.list_runs(RunFilter(forked_from=plain.id))] == [
+        fork.id
+    ]
+    assert await backend.store.list_runs(RunFilter(forked_from=fork.id)) == []
 
 
 async def test_a_claim_takes_only_the_versions_asked_for(backend: Backend) -> None:

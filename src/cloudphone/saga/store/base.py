@@ -22,7 +22,7 @@ this module only names:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -97,6 +97,27 @@ class NewRun:
     """More facts for its ``saga_started`` event (a fork's origin)."""
     outputs: Mapping[str, Any] | None = None
     """Outputs it starts with, by step (a fork's, of the steps it does not run again)."""
+
+
+@dataclass(frozen=True)
+class RunFilter:
+    """Which runs a listing returns: those matching every filter given (the defaults: any)."""
+
+    status: SagaStatus | None = None
+    saga_type: str | None = None
+    started_by: str | None = None
+    created_after: datetime | None = None
+    """Created at or after this time."""
+    created_before: datetime | None = None
+    """Created strictly before this time."""
+    needs_attention: bool = False
+    """Only FAILED runs no operator has resolved."""
+    ids: frozenset[str] | None = None
+    """Only these runs (a business-id search's hits)."""
+    orphaned: bool = False
+    """Only active runs whose (type, version) no live worker drives."""
+    forked_from: str | None = None
+    """Only the forks of that run."""
 
 
 @dataclass(frozen=True)
@@ -278,24 +299,7 @@ class SagaStore(ProgressStore, Protocol):
         ...
 
     async def list_runs(
-        self,
-        *,
-        status: SagaStatus | None = None,
-        saga_type: str | None = None,
-        started_by: str | None = None,
-        created_after: datetime | None = None,
-        created_before: datetime | None = None,
-        needs_attention: bool = False,
-        ids: Collection[str] | None = None,
-        limit: int = 50,
-        offset: int = 0,
-        orphaned: bool = False,
-        forked_from: str | None = None,
+        self, where: RunFilter, *, limit: int = 50, offset: int = 0
     ) -> list[SagaRun]:
-        """Runs matching every given filter, newest first (``created_at``, then ``id``).
-
-        ``ids`` limits the answer to those runs (a business-id search's hits). ``orphaned``:
-        only active runs whose (type, version) no live worker drives. ``forked_from``: only
-        the forks of that run.
-        """
+        """Runs matching ``where``, newest first (``created_at``, then ``id``)."""
         ...

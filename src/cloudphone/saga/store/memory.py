@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
-from collections.abc import AsyncIterator, Callable, Collection, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 
@@ -29,6 +29,7 @@ from cloudphone.saga.store import reconcile
 from cloudphone.saga.store.base import (
     Claimed,
     NewRun,
+    RunFilter,
     SagaTypes,
     WorkerPresence,
     type_matcher,
@@ -437,32 +438,15 @@ class MemoryStore(MemoryPresence):
         return [event_from_row(copy.deepcopy(e)) for e in self._events[run_id]]
 
     async def list_runs(
-        self,
-        *,
-        status: SagaStatus | None = None,
-        saga_type: str | None = None,
-        started_by: str | None = None,
-        created_after: datetime | None = None,
-        created_before: datetime | None = None,
-        needs_attention: bool = False,
-        ids: Collection[str] | None = None,
-        limit: int = 50,
-        offset: int = 0,
-        orphaned: bool = False,
-        forked_from: str | None = None,
+        self, where: RunFilter, *, limit: int = 50, offset: int = 0
     ) -> list[SagaRun]:
-        """Runs matching every given filter, newest first."""
-        check = row_filter(
-            status, saga_type, started_by, created_after, created_before, needs_attention, ids
-        )
-        orphans = {r["id"] for r in self._orphans(await self.live_workers())} if orphaned else None
+        """Runs matching ``where``, newest first."""
+        orphans = None
+        if where.orphaned:
+            orphans = {r["id"] for r in self._orphans(await self.live_workers())}
+        check = row_filter(where, orphans)
         rows = [
-            row
-            for run_id, row in self._runs.items()
-            if run_id not in self._pending
-            and check(row)
-            and (orphans is None or run_id in orphans)
-            and (forked_from is None or row["forked_from"] == forked_from)
+            row for run_id, row in self._runs.items() if run_id not in self._pending and check(row)
         ]
         rows.sort(key=lambda r: (r["created_at"], r["id"]), reverse=True)
         return [run_of(row) for row in rows[offset : offset + limit]]
