@@ -21,7 +21,7 @@ from cloudphone.saga import (
 from cloudphone.saga.decide import on_unknown_step
 from cloudphone.saga.errors import LeaseLostError
 from cloudphone.saga.progress import OperatorChange, state_of
-from cloudphone.saga.store.base import RunFilter
+from cloudphone.saga.store.base import ClaimRequest, RunFilter
 from cloudphone.saga.store.listen import Listener
 from tests.integration.saga.test_store_contract import SHAPE, succeeded
 from tests.support.stores import LEASE, Backend
@@ -52,10 +52,10 @@ async def test_reads_are_copies_the_caller_cannot_change(backend: Backend) -> No
 async def test_history_numbers_events_without_gaps(backend: Backend) -> None:
     clock, types = backend.clock, [backend.saga_type]
     run = await backend.insert()
-    (claimed,) = await backend.store.claim("w1", 1, types, clock.now())
+    (claimed,) = await backend.store.claim(ClaimRequest("w1", 1, types, clock.now()))
     await backend.store.commit(run.id, claimed.run.epoch, succeeded(backend, claimed.run))
     clock.advance(LEASE + timedelta(seconds=1))
-    await backend.store.claim("w2", 1, types, clock.now())
+    await backend.store.claim(ClaimRequest("w2", 1, types, clock.now()))
     events = await backend.store.history(run.id)
     assert [e.seq for e in events] == [1, 2, 3]
     assert [e.kind for e in events] == [
@@ -189,7 +189,7 @@ async def test_retry_of_a_failed_run_resumes_it(backend: Backend) -> None:
         failed.epoch + 1,
     )
     assert (retried.next_run_at, retried.finished_at) == (clock.now(), None)
-    (claimed,) = await store.claim("w1", 1, [backend.saga_type], clock.now())
+    (claimed,) = await store.claim(ClaimRequest("w1", 1, [backend.saga_type], clock.now()))
     assert claimed.run.id == failed.id
 
 

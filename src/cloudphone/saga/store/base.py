@@ -121,6 +121,38 @@ class RunFilter:
 
 
 @dataclass(frozen=True)
+class ClaimRequest:
+    """One claim round of a worker: which due runs it may lease, and how many."""
+
+    worker_id: str
+    limit: int
+    """Most runs to lease (none for 0 or less)."""
+    saga_types: SagaTypes
+    """The (type, version) pairs it drives; a bare name stands for every version."""
+    now: datetime
+    """When the round runs: runs due by then are claimed."""
+    reclaim_own: bool = False
+    """Claim runs this worker already holds too (after a restart with the same id)."""
+    exclude: Sequence[str] = ()
+    """Runs the caller is driving: never claimed, even if their leases lapsed."""
+    takeover_before: datetime | None = None
+    """Only leases that expired before this (default ``now``) are taken over."""
+    lost_claims: Sequence[datetime] = ()
+    """Times of this worker's claims whose answer was lost: the runs they took, untouched
+    since, are claimed again as fresh (a store whose answers cannot be lost ignores it)."""
+
+    @property
+    def before(self) -> datetime:
+        """When a lease must have expired for a takeover: ``takeover_before`` or ``now``."""
+        return self.takeover_before or self.now
+
+    @property
+    def own(self) -> str | None:
+        """The owner whose leases count as free (``reclaim_own``): this worker, or None."""
+        return self.worker_id if self.reclaim_own else None
+
+
+@dataclass(frozen=True)
 class Claimed:
     """A run a worker just claimed."""
 
@@ -207,24 +239,11 @@ class SagaStore(ProgressStore, Protocol):
         """
         ...
 
-    async def claim(
-        self,
-        worker_id: str,
-        limit: int,
-        saga_types: SagaTypes,
-        now: datetime,
-        reclaim_own: bool = False,
-        exclude: Sequence[str] = (),
-        takeover_before: datetime | None = None,
-        lost_claims: Sequence[datetime] = (),
-    ) -> list[Claimed]:
+    async def claim(self, request: ClaimRequest) -> list[Claimed]:
         """Lease up to ``limit`` due runs: unowned, lease expired, or (``reclaim_own``) ours.
 
-        Only runs whose (type, version) ``saga_types`` covers are claimed. Runs in
-        ``exclude`` (the caller drives them) are never claimed. Only leases that
-        expired before ``takeover_before`` (default ``now``) are taken over. ``lost_claims``:
-        times of this worker's claims whose answer was lost; the runs they took, untouched
-        since, are claimed again as fresh (a store whose answers cannot be lost ignores it).
+        Only runs whose (type, version) ``saga_types`` covers are claimed, never those in
+        ``exclude``; see :class:`ClaimRequest` for ``takeover_before`` and ``lost_claims``.
         """
         ...
 

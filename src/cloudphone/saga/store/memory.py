@@ -28,6 +28,7 @@ from cloudphone.saga.state import ACTIVE, SagaStatus
 from cloudphone.saga.store import reconcile
 from cloudphone.saga.store.base import (
     Claimed,
+    ClaimRequest,
     NewRun,
     RunFilter,
     SagaTypes,
@@ -247,31 +248,21 @@ class MemoryStore(MemoryPresence):
 
     # -- claims and leases --------------------------------------------------------------
 
-    async def claim(
-        self,
-        worker_id: str,
-        limit: int,
-        saga_types: SagaTypes,
-        now: datetime,
-        reclaim_own: bool = False,
-        exclude: Sequence[str] = (),
-        takeover_before: datetime | None = None,
-        lost_claims: Sequence[datetime] = (),
-    ) -> list[Claimed]:
+    async def claim(self, request: ClaimRequest) -> list[Claimed]:
         """Lease due runs, oldest ``next_run_at`` first; a takeover counts the lost attempt.
 
         Leases that expired before ``takeover_before`` (default ``now``) are taken over; in
         memory no claim's answer is lost, so ``lost_claims`` is moot.
         """
-        if limit <= 0 or not saga_types:
+        r = request
+        if r.limit <= 0 or not r.saga_types:
             return []
         async with self.lock:
-            own = worker_id if reclaim_own else None
             due = sorted(
-                self._claimable(saga_types, now, own, exclude, takeover_before or now),
-                key=lambda r: (r["next_run_at"], r["created_at"], r["id"]),
+                self._claimable(r.saga_types, r.now, r.own, r.exclude, r.before),
+                key=lambda row: (row["next_run_at"], row["created_at"], row["id"]),
             )
-            return [self._claim(row, worker_id, now) for row in due[:limit]]
+            return [self._claim(row, r.worker_id, r.now) for row in due[: r.limit]]
 
     def _claim(self, row: Row, worker_id: str, now: datetime) -> Claimed:
         previous = row["owner"]
