@@ -11,7 +11,7 @@ from cloudphone.saga.ports import Clock
 from cloudphone.saga.records import SagaEvent, SagaRun
 from cloudphone.saga.state import SagaStatus
 from cloudphone.saga.stats import SagaStats
-from cloudphone.saga.store.base import SagaStore
+from cloudphone.saga.store.base import RunFilter, SagaStore
 from cloudphone.saga.store.stats import read_stats_txn
 
 if TYPE_CHECKING:
@@ -74,19 +74,18 @@ class RunReads:
             raise ValueError("limit must be between 1 and 1000")
         if ids is not None and len(ids) > 1000:
             raise ValueError("at most 1000 ids")
-        return await self.store.list_runs(
+        where = RunFilter(
             status=status,
             saga_type=saga_type,
             started_by=started_by,
             created_after=created_after,
             created_before=created_before,
             needs_attention=needs_attention,
-            ids=ids,
-            limit=limit,
-            offset=max(offset, 0),
+            ids=frozenset(ids) if ids is not None else None,
             orphaned=orphaned,
             forked_from=forked_from,
         )
+        return await self.store.list_runs(where, limit=limit, offset=max(offset, 0))
 
     async def stats(
         self,

@@ -27,7 +27,7 @@ from cloudphone.saga.progress import Progress, RunState, state_of
 from cloudphone.saga.records import SagaRun
 from cloudphone.saga.runner import Runner
 from cloudphone.saga.state import SagaStatus
-from cloudphone.saga.store.base import SagaStore
+from cloudphone.saga.store.base import ClaimRequest, SagaStore
 from cloudphone.saga.tracing import NO_TRACER, SagaTracer
 
 log = logging.getLogger("cloudphone.saga")
@@ -227,7 +227,7 @@ class Worker:
         now = self._clock.now()
         lost = list(self._lost_claims)
         try:
-            claimed = await self._store.claim(
+            request = ClaimRequest(
                 self.worker_id,
                 room,
                 self._types,
@@ -237,6 +237,7 @@ class Worker:
                 takeover_before=self.outage.takeover_before(now, self._store.lease),
                 lost_claims=lost,
             )
+            claimed = await self._store.claim(request)
         except DatabaseUnavailableError as error:
             self._claim_lost(now)
             self.outage.failed("claims", error)

@@ -14,6 +14,7 @@ from cloudphone.saga import EventKind, Saga, SagaEngine, SagaStatus, StepContext
 from cloudphone.saga.decide import on_step_success
 from cloudphone.saga.errors import LeaseLostError
 from cloudphone.saga.progress import Progress, state_of
+from cloudphone.saga.store.base import ClaimRequest
 from cloudphone.saga.testing import ManualClock
 from tests.support.chaos import (
     build_chaos_saga,
@@ -49,12 +50,14 @@ async def test_taken_over_worker_cannot_commit_progress_or_transactional_writes(
     store, a_id, b_id = engine.store, f"a-{unique}", f"b-{unique}"
     run_id = await engine.start(saga.name, {"n": 1})
 
-    (a,) = await store.claim(a_id, 1, [saga.name], clock.now())
+    (a,) = await store.claim(ClaimRequest(a_id, 1, [saga.name], clock.now()))
     assert (a.previous_owner, a.run.owner, a.run.attempt) == (None, a_id, 1)
     clock.advance(LEASE - timedelta(milliseconds=1))
-    assert await store.claim(b_id, 1, [saga.name], clock.now()) == [], "lease still held"
+    assert await store.claim(ClaimRequest(b_id, 1, [saga.name], clock.now())) == [], (
+        "lease still held"
+    )
     clock.advance(timedelta(milliseconds=2))
-    (b,) = await store.claim(b_id, 1, [saga.name], clock.now())
+    (b,) = await store.claim(ClaimRequest(b_id, 1, [saga.name], clock.now()))
 
     assert b.previous_owner == a_id
     assert (b.run.owner, b.run.epoch, b.run.attempt) == (b_id, a.run.epoch + 1, a.run.attempt + 1)

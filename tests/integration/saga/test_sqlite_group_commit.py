@@ -21,6 +21,7 @@ import sqlalchemy as sa
 
 from cloudphone.saga import Database, EventKind, Saga, SagaEngine, SagaStatus, StepContext
 from cloudphone.saga.errors import DatabaseUnavailableError, LeaseLostError, NestedWriteError
+from cloudphone.saga.store.base import ClaimRequest
 from cloudphone.saga.store.lite import bind_processor
 from cloudphone.saga.store.sql import SqlStore
 from cloudphone.saga.store.sqlite_engine import create_sqlite_engine
@@ -178,7 +179,7 @@ async def _write_the_same(store: SqlStore, clock: ManualClock, ids: list[str]) -
     await backend.insert(id=ids[4])  # pending: claimed fresh
     clock.advance(LEASE * 2)
     now = clock.now()
-    claimed = await store.claim("w2", 10, [backend.saga_type], now, exclude=[ids[0]])
+    claimed = await store.claim(ClaimRequest("w2", 10, [backend.saga_type], now, exclude=[ids[0]]))
     return [(c.run, c.previous_owner, await backend.read(c.run.id)) for c in claimed]
 
 

@@ -17,6 +17,7 @@ from cloudphone.saga import EventKind, SagaRun, SagaStatus
 from cloudphone.saga.decide import on_step_failure, on_step_success
 from cloudphone.saga.errors import LeaseLostError
 from cloudphone.saga.progress import Progress, state_of
+from cloudphone.saga.store.base import ClaimRequest
 from tests.support.sagas import Recorder, build_saga
 from tests.support.stores import LEASE, Backend, contract_effects
 
@@ -82,7 +83,10 @@ async def test_insert_claimed_by_its_worker(backend: Backend) -> None:
     run = await backend.insert(owner="w1")
     assert (run.status, run.owner, run.epoch, run.attempt) == (SagaStatus.RUNNING, "w1", 1, 1)
     assert run.lease_expires_at == backend.clock.now() + LEASE
-    assert await backend.store.claim("w2", 10, [backend.saga_type], backend.clock.now()) == []
+    assert (
+        await backend.store.claim(ClaimRequest("w2", 10, [backend.saga_type], backend.clock.now()))
+        == []
+    )
 
 
 @pytest.mark.parametrize("outcome", ["commit", "rollback"])
@@ -108,7 +112,7 @@ async def test_insert_in_the_callers_transaction(backend: Backend, outcome: str)
     assert run is not None
     assert found is not None
     assert (run.status, found.id, await backend.effects(new.id)) == (SagaStatus.PENDING, new.id, 1)
-    (claimed,) = await backend.store.claim("w1", 10, [backend.saga_type], new.now)
+    (claimed,) = await backend.store.claim(ClaimRequest("w1", 10, [backend.saga_type], new.now))
     assert claimed.run.id == new.id
 
 
@@ -131,10 +135,10 @@ async def test_claim_leases_due_runs_of_the_given_types_oldest_first(backend: Ba
     await backend.insert(saga_type=f"{backend.saga_type}_other")
     second = await backend.insert(now=clock.now() + timedelta(milliseconds=500))
 
-    assert await backend.store.claim("w1", 0, types, clock.now()) == []
-    assert await backend.store.claim("w1", 5, [], clock.now()) == []
+    assert await backend.store.claim(ClaimRequest("w1", 0, types, clock.now())) == []
+    assert await backend.store.claim(ClaimRequest("w1", 5, [], clock.now())) == []
     clock.advance(timedelta(milliseconds=500))
-    claimed = await backend.store.claim("w1", 5, types, clock.now())
+    claimed = await backend.store.claim(ClaimRequest("w1", 5, types, clock.now()))
     assert [c.run.id for c in claimed] == [first.id, second.id], "not due yet, or other type"
     for item in claimed:
         assert item.previous_owner is None
@@ -142,27 +146,31 @@ async def test_claim_leases_due_runs_of_the_given_types_oldest_first(backend: Ba
         assert item.run.lease_expires_at == clock.now() + LEASE
         assert item.run.attempt == 1
     clock.advance(timedelta(milliseconds=500))
-    (only,) = await backend.store.claim("w2", 1, types, clock.now())
+    (only,) = await backend.store.claim(ClaimRequest("w2", 1, types, clock.now()))
     assert only.run.id == later.id
-    assert await backend.store.claim("w2", 5, types, clock.now()) == [], "leases still held"
+    assert await backend.store.claim(ClaimRequest("w2", 5, types, clock.now())) == [], (
+        "leases still held"
+    )
 
 
 async def test_claim_limit_takes_the_oldest_and_exclude_skips(backend: Backend) -> None:
     clock, types = backend.clock, [backend.saga_type]
     ids = [(await backend.insert(now=clock.now() + timedelta(seconds=i))).id for i in range(3)]
     clock.advance(timedelta(seconds=3))
-    claimed = await backend.store.claim("w1", 2, types, clock.now(), exclude=[ids[0]])
+    claimed = await backend.store.claim(ClaimRequest("w1", 2, types, clock.now(), exclude=[ids[0]]))
     assert [c.run.id for c in claimed] == ids[1:]
 
 
 async def test_expired_lease_is_taken_over_counting_the_lost_attempt(backend: Backend) -> None:
     clock, types = backend.clock, [backend.saga_type]
     run = await backend.insert()
-    (a,) = await backend.store.claim("a", 1, types, clock.now())
+    (a,) = await backend.store.claim(ClaimRequest("a", 1, types, clock.now()))
     clock.advance(LEASE)
-    assert await backend.store.claim("b", 1, types, clock.now()) == [], "expires strictly after"
+    assert await backend.store.claim(ClaimRequest("b", 1, types, clock.now())) == [], (
+        "expires strictly after"
+    )
     clock.advance(timedelta(milliseconds=1))
-    (b,) = await backend.store.claim("b", 1, types, clock.now())
+    (b,) = await backend.store.claim(ClaimRequest("b", 1, types, clock.now()))
 
     assert b.previous_owner == "a"
     assert (b.run.owner, b.run.epoch, b.run.attempt) == ("b", a.run.epoch + 1, 2)
@@ -182,8 +190,8 @@ async def test_reclaim_own_takes_back_this_workers_runs_at_once(backend: Backend
     clock, types = backend.clock, [backend.saga_type]
     mine = await backend.insert(owner="w1")
     theirs = await backend.insert(owner="w2")
-    assert await backend.store.claim("w1", 5, types, clock.now()) == []
-    (back,) = await backend.store.claim("w1", 5, types, clock.now(), reclaim_own=True)
+    assert await backend.store.claim(ClaimRequest("w1", 5, types, clock.now())) == []
+    (back,) = await backend.store.claim(ClaimRequest("w1", 5, types, clock.now(), reclaim_own=True))
     assert (back.run.id, back.previous_owner, back.run.attempt) == (mine.id, "w1", 2)
     assert back.run.epoch == mine.epoch + 1
     assert (await backend.read(theirs.id)).owner == "w2"
@@ -192,9 +200,9 @@ async def test_reclaim_own_takes_back_this_workers_runs_at_once(backend: Backend
 async def test_stale_epoch_cannot_write_and_current_epoch_can(backend: Backend) -> None:
     clock, types = backend.clock, [backend.saga_type]
     run = await backend.insert()
-    (a,) = await backend.store.claim("a", 1, types, clock.now())
+    (a,) = await backend.store.claim(ClaimRequest("a", 1, types, clock.now()))
     clock.advance(LEASE + timedelta(seconds=1))
-    (b,) = await backend.store.claim("b", 1, types, clock.now())
+    (b,) = await backend.store.claim(ClaimRequest("b", 1, types, clock.now()))
     before, history = await backend.read(run.id), await backend.store.history(run.id)
 
     with pytest.raises(LeaseLostError):
@@ -275,7 +283,7 @@ async def test_release_hands_runs_back_and_fences_the_old_owner(backend: Backend
     assert (await backend.read(theirs.id)).owner == "w2"
     with pytest.raises(LeaseLostError):
         await store.commit(mine.id, mine.epoch, succeeded(backend, mine))
-    (again,) = await store.claim("w3", 5, types, clock.now())
+    (again,) = await store.claim(ClaimRequest("w3", 5, types, clock.now()))
     assert (again.run.id, again.previous_owner, again.run.attempt) == (mine.id, None, 1)
 
 

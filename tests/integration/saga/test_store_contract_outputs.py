@@ -12,6 +12,7 @@ from typing import Any
 from cloudphone.saga import SagaRun, SagaStatus, operators
 from cloudphone.saga.decide import on_unknown_step
 from cloudphone.saga.progress import state_of
+from cloudphone.saga.store.base import ClaimRequest
 from tests.integration.saga.test_store_contract import SHAPE, failed, succeeded
 from tests.support.stores import Backend
 
@@ -59,13 +60,13 @@ async def test_retry_since_is_written_by_a_failure_and_cleared_by_moving_on(
     stored = await backend.read(run.id)
     assert stored.retry_since == first_failure
     clock.advance(timedelta(seconds=5))
-    (claimed,) = await backend.store.claim("w1", 1, types, clock.now())
+    (claimed,) = await backend.store.claim(ClaimRequest("w1", 1, types, clock.now()))
     await backend.store.commit(
         run.id, claimed.run.epoch, failed(backend, claimed.run), claimed.run.last_seq
     )
     assert (await backend.read(run.id)).retry_since == first_failure, "the budget restarted"
     clock.advance(timedelta(seconds=5))
-    (claimed,) = await backend.store.claim("w1", 1, types, clock.now())
+    (claimed,) = await backend.store.claim(ClaimRequest("w1", 1, types, clock.now()))
     after = await step_done(backend, claimed.run, None)
     assert (after.current_step, after.retry_since) == ("B", None)
 

@@ -21,6 +21,7 @@ from cloudphone.saga import (
 from cloudphone.saga.decide import on_unknown_step
 from cloudphone.saga.errors import LeaseLostError
 from cloudphone.saga.progress import OperatorChange, state_of
+from cloudphone.saga.store.base import ClaimRequest, RunFilter
 from cloudphone.saga.store.listen import Listener
 from tests.integration.saga.test_store_contract import SHAPE, succeeded
 from tests.support.stores import LEASE, Backend
@@ -51,10 +52,10 @@ async def test_reads_are_copies_the_caller_cannot_change(backend: Backend) -> No
 async def test_history_numbers_events_without_gaps(backend: Backend) -> None:
     clock, types = backend.clock, [backend.saga_type]
     run = await backend.insert()
-    (claimed,) = await backend.store.claim("w1", 1, types, clock.now())
+    (claimed,) = await backend.store.claim(ClaimRequest("w1", 1, types, clock.now()))
     await backend.store.commit(run.id, claimed.run.epoch, succeeded(backend, claimed.run))
     clock.advance(LEASE + timedelta(seconds=1))
-    await backend.store.claim("w2", 1, types, clock.now())
+    await backend.store.claim(ClaimRequest("w2", 1, types, clock.now()))
     events = await backend.store.history(run.id)
     assert [e.seq for e in events] == [1, 2, 3]
     assert [e.kind for e in events] == [
@@ -80,35 +81,39 @@ async def test_list_filters_and_orders_newest_first(backend: Backend) -> None:
     other = await backend.insert(saga_type=f"{kind}_other", now=start + timedelta(seconds=3))
     failed = await _failed(backend, newest)
 
-    everything = await store.list_runs(saga_type=kind)
+    everything = await store.list_runs(RunFilter(saga_type=kind))
     assert [r.id for r in everything] == [newest.id, twins[1].id, twins[0].id, old.id]
-    assert [r.id for r in await store.list_runs(saga_type=kind, limit=2, offset=1)] == [
+    assert [r.id for r in await store.list_runs(RunFilter(saga_type=kind), limit=2, offset=1)] == [
         twins[1].id,
         twins[0].id,
     ]
-    assert [r.id for r in await store.list_runs(saga_type=kind, started_by="alice")] == [
+    assert [r.id for r in await store.list_runs(RunFilter(saga_type=kind, started_by="alice"))] == [
         newest.id,
         old.id,
     ]
-    assert [r.id for r in await store.list_runs(saga_type=kind, status=SagaStatus.PENDING)] == [
+    assert [
+        r.id for r in await store.list_runs(RunFilter(saga_type=kind, status=SagaStatus.PENDING))
+    ] == [
         twins[1].id,
         twins[0].id,
         old.id,
     ]
     window = await store.list_runs(
-        saga_type=kind,
-        created_after=start + timedelta(seconds=1),
-        created_before=start + timedelta(seconds=2),
+        RunFilter(
+            saga_type=kind,
+            created_after=start + timedelta(seconds=1),
+            created_before=start + timedelta(seconds=2),
+        )
     )
     assert [r.id for r in window] == [twins[1].id, twins[0].id], "after is inclusive, before is not"
-    assert [r.id for r in await store.list_runs(saga_type=kind, needs_attention=True)] == [
-        failed.id
-    ]
+    assert [
+        r.id for r in await store.list_runs(RunFilter(saga_type=kind, needs_attention=True))
+    ] == [failed.id]
     await store.operate(
         failed.id, lambda run: operators.resolve(run, clock.now(), "ops", "fixed by hand")
     )
-    assert await store.list_runs(saga_type=kind, needs_attention=True) == []
-    assert [r.id for r in await store.list_runs(saga_type=f"{kind}_other")] == [other.id]
+    assert await store.list_runs(RunFilter(saga_type=kind, needs_attention=True)) == []
+    assert [r.id for r in await store.list_runs(RunFilter(saga_type=f"{kind}_other"))] == [other.id]
 
 
 async def test_cancel_of_an_unowned_run_fences_and_compensates_atomically(backend: Backend) -> None:
@@ -184,7 +189,7 @@ async def test_retry_of_a_failed_run_resumes_it(backend: Backend) -> None:
         failed.epoch + 1,
     )
     assert (retried.next_run_at, retried.finished_at) == (clock.now(), None)
-    (claimed,) = await store.claim("w1", 1, [backend.saga_type], clock.now())
+    (claimed,) = await store.claim(ClaimRequest("w1", 1, [backend.saga_type], clock.now()))
     assert claimed.run.id == failed.id
 
 

@@ -13,7 +13,7 @@ import pytest
 from cloudphone.saga import EventKind, OperatorActionError, SagaRun, SagaStatus, operators
 from cloudphone.saga.history import StepsDone
 from cloudphone.saga.progress import OperatorChange
-from cloudphone.saga.store.base import WorkerPresence
+from cloudphone.saga.store.base import ClaimRequest, RunFilter, WorkerPresence
 from tests.integration.saga.test_store_contract_reads import _failed
 from tests.support.sagas import Recorder, build_saga
 from tests.support.stores import LEASE, Backend
@@ -33,7 +33,7 @@ async def orphans(backend: Backend) -> dict[int, int]:
 
 
 async def orphan_ids(backend: Backend) -> list[str]:
-    runs = await backend.store.list_runs(saga_type=backend.saga_type, orphaned=True)
+    runs = await backend.store.list_runs(RunFilter(saga_type=backend.saga_type, orphaned=True))
     return [r.id for r in runs]
 
 
@@ -44,8 +44,10 @@ async def test_a_run_stores_its_version_and_origin(backend: Backend) -> None:
     assert (fork.saga_version, fork.forked_from) == (3, plain.id)
     (started,) = await backend.store.history(fork.id)
     assert started.detail == {"from_step": "B"}
-    assert [r.id for r in await backend.store.list_runs(forked_from=plain.id)] == [fork.id]
-    assert await backend.store.list_runs(forked_from=fork.id) == []
+    assert [r.id for r in await backend.store.list_runs(RunFilter(forked_from=plain.id))] == [
+        fork.id
+    ]
+    assert await backend.store.list_runs(RunFilter(forked_from=fork.id)) == []
 
 
 async def test_a_claim_takes_only_the_versions_asked_for(backend: Backend) -> None:
@@ -55,10 +57,12 @@ async def test_a_claim_takes_only_the_versions_asked_for(backend: Backend) -> No
     clock.advance(timedelta(milliseconds=1))
     assert await backend.store.next_due([(kind, 3)]) is None
     assert await backend.store.next_due([(kind, 2)]) == new.next_run_at
-    assert await backend.store.claim("w3", 5, [(kind, 3)], clock.now()) == []
-    (claimed,) = await backend.store.claim("w1", 5, [(kind, 1), (f"{kind}_x", 2)], clock.now())
+    assert await backend.store.claim(ClaimRequest("w3", 5, [(kind, 3)], clock.now())) == []
+    (claimed,) = await backend.store.claim(
+        ClaimRequest("w1", 5, [(kind, 1), (f"{kind}_x", 2)], clock.now())
+    )
     assert (claimed.run.id, claimed.run.saga_version) == (old.id, 1)
-    (second,) = await backend.store.claim("w2", 5, [kind], clock.now())
+    (second,) = await backend.store.claim(ClaimRequest("w2", 5, [kind], clock.now()))
     assert second.run.id == new.id, "a bare name stands for every version"
 
 
@@ -67,7 +71,7 @@ async def test_reclaiming_ones_own_runs_keeps_to_its_versions(backend: Backend) 
     await backend.insert(saga_version=1, owner="w1")
     mine = await backend.insert(saga_version=2, owner="w1")
     now = backend.clock.now()
-    (back,) = await backend.store.claim("w1", 5, [(kind, 2)], now, reclaim_own=True)
+    (back,) = await backend.store.claim(ClaimRequest("w1", 5, [(kind, 2)], now, reclaim_own=True))
     assert back.run.id == mine.id
 
 
@@ -143,7 +147,7 @@ async def test_a_spawned_run_is_inserted_with_the_operators_change(backend: Back
         "B",
         original.id,
     )
-    (claimed,) = await store.claim("w1", 5, [backend.saga_type], clock.now())
+    (claimed,) = await store.claim(ClaimRequest("w1", 5, [backend.saga_type], clock.now()))
     assert claimed.run.id == fork.id
 
 
@@ -158,6 +162,6 @@ async def test_a_migrated_run_is_claimed_for_its_new_version(backend: Backend) -
 
     moved = await store.operate(run.id, migrate)
     assert (moved.saga_version, moved.owner, moved.epoch) == (2, None, run.epoch + 1)
-    assert await store.claim("w1", 5, [(kind, 1)], clock.now()) == []
-    (claimed,) = await store.claim("w2", 5, [(kind, 2)], clock.now())
+    assert await store.claim(ClaimRequest("w1", 5, [(kind, 1)], clock.now())) == []
+    (claimed,) = await store.claim(ClaimRequest("w2", 5, [(kind, 2)], clock.now()))
     assert claimed.run.id == run.id

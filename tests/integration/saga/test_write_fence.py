@@ -12,6 +12,7 @@ from cloudphone.saga import EventKind, Saga, SagaEngine, SagaRun
 from cloudphone.saga.decide import on_step_success
 from cloudphone.saga.errors import LeaseLostError, StaleStateError
 from cloudphone.saga.progress import Progress, state_of
+from cloudphone.saga.store.base import ClaimRequest
 from cloudphone.saga.testing import ManualClock
 from tests.support.sagas import Recorder, build_saga
 
@@ -37,7 +38,7 @@ async def claim_one(make_engine: Callable[..., SagaEngine], name: str) -> Claime
     engine = make_engine([saga], clock=clock)
     await engine.create_schema()
     run_id = await engine.start(saga.name, {})
-    (claim,) = await engine.store.claim(f"w-{name}", 1, [saga.name], clock.now())
+    (claim,) = await engine.store.claim(ClaimRequest(f"w-{name}", 1, [saga.name], clock.now()))
     assert claim.run.id == run_id
     return Claimed(engine, clock, saga, claim.run)
 
@@ -105,17 +106,17 @@ async def test_runs_of_a_claim_whose_answer_was_lost_are_claimed_again_as_fresh(
         await engine.create_schema()
         run_id = await engine.start(saga.name, {})
         lost_at = clock.now()
-        (lost,) = await engine.store.claim(engine.worker_id, 1, [saga.name], lost_at)
+        (lost,) = await engine.store.claim(ClaimRequest(engine.worker_id, 1, [saga.name], lost_at))
         clock.advance(timedelta(milliseconds=10))
         (again,) = await engine.store.claim(
-            engine.worker_id, 5, [saga.name], clock.now(), lost_claims=[lost_at]
+            ClaimRequest(engine.worker_id, 5, [saga.name], clock.now(), lost_claims=[lost_at])
         )
         assert (again.run.id, again.previous_owner) == (run_id, None)
         assert (again.run.attempt, again.run.epoch) == (1, lost.run.epoch + 1)
         assert [e.kind for e in await engine.history(run_id)] == [EventKind.SAGA_STARTED]
         assert (
             await engine.store.claim(
-                engine.worker_id, 5, [saga.name], clock.now(), lost_claims=[lost_at]
+                ClaimRequest(engine.worker_id, 5, [saga.name], clock.now(), lost_claims=[lost_at])
             )
             == []
         ), "claimed since: the run is no longer the lost claim's"

@@ -22,7 +22,7 @@ this module only names:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -97,6 +97,59 @@ class NewRun:
     """More facts for its ``saga_started`` event (a fork's origin)."""
     outputs: Mapping[str, Any] | None = None
     """Outputs it starts with, by step (a fork's, of the steps it does not run again)."""
+
+
+@dataclass(frozen=True)
+class RunFilter:
+    """Which runs a listing returns: those matching every filter given (the defaults: any)."""
+
+    status: SagaStatus | None = None
+    saga_type: str | None = None
+    started_by: str | None = None
+    created_after: datetime | None = None
+    """Created at or after this time."""
+    created_before: datetime | None = None
+    """Created strictly before this time."""
+    needs_attention: bool = False
+    """Only FAILED runs no operator has resolved."""
+    ids: frozenset[str] | None = None
+    """Only these runs (a business-id search's hits)."""
+    orphaned: bool = False
+    """Only active runs whose (type, version) no live worker drives."""
+    forked_from: str | None = None
+    """Only the forks of that run."""
+
+
+@dataclass(frozen=True)
+class ClaimRequest:
+    """One claim round of a worker: which due runs it may lease, and how many."""
+
+    worker_id: str
+    limit: int
+    """Most runs to lease (none for 0 or less)."""
+    saga_types: SagaTypes
+    """The (type, version) pairs it drives; a bare name stands for every version."""
+    now: datetime
+    """When the round runs: runs due by then are claimed."""
+    reclaim_own: bool = False
+    """Claim runs this worker already holds too (after a restart with the same id)."""
+    exclude: Sequence[str] = ()
+    """Runs the caller is driving: never claimed, even if their leases lapsed."""
+    takeover_before: datetime | None = None
+    """Only leases that expired before this (default ``now``) are taken over."""
+    lost_claims: Sequence[datetime] = ()
+    """Times of this worker's claims whose answer was lost: the runs they took, untouched
+    since, are claimed again as fresh (a store whose answers cannot be lost ignores it)."""
+
+    @property
+    def before(self) -> datetime:
+        """When a lease must have expired for a takeover: ``takeover_before`` or ``now``."""
+        return self.takeover_before or self.now
+
+    @property
+    def own(self) -> str | None:
+        """The owner whose leases count as free (``reclaim_own``): this worker, or None."""
+        return self.worker_id if self.reclaim_own else None
 
 
 @dataclass(frozen=True)
@@ -186,24 +239,11 @@ class SagaStore(ProgressStore, Protocol):
         """
         ...
 
-    async def claim(
-        self,
-        worker_id: str,
-        limit: int,
-        saga_types: SagaTypes,
-        now: datetime,
-        reclaim_own: bool = False,
-        exclude: Sequence[str] = (),
-        takeover_before: datetime | None = None,
-        lost_claims: Sequence[datetime] = (),
-    ) -> list[Claimed]:
+    async def claim(self, request: ClaimRequest) -> list[Claimed]:
         """Lease up to ``limit`` due runs: unowned, lease expired, or (``reclaim_own``) ours.
 
-        Only runs whose (type, version) ``saga_types`` covers are claimed. Runs in
-        ``exclude`` (the caller drives them) are never claimed. Only leases that
-        expired before ``takeover_before`` (default ``now``) are taken over. ``lost_claims``:
-        times of this worker's claims whose answer was lost; the runs they took, untouched
-        since, are claimed again as fresh (a store whose answers cannot be lost ignores it).
+        Only runs whose (type, version) ``saga_types`` covers are claimed, never those in
+        ``exclude``; see :class:`ClaimRequest` for ``takeover_before`` and ``lost_claims``.
         """
         ...
 
@@ -278,24 +318,7 @@ class SagaStore(ProgressStore, Protocol):
         ...
 
     async def list_runs(
-        self,
-        *,
-        status: SagaStatus | None = None,
-        saga_type: str | None = None,
-        started_by: str | None = None,
-        created_after: datetime | None = None,
-        created_before: datetime | None = None,
-        needs_attention: bool = False,
-        ids: Collection[str] | None = None,
-        limit: int = 50,
-        offset: int = 0,
-        orphaned: bool = False,
-        forked_from: str | None = None,
+        self, where: RunFilter, *, limit: int = 50, offset: int = 0
     ) -> list[SagaRun]:
-        """Runs matching every given filter, newest first (``created_at``, then ``id``).
-
-        ``ids`` limits the answer to those runs (a business-id search's hits). ``orphaned``:
-        only active runs whose (type, version) no live worker drives. ``forked_from``: only
-        the forks of that run.
-        """
+        """Runs matching ``where``, newest first (``created_at``, then ``id``)."""
         ...

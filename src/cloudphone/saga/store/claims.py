@@ -6,7 +6,7 @@ records a ``lease_takeover`` event. On PostgreSQL the same is one statement (``p
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from cloudphone.saga.progress import NewEvent
 from cloudphone.saga.records import EventKind, SagaRun
 from cloudphone.saga.state import ACTIVE, SagaStatus
-from cloudphone.saga.store.base import SagaTypes, split_types
+from cloudphone.saga.store.base import ClaimRequest, SagaTypes, split_types
 from cloudphone.saga.store.rows import event_rows, run_from_row
 from cloudphone.saga.store.tables import saga_events, saga_runs
 
@@ -91,22 +91,15 @@ def takeover_rows(
 
 
 async def claim_txn(
-    conn: AsyncConnection,
-    worker_id: str,
-    limit: int,
-    saga_types: SagaTypes,
-    now: datetime,
-    takeover_before: datetime,
-    own: str | None,
-    exclude: Sequence[str],
-    lease_end: Callable[[], datetime],
+    conn: AsyncConnection, request: ClaimRequest, lease_end: Callable[[], datetime]
 ) -> list[tuple[SagaRun, str | None]]:
-    """Lease up to ``limit`` due runs in ``conn``'s transaction (see ``SqlStore.claim``).
+    """Lease up to ``request.limit`` due runs in ``conn``'s transaction (see ``SqlStore.claim``).
 
     Returns each claimed run with the owner whose expired lease it took over (or None).
     """
     r = saga_runs.c
-    free = or_(r.owner.is_(None), r.lease_expires_at < takeover_before)
+    worker_id, now, own = request.worker_id, request.now, request.own
+    free = or_(r.owner.is_(None), r.lease_expires_at < request.before)
     if own is not None:
         free = or_(free, r.owner == own)
     rows = (
@@ -114,13 +107,13 @@ async def claim_txn(
             select(r.id, r.owner)
             .where(
                 r.status.in_(_ACTIVE),
-                covered(saga_types),
+                covered(request.saga_types),
                 r.next_run_at <= now,
                 free,
-                r.id.not_in(list(exclude)),
+                r.id.not_in(list(request.exclude)),
             )
             .order_by(r.next_run_at)
-            .limit(limit)
+            .limit(request.limit)
         )
     ).all()
     claimed: list[tuple[SagaRun, str | None]] = []

@@ -18,7 +18,7 @@ from sqlalchemy.engine import Dialect
 
 from cloudphone.saga.records import SagaRun
 from cloudphone.saga.state import ACTIVE
-from cloudphone.saga.store.base import SagaTypes, split_types
+from cloudphone.saga.store.base import ClaimRequest, split_types
 from cloudphone.saga.store.claims import LEASE_ONE, lease_params, takeover_rows
 from cloudphone.saga.store.lite import Prepared, bind_processor
 from cloudphone.saga.store.rows import run_from_row
@@ -61,23 +61,18 @@ class Claims:
         sq: sqlite3.Connection,
         events: Callable[[sqlite3.Connection, list[dict[str, Any]]], None],
         until: datetime,
-        worker_id: str,
-        limit: int,
-        saga_types: SagaTypes,
-        now: datetime,
-        takeover_before: datetime,
-        own: str | None,
-        exclude: Sequence[str],
+        request: ClaimRequest,
     ) -> list[tuple[SagaRun, str | None]]:
-        """Lease up to ``limit`` due runs in ``sq``'s transaction (see ``SqlStore.claim``)."""
-        names, pairs = split_types(saga_types)
+        """Lease up to ``request.limit`` due runs in ``sq``'s transaction (``SqlStore.claim``)."""
+        names, pairs = split_types(request.saga_types)
         if not names and not pairs:
             return []
-        time = self._time
+        worker_id, now, own, exclude = request.worker_id, request.now, request.own, request.exclude
+        before, time = request.before, self._time
         args: list[Any] = [*_ACTIVE, *names, *(v for pair in pairs for v in pair)]
-        args += [time(now) if time else now, time(takeover_before) if time else takeover_before]
+        args += [time(now) if time else now, time(before) if time else before]
         args += [own] if own is not None else []
-        args += [*exclude, limit]
+        args += [*exclude, request.limit]
         due = sq.execute(due_sql(len(names), len(pairs), len(exclude), own is not None), args)
         claimed = []
         lease = self.lease_one

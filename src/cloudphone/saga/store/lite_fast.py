@@ -35,7 +35,7 @@ from cloudphone.saga.ports import Clock
 from cloudphone.saga.progress import NewEvent, Progress
 from cloudphone.saga.records import EventKind, SagaRun
 from cloudphone.saga.store import lite, sqlite_inline
-from cloudphone.saga.store.base import SagaTypes
+from cloudphone.saga.store.base import ClaimRequest
 from cloudphone.saga.store.batch import Batcher
 from cloudphone.saga.store.database import Database
 from cloudphone.saga.store.disconnects import is_database_unavailable, unavailable
@@ -162,31 +162,11 @@ class LiteFastPath:
 
         return bool(await self._submit(write, "start"))
 
-    async def claim(
-        self,
-        worker_id: str,
-        limit: int,
-        saga_types: SagaTypes,
-        now: datetime,
-        takeover_before: datetime,
-        own: str | None,
-        exclude: Sequence[str],
-    ) -> list[tuple[SagaRun, str | None]]:
+    async def claim(self, request: ClaimRequest) -> list[tuple[SagaRun, str | None]]:
         """Lease due runs with the next group (see ``SqlStore.claim``)."""
 
         def write(sq: sqlite3.Connection, until: datetime) -> list[tuple[SagaRun, str | None]]:
-            return self.statements.claims.claim(
-                sq,
-                self.statements.events,
-                until,
-                worker_id,
-                limit,
-                saga_types,
-                now,
-                takeover_before,
-                own,
-                exclude,
-            )
+            return self.statements.claims.claim(sq, self.statements.events, until, request)
 
         return cast("list[tuple[SagaRun, str | None]]", await self._submit(write, "claim"))
 

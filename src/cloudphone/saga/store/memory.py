@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
-from collections.abc import AsyncIterator, Callable, Collection, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 
@@ -28,7 +28,9 @@ from cloudphone.saga.state import ACTIVE, SagaStatus
 from cloudphone.saga.store import reconcile
 from cloudphone.saga.store.base import (
     Claimed,
+    ClaimRequest,
     NewRun,
+    RunFilter,
     SagaTypes,
     WorkerPresence,
     type_matcher,
@@ -246,31 +248,21 @@ class MemoryStore(MemoryPresence):
 
     # -- claims and leases --------------------------------------------------------------
 
-    async def claim(
-        self,
-        worker_id: str,
-        limit: int,
-        saga_types: SagaTypes,
-        now: datetime,
-        reclaim_own: bool = False,
-        exclude: Sequence[str] = (),
-        takeover_before: datetime | None = None,
-        lost_claims: Sequence[datetime] = (),
-    ) -> list[Claimed]:
+    async def claim(self, request: ClaimRequest) -> list[Claimed]:
         """Lease due runs, oldest ``next_run_at`` first; a takeover counts the lost attempt.
 
         Leases that expired before ``takeover_before`` (default ``now``) are taken over; in
         memory no claim's answer is lost, so ``lost_claims`` is moot.
         """
-        if limit <= 0 or not saga_types:
+        r = request
+        if r.limit <= 0 or not r.saga_types:
             return []
         async with self.lock:
-            own = worker_id if reclaim_own else None
             due = sorted(
-                self._claimable(saga_types, now, own, exclude, takeover_before or now),
-                key=lambda r: (r["next_run_at"], r["created_at"], r["id"]),
+                self._claimable(r.saga_types, r.now, r.own, r.exclude, r.before),
+                key=lambda row: (row["next_run_at"], row["created_at"], row["id"]),
             )
-            return [self._claim(row, worker_id, now) for row in due[:limit]]
+            return [self._claim(row, r.worker_id, r.now) for row in due[: r.limit]]
 
     def _claim(self, row: Row, worker_id: str, now: datetime) -> Claimed:
         previous = row["owner"]
@@ -437,32 +429,15 @@ class MemoryStore(MemoryPresence):
         return [event_from_row(copy.deepcopy(e)) for e in self._events[run_id]]
 
     async def list_runs(
-        self,
-        *,
-        status: SagaStatus | None = None,
-        saga_type: str | None = None,
-        started_by: str | None = None,
-        created_after: datetime | None = None,
-        created_before: datetime | None = None,
-        needs_attention: bool = False,
-        ids: Collection[str] | None = None,
-        limit: int = 50,
-        offset: int = 0,
-        orphaned: bool = False,
-        forked_from: str | None = None,
+        self, where: RunFilter, *, limit: int = 50, offset: int = 0
     ) -> list[SagaRun]:
-        """Runs matching every given filter, newest first."""
-        check = row_filter(
-            status, saga_type, started_by, created_after, created_before, needs_attention, ids
-        )
-        orphans = {r["id"] for r in self._orphans(await self.live_workers())} if orphaned else None
+        """Runs matching ``where``, newest first."""
+        orphans = None
+        if where.orphaned:
+            orphans = {r["id"] for r in self._orphans(await self.live_workers())}
+        check = row_filter(where, orphans)
         rows = [
-            row
-            for run_id, row in self._runs.items()
-            if run_id not in self._pending
-            and check(row)
-            and (orphans is None or run_id in orphans)
-            and (forked_from is None or row["forked_from"] == forked_from)
+            row for run_id, row in self._runs.items() if run_id not in self._pending and check(row)
         ]
         rows.sort(key=lambda r: (r["created_at"], r["id"]), reverse=True)
         return [run_of(row) for row in rows[offset : offset + limit]]

@@ -5,11 +5,11 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Callable, Collection
-from datetime import datetime
 from typing import Any
 
 from cloudphone.saga.records import SagaRun
 from cloudphone.saga.state import SagaStatus
+from cloudphone.saga.store.base import RunFilter
 from cloudphone.saga.store.rows import run_from_row
 
 Row = dict[str, Any]
@@ -45,34 +45,29 @@ def run_of(row: Row) -> SagaRun:
     return run_from_row(copy.deepcopy(row))
 
 
-def row_filter(
-    status: SagaStatus | None,
-    saga_type: str | None,
-    started_by: str | None,
-    created_after: datetime | None,
-    created_before: datetime | None,
-    needs_attention: bool,
-    ids: Collection[str] | None = None,
-) -> Callable[[Row], bool]:
-    """The list filters of ``list_runs`` as one predicate (after inclusive, before not)."""
-    only = set(ids) if ids is not None else None
+def row_filter(where: RunFilter, orphans: Collection[str] | None = None) -> Callable[[Row], bool]:
+    """``where`` as one predicate on a row (``orphans``: the ids ``where.orphaned`` keeps)."""
     equal = {
-        "status": status.value if status is not None else None,
-        "saga_type": saga_type,
-        "started_by": started_by,
+        "status": where.status.value if where.status is not None else None,
+        "saga_type": where.saga_type,
+        "started_by": where.started_by,
+        "forked_from": where.forked_from,
     }
     wanted = {column: value for column, value in equal.items() if value is not None}
+    after, before = where.created_after, where.created_before
 
     def check(row: Row) -> bool:
-        if only is not None and row["id"] not in only:
+        if where.ids is not None and row["id"] not in where.ids:
+            return False
+        if orphans is not None and row["id"] not in orphans:
             return False
         if any(row[column] != value for column, value in wanted.items()):
             return False
-        if created_after is not None and row["created_at"] < created_after:
+        if after is not None and row["created_at"] < after:
             return False
-        if created_before is not None and row["created_at"] >= created_before:
+        if before is not None and row["created_at"] >= before:
             return False
-        return not needs_attention or (
+        return not where.needs_attention or (
             row["status"] == SagaStatus.FAILED.value and row["resolution"] is None
         )
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
-from datetime import datetime, timedelta
+from collections.abc import Callable
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, func, insert, select, update
@@ -15,7 +15,7 @@ from cloudphone.saga.progress import OperatorChange
 from cloudphone.saga.records import SagaEvent, SagaRun
 from cloudphone.saga.state import SagaStatus
 from cloudphone.saga.store import pg_sql, workers
-from cloudphone.saga.store.base import NewRun
+from cloudphone.saga.store.base import NewRun, RunFilter
 from cloudphone.saga.store.database import Database
 from cloudphone.saga.store.rows import event_from_row, event_rows, run_from_row
 from cloudphone.saga.store.tables import saga_events, saga_runs
@@ -150,45 +150,13 @@ class RunQueries:
         return [event_from_row(r) for r in rows]
 
     async def list_runs(
-        self,
-        *,
-        status: SagaStatus | None = None,
-        saga_type: str | None = None,
-        started_by: str | None = None,
-        created_after: datetime | None = None,
-        created_before: datetime | None = None,
-        needs_attention: bool = False,
-        ids: Collection[str] | None = None,
-        limit: int = 50,
-        offset: int = 0,
-        orphaned: bool = False,
-        forked_from: str | None = None,
+        self, where: RunFilter, *, limit: int = 50, offset: int = 0
     ) -> list[SagaRun]:
-        """Runs matching every given filter, newest first."""
+        """Runs matching ``where``, newest first."""
         r = saga_runs.c
-        conditions: list[Any] = []
-        if status is not None:
-            conditions.append(r.status == status.value)
-        if saga_type is not None:
-            conditions.append(r.saga_type == saga_type)
-        if started_by is not None:
-            conditions.append(r.started_by == started_by)
-        if created_after is not None:
-            conditions.append(r.created_at >= created_after)
-        if created_before is not None:
-            conditions.append(r.created_at < created_before)
-        if ids is not None:
-            conditions.append(r.id.in_(list(ids)))
-        if needs_attention:
-            conditions.append(and_(r.status == SagaStatus.FAILED.value, r.resolution.is_(None)))
-        if orphaned:
-            since = workers.live_after(self.clock, self.lease)
-            conditions.append(workers.orphaned(since, self.db.is_postgres))
-        if forked_from is not None:
-            conditions.append(r.forked_from == forked_from)
         stmt = (
             select(saga_runs)
-            .where(*conditions)
+            .where(*self._conditions(where))
             .order_by(r.created_at.desc(), r.id.desc())
             .limit(limit)
             .offset(offset)
@@ -196,3 +164,28 @@ class RunQueries:
         async with self.db.read() as conn:
             rows = (await conn.execute(stmt)).mappings().all()
         return [run_from_row(row) for row in rows]
+
+    def _conditions(self, where: RunFilter) -> list[Any]:
+        """The WHERE conditions of ``where`` (none for a filter that is not given)."""
+        r = saga_runs.c
+        conditions: list[Any] = []
+        if where.status is not None:
+            conditions.append(r.status == where.status.value)
+        if where.saga_type is not None:
+            conditions.append(r.saga_type == where.saga_type)
+        if where.started_by is not None:
+            conditions.append(r.started_by == where.started_by)
+        if where.created_after is not None:
+            conditions.append(r.created_at >= where.created_after)
+        if where.created_before is not None:
+            conditions.append(r.created_at < where.created_before)
+        if where.ids is not None:
+            conditions.append(r.id.in_(list(where.ids)))
+        if where.needs_attention:
+            conditions.append(and_(r.status == SagaStatus.FAILED.value, r.resolution.is_(None)))
+        if where.orphaned:
+            since = workers.live_after(self.clock, self.lease)
+            conditions.append(workers.orphaned(since, self.db.is_postgres))
+        if where.forked_from is not None:
+            conditions.append(r.forked_from == where.forked_from)
+        return conditions

@@ -27,7 +27,7 @@ from cloudphone.saga.progress import NewEvent, Progress
 from cloudphone.saga.records import EventKind
 from cloudphone.saga.state import ACTIVE
 from cloudphone.saga.store import claims, lite, pg_sql, reconcile
-from cloudphone.saga.store.base import Claimed, NewRun, SagaTypes
+from cloudphone.saga.store.base import Claimed, ClaimRequest, NewRun, SagaTypes
 from cloudphone.saga.store.database import Database
 from cloudphone.saga.store.disconnects import is_database_unavailable, unavailable
 from cloudphone.saga.store.listen import Listener
@@ -347,17 +347,7 @@ class SqlStore(RunQueries, PresenceQueries):
 
     # -- claims and leases --------------------------------------------------------------
 
-    async def claim(
-        self,
-        worker_id: str,
-        limit: int,
-        saga_types: SagaTypes,
-        now: datetime,
-        reclaim_own: bool = False,
-        exclude: Sequence[str] = (),
-        takeover_before: datetime | None = None,
-        lost_claims: Sequence[datetime] = (),
-    ) -> list[Claimed]:
+    async def claim(self, request: ClaimRequest) -> list[Claimed]:
         """Lease up to ``limit`` due runs: unowned, lease expired, or (``reclaim_own``) ours.
 
         Every claim bumps the run's epoch; taking over an expired lease counts the lost attempt
@@ -368,26 +358,20 @@ class SqlStore(RunQueries, PresenceQueries):
         times of this worker's claims (or claiming inserts) whose answer was lost: runs they
         claimed, untouched since, are claimed again without counting an attempt.
         """
-        if limit <= 0 or not saga_types:
+        r = request
+        if r.limit <= 0 or not r.saga_types:
             return []
-        before = takeover_before or now
         if self._fast is not None:
-            own = worker_id if reclaim_own else None
             rows = await self._fast.claim(
-                worker_id, limit, saga_types, now, own, exclude, before, lost_claims
+                r.worker_id, r.limit, r.saga_types, r.now, r.own, r.exclude, r.before, r.lost_claims
             )
-            return [Claimed(run, previous) for run, previous in rows]
-        # SQLite runs in this process: a claim's answer is never lost, so lost_claims is moot.
-        own_too = worker_id if reclaim_own else None
-        if self._lite is not None:
-            rows = await self._lite.claim(
-                worker_id, limit, saga_types, now, before, own_too, exclude
-            )
-            return [Claimed(run, previous) for run, previous in rows]
-        async with self.db.begin() as conn:
-            rows = await claims.claim_txn(
-                conn, worker_id, limit, saga_types, now, before, own_too, exclude, self._lease_end
-            )
+        elif self._lite is not None:
+            # SQLite (here and below) runs in this process: a claim's answer is never lost,
+            # so lost_claims is moot.
+            rows = await self._lite.claim(r)
+        else:
+            async with self.db.begin() as conn:
+                rows = await claims.claim_txn(conn, r, self._lease_end)
         return [Claimed(run, previous) for run, previous in rows]
 
     def _lease_end(self) -> datetime:
