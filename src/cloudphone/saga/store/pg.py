@@ -32,7 +32,7 @@ from cloudphone.saga.ports import Clock, Committed
 from cloudphone.saga.progress import Progress
 from cloudphone.saga.records import SagaRun
 from cloudphone.saga.store import reconcile
-from cloudphone.saga.store.base import SagaTypes
+from cloudphone.saga.store.base import ClaimRequest
 from cloudphone.saga.store.batch import Batcher
 from cloudphone.saga.store.disconnects import (
     CONNECT_TIMEOUT,
@@ -350,24 +350,15 @@ class PgFastPath:
 
     # -- claims, leases, reads ----------------------------------------------------------
 
-    async def claim(
-        self,
-        worker_id: str,
-        limit: int,
-        saga_types: SagaTypes,
-        now: datetime,
-        own: str | None,
-        exclude: Sequence[str],
-        takeover_before: datetime | None = None,
-        lost_claims: Sequence[datetime] = (),
-    ) -> list[tuple[SagaRun, str | None]]:
+    async def claim(self, request: ClaimRequest) -> list[tuple[SagaRun, str | None]]:
         """Lease due runs with ``FOR UPDATE SKIP LOCKED``; records takeovers.
 
-        Leases that expired before ``takeover_before`` (default ``now``) are taken over; runs
-        this worker claimed at one of ``lost_claims`` (claims whose answer was lost) are
-        claimed again as if fresh.
+        Leases that expired before the request's ``before`` are taken over; runs this worker
+        claimed at one of its ``lost_claims`` (claims whose answer was lost) are claimed again
+        as if fresh.
         """
-        names, versions = type_arrays(saga_types)
+        r = request
+        names, versions = type_arrays(r.saga_types)
         try:
             pool = await self.pool()
             async with pool.acquire() as conn:
@@ -375,14 +366,14 @@ class PgFastPath:
                 rows = await conn.fetch(
                     CLAIM_SQL,
                     names,
-                    now,
-                    own,
-                    limit,
-                    worker_id,
+                    r.now,
+                    r.own,
+                    r.limit,
+                    r.worker_id,
                     until,
-                    list(exclude),
-                    takeover_before or now,
-                    list(lost_claims),
+                    list(r.exclude),
+                    r.before,
+                    list(r.lost_claims),
                     versions,
                 )
         except Exception as error:

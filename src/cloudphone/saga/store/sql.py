@@ -362,9 +362,7 @@ class SqlStore(RunQueries, PresenceQueries):
         if r.limit <= 0 or not r.saga_types:
             return []
         if self._fast is not None:
-            rows = await self._fast.claim(
-                r.worker_id, r.limit, r.saga_types, r.now, r.own, r.exclude, r.before, r.lost_claims
-            )
+            rows = await self._fast.claim(r)
         elif self._lite is not None:
             # SQLite (here and below) runs in this process: a claim's answer is never lost,
             # so lost_claims is moot.
