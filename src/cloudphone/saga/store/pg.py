@@ -28,10 +28,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.pool import PoolProxiedConnection
 
 from cloudphone.saga.context import QueuedWrite
-from cloudphone.saga.ports import Clock, Committed
+from cloudphone.saga.ports import Clock
 from cloudphone.saga.progress import Progress
 from cloudphone.saga.records import SagaRun
-from cloudphone.saga.store import reconcile
 from cloudphone.saga.store.base import ClaimRequest
 from cloudphone.saga.store.batch import Batcher
 from cloudphone.saga.store.disconnects import (
@@ -58,7 +57,7 @@ from cloudphone.saga.store.pg_sql import (
     run_from_record,
     type_arrays,
 )
-from cloudphone.saga.store.pg_write import combined, is_fenced
+from cloudphone.saga.store.pg_write import NotCombined, combined, is_fenced
 
 SERVER_SETTINGS = {
     "application_name": "cloudphone-saga",
@@ -89,10 +88,6 @@ async def _raw(conn: AsyncConnection) -> PoolProxiedConnection:
     if sync is not None and not sync.closed and not sync.invalidated:
         return sync.connection  # checked out and live: no I/O, so no greenlet hop
     return await conn.get_raw_connection()
-
-
-class _Refused(Exception):
-    """The combined statement failed for a reason of its business write: nothing was written."""
 
 
 def _progress_statement(items: Sequence[_Commit], until: datetime) -> tuple[Any, ...]:
@@ -276,54 +271,50 @@ class PgFastPath:
         return _in_order(rows, items), True
 
     async def commit_writing(
-        self, conn: AsyncConnection, write: QueuedWrite, item: _Commit, look: reconcile.Looker
-    ) -> Committed | None:
-        """Send a lone step's one queued write and its progress as one statement, if it can.
+        self,
+        conn: AsyncConnection,
+        write: QueuedWrite,
+        run_id: str,
+        epoch: int,
+        progress: Progress,
+        seq: int | None,
+    ) -> Written | None:
+        """Send a lone step's one queued write and its progress as one statement.
 
         Only when ``conn`` is asyncpg's and has sent nothing (no transaction open) and the
-        write can be a CTE (see :mod:`.pg_write`). The statement is atomic: a fenced progress
-        writes nothing (explained as :meth:`commit_in`'s is), a lost connection leaves both
-        landed or neither (DatabaseUnavailableError).
+        write can be a CTE (see :mod:`.pg_write`). The statement is atomic: fenced off (None)
+        it wrote nothing, a lost connection leaves both landed or neither
+        (DatabaseUnavailableError).
 
-        Returns:
-            Committed, or None when nothing was written and the write must go the ordinary
-            way: it cannot be a CTE, or it failed (run the ordinary way it raises its error
-            as SQLAlchemy reports it, or succeeds if what made it fail is gone).
+        Raises:
+            NotCombined: Nothing was written and the write must go the ordinary way: it
+                cannot be a CTE, or it failed (run the ordinary way it raises its error as
+                SQLAlchemy reports it, or succeeds if what made it fail is gone).
         """
         driver = (await _raw(conn)).driver_connection
         if not isinstance(driver, asyncpg.Connection) or driver.is_in_transaction():
-            return None
+            raise NotCombined()
         one = combined(write, conn.dialect)
         if one is None:
-            return None
+            raise NotCombined()
         sql, args = one
-        run_id, epoch, progress, seq = item
-
-        async def send(at: int | None) -> Written | None:
-            until = self._clock.now() + self._lease
-            try:
-                rows = await driver.fetch(
-                    sql, *args, *progress_args(run_id, epoch, progress, until, at)
-                )
-            except Exception as error:
-                if is_fenced(error):
-                    return None
-                if isinstance(error, OSError) or driver_error_unavailable(error):
-                    await conn.invalidate(error)
-                    raise unavailable(error, "step write") from error
-                # The server refused it, or asyncpg could not encode a value: nothing was
-                # written, and the connection is fine (else the ordinary way finds out).
-                raise _Refused() from error
-            (row,) = rows
-            assert row["id"] is not None, "the fence let a refused progress through"
-            return _written(row)
-
+        until = self._clock.now() + self._lease
         try:
-            return await reconcile.write_fenced(
-                send, look, run_id, epoch, progress, seq, in_transaction=True
+            rows = await driver.fetch(
+                sql, *args, *progress_args(run_id, epoch, progress, until, seq)
             )
-        except _Refused:
-            return None  # the ordinary way tells why (or succeeds if that is gone)
+        except Exception as error:
+            if is_fenced(error):
+                return None
+            if isinstance(error, OSError) or driver_error_unavailable(error):
+                await conn.invalidate(error)
+            _unavailable(error, "step write")
+            # The server refused it, or asyncpg could not encode a value: nothing was
+            # written, and the connection is fine (else the ordinary way finds out).
+            raise NotCombined() from error
+        (row,) = rows
+        assert row["id"] is not None, "the fence let a refused progress through"
+        return _written(row)
 
     async def _flush_commits(self, items: Sequence[_Commit]) -> list[Written | None]:
         statement = _progress_statement(items, self._clock.now() + self._lease)

@@ -51,6 +51,17 @@ LEFT JOIN u ON true
 """
 
 _DML = ("INSERT", "UPDATE", "DELETE")
+
+
+class NotCombined(Exception):
+    """A queued write was not sent with its progress: nothing was written, go the ordinary way.
+
+    Raised by ``PgFastPath.commit_writing`` before sending (the write cannot be a CTE, the
+    connection is not asyncpg's or has a transaction open) or when the statement failed for
+    a reason of the write.
+    """
+
+
 _CACHE_SIZE = 256
 
 Processor = Callable[[Any], Any]

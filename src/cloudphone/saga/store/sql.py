@@ -32,6 +32,7 @@ from cloudphone.saga.store.database import Database
 from cloudphone.saga.store.disconnects import is_database_unavailable, unavailable
 from cloudphone.saga.store.listen import Listener
 from cloudphone.saga.store.lite_fast import LiteFastPath, inline_of
+from cloudphone.saga.store.pg_write import NotCombined
 from cloudphone.saga.store.queries import RunQueries
 from cloudphone.saga.store.rows import event_rows, new_run_values, start_detail
 from cloudphone.saga.store.step_group import StepGroups
@@ -274,11 +275,18 @@ class SqlStore(RunQueries, PresenceQueries):
 
         One statement for both on PostgreSQL when it can (see :meth:`.PgFastPath.commit_writing`).
         """
-        if len(writes) == 1 and self._fast is not None:
-            item = (run_id, epoch, progress, seq)
-            one = await self._fast.commit_writing(conn, writes[0], item, self._looker(None))
-            if one is not None:
-                return one
+        if len(writes) == 1 and (fast := self._fast) is not None:
+
+            async def write(at: int | None) -> pg_sql.Written | None:
+                return await fast.commit_writing(conn, writes[0], run_id, epoch, progress, at)
+
+            try:
+                # A fenced statement wrote nothing: a write found after seq is never it.
+                return await reconcile.write_fenced(
+                    write, self._looker(None), run_id, epoch, progress, seq, in_transaction=True
+                )
+            except NotCombined:
+                pass  # nothing written: the ordinary way
         await run_writes(conn, writes)
         return await self.commit_txn(conn, run_id, epoch, progress, seq)
 
