@@ -166,10 +166,10 @@ async def staged(
 
 @asynccontextmanager
 async def on_postgres(
-    url: str, saga: Saga, plan: Plan, log: QueryLog, unique: str
+    url: str, saga: Saga, plan: Plan, log: QueryLog, unique: str, *others: Saga
 ) -> AsyncIterator[SagaEngine]:
     """An engine of its own on PostgreSQL (steps logged), with the plan's table."""
-    engine = SagaEngine(url, [saga], worker_id=f"w-{unique}", lease=WAIT)
+    engine = SagaEngine(url, [saga, *others], worker_id=f"w-{unique}", lease=WAIT)
     try:
         log.attach(engine)
         await engine.create_schema()
@@ -324,61 +324,54 @@ async def test_while_other_writes_are_in_flight_a_lone_steps_write_opens_a_share
         await gate.wait()
 
     saga = four_steps(f"queued_{unique}", plan)
-    engine = SagaEngine(postgres_url, [saga, blocker], worker_id=f"w-{unique}", lease=WAIT)
     raw = await asyncpg.connect(
         make_url(postgres_url).set(drivername="postgresql").render_as_string(False)
     )
     try:
-        log.attach(engine)
-        await engine.create_schema()
-        async with engine.db.begin() as conn:
-            await conn.run_sync(table_of(plan.table).metadata.create_all)
-        async with engine.worker(concurrency=4):
-            held = await engine.start(blocker.name, {})
-            await asyncio.wait_for(entered.wait(), timeout=WAIT.total_seconds())
-            lock = raw.transaction()
-            await lock.start()
-            await raw.execute("SELECT 1 FROM saga_runs WHERE id = $1 FOR UPDATE", held)
-            gate.set()  # B1's success now waits for the lock, inside a group commit
+        async with on_postgres(postgres_url, saga, plan, log, unique, blocker) as engine:
+            async with engine.worker(concurrency=4):
+                held = await engine.start(blocker.name, {})
+                await asyncio.wait_for(entered.wait(), timeout=WAIT.total_seconds())
+                lock = raw.transaction()
+                await lock.start()
+                await raw.execute("SELECT 1 FROM saga_runs WHERE id = $1 FOR UPDATE", held)
+                gate.set()  # B1's success now waits for the lock, inside a group commit
 
-            async def lock_waits() -> int:
-                return await raw.fetchval(
-                    "SELECT count(*) FROM pg_stat_activity "
-                    "WHERE datname = current_database() AND wait_event_type = 'Lock'"
-                )
+                async def lock_waits() -> int:
+                    return await raw.fetchval(
+                        "SELECT count(*) FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                    )
 
-            await eventually(lock_waits, lambda n: n >= 1, what="B1's write waiting")
-            log.queries.clear()
-            run_id = await engine.start(saga.name, {})
+                await eventually(lock_waits, lambda n: n >= 1, what="B1's write waiting")
+                log.queries.clear()
+                run_id = await engine.start(saga.name, {})
 
-            async def written() -> list[tuple[Any, ...]]:
-                return await rows(engine, plan)
+                async def written() -> list[tuple[Any, ...]]:
+                    return await rows(engine, plan)
 
-            await eventually(written, lambda r: len(r) == 2, what="T1's and T3's rows")
-            # The writes went through SQLAlchemy (not logged); the progress statements show
-            # where: after BEGIN on their connection, and none was a combined statement.
-            assert log.matching("fenced off") == [], log.queries
-            assert log.in_transaction("WITH u AS (") == [True, True], log.queries
-            await lock.rollback()
-            run = await engine.wait(run_id, timeout=WAIT)
-            assert run.status is SagaStatus.COMPLETED
-            assert (await engine.wait(held, timeout=WAIT)).status is SagaStatus.COMPLETED
+                await eventually(written, lambda r: len(r) == 2, what="T1's and T3's rows")
+                # The writes went through SQLAlchemy (not logged); the progress statements show
+                # where: after BEGIN on their connection, and none was a combined statement.
+                assert log.matching("fenced off") == [], log.queries
+                assert log.in_transaction("WITH u AS (") == [True, True], log.queries
+                await lock.rollback()
+                run = await engine.wait(run_id, timeout=WAIT)
+                assert run.status is SagaStatus.COMPLETED
+                assert (await engine.wait(held, timeout=WAIT)).status is SagaStatus.COMPLETED
 
-            log.queries.clear()
-            quiet_id = await engine.start(saga.name, {})
-            assert (await engine.wait(quiet_id, timeout=WAIT)).status is SagaStatus.COMPLETED
-        assert log.in_transaction(plan.table, "fenced off") == [False, False], "quiet: combined"
-        assert await rows(engine, plan) == [
-            (run_id, "T1", f"0:{SECRET}"),
-            (run_id, "T3", "t"),
-            (quiet_id, "T1", f"0:{SECRET}"),
-            (quiet_id, "T3", "t"),
-        ]
+                log.queries.clear()
+                quiet_id = await engine.start(saga.name, {})
+                assert (await engine.wait(quiet_id, timeout=WAIT)).status is SagaStatus.COMPLETED
+            assert log.in_transaction(plan.table, "fenced off") == [False, False], "quiet: combined"
+            assert await rows(engine, plan) == [
+                (run_id, "T1", f"0:{SECRET}"),
+                (run_id, "T3", "t"),
+                (quiet_id, "T1", f"0:{SECRET}"),
+                (quiet_id, "T3", "t"),
+            ]
     finally:
         await raw.close()
-        async with engine.db.begin() as conn:
-            await conn.execute(sa.text(f"DROP TABLE IF EXISTS {plan.table}"))
-        await engine.close()
 
 
 @pytest.mark.postgres
