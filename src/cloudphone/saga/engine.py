@@ -26,6 +26,7 @@ from cloudphone.saga.errors import (
 )
 from cloudphone.saga.inputs import seconds, stored_input
 from cloudphone.saga.metrics import SagaMetrics
+from cloudphone.saga.pending import PendingInsert, insert_given_back
 from cloudphone.saga.ports import Clock, StepHooks
 from cloudphone.saga.progress import OperatorChange, Progress, RunState, finished_run
 from cloudphone.saga.records import SagaRun, StartedRun
@@ -35,7 +36,7 @@ from cloudphone.saga.store.choose import choose_store
 from cloudphone.saga.store.database import Database
 from cloudphone.saga.store.rows import new_run_values, run_from_row
 from cloudphone.saga.store.sql import SqlStore
-from cloudphone.saga.tracing import NO_TRACER, SagaTracer
+from cloudphone.saga.tracing import NO_TRACER, SagaTracer, StartSpan
 from cloudphone.saga.worker import Worker
 
 
@@ -75,6 +76,11 @@ class SagaEngine(RunReads, OperatorActions):
         carry_plain_steps: A plain step's success followed at once by a transactional step
             is written in that step's transaction instead of a write of its own (default;
             see docs/engine.md, "A plain step's success rides with the next transaction").
+        insert_with_first_step: A run started while nothing else of the process is being
+            written, whose first step is transactional, is inserted with that step's commit
+            (one round trip for both; ``start()`` returns once it committed, or after
+            :data:`~cloudphone.saga.pending.BUDGET` with the run inserted by itself; see
+            :mod:`cloudphone.saga.pending`). False: every run is inserted before it runs.
     """
 
     def __init__(
@@ -93,6 +99,7 @@ class SagaEngine(RunReads, OperatorActions):
         tracer: SagaTracer = NO_TRACER,
         step_group: int | None = None,
         carry_plain_steps: bool = True,
+        insert_with_first_step: bool = True,
     ) -> None:
         self.store, self._owned = choose_store(database, store, lease, clock, step_group)
         self.registry = SagaRegistry(sagas)
@@ -115,6 +122,8 @@ class SagaEngine(RunReads, OperatorActions):
         self._tracer = tracer
         self.carry_plain_steps = carry_plain_steps
         """Whether a plain step's success rides with the next transactional step's commit."""
+        self.insert_with_first_step = insert_with_first_step
+        """Whether a lone start's insert may go with its first (transactional) step's commit."""
         self._worker: Worker | None = None
         self._listener: Subscription | None = None
         self._waiters: dict[str, asyncio.Future[SagaRun | None]] = {}
@@ -223,6 +232,9 @@ class SagaEngine(RunReads, OperatorActions):
             owner=self.worker_id if claim else None,
             trace_context=span.trace_context,
         )
+        first = self._deferred(new, definition) if claim else None
+        if first is not None and worker is not None:
+            return await self._start_deferred(first, worker, span)
         try:
             run_id, inserted = await self.store.insert_run(
                 new, session, notify=self.store.announces and not claim
@@ -248,6 +260,37 @@ class SagaEngine(RunReads, OperatorActions):
             # fires on commit instead.
             worker.wake()
         return StartedRun(run_id, inserted)
+
+    def _deferred(self, new: NewRun, definition: Saga[Any]) -> PendingInsert | None:
+        """The run's insert, left to its first step's commit if it may be (see :mod:`.pending`)."""
+        if not self.insert_with_first_step or new.idempotency_key is not None:
+            return None
+        if not definition.steps[0].transactional:
+            return None
+        inserts = self.store.first_step_inserts()
+        if inserts is None:
+            return None
+        return PendingInsert(new, inserts, lambda n: self.store.insert_run(n))
+
+    async def _start_deferred(
+        self, first: PendingInsert, worker: Worker, span: StartSpan
+    ) -> StartedRun:
+        """start_run of a run claimed by its insert, which goes with its first step."""
+        new = first.new
+        worker.adopt(run_from_row(new_run_values(new, self.lease)), first)
+        try:
+            if not await first.started(self.clock):
+                # The worker stopped before it was written: insert it for any worker.
+                await insert_given_back(self.store, new, notify=self.store.announces)
+                worker.wake()
+        except BaseException as error:
+            span.end(None, "error", error)
+            if isinstance(error, DatabaseUnavailableError):
+                worker.insert_lost(new.now)
+            raise
+        span.end(new.id, "started")
+        self._count_start(new.saga_type, None)
+        return StartedRun(new.id, True)
 
     def _refuse_nested_write(self, what: str, instead: str) -> None:
         """Refuse an engine write (or wait) inside a write transaction of its SQLite database.

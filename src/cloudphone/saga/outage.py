@@ -13,6 +13,7 @@ import logging
 import random
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -28,6 +29,9 @@ from cloudphone.saga.errors import (
 from cloudphone.saga.ports import Clock, Committed, ProgressStore
 from cloudphone.saga.progress import Progress, RunState
 from cloudphone.saga.records import SagaRun
+
+if TYPE_CHECKING:
+    from cloudphone.saga.pending import PendingInsert
 
 log = logging.getLogger("cloudphone.saga")
 
@@ -203,18 +207,31 @@ class PatientStore:
             self.recovered()
             return committed
 
-    async def transaction(self, state: RunState, attempt: Attempt) -> tuple[Progress, Committed]:
-        """Run a transactional attempt and commit it; again, if the database lost it."""
+    async def transaction(
+        self, state: RunState, attempt: Attempt, first: PendingInsert | None = None
+    ) -> tuple[Progress, Committed]:
+        """Run a transactional attempt and commit it; again, if the database lost it.
+
+        With ``first`` (a run whose insert waits for this commit) and the run not written
+        yet, the attempt runs in a transaction of its own whose commit inserts the run.
+        """
         alone = False
         while True:
             progress: Progress | None = None
+            deferred = first if first is not None and first.waiting else None
             try:
-                async with self._store.step_transaction(alone) as tx:
+                opened = (
+                    deferred.store.first_step_transaction(deferred.take)
+                    if deferred is not None
+                    else self._store.step_transaction(alone)
+                )
+                async with opened as tx:
                     progress, writes = await attempt(tx.session)
                     committed = await guarded(
                         tx.commit(state.id, state.epoch, progress, state.last_seq, writes)
                     )
             except QueuedWriteError as failed:
+                _untake(deferred)
                 # Rolled back: the attempt failed as if its action had raised the error.
                 raise failed.error from None
             except StepGroupAborted:
@@ -223,9 +240,12 @@ class PatientStore:
                 alone = True
                 continue
             except DatabaseUnavailableError as error:
-                landed = await self._landed(state, progress, error)
+                landed = await self._landed(state, progress, error, deferred)
                 if landed is not None and progress is not None:
+                    if deferred is not None:
+                        deferred.committed()
                     return progress, landed
+                _untake(deferred)
                 # Not committed: the business write rolled back with the progress record, so
                 # the action runs again in a fresh transaction, as the same attempt.
                 log.info(
@@ -233,17 +253,31 @@ class PatientStore:
                     extra={"saga_id": state.id, "step": state.step, "attempt": state.attempt},
                 )
                 continue
+            except BaseException:
+                _untake(deferred)
+                raise
+            if deferred is not None:
+                deferred.committed()
             self.recovered()
             return progress, committed
 
     async def _landed(
-        self, state: RunState, progress: Progress | None, error: DatabaseUnavailableError
+        self,
+        state: RunState,
+        progress: Progress | None,
+        error: DatabaseUnavailableError,
+        first: PendingInsert | None,
     ) -> Committed | None:
         """After ``error`` lost a transaction: wait for the database, then whether it committed."""
         while True:
             await self.pause("step transaction", error)
             try:
-                landed = await self._store.landed(state.id, state.epoch, state.last_seq, progress)
+                if first is not None:
+                    landed = await first.store.inserted(first.new, progress)
+                else:
+                    landed = await self._store.landed(
+                        state.id, state.epoch, state.last_seq, progress
+                    )
             except DatabaseUnavailableError as again:
                 error = again
                 continue
@@ -271,3 +305,9 @@ class PatientStore:
         """A call succeeded: the next failure waits a short time again."""
         self._backoff.reset()
         self._outage.ok()
+
+
+def _untake(first: PendingInsert | None) -> None:
+    """The first step's commit did not land: if it had taken the run's insert, it waits again."""
+    if first is not None:
+        first.untake()

@@ -18,7 +18,7 @@ import random
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -52,6 +52,9 @@ from cloudphone.saga.progress import (
 from cloudphone.saga.records import EventKind
 from cloudphone.saga.state import SagaStatus
 from cloudphone.saga.tracing import NO_TRACER, SagaTracer
+
+if TYPE_CHECKING:
+    from cloudphone.saga.pending import PendingInsert
 
 log = logging.getLogger("cloudphone.saga")
 Queued = tuple[QueuedWrite, ...]
@@ -115,6 +118,7 @@ class Runner:
         tracer: SagaTracer = NO_TRACER,
         outage: Outage | None = None,
         carry_plain_steps: bool = True,
+        first: PendingInsert | None = None,
     ) -> None:
         self.saga = saga
         self.state = state
@@ -135,6 +139,13 @@ class Runner:
         self._carried: Progress | None = None
         """A plain step's success not written yet: it rides with the next write (see
         :meth:`_may_carry`). Applied to :attr:`state`, but for ``last_seq``."""
+        self._first = first
+        """The run's insert, while it waits for the first step's commit (:mod:`.pending`)."""
+
+    @property
+    def unwritten(self) -> bool:
+        """Whether the run is not in the store yet (its insert waits: no lease to renew)."""
+        return self._first is not None and not self._first.written
 
     @property
     def run_id(self) -> str:
@@ -191,6 +202,8 @@ class Runner:
             )
             return last
         finally:
+            if self._first is not None:
+                self._first.give_back()  # a no-op once the run was written
             span.end(outcome, error)
 
     def _log_extra(self) -> dict[str, Any]:
@@ -313,6 +326,9 @@ class Runner:
         deadline: datetime | None,
     ) -> Progress:
         call = (step, started, compensating, interruptible, deadline)
+        first = self._first
+        if first is not None and not (transactional and not compensating):
+            await first.flush()  # on record before anything but a transactional step runs
         span = self._tracer.attempt(self.state, step.name, compensating)
         try:
             if transactional:
@@ -323,7 +339,7 @@ class Runner:
                     output = await self._call(fn, ctx, *call)
                     return self._with_carried(ok(output, self._clock.now())), writes.take()
 
-                progress, committed = await self._patient.transaction(self.state, attempt)
+                progress, committed = await self._patient.transaction(self.state, attempt, first)
             else:
                 output = await self._call(fn, self._context(step, compensating), *call)
                 progress = ok(output, self._clock.now())
@@ -444,6 +460,8 @@ class Runner:
         return await fn(ctx)
 
     async def _commit(self, progress: Progress) -> Progress:
+        if self._first is not None:
+            await self._first.flush()  # the run is on record before its progress
         progress = self._with_carried(progress)
         self._applied(progress, await self._patient.commit(self.state, progress))
         return progress

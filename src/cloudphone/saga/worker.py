@@ -15,6 +15,7 @@ import logging
 import random
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from cloudphone.saga import timers
 from cloudphone.saga.definition import Saga, SagaKey
@@ -29,6 +30,9 @@ from cloudphone.saga.runner import Runner
 from cloudphone.saga.state import SagaStatus
 from cloudphone.saga.store.base import ClaimRequest, SagaStore
 from cloudphone.saga.tracing import NO_TRACER, SagaTracer
+
+if TYPE_CHECKING:
+    from cloudphone.saga.pending import PendingInsert
 
 log = logging.getLogger("cloudphone.saga")
 
@@ -126,10 +130,18 @@ class Worker:
         if len(self._lost_claims) < MAX_LOST_CLAIMS:
             self._lost_claims.append(at)
 
-    def adopt(self, run: SagaRun) -> None:
-        """Drive a run inserted already claimed by this worker (uses a reserved slot)."""
+    def adopt(self, run: SagaRun, first: PendingInsert | None = None) -> None:
+        """Drive a run inserted already claimed by this worker (uses a reserved slot).
+
+        With ``first`` the run is not inserted yet: its first step's commit inserts it (see
+        :mod:`.pending`); its lease is renewed only once it exists.
+        """
         self._reserved -= 1
-        self._spawn(run)
+        self._spawn(run, first)
+
+    def insert_lost(self, at: datetime) -> None:
+        """The insert of a run claimed by it, at ``at``, may have landed: claim it if so."""
+        self._claim_lost(at)
 
     def wake(self) -> None:
         """Look for due work now."""
@@ -281,7 +293,7 @@ class Worker:
 
     # -- driving ------------------------------------------------------------------------
 
-    def _spawn(self, run: SagaRun) -> None:
+    def _spawn(self, run: SagaRun, first: PendingInsert | None = None) -> None:
         stale = self._runners.get(run.id)
         if stale is not None:
             # Our own lease expired under a stalled runner and we claimed it again: the epoch
@@ -303,6 +315,7 @@ class Worker:
             outage=self.outage,
             tracer=self._tracer,
             carry_plain_steps=self._carry,
+            first=first,
         )
         task = asyncio.create_task(self._drive(runner), name=f"saga-{run.id}")
         self._runners[run.id] = (runner, task)
@@ -356,7 +369,8 @@ class Worker:
         delay = interval
         while True:
             await timers.sleep(self._clock, delay)
-            ids = list(self._runners)
+            # A run whose insert waits for its first step is not in the store yet.
+            ids = [i for i, (runner, _task) in self._runners.items() if not runner.unwritten]
             try:
                 held = await self._store.heartbeat(self.worker_id, ids)
             except Exception as error:

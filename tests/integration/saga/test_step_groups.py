@@ -151,7 +151,13 @@ async def stage(
             {"run": ctx.saga_id},
         )
 
-    engine = SagaEngine(postgres_url, [saga], **{**ENGINE_DEFAULTS, "worker_id": f"w-{unique}"})
+    # Started one after another while nothing else is written, each run's first step would
+    # take its insert along in a transaction of its own (saga/pending.py), never a group's.
+    engine = SagaEngine(
+        postgres_url,
+        [saga],
+        **{**ENGINE_DEFAULTS, "worker_id": f"w-{unique}", "insert_with_first_step": False},
+    )
     await engine.create_schema()
     async with engine.db.begin() as conn:
         await conn.execute(sa.text(f"CREATE TABLE {table} (run_id text, step text)"))

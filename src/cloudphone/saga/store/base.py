@@ -22,7 +22,8 @@ this module only names:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -30,8 +31,8 @@ from typing import Any, Protocol
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from cloudphone.saga.definition import SagaKey
-from cloudphone.saga.ports import Clock, ProgressStore
-from cloudphone.saga.progress import OperatorChange
+from cloudphone.saga.ports import Clock, Committed, ProgressStore, StepTransaction
+from cloudphone.saga.progress import OperatorChange, Progress
 from cloudphone.saga.records import SagaEvent, SagaRun
 from cloudphone.saga.state import SagaStatus
 from cloudphone.saga.store.database import Database
@@ -173,8 +174,39 @@ class Subscription(Protocol):
         ...
 
 
+TakeInsert = Callable[[], Awaitable["NewRun | None"]]
+"""Takes a deferred run's insert for a commit to write: the run, or None if it was written."""
+
+
+class FirstStepInserts(Protocol):
+    """A store's way to insert a new run with its first step's commit (see ``saga/pending``)."""
+
+    def first_step_transaction(
+        self, take: TakeInsert
+    ) -> AbstractAsyncContextManager[StepTransaction]:
+        """A transaction of its own for a deferred run's first step.
+
+        Its commit takes the run's insert (``take``) and writes it with the step's progress,
+        or, if the run was inserted meanwhile, records the progress as for any run. The
+        commit is given the run's id, epoch 1 and ``last_seq`` 1 (the run as inserted).
+        """
+        ...
+
+    async def inserted(self, new: NewRun, progress: Progress | None) -> Committed | None:
+        """After a lost answer: whether ``new`` was inserted with ``progress`` (None: not)."""
+        ...
+
+
 class SagaStore(ProgressStore, Protocol):
     """Runs, their leases and their history: the one port between the engine and storage."""
+
+    def first_step_inserts(self) -> FirstStepInserts | None:
+        """How to insert a run with its first step's commit, if this store can right now.
+
+        Only when that is cheaper than an insert of its own (PostgreSQL, while nothing else
+        of the process is being written: under load the inserts are grouped instead).
+        """
+        ...
 
     @property
     def lease(self) -> timedelta:

@@ -234,6 +234,9 @@ class MemoryStore(MemoryPresence):
         self._events[row["id"]].extend(stored(event_rows(row["id"], first, list(events))))
         row["last_seq"] += len(events)
 
+    def first_step_inserts(self) -> None:
+        """Never: a run is inserted before its first step runs."""
+
     @asynccontextmanager
     async def step_transaction(self, alone: bool = False) -> AsyncIterator[StepTransaction]:
         """A business transaction for a transactional step (see :mod:`.memory_txn`).

@@ -31,7 +31,8 @@ from cloudphone.saga.context import QueuedWrite
 from cloudphone.saga.ports import Clock
 from cloudphone.saga.progress import Progress
 from cloudphone.saga.records import SagaRun
-from cloudphone.saga.store.base import ClaimRequest
+from cloudphone.saga.store import first_insert
+from cloudphone.saga.store.base import ClaimRequest, NewRun
 from cloudphone.saga.store.batch import Batcher
 from cloudphone.saga.store.disconnects import (
     CONNECT_TIMEOUT,
@@ -291,18 +292,57 @@ class PgFastPath:
                 cannot be a CTE, or it failed (run the ordinary way it raises its error as
                 SQLAlchemy reports it, or succeeds if what made it fail is gone).
         """
-        driver = (await _raw(conn)).driver_connection
-        if not isinstance(driver, asyncpg.Connection) or driver.is_in_transaction():
-            raise NotCombined()
         one = combined(write, conn.dialect)
         if one is None:
             raise NotCombined()
         sql, args = one
         until = self._clock.now() + self._lease
+        row = await self.send_alone(
+            conn, sql, *args, *progress_args(run_id, epoch, progress, until, seq)
+        )
+        if row is None:
+            return None
+        assert row["id"] is not None, "the fence let a refused progress through"
+        return _written(row)
+
+    async def commit_inserting(
+        self, conn: AsyncConnection, new: NewRun, progress: Progress, write: QueuedWrite | None
+    ) -> Written:
+        """Insert a run claimed by its insert already past its first step (and its write).
+
+        One statement (see :mod:`.first_insert`), under the same conditions and with the
+        same errors as :meth:`commit_writing`; it is never fenced (the run is new).
+        """
+        tail = first_insert.INSERT_PAST_FIRST_SQL
+        one: tuple[str, list[Any]] | None = (f"WITH {tail}", [])
+        if write is not None:
+            one = combined(write, conn.dialect, tail)
+        if one is None:
+            raise NotCombined()
+        sql, args = one
+        until = self._clock.now() + self._lease
+        run_args = first_insert.insert_past_first_args(new, progress, self._lease, until)
+        row = await self.send_alone(conn, sql, *args, *run_args)
+        assert row is not None, "an insert returned no row"
+        return _written(row)
+
+    async def send_alone(
+        self, conn: AsyncConnection, sql: str, *args: Any
+    ) -> asyncpg.Record | None:
+        """Send one atomic statement on ``conn``'s driver connection, outside a transaction.
+
+        Returns its one row, or None if it failed on its fence (:data:`.pg_write.FENCED`).
+
+        Raises:
+            NotCombined: ``conn`` is not asyncpg's or has a transaction open, or the server
+                refused the statement for a reason of its own (nothing was written).
+            DatabaseUnavailableError: The connection failed (``conn`` is invalidated).
+        """
+        driver = (await _raw(conn)).driver_connection
+        if not isinstance(driver, asyncpg.Connection) or driver.is_in_transaction():
+            raise NotCombined()
         try:
-            rows = await driver.fetch(
-                sql, *args, *progress_args(run_id, epoch, progress, until, seq)
-            )
+            rows = await driver.fetch(sql, *args)
         except Exception as error:
             if is_fenced(error):
                 return None
@@ -313,8 +353,7 @@ class PgFastPath:
             # written, and the connection is fine (else the ordinary way finds out).
             raise NotCombined() from error
         (row,) = rows
-        assert row["id"] is not None, "the fence let a refused progress through"
-        return _written(row)
+        return row
 
     async def _flush_commits(self, items: Sequence[_Commit]) -> list[Written | None]:
         statement = _progress_statement(items, self._clock.now() + self._lease)

@@ -72,8 +72,8 @@ class _Compiled:
     compiled: SQLCompiler
     processors: dict[str, Processor]
     fixed: tuple[str, Sequence[str]] | None
-    """The combined statement and the order of the write's parameters, when no value
-    changes the write's SQL (no IN to expand, no value rendered into it)."""
+    """The write's SQL and the order of its parameters, when no value changes the write's
+    SQL (no IN to expand, no value rendered into it)."""
 
 
 _cache: dict[tuple[int, int, tuple[str, ...]], tuple[object, object, _Compiled | None]] = {}
@@ -81,10 +81,17 @@ _cache: dict[tuple[int, int, tuple[str, ...]], tuple[object, object, _Compiled |
 and dialect, so that their ids cannot be reused while it lives."""
 
 
-def combined(write: QueuedWrite, dialect: Dialect) -> tuple[str, list[Any]] | None:
-    """The combined statement and the write's k parameters (the progress's follow them).
+PROGRESS_TAIL = COMMIT_ONE_CTES + _FENCED_SELECT
+"""What follows the write in the statement of a step's write and its progress."""
 
-    None if the write cannot be a CTE as it is.
+
+def combined(
+    write: QueuedWrite, dialect: Dialect, tail: str = PROGRESS_TAIL
+) -> tuple[str, list[Any]] | None:
+    """The write as CTE ``w`` before ``tail``, and the write's k parameters.
+
+    ``tail`` is the rest of the statement (CTEs, then its SELECT) numbered from ``$1``; its
+    parameters follow the write's. None if the write cannot be a CTE as it is.
     """
     params = write.params
     if isinstance(params, list):
@@ -95,7 +102,7 @@ def combined(write: QueuedWrite, dialect: Dialect) -> tuple[str, list[Any]] | No
     values: Mapping[str, Any]
     try:
         if found.fixed is not None:
-            sql, order = found.fixed
+            write_sql, order = found.fixed
             values = found.compiled.construct_params(params)
             processors = found.processors
         else:
@@ -103,18 +110,13 @@ def combined(write: QueuedWrite, dialect: Dialect) -> tuple[str, list[Any]] | No
             if state.positiontup is None:
                 return None
             order = state.positiontup
-            sql = combined_sql(state.statement, len(order))
+            write_sql = state.statement
             values = state.parameters
             processors = {**found.processors, **state.processors}
     except Exception:  # a missing value, say: executed the ordinary way, it raises there
         return None
     args = [processors[n](values[n]) if n in processors else values[n] for n in order]
-    return sql, args
-
-
-def combined_sql(write_sql: str, k: int) -> str:
-    """The write as CTE ``w`` before the progress CTEs, whose parameters start at ``$k+1``."""
-    return f"WITH w AS (\n{write_sql}\n), {_progress_from(k)}"
+    return f"WITH w AS (\n{write_sql}\n), {_renumbered(tail, len(order))}", args
 
 
 def is_fenced(error: BaseException) -> bool:
@@ -122,10 +124,10 @@ def is_fenced(error: BaseException) -> bool:
     return getattr(error, "sqlstate", None) == FENCED_SQLSTATE and FENCED in str(error)
 
 
-@functools.lru_cache(maxsize=64)
-def _progress_from(k: int) -> str:
-    ctes = re.sub(r"\$(\d+)", lambda m: f"${int(m.group(1)) + k}", COMMIT_ONE_CTES)
-    return ctes + _FENCED_SELECT
+@functools.lru_cache(maxsize=128)
+def _renumbered(tail: str, k: int) -> str:
+    """``tail`` with its parameters starting at ``$k+1`` (after the write's)."""
+    return re.sub(r"\$(\d+)", lambda m: f"${int(m.group(1)) + k}", tail)
 
 
 def _compiled(statement: object, dialect: Dialect, keys: tuple[str, ...]) -> _Compiled | None:
@@ -165,7 +167,7 @@ def _compile(statement: object, dialect: Dialect, keys: tuple[str, ...]) -> _Com
     fixed = None
     if not compiled.post_compile_params and not compiled.literal_execute_params:
         order = compiled.positiontup or ()
-        fixed = (combined_sql(compiled.string, len(order)), tuple(order))
+        fixed = (compiled.string, tuple(order))
     return _Compiled(compiled, processors, fixed)
 
 

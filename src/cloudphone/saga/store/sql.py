@@ -26,8 +26,14 @@ from cloudphone.saga.ports import Clock, Committed, StepTransaction
 from cloudphone.saga.progress import NewEvent, Progress
 from cloudphone.saga.records import EventKind
 from cloudphone.saga.state import ACTIVE
-from cloudphone.saga.store import claims, lite, pg_sql, reconcile
-from cloudphone.saga.store.base import Claimed, ClaimRequest, NewRun, SagaTypes
+from cloudphone.saga.store import claims, first_insert, lite, pg_sql, reconcile
+from cloudphone.saga.store.base import (
+    Claimed,
+    ClaimRequest,
+    FirstStepInserts,
+    NewRun,
+    SagaTypes,
+)
 from cloudphone.saga.store.database import Database
 from cloudphone.saga.store.disconnects import is_database_unavailable, unavailable
 from cloudphone.saga.store.listen import Listener
@@ -106,6 +112,18 @@ class SqlStore(RunQueries, PresenceQueries):
     def step_groups(self) -> StepGroups | None:
         """Where transactional steps share transactions (PostgreSQL on asyncpg, groups on)."""
         return self._groups
+
+    @property
+    def fast_path(self) -> PgFastPath | None:
+        """The PostgreSQL fast path (asyncpg), if this store has one."""
+        return self._fast
+
+    def first_step_inserts(self) -> FirstStepInserts | None:
+        """On PostgreSQL while nothing else is being written (see :mod:`.first_insert`)."""
+        groups, fast = self._groups, self._fast
+        if fast is None or not (groups.quiet() if groups is not None else fast.idle()):
+            return None
+        return first_insert.FirstInserts(self)
 
     @property
     def announces(self) -> bool:
