@@ -279,7 +279,7 @@ class SagaEngine(RunReads, OperatorActions):
         new = first.new
         worker.adopt(run_from_row(new_run_values(new, self.lease)), first)
         try:
-            if not await first.started(self.clock):
+            if not await first.started():
                 # The worker stopped before it was written: insert it for any worker.
                 await insert_given_back(self.store, new, notify=self.store.announces)
                 worker.wake()

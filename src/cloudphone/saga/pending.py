@@ -25,9 +25,7 @@ import dataclasses
 import enum
 from collections.abc import Awaitable, Callable
 
-from cloudphone.saga import timers
 from cloudphone.saga.errors import LeaseLostError
-from cloudphone.saga.ports import Clock
 from cloudphone.saga.store.base import FirstStepInserts, NewRun, SagaStore
 
 BUDGET = 0.05
@@ -141,16 +139,19 @@ class PendingInsert:
             if not self._outcome.done():
                 self._outcome.set_result(False)
 
-    async def started(self, clock: Clock, budget: float = BUDGET) -> bool:
+    async def started(self, budget: float = BUDGET) -> bool:
         """Wait until the run is written: True, or False if it was given back.
 
-        Past ``budget`` seconds the insert is sent by itself (the first step goes on).
+        Past ``budget`` seconds the insert is sent by itself (the first step goes on). The
+        budget is wall time, not the engine's clock: it bounds how long the caller waits,
+        and a test's hand-moved clock must not keep ``start()`` waiting for a step that
+        waits for the test.
 
         Raises:
             DatabaseUnavailableError: The insert failed with the database.
         """
         try:
-            async with timers.timeout(clock, budget):
+            async with asyncio.timeout(budget):
                 return await asyncio.shield(self._outcome)
         except TimeoutError:
             pass
@@ -167,8 +168,8 @@ class PendingInsert:
     def _refuse_unknown(self) -> None:
         if self._state in (_State.UNKNOWN, _State.GIVEN_BACK):
             raise LeaseLostError(
-                f"run {self.new.id}: its insert failed with the database; it may exist, "
-                "and is left to the worker that claims it"
+                f"run {self.new.id} is not this runner's: its insert failed with the database "
+                "(it may exist, for the worker that claims it), or it was handed back"
             )
 
     def _set(self, state: _State) -> None:

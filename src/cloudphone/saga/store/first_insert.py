@@ -8,9 +8,9 @@ if it does not commit, nothing of it does.
 
 On PostgreSQL (asyncpg), when the step sent nothing on ``ctx.session`` and queued at most one
 write that can be a CTE, all of it is one statement (:data:`INSERT_PAST_FIRST_SQL`, after the
-write's CTE): one round trip for the start and the first step together. Otherwise the run is
-inserted in the step's transaction, then its queued writes run and its progress is written,
-the ordinary way, before the commit.
+write's CTE): one round trip for the start and the first step together. Otherwise the step's
+queued writes run, then that statement (without a write) in the step's transaction, before
+its COMMIT; on another driver the run's insert and the progress write, the ordinary way.
 """
 
 from __future__ import annotations
@@ -141,17 +141,23 @@ class _FirstStepTx:
     ) -> Committed:
         store, conn = self._store, self._conn
         fast = store.fast_path
-        if fast is not None and len(writes) <= 1:
+        if fast is not None and len(writes) == 1:
             try:
-                written = await fast.commit_inserting(
-                    conn, new, progress, writes[0] if writes else None
-                )
-                return Committed(cancel_requested=written[0], last_seq=written[1])
+                return _committed(await fast.commit_inserting(conn, new, progress, writes[0]))
             except NotCombined:
                 pass  # nothing written: the ordinary way
-        await store.insert_run_txn(conn, new, notify=False)
         await run_writes(conn, writes)
+        if fast is not None:
+            try:  # after the step's statements, in their transaction (else alone)
+                return _committed(await fast.commit_inserting(conn, new, progress, None))
+            except NotCombined:
+                pass  # not asyncpg
+        await store.insert_run_txn(conn, new, notify=False)
         return await store.commit_txn(conn, new.id, 1, progress, 1)
+
+
+def _committed(written: tuple[bool, int]) -> Committed:
+    return Committed(cancel_requested=written[0], last_seq=written[1])
 
 
 class FirstInserts:

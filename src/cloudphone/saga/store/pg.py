@@ -310,21 +310,37 @@ class PgFastPath:
     ) -> Written:
         """Insert a run claimed by its insert already past its first step (and its write).
 
-        One statement (see :mod:`.first_insert`), under the same conditions and with the
-        same errors as :meth:`commit_writing`; it is never fenced (the run is new).
+        One statement (see :mod:`.first_insert`). With ``write``: under the same conditions
+        and with the same errors as :meth:`commit_writing`. Without: sent in ``conn``'s
+        transaction if one is open (after the step's own statements), else alone. Never
+        fenced (the run is new).
+
+        Raises:
+            NotCombined: Nothing was written: ``conn`` is not asyncpg's, or (with ``write``)
+                see :meth:`commit_writing`.
         """
+        until = self._clock.now() + self._lease
+        run_args = first_insert.insert_past_first_args(new, progress, self._lease, until)
         tail = first_insert.INSERT_PAST_FIRST_SQL
-        one: tuple[str, list[Any]] | None = (f"WITH {tail}", [])
-        if write is not None:
-            one = combined(write, conn.dialect, tail)
+        if write is None:
+            driver = (await _raw(conn)).driver_connection
+            if not isinstance(driver, asyncpg.Connection):
+                raise NotCombined()
+            try:
+                (row,) = await driver.fetch(f"WITH {tail}", *run_args)
+            except Exception as error:
+                if not isinstance(error, asyncpg.PostgresError) or driver_error_unavailable(error):
+                    await conn.invalidate(error)  # SQLAlchemy did not see it: the pool must
+                _unavailable(error, "start with its first step")
+                raise
+            return _written(row)
+        one = combined(write, conn.dialect, tail)
         if one is None:
             raise NotCombined()
         sql, args = one
-        until = self._clock.now() + self._lease
-        run_args = first_insert.insert_past_first_args(new, progress, self._lease, until)
-        row = await self.send_alone(conn, sql, *args, *run_args)
-        assert row is not None, "an insert returned no row"
-        return _written(row)
+        found = await self.send_alone(conn, sql, *args, *run_args)
+        assert found is not None, "an insert returned no row"
+        return _written(found)
 
     async def send_alone(
         self, conn: AsyncConnection, sql: str, *args: Any
