@@ -232,7 +232,7 @@ class SagaEngine(RunReads, OperatorActions):
             owner=self.worker_id if claim else None,
             trace_context=span.trace_context,
         )
-        first = self._deferred(new, definition) if claim else None
+        first = self._deferred(new, definition, worker) if claim else None
         if first is not None and worker is not None:
             return await self._start_deferred(first, worker, span)
         try:
@@ -261,9 +261,17 @@ class SagaEngine(RunReads, OperatorActions):
             worker.wake()
         return StartedRun(run_id, inserted)
 
-    def _deferred(self, new: NewRun, definition: Saga[Any]) -> PendingInsert | None:
-        """The run's insert, left to its first step's commit if it may be (see :mod:`.pending`)."""
+    def _deferred(
+        self, new: NewRun, definition: Saga[Any], worker: Worker | None
+    ) -> PendingInsert | None:
+        """The run's insert, left to its first step's commit if it may be (see :mod:`.pending`).
+
+        Only for a run alone in the worker: with others in flight their inserts and steps
+        are grouped with its own, which is cheaper for all of them.
+        """
         if not self.insert_with_first_step or new.idempotency_key is not None:
+            return None
+        if worker is None or worker.in_flight:
             return None
         if not definition.steps[0].transactional:
             return None

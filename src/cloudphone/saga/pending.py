@@ -13,8 +13,9 @@ The insert is sent by itself first (:meth:`PendingInsert.flush`) whenever anythi
 about to happen: a plain step, a compensation, the record of a failed attempt, a decision;
 and by ``start()`` when the step takes longer than :data:`BUDGET`, so that a slow first step
 never holds up the caller. Only starts without an idempotency key and without ``session=``
-are deferred (those must know at once whether the run exists), and only while the store says
-it is the cheaper way (:meth:`.SagaStore.first_step_inserts`).
+are deferred (those must know at once whether the run exists), and only for a run alone (the
+worker drives no other) while the store says it is the cheaper way
+(:meth:`.SagaStore.first_step_inserts`).
 """
 
 from __future__ import annotations
