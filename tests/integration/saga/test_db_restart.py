@@ -130,8 +130,10 @@ async def test_a_step_transaction_and_a_progress_write_lost_with_the_server_are_
     for gate in (record_gate, call_gate):
         gate.started.parent.mkdir()
     async with engine.worker(concurrency=4):
-        in_record = await engine.start(saga.name, record_gate.data())
+        # CALL's run first: RECORD's transaction, once open, holds up any step that joins
+        # its step group (RESERVE of a run started after it got there).
         in_call = await engine.start(saga.name, call_gate.data())
+        in_record = await engine.start(saga.name, record_gate.data())
         await record_gate.wait_started()
         await call_gate.wait_started()
 
