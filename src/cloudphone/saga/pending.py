@@ -140,10 +140,11 @@ class PendingInsert:
             if not self._outcome.done():
                 self._outcome.set_result(False)
 
-    async def started(self, budget: float = BUDGET) -> bool:
+    async def started(self, budget: float | None = None) -> bool:
         """Wait until the run is written: True, or False if it was given back.
 
-        Past ``budget`` seconds the insert is sent by itself (the first step goes on). The
+        Past ``budget`` seconds (default :data:`BUDGET`, read when called) the insert is sent
+        by itself (the first step goes on). The
         budget is wall time, not the engine's clock: it bounds how long the caller waits,
         and a test's hand-moved clock must not keep ``start()`` waiting for a step that
         waits for the test.
@@ -152,7 +153,7 @@ class PendingInsert:
             DatabaseUnavailableError: The insert failed with the database.
         """
         try:
-            async with asyncio.timeout(budget):
+            async with asyncio.timeout(BUDGET if budget is None else budget):
                 return await asyncio.shield(self._outcome)
         except TimeoutError:
             pass
