@@ -141,16 +141,17 @@ class PendingInsert:
             if not self._outcome.done():
                 self._outcome.set_result(False)
 
-    async def started(self, clock: Clock, budget: float = BUDGET) -> bool:
+    async def started(self, clock: Clock, budget: float | None = None) -> bool:
         """Wait until the run is written: True, or False if it was given back.
 
-        Past ``budget`` seconds the insert is sent by itself (the first step goes on).
+        Past ``budget`` seconds (default :data:`BUDGET`, read when called) the insert is
+        sent by itself (the first step goes on).
 
         Raises:
             DatabaseUnavailableError: The insert failed with the database.
         """
         try:
-            async with timers.timeout(clock, budget):
+            async with timers.timeout(clock, BUDGET if budget is None else budget):
                 return await asyncio.shield(self._outcome)
         except TimeoutError:
             pass
