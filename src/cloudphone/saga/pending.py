@@ -157,10 +157,15 @@ class PendingInsert:
                 return await asyncio.shield(self._outcome)
         except TimeoutError:
             pass
-        if self.waiting:
-            with contextlib.suppress(LeaseLostError):  # the outcome says what happened
-                await self.flush()
-        return await asyncio.shield(self._outcome)
+        # Until written: send it now, or wait for the commit that took it, which gives it
+        # back if it does not land (the attempt then runs again: send it rather than wait).
+        while not self._outcome.done():
+            if self.waiting:
+                with contextlib.suppress(LeaseLostError):  # the outcome says what happened
+                    await self.flush()
+            else:
+                await self._wait_change()
+        return self._outcome.result()
 
     def _inserted(self) -> None:
         self._set(_State.INSERTED)
