@@ -275,29 +275,35 @@ class SagaEngine(RunReads, OperatorActions):
             return None
         if not definition.steps[0].transactional:
             return None
-        inserts = self.store.first_step_inserts()
+        offered = getattr(self.store, "first_step_inserts", None)  # a store of its own may lack it
+        inserts = offered() if offered is not None else None
         if inserts is None:
             return None
-        return PendingInsert(new, inserts, lambda n: self.store.insert_run(n))
+        saga_type = new.saga_type
+        return PendingInsert(
+            new, inserts, self.store, on_written=lambda: self._count_start(saga_type, None)
+        )
 
     async def _start_deferred(
         self, first: PendingInsert, worker: Worker, span: StartSpan
     ) -> StartedRun:
-        """start_run of a run claimed by its insert, which goes with its first step."""
+        """start_run of a run claimed by its insert, which goes with its first step.
+
+        The start is counted when the run is known to exist (also if the caller stopped
+        waiting by then), or here when the runner gave it back.
+        """
         new = first.new
         worker.adopt(run_from_row(new_run_values(new, self.lease)), first)
         try:
             if not await first.started():
                 # The worker stopped before it was written: insert it for any worker.
                 await insert_given_back(self.store, new, notify=self.store.announces)
+                self._count_start(new.saga_type, None)
                 worker.wake()
         except BaseException as error:
             span.end(None, "error", error)
-            if isinstance(error, DatabaseUnavailableError):
-                worker.insert_lost(new.now)
             raise
         span.end(new.id, "started")
-        self._count_start(new.saga_type, None)
         return StartedRun(new.id, True)
 
     def _refuse_nested_write(self, what: str, instead: str) -> None:

@@ -218,7 +218,8 @@ class PatientStore:
         alone = False
         while True:
             progress: Progress | None = None
-            deferred = first if first is not None and first.waiting else None
+            # Not known to exist yet: the commit takes the insert (or finds the run written).
+            deferred = first if first is not None and not first.written else None
             try:
                 opened = (
                     deferred.store.first_step_transaction(deferred.take)
@@ -230,8 +231,9 @@ class PatientStore:
                     committed = await guarded(
                         tx.commit(state.id, state.epoch, progress, state.last_seq, writes)
                     )
+                    if deferred is not None:
+                        deferred.committed()
             except QueuedWriteError as failed:
-                _untake(deferred)
                 # Rolled back: the attempt failed as if its action had raised the error.
                 raise failed.error from None
             except StepGroupAborted:
@@ -240,12 +242,13 @@ class PatientStore:
                 alone = True
                 continue
             except DatabaseUnavailableError as error:
+                if deferred is not None:
+                    deferred.answer_lost(error)
                 landed = await self._landed(state, progress, error, deferred)
                 if landed is not None and progress is not None:
                     if deferred is not None:
                         deferred.committed()
                     return progress, landed
-                _untake(deferred)
                 # Not committed: the business write rolled back with the progress record, so
                 # the action runs again in a fresh transaction, as the same attempt.
                 log.info(
@@ -253,11 +256,9 @@ class PatientStore:
                     extra={"saga_id": state.id, "step": state.step, "attempt": state.attempt},
                 )
                 continue
-            except BaseException:
-                _untake(deferred)
-                raise
-            if deferred is not None:
-                deferred.committed()
+            finally:
+                if deferred is not None:
+                    deferred.untake()  # a no-op unless a commit took it and did not land
             self.recovered()
             return progress, committed
 
@@ -305,9 +306,3 @@ class PatientStore:
         """A call succeeded: the next failure waits a short time again."""
         self._backoff.reset()
         self._outage.ok()
-
-
-def _untake(first: PendingInsert | None) -> None:
-    """The first step's commit did not land: if it had taken the run's insert, it waits again."""
-    if first is not None:
-        first.untake()

@@ -141,6 +141,8 @@ class Runner:
         :meth:`_may_carry`). Applied to :attr:`state`, but for ``last_seq``."""
         self._first = first
         """The run's insert, while it waits for the first step's commit (:mod:`.pending`)."""
+        if first is not None:
+            first.bind(self._patient)
 
     @property
     def unwritten(self) -> bool:

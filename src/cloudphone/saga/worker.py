@@ -139,10 +139,6 @@ class Worker:
         self._reserved -= 1
         self._spawn(run, first)
 
-    def insert_lost(self, at: datetime) -> None:
-        """The insert of a run claimed by it, at ``at``, may have landed: claim it if so."""
-        self._claim_lost(at)
-
     def wake(self) -> None:
         """Look for due work now."""
         self._wakeup.set()

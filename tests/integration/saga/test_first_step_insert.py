@@ -29,6 +29,7 @@ from cloudphone.saga import (
     StepContext,
     pending,
 )
+from cloudphone.saga.errors import DatabaseUnavailableError
 from tests.integration.saga.test_queued_writes import run_once, steps_of, table_of
 from tests.integration.saga.test_queued_writes_outage import outages
 from tests.support.waiting import eventually
@@ -380,10 +381,11 @@ async def test_after_a_lost_first_commit_start_does_not_wait_for_the_steps_rerun
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """A first commit lost past the budget: start() inserts the run, not waits for T1 again.
+    """A first commit lost past the budget: start() says so at once, not after T1's re-run.
 
-    T1's commit is in flight when the budget passes, then loses its connection: nothing
-    landed, so T1 runs again (same attempt) and blocks there.
+    T1's commit is in flight when the budget passes, then loses its connection: start()
+    raises DatabaseUnavailableError (the run may exist, as after a lost insert); the runner
+    finds nothing landed, runs T1 again (same attempt, blocked there) and inserts the run.
     """
     monkeypatch.setattr(pending, "BUDGET", 1.0)  # passes inside SLOW_KILL's 3 s
     probe.via, probe.hold, probe.held = "kill", asyncio.Event(), 2
@@ -392,15 +394,24 @@ async def test_after_a_lost_first_commit_start_does_not_wait_for_the_steps_rerun
     async def bodies() -> int:
         return len(probe.attempts)
 
+    async def listed() -> list[Any]:
+        return await engine.list(saga_type=saga.name)
+
     async with engine.worker():
         starting = asyncio.create_task(engine.start(saga.name, {}))
         try:
+            done, _ = await asyncio.wait([starting], timeout=10)
+            assert starting in done, "start() waits for the commit's fate"
+            with pytest.raises(DatabaseUnavailableError):
+                await starting
             await eventually(bodies, lambda n: n == 2, what="T1 running again", timeout=20)
-            done, _ = await asyncio.wait([starting], timeout=5)
-            assert starting in done, "start() waits for the re-run of its first step"
+            # start() did not wait for the re-run, and nothing of the run exists before it
+            # commits (the lost commit did not land).
+            assert await listed() == []
         finally:
             probe.hold.set()
-        run_id = await starting
+        (found,) = await eventually(listed, lambda runs: len(runs) == 1, what="the run")
+        run_id = found.id
         run = await engine.wait(run_id, timeout=WAIT)
     assert run.status is SagaStatus.COMPLETED
     lost = outages(caplog)
