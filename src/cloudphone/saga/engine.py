@@ -76,8 +76,9 @@ class SagaEngine(RunReads, OperatorActions):
         carry_plain_steps: A plain step's success followed at once by a transactional step
             is written in that step's transaction instead of a write of its own (default;
             see docs/engine.md, "A plain step's success rides with the next transaction").
-        insert_with_first_step: A run started while nothing else of the process is being
-            written, whose first step is transactional, is inserted with that step's commit
+        insert_with_first_step: A run started alone (the worker drives no other, nothing
+            else of the process is being written) whose first step is transactional and
+            that has no idempotency key is inserted with that step's commit
             (one round trip for both; ``start()`` returns once it committed, or after
             :data:`~cloudphone.saga.pending.BUDGET` with the run inserted by itself; see
             :mod:`cloudphone.saga.pending`). False: every run is inserted before it runs.
@@ -275,8 +276,7 @@ class SagaEngine(RunReads, OperatorActions):
             return None
         if not definition.steps[0].transactional:
             return None
-        offered = getattr(self.store, "first_step_inserts", None)  # a store of its own may lack it
-        inserts = offered() if offered is not None else None
+        inserts = self.store.first_step_inserts()
         if inserts is None:
             return None
         saga_type = new.saga_type

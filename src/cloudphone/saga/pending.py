@@ -87,11 +87,6 @@ class PendingInsert:
         self._patient = patient
 
     @property
-    def waiting(self) -> bool:
-        """Whether the run is not written yet and nothing is writing it."""
-        return self._state is _State.WAITING
-
-    @property
     def written(self) -> bool:
         """Whether the run is known to exist in the store."""
         return self._state is _State.INSERTED
@@ -200,8 +195,6 @@ class PendingInsert:
 
     # -- both ---------------------------------------------------------------------------------
 
-    _last_error: BaseException | None = None
-
     async def _insert_or_raise(self, *, patient: bool) -> None:
         """Insert it by itself once.
 
@@ -209,9 +202,8 @@ class PendingInsert:
         is read back, and if it is not there the error is raised (and ``start()`` raises
         it): the insert was refused.
         """
-        await self._insert_once()
-        error = self._last_error
-        if self._state is not _State.MAYBE or error is None:
+        error = await self._insert_once()
+        if error is None:
             return
         if isinstance(error, DatabaseUnavailableError):
             if patient and self._patient is not None:
@@ -222,21 +214,24 @@ class PendingInsert:
             self._fail_start(error)
             raise error
 
-    async def _insert_once(self) -> None:
-        """Send the insert by itself; its end settles the state (INSERTED, or MAYBE)."""
-        self._last_error = None
+    async def _insert_once(self) -> BaseException | None:
+        """Send the insert by itself: None, or why it failed (the state is MAYBE then).
+
+        Its end settles the state (INSERTED, or MAYBE) even if this waiter is cancelled
+        meanwhile: the insert runs on to its end.
+        """
         self._set(_State.FLUSHING)
         task = asyncio.ensure_future(self._runs.insert_run(self.new))
         task.add_done_callback(self._insert_done)
         with contextlib.suppress(Exception):  # the callback records it
-            await asyncio.shield(task)  # a cancelled waiter leaves the insert to finish
+            await asyncio.shield(task)
+        return _failure(task)
 
     def _insert_done(self, task: asyncio.Future[tuple[str, bool]]) -> None:
-        if not task.cancelled() and task.exception() is None:
+        error = _failure(task)
+        if error is None:
             self._inserted()
             return
-        error = asyncio.CancelledError() if task.cancelled() else task.exception()
-        self._last_error = error
         self._set(_State.MAYBE)
         if isinstance(error, DatabaseUnavailableError):
             self._fail_start(error)
@@ -283,6 +278,11 @@ class PendingInsert:
 
     async def _wait_change(self) -> None:
         await self._changed.wait()
+
+
+def _failure(task: asyncio.Future[tuple[str, bool]]) -> BaseException | None:
+    """Why a finished insert failed (None: it did not)."""
+    return asyncio.CancelledError() if task.cancelled() else task.exception()
 
 
 async def insert_given_back(store: SagaStore, new: NewRun, *, notify: bool) -> None:

@@ -57,6 +57,9 @@ SELECT id, epoch, last_seq, cancel_requested FROM r
 the row, then ``saga_started`` (seq 1) and the progress's events (seq 2…). Without a write
 it is prefixed with ``WITH``; with one, it follows the write's CTE (see :mod:`.pg_write`)."""
 
+INSERT_PAST_FIRST_ALONE = f"WITH {INSERT_PAST_FIRST_SQL}"
+"""The statement without a write before it."""
+
 
 def insert_past_first_args(
     new: NewRun, progress: Progress, lease: timedelta, lease_until: datetime

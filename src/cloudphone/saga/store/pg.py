@@ -91,6 +91,23 @@ async def _raw(conn: AsyncConnection) -> PoolProxiedConnection:
     return await conn.get_raw_connection()
 
 
+async def _fetch_in(
+    conn: AsyncConnection, driver: asyncpg.Connection, what: str, sql: str, *args: Any
+) -> list[asyncpg.Record]:
+    """Run ``sql`` on ``conn``'s driver connection, in its transaction if one is open.
+
+    SQLAlchemy does not see the driver's errors, so its pool is told here when the
+    connection is dead; connection trouble leaves as DatabaseUnavailableError.
+    """
+    try:
+        return list(await driver.fetch(sql, *args))
+    except Exception as error:
+        if not isinstance(error, asyncpg.PostgresError) or driver_error_unavailable(error):
+            await conn.invalidate(error)
+        _unavailable(error, what)
+        raise
+
+
 def _progress_statement(items: Sequence[_Commit], until: datetime) -> tuple[Any, ...]:
     """The statement recording ``items`` and its parameters (typed, one run or many)."""
     if len(items) == 1:
@@ -261,14 +278,8 @@ class PgFastPath:
         if not driver.is_in_transaction():
             alone = await asyncio.gather(*(self.commit(r, e, p, seq) for r, e, p, seq in items))
             return list(alone), False
-        try:
-            rows = await driver.fetch(*_progress_statement(items, self._clock.now() + self._lease))
-        except Exception as error:
-            if not isinstance(error, asyncpg.PostgresError) or driver_error_unavailable(error):
-                # SQLAlchemy did not see this error: tell its pool the connection is dead.
-                await conn.invalidate(error)
-            _unavailable(error, "progress write")
-            raise
+        statement = _progress_statement(items, self._clock.now() + self._lease)
+        rows = await _fetch_in(conn, driver, "progress write", *statement)
         return _in_order(rows, items), True
 
     async def commit_writing(
@@ -321,20 +332,14 @@ class PgFastPath:
         """
         until = self._clock.now() + self._lease
         run_args = first_insert.insert_past_first_args(new, progress, self._lease, until)
-        tail = first_insert.INSERT_PAST_FIRST_SQL
         if write is None:
             driver = (await _raw(conn)).driver_connection
             if not isinstance(driver, asyncpg.Connection):
                 raise NotCombined()
-            try:
-                (row,) = await driver.fetch(f"WITH {tail}", *run_args)
-            except Exception as error:
-                if not isinstance(error, asyncpg.PostgresError) or driver_error_unavailable(error):
-                    await conn.invalidate(error)  # SQLAlchemy did not see it: the pool must
-                _unavailable(error, "start with its first step")
-                raise
+            sql = first_insert.INSERT_PAST_FIRST_ALONE
+            (row,) = await _fetch_in(conn, driver, "start with its first step", sql, *run_args)
             return _written(row)
-        one = combined(write, conn.dialect, tail)
+        one = combined(write, conn.dialect, first_insert.INSERT_PAST_FIRST_SQL)
         if one is None:
             raise NotCombined()
         sql, args = one

@@ -116,7 +116,7 @@ def combined(
     except Exception:  # a missing value, say: executed the ordinary way, it raises there
         return None
     args = [processors[n](values[n]) if n in processors else values[n] for n in order]
-    return f"WITH w AS (\n{write_sql}\n), {_renumbered(tail, len(order))}", args
+    return _joined(write_sql, tail, len(order)), args
 
 
 def is_fenced(error: BaseException) -> bool:
@@ -124,10 +124,14 @@ def is_fenced(error: BaseException) -> bool:
     return getattr(error, "sqlstate", None) == FENCED_SQLSTATE and FENCED in str(error)
 
 
-@functools.lru_cache(maxsize=128)
-def _renumbered(tail: str, k: int) -> str:
-    """``tail`` with its parameters starting at ``$k+1`` (after the write's)."""
-    return re.sub(r"\$(\d+)", lambda m: f"${int(m.group(1)) + k}", tail)
+@functools.lru_cache(maxsize=_CACHE_SIZE)
+def _joined(write_sql: str, tail: str, k: int) -> str:
+    """The write as CTE ``w``, then ``tail`` with its parameters from ``$k+1``.
+
+    Built once per write and tail: a fixed write's SQL is the same string on every call.
+    """
+    renumbered = re.sub(r"\$(\d+)", lambda m: f"${int(m.group(1)) + k}", tail)
+    return f"WITH w AS (\n{write_sql}\n), {renumbered}"
 
 
 def _compiled(statement: object, dialect: Dialect, keys: tuple[str, ...]) -> _Compiled | None:
