@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from cloudphone.saga.definition import Saga, Step
-from cloudphone.saga.progress import NewEvent, Progress, RunState
+from cloudphone.saga.progress import NewEvent, Progress, RunState, progress_of
 from cloudphone.saga.records import ErrorInfo, EventKind
 from cloudphone.saga.state import SagaStatus
 
@@ -45,12 +45,12 @@ def base(state: RunState, now: datetime, events: list[NewEvent], **changes: Any)
         "retry_since": state.retry_since,
     }
     fields.update(changes)
-    return Progress(**fields)
+    return progress_of(fields)
 
 
 def but(progress: Progress, **changes: Any) -> Progress:
     """``progress`` with ``changes`` (a cheaper dataclasses.replace for this hot path)."""
-    return Progress(**{**progress.__dict__, **changes})
+    return progress_of({**progress.__dict__, **changes})
 
 
 def with_deadline_note(

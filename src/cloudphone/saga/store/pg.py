@@ -25,7 +25,6 @@ import asyncpg
 from sqlalchemy import text
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection
-from sqlalchemy.pool import PoolProxiedConnection
 
 from cloudphone.saga.context import QueuedWrite
 from cloudphone.saga.ports import Clock
@@ -58,7 +57,7 @@ from cloudphone.saga.store.pg_sql import (
     run_from_record,
     type_arrays,
 )
-from cloudphone.saga.store.pg_write import NotCombined, combined, is_fenced
+from cloudphone.saga.store.pg_write import NotCombined, combined, is_fenced, raw_connection
 
 SERVER_SETTINGS = {
     "application_name": "cloudphone-saga",
@@ -81,14 +80,6 @@ _Commit = tuple[str, int, Progress, "int | None"]
 """A queued progress write: run id, epoch, progress, the ``last_seq`` it is fenced by."""
 _Insert = tuple[Mapping[str, Any], dict[str, Any], bool]
 """A queued start: the new run's column values, its start event's detail, whether to NOTIFY."""
-
-
-async def _raw(conn: AsyncConnection) -> PoolProxiedConnection:
-    """The DBAPI connection under ``conn``, without a greenlet hop when it is checked out."""
-    sync = conn.sync_connection
-    if sync is not None and not sync.closed and not sync.invalidated:
-        return sync.connection  # checked out and live: no I/O, so no greenlet hop
-    return await conn.get_raw_connection()
 
 
 async def _fetch_in(
@@ -247,7 +238,7 @@ class PgFastPath:
         seq: int | None = None,
     ) -> Written | None:
         """Commit progress inside the caller's transaction (a transactional step)."""
-        driver = (await _raw(conn)).driver_connection
+        driver = (await raw_connection(conn)).driver_connection
         if isinstance(driver, asyncpg.Connection):
             (written,), _shared = await self.commit_group_in(conn, [(run_id, epoch, progress, seq)])
             return written
@@ -273,7 +264,7 @@ class PgFastPath:
         Returns:
             Each item's write (None: fenced off), and whether they share the transaction.
         """
-        driver = (await _raw(conn)).driver_connection
+        driver = (await raw_connection(conn)).driver_connection
         assert isinstance(driver, asyncpg.Connection)
         if not driver.is_in_transaction():
             alone = await asyncio.gather(*(self.commit(r, e, p, seq) for r, e, p, seq in items))
@@ -333,7 +324,7 @@ class PgFastPath:
         until = self._clock.now() + self._lease
         run_args = first_insert.insert_past_first_args(new, progress, self._lease, until)
         if write is None:
-            driver = (await _raw(conn)).driver_connection
+            driver = (await raw_connection(conn)).driver_connection
             if not isinstance(driver, asyncpg.Connection):
                 raise NotCombined()
             sql = first_insert.INSERT_PAST_FIRST_ALONE
@@ -359,7 +350,7 @@ class PgFastPath:
                 refused the statement for a reason of its own (nothing was written).
             DatabaseUnavailableError: The connection failed (``conn`` is invalidated).
         """
-        driver = (await _raw(conn)).driver_connection
+        driver = (await raw_connection(conn)).driver_connection
         if not isinstance(driver, asyncpg.Connection) or driver.is_in_transaction():
             raise NotCombined()
         try:

@@ -32,6 +32,8 @@ from typing import Any
 
 from sqlalchemy import Delete, Insert, TupleType, Update
 from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import TextClause
 
@@ -93,6 +95,19 @@ def combined(
     ``tail`` is the rest of the statement (CTEs, then its SELECT) numbered from ``$1``; its
     parameters follow the write's. None if the write cannot be a CTE as it is.
     """
+    one = driver_sql(write, dialect)
+    if one is None:
+        return None
+    write_sql, args = one
+    return _joined(write_sql, tail, len(args)), args
+
+
+def driver_sql(write: QueuedWrite, dialect: Dialect) -> tuple[str, list[Any]] | None:
+    """The write's own SQL (``$n`` parameters) and its arguments, as the driver takes them.
+
+    None if it is not a plain INSERT, UPDATE or DELETE that can be sent as it is (see the
+    module doc): it goes through SQLAlchemy instead.
+    """
     params = write.params
     if isinstance(params, list):
         return None  # executemany
@@ -115,8 +130,15 @@ def combined(
             processors = {**found.processors, **state.processors}
     except Exception:  # a missing value, say: executed the ordinary way, it raises there
         return None
-    args = [processors[n](values[n]) if n in processors else values[n] for n in order]
-    return _joined(write_sql, tail, len(order)), args
+    return write_sql, [processors[n](values[n]) if n in processors else values[n] for n in order]
+
+
+async def raw_connection(conn: AsyncConnection) -> PoolProxiedConnection:
+    """The DBAPI connection under ``conn``, without a greenlet hop when it is checked out."""
+    sync = conn.sync_connection
+    if sync is not None and not sync.closed and not sync.invalidated:
+        return sync.connection  # checked out and live: no I/O, so no greenlet hop
+    return await conn.get_raw_connection()
 
 
 def is_fenced(error: BaseException) -> bool:
