@@ -294,7 +294,7 @@ class PgFastPath:
                 cannot be a CTE, or it failed (run the ordinary way it raises its error as
                 SQLAlchemy reports it, or succeeds if what made it fail is gone).
         """
-        one = combined(write, conn.dialect)
+        one = combined(write, conn)
         if one is None:
             raise NotCombined()
         sql, args = one
@@ -330,7 +330,7 @@ class PgFastPath:
             sql = first_insert.INSERT_PAST_FIRST_ALONE
             (row,) = await _fetch_in(conn, driver, "start with its first step", sql, *run_args)
             return _written(row)
-        one = combined(write, conn.dialect, first_insert.INSERT_PAST_FIRST_SQL)
+        one = combined(write, conn, first_insert.INSERT_PAST_FIRST_SQL)
         if one is None:
             raise NotCombined()
         sql, args = one

@@ -78,7 +78,14 @@ class _Compiled:
     SQL (no IN to expand, no value rendered into it)."""
 
 
-_cache: dict[tuple[int, int, tuple[str, ...]], tuple[object, object, _Compiled | None]] = {}
+class _Seen:
+    """A statement seen once and not compiled (see ``driver_sql``'s ``compile_new``)."""
+
+
+_SEEN = _Seen()
+_Key = tuple[int, int, tuple[str, ...]]
+_Entry = tuple[object, object, "_Compiled | _Seen | None"]
+_cache: dict[_Key, _Entry] = {}
 """Compiled writes by (statement, dialect, parameter names); each entry holds its statement
 and dialect, so that their ids cannot be reused while it lives."""
 
@@ -88,30 +95,38 @@ PROGRESS_TAIL = COMMIT_ONE_CTES + _FENCED_SELECT
 
 
 def combined(
-    write: QueuedWrite, dialect: Dialect, tail: str = PROGRESS_TAIL
+    write: QueuedWrite, conn: AsyncConnection, tail: str = PROGRESS_TAIL
 ) -> tuple[str, list[Any]] | None:
     """The write as CTE ``w`` before ``tail``, and the write's k parameters.
 
     ``tail`` is the rest of the statement (CTEs, then its SELECT) numbered from ``$1``; its
     parameters follow the write's. None if the write cannot be a CTE as it is.
     """
-    one = driver_sql(write, dialect)
+    one = driver_sql(write, conn)
     if one is None:
         return None
     write_sql, args = one
     return _joined(write_sql, tail, len(args)), args
 
 
-def driver_sql(write: QueuedWrite, dialect: Dialect) -> tuple[str, list[Any]] | None:
+def driver_sql(
+    write: QueuedWrite, conn: AsyncConnection, compile_new: bool = True
+) -> tuple[str, list[Any]] | None:
     """The write's own SQL (``$n`` parameters) and its arguments, as the driver takes them.
 
     None if it is not a plain INSERT, UPDATE or DELETE that can be sent as it is (see the
-    module doc): it goes through SQLAlchemy instead.
+    module doc), or ``conn`` translates schema names: it goes through SQLAlchemy instead.
+    Without ``compile_new`` a statement is compiled only when it comes again (the same
+    object): one built per call goes through SQLAlchemy, whose cache compiles it once per
+    shape (ours is by object), instead of being compiled here on every call.
     """
     params = write.params
     if isinstance(params, list):
         return None  # executemany
-    found = _compiled(write.statement, dialect, tuple(params or ()))
+    sync = conn.sync_connection
+    if sync is None or sync.get_execution_options().get("schema_translate_map"):
+        return None
+    found = _compiled(write.statement, conn.dialect, tuple(params or ()), compile_new)
     if found is None:
         return None
     values: Mapping[str, Any]
@@ -156,16 +171,27 @@ def _joined(write_sql: str, tail: str, k: int) -> str:
     return f"WITH w AS (\n{write_sql}\n), {renumbered}"
 
 
-def _compiled(statement: object, dialect: Dialect, keys: tuple[str, ...]) -> _Compiled | None:
+def _compiled(
+    statement: object, dialect: Dialect, keys: tuple[str, ...], compile_new: bool
+) -> _Compiled | None:
     key = (id(statement), id(dialect), keys)
     cached = _cache.get(key)
     if cached is not None and cached[0] is statement and cached[1] is dialect:
-        return cached[2]
+        if not isinstance(cached[2], _Seen):
+            return cached[2]
+    elif not compile_new:
+        _remember(key, (statement, dialect, _SEEN))
+        return None
     found = _compile(statement, dialect, keys)
-    if len(_cache) >= _CACHE_SIZE:
-        _cache.clear()  # statements built per call: nothing to keep
-    _cache[key] = (statement, dialect, found)
+    _remember(key, (statement, dialect, found))
     return found
+
+
+def _remember(key: _Key, entry: _Entry) -> None:
+    _cache.pop(key, None)
+    if len(_cache) >= _CACHE_SIZE:
+        del _cache[next(iter(_cache))]  # the oldest: statements built per call churn it
+    _cache[key] = entry
 
 
 def _compile(statement: object, dialect: Dialect, keys: tuple[str, ...]) -> _Compiled | None:

@@ -45,7 +45,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import TYPE_CHECKING, Protocol, TypeAlias
 
-import asyncpg
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from cloudphone.saga.context import QueuedWrite
@@ -59,7 +58,7 @@ from cloudphone.saga.store.disconnects import (
     unavailable,
 )
 from cloudphone.saga.store.pg_sql import Written
-from cloudphone.saga.store.pg_write import driver_sql, raw_connection
+from cloudphone.saga.store.pg_write import driver_sql
 from cloudphone.saga.store.writes import run_writes
 
 if TYPE_CHECKING:
@@ -279,9 +278,11 @@ async def _run_member_writes(conn: AsyncConnection, writes: Sequence[QueuedWrite
     """Run a member's queued writes on the group's connection, in order, in its transaction.
 
     Once the transaction is open (a statement was sent on it), a write that can be sent as it
-    is goes straight to asyncpg (:func:`.pg_write.driver_sql`): no SQLAlchemy execution and
-    no greenlet hop, which under load was a sixth of a step's CPU. The others, and a write
-    that would open the transaction, go through SQLAlchemy (:func:`.writes.run_writes`).
+    is goes straight to asyncpg (:func:`.pg_write.driver_sql`; a statement built per call
+    only from its second use): no SQLAlchemy execution and no greenlet hop, which under load
+    was a sixth of a step's CPU. The others, a write that would open the transaction, and
+    any on a connection SQLAlchemy already gave up go through SQLAlchemy
+    (:func:`.writes.run_writes`), which reports what is wrong as usual.
 
     Raises:
         StepGroupAborted: A write sent straight failed: the group rolls back and this attempt
@@ -291,11 +292,14 @@ async def _run_member_writes(conn: AsyncConnection, writes: Sequence[QueuedWrite
         QueuedWriteError: A write sent through SQLAlchemy failed (see run_writes).
         DatabaseUnavailableError: The connection failed under one.
     """
+    import asyncpg  # the postgres extra: only its fast path makes groups
+
     for write in writes:
-        driver = (await raw_connection(conn)).driver_connection
-        direct = None
-        if isinstance(driver, asyncpg.Connection) and driver.is_in_transaction():
-            direct = driver_sql(write, conn.dialect)
+        sync, driver, direct = conn.sync_connection, None, None
+        if sync is not None and not sync.closed and not sync.invalidated:
+            driver = sync.connection.driver_connection  # checked out and live: no I/O
+            if isinstance(driver, asyncpg.Connection) and driver.is_in_transaction():
+                direct = driver_sql(write, conn, compile_new=False)
         if direct is None or not isinstance(driver, asyncpg.Connection):
             await run_writes(conn, (write,))
             continue
@@ -303,7 +307,9 @@ async def _run_member_writes(conn: AsyncConnection, writes: Sequence[QueuedWrite
         try:
             await driver.execute(sql, *args)
         except Exception as error:
-            if isinstance(error, OSError) or driver_error_unavailable(error):
+            # A timeout (asyncpg's command_timeout) is an OSError, but no connection trouble.
+            lost = isinstance(error, OSError) and not isinstance(error, TimeoutError)
+            if lost or driver_error_unavailable(error):
                 await conn.invalidate(error)  # SQLAlchemy did not see it: tell its pool
                 raise unavailable(error, "queued write") from None
             # Neither SQL nor values leave: the error is dropped, and the rerun reports it.

@@ -51,8 +51,28 @@ def quiet(error: Exception) -> Exception:
         error.params = None
         error.hide_parameters = True
         first = str(error.args[0]) if error.args else type(error).__name__
+        refused = _refused_value(error)
+        if refused is not None:
+            first = refused
         error.args = (first.splitlines()[0] if first else first,)
     error.__cause__ = None
     error.__context__ = None
     error.__suppress_context__ = True
     return error
+
+
+def _refused_value(error: BaseException) -> str | None:
+    """What to say instead of a message that quotes the value it refused, or None.
+
+    PostgreSQL's data exceptions (SQLSTATE class 22) name the value in the message itself
+    (``invalid input syntax for type uuid: "..."``), and so does asyncpg when it cannot
+    encode an argument (``invalid input for query argument $1: '...'``, no SQLSTATE).
+    """
+    for link in (error, getattr(error, "orig", None), getattr(error, "__cause__", None)):
+        for found in (link, getattr(link, "__cause__", None)):
+            code = getattr(found, "sqlstate", None)
+            if isinstance(code, str) and code.startswith("22"):
+                return f"the database refused a value (SQLSTATE {code}); it is not repeated here"
+            if found is not None and "invalid input for query argument" in str(found):
+                return "the driver could not encode a value; it is not repeated here"
+    return None
