@@ -163,11 +163,12 @@ async def test_a_started_worker_sweeps_at_start_and_then_periodically(
         assert _sweeper(installs).running
         later = _plant(spool, f"{uuid.uuid4()}.apk")
 
-        async def left() -> bool:
-            return later.exists()
+        async def removed() -> float | None:
+            # Counted once the sweep's thread is back, a moment after the file is gone.
+            return _removed(installs, "unknown")
 
-        await eventually(left, lambda exists: not exists, what="the periodic sweep")
-        assert _removed(installs, "unknown") == 2
+        await eventually(removed, lambda n: n == 2, what="the periodic sweep")
+        assert not later.exists()
         assert fresh.exists()
     assert not _sweeper(installs).running
 

@@ -1,4 +1,4 @@
-"""A queued write's refused value never reaches the history or the logs; when writes go direct.
+"""A refused value never reaches the history or the logs; when queued writes go direct.
 
 PostgreSQL's data exceptions (SQLSTATE class 22) quote the value in their message's first
 line, and asyncpg quotes an argument it cannot encode: the recorded failure says what kind
@@ -105,3 +105,36 @@ async def check_direct(
         assert driver_sql(built(), conn) is not None, "the one statement with progress compiles"
         await conn.execution_options(schema_translate_map={None: f"tenant_{unique}"})
         assert driver_sql(QueuedWrite(kept, {"n": 3}), conn) is None
+
+
+async def test_a_failing_statement_on_ctx_session_names_none_of_its_values(
+    make_engine: Callable[..., SagaEngine], unique: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The body's own statement fails: recorded and logged without its parameters.
+
+    A unique violation; the error shows the statement, and the engine hides what it was given.
+    """
+    table = f"session_values_{unique}"
+    saga = Saga(f"session_values_{unique}", retry=RetryPolicy(max_attempts=1))
+    insert = sa.text(f"INSERT INTO {table} (k, note) VALUES (:k, :note)")
+
+    @saga.step("WRITE", transactional=True)
+    async def write(ctx: StepContext) -> None:
+        await ctx.session.execute(insert, {"k": 1, "note": SECRET})
+
+    engine = make_engine([saga])
+    await engine.create_schema()
+    async with engine.db.begin() as conn:
+        await conn.execute(sa.text(f"CREATE TABLE {table} (k integer UNIQUE, note text)"))
+        await conn.execute(sa.text(f"INSERT INTO {table} (k, note) VALUES (1, 'first')"))
+    caplog.set_level(logging.DEBUG)
+    async with engine.worker():
+        run_id = await engine.start(saga.name, {})
+        run = await engine.wait(run_id, timeout=WAIT)
+    assert run.status is SagaStatus.COMPENSATED
+    assert run.error is not None
+    assert run.error.type == "IntegrityError", run.error
+    assert "parameters hidden" in run.error.message, run.error.message
+    events = await engine.history(run_id)
+    recorded = repr([(e.kind, e.detail) for e in events]) + repr(run.error) + caplog.text
+    assert "s3cr3t" not in recorded

@@ -312,6 +312,8 @@ def _create_engine(
         url,
         pool_size=pool_size,
         max_overflow=max_overflow,
+        # A failing statement's error (recorded as a step's failure, logged) names no value.
+        hide_parameters=True,
         pool_pre_ping=not asyncpg,
         # An unreachable server fails a connect in seconds (the default waits a minute).
         connect_args={"timeout": CONNECT_TIMEOUT}

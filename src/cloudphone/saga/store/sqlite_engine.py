@@ -43,14 +43,20 @@ def create_sqlite_engine(url: URL, busy_timeout_ms: int, *, threaded: bool = Fal
         )
     if threaded:
         engine = create_async_engine(
-            url, pool_size=5, max_overflow=5, connect_args={"timeout": busy_timeout_ms / 1000}
+            url,
+            pool_size=5,
+            max_overflow=5,
+            hide_parameters=True,
+            connect_args={"timeout": busy_timeout_ms / 1000},
         )
     else:
         # Same SQLite, no helper thread: see sqlite_inline for why.
         async def connect() -> sqlite_inline.InlineConnection:
             return await sqlite_inline.connect(database, busy_timeout=busy_timeout_ms / 1000)
 
-        engine = create_async_engine(url, pool_size=5, max_overflow=5, async_creator=connect)
+        engine = create_async_engine(
+            url, pool_size=5, max_overflow=5, hide_parameters=True, async_creator=connect
+        )
         INLINE_ENGINES[engine.sync_engine] = busy_timeout_ms / 1000
     busy_pragma = busy_timeout_ms if threaded else 0
 
