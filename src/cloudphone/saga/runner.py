@@ -15,15 +15,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from datetime import datetime
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from cloudphone.saga import decide, timers
-from cloudphone.saga.context import _CURRENT, QueuedWrite, StepContext, WriteQueue, idempotency_key
+from cloudphone.saga import decide
+from cloudphone.saga.context import QueuedWrite, StepContext, WriteQueue, idempotency_key
 from cloudphone.saga.definition import Saga, Step, StepKind
 from cloudphone.saga.errors import (
     LeaseLostError,
@@ -33,13 +33,7 @@ from cloudphone.saga.errors import (
 )
 from cloudphone.saga.metrics import SagaMetrics
 from cloudphone.saga.outage import Outage, PatientStore, StoreFailure
-from cloudphone.saga.outputs import (
-    RunView,
-    check_collision,
-    check_output,
-    merged_data,
-    private_copy,
-)
+from cloudphone.saga.outputs import RunView, merged_data, private_copy
 from cloudphone.saga.ports import Clock, Committed, ProgressStore, StepHooks
 from cloudphone.saga.progress import (
     Progress,
@@ -50,6 +44,15 @@ from cloudphone.saga.progress import (
     state_of,
 )
 from cloudphone.saga.records import EventKind
+from cloudphone.saga.runner_calls import (
+    _CUT_SHORT,
+    _QUIET,
+    AttemptCalls,
+    _CancelHit,
+    _DeadlineHit,
+    _outcome_of,
+)
+from cloudphone.saga.runner_calls import StepTimeoutError as StepTimeoutError  # part of this API
 from cloudphone.saga.state import SagaStatus
 from cloudphone.saga.tracing import NO_TRACER, SagaTracer
 
@@ -61,47 +64,16 @@ Queued = tuple[QueuedWrite, ...]
 """The writes a transactional attempt queued (``ctx.write``), in order."""
 
 
-class StepTimeoutError(SagaError, TimeoutError):
-    """An attempt ran longer than its step's timeout."""
-
-
 class WorkerLostError(SagaError):
     """The workers running the step's earlier attempts died or lost their lease."""
-
-
-class _DeadlineHit(Exception):
-    """The saga deadline cancelled the attempt (before the pivot)."""
-
-
-class _CancelHit(Exception):
-    """An operator's cancel interrupted the attempt."""
 
 
 Outcome = Callable[[Any, datetime], Progress]
 _Call = tuple[Step, datetime, bool, bool, "datetime | None"]
 """How an attempt is called: step, started, compensating, interruptible, deadline."""
 
-_OUTCOMES: dict[type[BaseException], str] = {
-    _DeadlineHit: "deadline",
-    _CancelHit: "cancelled",
-    StepTimeoutError: "timeout",
-    RetryLater: "postponed",
-}
-"""Metric outcome label of an attempt that ended with this exception type."""
 
-_CUT_SHORT: dict[type[BaseException], str] = {
-    LeaseLostError: "lease_lost",
-    StaleStateError: "stale_state",
-    StoreFailure: "store_failure",
-    asyncio.CancelledError: "interrupted",
-}
-"""Span outcome of an attempt that ended before its outcome was committed."""
-
-_QUIET = (RetryLater, _DeadlineHit, _CancelHit)
-"""Attempt endings that are no error of the step: the span's outcome says what happened."""
-
-
-class Runner:
+class Runner(AttemptCalls):
     """Drives one run for as long as this worker holds its lease."""
 
     def __init__(
@@ -153,13 +125,6 @@ class Runner:
     def run_id(self) -> str:
         """Id of the run being driven."""
         return self.state.id
-
-    def request_cancel(self) -> None:
-        """An operator asked to cancel: interrupt a compensatable attempt now."""
-        self.state.cancel_requested = True
-        if self._interruptible and self._task is not None and not self._interrupted:
-            self._interrupted = True
-            self._task.cancel()
 
     def stop_after_step(self) -> None:
         """Graceful shutdown: finish the attempt in flight, then hand the run back."""
@@ -404,63 +369,6 @@ class Runner:
             log.warning("attempt failed: %s", error, extra=self._log_extra())
         return progress
 
-    async def _call(
-        self,
-        fn: Callable[[StepContext], Any],
-        ctx: StepContext,
-        step: Step,
-        started: datetime,
-        compensating: bool,
-        interruptible: bool,
-        deadline: datetime | None,
-    ) -> Mapping[str, Any] | None:
-        limit = step.timeout.total_seconds() if step.timeout is not None else None
-        deadline_first = False
-        if deadline is not None:
-            remaining = max((deadline - started).total_seconds(), 0.0)
-            if limit is None or remaining < limit:
-                limit, deadline_first = remaining, True
-        self._interruptible = interruptible
-        token = _CURRENT.set(ctx)
-        scope: asyncio.Timeout | None = None
-        try:
-            if limit is None:
-                output = await self._run_action(fn, ctx)
-            else:
-                async with timers.timeout(self._clock, limit) as scope:
-                    output = await self._run_action(fn, ctx)
-        except TimeoutError:
-            if scope is None or not scope.expired():
-                raise
-            if deadline_first:
-                raise _DeadlineHit() from None
-            raise StepTimeoutError(f"attempt exceeded the step timeout of {step.timeout}") from None
-        except asyncio.CancelledError:
-            task = self._task
-            if self._interrupted and task is not None and task.uncancel() == 0:
-                self._interrupted = False
-                raise _CancelHit() from None
-            raise
-        finally:
-            self._interruptible = False
-            _CURRENT.reset(token)
-        # A compensation's return value is ignored; a step's must be a JSON object that
-        # overwrites nothing of the input's or of another step's.
-        checked = None
-        if not compensating:
-            checked = check_output(step, output)
-            s, view = self.state, ctx._run
-            legacy = view.legacy if view is not None else lambda: False
-            check_collision(step.name, checked, s.input, s.outputs, legacy)
-        if self._hooks is not None:
-            await self._hooks.after_action(ctx, checked)
-        return checked
-
-    async def _run_action(self, fn: Callable[[StepContext], Any], ctx: StepContext) -> Any:
-        if self._hooks is not None:
-            await self._hooks.before_attempt(ctx)
-        return await fn(ctx)
-
     async def _commit(self, progress: Progress) -> Progress:
         if self._first is not None:
             await self._first.flush()  # the run is on record before its progress
@@ -499,11 +407,6 @@ class Runner:
             self._metrics.record_finished(self.saga.name, progress.status, seconds)
         if self._on_commit is not None:
             self._on_commit(self.state, progress)
-
-
-def _outcome_of(error: BaseException, compensating: bool) -> str:
-    """The metric (and span) outcome of an attempt that raised ``error``."""
-    return _OUTCOMES.get(type(error), "compensation_failure" if compensating else "failure")
 
 
 def _drive_outcome(last: Progress | None) -> str:
