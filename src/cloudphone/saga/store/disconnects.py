@@ -124,3 +124,9 @@ def _chain(error: BaseException | None) -> Iterator[BaseException]:
         seen.add(id(link))
         yield link
         pending += [link.__context__, link.__cause__]
+
+
+def raise_unavailable(error: BaseException, what: str) -> None:
+    """Raise DatabaseUnavailableError from ``error`` if it is connection trouble."""
+    if is_database_unavailable(error) and not isinstance(error, DatabaseUnavailableError):
+        raise unavailable(error, what) from error

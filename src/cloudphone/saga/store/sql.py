@@ -14,28 +14,22 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, insert, select, text, update
+from sqlalchemy import insert, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from cloudphone.saga.context import QueuedWrite
-from cloudphone.saga.errors import DatabaseUnavailableError, SagaNotFoundError
+from cloudphone.saga.errors import SagaNotFoundError
 from cloudphone.saga.ports import Clock, Committed, StepTransaction
 from cloudphone.saga.progress import NewEvent, Progress
 from cloudphone.saga.records import EventKind
-from cloudphone.saga.state import ACTIVE
-from cloudphone.saga.store import claims, first_insert, lite, pg_sql, reconcile
-from cloudphone.saga.store.base import (
-    Claimed,
-    ClaimRequest,
-    FirstStepInserts,
-    NewRun,
-    SagaTypes,
-)
+from cloudphone.saga.store import first_insert, lite, pg_sql, reconcile
+from cloudphone.saga.store.base import FirstStepInserts, NewRun
 from cloudphone.saga.store.database import Database
-from cloudphone.saga.store.disconnects import is_database_unavailable, unavailable
+from cloudphone.saga.store.disconnects import raise_unavailable
+from cloudphone.saga.store.leases import RunLeases
 from cloudphone.saga.store.listen import Listener
 from cloudphone.saga.store.lite_fast import LiteFastPath, inline_of
 from cloudphone.saga.store.pg_write import NotCombined
@@ -49,7 +43,6 @@ from cloudphone.saga.store.writes import run_writes
 if TYPE_CHECKING:
     from cloudphone.saga.store.pg import PgFastPath
 
-_ACTIVE = [s.value for s in ACTIVE]
 STEP_GROUP = 32
 """Most transactional steps that share one PostgreSQL transaction by default."""
 
@@ -76,7 +69,7 @@ class _StepTx:
         return committed
 
 
-class SqlStore(RunQueries, PresenceQueries):
+class SqlStore(RunLeases, RunQueries, PresenceQueries):
     """Reads and writes of ``saga_runs`` and ``saga_events``: the SQL :class:`.base.SagaStore`.
 
     Args:
@@ -324,7 +317,7 @@ class SqlStore(RunQueries, PresenceQueries):
                 async with self.db.read() as own:
                     return await reconcile.look_txn(own, run_id, seq)
             except Exception as error:
-                _raise_unavailable(error, "reading a run back")
+                raise_unavailable(error, "reading a run back")
                 raise
 
         return look
@@ -368,105 +361,5 @@ class SqlStore(RunQueries, PresenceQueries):
         except Exception as error:
             # Decided by the error's causes, not by the connection being invalidated: a step
             # timeout that cancels a statement invalidates it too, and is the step's failure.
-            _raise_unavailable(error, "step transaction")
+            raise_unavailable(error, "step transaction")
             raise
-
-    # -- claims and leases --------------------------------------------------------------
-
-    async def claim(self, request: ClaimRequest) -> list[Claimed]:
-        """Lease up to ``limit`` due runs: unowned, lease expired, or (``reclaim_own``) ours.
-
-        Every claim bumps the run's epoch; taking over an expired lease counts the lost attempt
-        and records a ``lease_takeover`` event. ``exclude`` lists runs the caller is driving:
-        their leases may have lapsed while it waited (for SQLite's writer lock, say), but
-        taking them over from itself would only restart their steps. Only leases that expired
-        before ``takeover_before`` (default ``now``) are taken over. ``lost_claims`` are the
-        times of this worker's claims (or claiming inserts) whose answer was lost: runs they
-        claimed, untouched since, are claimed again without counting an attempt.
-        """
-        r = request
-        if r.limit <= 0 or not r.saga_types:
-            return []
-        if self._fast is not None:
-            rows = await self._fast.claim(r)
-        elif self._lite is not None:
-            # SQLite (here and below) runs in this process: a claim's answer is never lost,
-            # so lost_claims is moot.
-            rows = await self._lite.claim(r)
-        else:
-            async with self.db.begin() as conn:
-                rows = await claims.claim_txn(conn, r, self._lease_end)
-        return [Claimed(run, previous) for run, previous in rows]
-
-    def _lease_end(self) -> datetime:
-        return self.clock.now() + self.lease
-
-    async def heartbeat(
-        self, worker_id: str, run_ids: Sequence[str]
-    ) -> dict[str, tuple[int, bool]]:
-        """Extend the leases this worker still holds.
-
-        Returns:
-            For each run still held: its epoch and whether cancel was requested. Runs missing
-            from the answer were taken over or fenced by an operator.
-        """
-        if not run_ids:
-            return {}
-        if self._fast is not None:
-            return await self._fast.heartbeat(worker_id, run_ids)
-        r = saga_runs.c
-        async with self.db.begin() as conn:
-            # The lease end is taken once the writer lock is held, never before.
-            stmt = (
-                update(saga_runs)
-                .where(r.owner == worker_id, r.id.in_(list(run_ids)), r.status.in_(_ACTIVE))
-                .values(lease_expires_at=self.clock.now() + self.lease)
-                .returning(r.id, r.epoch, r.cancel_requested)
-            )
-            rows = (await conn.execute(stmt)).all()
-        return {row.id: (row.epoch, bool(row.cancel_requested)) for row in rows}
-
-    async def release(self, worker_id: str, run_ids: Sequence[str], now: datetime) -> int:
-        """Hand runs back at shutdown: due now for any worker; the epoch bump fences us off."""
-        if not run_ids:
-            return 0
-        r = saga_runs.c
-        stmt = (
-            update(saga_runs)
-            .where(r.owner == worker_id, r.id.in_(list(run_ids)), r.status.in_(_ACTIVE))
-            .values(
-                owner=None,
-                lease_expires_at=None,
-                next_run_at=now,
-                epoch=r.epoch + 1,
-                updated_at=now,
-            )
-        )
-        try:
-            async with self.db.begin() as conn:
-                result = await conn.execute(stmt)
-        except Exception as error:
-            _raise_unavailable(error, "hand-back")
-            raise
-        return int(result.rowcount)
-
-    async def next_due(self, saga_types: SagaTypes) -> datetime | None:
-        """Earliest time an unowned active run of these types (and versions) becomes due."""
-        r = saga_runs.c
-        try:
-            async with self.db.read() as conn:
-                due: datetime | None = await conn.scalar(
-                    select(func.min(r.next_run_at)).where(
-                        r.status.in_(_ACTIVE), claims.covered(saga_types), r.owner.is_(None)
-                    )
-                )
-        except Exception as error:
-            _raise_unavailable(error, "next due run")
-            raise
-        return due
-
-
-def _raise_unavailable(error: BaseException, what: str) -> None:
-    """Raise DatabaseUnavailableError from ``error`` if it is connection trouble."""
-    if is_database_unavailable(error) and not isinstance(error, DatabaseUnavailableError):
-        raise unavailable(error, what) from error
