@@ -1,8 +1,9 @@
 """The PostgreSQL fast path's statements (see :mod:`.pg`): each one round trip, one commit.
 
-No driver here (asyncpg is imported by :mod:`.pg` only, when PostgreSQL is used), so the
-statements and their JSON items serve SQLAlchemy connections too. Parameters are asyncpg's
-``$n``. Items travel as one JSON array expanded by
+No driver here (asyncpg is imported only by the modules that run on it, once PostgreSQL is
+used: :mod:`.pg`, :mod:`.pg_step`, and inside functions of :mod:`.listen` and
+:mod:`.step_group`), so the statements and their JSON items serve SQLAlchemy connections
+too. Parameters are asyncpg's ``$n``. Items travel as one JSON array expanded by
 ``jsonb_to_recordset``, so one statement carries many runs (group commit).
 """
 
