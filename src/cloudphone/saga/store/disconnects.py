@@ -94,7 +94,7 @@ def is_database_unavailable(error: BaseException) -> bool:
     SQLAlchemy pool. A bare ``OSError`` raised by other code (an HTTP call, a file) is not
     counted: only errors that came through the database layers are.
     """
-    for link in _chain(error):
+    for link in error_chain(error):
         if isinstance(link, DatabaseUnavailableError | sa_exc.DisconnectionError):
             return True
         if isinstance(link, sa_exc.TimeoutError):  # QueuePool limit reached: no connection
@@ -113,7 +113,7 @@ def unavailable(error: BaseException, what: str) -> DatabaseUnavailableError:
     return DatabaseUnavailableError(f"{what}: {type(error).__name__}: {error}".rstrip(": "))
 
 
-def _chain(error: BaseException | None) -> Iterator[BaseException]:
+def error_chain(error: BaseException | None) -> Iterator[BaseException]:
     """``error`` and its causes and contexts, each once (bounded: chains can be cyclic)."""
     seen: set[int] = set()
     pending = [error]

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from cloudphone.saga.context import QueuedWrite
 from cloudphone.saga.errors import QueuedWriteError
-from cloudphone.saga.store.disconnects import is_database_unavailable, unavailable
+from cloudphone.saga.store.disconnects import error_chain, is_database_unavailable, unavailable
 
 
 async def run_writes(conn: AsyncConnection, writes: Sequence[QueuedWrite]) -> None:
@@ -68,11 +68,10 @@ def _refused_value(error: BaseException) -> str | None:
     (``invalid input syntax for type uuid: "..."``), and so does asyncpg when it cannot
     encode an argument (``invalid input for query argument $1: '...'``, no SQLSTATE).
     """
-    for link in (error, getattr(error, "orig", None), getattr(error, "__cause__", None)):
-        for found in (link, getattr(link, "__cause__", None)):
-            code = getattr(found, "sqlstate", None)
-            if isinstance(code, str) and code.startswith("22"):
-                return f"the database refused a value (SQLSTATE {code}); it is not repeated here"
-            if found is not None and "invalid input for query argument" in str(found):
-                return "the driver could not encode a value; it is not repeated here"
+    for link in error_chain(error):  # SQLAlchemy's error, the adapter's, the driver's
+        code = getattr(link, "sqlstate", None)
+        if isinstance(code, str) and code.startswith("22"):
+            return f"the database refused a value (SQLSTATE {code}); it is not repeated here"
+        if "invalid input for query argument" in str(link):
+            return "the driver could not encode a value; it is not repeated here"
     return None
