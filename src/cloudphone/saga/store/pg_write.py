@@ -148,12 +148,17 @@ def driver_sql(
     return write_sql, [processors[n](values[n]) if n in processors else values[n] for n in order]
 
 
-async def raw_connection(conn: AsyncConnection) -> PoolProxiedConnection:
-    """The DBAPI connection under ``conn``, without a greenlet hop when it is checked out."""
+def live_connection(conn: AsyncConnection) -> PoolProxiedConnection | None:
+    """The DBAPI connection under ``conn`` if it is checked out and live (no I/O), else None."""
     sync = conn.sync_connection
     if sync is not None and not sync.closed and not sync.invalidated:
-        return sync.connection  # checked out and live: no I/O, so no greenlet hop
-    return await conn.get_raw_connection()
+        return sync.connection
+    return None
+
+
+async def raw_connection(conn: AsyncConnection) -> PoolProxiedConnection:
+    """The DBAPI connection under ``conn``, without a greenlet hop when it is checked out."""
+    return live_connection(conn) or await conn.get_raw_connection()
 
 
 def is_fenced(error: BaseException) -> bool:

@@ -58,7 +58,7 @@ from cloudphone.saga.store.disconnects import (
     unavailable,
 )
 from cloudphone.saga.store.pg_sql import Written
-from cloudphone.saga.store.pg_write import driver_sql
+from cloudphone.saga.store.pg_write import driver_sql, live_connection
 from cloudphone.saga.store.writes import run_writes
 
 if TYPE_CHECKING:
@@ -271,7 +271,7 @@ class _Member:
         written = outcome[index]
         if written is None:
             raise StepGroupAborted()
-        return Committed(cancel_requested=written[0], last_seq=written[1])
+        return Committed.of(written)
 
 
 async def _run_member_writes(conn: AsyncConnection, writes: Sequence[QueuedWrite]) -> None:
@@ -295,11 +295,10 @@ async def _run_member_writes(conn: AsyncConnection, writes: Sequence[QueuedWrite
     import asyncpg  # the postgres extra: only its fast path makes groups
 
     for write in writes:
-        sync, driver, direct = conn.sync_connection, None, None
-        if sync is not None and not sync.closed and not sync.invalidated:
-            driver = sync.connection.driver_connection  # checked out and live: no I/O
-            if isinstance(driver, asyncpg.Connection) and driver.is_in_transaction():
-                direct = driver_sql(write, conn, compile_new=False)
+        live, direct = live_connection(conn), None
+        driver = live.driver_connection if live is not None else None
+        if isinstance(driver, asyncpg.Connection) and driver.is_in_transaction():
+            direct = driver_sql(write, conn, compile_new=False)
         if direct is None or not isinstance(driver, asyncpg.Connection):
             await run_writes(conn, (write,))
             continue
@@ -307,7 +306,9 @@ async def _run_member_writes(conn: AsyncConnection, writes: Sequence[QueuedWrite
         try:
             await driver.execute(sql, *args)
         except Exception as error:
-            # A timeout (asyncpg's command_timeout) is an OSError, but no connection trouble.
+            # A timeout (asyncpg's command_timeout) is an OSError, but no lost connection, and
+            # in the group's transaction nothing of it committed: the group rolls back. (A
+            # statement sent alone may have landed: send_alone counts it as an outage.)
             lost = isinstance(error, OSError) and not isinstance(error, TimeoutError)
             if lost or driver_error_unavailable(error):
                 await conn.invalidate(error)  # SQLAlchemy did not see it: tell its pool
