@@ -30,6 +30,11 @@ class Committed:
     last_seq: int
     """The run's ``last_seq`` after the write: the fence of the runner's next write."""
 
+    @classmethod
+    def of(cls, written: tuple[bool, int]) -> Committed:
+        """From what a progress write that applied returned: (cancel_requested, last_seq)."""
+        return cls(cancel_requested=written[0], last_seq=written[1])
+
 
 class StepTransaction(Protocol):
     """A database transaction shared by a transactional step and its progress record."""

@@ -31,6 +31,7 @@ from cloudphone.saga.records import EventKind
 from cloudphone.saga.store.base import NewRun, TakeInsert
 from cloudphone.saga.store.pg_write import NotCombined
 from cloudphone.saga.store.rows import new_run_values, progress_values, start_detail
+from cloudphone.saga.store.step_tx import StepTx, Writes
 from cloudphone.saga.store.writes import run_writes
 
 if TYPE_CHECKING:
@@ -108,36 +109,21 @@ def insert_past_first_args(
     )
 
 
-class _FirstStepTx:
+class _FirstStepTx(StepTx):
     """The transaction of a deferred run's first step: its commit inserts the run too."""
 
     def __init__(self, store: SqlStore, conn: AsyncConnection, take: TakeInsert) -> None:
-        self._store = store
-        self._conn = conn
+        super().__init__(store, conn)
         self._take = take
 
-    @property
-    def session(self) -> AsyncConnection:
-        return self._conn
-
-    async def commit(
-        self,
-        run_id: str,
-        epoch: int,
-        progress: Progress,
-        seq: int | None = None,
-        writes: Sequence[QueuedWrite] = (),
+    async def _record(
+        self, run_id: str, epoch: int, progress: Progress, seq: int | None, writes: Writes
     ) -> Committed:
         new = await self._take()
         if new is None:  # inserted by itself meanwhile: recorded as for any run
-            committed = await self._store.commit_step(
-                self._conn, run_id, epoch, progress, seq, writes
-            )
-        else:
-            assert (run_id, epoch) == (new.id, 1), "a deferred run's first commit"
-            committed = await self._insert(new, progress, writes)
-        await self._conn.commit()
-        return committed
+            return await super()._record(run_id, epoch, progress, seq, writes)
+        assert (run_id, epoch) == (new.id, 1), "a deferred run's first commit"
+        return await self._insert(new, progress, writes)
 
     async def _insert(
         self, new: NewRun, progress: Progress, writes: Sequence[QueuedWrite]
@@ -146,21 +132,17 @@ class _FirstStepTx:
         fast = store.fast_path
         if fast is not None and len(writes) == 1:
             try:
-                return _committed(await fast.commit_inserting(conn, new, progress, writes[0]))
+                return Committed.of(await fast.commit_inserting(conn, new, progress, writes[0]))
             except NotCombined:
                 pass  # nothing written: the ordinary way
         await run_writes(conn, writes)
         if fast is not None:
             try:  # after the step's statements, in their transaction (else alone)
-                return _committed(await fast.commit_inserting(conn, new, progress, None))
+                return Committed.of(await fast.commit_inserting(conn, new, progress, None))
             except NotCombined:
                 pass  # not asyncpg
         await store.insert_run_txn(conn, new, notify=False)
         return await store.commit_txn(conn, new.id, 1, progress, 1)
-
-
-def _committed(written: tuple[bool, int]) -> Committed:
-    return Committed(cancel_requested=written[0], last_seq=written[1])
 
 
 class FirstInserts:

@@ -73,7 +73,7 @@ async def write_fenced(
     for _ in range(MOVES):
         written = await write(seq)
         if written is not None:
-            return Committed(cancel_requested=written[0], last_seq=written[1])
+            return Committed.of(written)
         if seq is None:
             break
         seen = await look(run_id, seq)

@@ -36,6 +36,7 @@ from cloudphone.saga.store.pg_write import NotCombined
 from cloudphone.saga.store.queries import RunQueries
 from cloudphone.saga.store.rows import event_rows, new_run_values, start_detail
 from cloudphone.saga.store.step_group import StepGroups
+from cloudphone.saga.store.step_tx import StepTx
 from cloudphone.saga.store.tables import metadata, saga_events, saga_runs
 from cloudphone.saga.store.workers import PresenceQueries
 from cloudphone.saga.store.writes import run_writes
@@ -45,28 +46,6 @@ if TYPE_CHECKING:
 
 STEP_GROUP = 32
 """Most transactional steps that share one PostgreSQL transaction by default."""
-
-
-class _StepTx:
-    def __init__(self, store: SqlStore, conn: AsyncConnection) -> None:
-        self._store = store
-        self._conn = conn
-
-    @property
-    def session(self) -> AsyncConnection:
-        return self._conn
-
-    async def commit(
-        self,
-        run_id: str,
-        epoch: int,
-        progress: Progress,
-        seq: int | None = None,
-        writes: Sequence[QueuedWrite] = (),
-    ) -> Committed:
-        committed = await self._store.commit_step(self._conn, run_id, epoch, progress, seq, writes)
-        await self._conn.commit()
-        return committed
 
 
 class SqlStore(RunLeases, RunQueries, PresenceQueries):
@@ -357,7 +336,7 @@ class SqlStore(RunLeases, RunQueries, PresenceQueries):
                     yield member
             else:
                 async with self.db.begin() as conn:
-                    yield _StepTx(self, conn)
+                    yield StepTx(self, conn)
         except Exception as error:
             # Decided by the error's causes, not by the connection being invalidated: a step
             # timeout that cancels a statement invalidates it too, and is the step's failure.
